@@ -1,0 +1,206 @@
+//! `ModelBackend`: one upstream provider account.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, SecretKeyRef};
+
+/// One upstream provider account: where it is, how to authenticate, which models it serves
+/// and what they cost.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "ModelBackend",
+    namespaced,
+    status = "ModelBackendStatus",
+    shortname = "mb",
+    category = "switchyard",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint","priority":1}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelBackendSpec {
+    /// The wire format this backend speaks.
+    pub provider: Provider,
+    /// Base URL of the provider's API, e.g. `https://api.openai.com/v1`. Defaults per provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The upstream credentials. Omit for upstreams that need none (e.g. a local vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BackendAuth>,
+    /// The model ids this backend serves, with their prices.
+    #[schemars(length(min = 1))]
+    pub models: Vec<BackendModel>,
+    /// Time limits for calls to this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Most requests in flight to this backend at once, per gateway replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrency: Option<u32>,
+    /// TLS settings for the upstream connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+    /// Headers set on, or removed from, every upstream request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderModifier>,
+}
+
+/// A provider wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum Provider {
+    /// OpenAI's API.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Anthropic's Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Google Gemini (`generateContent`).
+    #[serde(rename = "gemini")]
+    Gemini,
+    /// Azure OpenAI deployments.
+    #[serde(rename = "azure-openai")]
+    AzureOpenAi,
+    /// AWS Bedrock Converse.
+    #[serde(rename = "bedrock")]
+    Bedrock,
+    /// Any server speaking the OpenAI dialect: DeepSeek, Mistral, GLM, Groq, vLLM, Ollama …
+    #[serde(rename = "openai-compatible")]
+    OpenAiCompatible,
+}
+
+impl Provider {
+    /// The name used in manifests and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::AzureOpenAi => "azure-openai",
+            Provider::Bedrock => "bedrock",
+            Provider::OpenAiCompatible => "openai-compatible",
+        }
+    }
+
+    /// The endpoint used when `spec.endpoint` is omitted, if the provider has a public one.
+    pub fn default_endpoint(self) -> Option<&'static str> {
+        match self {
+            Provider::OpenAi => Some("https://api.openai.com/v1"),
+            Provider::Anthropic => Some("https://api.anthropic.com"),
+            Provider::Gemini => Some("https://generativelanguage.googleapis.com"),
+            Provider::AzureOpenAi | Provider::Bedrock | Provider::OpenAiCompatible => None,
+        }
+    }
+}
+
+/// Upstream credentials: one key, or a pool of keys used in turn.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.keys)").message("exactly one of secretRef or keys must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackendAuth {
+    /// The Secret key holding the single upstream API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// A pool of upstream keys, used in turn by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<WeightedKey>>,
+}
+
+/// One key of a key pool.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedKey {
+    /// The Secret key holding this upstream API key.
+    pub secret_ref: SecretKeyRef,
+    /// Relative share of requests sent with this key (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A model id served by a backend.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendModel {
+    /// The model id as the provider names it, e.g. `gpt-4o-mini`.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// What a million tokens of this model cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+/// Prices in USD per million tokens, as decimal strings (e.g. `"2.50"`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    /// USD per million input (prompt) tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_per_million: Option<String>,
+    /// USD per million output (completion) tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_per_million: Option<String>,
+    /// USD per million input tokens served from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<String>,
+}
+
+/// Time limits, as Go-style durations (`2s`, `500ms`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Time to establish the TCP (and TLS) connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    /// Time from sending the request to the response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte: Option<String>,
+    /// Longest silence between two chunks of a streamed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+    /// Time for the whole upstream call, body included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
+}
+
+/// TLS settings for the upstream connection.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// Secret key holding a PEM CA bundle to trust instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Server name to present and verify, when it differs from the endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+/// Headers to set on, or remove from, upstream requests.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    /// Headers set (replacing any value) on every upstream request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Header names removed from every upstream request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// Observed state of a ModelBackend.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelBackendStatus {
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `ResolvedRefs` and `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

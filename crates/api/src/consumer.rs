@@ -1,0 +1,90 @@
+//! `AIConsumer`: a caller and its limits.
+
+use schemars::JsonSchema;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, SecretKeyRef};
+
+/// A caller of the gateway (an app, a team, a downstream relay): its key, what it may use,
+/// and its limits.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "AIConsumer",
+    plural = "aiconsumers",
+    namespaced,
+    status = "AIConsumerStatus",
+    shortname = "aic",
+    category = "switchyard",
+    printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".spec.budget.usd"}"#,
+    printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.budget.period"}"#,
+    printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.spendUsd"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AIConsumerSpec {
+    /// The Secret key holding the caller's virtual API key. It is kept only as a hash and
+    /// compared in constant time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretKeyRef>,
+    /// Model names, globs or AIRoute names this caller may use; empty allows everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Request and token rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// A spending cap per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// Rate limits per consumer.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Most requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Most tokens (input + output) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// A spending cap.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// The cap in USD, as a decimal string (e.g. `"100.00"`).
+    pub usd: String,
+    /// The period after which spend resets.
+    pub period: BudgetPeriod,
+}
+
+/// A budget period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// Resets at 00:00 UTC.
+    Day,
+    /// Resets on the first day of the month, 00:00 UTC.
+    #[default]
+    Month,
+}
+
+/// Observed state of an AIConsumer.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AIConsumerStatus {
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Spend in the current budget period, in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_usd: Option<String>,
+}

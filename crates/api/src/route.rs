@@ -1,0 +1,162 @@
+//! `AIRoute`: which requests go where.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Condition;
+
+/// Routes requests whose `model` matches to a weighted set of backends, with fallbacks.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "AIRoute",
+    plural = "airoutes",
+    namespaced,
+    status = "AIRouteStatus",
+    shortname = "air",
+    category = "switchyard",
+    printcolumn = r#"{"name":"Models","type":"string","jsonPath":".spec.match.models"}"#,
+    printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AIRouteSpec {
+    /// Which requests this route takes.
+    #[serde(rename = "match")]
+    pub match_: RouteMatch,
+    /// The primary backends, split by weight.
+    #[x_kube(validation = Rule::new("self.exists(b, !has(b.weight) || b.weight > 0)").message("at least one backend needs a weight above 0"))]
+    #[schemars(length(min = 1))]
+    pub backends: Vec<RouteBackend>,
+    /// Backends tried in order once the primary set has failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<RouteBackend>,
+    /// When and how often to retry a failed upstream call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Time limit for the whole request, retries and fallbacks included (Go-style duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// How a backend is chosen among the primary set (default `weighted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+/// Which requests a route takes. All given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// Model names as clients send them in `model`: exact names, or globs with `*` and `?`.
+    #[schemars(length(min = 1))]
+    pub models: Vec<String>,
+    /// Request headers that must be present with these exact values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Names of the AIConsumers this route is for; empty means every caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
+}
+
+/// A request header that must have an exact value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// The exact value required.
+    pub value: String,
+}
+
+/// One target of a route.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteBackend {
+    /// The ModelBackend to send to.
+    pub backend_ref: BackendRef,
+    /// The model id sent upstream in place of the client's; defaults to the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Relative share of traffic among the primary backends (default 1; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A reference to a ModelBackend in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Name of the ModelBackend.
+    pub name: String,
+}
+
+/// Retry policy for upstream calls.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Total attempts per backend, the first included (1 means no retry).
+    #[schemars(range(min = 1, max = 10))]
+    pub attempts: u32,
+    /// Failures that may be retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<RetryOn>,
+    /// Base back-off between attempts (Go-style duration), doubled each time, with jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+}
+
+/// A retryable failure class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum RetryOn {
+    /// Upstream answered with a 5xx status.
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// Upstream answered 429 Too Many Requests.
+    #[serde(rename = "429")]
+    RateLimited,
+    /// Upstream did not answer in time.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// The connection to the upstream could not be made.
+    #[serde(rename = "connect")]
+    Connect,
+}
+
+/// How a backend is chosen among the primary set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Random by weight.
+    #[default]
+    Weighted,
+    /// The backend with the lowest recent latency.
+    LeastLatency,
+    /// The backend whose model is cheapest per token.
+    Cheapest,
+}
+
+impl Strategy {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least-latency",
+            Strategy::Cheapest => "cheapest",
+        }
+    }
+}
+
+/// Observed state of an AIRoute.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AIRouteStatus {
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
