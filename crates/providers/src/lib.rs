@@ -1,1 +1,59 @@
-//! placeholder
+//! Provider wire formats for Switchyard: inbound decoding, upstream encoding, SSE framing,
+//! usage extraction and error shapes. Pure code, no I/O and no kube, so it stays cheap to
+//! fuzz and benchmark.
+
+pub mod error;
+pub mod openai;
+pub mod sse;
+
+pub use error::{ErrorSource, OpenAiError};
+
+/// The inbound API operation a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Operation {
+    /// The path under the provider's base URL (which already ends in `/v1` for OpenAI).
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Operation::ChatCompletions => "/chat/completions",
+            Operation::Completions => "/completions",
+            Operation::Embeddings => "/embeddings",
+        }
+    }
+
+    /// The name used in metrics and spans (GenAI semantic conventions' operation names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::ChatCompletions => "chat",
+            Operation::Completions => "text_completion",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+
+    /// Whether responses to this operation may be streamed.
+    pub fn can_stream(self) -> bool {
+        match self {
+            Operation::ChatCompletions | Operation::Completions => true,
+            Operation::Embeddings => false,
+        }
+    }
+}
+
+/// Token usage of one response, in the gateway's own terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Completion tokens, reasoning included.
+    pub output_tokens: u64,
+    /// The part of `input_tokens` served from the provider's prompt cache.
+    pub cached_input_tokens: u64,
+}

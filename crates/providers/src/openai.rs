@@ -1,0 +1,348 @@
+//! OpenAI wire format: request passthrough with model rewrite, usage extraction, and stream
+//! chunk inspection.
+//!
+//! When the caller and the backend both speak OpenAI, the gateway does not build a typed
+//! model of the request: it splits the top-level object into raw fields, rewrites `model` and
+//! `stream_options`, and copies every other field byte for byte. That keeps fields the gateway
+//! does not know about (new OpenAI parameters, vendor extensions) intact and costs one pass.
+
+use std::borrow::Cow;
+
+use serde::{
+    de::{MapAccess, Visitor},
+    Deserialize, Deserializer,
+};
+use serde_json::value::RawValue;
+
+use crate::{Operation, Usage};
+
+/// A request the gateway cannot accept, with the parameter at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not a JSON object.
+    #[error("the request body is not valid JSON: {0}")]
+    Json(String),
+    /// A required parameter is missing.
+    #[error("you must provide a '{0}' parameter")]
+    Missing(&'static str),
+    /// A parameter has the wrong type.
+    #[error("'{param}' must be {expected}")]
+    Type {
+        /// The parameter.
+        param: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// The operation cannot stream.
+    #[error("'stream' is not supported for this endpoint")]
+    StreamUnsupported,
+}
+
+impl DecodeError {
+    /// The request parameter at fault, for the error body's `param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            DecodeError::Json(_) => None,
+            DecodeError::Missing(p) => Some(p),
+            DecodeError::Type { param, .. } => Some(param),
+            DecodeError::StreamUnsupported => Some("stream"),
+        }
+    }
+}
+
+/// One top-level field, its value left as raw JSON text borrowed from the body.
+type Field<'a> = (Cow<'a, str>, &'a RawValue);
+
+struct Fields<'a>(Vec<Field<'a>>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An OpenAI request decoded just enough to route and forward it.
+pub struct Request<'a> {
+    fields: Vec<Field<'a>>,
+    /// The model the client asked for.
+    pub model: Cow<'a, str>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// The client's `max_tokens` / `max_completion_tokens`, for token estimates.
+    pub max_tokens: Option<u64>,
+}
+
+impl<'a> Request<'a> {
+    /// Decodes the body of an OpenAI request for `op`.
+    pub fn decode(op: Operation, body: &'a [u8]) -> Result<Self, DecodeError> {
+        let Fields(fields) =
+            serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let mut model = None;
+        let mut stream = false;
+        let mut client_wants_usage = false;
+        let mut max_tokens = None;
+        let mut has_input = false;
+        let input_param = match op {
+            Operation::ChatCompletions => "messages",
+            Operation::Completions => "prompt",
+            Operation::Embeddings => "input",
+        };
+        for (k, v) in &fields {
+            match k.as_ref() {
+                "model" => {
+                    let m: Cow<'a, str> = Cow::deserialize(&mut serde_json::Deserializer::from_str(v.get()))
+                        .map_err(|_| DecodeError::Type {
+                            param: "model",
+                            expected: "a string",
+                        })?;
+                    model = Some(m);
+                }
+                "stream" => {
+                    stream = match v.get() {
+                        "true" => true,
+                        "false" | "null" => false,
+                        _ => {
+                            return Err(DecodeError::Type {
+                                param: "stream",
+                                expected: "a boolean",
+                            })
+                        }
+                    }
+                }
+                "stream_options" => {
+                    #[derive(Deserialize)]
+                    struct StreamOptions {
+                        #[serde(default)]
+                        include_usage: Option<bool>,
+                    }
+                    if v.get() != "null" {
+                        let so: StreamOptions = serde_json::from_str(v.get()).map_err(|_| {
+                            DecodeError::Type {
+                                param: "stream_options",
+                                expected: "an object",
+                            }
+                        })?;
+                        client_wants_usage = so.include_usage.unwrap_or(false);
+                    }
+                }
+                "max_tokens" | "max_completion_tokens" => {
+                    max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
+                        DecodeError::Type {
+                            param: "max_tokens",
+                            expected: "a non-negative integer",
+                        }
+                    })?;
+                }
+                p if p == input_param => has_input = v.get() != "null",
+                _ => {}
+            }
+        }
+        let model = model.ok_or(DecodeError::Missing("model"))?;
+        if model.is_empty() {
+            return Err(DecodeError::Missing("model"));
+        }
+        if !has_input {
+            return Err(DecodeError::Missing(input_param));
+        }
+        if stream && !op.can_stream() {
+            return Err(DecodeError::StreamUnsupported);
+        }
+        Ok(Request {
+            fields,
+            model,
+            stream,
+            client_wants_usage: stream && client_wants_usage,
+            max_tokens,
+        })
+    }
+
+    /// Encodes the upstream body: `model` replaced by `upstream_model`, and for streams
+    /// `stream_options.include_usage` forced on so usage is known for every stream.
+    pub fn encode(&self, upstream_model: &str) -> Vec<u8> {
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut saw_stream_options = false;
+        let mut sep = |out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+        };
+        for (k, v) in &self.fields {
+            sep(&mut out);
+            write_str(&mut out, k);
+            out.push(b':');
+            match k.as_ref() {
+                "model" => write_str(&mut out, upstream_model),
+                "stream_options" if self.stream => {
+                    saw_stream_options = true;
+                    write_stream_options(&mut out, v.get());
+                }
+                _ => out.extend_from_slice(v.get().as_bytes()),
+            }
+        }
+        if self.stream && !saw_stream_options {
+            sep(&mut out);
+            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// A rough token count of the prompt (bytes / 4), for limits that must act before the
+    /// upstream reports real usage.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        let bytes: usize = self.fields.iter().map(|(_, v)| v.get().len()).sum();
+        (bytes as u64).div_ceil(4)
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Merges `include_usage: true` into the client's `stream_options`, keeping its other keys.
+fn write_stream_options(out: &mut Vec<u8>, raw: &str) {
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).unwrap_or_default();
+    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let _ = serde_json::to_writer(&mut *out, &map);
+}
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What the gateway needs from a non-streamed response body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// Token usage, when the upstream reported it.
+    pub usage: Option<Usage>,
+}
+
+/// Reads usage from a complete (non-streamed) OpenAI response.
+pub fn inspect_response(body: &[u8]) -> ResponseInfo {
+    #[derive(Deserialize)]
+    struct R {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    let usage = serde_json::from_slice::<R>(body)
+        .ok()
+        .and_then(|r| r.usage)
+        .map(Usage::from);
+    ResponseInfo { usage }
+}
+
+/// What the gateway needs from one streamed chunk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Usage carried by this chunk.
+    pub usage: Option<Usage>,
+    /// True for the extra chunk that only exists to carry usage (`choices: []`). It is passed
+    /// on only to clients that asked for it.
+    pub usage_only: bool,
+    /// True when the chunk carries generated content (for time-to-first-token).
+    pub has_content: bool,
+    /// True when a choice reports a `finish_reason`.
+    pub finished: bool,
+}
+
+/// Inspects one `data:` payload of an OpenAI chat or completions stream.
+pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
+    #[derive(Deserialize)]
+    struct Chunk<'a> {
+        #[serde(default, borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        delta: Option<Delta<'a>>,
+        #[serde(default, borrow)]
+        text: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        #[serde(default, borrow)]
+        content: Option<Cow<'a, str>>,
+        #[serde(default)]
+        tool_calls: Option<serde::de::IgnoredAny>,
+        #[serde(default, borrow)]
+        reasoning_content: Option<Cow<'a, str>>,
+    }
+    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        return ChunkInfo::default();
+    };
+    let choices = chunk.choices.unwrap_or_default();
+    let has_content = choices.iter().any(|c| {
+        c.text.as_deref().is_some_and(|t| !t.is_empty())
+            || c.delta.as_ref().is_some_and(|d| {
+                d.content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.reasoning_content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.tool_calls.is_some()
+            })
+    });
+    let finished = choices.iter().any(|c| c.finish_reason.is_some());
+    let usage = chunk.usage.map(Usage::from);
+    ChunkInfo {
+        usage_only: choices.is_empty() && usage.is_some(),
+        usage,
+        has_content,
+        finished,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+use super::*;
+
+fn decode(body: &str) -> Result<Request<'_>, DecodeError> {
+    Request::decode(Operation::ChatCompletions, body.as_bytes())
+}
+
+#[test]
+fn rewrites_model_and_keeps_other_fields_verbatim() {
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi \"there\""}],"temperature":0.5,"x_vendor":{"a":[1,2]}}"#;
+    let req = decode(body).unwrap();
+    assert_eq!(req.model, "gpt-4o");
+    assert!(!req.stream);
+    let out = String::from_utf8(req.encode("mock-model")).unwrap();
+    assert_eq!(
+        out,
+        r#"{"model":"mock-model","messages":[{"role":"user","content":"hi \"there\""}],"temperature":0.5,"x_vendor":{"a":[1,2]}}"#
+    );
+}
+
+#[test]
+fn streams_always_ask_for_usage() {
+    let req = decode(r#"{"model":"m","messages":[],"stream":true}"#).unwrap();
+    assert!(req.stream && !req.client_wants_usage);
+    let v: serde_json::Value = serde_json::from_slice(&req.encode("u")).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+
+    let req = decode(
+        r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
+    )
+    .unwrap();
+    assert!(!req.client_wants_usage);
+    let v: serde_json::Value = serde_json::from_slice(&req.encode("u")).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+    assert_eq!(v["stream_options"]["include_obfuscation"], false);
+
+    let req = decode(
+        r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+    )
+    .unwrap();
+    assert!(req.client_wants_usage);
+}
+
+#[test]
+fn escaped_keys_and_models_survive() {
+    let req = decode(r#"{"mo\u0064el":"a\u00e9","messages":[]}"#).unwrap();
+    assert_eq!(req.model, "aé");
+    let v: serde_json::Value = serde_json::from_slice(&req.encode("x\"y")).unwrap();
+    assert_eq!(v["model"], "x\"y");
+}
+
+#[test]
+fn decode_errors_name_the_parameter() {
+    assert!(matches!(decode("{"), Err(DecodeError::Json(_))));
+    assert!(matches!(decode("[1]"), Err(DecodeError::Json(_))));
+    assert_eq!(decode(r#"{"messages":[]}"#).err(), Some(DecodeError::Missing("model")));
+    assert_eq!(decode(r#"{"model":"m"}"#).err(), Some(DecodeError::Missing("messages")));
+    assert_eq!(
+        decode(r#"{"model":3,"messages":[]}"#).err().and_then(|e| e.param()),
+        Some("model")
+    );
+    assert_eq!(
+        decode(r#"{"model":"m","messages":[],"stream":"yes"}"#).err().and_then(|e| e.param()),
+        Some("stream")
+    );
+    assert_eq!(
+        Request::decode(Operation::Embeddings, br#"{"model":"m","input":"x","stream":true}"#).err(),
+        Some(DecodeError::StreamUnsupported)
+    );
+}
+
+#[test]
+fn reads_usage_from_responses_and_chunks() {
+    let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+    assert_eq!(
+        inspect_response(body).usage,
+        Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 })
+    );
+    let c = inspect_chunk(br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#);
+    assert!(c.has_content && !c.usage_only && c.usage.is_none() && !c.finished);
+    let c = inspect_chunk(br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
+    assert!(c.finished && !c.has_content);
+    let c = inspect_chunk(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#);
+    assert!(c.usage_only);
+    assert_eq!(c.usage.unwrap().output_tokens, 2);
+    let c = inspect_chunk(br#"{"choices":[{"index":0,"text":"hi","finish_reason":null}]}"#);
+    assert!(c.has_content);
+}
