@@ -1,7 +1,7 @@
 //! `AIConsumer`: a caller and its limits.
 
-use schemars::JsonSchema;
 use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, SecretKeyRef};

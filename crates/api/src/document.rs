@@ -154,7 +154,10 @@ impl Resources {
             .and_then(|m| m.namespace.clone())
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         let resource = format!("{} {namespace}/{name}", meta.kind);
-        let ours = matches!(meta.kind.as_str(), "ModelBackend" | "AIRoute" | "AIConsumer");
+        let ours = matches!(
+            meta.kind.as_str(),
+            "ModelBackend" | "AIRoute" | "AIConsumer"
+        );
         if ours && meta.api_version != GROUP_VERSION {
             return Err(Box::new(DocumentError {
                 origin: origin.clone(),
@@ -280,10 +283,8 @@ pub fn expand_env(value: &str, env: &dyn EnvLookup) -> Result<String, String> {
             return Ok(out);
         };
         let name = &after[..end];
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             out.push_str("${");
             rest = after;
@@ -375,12 +376,18 @@ spec:
         assert_eq!(e.resource, "AIRoute default/chat");
         assert_eq!(e.field, "spec.backends[0].weight");
         let shown = e.to_string();
-        assert!(shown.starts_with("bad.yaml (document 1): AIRoute default/chat: spec.backends[0].weight:"), "{shown}");
+        assert!(
+            shown.starts_with(
+                "bad.yaml (document 1): AIRoute default/chat: spec.backends[0].weight:"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
     fn missing_env_var_is_an_error() {
-        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: \"${NOPE}\"}\n";
+        let text =
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: \"${NOPE}\"}\n";
         let mut r = Resources::default();
         let errors = r.parse_yaml("s.yaml", text, &env());
         assert_eq!(errors[0].field, "stringData.k");

@@ -117,9 +117,8 @@ fn check_header_name(out: &mut Vec<FieldError>, field: String, name: &str) {
 /// RFC 9110 token characters, the grammar of a header name.
 fn http_token(s: &str) -> Result<(), ()> {
     let ok = !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        });
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -133,7 +132,9 @@ pub fn check_model_pattern(pattern: &str) -> Result<(), String> {
         return Err("model name must not be empty".into());
     }
     if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{pattern:?} contains whitespace or control characters"));
+        return Err(format!(
+            "{pattern:?} contains whitespace or control characters"
+        ));
     }
     Ok(())
 }
@@ -197,7 +198,11 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
     }
     for (i, m) in spec.models.iter().enumerate() {
         if let Err(e) = check_model_pattern(&m.name) {
-            out.push(err(format!("spec.models[{i}].name"), Reason::InvalidModel, e));
+            out.push(err(
+                format!("spec.models[{i}].name"),
+                Reason::InvalidModel,
+                e,
+            ));
         }
         if spec.models[..i].iter().any(|o| o.name == m.name) {
             out.push(err(
@@ -227,7 +232,11 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
     }
     if let Some(t) = &spec.timeouts {
         check_duration(&mut out, "spec.timeouts.connect".into(), t.connect.as_ref());
-        check_duration(&mut out, "spec.timeouts.firstByte".into(), t.first_byte.as_ref());
+        check_duration(
+            &mut out,
+            "spec.timeouts.firstByte".into(),
+            t.first_byte.as_ref(),
+        );
         check_duration(&mut out, "spec.timeouts.idle".into(), t.idle.as_ref());
         check_duration(&mut out, "spec.timeouts.total".into(), t.total.as_ref());
     }
@@ -268,7 +277,11 @@ pub fn ai_route(spec: &AIRouteSpec) -> Vec<FieldError> {
     }
     for (i, m) in spec.match_.models.iter().enumerate() {
         if let Err(e) = check_model_pattern(m) {
-            out.push(err(format!("spec.match.models[{i}]"), Reason::InvalidModel, e));
+            out.push(err(
+                format!("spec.match.models[{i}]"),
+                Reason::InvalidModel,
+                e,
+            ));
         }
     }
     for (i, h) in spec.match_.headers.iter().enumerate() {
@@ -453,7 +466,10 @@ mod tests {
             fields,
             vec![
                 ("spec.endpoint", Reason::InvalidEndpoint),
-                ("spec.models[0].pricing.outputPerMillion", Reason::InvalidPricing),
+                (
+                    "spec.models[0].pricing.outputPerMillion",
+                    Reason::InvalidPricing
+                ),
                 ("spec.timeouts.firstByte", Reason::InvalidDuration),
             ]
         );
@@ -487,7 +503,11 @@ mod tests {
         let fields: Vec<_> = ai_route(&r).into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            vec!["spec.match.models[1]", "spec.backends[0].model", "spec.timeout"]
+            vec![
+                "spec.match.models[1]",
+                "spec.backends[0].model",
+                "spec.timeout"
+            ]
         );
     }
 }

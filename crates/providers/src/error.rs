@@ -127,7 +127,10 @@ mod tests {
         let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         assert_eq!(
             parse_openai_error(body),
-            Some(("Rate limit reached".into(), Some("rate_limit_exceeded".into())))
+            Some((
+                "Rate limit reached".into(),
+                Some("rate_limit_exceeded".into())
+            ))
         );
         assert_eq!(parse_openai_error(b"<html>"), None);
     }

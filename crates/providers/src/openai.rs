@@ -106,11 +106,12 @@ impl<'a> Request<'a> {
         for (k, v) in &fields {
             match k.as_ref() {
                 "model" => {
-                    let m: Cow<'a, str> = Cow::deserialize(&mut serde_json::Deserializer::from_str(v.get()))
-                        .map_err(|_| DecodeError::Type {
-                            param: "model",
-                            expected: "a string",
-                        })?;
+                    let m: Cow<'a, str> =
+                        Cow::deserialize(&mut serde_json::Deserializer::from_str(v.get()))
+                            .map_err(|_| DecodeError::Type {
+                                param: "model",
+                                expected: "a string",
+                            })?;
                     model = Some(m);
                 }
                 "stream" => {
@@ -132,12 +133,11 @@ impl<'a> Request<'a> {
                         include_usage: Option<bool>,
                     }
                     if v.get() != "null" {
-                        let so: StreamOptions = serde_json::from_str(v.get()).map_err(|_| {
-                            DecodeError::Type {
+                        let so: StreamOptions =
+                            serde_json::from_str(v.get()).map_err(|_| DecodeError::Type {
                                 param: "stream_options",
                                 expected: "an object",
-                            }
-                        })?;
+                            })?;
                         client_wants_usage = so.include_usage.unwrap_or(false);
                     }
                 }
@@ -330,7 +330,9 @@ pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
         c.text.as_deref().is_some_and(|t| !t.is_empty())
             || c.delta.as_ref().is_some_and(|d| {
                 d.content.as_deref().is_some_and(|t| !t.is_empty())
-                    || d.reasoning_content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.reasoning_content
+                        .as_deref()
+                        .is_some_and(|t| !t.is_empty())
                     || d.tool_calls.is_some()
             })
     });

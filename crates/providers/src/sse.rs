@@ -234,7 +234,9 @@ mod tests {
                 input.extend_from_slice([&b"\n\n"[..], b"\r\n\r\n", b"\r\r"][rng.usize(0..3)]);
             }
             let splits: Vec<usize> = {
-                let mut s: Vec<usize> = (0..rng.usize(0..10)).map(|_| rng.usize(0..=input.len())).collect();
+                let mut s: Vec<usize> = (0..rng.usize(0..10))
+                    .map(|_| rng.usize(0..=input.len()))
+                    .collect();
                 s.sort_unstable();
                 s
             };

@@ -1,1 +1,19 @@
-//! placeholder
+//! Switchyard's routing table: compiles resources and Secrets into an immutable table,
+//! matches requests to routes, and picks backends. No I/O.
+
+mod compile;
+pub mod consumer;
+pub mod glob;
+mod handle;
+mod table;
+
+pub use compile::{compile, Compiled, Diagnostic, Severity};
+pub use consumer::{Consumer, Consumers};
+pub use handle::TableHandle;
+pub use table::{
+    Backend, FailureClass, Matched, Pricing, Retry, Route, RoutingTable, Target, Timeouts,
+    UpstreamKey,
+};
+
+#[cfg(test)]
+mod tests;

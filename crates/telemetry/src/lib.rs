@@ -1,1 +1,168 @@
-//! placeholder
+//! Switchyard's Prometheus metric families, registered under `switchyard_` into a registry
+//! the caller owns (no global registry, so tests get a fresh one and can assert values).
+//!
+//! Label values come only from configured resources (route, backend and model names from the
+//! routing table) and from small fixed sets (status codes, token types), never from raw client
+//! input, so cardinality stays bounded.
+
+use prometheus::{
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Every metric family the gateway records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `switchyard_requests_total{route,model,backend,provider,consumer,status}`.
+    pub requests: IntCounterVec,
+    /// `switchyard_request_duration_seconds{route,model,backend,status}`.
+    pub request_duration: HistogramVec,
+    /// `switchyard_time_to_first_token_seconds{route,model,backend}`.
+    pub time_to_first_token: HistogramVec,
+    /// `switchyard_tokens_total{route,model,backend,provider,consumer,type}`.
+    pub tokens: IntCounterVec,
+    /// `switchyard_spend_usd_total{route,model,backend,consumer}`.
+    pub spend_usd: CounterVec,
+    /// `switchyard_upstream_errors_total{backend,provider,kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `switchyard_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `switchyard_config_generation`: the generation of the routing table being served.
+    pub config_generation: IntGauge,
+}
+
+impl Metrics {
+    /// Bucket bounds for whole requests: LLM calls take from tens of milliseconds to minutes.
+    pub const DURATION_BUCKETS: &'static [f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
+        320.0,
+    ];
+    /// Bucket bounds for time to first token: milliseconds to tens of seconds.
+    pub const TTFT_BUCKETS: &'static [f64] = &[
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
+    ];
+
+    /// Registers every family into `registry`.
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_total",
+                "Requests handled, by outcome status code.",
+            ),
+            &[
+                "route", "model", "backend", "provider", "consumer", "status",
+            ],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time from request received to response fully sent (end of stream included).",
+            )
+            .buckets(Self::DURATION_BUCKETS.to_vec()),
+            &["route", "model", "backend", "status"],
+        )?;
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_time_to_first_token_seconds",
+                "Time from request received to the first generated token of a stream.",
+            )
+            .buckets(Self::TTFT_BUCKETS.to_vec()),
+            &["route", "model", "backend"],
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "switchyard_tokens_total",
+                "Tokens reported by upstreams, by type (input, output, cached_input).",
+            ),
+            &["route", "model", "backend", "provider", "consumer", "type"],
+        )?;
+        let spend_usd = CounterVec::new(
+            Opts::new(
+                "switchyard_spend_usd_total",
+                "Spend in USD computed from usage and the backend's pricing.",
+            ),
+            &["route", "model", "backend", "consumer"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_errors_total",
+                "Failed upstream calls, by kind (connect, timeout, status_5xx, status_429, status_4xx, protocol).",
+            ),
+            &["backend", "provider", "kind"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "switchyard_config_reloads_total",
+                "Routing table rebuilds, by result (success, error).",
+            ),
+            &["result"],
+        )?;
+        let config_generation = IntGauge::new(
+            "switchyard_config_generation",
+            "Generation of the routing table currently served.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(time_to_first_token.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(spend_usd.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            time_to_first_token,
+            tokens,
+            spend_usd,
+            upstream_errors,
+            config_reloads,
+            config_generation,
+        })
+    }
+
+    /// The registry the families live in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every registered family.
+    pub fn encode_text(&self) -> Result<String, prometheus::Error> {
+        let encoder = prometheus::TextEncoder::new();
+        encoder.encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_exposed_with_prefix() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        m.requests
+            .with_label_values(&[
+                "default/chat",
+                "gpt-4o",
+                "default/mock",
+                "openai",
+                "",
+                "200",
+            ])
+            .inc();
+        m.config_reloads.with_label_values(&["success"]).inc();
+        let text = m.encode_text().unwrap();
+        assert!(text.contains(
+            r#"switchyard_requests_total{backend="default/mock",consumer="",model="gpt-4o",provider="openai",route="default/chat",status="200"} 1"#
+        ), "{text}");
+        assert!(text.contains(r#"switchyard_config_reloads_total{result="success"} 1"#));
+    }
+
+    #[test]
+    fn registering_twice_in_one_registry_fails() {
+        let r = Registry::new();
+        let _m = Metrics::new(r.clone()).unwrap();
+        assert!(Metrics::new(r).is_err());
+    }
+}

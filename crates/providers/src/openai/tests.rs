@@ -52,18 +52,32 @@ fn escaped_keys_and_models_survive() {
 fn decode_errors_name_the_parameter() {
     assert!(matches!(decode("{"), Err(DecodeError::Json(_))));
     assert!(matches!(decode("[1]"), Err(DecodeError::Json(_))));
-    assert_eq!(decode(r#"{"messages":[]}"#).err(), Some(DecodeError::Missing("model")));
-    assert_eq!(decode(r#"{"model":"m"}"#).err(), Some(DecodeError::Missing("messages")));
     assert_eq!(
-        decode(r#"{"model":3,"messages":[]}"#).err().and_then(|e| e.param()),
+        decode(r#"{"messages":[]}"#).err(),
+        Some(DecodeError::Missing("model"))
+    );
+    assert_eq!(
+        decode(r#"{"model":"m"}"#).err(),
+        Some(DecodeError::Missing("messages"))
+    );
+    assert_eq!(
+        decode(r#"{"model":3,"messages":[]}"#)
+            .err()
+            .and_then(|e| e.param()),
         Some("model")
     );
     assert_eq!(
-        decode(r#"{"model":"m","messages":[],"stream":"yes"}"#).err().and_then(|e| e.param()),
+        decode(r#"{"model":"m","messages":[],"stream":"yes"}"#)
+            .err()
+            .and_then(|e| e.param()),
         Some("stream")
     );
     assert_eq!(
-        Request::decode(Operation::Embeddings, br#"{"model":"m","input":"x","stream":true}"#).err(),
+        Request::decode(
+            Operation::Embeddings,
+            br#"{"model":"m","input":"x","stream":true}"#
+        )
+        .err(),
         Some(DecodeError::StreamUnsupported)
     );
 }
@@ -73,9 +87,15 @@ fn reads_usage_from_responses_and_chunks() {
     let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
     assert_eq!(
         inspect_response(body).usage,
-        Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 })
+        Some(Usage {
+            input_tokens: 12,
+            output_tokens: 5,
+            cached_input_tokens: 4
+        })
     );
-    let c = inspect_chunk(br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#);
+    let c = inspect_chunk(
+        br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#,
+    );
     assert!(c.has_content && !c.usage_only && c.usage.is_none() && !c.finished);
     let c = inspect_chunk(br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
     assert!(c.finished && !c.has_content);

@@ -1,0 +1,608 @@
+//! Compiles resources and their Secrets into a [`RoutingTable`], with a verdict per resource.
+//!
+//! Both table sources (YAML files and the Kubernetes API) call [`compile`]. A resource with
+//! errors is left out of the table and reported; the rest still compiles, so one bad object
+//! cannot take routing down. The file source is stricter and refuses a reload that has any
+//! error, keeping the previous table; the controller serves the rest and writes the verdicts
+//! to status.
+
+use std::{cmp::Ordering as CmpOrdering, collections::HashMap, fmt, sync::Arc};
+
+use http::{HeaderName, HeaderValue, Uri};
+use kube_meta::{created, ns_name};
+use switchyard_api::{
+    parse_duration, parse_price,
+    validate::{self, FieldError, Reason},
+    AIConsumer, AIRoute, ModelBackend, Provider, Resources, Strategy,
+};
+
+use crate::{
+    consumer::{self, Consumer, Consumers},
+    glob::Glob,
+    table::{Backend, Pricing, Retry, Route, RouteId, RoutingTable, Target, Timeouts, UpstreamKey},
+};
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Severity {
+    /// The resource (or the part named) was left out of the table.
+    Error,
+    /// The resource is served, but something about it is probably not what was meant.
+    Warning,
+}
+
+/// The verdict on one resource.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// `ModelBackend`, `AIRoute` or `AIConsumer`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Error or warning.
+    pub severity: Severity,
+    /// The field-level problem.
+    pub error: FieldError,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{sev}: {} {}/{}: {}",
+            self.kind, self.namespace, self.name, self.error
+        )
+    }
+}
+
+/// A compiled table and every verdict reached while compiling it.
+pub struct Compiled {
+    /// The table, holding every resource that compiled.
+    pub table: RoutingTable,
+    /// Problems found, in a stable order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+mod kube_meta {
+    use kube::ResourceExt;
+
+    pub fn ns_name<K: ResourceExt>(obj: &K) -> (String, String) {
+        (
+            obj.namespace()
+                .unwrap_or_else(|| switchyard_api::document::DEFAULT_NAMESPACE.into()),
+            obj.name_any(),
+        )
+    }
+
+    pub fn created<K: ResourceExt>(obj: &K) -> Option<String> {
+        obj.meta()
+            .creation_timestamp
+            .as_ref()
+            .map(|t| format!("{:?}", t.0))
+    }
+}
+
+struct Ctx<'r> {
+    resources: &'r Resources,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn report(
+        &mut self,
+        kind: &'static str,
+        (namespace, name): &(String, String),
+        severity: Severity,
+        error: FieldError,
+    ) {
+        self.diagnostics.push(Diagnostic {
+            kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            severity,
+            error,
+        });
+    }
+
+    fn secret(&self, namespace: &str, r: &switchyard_api::SecretKeyRef) -> Result<&[u8], String> {
+        self.resources
+            .secret_value(namespace, &r.name, &r.key)
+            .ok_or_else(|| {
+                let exists = self.resources.secrets.iter().any(|s| {
+                    s.metadata.name.as_deref() == Some(&r.name)
+                        && s.metadata.namespace.as_deref() == Some(namespace)
+                });
+                if exists {
+                    format!("Secret {namespace}/{} has no key {:?}", r.name, r.key)
+                } else {
+                    format!("Secret {namespace}/{} not found", r.name)
+                }
+            })
+    }
+}
+
+fn field_err(field: impl Into<String>, reason: Reason, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Compiles `resources` into a table numbered `generation`.
+pub fn compile(resources: &Resources, generation: u64) -> Compiled {
+    let mut ctx = Ctx {
+        resources,
+        diagnostics: Vec::new(),
+    };
+    let backends = compile_backends(&mut ctx);
+    let by_name: HashMap<(&str, &str), &Arc<Backend>> = backends
+        .iter()
+        .map(|(id, b)| ((id.0.as_str(), id.1.as_str()), b))
+        .collect();
+
+    // Deterministic precedence between routes: oldest first, then namespace/name.
+    let mut routes_in: Vec<&AIRoute> = resources.routes.iter().collect();
+    routes_in.sort_by(|a, b| route_order(a, b));
+
+    let mut routes: Vec<Route> = Vec::new();
+    let mut exact: HashMap<Box<str>, Vec<RouteId>> = HashMap::new();
+    let mut globs: Vec<(Glob, RouteId)> = Vec::new();
+    for obj in routes_in {
+        let id = ns_name(obj);
+        let Some(route) = compile_route(&mut ctx, obj, &id, &by_name) else {
+            continue;
+        };
+        let rid = routes.len();
+        for (i, pattern) in obj.spec.match_.models.iter().enumerate() {
+            let shadowing = if Glob::is_glob(pattern) {
+                globs
+                    .iter()
+                    .find(|(g, other)| g.as_str() == pattern && same_match(&routes[*other], &route))
+                    .map(|(_, other)| *other)
+            } else {
+                exact.get(pattern.as_str()).and_then(|ids| {
+                    ids.iter()
+                        .find(|o| same_match(&routes[**o], &route))
+                        .copied()
+                })
+            };
+            if let Some(other) = shadowing {
+                ctx.report(
+                    "AIRoute",
+                    &id,
+                    Severity::Warning,
+                    field_err(
+                        format!("spec.match.models[{i}]"),
+                        Reason::ConflictingMatch,
+                        format!(
+                            "model {pattern:?} is also matched by AIRoute {}, which takes precedence (older, or first by namespace/name)",
+                            routes[other].name
+                        ),
+                    ),
+                );
+                continue;
+            }
+            if Glob::is_glob(pattern) {
+                globs.push((Glob::new(pattern), rid));
+            } else {
+                exact.entry(pattern.as_str().into()).or_default().push(rid);
+            }
+        }
+        routes.push(route);
+    }
+    // Stable sort keeps route precedence among equally specific globs.
+    globs.sort_by_key(|(g, _)| g.specificity());
+
+    let consumers = compile_consumers(&mut ctx);
+    let mut models: Vec<Arc<str>> = exact.keys().map(|k| Arc::from(&**k)).collect();
+    models.sort_unstable();
+
+    let mut diagnostics = ctx.diagnostics;
+    diagnostics.sort_by(|a, b| {
+        (a.kind, &a.namespace, &a.name, &a.error.field).cmp(&(
+            b.kind,
+            &b.namespace,
+            &b.name,
+            &b.error.field,
+        ))
+    });
+    Compiled {
+        table: RoutingTable {
+            generation,
+            routes,
+            exact,
+            globs,
+            backends: backends.into_iter().map(|(_, b)| b).collect(),
+            consumers,
+            models,
+        },
+        diagnostics,
+    }
+}
+
+fn route_order(a: &AIRoute, b: &AIRoute) -> CmpOrdering {
+    let ca = created(a);
+    let cb = created(b);
+    // Objects without a timestamp (local files) sort by name alone.
+    let by_time = match (&ca, &cb) {
+        (Some(x), Some(y)) => x.cmp(y),
+        _ => CmpOrdering::Equal,
+    };
+    by_time.then_with(|| ns_name(a).cmp(&ns_name(b)))
+}
+
+fn same_match(a: &Route, b: &Route) -> bool {
+    a.match_headers == b.match_headers && a.match_consumers == b.match_consumers
+}
+
+fn compile_backends(ctx: &mut Ctx<'_>) -> Vec<((String, String), Arc<Backend>)> {
+    let mut out = Vec::new();
+    let mut objs: Vec<&ModelBackend> = ctx.resources.backends.iter().collect();
+    objs.sort_by_key(|b| ns_name(*b));
+    for obj in objs {
+        let id = ns_name(obj);
+        if out.iter().any(|(o, _)| o == &id) {
+            ctx.report(
+                "ModelBackend",
+                &id,
+                Severity::Error,
+                field_err(
+                    "metadata.name",
+                    Reason::InvalidDocument,
+                    "defined more than once",
+                ),
+            );
+            continue;
+        }
+        let errors = validate::model_backend(&obj.spec);
+        if !errors.is_empty() {
+            for e in errors {
+                ctx.report("ModelBackend", &id, Severity::Error, e);
+            }
+            continue;
+        }
+        match build_backend(ctx, obj, &id) {
+            Ok(b) => out.push((id, Arc::new(b))),
+            Err(e) => ctx.report("ModelBackend", &id, Severity::Error, e),
+        }
+    }
+    out
+}
+
+fn build_backend(
+    ctx: &Ctx<'_>,
+    obj: &ModelBackend,
+    id: &(String, String),
+) -> Result<Backend, FieldError> {
+    let spec = &obj.spec;
+    match spec.provider {
+        Provider::OpenAi | Provider::OpenAiCompatible => {}
+        Provider::Anthropic | Provider::Gemini | Provider::AzureOpenAi | Provider::Bedrock => {
+            return Err(field_err(
+                "spec.provider",
+                Reason::UnsupportedProvider,
+                format!(
+                    "provider {} is not served by this version of Switchyard yet",
+                    spec.provider.as_str()
+                ),
+            ))
+        }
+    }
+    let endpoint = spec
+        .endpoint
+        .as_deref()
+        .or(spec.provider.default_endpoint())
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string();
+    let uri = |path: &str| -> Result<Uri, FieldError> {
+        format!("{endpoint}{path}").parse::<Uri>().map_err(|e| {
+            field_err(
+                "spec.endpoint",
+                Reason::InvalidEndpoint,
+                format!("{endpoint:?}: {e}"),
+            )
+        })
+    };
+    let uris = [
+        uri("/chat/completions")?,
+        uri("/completions")?,
+        uri("/embeddings")?,
+    ];
+    let mut keys = Vec::new();
+    if let Some(auth) = &spec.auth {
+        let refs: Vec<(String, &switchyard_api::SecretKeyRef, u32)> =
+            match (&auth.secret_ref, &auth.keys) {
+                (Some(r), _) => vec![("spec.auth.secretRef".into(), r, 1)],
+                (None, Some(pool)) => pool
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        (
+                            format!("spec.auth.keys[{i}].secretRef"),
+                            &k.secret_ref,
+                            k.weight.unwrap_or(1),
+                        )
+                    })
+                    .collect(),
+                (None, None) => vec![],
+            };
+        for (field, r, weight) in refs {
+            let raw = ctx
+                .secret(&id.0, r)
+                .map_err(|m| field_err(field.clone(), Reason::SecretNotFound, m))?;
+            let key = std::str::from_utf8(raw).map(str::trim).map_err(|_| {
+                field_err(
+                    field.clone(),
+                    Reason::SecretNotFound,
+                    "the key is not UTF-8 text",
+                )
+            })?;
+            if key.is_empty() {
+                return Err(field_err(field, Reason::SecretNotFound, "the key is empty"));
+            }
+            let mut header = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                field_err(
+                    field.clone(),
+                    Reason::SecretNotFound,
+                    "the key contains characters not allowed in an HTTP header",
+                )
+            })?;
+            header.set_sensitive(true);
+            keys.push(UpstreamKey { header, weight });
+        }
+    }
+    let mut models = HashMap::new();
+    for (i, m) in spec.models.iter().enumerate() {
+        let price =
+            |v: &Option<String>, name: &str| -> Result<switchyard_api::MicroUsd, FieldError> {
+                match v {
+                    None => Ok(Default::default()),
+                    Some(s) => parse_price(s).map_err(|e| {
+                        field_err(
+                            format!("spec.models[{i}].pricing.{name}"),
+                            Reason::InvalidPricing,
+                            e.to_string(),
+                        )
+                    }),
+                }
+            };
+        let pricing = match &m.pricing {
+            None => Pricing::default(),
+            Some(p) => {
+                let input = price(&p.input_per_million, "inputPerMillion")?;
+                Pricing {
+                    input,
+                    output: price(&p.output_per_million, "outputPerMillion")?,
+                    cached_input: match &p.cached_input_per_million {
+                        None => input,
+                        some => price(some, "cachedInputPerMillion")?,
+                    },
+                }
+            }
+        };
+        models.insert(m.name.clone(), pricing);
+    }
+    let dur =
+        |v: &Option<String>, field: &str| -> Result<Option<std::time::Duration>, FieldError> {
+            v.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| field_err(field, Reason::InvalidDuration, e.to_string()))
+        };
+    let t = spec.timeouts.clone().unwrap_or_default();
+    let timeouts = Timeouts {
+        connect: dur(&t.connect, "spec.timeouts.connect")?,
+        first_byte: dur(&t.first_byte, "spec.timeouts.firstByte")?,
+        idle: dur(&t.idle, "spec.timeouts.idle")?,
+        total: dur(&t.total, "spec.timeouts.total")?,
+    };
+    let mut set_headers = Vec::new();
+    let mut remove_headers = Vec::new();
+    if let Some(h) = &spec.headers {
+        for (name, value) in &h.set {
+            let field = || format!("spec.headers.set[{name}]");
+            let n = HeaderName::try_from(name.as_str())
+                .map_err(|_| field_err(field(), Reason::InvalidHeader, "invalid header name"))?;
+            let v = HeaderValue::try_from(value.as_str())
+                .map_err(|_| field_err(field(), Reason::InvalidHeader, "invalid header value"))?;
+            set_headers.push((n, v));
+        }
+        for (i, name) in h.remove.iter().enumerate() {
+            remove_headers.push(HeaderName::try_from(name.as_str()).map_err(|_| {
+                field_err(
+                    format!("spec.headers.remove[{i}]"),
+                    Reason::InvalidHeader,
+                    "invalid header name",
+                )
+            })?);
+        }
+    }
+    Ok(Backend::new(
+        format!("{}/{}", id.0, id.1).into(),
+        spec.provider,
+        endpoint,
+        uris,
+        keys,
+        models,
+        timeouts,
+        spec.max_concurrency,
+        set_headers,
+        remove_headers,
+    ))
+}
+
+fn compile_route(
+    ctx: &mut Ctx<'_>,
+    obj: &AIRoute,
+    id: &(String, String),
+    backends: &HashMap<(&str, &str), &Arc<Backend>>,
+) -> Option<Route> {
+    let spec = &obj.spec;
+    let mut errors = validate::ai_route(spec);
+    let resolve =
+        |field: String, rb: &switchyard_api::route::RouteBackend, errors: &mut Vec<FieldError>| {
+            let Some(backend) = backends.get(&(id.0.as_str(), rb.backend_ref.name.as_str())) else {
+                errors.push(field_err(
+                    format!("{field}.backendRef.name"),
+                    Reason::BackendNotFound,
+                    format!(
+                        "ModelBackend {}/{} not found or not accepted",
+                        id.0, rb.backend_ref.name
+                    ),
+                ));
+                return None;
+            };
+            if let Some(m) = &rb.model {
+                if !backend.models.contains_key(m) {
+                    errors.push(field_err(
+                        format!("{field}.model"),
+                        Reason::ModelNotServed,
+                        format!("ModelBackend {} does not list model {m:?}", backend.name),
+                    ));
+                    return None;
+                }
+            }
+            let model: Option<Arc<str>> = rb.model.as_deref().map(Arc::from);
+            let pricing = model
+                .as_deref()
+                .map(|m| backend.pricing(m))
+                .unwrap_or_default();
+            Some(Target {
+                backend: Arc::clone(backend),
+                model,
+                weight: rb.weight.unwrap_or(1),
+                pricing,
+            })
+        };
+    let targets: Vec<Target> = spec
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| resolve(format!("spec.backends[{i}]"), b, &mut errors))
+        .collect();
+    let fallbacks: Vec<Target> = spec
+        .fallbacks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| resolve(format!("spec.fallbacks[{i}]"), b, &mut errors))
+        .collect();
+    let mut match_headers = Vec::new();
+    for (i, h) in spec.match_.headers.iter().enumerate() {
+        match (
+            HeaderName::try_from(h.name.as_str()),
+            HeaderValue::try_from(h.value.as_str()),
+        ) {
+            (Ok(n), Ok(v)) => match_headers.push((n, v)),
+            _ => errors.push(field_err(
+                format!("spec.match.headers[{i}]"),
+                Reason::InvalidHeader,
+                "invalid header name or value",
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        for e in errors {
+            ctx.report("AIRoute", id, Severity::Error, e);
+        }
+        return None;
+    }
+    let backoff = spec
+        .retry
+        .as_ref()
+        .and_then(|r| r.backoff.as_deref())
+        .and_then(|b| parse_duration(b).ok())
+        .unwrap_or(Retry::DEFAULT.backoff);
+    let retry = spec
+        .retry
+        .as_ref()
+        .map_or(Retry::DEFAULT, |r| Retry::from_spec(r, backoff));
+    let mut acc = 0u64;
+    let cumulative = targets
+        .iter()
+        .map(|t| {
+            acc += u64::from(t.weight);
+            acc
+        })
+        .collect();
+    Some(Route {
+        name: format!("{}/{}", id.0, id.1).into(),
+        match_headers,
+        match_consumers: spec.match_.consumers.clone(),
+        targets,
+        cumulative,
+        fallbacks,
+        retry,
+        timeout: spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()),
+        strategy: spec.strategy.unwrap_or(Strategy::Weighted),
+    })
+}
+
+fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
+    let mut consumers = Consumers::default();
+    let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.iter().collect();
+    objs.sort_by_key(|c| ns_name(*c));
+    for obj in objs {
+        let id = ns_name(obj);
+        let mut errors = validate::ai_consumer(&obj.spec);
+        let mut digest = None;
+        if let Some(r) = &obj.spec.key_secret_ref {
+            match ctx.secret(&id.0, r) {
+                Ok(raw) => {
+                    let key = String::from_utf8_lossy(raw);
+                    let key = key.trim();
+                    if key.is_empty() {
+                        errors.push(field_err(
+                            "spec.keySecretRef",
+                            Reason::SecretNotFound,
+                            "the key is empty",
+                        ));
+                    } else {
+                        let d = consumer::digest(key.as_bytes());
+                        if consumers.by_digest.contains_key(&d) {
+                            errors.push(field_err(
+                                "spec.keySecretRef",
+                                Reason::InvalidDocument,
+                                "another AIConsumer already uses this key",
+                            ));
+                        } else {
+                            digest = Some(d);
+                        }
+                    }
+                }
+                Err(m) => errors.push(field_err("spec.keySecretRef", Reason::SecretNotFound, m)),
+            }
+        }
+        if !errors.is_empty() {
+            for e in errors {
+                ctx.report("AIConsumer", &id, Severity::Error, e);
+            }
+            continue;
+        }
+        let idx = consumers.list.len();
+        consumers.list.push(Consumer {
+            name: format!("{}/{}", id.0, id.1).into(),
+            short_name: id.1.clone(),
+            allow: obj.spec.allow.iter().map(|a| Glob::new(a)).collect(),
+        });
+        if let Some(d) = digest {
+            consumers.by_digest.insert(d, idx);
+        }
+    }
+    consumers
+}

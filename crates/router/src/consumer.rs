@@ -1,0 +1,76 @@
+//! Callers and their virtual keys.
+//!
+//! Keys are kept only as SHA-256 digests. A presented key is hashed, looked up by digest, and
+//! the digest compared in constant time; the key itself is never stored, logged or shown.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::glob::Glob;
+
+/// One compiled AIConsumer.
+#[derive(Debug)]
+pub struct Consumer {
+    /// `namespace/name`, the metric label.
+    pub name: Arc<str>,
+    /// `metadata.name`, matched by routes' `match.consumers`.
+    pub short_name: String,
+    /// Model patterns and route names it may use; empty allows all.
+    pub(crate) allow: Vec<Glob>,
+}
+
+/// Every consumer, indexed by key digest.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    pub(crate) list: Vec<Consumer>,
+    pub(crate) by_digest: HashMap<[u8; 32], usize>,
+}
+
+/// SHA-256 of a key.
+pub fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+// === impl Consumers ===
+
+impl Consumers {
+    /// True when any consumer holds a key: then every request must present one.
+    pub fn auth_required(&self) -> bool {
+        !self.by_digest.is_empty()
+    }
+
+    /// The consumer owning `key`, if any.
+    pub fn authenticate(&self, key: &[u8]) -> Option<&Consumer> {
+        let d = digest(key);
+        let (stored, &idx) = self.by_digest.get_key_value(&d)?;
+        // The map lookup already found it; the constant-time check guards against a future
+        // change of the index structure turning this into a variable-time comparison.
+        if bool::from(stored.ct_eq(&d)) {
+            self.list.get(idx)
+        } else {
+            None
+        }
+    }
+
+    /// Names, for the debug view.
+    pub fn names(&self) -> Vec<&str> {
+        self.list.iter().map(|c| &*c.name).collect()
+    }
+}
+
+// === impl Consumer ===
+
+impl Consumer {
+    /// Whether this consumer may call `model` through `route` (its `namespace/name` or name).
+    pub fn allows(&self, model: &str, route_name: &str) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        let short_route = route_name.rsplit('/').next().unwrap_or(route_name);
+        self.allow
+            .iter()
+            .any(|g| g.matches(model) || g.as_str() == route_name || g.as_str() == short_route)
+    }
+}

@@ -1,0 +1,59 @@
+//! The shared handle through which the data plane reads the current table.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use crate::table::RoutingTable;
+
+/// Holds the current [`RoutingTable`]. Producers `store` a whole new table; each request
+/// `load`s once (a lock-free pointer read) and keeps that snapshot for its whole life, so a
+/// swap never changes a request half-way.
+pub struct TableHandle {
+    current: ArcSwap<RoutingTable>,
+    generation: watch::Sender<u64>,
+}
+
+impl Default for TableHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TableHandle {
+    /// A handle holding the empty table (generation 0: not ready).
+    pub fn new() -> Self {
+        TableHandle {
+            current: ArcSwap::from_pointee(RoutingTable::default()),
+            generation: watch::Sender::new(0),
+        }
+    }
+
+    /// The current table.
+    pub fn load(&self) -> Guard<Arc<RoutingTable>> {
+        self.current.load()
+    }
+
+    /// The current table as an owned `Arc`, for requests that outlive a guard (streams).
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new table and announces its generation.
+    pub fn store(&self, table: RoutingTable) {
+        let generation = table.generation();
+        self.current.store(Arc::new(table));
+        self.generation.send_replace(generation);
+    }
+
+    /// True once a table has been loaded.
+    pub fn is_ready(&self) -> bool {
+        *self.generation.borrow() > 0
+    }
+
+    /// Watches the generation, for readiness and for tests that wait for a swap.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

@@ -1,0 +1,475 @@
+//! The immutable routing table and request matching.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use serde::Serialize;
+use switchyard_api::{route::RetryOn, MicroUsd, Provider, Strategy};
+use switchyard_providers::{Operation, Usage};
+
+use crate::glob::Glob;
+
+/// Index of a route in [`RoutingTable::routes`].
+pub(crate) type RouteId = usize;
+
+/// A compiled, immutable routing table. A new one is built on every configuration change and
+/// swapped in whole; requests `load()` it once and use that snapshot to the end.
+#[derive(Default)]
+pub struct RoutingTable {
+    pub(crate) generation: u64,
+    pub(crate) routes: Vec<Route>,
+    /// Exact model name → candidate routes, best first.
+    pub(crate) exact: HashMap<Box<str>, Vec<RouteId>>,
+    /// Glob patterns, most specific first, each with its candidate route.
+    pub(crate) globs: Vec<(Glob, RouteId)>,
+    pub(crate) backends: Vec<Arc<Backend>>,
+    pub(crate) consumers: crate::consumer::Consumers,
+    /// Exact model names clients may ask for, sorted, for `GET /v1/models`.
+    pub(crate) models: Vec<Arc<str>>,
+}
+
+/// One compiled AIRoute.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/name`, the metric label.
+    pub name: Arc<str>,
+    pub(crate) match_headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) match_consumers: Vec<String>,
+    /// The primary backends.
+    pub targets: Vec<Target>,
+    /// Prefix sums of the primary weights, for weighted picking.
+    pub(crate) cumulative: Vec<u64>,
+    /// Tried in order after the primary set has failed.
+    pub fallbacks: Vec<Target>,
+    /// Retry policy per backend.
+    pub retry: Retry,
+    /// Bound on the whole request, retries included.
+    pub timeout: Option<Duration>,
+    /// How the primary backend is chosen.
+    pub strategy: Strategy,
+}
+
+/// One backend a route may send to, with the model name to send.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// The upstream model; `None` forwards the client's model unchanged.
+    pub model: Option<Arc<str>>,
+    /// Relative weight among the primary set.
+    pub weight: u32,
+    /// Prices of `model` at this backend, if configured.
+    pub pricing: Pricing,
+}
+
+/// Prices per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pricing {
+    /// Input tokens.
+    pub input: MicroUsd,
+    /// Output tokens.
+    pub output: MicroUsd,
+    /// Cached input tokens (defaults to the input price).
+    pub cached_input: MicroUsd,
+}
+
+impl Pricing {
+    /// The cost of `usage`, in USD.
+    pub fn cost_usd(&self, usage: &Usage) -> f64 {
+        let uncached = usage.input_tokens.saturating_sub(usage.cached_input_tokens);
+        let micro_per_million = uncached as f64 * self.input.0 as f64
+            + usage.cached_input_tokens as f64 * self.cached_input.0 as f64
+            + usage.output_tokens as f64 * self.output.0 as f64;
+        micro_per_million / 1e12
+    }
+
+    /// A single figure for comparing backends: input plus output price.
+    fn rank(&self) -> u64 {
+        self.input.0.saturating_add(self.output.0)
+    }
+}
+
+/// Retry policy, compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts per backend, the first included.
+    pub attempts: u32,
+    /// Base back-off, doubled per attempt, with jitter.
+    pub backoff: Duration,
+    on_5xx: bool,
+    on_429: bool,
+    on_timeout: bool,
+    on_connect: bool,
+}
+
+/// A class of upstream failure, for retry decisions and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// 5xx status.
+    ServerError,
+    /// 429 status.
+    RateLimited,
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+}
+
+impl Retry {
+    /// With no policy configured: one attempt per backend, and moving on to a fallback on any
+    /// failure that happened before the response started.
+    pub const DEFAULT: Retry = Retry {
+        attempts: 1,
+        backoff: Duration::from_millis(100),
+        on_5xx: true,
+        on_429: true,
+        on_timeout: true,
+        on_connect: true,
+    };
+
+    pub(crate) fn from_spec(spec: &switchyard_api::route::RetryPolicy, backoff: Duration) -> Self {
+        let has = |o| spec.on.contains(&o);
+        let all = spec.on.is_empty();
+        Retry {
+            attempts: spec.attempts.max(1),
+            backoff,
+            on_5xx: all || has(RetryOn::ServerError),
+            on_429: all || has(RetryOn::RateLimited),
+            on_timeout: all || has(RetryOn::Timeout),
+            on_connect: all || has(RetryOn::Connect),
+        }
+    }
+
+    /// Whether a failure of this class may be retried (or passed to a fallback).
+    pub fn retries(&self, class: FailureClass) -> bool {
+        match class {
+            FailureClass::ServerError => self.on_5xx,
+            FailureClass::RateLimited => self.on_429,
+            FailureClass::Timeout => self.on_timeout,
+            FailureClass::Connect => self.on_connect,
+        }
+    }
+}
+
+/// One compiled ModelBackend.
+#[derive(Debug)]
+pub struct Backend {
+    /// `namespace/name`, the metric label.
+    pub name: Arc<str>,
+    /// The wire format.
+    pub provider: Provider,
+    /// Base URL, without a trailing slash.
+    pub endpoint: String,
+    /// Full upstream URIs per operation, built once.
+    pub(crate) uris: [Uri; 3],
+    /// Upstream credentials, ready to send.
+    pub(crate) keys: Vec<UpstreamKey>,
+    pub(crate) key_cumulative: Vec<u64>,
+    /// Served models and their prices.
+    pub(crate) models: HashMap<String, Pricing>,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Most requests in flight, per replica.
+    pub max_concurrency: Option<u32>,
+    /// Headers set on every upstream request.
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers removed from every upstream request.
+    pub remove_headers: Vec<HeaderName>,
+    /// Exponentially weighted latency in microseconds (0 = not yet measured).
+    latency_ewma_us: AtomicU64,
+}
+
+/// An upstream key as the header value to send. Marked sensitive so it is never printed.
+#[derive(Debug, Clone)]
+pub struct UpstreamKey {
+    /// `Bearer <key>`.
+    pub header: HeaderValue,
+    /// Relative weight in the pool.
+    pub weight: u32,
+}
+
+/// Backend time limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// TCP/TLS connect.
+    pub connect: Option<Duration>,
+    /// Request sent to response headers.
+    pub first_byte: Option<Duration>,
+    /// Between two body chunks.
+    pub idle: Option<Duration>,
+    /// Whole upstream call.
+    pub total: Option<Duration>,
+}
+
+/// The result of matching a request.
+pub struct Matched<'t> {
+    /// The route.
+    pub route: &'t Route,
+    /// The configured pattern that matched: the model label for metrics (never the raw
+    /// client string when a glob matched, so label cardinality stays bounded).
+    pub model_label: &'t str,
+}
+
+// === impl RoutingTable ===
+
+impl RoutingTable {
+    /// The generation this table was compiled as (0 = the empty table before any load).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of routes.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Exact model names clients may ask for.
+    pub fn models(&self) -> &[Arc<str>] {
+        &self.models
+    }
+
+    /// Finds the route for `model`, checking header and consumer conditions. Exact names win
+    /// over globs; among globs the most specific wins.
+    pub fn route(
+        &self,
+        model: &str,
+        headers: &HeaderMap,
+        consumer: Option<&str>,
+    ) -> Option<Matched<'_>> {
+        if let Some((key, ids)) = self.exact.get_key_value(model) {
+            for &id in ids {
+                let route = &self.routes[id];
+                if route.admits(headers, consumer) {
+                    return Some(Matched {
+                        route,
+                        model_label: key,
+                    });
+                }
+            }
+        }
+        for (glob, id) in &self.globs {
+            let route = &self.routes[*id];
+            if glob.matches(model) && route.admits(headers, consumer) {
+                return Some(Matched {
+                    route,
+                    model_label: glob.as_str(),
+                });
+            }
+        }
+        None
+    }
+
+    /// The consumer registry.
+    pub fn consumers(&self) -> &crate::consumer::Consumers {
+        &self.consumers
+    }
+
+    /// A JSON view of the table for `/debug/routes`. Secrets are never included: keys show
+    /// only as a count.
+    pub fn debug_view(&self) -> serde_json::Value {
+        let target = |t: &Target| {
+            serde_json::json!({
+                "backend": &*t.backend.name,
+                "model": t.model.as_deref(),
+                "weight": t.weight,
+                "pricing": t.pricing,
+            })
+        };
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let models: Vec<&str> = self
+                    .exact
+                    .iter()
+                    .filter(|(_, ids)| ids.iter().any(|&i| std::ptr::eq(&self.routes[i], r)))
+                    .map(|(k, _)| &**k)
+                    .chain(
+                        self.globs
+                            .iter()
+                            .filter(|(_, i)| std::ptr::eq(&self.routes[*i], r))
+                            .map(|(g, _)| g.as_str()),
+                    )
+                    .collect();
+                serde_json::json!({
+                    "name": &*r.name,
+                    "models": models,
+                    "headers": r.match_headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))).collect::<Vec<_>>(),
+                    "consumers": r.match_consumers,
+                    "strategy": r.strategy.as_str(),
+                    "backends": r.targets.iter().map(target).collect::<Vec<_>>(),
+                    "fallbacks": r.fallbacks.iter().map(target).collect::<Vec<_>>(),
+                    "retry": {"attempts": r.retry.attempts, "backoffMs": r.retry.backoff.as_millis() as u64},
+                    "timeoutMs": r.timeout.map(|t| t.as_millis() as u64),
+                })
+            })
+            .collect();
+        let backends: Vec<_> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let mut models: Vec<_> = b.models.keys().map(String::as_str).collect();
+                models.sort_unstable();
+                serde_json::json!({
+                    "name": &*b.name,
+                    "provider": b.provider.as_str(),
+                    "endpoint": b.endpoint,
+                    "models": models,
+                    "keys": format!("<{} redacted>", b.keys.len()),
+                    "maxConcurrency": b.max_concurrency,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "generation": self.generation,
+            "routes": routes,
+            "backends": backends,
+            "consumers": self.consumers.names(),
+        })
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    fn admits(&self, headers: &HeaderMap, consumer: Option<&str>) -> bool {
+        let headers_ok = self
+            .match_headers
+            .iter()
+            .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value));
+        let consumer_ok = self.match_consumers.is_empty()
+            || consumer.is_some_and(|c| self.match_consumers.iter().any(|m| m == c));
+        headers_ok && consumer_ok
+    }
+
+    /// Picks the primary target by the route's strategy. Compiled routes always have a
+    /// target with positive weight, so this is `None` only for a hand-built empty route.
+    pub fn pick(&self) -> Option<&Target> {
+        match self.strategy {
+            Strategy::Weighted => {
+                let total = self.cumulative.last().copied().unwrap_or(0);
+                let r = fastrand::u64(0..total.max(1));
+                let i = self.cumulative.partition_point(|&c| c <= r);
+                self.targets.get(i).or(self.targets.last())
+            }
+            Strategy::Cheapest => self.active_targets().min_by_key(|t| t.pricing.rank()),
+            Strategy::LeastLatency => self
+                .active_targets()
+                .min_by_key(|t| t.backend.latency_ewma_us.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn active_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.weight > 0)
+    }
+
+    /// The order in which targets are tried: the picked primary, the other primaries by
+    /// weight, then the fallbacks in order.
+    pub fn plan(&self) -> impl Iterator<Item = &Target> {
+        let first = self.pick();
+        let others = self
+            .targets
+            .iter()
+            .filter(move |t| t.weight > 0 && !first.is_some_and(|f| std::ptr::eq(*t, f)));
+        first.into_iter().chain(others).chain(self.fallbacks.iter())
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    /// The model to send upstream: the route's rewrite, or the client's own.
+    pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.model.as_deref().unwrap_or(requested)
+    }
+}
+
+// === impl Backend ===
+
+impl Backend {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: Arc<str>,
+        provider: Provider,
+        endpoint: String,
+        uris: [Uri; 3],
+        keys: Vec<UpstreamKey>,
+        models: HashMap<String, Pricing>,
+        timeouts: Timeouts,
+        max_concurrency: Option<u32>,
+        set_headers: Vec<(HeaderName, HeaderValue)>,
+        remove_headers: Vec<HeaderName>,
+    ) -> Self {
+        let mut acc = 0;
+        let key_cumulative = keys
+            .iter()
+            .map(|k| {
+                acc += u64::from(k.weight);
+                acc
+            })
+            .collect();
+        Backend {
+            name,
+            provider,
+            endpoint,
+            uris,
+            keys,
+            key_cumulative,
+            models,
+            timeouts,
+            max_concurrency,
+            set_headers,
+            remove_headers,
+            latency_ewma_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The upstream URI for an operation.
+    pub fn uri(&self, op: Operation) -> &Uri {
+        match op {
+            Operation::ChatCompletions => &self.uris[0],
+            Operation::Completions => &self.uris[1],
+            Operation::Embeddings => &self.uris[2],
+        }
+    }
+
+    /// Picks an upstream key by weight; `None` when the backend needs no credentials.
+    pub fn pick_key(&self) -> Option<&UpstreamKey> {
+        match self.keys.len() {
+            0 => None,
+            1 => self.keys.first(),
+            n => {
+                let total = self.key_cumulative.last().copied().unwrap_or(0);
+                let r = fastrand::u64(0..total.max(1));
+                let i = self.key_cumulative.partition_point(|&c| c <= r);
+                self.keys.get(i.min(n - 1))
+            }
+        }
+    }
+
+    /// Prices of a model at this backend.
+    pub fn pricing(&self, model: &str) -> Pricing {
+        self.models.get(model).copied().unwrap_or_default()
+    }
+
+    /// Folds one observed latency into the backend's moving average (weight 1/8).
+    pub fn observe_latency(&self, d: Duration) {
+        let sample = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let _ = self
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample.max(1)
+                } else {
+                    (old * 7 + sample) / 8
+                })
+            });
+    }
+}

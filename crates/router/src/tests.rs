@@ -1,0 +1,297 @@
+use std::collections::HashMap;
+
+use http::HeaderMap;
+use switchyard_api::{Reason, Resources};
+
+use crate::{compile, Compiled, Severity};
+
+const BASE: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {openai: sk-upstream, team: sk-team}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: a}
+spec:
+  provider: openai-compatible
+  endpoint: http://127.0.0.1:9/v1/
+  auth: {secretRef: {name: keys, key: openai}}
+  models:
+  - {name: small, pricing: {inputPerMillion: "0.15", outputPerMillion: "0.60"}}
+  - {name: large, pricing: {inputPerMillion: "2.50", outputPerMillion: "10"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: b}
+spec:
+  provider: openai
+  models: [{name: small, pricing: {inputPerMillion: "0.10", outputPerMillion: "0.40"}}]
+"#;
+
+fn build(extra: &str) -> Compiled {
+    let mut r = Resources::default();
+    let text = format!("{BASE}---\n{extra}");
+    let errs = r.parse_yaml("t.yaml", &text, &HashMap::<String, String>::new());
+    assert!(errs.is_empty(), "{errs:?}");
+    compile(&r, 1)
+}
+
+fn route_for<'t>(c: &'t Compiled, model: &str) -> Option<&'t str> {
+    c.table
+        .route(model, &HeaderMap::new(), None)
+        .map(|m| &*m.route.name)
+}
+
+#[test]
+fn exact_beats_glob_and_specific_glob_beats_wide() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: wide}
+spec: {match: {models: ["*"]}, backends: [{backendRef: {name: a}, model: small}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: gpt}
+spec: {match: {models: ["gpt-*"]}, backends: [{backendRef: {name: a}, model: large}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: exact}
+spec: {match: {models: ["gpt-4o"]}, backends: [{backendRef: {name: b}, model: small}]}
+"#,
+    );
+    assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+    assert_eq!(route_for(&c, "gpt-4o"), Some("default/exact"));
+    assert_eq!(route_for(&c, "gpt-4o-mini"), Some("default/gpt"));
+    assert_eq!(route_for(&c, "claude"), Some("default/wide"));
+    let m = c
+        .table
+        .route("gpt-4o-mini", &HeaderMap::new(), None)
+        .unwrap();
+    assert_eq!(m.model_label, "gpt-*");
+    assert_eq!(c.table.models().len(), 1);
+}
+
+#[test]
+fn header_conditions_select_routes() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: canary}
+spec:
+  match: {models: [m], headers: [{name: x-canary, value: "1"}]}
+  backends: [{backendRef: {name: b}, model: small}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: stable}
+spec: {match: {models: [m]}, backends: [{backendRef: {name: a}, model: small}]}
+"#,
+    );
+    assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+    assert_eq!(route_for(&c, "m"), Some("default/stable"));
+    let mut h = HeaderMap::new();
+    h.insert("x-canary", "1".parse().unwrap());
+    assert_eq!(
+        &*c.table.route("m", &h, None).unwrap().route.name,
+        "default/canary"
+    );
+}
+
+#[test]
+fn weighted_pick_follows_weights() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: split}
+spec:
+  match: {models: [m]}
+  backends:
+  - {backendRef: {name: a}, model: small, weight: 3}
+  - {backendRef: {name: b}, model: small, weight: 1}
+  - {backendRef: {name: b}, model: small, weight: 0}
+"#,
+    );
+    let route = c.table.route("m", &HeaderMap::new(), None).unwrap().route;
+    fastrand::seed(7);
+    let n = 40_000;
+    let mut to_a = 0;
+    for _ in 0..n {
+        let t = route.pick().unwrap();
+        assert_ne!(t.weight, 0, "a zero-weight target was picked");
+        if &*t.backend.name == "default/a" {
+            to_a += 1;
+        }
+    }
+    let share = to_a as f64 / n as f64;
+    assert!((share - 0.75).abs() < 0.02, "share to a = {share}");
+    // The plan tries the others before fallbacks, each once.
+    assert_eq!(route.plan().count(), 2);
+}
+
+#[test]
+fn cheapest_strategy_picks_lowest_price() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: cheap}
+spec:
+  match: {models: [m]}
+  strategy: cheapest
+  backends: [{backendRef: {name: a}, model: large}, {backendRef: {name: a}, model: small}, {backendRef: {name: b}, model: small}]
+"#,
+    );
+    let route = c.table.route("m", &HeaderMap::new(), None).unwrap().route;
+    for _ in 0..10 {
+        let t = route.pick().unwrap();
+        assert_eq!(
+            (&*t.backend.name, t.model.as_deref()),
+            ("default/b", Some("small"))
+        );
+    }
+}
+
+#[test]
+fn bad_references_are_reported_and_left_out() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: missing}
+spec: {match: {models: [x]}, backends: [{backendRef: {name: nope}}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: unserved}
+spec: {match: {models: [y]}, backends: [{backendRef: {name: b}, model: large}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: nokey}
+spec:
+  provider: openai
+  auth: {secretRef: {name: keys, key: absent}}
+  models: [{name: z}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: good}
+spec: {match: {models: [ok]}, backends: [{backendRef: {name: a}}]}
+"#,
+    );
+    let got: Vec<_> = c
+        .diagnostics
+        .iter()
+        .map(|d| (d.name.as_str(), d.error.field.as_str(), d.error.reason))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "missing",
+                "spec.backends[0].backendRef.name",
+                Reason::BackendNotFound
+            ),
+            ("unserved", "spec.backends[0].model", Reason::ModelNotServed),
+            ("nokey", "spec.auth.secretRef", Reason::SecretNotFound),
+        ]
+    );
+    assert!(c.has_errors());
+    assert_eq!(route_for(&c, "ok"), Some("default/good"));
+    assert_eq!(route_for(&c, "x"), None);
+    assert!(c.diagnostics[2]
+        .error
+        .message
+        .contains("has no key \"absent\""));
+}
+
+#[test]
+fn conflicting_routes_warn_and_keep_the_first() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: zeta}
+spec: {match: {models: [m]}, backends: [{backendRef: {name: a}}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: alpha}
+spec: {match: {models: [m]}, backends: [{backendRef: {name: b}}]}
+"#,
+    );
+    assert_eq!(c.diagnostics.len(), 1);
+    let d = &c.diagnostics[0];
+    assert_eq!(
+        (d.name.as_str(), d.severity, d.error.reason),
+        ("zeta", Severity::Warning, Reason::ConflictingMatch)
+    );
+    assert_eq!(route_for(&c, "m"), Some("default/alpha"));
+    assert!(!c.has_errors());
+}
+
+#[test]
+fn keys_are_sensitive_and_redacted_from_debug_view() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: r}
+spec: {match: {models: [m]}, backends: [{backendRef: {name: a}}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: team}
+spec: {keySecretRef: {name: keys, key: team}, allow: ["m"]}
+"#,
+    );
+    let route = c.table.route("m", &HeaderMap::new(), None).unwrap().route;
+    let key = route.targets[0].backend.pick_key().unwrap();
+    assert!(key.header.is_sensitive());
+    assert_eq!(key.header, "Bearer sk-upstream");
+    let view = c.table.debug_view().to_string();
+    assert!(
+        !view.contains("sk-upstream") && !view.contains("sk-team"),
+        "{view}"
+    );
+    assert_eq!(
+        route.targets[0]
+            .backend
+            .uri(switchyard_providers::Operation::ChatCompletions)
+            .to_string(),
+        "http://127.0.0.1:9/v1/chat/completions"
+    );
+    let consumers = c.table.consumers();
+    assert!(consumers.auth_required());
+    let team = consumers.authenticate(b"sk-team").unwrap();
+    assert_eq!(&*team.name, "default/team");
+    assert!(team.allows("m", "default/r"));
+    assert!(!team.allows("other", "default/x"));
+    assert!(consumers.authenticate(b"sk-wrong").is_none());
+}
+
+#[test]
+fn pricing_cost() {
+    let c = build(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: r}\nspec: {match: {models: [m]}, backends: [{backendRef: {name: a}, model: large}]}\n",
+    );
+    let t = &c
+        .table
+        .route("m", &HeaderMap::new(), None)
+        .unwrap()
+        .route
+        .targets[0];
+    let usage = switchyard_providers::Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 500_000,
+        cached_input_tokens: 0,
+    };
+    assert!((t.pricing.cost_usd(&usage) - 7.5).abs() < 1e-9);
+}
