@@ -23,6 +23,9 @@ pub struct Resources {
     pub consumers: Vec<AIConsumer>,
     /// Secrets, with `stringData` already folded into `data` and env references expanded.
     pub secrets: Vec<Secret>,
+    /// Where each object was read from, keyed by `(kind, namespace, name)`; empty for objects
+    /// listed from the API server.
+    pub origins: BTreeMap<(String, String, String), Origin>,
 }
 
 /// Where a document came from, for error messages.
@@ -181,6 +184,10 @@ impl Resources {
                 message: "metadata.name is required".into(),
             }));
         }
+        self.origins.insert(
+            (meta.kind.clone(), namespace.clone(), name.clone()),
+            origin.clone(),
+        );
         match meta.kind.as_str() {
             "ModelBackend" => {
                 let mut obj: ModelBackend = typed(origin, &resource, value)?;
@@ -206,6 +213,12 @@ impl Resources {
             }
         }
         Ok(())
+    }
+
+    /// Where an object was read from, if it came from a file.
+    pub fn origin(&self, kind: &str, namespace: &str, name: &str) -> Option<&Origin> {
+        self.origins
+            .get(&(kind.to_string(), namespace.to_string(), name.to_string()))
     }
 
     /// Finds a secret's key, as bytes.
@@ -264,8 +277,8 @@ fn fold_string_data(secret: &mut Secret, env: &dyn EnvLookup) -> Result<(), (Str
     Ok(())
 }
 
-/// Expands `${NAME}` references; `$${` stands for a literal `${`. Returns the first unset
-/// variable's name on failure.
+/// Expands `${NAME}` and `${NAME:-default}` references; `$${` stands for a literal `${`.
+/// Returns the first unset variable (without a default) on failure.
 pub fn expand_env(value: &str, env: &dyn EnvLookup) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -282,7 +295,10 @@ pub fn expand_env(value: &str, env: &dyn EnvLookup) -> Result<String, String> {
             out.push_str(&rest[pos..]);
             return Ok(out);
         };
-        let name = &after[..end];
+        let (name, default) = match after[..end].split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (&after[..end], None),
+        };
         let valid =
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
@@ -290,9 +306,10 @@ pub fn expand_env(value: &str, env: &dyn EnvLookup) -> Result<String, String> {
             rest = after;
             continue;
         }
-        match env.get(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(name.to_string()),
+        match (env.get(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(name.to_string()),
         }
         rest = &after[end + 1..];
     }
@@ -317,6 +334,8 @@ mod tests {
         assert_eq!(expand_env("$${KEY}", &env()).unwrap(), "${KEY}");
         assert_eq!(expand_env("plain", &env()).unwrap(), "plain");
         assert_eq!(expand_env("${MISSING}", &env()).unwrap_err(), "MISSING");
+        assert_eq!(expand_env("${MISSING:-dflt}", &env()).unwrap(), "dflt");
+        assert_eq!(expand_env("${KEY:-dflt}", &env()).unwrap(), "sk-123");
     }
 
     #[test]

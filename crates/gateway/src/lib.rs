@@ -1,1 +1,18 @@
-//! placeholder
+//! Switchyard's data plane: the HTTP listener, authentication, routing, upstream calls with
+//! retries and fallbacks, stream relaying, and the admin endpoints. It sees only the routing
+//! table handle, never the control plane that fills it.
+
+pub mod admin;
+pub mod body;
+pub mod error;
+mod record;
+mod relay;
+pub mod server;
+pub mod service;
+pub mod upstream;
+
+pub use admin::Admin;
+pub use error::GatewayError;
+pub use server::{serve_admin, serve_gateway};
+pub use service::{Gateway, GatewayConfig};
+pub use upstream::{ClientConfig, UpstreamClient};

@@ -160,7 +160,7 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     routes_in.sort_by(|a, b| route_order(a, b));
 
     let mut routes: Vec<Route> = Vec::new();
-    let mut exact: HashMap<Box<str>, Vec<RouteId>> = HashMap::new();
+    let mut exact: HashMap<Arc<str>, Vec<RouteId>> = HashMap::new();
     let mut globs: Vec<(Glob, RouteId)> = Vec::new();
     for obj in routes_in {
         let id = ns_name(obj);
@@ -209,7 +209,7 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     globs.sort_by_key(|(g, _)| g.specificity());
 
     let consumers = compile_consumers(&mut ctx);
-    let mut models: Vec<Arc<str>> = exact.keys().map(|k| Arc::from(&**k)).collect();
+    let mut models: Vec<Arc<str>> = exact.keys().cloned().collect();
     models.sort_unstable();
 
     let mut diagnostics = ctx.diagnostics;

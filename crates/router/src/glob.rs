@@ -3,7 +3,7 @@
 /// A compiled model pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Glob {
-    pattern: Box<str>,
+    pattern: std::sync::Arc<str>,
     literal_len: usize,
     stars: usize,
 }
@@ -25,6 +25,11 @@ impl Glob {
 
     /// The pattern text.
     pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The pattern text, shared.
+    pub fn pattern(&self) -> &std::sync::Arc<str> {
         &self.pattern
     }
 

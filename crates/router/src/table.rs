@@ -26,7 +26,7 @@ pub struct RoutingTable {
     pub(crate) generation: u64,
     pub(crate) routes: Vec<Route>,
     /// Exact model name → candidate routes, best first.
-    pub(crate) exact: HashMap<Box<str>, Vec<RouteId>>,
+    pub(crate) exact: HashMap<Arc<str>, Vec<RouteId>>,
     /// Glob patterns, most specific first, each with its candidate route.
     pub(crate) globs: Vec<(Glob, RouteId)>,
     pub(crate) backends: Vec<Arc<Backend>>,
@@ -214,7 +214,7 @@ pub struct Matched<'t> {
     pub route: &'t Route,
     /// The configured pattern that matched: the model label for metrics (never the raw
     /// client string when a glob matched, so label cardinality stays bounded).
-    pub model_label: &'t str,
+    pub model_label: &'t Arc<str>,
 }
 
 // === impl RoutingTable ===
@@ -259,7 +259,7 @@ impl RoutingTable {
             if glob.matches(model) && route.admits(headers, consumer) {
                 return Some(Matched {
                     route,
-                    model_label: glob.as_str(),
+                    model_label: glob.pattern(),
                 });
             }
         }

@@ -72,7 +72,7 @@ spec: {match: {models: ["gpt-4o"]}, backends: [{backendRef: {name: b}, model: sm
         .table
         .route("gpt-4o-mini", &HeaderMap::new(), None)
         .unwrap();
-    assert_eq!(m.model_label, "gpt-*");
+    assert_eq!(&**m.model_label, "gpt-*");
     assert_eq!(c.table.models().len(), 1);
 }
 

@@ -1,0 +1,71 @@
+//! The admin port: liveness, readiness, metrics and the current table.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use switchyard_router::TableHandle;
+use switchyard_telemetry::Metrics;
+
+use crate::{
+    body::{self, Body},
+    error::json_response,
+};
+
+/// Serves `/healthz`, `/readyz`, `/metrics` and `/debug/routes`.
+#[derive(Clone)]
+pub struct Admin {
+    table: Arc<TableHandle>,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// An admin service over the gateway's table and metrics.
+    pub fn new(table: Arc<TableHandle>, metrics: Arc<Metrics>) -> Self {
+        Admin { table, metrics }
+    }
+
+    /// Answers one admin request.
+    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.table.is_ready() {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no routing table loaded yet\n",
+                    )
+                }
+            }
+            "/metrics" => match self.metrics.encode_text() {
+                Ok(s) => {
+                    let mut r = Response::new(body::full(s));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                }
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            },
+            "/debug/routes" => {
+                let view = self.table.load().debug_view();
+                let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
+                json_response(StatusCode::OK, Bytes::from(body))
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, s: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(Bytes::copy_from_slice(s.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

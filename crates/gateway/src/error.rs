@@ -1,0 +1,241 @@
+//! Every way a request can fail, classified in one place: status code, who is at fault, and
+//! the machine-readable code, rendered in the caller's format.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use switchyard_providers::{openai::DecodeError, ErrorSource, OpenAiError};
+
+use crate::body::{self, Body};
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No such endpoint.
+    #[error("unknown endpoint {0}")]
+    NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("method {0} is not allowed on this endpoint")]
+    MethodNotAllowed(String),
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body could not be read from the client.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// The body is not a valid request.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// No key presented where one is required.
+    #[error("missing API key: send it as 'Authorization: Bearer <key>'")]
+    MissingKey,
+    /// The presented key is unknown.
+    #[error("incorrect API key provided")]
+    InvalidKey,
+    /// The caller may not use this model.
+    #[error("you are not allowed to use model '{model}'")]
+    ModelNotAllowed {
+        /// The model asked for.
+        model: String,
+    },
+    /// No route matches the model.
+    #[error("the model '{model}' does not exist or you do not have access to it")]
+    ModelNotFound {
+        /// The model asked for.
+        model: String,
+    },
+    /// No routing table has been loaded yet.
+    #[error("the gateway has not loaded its routing table yet")]
+    NotReady,
+    /// The upstream could not be reached, or did not answer in time, on every attempt.
+    #[error("upstream {backend} {kind}: {detail}")]
+    Upstream {
+        /// `connect`, `timeout` or `protocol`.
+        kind: UpstreamFailure,
+        /// The backend's `namespace/name`.
+        backend: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The upstream answered with an error status on the last attempt.
+    #[error("upstream {backend} answered {status}: {message}")]
+    UpstreamStatus {
+        /// The upstream's status.
+        status: StatusCode,
+        /// The backend's `namespace/name`.
+        backend: String,
+        /// The upstream's error message, if it gave one.
+        message: String,
+        /// The upstream's error code, if it gave one.
+        code: Option<String>,
+        /// The upstream's `Retry-After`, passed on for 429 and 503.
+        retry_after: Option<HeaderValue>,
+    },
+    /// The whole request ran past the route's timeout.
+    #[error("the request did not complete within the route's timeout")]
+    RouteTimeout,
+}
+
+/// A failure to get an answer from an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made.
+    Connect,
+    /// No response (or body) in time.
+    Timeout,
+    /// The connection broke or the response was malformed.
+    Protocol,
+}
+
+impl UpstreamFailure {
+    /// The `kind` label of `switchyard_upstream_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamFailure::Connect => "unreachable",
+            UpstreamFailure::Timeout => "timed out",
+            UpstreamFailure::Protocol => "failed",
+        })
+    }
+}
+
+impl GatewayError {
+    /// The status code sent to the caller.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyRead(_) | GatewayError::Decode(_) => StatusCode::BAD_REQUEST,
+            GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
+            GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Upstream { kind, .. } => match kind {
+                UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamFailure::Connect | UpstreamFailure::Protocol => StatusCode::BAD_GATEWAY,
+            },
+            GatewayError::UpstreamStatus { status, .. } => match status.as_u16() {
+                // The upstream refused the gateway's own credentials: not the caller's
+                // problem, and a 401 would make SDKs blame the caller's key.
+                401 | 403 | 407 => StatusCode::BAD_GATEWAY,
+                429 | 503 | 504 => *status,
+                400..=499 => *status,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            GatewayError::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Who is at fault.
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            GatewayError::NotFound(_)
+            | GatewayError::MethodNotAllowed(_)
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BodyRead(_)
+            | GatewayError::Decode(_)
+            | GatewayError::MissingKey
+            | GatewayError::InvalidKey
+            | GatewayError::ModelNotAllowed { .. }
+            | GatewayError::ModelNotFound { .. } => ErrorSource::Caller,
+            GatewayError::NotReady | GatewayError::RouteTimeout => ErrorSource::Gateway,
+            GatewayError::Upstream { .. } | GatewayError::UpstreamStatus { .. } => {
+                ErrorSource::Upstream
+            }
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &str {
+        match self {
+            GatewayError::NotFound(_) => "unknown_url",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::BodyRead(_) => "body_read_error",
+            GatewayError::Decode(DecodeError::Json(_)) => "invalid_json",
+            GatewayError::Decode(DecodeError::Missing(_)) => "missing_required_parameter",
+            GatewayError::Decode(DecodeError::Type { .. }) => "invalid_type",
+            GatewayError::Decode(DecodeError::StreamUnsupported) => "unsupported_parameter",
+            GatewayError::MissingKey => "missing_api_key",
+            GatewayError::InvalidKey => "invalid_api_key",
+            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
+            GatewayError::ModelNotFound { .. } => "model_not_found",
+            GatewayError::NotReady => "not_ready",
+            GatewayError::Upstream { kind, .. } => match kind {
+                UpstreamFailure::Connect => "upstream_unreachable",
+                UpstreamFailure::Timeout => "upstream_timeout",
+                UpstreamFailure::Protocol => "upstream_protocol_error",
+            },
+            GatewayError::UpstreamStatus { status, code, .. } => match status.as_u16() {
+                401 | 403 | 407 => "upstream_auth_failed",
+                _ => code.as_deref().unwrap_or("upstream_error"),
+            },
+            GatewayError::RouteTimeout => "route_timeout",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Decode(d) => d.param(),
+            GatewayError::ModelNotAllowed { .. } | GatewayError::ModelNotFound { .. } => {
+                Some("model")
+            }
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            GatewayError::UpstreamStatus {
+                status, backend, ..
+            } if matches!(status.as_u16(), 401 | 403 | 407) => format!(
+                "upstream {backend} rejected the gateway's credentials ({status}); the operator must fix the backend's key"
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// Renders the error as an OpenAI-shaped JSON response.
+    pub fn to_response(&self) -> Response<Body> {
+        let message = self.message();
+        let json = OpenAiError {
+            message: &message,
+            source: self.source(),
+            code: self.code(),
+            param: self.param(),
+        }
+        .to_json();
+        let mut resp = json_response(self.status(), json);
+        if let GatewayError::UpstreamStatus {
+            retry_after: Some(v),
+            ..
+        } = self
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+        }
+        resp
+    }
+}
+
+/// A JSON response with the right content type.
+pub fn json_response(status: StatusCode, json: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(json));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

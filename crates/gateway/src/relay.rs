@@ -1,0 +1,183 @@
+//! Relays an upstream SSE stream to the client event by event, never buffering the stream:
+//! each complete event is forwarded as soon as it has arrived, unchanged, except the extra
+//! usage chunk the gateway asked for on the client's behalf.
+
+use std::{
+    future::Future as _,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use switchyard_providers::{openai, sse, ErrorSource, OpenAiError};
+use tokio::time::{Duration, Instant, Sleep};
+
+use crate::{body::BoxError, record::Record};
+
+pin_project_lite::pin_project! {
+    /// The relaying body. Dropping it (client gone, or stream done) records the request.
+    pub struct SseRelay {
+        #[pin]
+        upstream: Incoming,
+        parser: sse::Parser,
+        client_wants_usage: bool,
+        record: Record,
+        idle: Option<Duration>,
+        idle_timer: Option<Pin<Box<Sleep>>>,
+        done: bool,
+        upstream_ended: bool,
+    }
+}
+
+impl SseRelay {
+    /// Wraps an upstream stream.
+    pub fn new(
+        upstream: Incoming,
+        client_wants_usage: bool,
+        record: Record,
+        idle: Option<Duration>,
+    ) -> Self {
+        SseRelay {
+            upstream,
+            parser: sse::Parser::new(),
+            client_wants_usage,
+            record,
+            idle,
+            idle_timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            done: false,
+            upstream_ended: false,
+        }
+    }
+}
+
+/// Decides what to do with one event: forward it (maybe) and note usage and first token.
+fn on_event(record: &mut Record, client_wants_usage: bool, ev: sse::Event) -> Option<Bytes> {
+    let data = &ev.data[..];
+    if data.is_empty() || data == b"[DONE]" {
+        return Some(ev.raw);
+    }
+    let info = openai::inspect_chunk(data);
+    if info.usage.is_some() {
+        record.usage = info.usage;
+    }
+    if info.has_content && record.ttft.is_none() {
+        record.ttft = Some(record.start.elapsed());
+    }
+    if info.usage_only && !client_wants_usage {
+        return None;
+    }
+    Some(ev.raw)
+}
+
+fn error_event(message: &str, code: &str) -> Bytes {
+    OpenAiError {
+        message,
+        source: ErrorSource::Upstream,
+        code,
+        param: None,
+    }
+    .to_sse_event()
+}
+
+impl HttpBody for SseRelay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            // Forward everything complete first; several events may arrive in one read.
+            let mut out: Option<Bytes> = None;
+            let mut joined: Option<BytesMut> = None;
+            while let Some(ev) = this.parser.next_event() {
+                if let Some(raw) = on_event(this.record, *this.client_wants_usage, ev) {
+                    match (&mut joined, out.take()) {
+                        (Some(j), _) => j.extend_from_slice(&raw),
+                        (None, Some(prev)) => {
+                            let mut j = BytesMut::from(&prev[..]);
+                            j.extend_from_slice(&raw);
+                            joined = Some(j);
+                        }
+                        (None, None) => out = Some(raw),
+                    }
+                }
+            }
+            if *this.upstream_ended {
+                if let Some(ev) = this.parser.finish() {
+                    if let Some(raw) = on_event(this.record, *this.client_wants_usage, ev) {
+                        let j = joined.get_or_insert_with(BytesMut::new);
+                        if let Some(prev) = out.take() {
+                            j.extend_from_slice(&prev);
+                        }
+                        j.extend_from_slice(&raw);
+                    }
+                }
+                *this.done = true;
+            }
+            if let Some(j) = joined {
+                return Poll::Ready(Some(Ok(Frame::data(j.freeze()))));
+            }
+            if let Some(b) = out {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+
+            match this.upstream.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if let Err(e) = this.parser.push(&data) {
+                            *this.done = true;
+                            this.record.upstream_error("protocol");
+                            return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                &format!("the upstream stream was malformed: {e}"),
+                                "upstream_protocol_error",
+                            )))));
+                        }
+                        if let (Some(d), Some(t)) = (*this.idle, this.idle_timer.as_mut()) {
+                            t.as_mut().reset(Instant::now() + d);
+                        }
+                    }
+                }
+                Poll::Ready(None) => *this.upstream_ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    // Once the stream has started there is no retrying: end it with an error
+                    // event in the caller's format rather than a silent cut.
+                    *this.done = true;
+                    this.record.upstream_error("protocol");
+                    tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
+                    return Poll::Ready(Some(Ok(Frame::data(error_event(
+                        "the upstream connection broke in the middle of the stream",
+                        "upstream_stream_interrupted",
+                    )))));
+                }
+                Poll::Pending => {
+                    if let Some(t) = this.idle_timer.as_mut() {
+                        ready!(t.as_mut().poll(cx));
+                        *this.done = true;
+                        this.record.upstream_error("timeout");
+                        return Poll::Ready(Some(Ok(Frame::data(error_event(
+                            "the upstream stream went idle for longer than the backend's idle timeout",
+                            "upstream_timeout",
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.parser.pending() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

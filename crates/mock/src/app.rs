@@ -1,0 +1,459 @@
+//! Request handling: routing, auth, fault injection and the OpenAI endpoints.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+
+use crate::body::MockBody;
+use crate::faults::Knobs;
+use crate::openai::{self, Api, ApiError, Completion, EmbeddingInput, EncodingFormat};
+use crate::record::RequestLog;
+
+/// Large enough for big embedding batches, small enough that one request cannot exhaust memory.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Real OpenAI caps `dimensions` far lower; this only guards allocation.
+const MAX_EMBEDDING_DIMS: u64 = 65_536;
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Startup settings, from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_key: Option<String>,
+    pub defaults: Knobs,
+    pub embedding_dims: u32,
+    pub models: Vec<String>,
+}
+
+/// Shared state of the server.
+#[derive(Debug)]
+pub struct App {
+    api_key: Option<String>,
+    defaults: Knobs,
+    embedding_dims: u32,
+    models: Vec<String>,
+    /// Fixed at startup so `/v1/models` is byte-identical across calls.
+    models_created: u64,
+    log: RequestLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'a> {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    Model(&'a str),
+}
+
+// === impl App ===
+
+impl App {
+    pub fn new(config: Config) -> Self {
+        Self {
+            api_key: config.api_key.filter(|k| !k.is_empty()),
+            defaults: config.defaults,
+            embedding_dims: config.embedding_dims,
+            models: config.models,
+            models_created: openai::unix_now(),
+            log: RequestLog::new(),
+        }
+    }
+
+    /// Entry point for every request of every connection.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+    ) -> Result<Response<MockBody>, Infallible>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path();
+        if path == "/v1" || path.starts_with("/v1/") {
+            return Ok(self.handle_v1(req).await);
+        }
+        Ok(self.handle_mock(req.method(), path))
+    }
+
+    async fn handle_v1<B>(&self, req: Request<B>) -> Response<MockBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ApiError::body_too_large())
+            }
+            Err(_) => Err(ApiError::unreadable_body()),
+        };
+        let json = match &body {
+            Ok(bytes) if bytes.is_empty() => Ok(Value::Null),
+            Ok(bytes) => serde_json::from_slice(bytes).map_err(|_| ApiError::invalid_json()),
+            Err(err) => Err(err.clone()),
+        };
+
+        let knobs = self.defaults.with_headers(&parts.headers);
+        let latency = knobs.as_ref().unwrap_or(&self.defaults).latency;
+        let response = match knobs {
+            Ok(knobs) => self.respond_v1(&parts, &json, &knobs),
+            Err(err) => error_response(&ApiError::bad_knob(&err)),
+        };
+
+        // Recorded before the injected latency so a test can see a request that is still
+        // in flight (e.g. one the gateway is about to time out).
+        self.log
+            .record(parts.method, parts.uri, parts.headers, json.ok());
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        response
+    }
+
+    fn respond_v1(
+        &self,
+        parts: &Parts,
+        json: &Result<Value, ApiError>,
+        knobs: &Knobs,
+    ) -> Response<MockBody> {
+        if !self.authorized(&parts.headers) {
+            return error_response(&ApiError::invalid_api_key());
+        }
+        let path = parts.uri.path();
+        let Some(endpoint) = route(path) else {
+            return error_response(&ApiError::not_found(&parts.method, path));
+        };
+        let allowed = endpoint.method();
+        if parts.method.as_str() != allowed {
+            let mut response = error_response(&ApiError::method_not_allowed(&parts.method, path));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+            return response;
+        }
+        if let Some(status) = knobs.status {
+            let mut response = error_response(&ApiError::injected(status));
+            if let Some(secs) = knobs.retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return response;
+        }
+        let body = match json {
+            Ok(body) => body,
+            Err(err) => return error_response(err),
+        };
+        let result = match endpoint {
+            Endpoint::ChatCompletions => chat_completions(body, knobs),
+            Endpoint::Completions => completions(body, knobs),
+            Endpoint::Embeddings => self.embeddings(body),
+            Endpoint::Models => openai::models_json(&self.models, self.models_created)
+                .map(json_response)
+                .map_err(|_| ApiError::internal()),
+            Endpoint::Model(id) => self.model(id),
+        };
+        result.unwrap_or_else(|err| error_response(&err))
+    }
+
+    fn handle_mock(&self, method: &Method, path: &str) -> Response<MockBody> {
+        let result = match (method, path) {
+            (&Method::GET, "/mock/requests") => self.log.to_json().map(json_response),
+            (&Method::DELETE, "/mock/requests") => {
+                self.log.clear();
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
+            (&Method::GET, "/mock/stats") => {
+                serde_json::to_vec(&serde_json::json!({ "requests": self.log.total() }))
+                    .map(|v| json_response(Bytes::from(v)))
+            }
+            (&Method::GET, "/healthz") => Ok(empty_response(StatusCode::OK)),
+            (_, "/mock/requests" | "/mock/stats" | "/healthz") => {
+                return error_response(&ApiError::method_not_allowed(method, path));
+            }
+            _ => return error_response(&ApiError::not_found(method, path)),
+        };
+        result.unwrap_or_else(|_| error_response(&ApiError::internal()))
+    }
+
+    /// `Authorization: Bearer KEY` (OpenAI) or `api-key: KEY` (Azure OpenAI).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.api_key else {
+            return true;
+        };
+        let key = key.as_bytes();
+        let bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()));
+        bearer == Some(key) || headers.get(API_KEY).is_some_and(|v| v.as_bytes() == key)
+    }
+
+    fn embeddings(&self, body: &Value) -> Result<Response<MockBody>, ApiError> {
+        let model = model(body)?;
+        let inputs = embedding_inputs(body.get("input"))?;
+        let dims = match body.get("dimensions") {
+            None | Some(Value::Null) => u64::from(self.embedding_dims),
+            Some(v) => v
+                .as_u64()
+                .filter(|d| (1..=MAX_EMBEDDING_DIMS).contains(d))
+                .ok_or(ApiError::invalid_value(
+                    "dimensions",
+                    "Invalid 'dimensions': expected a positive integer.",
+                ))?,
+        };
+        let format = match body.get("encoding_format").and_then(Value::as_str) {
+            None | Some("float") => EncodingFormat::Float,
+            Some("base64") => EncodingFormat::Base64,
+            Some(_) => {
+                return Err(ApiError::invalid_value(
+                    "encoding_format",
+                    "Invalid 'encoding_format': expected 'float' or 'base64'.",
+                ))
+            }
+        };
+        let dims = usize::try_from(dims).map_err(|_| ApiError::internal())?;
+        openai::embeddings_json(model, &inputs, dims, format)
+            .map(json_response)
+            .map_err(|_| ApiError::internal())
+    }
+
+    fn model(&self, id: &str) -> Result<Response<MockBody>, ApiError> {
+        if !self.models.iter().any(|m| m == id) {
+            return Err(ApiError::model_not_found(id));
+        }
+        openai::model_json(id, self.models_created)
+            .map(json_response)
+            .map_err(|_| ApiError::internal())
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint<'_> {
+    fn method(self) -> &'static str {
+        match self {
+            Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
+            Self::Models | Self::Model(_) => "GET",
+        }
+    }
+}
+
+fn route(path: &str) -> Option<Endpoint<'_>> {
+    match path {
+        "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/models" => Some(Endpoint::Models),
+        _ => path
+            .strip_prefix("/v1/models/")
+            .filter(|id| !id.is_empty())
+            .map(Endpoint::Model),
+    }
+}
+
+fn chat_completions(body: &Value, knobs: &Knobs) -> Result<Response<MockBody>, ApiError> {
+    let model = model(body)?;
+    let messages = match body.get("messages") {
+        None | Some(Value::Null) => return Err(ApiError::missing_param("messages")),
+        Some(Value::Array(messages)) if messages.is_empty() => {
+            return Err(ApiError::empty_array("messages"))
+        }
+        Some(Value::Array(messages)) => messages,
+        Some(_) => return Err(ApiError::invalid_type("messages", "an array of objects")),
+    };
+    let chars = messages
+        .iter()
+        .map(|m| content_chars(m.get("content")))
+        .sum();
+    let max_tokens = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64);
+    let completion = Completion::new(
+        Api::Chat,
+        model,
+        openai::estimate_tokens(chars),
+        knobs.chunks,
+        max_tokens,
+    );
+    Ok(render(completion, body, knobs))
+}
+
+fn completions(body: &Value, knobs: &Knobs) -> Result<Response<MockBody>, ApiError> {
+    let model = model(body)?;
+    let prompt_tokens = match body.get("prompt") {
+        None | Some(Value::Null) => return Err(ApiError::missing_param("prompt")),
+        Some(Value::String(s)) => openai::estimate_tokens(s.chars().count()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => openai::estimate_tokens(s.chars().count()),
+                Value::Array(tokens) => tokens.len() as u64,
+                _ => 1,
+            })
+            .sum::<u64>()
+            .max(1),
+        Some(_) => {
+            return Err(ApiError::invalid_type(
+                "prompt",
+                "a string or an array of strings or tokens",
+            ))
+        }
+    };
+    let completion = Completion::new(
+        Api::Text,
+        model,
+        prompt_tokens,
+        knobs.chunks,
+        body.get("max_tokens").and_then(Value::as_u64),
+    );
+    Ok(render(completion, body, knobs))
+}
+
+/// Streams or buffers the completion depending on the request's `stream` flag.
+fn render(completion: Completion, body: &Value, knobs: &Knobs) -> Response<MockBody> {
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        return match completion.to_json() {
+            Ok(bytes) => json_response(bytes),
+            Err(_) => error_response(&ApiError::internal()),
+        };
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let plan = completion.into_stream(include_usage, knobs.reset_after);
+    let mut response = Response::new(MockBody::stream(plan, knobs.chunk_delay));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn model(body: &Value) -> Result<&str, ApiError> {
+    body.get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(ApiError::missing_model)
+}
+
+/// Characters of a message's text, whether `content` is a string or an array of parts.
+fn content_chars(content: Option<&Value>) -> usize {
+    match content {
+        Some(Value::String(s)) => s.chars().count(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .map(|s| s.chars().count())
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// `input` may be a string, an array of strings, one token array or an array of token arrays.
+fn embedding_inputs(input: Option<&Value>) -> Result<Vec<EmbeddingInput<'_>>, ApiError> {
+    let invalid = || {
+        ApiError::invalid_type(
+            "input",
+            "a string, an array of strings, or an array of token arrays",
+        )
+    };
+    match input {
+        None | Some(Value::Null) => Err(ApiError::missing_param("input")),
+        Some(Value::String(s)) => Ok(vec![EmbeddingInput::Text(s)]),
+        Some(Value::Array(items)) if items.is_empty() => Err(ApiError::empty_array("input")),
+        Some(Value::Array(items)) if items.iter().all(Value::is_u64) => {
+            Ok(vec![EmbeddingInput::Tokens(items)])
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(EmbeddingInput::Text(s)),
+                Value::Array(tokens) if tokens.iter().all(Value::is_u64) => {
+                    Ok(EmbeddingInput::Tokens(tokens))
+                }
+                _ => Err(invalid()),
+            })
+            .collect(),
+        Some(_) => Err(invalid()),
+    }
+}
+
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
+}
+
+fn json_response(body: Bytes) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+fn empty_response(status: StatusCode) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn error_response(err: &ApiError) -> Response<MockBody> {
+    let mut response = json_response(err.to_bytes());
+    *response.status_mut() = err.status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("/v1/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(route("/v1/models/a/b"), Some(Endpoint::Model("a/b")));
+        assert_eq!(route("/v1/models/"), None);
+        assert_eq!(route("/v1/responses"), None);
+    }
+
+    #[test]
+    fn bearer() {
+        assert_eq!(bearer_token(b"Bearer sk-1"), Some(&b"sk-1"[..]));
+        assert_eq!(bearer_token(b"bearer  sk-1 "), Some(&b"sk-1"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+    }
+
+    #[test]
+    fn embedding_input_shapes() {
+        let shapes = [
+            (serde_json::json!("a"), 1),
+            (serde_json::json!(["a", "b"]), 2),
+            (serde_json::json!([1, 2, 3]), 1),
+            (serde_json::json!([[1, 2], [3]]), 2),
+        ];
+        for (input, n) in shapes {
+            assert_eq!(embedding_inputs(Some(&input)).unwrap().len(), n, "{input}");
+        }
+        for input in [
+            serde_json::json!([]),
+            serde_json::json!([1, "a"]),
+            serde_json::json!(3),
+        ] {
+            assert!(embedding_inputs(Some(&input)).is_err(), "{input}");
+        }
+    }
+}

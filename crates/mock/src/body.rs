@@ -1,0 +1,150 @@
+//! The response body: a buffered JSON body or a paced SSE stream that can fail on purpose.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::openai::{StreamEvent, StreamPlan};
+
+/// Long enough for hyper to write out queued frames on an idle loopback connection.
+const RESET_FLUSH: Duration = Duration::from_millis(5);
+
+/// Every response the mock sends.
+#[derive(Debug)]
+pub enum MockBody {
+    Full(Option<Bytes>),
+    Stream(SseBody),
+}
+
+/// Yields one body frame per SSE event so each event is flushed on its own, sleeping
+/// `delay` between frames.
+#[derive(Debug)]
+pub struct SseBody {
+    plan: StreamPlan,
+    delay: Duration,
+    /// Boxed once per stream and re-armed with `reset`, so pacing allocates once.
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    resetting: bool,
+}
+
+/// Why a body failed. Returning it makes hyper drop the connection (HTTP/1.1) or reset the
+/// stream (HTTP/2) without the terminating chunk, which is what a provider crash looks like.
+#[derive(Debug)]
+pub enum BodyError {
+    Reset,
+}
+
+// === impl MockBody ===
+
+impl MockBody {
+    pub fn full(bytes: Bytes) -> Self {
+        Self::Full(Some(bytes))
+    }
+
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+
+    pub fn stream(plan: StreamPlan, delay: Duration) -> Self {
+        Self::Stream(SseBody {
+            plan,
+            delay,
+            sleep: None,
+            waiting: false,
+            resetting: false,
+        })
+    }
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(sse) => sse.poll_event(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Stream(sse) => sse.plan.is_end() && !sse.resetting,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+// === impl SseBody ===
+
+impl SseBody {
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.waiting {
+            if let Some(sleep) = self.sleep.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            self.waiting = false;
+        }
+        if self.resetting {
+            return Poll::Ready(Some(Err(BodyError::Reset)));
+        }
+        match self.plan.next_event() {
+            None => Poll::Ready(None),
+            Some(StreamEvent::Reset) => {
+                // Frames handed to hyper sit in its write buffer (HTTP/1.1) or in the
+                // connection task's queue (HTTP/2) and are dropped if the body fails at once;
+                // stall briefly so the chunks meant to precede the cut reach the client.
+                self.resetting = true;
+                self.arm(RESET_FLUSH);
+                self.poll_event(cx)
+            }
+            Some(StreamEvent::Frame(bytes)) => {
+                if !self.delay.is_zero() && !self.plan.is_end() {
+                    self.arm(self.delay);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+        }
+    }
+
+    fn arm(&mut self, delay: Duration) {
+        let deadline = Instant::now() + delay;
+        match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.waiting = true;
+    }
+}
+
+// === impl BodyError ===
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reset => f.write_str("stream reset on request (x-mock-reset-after)"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}

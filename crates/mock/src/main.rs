@@ -1,0 +1,183 @@
+//! A fast fake OpenAI provider with fault knobs, the upstream of Switchyard's demo, tests and benchmarks.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::app::{App, Config};
+use crate::faults::{Knobs, MAX_CHUNKS};
+
+mod app;
+mod body;
+mod faults;
+mod openai;
+mod record;
+
+#[cfg(test)]
+mod tests;
+
+/// How long in-flight responses may take to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fake OpenAI-compatible provider speaking the real wire format.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-mock", version)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port (printed at startup).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+
+    /// Require `Authorization: Bearer KEY` (or `api-key: KEY`) on /v1 requests.
+    #[arg(long, env = "MOCK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// Delay before response headers, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Content chunks per reply.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_CHUNKS)))]
+    chunks: u32,
+
+    /// Delay between stream chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+
+    /// Default embedding vector length.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    embedding_dims: u32,
+
+    /// Model ids listed by /v1/models.
+    #[arg(long, value_delimiter = ',', default_value = "mock-model")]
+    models: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let app = Arc::new(App::new(cli.into_config()));
+    // Printed only once bound: scripts wait for this line or for the port.
+    eprintln!("switchyard-mock listening on http://{addr}");
+
+    serve(listener, app, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Accepts connections until `shutdown` completes, then drains in-flight ones.
+async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Usually fd exhaustion; back off instead of spinning on the error.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY");
+        }
+        let app = app.clone();
+        let service = service_fn(move |req| app.clone().handle(req));
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            // Client disconnects and deliberate resets land here; not worth more than debug.
+            if let Err(err) = conn.await {
+                tracing::debug!(err = %err, "connection ended with error");
+            }
+        });
+    }
+
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("drain timed out; dropping remaining connections");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Warnings only by default: per-request logs would show up in benchmarks.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+// === impl Cli ===
+
+impl Cli {
+    fn into_config(self) -> Config {
+        let mut models: Vec<String> = self
+            .models
+            .into_iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if models.is_empty() {
+            models.push("mock-model".to_owned());
+        }
+        Config {
+            api_key: self.api_key,
+            defaults: Knobs::defaults(self.latency_ms, self.chunks, self.chunk_delay_ms),
+            embedding_dims: self.embedding_dims,
+            models,
+        }
+    }
+}

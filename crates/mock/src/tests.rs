@@ -1,0 +1,313 @@
+//! In-process server tests over loopback, with a raw hyper client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::serve;
+use crate::app::{App, Config};
+use crate::faults::Knobs;
+
+struct Server {
+    addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    /// Set when the body ended with an error instead of its end.
+    error: Option<hyper::Error>,
+}
+
+async fn start(api_key: Option<&str>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(App::new(Config {
+        api_key: api_key.map(str::to_owned),
+        defaults: Knobs::defaults(0, 8, 0),
+        embedding_dims: 16,
+        models: vec!["mock-model".into(), "other".into()],
+    }));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    Server { addr, _stop: stop }
+}
+
+impl Server {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let response = sender.send_request(req).await.unwrap();
+        let (parts, mut body) = response.into_parts();
+        let mut reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: Vec::new(),
+            error: None,
+        };
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        reply.body.extend_from_slice(&data);
+                    }
+                }
+                Err(err) => {
+                    reply.error = Some(err);
+                    break;
+                }
+            }
+        }
+        reply
+    }
+
+    fn request(&self, method: &str, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+    }
+
+    async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .request("POST", path)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::from(body.to_string())).unwrap())
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(self.request("GET", path).body(Full::default()).unwrap())
+            .await
+    }
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn events(&self) -> Vec<&str> {
+        std::str::from_utf8(&self.body)
+            .unwrap()
+            .split_terminator("\n\n")
+            .collect()
+    }
+}
+
+fn chat(stream: bool) -> Value {
+    json!({
+        "model": "gpt-client",
+        "messages": [{"role": "user", "content": "hello there, mock"}],
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+    })
+}
+
+#[tokio::test]
+async fn streaming_chat_ends_with_done() {
+    let server = start(None).await;
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            chat(true),
+            &[("x-mock-chunks", "3")],
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    assert!(reply.error.is_none());
+    let events = reply.events();
+    assert_eq!(events.len(), 1 + 3 + 1 + 1 + 1);
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let usage: Value = serde_json::from_str(&events[5]["data: ".len()..]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 4);
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+
+    // The buffered reply carries the same text.
+    let buffered = server
+        .post(
+            "/v1/chat/completions",
+            chat(false),
+            &[("x-mock-chunks", "3")],
+        )
+        .await
+        .json();
+    let streamed: String = events[1..4]
+        .iter()
+        .map(|e| {
+            let chunk: Value = serde_json::from_str(&e["data: ".len()..]).unwrap();
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        buffered["choices"][0]["message"]["content"],
+        streamed.as_str()
+    );
+    assert_eq!(buffered["model"], "gpt-client");
+}
+
+#[tokio::test]
+async fn reset_after_cuts_the_connection_before_done() {
+    let server = start(None).await;
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            chat(true),
+            &[("x-mock-reset-after", "2")],
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.error.is_some(), "body must fail, not end cleanly");
+    let body = String::from_utf8(reply.body.clone()).unwrap();
+    assert!(!body.contains("[DONE]"));
+    assert_eq!(
+        reply.events().len(),
+        1 + 2,
+        "role chunk and two content chunks"
+    );
+}
+
+#[tokio::test]
+async fn auth_faults_and_recording() {
+    let server = start(Some("sk-up")).await;
+    let body = json!({"model": "m", "input": "x"});
+
+    let denied = server.post("/v1/embeddings", body.clone(), &[]).await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(denied.json()["error"]["code"], "invalid_api_key");
+
+    let limited = server
+        .post(
+            "/v1/embeddings",
+            body.clone(),
+            &[
+                ("api-key", "sk-up"),
+                ("x-mock-status", "429"),
+                ("x-mock-retry-after", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["retry-after"], "3");
+    assert_eq!(limited.json()["error"]["type"], "rate_limit_error");
+
+    let ok = server
+        .post(
+            "/v1/embeddings",
+            json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"}),
+            &[("authorization", "Bearer sk-up")],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(ok.json()["data"][1]["embedding"].is_string());
+
+    let recorded = server.get("/mock/requests").await.json();
+    let recorded = recorded.as_array().unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded[2]["headers"]["authorization"], "Bearer sk-up");
+    assert_eq!(recorded[2]["body"]["input"], json!(["a", "b"]));
+    assert_eq!(
+        server.get("/mock/stats").await.json(),
+        json!({"requests": 3})
+    );
+
+    let cleared = server
+        .send(
+            server
+                .request("DELETE", "/mock/requests")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(cleared.status, StatusCode::NO_CONTENT);
+    assert_eq!(server.get("/mock/requests").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn rejects_bad_requests() {
+    let server = start(None).await;
+
+    let cases = [
+        (json!({"messages": [{"role": "user", "content": "x"}]}), 400),
+        (json!({"model": "m"}), 400),
+        (json!({"model": "m", "messages": []}), 400),
+    ];
+    for (body, status) in cases {
+        let reply = server.post("/v1/chat/completions", body.clone(), &[]).await;
+        assert_eq!(reply.status.as_u16(), status, "{body}");
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+    }
+
+    let malformed = server
+        .send(
+            server
+                .request("POST", "/v1/chat/completions")
+                .body(Full::from("{not json"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+
+    assert_eq!(server.get("/v1/nope").await.status, StatusCode::NOT_FOUND);
+    let wrong_method = server.get("/v1/chat/completions").await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.headers["allow"], "POST");
+
+    let bad_knob = server
+        .post(
+            "/v1/chat/completions",
+            chat(false),
+            &[("x-mock-chunks", "x")],
+        )
+        .await;
+    assert_eq!(bad_knob.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn models_over_h2c() {
+    let server = start(None).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/v1/models", server.addr))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let models: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][1]["id"], "other");
+    assert_eq!(models["data"][0]["owned_by"], "switchyard-mock");
+
+    let one = server.get("/v1/models/other").await.json();
+    assert_eq!(one["object"], "model");
+    let missing = server.get("/v1/models/nope").await;
+    assert_eq!(missing.json()["error"]["code"], "model_not_found");
+}
