@@ -1,1 +1,293 @@
-//! placeholder
+//! End-to-end harness: starts the real `switchyard` and `switchyard-mock` binaries on
+//! loopback ports and talks to them over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// The folder holding the built binaries: `$SWITCHYARD_BIN_DIR`, else the profile folder
+/// this test binary was built into (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("SWITCHYARD_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (`make test` does)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop, with its stderr collected line by line.
+pub struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    rx: Mutex<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let store = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                store.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            rx: Mutex::new(rx),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line satisfying `f`, returning what `f` extracted.
+    pub fn wait_line<T>(&self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        let rx = self.rx.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(v) = f(&line) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for a log line; output so far:\n{}",
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    /// Everything written to stderr so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM-like termination by killing the process (tests need no drain here).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `switchyard-mock`.
+pub struct Mock {
+    /// The process.
+    pub proc: Proc,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Mock {
+    /// Starts the mock with an upstream key and extra flags.
+    pub fn start(api_key: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(bin("switchyard-mock"));
+        cmd.args(["--listen", "127.0.0.1:0", "--api-key", api_key])
+            .args(extra);
+        let proc = Proc::spawn(cmd);
+        let addr = proc.wait_line(Duration::from_secs(10), |l| {
+            l.split("listening on http://")
+                .nth(1)
+                .and_then(|a| a.trim().parse().ok())
+        });
+        Mock { proc, addr }
+    }
+
+    /// `http://ADDR/v1`, for a ModelBackend endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The requests the mock has seen.
+    pub async fn requests(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("http://{}/mock/requests", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Forgets the recorded requests.
+    pub async fn clear(&self) {
+        reqwest::Client::new()
+            .delete(format!("http://{}/mock/requests", self.addr))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A running `switchyard serve`.
+pub struct Gateway {
+    /// The process.
+    pub proc: Proc,
+    /// API address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// The config folder (kept alive as long as the gateway).
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `files` into a fresh config folder and starts the gateway on it.
+    pub fn start(files: &[(&str, &str)], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut cmd = Command::new(bin("switchyard"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(cmd);
+        let (addr, admin) = proc.wait_line(Duration::from_secs(20), |l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let f = &v["fields"];
+            (f["message"] == "switchyard serving").then(|| {
+                (
+                    f["listen"].as_str().unwrap().parse().unwrap(),
+                    f["admin"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+        });
+        Gateway {
+            proc,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// `http://ADDR` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADMIN` + path.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Replaces a config file atomically (write then rename, as editors and ConfigMaps do).
+    pub fn write_config(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+    }
+
+    /// The current `switchyard_config_generation`, from `/metrics`.
+    pub async fn generation(&self) -> i64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchyard_config_generation "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until the config generation reaches `at_least`.
+    pub async fn wait_generation(&self, at_least: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.generation().await < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "generation {at_least} not reached; log:\n{}",
+                self.proc.output()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A Secret + ModelBackend for a mock upstream.
+pub fn backend_yaml(name: &str, endpoint: &str, key: &str, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: {name}-key}}
+stringData: {{apiKey: "{key}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: {name}}}
+spec:
+  provider: openai-compatible
+  endpoint: {endpoint}
+  auth: {{secretRef: {{name: {name}-key, key: apiKey}}}}
+  models:
+  - {{name: mock-model, pricing: {{inputPerMillion: "1.00", outputPerMillion: "2.00"}}}}
+  - {{name: mock-large}}
+  - {{name: mock-embed}}
+{extra_spec}"#
+    )
+}
+
+/// An AIRoute from model patterns to `backend`, rewriting to `model`.
+pub fn route_yaml(name: &str, models: &[&str], backend: &str, model: &str) -> String {
+    let models = models
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: {name}}}
+spec:
+  match: {{models: [{models}]}}
+  backends: [{{backendRef: {{name: {backend}}}, model: {model}}}]
+"#
+    )
+}

@@ -157,11 +157,13 @@ impl FileSource {
         }
     }
 
-    /// Watches the path until `shutdown`, reloading after each burst of changes.
-    pub async fn watch(
+    /// Starts watching the path. The watch is registered before this returns, so a change
+    /// made right after (even before the first `reload`) is not missed; the returned future
+    /// reloads after each burst of changes until `shutdown`.
+    pub fn watch(
         self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), notify::Error> {
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, notify::Error> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         // Watch the folder (or the file's folder): editors replace files by rename and
         // Kubernetes swaps mounted ConfigMaps through a symlink, which a watch on the file
@@ -184,24 +186,25 @@ impl FileSource {
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                got = rx.recv() => if got.is_none() { break },
-                () = &mut shutdown => break,
+        Ok(async move {
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    got = rx.recv() => if got.is_none() { break },
+                    () = &mut shutdown => break,
+                }
+                // Debounce: let an editor's burst of writes settle before reading.
+                tokio::time::sleep(self.debounce).await;
+                while rx.try_recv().is_ok() {}
+                if let Err(e) = self.reload() {
+                    tracing::error!(
+                        "configuration change rejected; still serving generation {}:\n{e}",
+                        self.generation.load(Ordering::Relaxed)
+                    );
+                }
             }
-            // Debounce: let an editor's burst of writes settle before reading.
-            tokio::time::sleep(self.debounce).await;
-            while rx.try_recv().is_ok() {}
-            if let Err(e) = self.reload() {
-                tracing::error!(
-                    "configuration change rejected; still serving generation {}:\n{e}",
-                    self.generation.load(Ordering::Relaxed)
-                );
-            }
-        }
-        drop(watcher);
-        Ok(())
+            drop(watcher);
+        })
     }
 }
 
@@ -254,10 +257,14 @@ mod tests {
         assert_eq!(source.reload().unwrap(), 1);
         let mut gen = table.subscribe();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(source.clone().watch(async move {
-            let _ = stop_rx.await;
-        }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let task = tokio::spawn(
+            source
+                .clone()
+                .watch(async move {
+                    let _ = stop_rx.await;
+                })
+                .unwrap(),
+        );
 
         // A broken edit is refused and generation 1 keeps serving.
         std::fs::write(&file, format!("{BACKEND}---\n{}", route("r", "m", "nope"))).unwrap();
@@ -281,6 +288,6 @@ mod tests {
             .unwrap();
         assert_eq!(table.load().route_count(), 2);
         let _ = stop_tx.send(());
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
     }
 }

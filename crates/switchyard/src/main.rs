@@ -165,12 +165,25 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
     let table = Arc::new(TableHandle::new());
 
-    // The first load must succeed: there is no previous table to fall back on.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // Watch before the first load, so no change slips between the two. The first load must
+    // succeed: there is no previous table to fall back on.
     let source = Arc::new(FileSource::new(
         args.config.clone(),
         table.clone(),
         metrics.clone(),
     ));
+    let watcher = source
+        .clone()
+        .watch(stopped())
+        .with_context(|| format!("watching {}", args.config.display()))?;
     source
         .reload()
         .with_context(|| format!("loading {}", args.config.display()))?;
@@ -201,14 +214,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "switchyard serving"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let watcher = tokio::spawn(source.watch(stopped()));
+    let watcher = tokio::spawn(watcher);
     let admin_task = tokio::spawn(switchyard_gateway::serve_admin(
         admin,
         Admin::new(table.clone(), metrics.clone()),
@@ -226,10 +232,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     let _ = api_task.await;
     let _ = admin_task.await;
-    match watcher.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "config watcher failed"),
-        Ok(Ok(())) | Err(_) => {}
-    }
+    let _ = watcher.await;
     Ok(ExitCode::SUCCESS)
 }
 
