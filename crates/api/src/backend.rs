@@ -51,6 +51,12 @@ pub struct ModelBackendSpec {
     /// Headers set on, or removed from, every upstream request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderModifier>,
+    /// Other namespaces whose AIRoutes may reference this backend (`"*"` for every
+    /// namespace). Routes in the backend's own namespace may always use it; any other
+    /// cross-namespace reference is refused, in the spirit of Gateway API's ReferenceGrant:
+    /// the owner of the credentials decides who may spend them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_route_namespaces: Vec<String>,
 }
 
 /// A provider wire format.

@@ -85,12 +85,17 @@ pub struct RouteBackend {
     pub weight: Option<u32>,
 }
 
-/// A reference to a ModelBackend in the same namespace.
+/// A reference to a ModelBackend, in the route's namespace unless `namespace` is given.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendRef {
     /// Name of the ModelBackend.
     pub name: String,
+    /// Namespace of the ModelBackend; defaults to the route's own. A reference into another
+    /// namespace is refused (`RefNotPermitted`) unless that ModelBackend lists the route's
+    /// namespace in `spec.allowedRouteNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Retry policy for upstream calls.

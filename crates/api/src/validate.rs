@@ -32,6 +32,8 @@ pub enum Reason {
     BackendNotFound,
     /// A referenced Secret (or its key) does not exist.
     SecretNotFound,
+    /// A reference into another namespace that the target does not allow.
+    RefNotPermitted,
     /// A route targets a model its backend does not list.
     ModelNotServed,
     /// Another route matches the same model and takes precedence.
@@ -56,6 +58,7 @@ impl Reason {
             Reason::InvalidHeader => "InvalidHeader",
             Reason::BackendNotFound => "BackendNotFound",
             Reason::SecretNotFound => "SecretNotFound",
+            Reason::RefNotPermitted => "RefNotPermitted",
             Reason::ModelNotServed => "ModelNotServed",
             Reason::ConflictingMatch => "ConflictingMatch",
             Reason::UnsupportedProvider => "UnsupportedProvider",
@@ -124,6 +127,17 @@ fn http_token(s: &str) -> Result<(), ()> {
     } else {
         Err(())
     }
+}
+
+/// Whether `s` is a valid namespace name (an RFC 1123 DNS label).
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 /// Checks that a model name or glob is usable: non-empty, no whitespace or control characters.
@@ -240,6 +254,15 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
         check_duration(&mut out, "spec.timeouts.idle".into(), t.idle.as_ref());
         check_duration(&mut out, "spec.timeouts.total".into(), t.total.as_ref());
     }
+    for (i, ns) in spec.allowed_route_namespaces.iter().enumerate() {
+        if ns != "*" && !is_dns_label(ns) {
+            out.push(err(
+                format!("spec.allowedRouteNamespaces[{i}]"),
+                Reason::InvalidDocument,
+                format!("{ns:?} is neither a namespace name nor \"*\""),
+            ));
+        }
+    }
     if spec.max_concurrency == Some(0) {
         out.push(err(
             "spec.maxConcurrency",
@@ -318,6 +341,15 @@ pub fn ai_route(spec: &AIRouteSpec) -> Vec<FieldError> {
                 Reason::BackendNotFound,
                 "backendRef.name must not be empty",
             ));
+        }
+        if let Some(ns) = &b.backend_ref.namespace {
+            if !is_dns_label(ns) {
+                out.push(err(
+                    format!("{field}.backendRef.namespace"),
+                    Reason::BackendNotFound,
+                    format!("{ns:?} is not a valid namespace name"),
+                ));
+            }
         }
         if let Some(model) = &b.model {
             if let Err(e) = check_model_pattern(model) {
@@ -419,6 +451,7 @@ mod tests {
             max_concurrency: None,
             tls: None,
             headers: None,
+            allowed_route_namespaces: vec![],
         }
     }
 
@@ -431,7 +464,10 @@ mod tests {
             backends: weights
                 .iter()
                 .map(|w| RouteBackend {
-                    backend_ref: BackendRef { name: "b".into() },
+                    backend_ref: BackendRef {
+                        name: "b".into(),
+                        namespace: None,
+                    },
                     model: None,
                     weight: *w,
                 })
@@ -482,6 +518,25 @@ mod tests {
         assert_eq!(model_backend(&b)[0].reason, Reason::InvalidEndpoint);
         b.provider = Provider::OpenAi;
         assert!(model_backend(&b).is_empty());
+    }
+
+    #[test]
+    fn namespace_names_are_checked() {
+        assert!(is_dns_label("team-a"));
+        for bad in ["", "Team", "-a", "a-", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        let mut b = backend();
+        b.allowed_route_namespaces = vec!["*".into(), "team-a".into(), "Bad_NS".into()];
+        let errs = model_backend(&b);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.allowedRouteNamespaces[2]");
+        let mut r = route(&[None]);
+        r.backends[0].backend_ref.namespace = Some("no such".into());
+        assert_eq!(
+            ai_route(&r)[0].field,
+            "spec.backends[0].backendRef.namespace"
+        );
     }
 
     #[test]

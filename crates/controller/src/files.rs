@@ -123,6 +123,12 @@ impl FileSource {
         }
     }
 
+    /// Sets how long a burst of file changes must settle before reloading (default 100 ms).
+    pub fn with_debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
     /// Loads the configuration once and swaps it in. On error the current table is kept.
     pub fn reload(&self) -> Result<u64, LoadError> {
         let generation = self.generation.load(Ordering::Relaxed) + 1;

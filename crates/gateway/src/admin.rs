@@ -1,11 +1,14 @@
 //! The admin port: liveness, readiness, metrics and the current table.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use switchyard_router::TableHandle;
-use switchyard_telemetry::Metrics;
+use switchyard_telemetry::{prometheus_error, Metrics};
 
 use crate::{
     body::{self, Body},
@@ -17,12 +20,42 @@ use crate::{
 pub struct Admin {
     table: Arc<TableHandle>,
     metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Admin {
-    /// An admin service over the gateway's table and metrics.
-    pub fn new(table: Arc<TableHandle>, metrics: Arc<Metrics>) -> Self {
-        Admin { table, metrics }
+    /// An admin service over the gateway's table and metrics. `draining` turns `/readyz`
+    /// false during shutdown, so load balancers stop sending before the listener closes.
+    pub fn new(table: Arc<TableHandle>, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+        Admin {
+            table,
+            metrics,
+            draining,
+        }
+    }
+
+    /// Sets the per-backend gauges from live state at scrape time, so the request path never
+    /// touches them.
+    fn refresh_backend_gauges(&self) {
+        let table = self.table.load();
+        self.metrics.backend_healthy.reset();
+        self.metrics.backend_in_flight.reset();
+        for b in table.backends() {
+            let state = b.state();
+            self.metrics
+                .backend_healthy
+                .with_label_values(&[&b.name, b.provider.as_str()])
+                .set(i64::from(state.is_healthy()));
+            self.metrics
+                .backend_in_flight
+                .with_label_values(&[&b.name])
+                .set(i64::from(state.in_flight()));
+        }
+    }
+
+    fn scrape(&self) -> Result<String, prometheus_error::Error> {
+        self.refresh_backend_gauges();
+        self.metrics.encode_text()
     }
 
     /// Answers one admin request.
@@ -30,7 +63,9 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => {
-                if self.table.is_ready() {
+                if self.draining.load(Ordering::Acquire) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else if self.table.is_ready() {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(
@@ -39,7 +74,7 @@ impl Admin {
                     )
                 }
             }
-            "/metrics" => match self.metrics.encode_text() {
+            "/metrics" => match self.scrape() {
                 Ok(s) => {
                     let mut r = Response::new(body::full(s));
                     r.headers_mut().insert(

@@ -76,6 +76,17 @@ pub enum GatewayError {
     /// The whole request ran past the route's timeout.
     #[error("the request did not complete within the route's timeout")]
     RouteTimeout,
+    /// Every backend of the route is at its `maxConcurrency`.
+    #[error("every backend for this model is at its concurrency limit; retry shortly")]
+    Saturated,
+    /// Every upstream key of the backend is resting after rate limits, or disabled.
+    #[error("every upstream key of backend {backend} is rate limited or disabled")]
+    KeysExhausted {
+        /// The backend's `namespace/name`.
+        backend: String,
+        /// When the first key is usable again, if any will be.
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 /// A failure to get an answer from an upstream.
@@ -135,6 +146,9 @@ impl GatewayError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             GatewayError::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Saturated | GatewayError::KeysExhausted { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -150,10 +164,12 @@ impl GatewayError {
             | GatewayError::InvalidKey
             | GatewayError::ModelNotAllowed { .. }
             | GatewayError::ModelNotFound { .. } => ErrorSource::Caller,
-            GatewayError::NotReady | GatewayError::RouteTimeout => ErrorSource::Gateway,
-            GatewayError::Upstream { .. } | GatewayError::UpstreamStatus { .. } => {
-                ErrorSource::Upstream
+            GatewayError::NotReady | GatewayError::RouteTimeout | GatewayError::Saturated => {
+                ErrorSource::Gateway
             }
+            GatewayError::Upstream { .. }
+            | GatewayError::UpstreamStatus { .. }
+            | GatewayError::KeysExhausted { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -183,6 +199,8 @@ impl GatewayError {
                 _ => code.as_deref().unwrap_or("upstream_error"),
             },
             GatewayError::RouteTimeout => "route_timeout",
+            GatewayError::Saturated => "backend_saturated",
+            GatewayError::KeysExhausted { .. } => "upstream_keys_exhausted",
         }
     }
 
@@ -218,12 +236,20 @@ impl GatewayError {
         }
         .to_json();
         let mut resp = json_response(self.status(), json);
-        if let GatewayError::UpstreamStatus {
-            retry_after: Some(v),
-            ..
-        } = self
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+        let retry_after = match self {
+            GatewayError::UpstreamStatus {
+                retry_after: Some(v),
+                ..
+            } => Some(v.clone()),
+            GatewayError::Saturated => Some(HeaderValue::from_static("1")),
+            GatewayError::KeysExhausted { retry_after, .. } => {
+                let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+                HeaderValue::try_from(secs.to_string()).ok()
+            }
+            _ => None,
+        };
+        if let Some(v) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+mod forward;
 mod record;
 mod relay;
 pub mod server;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use switchyard_providers::Usage;
-use switchyard_router::Pricing;
+use switchyard_router::{InFlight, Pricing};
 use switchyard_telemetry::Metrics;
 use tokio::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct Record {
     pub usage: Option<Usage>,
     /// Prices of the served model.
     pub pricing: Pricing,
+    /// The backend concurrency slot, held until the response (stream included) ends.
+    pub permit: Option<InFlight>,
 }
 
 impl Record {
@@ -51,6 +53,7 @@ impl Record {
             ttft: None,
             usage: None,
             pricing: Pricing::default(),
+            permit: None,
         }
     }
 

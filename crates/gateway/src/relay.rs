@@ -26,6 +26,7 @@ pin_project_lite::pin_project! {
         record: Record,
         idle: Option<Duration>,
         idle_timer: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Pin<Box<Sleep>>>,
         done: bool,
         upstream_ended: bool,
     }
@@ -38,6 +39,7 @@ impl SseRelay {
         client_wants_usage: bool,
         record: Record,
         idle: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Self {
         SseRelay {
             upstream,
@@ -46,6 +48,7 @@ impl SseRelay {
             record,
             idle,
             idle_timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             done: false,
             upstream_ended: false,
         }
@@ -158,6 +161,16 @@ impl HttpBody for SseRelay {
                     )))));
                 }
                 Poll::Pending => {
+                    if let Some(t) = this.deadline.as_mut() {
+                        if t.as_mut().poll(cx).is_ready() {
+                            *this.done = true;
+                            this.record.upstream_error("timeout");
+                            return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                "the upstream stream did not finish within the total timeout",
+                                "upstream_timeout",
+                            )))));
+                        }
+                    }
                     if let Some(t) = this.idle_timer.as_mut() {
                         ready!(t.as_mut().poll(cx));
                         *this.done = true;

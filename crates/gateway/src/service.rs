@@ -17,17 +17,16 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use switchyard_providers::{error::parse_openai_error, openai, Operation};
-use switchyard_router::{FailureClass, RoutingTable, TableHandle, Target};
+use switchyard_providers::{openai, Operation};
+use switchyard_router::{RoutingTable, TableHandle};
 use switchyard_telemetry::Metrics;
 use tokio::time::Instant;
 
 use crate::{
     body::Body,
-    error::{json_response, GatewayError, UpstreamFailure},
+    error::{json_response, GatewayError},
     record::Record,
-    relay::SseRelay,
-    upstream::{earliest, UpstreamClient},
+    upstream::UpstreamClient,
 };
 
 /// Static settings of the data plane.
@@ -54,11 +53,11 @@ pub struct Gateway {
     inner: Arc<Shared>,
 }
 
-struct Shared {
-    table: Arc<TableHandle>,
-    client: UpstreamClient,
-    metrics: Arc<Metrics>,
-    config: GatewayConfig,
+pub(crate) struct Shared {
+    pub(crate) table: Arc<TableHandle>,
+    pub(crate) client: UpstreamClient,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: GatewayConfig,
 }
 
 /// The endpoint a request is for.
@@ -190,31 +189,7 @@ impl Shared {
             }
         }
 
-        let deadline = route.timeout.map(|t| record.start + t);
-        let mut last_err = None;
-        for target in route.plan() {
-            match self
-                .attempts(
-                    op,
-                    &decoded,
-                    target,
-                    route.retry,
-                    request_id,
-                    deadline,
-                    record,
-                )
-                .await
-            {
-                Ok(resp) => return Ok(resp),
-                Err((err, retryable)) => {
-                    if !retryable || deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(err);
-                    }
-                    last_err = Some(err);
-                }
-            }
-        }
-        Err(last_err.unwrap_or(GatewayError::RouteTimeout))
+        self.forward(op, &decoded, route, request_id, record).await
     }
 
     async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, GatewayError>
@@ -260,177 +235,6 @@ impl Shared {
         Ok(consumer)
     }
 
-    /// Tries one target up to the route's attempt count. On failure, says whether the next
-    /// target may be tried.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempts(
-        &self,
-        op: Operation,
-        decoded: &openai::Request<'_>,
-        target: &Target,
-        retry: switchyard_router::Retry,
-        request_id: &HeaderValue,
-        deadline: Option<Instant>,
-        record: &mut Record,
-    ) -> Result<Response<Body>, (GatewayError, bool)> {
-        let backend = &target.backend;
-        record.backend = Some(Arc::clone(&backend.name));
-        record.provider = backend.provider.as_str();
-        let upstream_model = target.upstream_model(&decoded.model);
-        record.pricing = match &target.model {
-            Some(_) => target.pricing,
-            None => backend.pricing(upstream_model),
-        };
-        let body = Bytes::from(decoded.encode(upstream_model));
-        let call_deadline = earliest(deadline, backend.timeouts.total.map(|t| Instant::now() + t));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent_at = Instant::now();
-            let outcome = self
-                .client
-                .send(
-                    target,
-                    op,
-                    body.clone(),
-                    decoded.stream,
-                    request_id,
-                    call_deadline,
-                )
-                .await;
-            let (err, class) = match outcome {
-                Ok(resp) if resp.status().is_success() => {
-                    backend.observe_latency(sent_at.elapsed());
-                    return self
-                        .respond(resp, decoded, target, call_deadline, record)
-                        .await
-                        .map_err(|e| (e, false));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-                    let body = collect_limited(resp.into_body(), 64 * 1024).await;
-                    let (message, code) = parse_openai_error(&body).unwrap_or_else(|| {
-                        (
-                            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-                            None,
-                        )
-                    });
-                    let class = match status.as_u16() {
-                        429 => Some(FailureClass::RateLimited),
-                        500..=599 => Some(FailureClass::ServerError),
-                        _ => None,
-                    };
-                    record.upstream_error(match status.as_u16() {
-                        429 => "status_429",
-                        500..=599 => "status_5xx",
-                        _ => "status_4xx",
-                    });
-                    let err = GatewayError::UpstreamStatus {
-                        status,
-                        backend: backend.name.to_string(),
-                        message,
-                        code,
-                        retry_after,
-                    };
-                    // A 401/403 means this backend's key is bad: another backend may work.
-                    let class = class
-                        .or(matches!(status.as_u16(), 401 | 403)
-                            .then_some(FailureClass::ServerError));
-                    (err, class)
-                }
-                Err(e) => {
-                    record.upstream_error(e.kind.as_str());
-                    tracing::debug!(backend = %backend.name, error = %e.detail, "upstream attempt failed");
-                    let class = e.class();
-                    (
-                        GatewayError::Upstream {
-                            kind: e.kind,
-                            backend: backend.name.to_string(),
-                            detail: e.detail,
-                        },
-                        class,
-                    )
-                }
-            };
-            let retryable = class.is_some_and(|c| retry.retries(c));
-            let out_of_time = call_deadline.is_some_and(|d| Instant::now() >= d);
-            if !retryable || attempt >= retry.attempts || out_of_time {
-                return Err((err, retryable && !out_of_time));
-            }
-            let backoff = retry
-                .backoff
-                .mul_f64(f64::from(1u32 << (attempt - 1).min(6)));
-            let jittered = backoff.mul_f64(0.5 + fastrand::f64());
-            let wake = Instant::now() + jittered;
-            if call_deadline.is_some_and(|d| wake >= d) {
-                return Err((err, true));
-            }
-            tokio::time::sleep_until(wake).await;
-        }
-    }
-
-    async fn respond(
-        &self,
-        resp: Response<hyper::body::Incoming>,
-        decoded: &openai::Request<'_>,
-        target: &Target,
-        deadline: Option<Instant>,
-        record: &mut Record,
-    ) -> Result<Response<Body>, GatewayError> {
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let backend = &target.backend;
-        if decoded.stream && is_sse {
-            // The record moves into the body: it is written when the stream ends.
-            let mut moved = Record::new(Arc::clone(&self.metrics), record.start);
-            std::mem::swap(&mut moved, record);
-            moved.status = StatusCode::OK;
-            // What is left behind is a blank record: keep it from counting a second request.
-            record.disarm();
-            let relay = SseRelay::new(
-                resp.into_body(),
-                decoded.client_wants_usage,
-                moved,
-                backend.timeouts.idle,
-            );
-            let mut out = Response::new(BodyExt::boxed_unsync(relay));
-            let h = out.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            return Ok(out);
-        }
-        let limit = self.config.max_response_bytes;
-        let body = Limited::new(resp.into_body(), limit).collect();
-        let collected = match deadline {
-            Some(d) => {
-                tokio::time::timeout_at(d, body)
-                    .await
-                    .map_err(|_| GatewayError::Upstream {
-                        kind: UpstreamFailure::Timeout,
-                        backend: backend.name.to_string(),
-                        detail: "the response body did not arrive in time".into(),
-                    })?
-            }
-            None => body.await,
-        };
-        let bytes = collected
-            .map_err(|e| GatewayError::Upstream {
-                kind: UpstreamFailure::Protocol,
-                backend: backend.name.to_string(),
-                detail: e.to_string(),
-            })?
-            .to_bytes();
-        record.usage = openai::inspect_response(&bytes).usage;
-        Ok(json_response(StatusCode::OK, bytes))
-    }
-
     fn models(
         &self,
         headers: &HeaderMap,
@@ -453,13 +257,6 @@ impl Shared {
             .collect();
         let body = serde_json::json!({"object": "list", "data": data});
         Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
-    }
-}
-
-async fn collect_limited(body: hyper::body::Incoming, limit: usize) -> Bytes {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::new(),
     }
 }
 

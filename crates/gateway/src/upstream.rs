@@ -1,6 +1,8 @@
 //! The pooled upstream HTTP client and one upstream attempt.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
@@ -35,11 +37,17 @@ impl Default for ClientConfig {
     }
 }
 
-/// One client for every backend: connections are pooled per host, kept alive, and HTTP/2 is
-/// used when a TLS upstream offers it through ALPN.
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The upstream clients: connections are pooled per host, kept alive, and HTTP/2 is used when
+/// a TLS upstream offers it through ALPN. One client per distinct connect timeout (the
+/// connector owns that setting), created on first use and kept for the process's life, so
+/// pools survive routing-table reloads.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    default: HttpClient,
+    by_connect_timeout: Arc<ArcSwap<HashMap<Duration, HttpClient>>>,
+    config: ClientConfig,
 }
 
 /// Why an attempt failed before a usable response arrived.
@@ -69,27 +77,33 @@ impl UpstreamClient {
     /// Builds the client: rustls with the webpki roots and ring as the crypto provider
     /// (chosen explicitly, so no process-wide default provider is needed).
     pub fn new(config: &ClientConfig) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .build(https);
-        Ok(UpstreamClient { client })
+        Ok(UpstreamClient {
+            default: build_client(config, config.connect_timeout)?,
+            by_connect_timeout: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            config: config.clone(),
+        })
     }
 
+    fn client_for(&self, connect_timeout: Option<Duration>) -> HttpClient {
+        let Some(t) = connect_timeout.filter(|t| *t != self.config.connect_timeout) else {
+            return self.default.clone();
+        };
+        if let Some(c) = self.by_connect_timeout.load().get(&t) {
+            return c.clone();
+        }
+        let Ok(client) = build_client(&self.config, t) else {
+            return self.default.clone();
+        };
+        // Copy-on-write insert: rare (once per distinct timeout), and readers never lock.
+        self.by_connect_timeout.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(t).or_insert_with(|| client.clone());
+            map
+        });
+        client
+    }
+
+    #[allow(clippy::too_many_arguments)]
     /// Sends one attempt to `target` and waits for the response headers, within the
     /// backend's first-byte timeout and the request's deadline.
     pub async fn send(
@@ -98,6 +112,7 @@ impl UpstreamClient {
         op: Operation,
         body: Bytes,
         stream: bool,
+        key: Option<&HeaderValue>,
         request_id: &HeaderValue,
         deadline: Option<Instant>,
     ) -> Result<Response<Incoming>, AttemptError> {
@@ -120,8 +135,8 @@ impl UpstreamClient {
         );
         h.insert(header::USER_AGENT, USER_AGENT.clone());
         h.insert("x-request-id", request_id.clone());
-        if let Some(key) = backend.pick_key() {
-            h.insert(header::AUTHORIZATION, key.header.clone());
+        if let Some(key) = key {
+            h.insert(header::AUTHORIZATION, key.clone());
         }
         for (name, value) in &backend.set_headers {
             h.insert(name.clone(), value.clone());
@@ -134,7 +149,7 @@ impl UpstreamClient {
             backend.timeouts.first_byte.map(|d| Instant::now() + d),
             deadline,
         );
-        let fut = self.client.request(req);
+        let fut = self.client_for(backend.timeouts.connect).request(req);
         let result = match limit {
             Some(at) => match tokio::time::timeout_at(at, fut).await {
                 Ok(r) => r,
@@ -179,4 +194,27 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = inner.source();
     }
     s
+}
+
+fn build_client(
+    config: &ClientConfig,
+    connect_timeout: Duration,
+) -> Result<HttpClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .build(https);
+    Ok(client)
 }

@@ -25,7 +25,9 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 /// Startup settings, from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub api_key: Option<String>,
+    pub api_keys: Vec<String>,
+    /// Keys that are valid but always answered with 429, to exercise key pools.
+    pub rate_limited_keys: Vec<String>,
     pub defaults: Knobs,
     pub embedding_dims: u32,
     pub models: Vec<String>,
@@ -34,7 +36,10 @@ pub struct Config {
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct App {
-    api_key: Option<String>,
+    api_keys: Vec<String>,
+    rate_limited_keys: Vec<String>,
+    /// Requests seen per `x-mock-scenario`, for `x-mock-fail-first`.
+    scenarios: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     defaults: Knobs,
     embedding_dims: u32,
     models: Vec<String>,
@@ -57,7 +62,13 @@ enum Endpoint<'a> {
 impl App {
     pub fn new(config: Config) -> Self {
         Self {
-            api_key: config.api_key.filter(|k| !k.is_empty()),
+            api_keys: config
+                .api_keys
+                .into_iter()
+                .filter(|k| !k.is_empty())
+                .collect(),
+            rate_limited_keys: config.rate_limited_keys,
+            scenarios: Default::default(),
             defaults: config.defaults,
             embedding_dims: config.embedding_dims,
             models: config.models,
@@ -139,7 +150,39 @@ impl App {
                 .insert(ALLOW, HeaderValue::from_static(allowed));
             return response;
         }
-        if let Some(status) = knobs.status {
+        if self.presented_key_in(&parts.headers, &self.rate_limited_keys) {
+            let mut response = error_response(&ApiError::injected(StatusCode::TOO_MANY_REQUESTS));
+            let h = response.headers_mut();
+            h.insert(RETRY_AFTER, HeaderValue::from(30u32));
+            h.insert("x-ratelimit-limit-requests", HeaderValue::from(100u32));
+            h.insert("x-ratelimit-remaining-requests", HeaderValue::from(0u32));
+            h.insert(
+                "x-ratelimit-reset-requests",
+                HeaderValue::from_static("30s"),
+            );
+            return response;
+        }
+        let fail_now = knobs.fail_first.is_some_and(|n| {
+            let scenario = parts
+                .headers
+                .get("x-mock-scenario")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut seen = match self.scenarios.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let count = seen.entry(scenario).or_insert(0);
+            *count += 1;
+            *count <= n
+        });
+        let injected = match (knobs.status, fail_now, knobs.fail_first) {
+            (status, true, _) => Some(status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
+            (_, false, Some(_)) => None,
+            (status, false, None) => status,
+        };
+        if let Some(status) = injected {
             let mut response = error_response(&ApiError::injected(status));
             if let Some(secs) = knobs.retry_after {
                 response
@@ -186,14 +229,20 @@ impl App {
 
     /// `Authorization: Bearer KEY` (OpenAI) or `api-key: KEY` (Azure OpenAI).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(key) = &self.api_key else {
+        if self.api_keys.is_empty() {
             return true;
-        };
-        let key = key.as_bytes();
+        }
+        self.presented_key_in(headers, &self.api_keys)
+            || self.presented_key_in(headers, &self.rate_limited_keys)
+    }
+
+    fn presented_key_in(&self, headers: &HeaderMap, keys: &[String]) -> bool {
         let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()));
-        bearer == Some(key) || headers.get(API_KEY).is_some_and(|v| v.as_bytes() == key)
+        let api_key = headers.get(API_KEY).map(|v| v.as_bytes());
+        keys.iter()
+            .any(|k| bearer == Some(k.as_bytes()) || api_key == Some(k.as_bytes()))
     }
 
     fn embeddings(&self, body: &Value) -> Result<Response<MockBody>, ApiError> {

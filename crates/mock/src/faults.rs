@@ -17,6 +17,7 @@ const CHUNK_DELAY_MS: HeaderName = HeaderName::from_static("x-mock-chunk-delay-m
 const STATUS: HeaderName = HeaderName::from_static("x-mock-status");
 const RETRY_AFTER: HeaderName = HeaderName::from_static("x-mock-retry-after");
 const RESET_AFTER: HeaderName = HeaderName::from_static("x-mock-reset-after");
+const FAIL_FIRST: HeaderName = HeaderName::from_static("x-mock-fail-first");
 
 /// Everything that shapes one response besides its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct Knobs {
     pub retry_after: Option<u64>,
     /// Abort a stream after this many content chunks.
     pub reset_after: Option<u32>,
+    /// Fail only the first N requests of the request's `x-mock-scenario` (with `status`, or
+    /// 500), then answer normally: "fails, then recovers".
+    pub fail_first: Option<u32>,
 }
 
 /// A knob header whose value cannot be used.
@@ -54,6 +58,7 @@ impl Knobs {
             status: None,
             retry_after: None,
             reset_after: None,
+            fail_first: None,
         }
     }
 
@@ -77,6 +82,9 @@ impl Knobs {
         }
         if let Some(n) = number(headers, &RESET_AFTER, u64::from(MAX_CHUNKS))? {
             knobs.reset_after = Some(narrow(n));
+        }
+        if let Some(n) = number(headers, &FAIL_FIRST, u64::from(u32::MAX))? {
+            knobs.fail_first = Some(narrow(n));
         }
         Ok(knobs)
     }
@@ -169,6 +177,7 @@ mod tests {
                 status: Some(StatusCode::TOO_MANY_REQUESTS),
                 retry_after: Some(2),
                 reset_after: Some(1),
+                fail_first: None,
             }
         );
     }

@@ -36,9 +36,20 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
 
-    /// Require `Authorization: Bearer KEY` (or `api-key: KEY`) on /v1 requests.
-    #[arg(long, env = "MOCK_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    /// Require `Authorization: Bearer KEY` (or `api-key: KEY`) on /v1 requests; repeat (or
+    /// separate with commas) to accept several keys.
+    #[arg(
+        long,
+        env = "MOCK_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    api_key: Vec<String>,
+
+    /// A key that is accepted but always answered with 429 (Retry-After: 30), to exercise a
+    /// gateway's key pool; repeatable.
+    #[arg(long)]
+    rate_limited_key: Vec<String>,
 
     /// Delay before response headers, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -174,7 +185,8 @@ impl Cli {
             models.push("mock-model".to_owned());
         }
         Config {
-            api_key: self.api_key,
+            api_keys: self.api_key,
+            rate_limited_keys: self.rate_limited_key,
             defaults: Knobs::defaults(self.latency_ms, self.chunks, self.chunk_delay_ms),
             embedding_dims: self.embedding_dims,
             models,

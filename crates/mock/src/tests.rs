@@ -32,7 +32,8 @@ async fn start(api_key: Option<&str>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(App::new(Config {
-        api_key: api_key.map(str::to_owned),
+        api_keys: api_key.map(str::to_owned).into_iter().collect(),
+        rate_limited_keys: vec![],
         defaults: Knobs::defaults(0, 8, 0),
         embedding_dims: 16,
         models: vec!["mock-model".into(), "other".into()],

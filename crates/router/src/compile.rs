@@ -154,6 +154,12 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
         .iter()
         .map(|(id, b)| ((id.0.as_str(), id.1.as_str()), b))
         .collect();
+    // Which other namespaces may use each backend (its `spec.allowedRouteNamespaces`).
+    let grants: HashMap<(String, String), &[String]> = resources
+        .backends
+        .iter()
+        .map(|b| (ns_name(b), b.spec.allowed_route_namespaces.as_slice()))
+        .collect();
 
     // Deterministic precedence between routes: oldest first, then namespace/name.
     let mut routes_in: Vec<&AIRoute> = resources.routes.iter().collect();
@@ -164,7 +170,7 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     let mut globs: Vec<(Glob, RouteId)> = Vec::new();
     for obj in routes_in {
         let id = ns_name(obj);
-        let Some(route) = compile_route(&mut ctx, obj, &id, &by_name) else {
+        let Some(route) = compile_route(&mut ctx, obj, &id, &by_name, &grants) else {
             continue;
         };
         let rid = routes.len();
@@ -342,7 +348,7 @@ fn build_backend(
                     .collect(),
                 (None, None) => vec![],
             };
-        for (field, r, weight) in refs {
+        for (index, (field, r, weight)) in refs.into_iter().enumerate() {
             let raw = ctx
                 .secret(&id.0, r)
                 .map_err(|m| field_err(field.clone(), Reason::SecretNotFound, m))?;
@@ -364,7 +370,13 @@ fn build_backend(
                 )
             })?;
             header.set_sensitive(true);
-            keys.push(UpstreamKey { header, weight });
+            keys.push(UpstreamKey {
+                header,
+                weight,
+                digest: consumer::digest(key.as_bytes()),
+                index,
+                state: Default::default(),
+            });
         }
     }
     let mut models = HashMap::new();
@@ -452,44 +464,62 @@ fn compile_route(
     obj: &AIRoute,
     id: &(String, String),
     backends: &HashMap<(&str, &str), &Arc<Backend>>,
+    grants: &HashMap<(String, String), &[String]>,
 ) -> Option<Route> {
     let spec = &obj.spec;
     let mut errors = validate::ai_route(spec);
-    let resolve =
-        |field: String, rb: &switchyard_api::route::RouteBackend, errors: &mut Vec<FieldError>| {
-            let Some(backend) = backends.get(&(id.0.as_str(), rb.backend_ref.name.as_str())) else {
+    let resolve = |field: String,
+                   rb: &switchyard_api::route::RouteBackend,
+                   errors: &mut Vec<FieldError>| {
+        let ns = rb.backend_ref.namespace.as_deref().unwrap_or(&id.0);
+        let name = rb.backend_ref.name.as_str();
+        if ns != id.0 {
+            // Cross-namespace: only when the backend's owner allows this namespace.
+            let allowed = grants
+                .get(&(ns.to_string(), name.to_string()))
+                .is_some_and(|g| g.iter().any(|a| a == "*" || *a == id.0));
+            if !allowed {
                 errors.push(field_err(
-                    format!("{field}.backendRef.name"),
-                    Reason::BackendNotFound,
-                    format!(
-                        "ModelBackend {}/{} not found or not accepted",
-                        id.0, rb.backend_ref.name
-                    ),
+                        format!("{field}.backendRef.namespace"),
+                        Reason::RefNotPermitted,
+                        format!(
+                            "ModelBackend {ns}/{name} does not allow AIRoutes from namespace {} (its spec.allowedRouteNamespaces)",
+                            id.0
+                        ),
+                    ));
+                return None;
+            }
+        }
+        let Some(backend) = backends.get(&(ns, name)) else {
+            errors.push(field_err(
+                format!("{field}.backendRef.name"),
+                Reason::BackendNotFound,
+                format!("ModelBackend {ns}/{name} not found or not accepted"),
+            ));
+            return None;
+        };
+        if let Some(m) = &rb.model {
+            if !backend.models.contains_key(m) {
+                errors.push(field_err(
+                    format!("{field}.model"),
+                    Reason::ModelNotServed,
+                    format!("ModelBackend {} does not list model {m:?}", backend.name),
                 ));
                 return None;
-            };
-            if let Some(m) = &rb.model {
-                if !backend.models.contains_key(m) {
-                    errors.push(field_err(
-                        format!("{field}.model"),
-                        Reason::ModelNotServed,
-                        format!("ModelBackend {} does not list model {m:?}", backend.name),
-                    ));
-                    return None;
-                }
             }
-            let model: Option<Arc<str>> = rb.model.as_deref().map(Arc::from);
-            let pricing = model
-                .as_deref()
-                .map(|m| backend.pricing(m))
-                .unwrap_or_default();
-            Some(Target {
-                backend: Arc::clone(backend),
-                model,
-                weight: rb.weight.unwrap_or(1),
-                pricing,
-            })
-        };
+        }
+        let model: Option<Arc<str>> = rb.model.as_deref().map(Arc::from);
+        let pricing = model
+            .as_deref()
+            .map(|m| backend.pricing(m))
+            .unwrap_or_default();
+        Some(Target {
+            backend: Arc::clone(backend),
+            model,
+            weight: rb.weight.unwrap_or(1),
+            pricing,
+        })
+    };
     let targets: Vec<Target> = spec
         .backends
         .iter()
@@ -532,24 +562,16 @@ fn compile_route(
         .retry
         .as_ref()
         .map_or(Retry::DEFAULT, |r| Retry::from_spec(r, backoff));
-    let mut acc = 0u64;
-    let cumulative = targets
-        .iter()
-        .map(|t| {
-            acc += u64::from(t.weight);
-            acc
-        })
-        .collect();
     Some(Route {
         name: format!("{}/{}", id.0, id.1).into(),
         match_headers,
         match_consumers: spec.match_.consumers.clone(),
         targets,
-        cumulative,
         fallbacks,
         retry,
         timeout: spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()),
         strategy: spec.strategy.unwrap_or(Strategy::Weighted),
+        budget: Default::default(),
     })
 }
 

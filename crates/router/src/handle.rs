@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::watch;
 
-use crate::table::RoutingTable;
+use crate::{state::StateRegistry, table::RoutingTable};
 
 /// Holds the current [`RoutingTable`]. Producers `store` a whole new table; each request
 /// `load`s once (a lock-free pointer read) and keeps that snapshot for its whole life, so a
@@ -13,6 +13,7 @@ use crate::table::RoutingTable;
 pub struct TableHandle {
     current: ArcSwap<RoutingTable>,
     generation: watch::Sender<u64>,
+    state: StateRegistry,
 }
 
 impl Default for TableHandle {
@@ -27,6 +28,7 @@ impl TableHandle {
         TableHandle {
             current: ArcSwap::from_pointee(RoutingTable::default()),
             generation: watch::Sender::new(0),
+            state: StateRegistry::default(),
         }
     }
 
@@ -40,8 +42,10 @@ impl TableHandle {
         self.current.load_full()
     }
 
-    /// Swaps in a new table and announces its generation.
+    /// Swaps in a new table and announces its generation. Backends, keys and routes that
+    /// existed before keep their health, load, key and budget state.
     pub fn store(&self, table: RoutingTable) {
+        self.state.bind(&table);
         let generation = table.generation();
         self.current.store(Arc::new(table));
         self.generation.send_replace(generation);

@@ -5,14 +5,16 @@ mod compile;
 pub mod consumer;
 pub mod glob;
 mod handle;
+pub mod state;
 mod table;
 
 pub use compile::{compile, Compiled, Diagnostic, Severity};
 pub use consumer::{Consumer, Consumers};
 pub use handle::TableHandle;
+pub use state::{BackendState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry};
 pub use table::{
-    Backend, FailureClass, Matched, Pricing, Retry, Route, RoutingTable, Target, Timeouts,
-    UpstreamKey,
+    Backend, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable, Target,
+    Timeouts, UpstreamKey,
 };
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -14,7 +11,10 @@ use serde::Serialize;
 use switchyard_api::{route::RetryOn, MicroUsd, Provider, Strategy};
 use switchyard_providers::{Operation, Usage};
 
-use crate::glob::Glob;
+use crate::{
+    glob::Glob,
+    state::{now_ms, BackendState, KeyState, RetryBudget},
+};
 
 /// Index of a route in [`RoutingTable::routes`].
 pub(crate) type RouteId = usize;
@@ -44,8 +44,6 @@ pub struct Route {
     pub(crate) match_consumers: Vec<String>,
     /// The primary backends.
     pub targets: Vec<Target>,
-    /// Prefix sums of the primary weights, for weighted picking.
-    pub(crate) cumulative: Vec<u64>,
     /// Tried in order after the primary set has failed.
     pub fallbacks: Vec<Target>,
     /// Retry policy per backend.
@@ -54,6 +52,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// How the primary backend is chosen.
     pub strategy: Strategy,
+    /// Retry budget, bound from the state registry when the table is published.
+    pub(crate) budget: OnceLock<Arc<RetryBudget>>,
 }
 
 /// One backend a route may send to, with the model name to send.
@@ -171,7 +171,6 @@ pub struct Backend {
     pub(crate) uris: [Uri; 3],
     /// Upstream credentials, ready to send.
     pub(crate) keys: Vec<UpstreamKey>,
-    pub(crate) key_cumulative: Vec<u64>,
     /// Served models and their prices.
     pub(crate) models: HashMap<String, Pricing>,
     /// Time limits.
@@ -182,8 +181,9 @@ pub struct Backend {
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers removed from every upstream request.
     pub remove_headers: Vec<HeaderName>,
-    /// Exponentially weighted latency in microseconds (0 = not yet measured).
-    latency_ewma_us: AtomicU64,
+    /// Health, load and latency, bound from the state registry when the table is published
+    /// (so it survives reloads).
+    pub(crate) state: OnceLock<Arc<BackendState>>,
 }
 
 /// An upstream key as the header value to send. Marked sensitive so it is never printed.
@@ -193,6 +193,32 @@ pub struct UpstreamKey {
     pub header: HeaderValue,
     /// Relative weight in the pool.
     pub weight: u32,
+    /// SHA-256 of the key: identifies its state across reloads without keeping the key twice.
+    pub(crate) digest: [u8; 32],
+    /// Position in the pool, for reports.
+    pub index: usize,
+    pub(crate) state: OnceLock<Arc<KeyState>>,
+}
+
+/// Which upstream key to send.
+#[derive(Debug)]
+pub enum KeyChoice<'a> {
+    /// The backend needs no credentials.
+    None,
+    /// This key.
+    Key(&'a UpstreamKey),
+    /// Every key is resting or disabled; the earliest rest ends in this long (`None` when all
+    /// are disabled).
+    Exhausted(Option<Duration>),
+}
+
+// === impl UpstreamKey ===
+
+impl UpstreamKey {
+    /// The key's runtime state.
+    pub fn state(&self) -> &Arc<KeyState> {
+        self.state.get_or_init(|| Arc::new(KeyState::default()))
+    }
 }
 
 /// Backend time limits.
@@ -223,6 +249,11 @@ impl RoutingTable {
     /// The generation this table was compiled as (0 = the empty table before any load).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Every backend that compiled.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
     }
 
     /// Number of routes.
@@ -322,7 +353,10 @@ impl RoutingTable {
                     "provider": b.provider.as_str(),
                     "endpoint": b.endpoint,
                     "models": models,
-                    "keys": format!("<{} redacted>", b.keys.len()),
+                    "keys": b.key_reports(),
+                    "healthy": b.state().is_healthy(),
+                    "inFlight": b.state().in_flight(),
+                    "latencyEstimateUs": b.state().latency_estimate_us(),
                     "maxConcurrency": b.max_concurrency,
                 })
             })
@@ -349,37 +383,96 @@ impl Route {
         headers_ok && consumer_ok
     }
 
-    /// Picks the primary target by the route's strategy. Compiled routes always have a
-    /// target with positive weight, so this is `None` only for a hand-built empty route.
-    pub fn pick(&self) -> Option<&Target> {
-        match self.strategy {
-            Strategy::Weighted => {
-                let total = self.cumulative.last().copied().unwrap_or(0);
-                let r = fastrand::u64(0..total.max(1));
-                let i = self.cumulative.partition_point(|&c| c <= r);
-                self.targets.get(i).or(self.targets.last())
-            }
-            Strategy::Cheapest => self.active_targets().min_by_key(|t| t.pricing.rank()),
-            Strategy::LeastLatency => self
-                .active_targets()
-                .min_by_key(|t| t.backend.latency_ewma_us.load(Ordering::Relaxed)),
-        }
+    /// The retry budget shared by every request of this route.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        self.budget.get_or_init(Default::default)
     }
 
-    fn active_targets(&self) -> impl Iterator<Item = &Target> {
-        self.targets.iter().filter(|t| t.weight > 0)
-    }
-
-    /// The order in which targets are tried: the picked primary, the other primaries by
-    /// weight, then the fallbacks in order.
-    pub fn plan(&self) -> impl Iterator<Item = &Target> {
-        let first = self.pick();
-        let others = self
+    /// The order in which targets are tried: the primary picked by the strategy among
+    /// healthy backends, the other healthy primaries, then the healthy fallbacks in order. If
+    /// every backend is ejected, the least-bad one (whose ejection ends first) is tried rather
+    /// than failing outright.
+    pub fn plan(&self) -> Vec<&Target> {
+        let mut order: Vec<&Target> = Vec::with_capacity(self.targets.len() + self.fallbacks.len());
+        let healthy: Vec<&Target> = self
             .targets
             .iter()
-            .filter(move |t| t.weight > 0 && !first.is_some_and(|f| std::ptr::eq(*t, f)));
-        first.into_iter().chain(others).chain(self.fallbacks.iter())
+            .filter(|t| t.weight > 0 && t.backend.state().is_healthy())
+            .collect();
+        if let Some(first) = pick(self.strategy, &healthy) {
+            order.push(first);
+            order.extend(healthy.iter().copied().filter(|t| !std::ptr::eq(*t, first)));
+        }
+        order.extend(
+            self.fallbacks
+                .iter()
+                .filter(|t| t.backend.state().is_healthy()),
+        );
+        if order.is_empty() {
+            let least_bad = self
+                .targets
+                .iter()
+                .filter(|t| t.weight > 0)
+                .chain(self.fallbacks.iter())
+                .min_by_key(|t| t.backend.state().ejected_until().unwrap_or(0));
+            order.extend(least_bad);
+        }
+        order
     }
+}
+
+/// Picks one of `candidates` by strategy.
+fn pick<'t>(strategy: Strategy, candidates: &[&'t Target]) -> Option<&'t Target> {
+    match candidates.len() {
+        0 => return None,
+        1 => return Some(candidates[0]),
+        _ => {}
+    }
+    match strategy {
+        Strategy::Weighted => weighted(candidates, |t| u64::from(t.weight)),
+        // Power of two choices over the load-weighted peak-EWMA cost, as tower's balancer
+        // and linkerd do: cheap, and avoids herding onto one "fastest" backend.
+        Strategy::LeastLatency => {
+            let n = candidates.len();
+            let a = fastrand::usize(0..n);
+            let mut b = fastrand::usize(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (ta, tb) = (candidates[a], candidates[b]);
+            if tb.backend.state().cost() < ta.backend.state().cost() {
+                Some(tb)
+            } else {
+                Some(ta)
+            }
+        }
+        Strategy::Cheapest => {
+            let best = candidates.iter().map(|t| t.pricing.rank()).min()?;
+            let cheapest: Vec<&Target> = candidates
+                .iter()
+                .copied()
+                .filter(|t| t.pricing.rank() == best)
+                .collect();
+            weighted(&cheapest, |t| u64::from(t.weight))
+        }
+    }
+}
+
+/// Weighted random choice.
+fn weighted<'t, T>(items: &[&'t T], weight: impl Fn(&T) -> u64) -> Option<&'t T> {
+    let total: u64 = items.iter().map(|t| weight(t)).sum();
+    if total == 0 {
+        return items.first().copied();
+    }
+    let mut r = fastrand::u64(0..total);
+    for t in items {
+        let w = weight(t);
+        if r < w {
+            return Some(t);
+        }
+        r -= w;
+    }
+    items.last().copied()
 }
 
 // === impl Target ===
@@ -407,27 +500,18 @@ impl Backend {
         set_headers: Vec<(HeaderName, HeaderValue)>,
         remove_headers: Vec<HeaderName>,
     ) -> Self {
-        let mut acc = 0;
-        let key_cumulative = keys
-            .iter()
-            .map(|k| {
-                acc += u64::from(k.weight);
-                acc
-            })
-            .collect();
         Backend {
             name,
             provider,
             endpoint,
             uris,
             keys,
-            key_cumulative,
             models,
             timeouts,
             max_concurrency,
             set_headers,
             remove_headers,
-            latency_ewma_us: AtomicU64::new(0),
+            state: OnceLock::new(),
         }
     }
 
@@ -440,36 +524,57 @@ impl Backend {
         }
     }
 
-    /// Picks an upstream key by weight; `None` when the backend needs no credentials.
-    pub fn pick_key(&self) -> Option<&UpstreamKey> {
-        match self.keys.len() {
-            0 => None,
-            1 => self.keys.first(),
-            n => {
-                let total = self.key_cumulative.last().copied().unwrap_or(0);
-                let r = fastrand::u64(0..total.max(1));
-                let i = self.key_cumulative.partition_point(|&c| c <= r);
-                self.keys.get(i.min(n - 1))
+    /// The backend's runtime state.
+    pub fn state(&self) -> &Arc<BackendState> {
+        self.state.get_or_init(Default::default)
+    }
+
+    /// Picks an upstream key: weighted among the keys not resting or disabled, each weight
+    /// scaled by the headroom its last rate-limit headers reported, so a key running dry is
+    /// avoided before it answers 429.
+    pub fn pick_key(&self) -> KeyChoice<'_> {
+        if self.keys.is_empty() {
+            return KeyChoice::None;
+        }
+        let mut total = 0u64;
+        for k in &self.keys {
+            if k.state().is_available() {
+                total += u64::from(k.weight) * u64::from(k.state().headroom_permille());
             }
         }
+        if total > 0 {
+            let mut r = fastrand::u64(0..total);
+            for k in &self.keys {
+                if !k.state().is_available() {
+                    continue;
+                }
+                let w = u64::from(k.weight) * u64::from(k.state().headroom_permille());
+                if r < w {
+                    return KeyChoice::Key(k);
+                }
+                r -= w;
+            }
+        }
+        let now = now_ms();
+        let soonest = self
+            .keys
+            .iter()
+            .filter(|k| !k.state().is_disabled())
+            .map(|k| k.state().resting_until())
+            .min();
+        KeyChoice::Exhausted(soonest.map(|t| Duration::from_millis(t.saturating_sub(now))))
+    }
+
+    /// Every key's state, for status and debugging; never the keys.
+    pub fn key_reports(&self) -> Vec<crate::state::KeyReport> {
+        self.keys
+            .iter()
+            .map(|k| k.state().report(k.index))
+            .collect()
     }
 
     /// Prices of a model at this backend.
     pub fn pricing(&self, model: &str) -> Pricing {
         self.models.get(model).copied().unwrap_or_default()
-    }
-
-    /// Folds one observed latency into the backend's moving average (weight 1/8).
-    pub fn observe_latency(&self, d: Duration) {
-        let sample = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let _ = self
-            .latency_ewma_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample.max(1)
-                } else {
-                    (old * 7 + sample) / 8
-                })
-            });
     }
 }

@@ -56,6 +56,13 @@ struct ServeArgs {
     /// How long open requests (streams included) may finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// After SIGTERM, how long to keep accepting (with `/readyz` false) before closing the
+    /// listener, so load balancers stop routing here first.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    /// How long a burst of config file changes must settle before the table is reloaded.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    reload_debounce: Duration,
     /// Upstream connect timeout for backends that set none.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -175,11 +182,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Watch before the first load, so no change slips between the two. The first load must
     // succeed: there is no previous table to fall back on.
-    let source = Arc::new(FileSource::new(
-        args.config.clone(),
-        table.clone(),
-        metrics.clone(),
-    ));
+    let source = Arc::new(
+        FileSource::new(args.config.clone(), table.clone(), metrics.clone())
+            .with_debounce(args.reload_debounce),
+    );
     let watcher = source
         .clone()
         .watch(stopped())
@@ -215,10 +221,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     let watcher = tokio::spawn(watcher);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin_stopped = async move {
+        let _ = admin_stop_rx.await;
+    };
     let admin_task = tokio::spawn(switchyard_gateway::serve_admin(
         admin,
-        Admin::new(table.clone(), metrics.clone()),
-        stopped(),
+        Admin::new(table.clone(), metrics.clone(), draining.clone()),
+        admin_stopped,
     ));
     let api_task = tokio::spawn(switchyard_gateway::serve_gateway(
         api,
@@ -228,9 +239,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ));
 
     shutdown_signal().await;
-    tracing::info!("shutting down: draining open requests");
+    // Readiness goes false first; after the delay (for endpoints to drop this replica) the
+    // listener closes and open requests, streams included, get the drain timeout to finish.
+    draining.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(delay = ?args.shutdown_delay, "shutting down: readiness false");
+    tokio::time::sleep(args.shutdown_delay).await;
+    tracing::info!(timeout = ?args.drain_timeout, "draining open requests");
     let _ = stop_tx.send(true);
     let _ = api_task.await;
+    let _ = admin_stop_tx.send(());
     let _ = admin_task.await;
     let _ = watcher.await;
     Ok(ExitCode::SUCCESS)

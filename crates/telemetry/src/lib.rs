@@ -6,8 +6,13 @@
 //! input, so cardinality stays bounded.
 
 use prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+/// The error type of metric registration and encoding.
+pub mod prometheus_error {
+    pub use prometheus::Error;
+}
 
 /// Every metric family the gateway records.
 #[derive(Clone)]
@@ -25,6 +30,14 @@ pub struct Metrics {
     pub spend_usd: CounterVec,
     /// `switchyard_upstream_errors_total{backend,provider,kind}`.
     pub upstream_errors: IntCounterVec,
+    /// `switchyard_retries_total{route,backend}`: extra attempts on the same backend.
+    pub retries: IntCounterVec,
+    /// `switchyard_fallbacks_total{route,backend}`: requests moved on to a fallback backend.
+    pub fallbacks: IntCounterVec,
+    /// `switchyard_backend_healthy{backend,provider}`: 1 unless ejected by outlier detection.
+    pub backend_healthy: IntGaugeVec,
+    /// `switchyard_backend_in_flight{backend}`: requests in flight per backend.
+    pub backend_in_flight: IntGaugeVec,
     /// `switchyard_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `switchyard_config_generation`: the generation of the routing table being served.
@@ -90,6 +103,34 @@ impl Metrics {
             ),
             &["backend", "provider", "kind"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "switchyard_retries_total",
+                "Extra attempts on the same backend after a retryable failure.",
+            ),
+            &["route", "backend"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "switchyard_fallbacks_total",
+                "Requests moved on to another backend (a fallback, or another primary) after a failure.",
+            ),
+            &["route", "backend"],
+        )?;
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_backend_healthy",
+                "1 when the backend is in service, 0 while outlier detection has ejected it.",
+            ),
+            &["backend", "provider"],
+        )?;
+        let backend_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_backend_in_flight",
+                "Requests in flight per backend (streams until they end).",
+            ),
+            &["backend"],
+        )?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "switchyard_config_reloads_total",
@@ -107,6 +148,10 @@ impl Metrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(spend_usd.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(backend_healthy.clone()))?;
+        registry.register(Box::new(backend_in_flight.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         Ok(Self {
@@ -117,6 +162,10 @@ impl Metrics {
             tokens,
             spend_usd,
             upstream_errors,
+            retries,
+            fallbacks,
+            backend_healthy,
+            backend_in_flight,
             config_reloads,
             config_generation,
         })

@@ -1,0 +1,361 @@
+//! The upstream phase: try targets in plan order, retrying within the route's policy and
+//! retry budget, until one answers; then relay its response.
+//!
+//! Retries and fallbacks happen only before anything has been sent to the client. A target
+//! whose backend is at `maxConcurrency` is skipped, never queued for.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use switchyard_providers::{error::parse_openai_error, openai, Operation};
+use switchyard_router::{
+    state::rate_limit_hint, FailureClass, HealthChange, KeyChoice, Retry, Route, Target,
+};
+use tokio::time::Instant;
+
+use crate::{
+    body::Body,
+    error::{json_response, GatewayError, UpstreamFailure},
+    record::Record,
+    relay::SseRelay,
+    service::Shared,
+    upstream::earliest,
+};
+
+/// How one target ended.
+enum TargetOutcome {
+    /// It answered; the response is ready for the client.
+    Done(Response<Body>),
+    /// It failed; `retryable` says whether another target may be tried.
+    Failed { err: GatewayError, retryable: bool },
+}
+
+impl Shared {
+    pub(crate) async fn forward(
+        &self,
+        op: Operation,
+        decoded: &openai::Request<'_>,
+        route: &Route,
+        request_id: &HeaderValue,
+        record: &mut Record,
+    ) -> Result<Response<Body>, GatewayError> {
+        let deadline = route.timeout.map(|t| record.start + t);
+        let budget = route.budget();
+        budget.deposit();
+        let plan = route.plan();
+        let mut last_err = None;
+        let mut saturated = 0usize;
+        for target in &plan {
+            let backend = &target.backend;
+            let Some(permit) = backend.state().try_acquire(backend.max_concurrency) else {
+                saturated += 1;
+                continue;
+            };
+            if last_err.is_some() {
+                // Moving on after a failure is an extra attempt: it spends retry budget.
+                if !budget.try_withdraw() {
+                    tracing::debug!(route = %route.name, "retry budget exhausted");
+                    break;
+                }
+                self.metrics
+                    .fallbacks
+                    .with_label_values(&[&route.name, &backend.name])
+                    .inc();
+            }
+            record.permit = Some(permit);
+            let outcome = self
+                .try_target(op, decoded, route, target, request_id, deadline, record)
+                .await;
+            match outcome {
+                TargetOutcome::Done(resp) => return Ok(resp),
+                TargetOutcome::Failed { err, retryable } => {
+                    record.permit = None;
+                    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                    if out_of_time {
+                        return Err(match err {
+                            GatewayError::Upstream { .. } => GatewayError::RouteTimeout,
+                            other => other,
+                        });
+                    }
+                    if !retryable {
+                        return Err(err);
+                    }
+                    last_err = Some(err);
+                }
+            }
+        }
+        match last_err {
+            Some(e) => Err(e),
+            None if saturated > 0 => Err(GatewayError::Saturated),
+            None => Err(GatewayError::RouteTimeout),
+        }
+    }
+
+    /// Tries one target up to the route's attempt count.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_target(
+        &self,
+        op: Operation,
+        decoded: &openai::Request<'_>,
+        route: &Route,
+        target: &Target,
+        request_id: &HeaderValue,
+        deadline: Option<Instant>,
+        record: &mut Record,
+    ) -> TargetOutcome {
+        let backend = &target.backend;
+        record.backend = Some(Arc::clone(&backend.name));
+        record.provider = backend.provider.as_str();
+        let upstream_model = target.upstream_model(&decoded.model);
+        record.pricing = match &target.model {
+            Some(_) => target.pricing,
+            None => backend.pricing(upstream_model),
+        };
+        let body = Bytes::from(decoded.encode(upstream_model));
+        let call_deadline = earliest(deadline, backend.timeouts.total.map(|t| Instant::now() + t));
+        let retry: Retry = route.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let key = match backend.pick_key() {
+                KeyChoice::None => None,
+                KeyChoice::Key(k) => Some(k),
+                KeyChoice::Exhausted(wait) => {
+                    record.upstream_error("keys_exhausted");
+                    return TargetOutcome::Failed {
+                        err: GatewayError::KeysExhausted {
+                            backend: backend.name.to_string(),
+                            retry_after: wait,
+                        },
+                        retryable: true,
+                    };
+                }
+            };
+            let sent_at = Instant::now();
+            let outcome = self
+                .client
+                .send(
+                    target,
+                    op,
+                    body.clone(),
+                    decoded.stream,
+                    key.map(|k| &k.header),
+                    request_id,
+                    call_deadline,
+                )
+                .await;
+            let (err, class) = match outcome {
+                Ok(resp) if resp.status().is_success() => {
+                    if let Some(k) = key {
+                        k.state()
+                            .observe_rate_limit(rate_limit_hint(resp.headers()));
+                    }
+                    self.health(backend, backend.state().on_success(sent_at.elapsed()));
+                    return match self
+                        .respond(resp, decoded, target, call_deadline, record)
+                        .await
+                    {
+                        Ok(r) => TargetOutcome::Done(r),
+                        Err(err) => TargetOutcome::Failed {
+                            err,
+                            retryable: false,
+                        },
+                    };
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = collect_limited(resp.into_body(), 64 * 1024).await;
+                    let (message, code) = parse_openai_error(&body).unwrap_or_else(|| {
+                        (
+                            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                            None,
+                        )
+                    });
+                    let class = match status.as_u16() {
+                        429 => {
+                            if let Some(k) = key {
+                                let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                                k.state().rest(wait);
+                                k.state().observe_rate_limit(rate_limit_hint(&headers));
+                            }
+                            record.upstream_error("status_429");
+                            Some(FailureClass::RateLimited)
+                        }
+                        401 | 403 => {
+                            // The upstream refused this key: take it out of the pool. Another
+                            // key, or another backend, may still serve the request.
+                            if let Some(k) = key {
+                                tracing::error!(backend = %backend.name, key_index = k.index, %status, "upstream refused a key; disabling it");
+                                k.state().disable(format!("upstream answered {status}"));
+                            }
+                            record.upstream_error("status_4xx");
+                            Some(FailureClass::ServerError)
+                        }
+                        500..=599 => {
+                            record.upstream_error("status_5xx");
+                            self.health(backend, backend.state().on_failure());
+                            Some(FailureClass::ServerError)
+                        }
+                        _ => {
+                            record.upstream_error("status_4xx");
+                            None
+                        }
+                    };
+                    let err = GatewayError::UpstreamStatus {
+                        status,
+                        backend: backend.name.to_string(),
+                        message,
+                        code,
+                        retry_after: headers.get(header::RETRY_AFTER).cloned(),
+                    };
+                    (err, class)
+                }
+                Err(e) => {
+                    record.upstream_error(e.kind.as_str());
+                    if e.kind != UpstreamFailure::Protocol || e.class().is_some() {
+                        self.health(backend, backend.state().on_failure());
+                    }
+                    tracing::debug!(backend = %backend.name, error = %e.detail, "upstream attempt failed");
+                    let class = e.class();
+                    (
+                        GatewayError::Upstream {
+                            kind: e.kind,
+                            backend: backend.name.to_string(),
+                            detail: e.detail,
+                        },
+                        class,
+                    )
+                }
+            };
+            let retryable = class.is_some_and(|c| retry.retries(c));
+            let out_of_time = call_deadline.is_some_and(|d| Instant::now() >= d);
+            let key_problem = matches!(class, Some(FailureClass::RateLimited))
+                || matches!(&err, GatewayError::UpstreamStatus { status, .. } if matches!(status.as_u16(), 401 | 403));
+            // A 429 or refused key is retried at once on the same backend with another key
+            // when the pool has one; other failures wait out the back-off.
+            let another_key = key_problem && matches!(backend.pick_key(), KeyChoice::Key(_));
+            let attempts_left =
+                attempt < retry.attempts || (another_key && attempt < retry.attempts + 2);
+            if !retryable || !attempts_left || out_of_time || !route.budget().try_withdraw() {
+                return TargetOutcome::Failed {
+                    err,
+                    retryable: retryable && !out_of_time,
+                };
+            }
+            self.metrics
+                .retries
+                .with_label_values(&[&route.name, &backend.name])
+                .inc();
+            if another_key {
+                continue;
+            }
+            let backoff = retry
+                .backoff
+                .mul_f64(f64::from(1u32 << (attempt - 1).min(6)));
+            let wake = Instant::now() + backoff.mul_f64(0.5 + fastrand::f64());
+            if call_deadline.is_some_and(|d| wake >= d) {
+                return TargetOutcome::Failed {
+                    err,
+                    retryable: true,
+                };
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    fn health(&self, backend: &switchyard_router::Backend, change: HealthChange) {
+        match change {
+            HealthChange::None => {}
+            HealthChange::Ejected(period) => {
+                tracing::warn!(backend = %backend.name, ?period, "backend ejected after repeated failures");
+            }
+            HealthChange::Restored => {
+                tracing::info!(backend = %backend.name, "backend back in service");
+            }
+        }
+    }
+
+    async fn respond(
+        &self,
+        resp: Response<hyper::body::Incoming>,
+        decoded: &openai::Request<'_>,
+        target: &Target,
+        deadline: Option<Instant>,
+        record: &mut Record,
+    ) -> Result<Response<Body>, GatewayError> {
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let backend = &target.backend;
+        if decoded.stream && is_sse {
+            // The record (and the concurrency slot in it) moves into the body: it is written
+            // when the stream ends.
+            let mut moved = Record::new(Arc::clone(&self.metrics), record.start);
+            std::mem::swap(&mut moved, record);
+            moved.status = StatusCode::OK;
+            // What is left behind is a blank record: keep it from counting a second request.
+            record.disarm();
+            let relay = SseRelay::new(
+                resp.into_body(),
+                decoded.client_wants_usage,
+                moved,
+                backend.timeouts.idle,
+                deadline,
+            );
+            let mut out = Response::new(BodyExt::boxed_unsync(relay));
+            let h = out.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            return Ok(out);
+        }
+        let limit = self.config.max_response_bytes;
+        let body = Limited::new(resp.into_body(), limit).collect();
+        let collected = match deadline {
+            Some(d) => {
+                tokio::time::timeout_at(d, body)
+                    .await
+                    .map_err(|_| GatewayError::Upstream {
+                        kind: UpstreamFailure::Timeout,
+                        backend: backend.name.to_string(),
+                        detail: "the response body did not arrive in time".into(),
+                    })?
+            }
+            None => body.await,
+        };
+        let bytes = collected
+            .map_err(|e| GatewayError::Upstream {
+                kind: UpstreamFailure::Protocol,
+                backend: backend.name.to_string(),
+                detail: e.to_string(),
+            })?
+            .to_bytes();
+        record.usage = openai::inspect_response(&bytes).usage;
+        Ok(json_response(StatusCode::OK, bytes))
+    }
+}
+
+/// `Retry-After` (seconds) or OpenAI's `retry-after-ms`.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
+    }
+    get("retry-after")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
+}
+
+async fn collect_limited(body: hyper::body::Incoming, limit: usize) -> Bytes {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    }
+}

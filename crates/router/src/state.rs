@@ -1,0 +1,650 @@
+//! Runtime state that outlives a routing table: backend health, in-flight counts, latency
+//! estimates, upstream key states and retry budgets.
+//!
+//! Tables are rebuilt on every configuration change, but a backend that was failing a moment
+//! ago is still failing, and a key resting after a 429 must keep resting. So the table holds
+//! only a late-bound handle to state kept in a [`StateRegistry`], keyed by backend name (and,
+//! for keys, by a digest of the key, so a rotated key starts fresh). The registry binds handles
+//! when a table is published and forgets entries whose backends are gone.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+/// Milliseconds since an arbitrary process-wide origin: the clock for every timestamp kept in
+/// an atomic here.
+pub fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    // +1 so that 0 can mean "never".
+    Instant::now().duration_since(origin).as_millis() as u64 + 1
+}
+
+/// Consecutive failures that eject a backend.
+pub const EJECT_AFTER_FAILURES: u32 = 5;
+/// First ejection period; doubled for each further ejection, up to [`MAX_EJECTION`].
+pub const BASE_EJECTION: Duration = Duration::from_secs(5);
+/// Longest ejection.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Time constant of the peak-EWMA latency estimate.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Health and load of one backend, shared by every table that contains it.
+#[derive(Debug, Default)]
+pub struct BackendState {
+    in_flight: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// `now_ms()` until which the backend is ejected; 0 = healthy.
+    ejected_until: AtomicU64,
+    /// How many times in a row it was ejected without a success since: grows the interval.
+    ejections: AtomicU32,
+    /// Set when an ejection ends and cleared by the next success: one failure while probing
+    /// ejects again at once.
+    probing: AtomicBool,
+    /// Peak-EWMA latency estimate in microseconds (0 = unmeasured) and when it was updated.
+    ewma_us: AtomicU64,
+    ewma_at_ms: AtomicU64,
+}
+
+/// The result of a health transition, for the `backend_healthy` gauge and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    /// No change.
+    None,
+    /// The backend was just ejected for this long.
+    Ejected(Duration),
+    /// The backend just served successfully after an ejection.
+    Restored,
+}
+
+/// One in-flight request on a backend; decrements the count when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    state: Arc<BackendState>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl BackendState ===
+
+impl BackendState {
+    /// True when not ejected (or the ejection has expired: then the next request probes).
+    pub fn is_healthy(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        until == 0 || now_ms() >= until
+    }
+
+    /// When the current ejection ends (`now_ms` clock), if ejected.
+    pub fn ejected_until(&self) -> Option<u64> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        (until != 0 && now_ms() < until).then_some(until)
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes a concurrency slot, or `None` when `max` are already in flight. Never queues.
+    pub fn try_acquire(self: &Arc<Self>, max: Option<u32>) -> Option<InFlight> {
+        let mut cur = self.in_flight.load(Ordering::Acquire);
+        loop {
+            if max.is_some_and(|m| cur >= m) {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(InFlight {
+                        state: self.clone(),
+                    })
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Records a successful call and its latency.
+    pub fn on_success(&self, latency: Duration) -> HealthChange {
+        self.observe_latency(latency);
+        self.consecutive_failures.store(0, Ordering::Release);
+        let was_ejected = self.ejected_until.swap(0, Ordering::AcqRel) != 0;
+        let was_probing = self.probing.swap(false, Ordering::AcqRel);
+        // Hysteresis: a success forgives one ejection, so a backend that flaps is kept out
+        // longer each time instead of bouncing in and out at the base interval.
+        let _ = self
+            .ejections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                Some(e.saturating_sub(1))
+            });
+        if was_ejected || was_probing {
+            HealthChange::Restored
+        } else {
+            HealthChange::None
+        }
+    }
+
+    /// Records a failed call (connect error, timeout, 5xx). Ejects after
+    /// [`EJECT_AFTER_FAILURES`] in a row, or at once when the failure was a probe.
+    pub fn on_failure(&self) -> HealthChange {
+        let now = now_ms();
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until != 0 && now < until {
+            return HealthChange::None;
+        }
+        let probe_failed = until != 0 || self.probing.load(Ordering::Acquire);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if !probe_failed && failures < EJECT_AFTER_FAILURES {
+            return HealthChange::None;
+        }
+        let n = self.ejections.fetch_add(1, Ordering::AcqRel).min(16);
+        let period = BASE_EJECTION.saturating_mul(1 << n).min(MAX_EJECTION);
+        self.ejected_until
+            .store(now + period.as_millis() as u64, Ordering::Release);
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.probing.store(true, Ordering::Release);
+        HealthChange::Ejected(period)
+    }
+
+    /// Folds a latency sample into the peak-EWMA estimate: a slower sample takes effect at
+    /// once, a faster one only gradually, so a backend that just got slow is avoided quickly.
+    pub fn observe_latency(&self, d: Duration) {
+        let sample = (d.as_micros().min(u128::from(u64::MAX / 2)) as u64).max(1);
+        let now = now_ms();
+        let prev_at = self.ewma_at_ms.swap(now, Ordering::AcqRel);
+        let elapsed = now.saturating_sub(prev_at) as f64;
+        let _ = self
+            .ewma_us
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                if old == 0 || sample > old {
+                    return Some(sample);
+                }
+                let w = (-elapsed / EWMA_DECAY.as_millis() as f64).exp();
+                Some((old as f64 * w + sample as f64 * (1.0 - w)).max(1.0) as u64)
+            });
+    }
+
+    /// Load-weighted cost for least-latency picking: the latency estimate times the requests
+    /// in flight plus one. Unmeasured backends cost 0 so each gets tried.
+    pub fn cost(&self) -> u64 {
+        let ewma = self.ewma_us.load(Ordering::Acquire);
+        ewma.saturating_mul(u64::from(self.in_flight()) + 1)
+    }
+
+    /// The latency estimate in microseconds (0 = unmeasured).
+    pub fn latency_estimate_us(&self) -> u64 {
+        self.ewma_us.load(Ordering::Acquire)
+    }
+}
+
+/// The state of one upstream key of a backend.
+#[derive(Debug)]
+pub struct KeyState {
+    /// `now_ms()` until which the key rests after a 429 or a drained rate limit; 0 = never.
+    resting_until: AtomicU64,
+    /// Set when the upstream refused the key (401/403); it stays out until the key changes.
+    disabled: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// Share of the upstream's rate limit left, in per-mille, from its headers (1000 = all).
+    headroom_permille: AtomicU32,
+}
+
+/// What the upstream's rate-limit headers said about a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHint {
+    /// Requests (or tokens) left in the window, the scarcer of the two.
+    pub remaining: Option<u64>,
+    /// The window's limit, when given.
+    pub limit: Option<u64>,
+    /// When the window resets.
+    pub reset_after: Option<Duration>,
+}
+
+/// A key's state as reported (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReport {
+    /// Position of the key in `spec.auth.keys` (0 for `secretRef`).
+    pub index: usize,
+    /// `healthy`, `resting` or `disabled`.
+    pub state: &'static str,
+    /// Seconds until a resting key is used again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resting_for_secs: Option<u64>,
+    /// Why a key is disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// === impl KeyState ===
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            resting_until: AtomicU64::new(0),
+            disabled: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            headroom_permille: AtomicU32::new(1000),
+        }
+    }
+}
+
+impl KeyState {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Usable now.
+    pub fn is_available(&self) -> bool {
+        !self.disabled.load(Ordering::Acquire) && self.resting_until() <= now_ms()
+    }
+
+    /// Disabled for good (until the key changes).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Acquire)
+    }
+
+    /// `now_ms()` until which the key rests (0 or past = not resting).
+    pub fn resting_until(&self) -> u64 {
+        self.resting_until.load(Ordering::Acquire)
+    }
+
+    /// Rests the key for `d` (after a 429, for its Retry-After).
+    pub fn rest(&self, d: Duration) {
+        let until = now_ms() + d.as_millis() as u64;
+        self.resting_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Takes the key out: the upstream refused it.
+    pub fn disable(&self, reason: String) {
+        self.disabled.store(true, Ordering::Release);
+        if let Ok(mut r) = self.reason.lock() {
+            *r = Some(reason);
+        }
+    }
+
+    /// Relative weight multiplier in per-mille from the last rate-limit headers: keys running
+    /// dry are picked less, before they hit a 429.
+    pub fn headroom_permille(&self) -> u32 {
+        self.headroom_permille.load(Ordering::Acquire)
+    }
+
+    /// Applies the upstream's rate-limit headers.
+    pub fn observe_rate_limit(&self, hint: RateLimitHint) {
+        if let Some(remaining) = hint.remaining {
+            if remaining == 0 {
+                self.rest(hint.reset_after.unwrap_or(Duration::from_secs(1)));
+            }
+            let permille = match hint.limit {
+                Some(limit) if limit > 0 => ((remaining.min(limit) * 1000) / limit) as u32,
+                _ => 1000,
+            };
+            // Never below 5%: a key with a little left is still better than none.
+            self.headroom_permille
+                .store(permille.clamp(50, 1000), Ordering::Release);
+        }
+    }
+
+    /// The key's state for status and `/debug/routes`.
+    pub fn report(&self, index: usize) -> KeyReport {
+        let now = now_ms();
+        let until = self.resting_until();
+        let reason = self.reason.lock().ok().and_then(|r| r.clone());
+        let (state, resting_for_secs) = if self.is_disabled() {
+            ("disabled", None)
+        } else if until > now {
+            ("resting", Some((until - now).div_ceil(1000)))
+        } else {
+            ("healthy", None)
+        };
+        KeyReport {
+            index,
+            state,
+            resting_for_secs,
+            reason: if state == "disabled" { reason } else { None },
+        }
+    }
+}
+
+/// A route's retry budget: retries (and fallbacks after a failure) may add at most
+/// `ratio` extra attempts over a sliding window, plus a small floor so a quiet route can still
+/// retry. Stops retry storms when a provider is down.
+#[derive(Debug)]
+pub struct RetryBudget {
+    window: Mutex<BudgetWindow>,
+    ratio: f64,
+    floor: u32,
+}
+
+#[derive(Debug, Default)]
+struct BudgetWindow {
+    started_ms: u64,
+    requests: [u32; 2],
+    retries: [u32; 2],
+}
+
+/// Width of one of the budget's two buckets.
+const BUDGET_BUCKET: Duration = Duration::from_secs(5);
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            window: Mutex::new(BudgetWindow::default()),
+            ratio: 0.2,
+            floor: 10,
+        }
+    }
+}
+
+// === impl RetryBudget ===
+
+impl RetryBudget {
+    fn with_window<T>(&self, f: impl FnOnce(&mut BudgetWindow) -> T) -> T {
+        // The lock is held for a few arithmetic operations, never across an await.
+        let mut w = match self.window.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = now_ms();
+        let bucket = BUDGET_BUCKET.as_millis() as u64;
+        let age = now.saturating_sub(w.started_ms);
+        if age >= 2 * bucket {
+            *w = BudgetWindow {
+                started_ms: now,
+                ..Default::default()
+            };
+        } else if age >= bucket {
+            w.requests = [w.requests[1], 0];
+            w.retries = [w.retries[1], 0];
+            w.started_ms += bucket;
+        }
+        f(&mut w)
+    }
+
+    /// Counts a new request.
+    pub fn deposit(&self) {
+        self.with_window(|w| w.requests[1] = w.requests[1].saturating_add(1));
+    }
+
+    /// Takes one retry from the budget, if any is left.
+    pub fn try_withdraw(&self) -> bool {
+        let (ratio, floor) = (self.ratio, self.floor);
+        self.with_window(|w| {
+            let requests = w.requests[0] + w.requests[1];
+            let retries = w.retries[0] + w.retries[1];
+            let allowed = (f64::from(requests) * ratio) as u32 + floor;
+            if retries < allowed {
+                w.retries[1] += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// Where state lives between tables.
+#[derive(Debug, Default)]
+pub struct StateRegistry {
+    inner: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    backends: HashMap<Arc<str>, Arc<BackendState>>,
+    keys: HashMap<(Arc<str>, [u8; 32]), Arc<KeyState>>,
+    budgets: HashMap<Arc<str>, Arc<RetryBudget>>,
+}
+
+impl StateRegistry {
+    /// Binds every backend, key and route of `table` to its persistent state, creating what is
+    /// new and dropping what no longer exists. Called once per table, before it is published.
+    pub fn bind(&self, table: &crate::RoutingTable) {
+        let mut reg = match self.inner.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut backends = HashMap::new();
+        let mut keys = HashMap::new();
+        for b in &table.backends {
+            let state = reg.backends.get(&b.name).cloned().unwrap_or_default();
+            let _ = b.state.set(state.clone());
+            backends.insert(b.name.clone(), state);
+            for k in &b.keys {
+                let id = (b.name.clone(), k.digest);
+                let ks = reg
+                    .keys
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(KeyState::new()));
+                let _ = k.state.set(ks.clone());
+                keys.insert(id, ks);
+            }
+        }
+        let mut budgets = HashMap::new();
+        for r in &table.routes {
+            let budget = reg.budgets.get(&r.name).cloned().unwrap_or_default();
+            let _ = r.budget.set(budget.clone());
+            budgets.insert(r.name.clone(), budget);
+        }
+        *reg = Registry {
+            backends,
+            keys,
+            budgets,
+        };
+    }
+}
+
+/// Parses the providers' rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic
+/// `anthropic-ratelimit-*`) into the scarcer of the request and token windows.
+pub fn rate_limit_hint(headers: &http::HeaderMap) -> RateLimitHint {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    let reset = |name: &str| -> Option<Duration> {
+        let v = headers.get(name)?.to_str().ok()?.trim();
+        // OpenAI: a Go-style duration ("1s", "6m0s", "20ms"); Anthropic: an RFC 3339 time.
+        if let Ok(d) = switchyard_api::parse_duration(v) {
+            return Some(d);
+        }
+        rfc3339_until(v)
+    };
+    let windows = [
+        (
+            num("x-ratelimit-remaining-requests"),
+            num("x-ratelimit-limit-requests"),
+            reset("x-ratelimit-reset-requests"),
+        ),
+        (
+            num("x-ratelimit-remaining-tokens"),
+            num("x-ratelimit-limit-tokens"),
+            reset("x-ratelimit-reset-tokens"),
+        ),
+        (
+            num("anthropic-ratelimit-requests-remaining"),
+            num("anthropic-ratelimit-requests-limit"),
+            reset("anthropic-ratelimit-requests-reset"),
+        ),
+        (
+            num("anthropic-ratelimit-tokens-remaining"),
+            num("anthropic-ratelimit-tokens-limit"),
+            reset("anthropic-ratelimit-tokens-reset"),
+        ),
+    ];
+    let mut best: Option<(f64, RateLimitHint)> = None;
+    for (remaining, limit, reset_after) in windows {
+        let Some(remaining) = remaining else { continue };
+        let frac = match limit {
+            Some(l) if l > 0 => remaining as f64 / l as f64,
+            _ if remaining == 0 => 0.0,
+            _ => 1.0,
+        };
+        if best.as_ref().is_none_or(|(f, _)| frac < *f) {
+            best = Some((
+                frac,
+                RateLimitHint {
+                    remaining: Some(remaining),
+                    limit,
+                    reset_after,
+                },
+            ));
+        }
+    }
+    best.map(|(_, h)| h).unwrap_or_default()
+}
+
+/// Time from now until an RFC 3339 UTC timestamp such as `2026-11-24T21:30:05Z`.
+fn rfc3339_until(v: &str) -> Option<Duration> {
+    let v = v.strip_suffix('Z')?;
+    let (date, time) = v.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some(Duration::from_secs(secs.saturating_sub(now).max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejects_after_consecutive_failures_and_probes_back() {
+        let s = BackendState::default();
+        for _ in 0..EJECT_AFTER_FAILURES - 1 {
+            assert_eq!(s.on_failure(), HealthChange::None);
+        }
+        // A success in between resets the run: one slow reply does not flap it.
+        assert_eq!(s.on_success(Duration::from_millis(1)), HealthChange::None);
+        for _ in 0..EJECT_AFTER_FAILURES - 1 {
+            s.on_failure();
+        }
+        assert!(s.is_healthy());
+        assert_eq!(s.on_failure(), HealthChange::Ejected(BASE_EJECTION));
+        assert!(!s.is_healthy());
+        // Expire the ejection: the next call probes; a failed probe ejects at once, longer.
+        s.ejected_until.store(1, Ordering::Release);
+        assert!(s.is_healthy());
+        assert_eq!(s.on_failure(), HealthChange::Ejected(BASE_EJECTION * 2));
+        s.ejected_until.store(1, Ordering::Release);
+        assert_eq!(
+            s.on_success(Duration::from_millis(1)),
+            HealthChange::Restored
+        );
+        assert!(s.is_healthy());
+    }
+
+    #[test]
+    fn concurrency_slots_never_exceed_max() {
+        let s = Arc::new(BackendState::default());
+        let a = s.try_acquire(Some(2)).unwrap();
+        let _b = s.try_acquire(Some(2)).unwrap();
+        assert!(s.try_acquire(Some(2)).is_none());
+        drop(a);
+        assert!(s.try_acquire(Some(2)).is_some());
+        assert!(s.try_acquire(None).is_some());
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let s = BackendState::default();
+        s.observe_latency(Duration::from_millis(10));
+        assert_eq!(s.latency_estimate_us(), 10_000);
+        s.observe_latency(Duration::from_millis(100));
+        assert_eq!(s.latency_estimate_us(), 100_000);
+        s.observe_latency(Duration::from_millis(10));
+        // Right after the peak a fast sample barely moves the estimate.
+        assert!(s.latency_estimate_us() > 90_000);
+    }
+
+    #[test]
+    fn keys_rest_disable_and_steer() {
+        let k = KeyState::new();
+        assert!(k.is_available());
+        k.rest(Duration::from_secs(30));
+        assert!(!k.is_available());
+        assert_eq!(k.report(0).state, "resting");
+        let k = KeyState::new();
+        k.observe_rate_limit(RateLimitHint {
+            remaining: Some(10),
+            limit: Some(100),
+            reset_after: None,
+        });
+        assert_eq!(k.headroom_permille(), 100);
+        k.observe_rate_limit(RateLimitHint {
+            remaining: Some(0),
+            limit: Some(100),
+            reset_after: Some(Duration::from_secs(20)),
+        });
+        assert!(!k.is_available());
+        k.disable("upstream answered 401".into());
+        let r = k.report(3);
+        assert_eq!((r.index, r.state), (3, "disabled"));
+        assert_eq!(r.reason.as_deref(), Some("upstream answered 401"));
+    }
+
+    #[test]
+    fn budget_allows_floor_plus_ratio() {
+        let b = RetryBudget::default();
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let granted = (0..100).filter(|_| b.try_withdraw()).count();
+        assert_eq!(granted, 10 + 20);
+    }
+
+    #[test]
+    fn parses_rate_limit_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-ratelimit-limit-requests", "500".parse().unwrap());
+        h.insert("x-ratelimit-remaining-requests", "499".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "120ms".parse().unwrap());
+        h.insert("x-ratelimit-limit-tokens", "10000".parse().unwrap());
+        h.insert("x-ratelimit-remaining-tokens", "100".parse().unwrap());
+        h.insert("x-ratelimit-reset-tokens", "6m0s".parse().unwrap());
+        let hint = rate_limit_hint(&h);
+        assert_eq!(hint.remaining, Some(100));
+        assert_eq!(hint.reset_after, Some(Duration::from_secs(360)));
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "0".parse().unwrap(),
+        );
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            "2099-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let hint = rate_limit_hint(&h);
+        assert_eq!(hint.remaining, Some(0));
+        assert!(hint.reset_after.unwrap() > Duration::from_secs(86_400));
+        assert_eq!(
+            rate_limit_hint(&http::HeaderMap::new()),
+            RateLimitHint::default()
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! Retries, fallbacks, timeouts, key pools, health, picking strategies, reloads and
+//! shutdown, end to end through the real binaries and `switchyard-mock`'s fault knobs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use switchyard_e2e::{Gateway, Mock};
+
+const KEY: &str = "sk-upstream-res";
+
+/// A backend on `mock` with extra spec lines (indented two spaces under `spec:`).
+fn backend(name: &str, mock: &Mock, spec: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: {name}-key}}
+stringData: {{apiKey: "{KEY}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: {name}}}
+spec:
+  provider: openai-compatible
+  endpoint: {endpoint}
+  auth: {{secretRef: {{name: {name}-key, key: apiKey}}}}
+  models:
+  - {{name: mock-model, pricing: {{inputPerMillion: "1.00", outputPerMillion: "2.00"}}}}
+  - {{name: mock-large, pricing: {{inputPerMillion: "5.00", outputPerMillion: "15.00"}}}}
+{spec}
+---
+"#,
+        endpoint = mock.endpoint()
+    )
+}
+
+fn route(body: &str) -> String {
+    format!("apiVersion: switchyard.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: r}}\nspec:\n  match: {{models: [m]}}\n{body}\n")
+}
+
+fn start(config: &str, extra: &[&str]) -> Gateway {
+    Gateway::start(&[("all.yaml", config)], extra)
+}
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn call(gw: &Gateway) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn retries_a_500_then_succeeds() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg = backend("flaky", &mock, "  headers: {set: {x-mock-fail-first: \"2\", x-mock-scenario: retry-500}}")
+        + &route("  backends: [{backendRef: {name: flaky}, model: mock-model}]\n  retry: {attempts: 3, on: [\"5xx\"], backoff: 10ms}");
+    let gw = start(&cfg, &[]);
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(mock.requests().await.len(), 3);
+    let m = gw.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_retries_total{backend=\"default/flaky\",route=\"default/r\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_upstream_errors_total{backend=\"default/flaky\",kind=\"status_5xx\""
+        ),
+        2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_rests_the_key_and_the_pool_rotates() {
+    let mock = Mock::start("sk-good", &["--rate-limited-key", "sk-limited"]);
+    let cfg = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: pool}}
+stringData: {{a: sk-limited, b: sk-good}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: pooled}}
+spec:
+  provider: openai-compatible
+  endpoint: {}
+  auth:
+    keys:
+    - {{secretRef: {{name: pool, key: a}}, weight: 1}}
+    - {{secretRef: {{name: pool, key: b}}, weight: 1}}
+  models: [{{name: mock-model}}]
+---
+"#,
+        mock.endpoint()
+    ) + &route("  backends: [{backendRef: {name: pooled}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    for _ in 0..20 {
+        let (status, v) = call(&gw).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let seen = mock.requests().await;
+    let limited = seen
+        .iter()
+        .filter(|r| r["headers"]["authorization"] == "Bearer sk-limited")
+        .count();
+    assert!(limited <= 1, "the resting key was used {limited} times");
+    let routes: Value = reqwest::get(gw.admin_url("/debug/routes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = &routes["backends"][0]["keys"];
+    if limited == 1 {
+        assert_eq!(keys[0]["state"], "resting", "{keys}");
+    }
+    assert_eq!(keys[1]["state"], "healthy", "{keys}");
+    assert!(!routes.to_string().contains("sk-good"));
+}
+
+#[tokio::test]
+async fn a_refused_key_is_disabled_and_reported() {
+    let mock = Mock::start("sk-good", &[]);
+    let cfg = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: pool}}
+stringData: {{a: sk-revoked, b: sk-good}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: pooled}}
+spec:
+  provider: openai-compatible
+  endpoint: {}
+  auth: {{keys: [{{secretRef: {{name: pool, key: a}}, weight: 100}}, {{secretRef: {{name: pool, key: b}}, weight: 1}}]}}
+  models: [{{name: mock-model}}]
+---
+"#,
+        mock.endpoint()
+    ) + &route("  backends: [{backendRef: {name: pooled}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    for _ in 0..10 {
+        assert_eq!(call(&gw).await.0, 200);
+    }
+    let routes: Value = reqwest::get(gw.admin_url("/debug/routes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &routes["backends"][0]["keys"][0];
+    assert_eq!(key["state"], "disabled", "{routes}");
+    assert!(key["reason"].as_str().unwrap().contains("401"));
+    let revoked = mock
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["headers"]["authorization"] == "Bearer sk-revoked")
+        .count();
+    assert_eq!(revoked, 1);
+}
+
+#[tokio::test]
+async fn slow_first_byte_times_out_and_falls_back() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg = backend("slow", &mock, "  headers: {set: {x-mock-latency-ms: \"3000\"}}\n  timeouts: {firstByte: 200ms}")
+        + &backend("fast", &mock, "")
+        + &route("  backends: [{backendRef: {name: slow}, model: mock-model}]\n  fallbacks: [{backendRef: {name: fast}, model: mock-large}]");
+    let gw = start(&cfg, &[]);
+    let t = Instant::now();
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "mock-large");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "did not time out: {:?}",
+        t.elapsed()
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_upstream_errors_total{backend=\"default/slow\",kind=\"timeout\""
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_fallbacks_total{backend=\"default/fast\",route=\"default/r\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_hits_the_route_timeout() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg =
+        backend(
+            "hang",
+            &mock,
+            "  headers: {set: {x-mock-latency-ms: \"10000\"}}",
+        ) + &route("  backends: [{backendRef: {name: hang}, model: mock-model}]\n  timeout: 300ms");
+    let gw = start(&cfg, &[]);
+    let t = Instant::now();
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "route_timeout");
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn all_backends_failing_gives_a_clear_error() {
+    let mock = Mock::start(KEY, &[]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = backend("broken", &mock, "  headers: {set: {x-mock-status: \"500\"}}")
+        + &format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: ModelBackend\nmetadata: {{name: down}}\nspec:\n  provider: openai-compatible\n  endpoint: http://{dead}/v1\n  models: [{{name: mock-model}}]\n---\n"
+        )
+        + &route("  backends: [{backendRef: {name: broken}, model: mock-model}]\n  fallbacks: [{backendRef: {name: down}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"]["type"], "upstream_error");
+    assert_eq!(
+        v["error"]["code"], "upstream_unreachable",
+        "the last failure names its class: {v}"
+    );
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("default/down"));
+}
+
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_backend() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg = backend("bad", &mock, "  headers: {set: {x-mock-status: \"503\"}}")
+        + &backend("good", &mock, "")
+        + &route("  backends: [{backendRef: {name: bad}, model: mock-large}, {backendRef: {name: good}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    for _ in 0..40 {
+        let (status, v) = call(&gw).await;
+        assert_eq!(
+            status, 200,
+            "the healthy backend should serve every request: {v}"
+        );
+    }
+    let to_bad = mock
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["body"]["model"] == "mock-large")
+        .count();
+    assert_eq!(
+        to_bad, 5,
+        "the failing backend should be ejected after 5 failures"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(
+            "switchyard_backend_healthy{backend=\"default/bad\",provider=\"openai-compatible\"} 0"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "switchyard_backend_healthy{backend=\"default/good\",provider=\"openai-compatible\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn max_concurrency_answers_503_instead_of_queueing() {
+    let mock = Mock::start(KEY, &["--latency-ms", "600"]);
+    let cfg = backend("narrow", &mock, "  maxConcurrency: 1")
+        + &route("  backends: [{backendRef: {name: narrow}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    let first = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&chat(false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "backend_saturated");
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn least_latency_prefers_the_faster_backend() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg = backend("slow", &mock, "  headers: {set: {x-mock-latency-ms: \"60\"}}")
+        + &backend("fast", &mock, "")
+        + &route("  strategy: least-latency\n  backends: [{backendRef: {name: slow}, model: mock-large}, {backendRef: {name: fast}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    let mut by_model: HashMap<String, u32> = HashMap::new();
+    for _ in 0..40 {
+        let (status, v) = call(&gw).await;
+        assert_eq!(status, 200);
+        *by_model
+            .entry(v["model"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let fast = by_model.get("mock-model").copied().unwrap_or(0);
+    assert!(fast >= 32, "fast backend got {fast}/40: {by_model:?}");
+}
+
+#[tokio::test]
+async fn cheapest_picks_the_cheaper_model() {
+    let mock = Mock::start(KEY, &[]);
+    let cfg = backend("b", &mock, "")
+        + &route("  strategy: cheapest\n  backends: [{backendRef: {name: b}, model: mock-large}, {backendRef: {name: b}, model: mock-model}]");
+    let gw = start(&cfg, &[]);
+    for _ in 0..10 {
+        let (_, v) = call(&gw).await;
+        assert_eq!(v["model"], "mock-model");
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_reloads_under_load_fail_nothing() {
+    let mock = Mock::start(KEY, &[]);
+    let base = backend("b", &mock, "");
+    let gw = start(
+        &(base.clone() + &route("  backends: [{backendRef: {name: b}, model: mock-model}]")),
+        &["--reload-debounce", "5ms"],
+    );
+    let url = gw.url("/v1/chat/completions");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !*stop_rx.borrow_and_update() && Instant::now() < deadline && statuses.len() < 100_000
+        {
+            let resp = client.post(&url).json(&chat(false)).send().await.unwrap();
+            statuses.push(resp.status().as_u16());
+        }
+        statuses
+    });
+    for i in 0..100 {
+        let model = if i % 2 == 0 {
+            "mock-large"
+        } else {
+            "mock-model"
+        };
+        gw.write_config(
+            "all.yaml",
+            &(base.clone()
+                + &route(&format!(
+                    "  backends: [{{backendRef: {{name: b}}, model: {model}}}]"
+                ))),
+        );
+        gw.wait_generation(i + 2).await;
+    }
+    let _ = stop_tx.send(true);
+    let statuses = load.await.unwrap();
+    assert!(
+        statuses.len() >= 100,
+        "only {} requests during the reloads",
+        statuses.len()
+    );
+    let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    assert_eq!(gw.generation().await, 101);
+}
+
+#[tokio::test]
+async fn sigterm_lets_fifty_open_streams_finish() {
+    let mock = Mock::start(KEY, &["--chunks", "10", "--chunk-delay-ms", "100"]);
+    let cfg = backend("b", &mock, "")
+        + &route("  backends: [{backendRef: {name: b}, model: mock-model}]");
+    let mut gw = start(&cfg, &["--drain-timeout", "20s"]);
+    let client = reqwest::Client::new();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(64);
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let req = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat(true));
+        let started = started_tx.clone();
+        streams.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.bytes_stream();
+            let mut all = Vec::new();
+            let mut signalled = false;
+            while let Some(chunk) = body.next().await {
+                all.extend_from_slice(&chunk.unwrap());
+                if !signalled {
+                    let _ = started.send(()).await;
+                    signalled = true;
+                }
+            }
+            String::from_utf8(all).unwrap()
+        }));
+    }
+    for _ in 0..50 {
+        tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    gw.proc.terminate();
+    // Readiness turns false while the streams drain.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Ok(r) = reqwest::get(gw.admin_url("/readyz")).await {
+        assert_eq!(r.status(), 503);
+    }
+    for s in streams {
+        let body = s.await.unwrap();
+        assert!(
+            body.trim_end().ends_with("data: [DONE]"),
+            "a stream was cut: {body}"
+        );
+    }
+    assert_eq!(gw.proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
