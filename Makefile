@@ -3,6 +3,9 @@ CARGO  ?= cargo
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Where cargo puts binaries; the Python tests start them from there.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+export SWITCHYARD_BIN_DIR := $(abspath $(TARGET_DIR))/debug
 
 .PHONY: all build demo test test-rust test-python lint fmt crds clean
 
