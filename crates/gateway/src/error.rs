@@ -146,9 +146,10 @@ impl GatewayError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             GatewayError::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Saturated | GatewayError::KeysExhausted { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
+            // Every key is resting after the upstream's own 429s: that is a rate limit, and
+            // SDKs back off on 429 with the Retry-After we send.
+            GatewayError::KeysExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -243,7 +244,7 @@ impl GatewayError {
             } => Some(v.clone()),
             GatewayError::Saturated => Some(HeaderValue::from_static("1")),
             GatewayError::KeysExhausted { retry_after, .. } => {
-                let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+                let secs = retry_after.map_or(1, |d| d.as_millis().div_ceil(1000).max(1));
                 HeaderValue::try_from(secs.to_string()).ok()
             }
             _ => None,

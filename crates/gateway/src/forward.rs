@@ -13,6 +13,7 @@ use switchyard_providers::{error::parse_openai_error, openai, Operation};
 use switchyard_router::{
     state::rate_limit_hint, FailureClass, HealthChange, KeyChoice, Retry, Route, Target,
 };
+use switchyard_telemetry::genai_provider_name;
 use tokio::time::Instant;
 
 use crate::{
@@ -108,7 +109,9 @@ impl Shared {
         let backend = &target.backend;
         record.backend = Some(Arc::clone(&backend.name));
         record.provider = backend.provider.as_str();
+        record.genai_provider = genai_provider_name(backend.provider.as_str(), &backend.endpoint);
         let upstream_model = target.upstream_model(&decoded.model);
+        record.upstream_model = Some(upstream_model.to_string());
         record.pricing = match &target.model {
             Some(_) => target.pricing,
             None => backend.pricing(upstream_model),
@@ -124,6 +127,7 @@ impl Shared {
                 KeyChoice::Key(k) => Some(k),
                 KeyChoice::Exhausted(wait) => {
                     record.upstream_error("keys_exhausted");
+                    record.ratelimit_reason = Some("upstream");
                     return TargetOutcome::Failed {
                         err: GatewayError::KeysExhausted {
                             backend: backend.name.to_string(),
@@ -134,6 +138,23 @@ impl Shared {
                 }
             };
             let sent_at = Instant::now();
+            record.attempts += 1;
+            let mut trace_headers = HeaderMap::new();
+            let span = match (record.otel().cloned(), record.trace.as_ref()) {
+                (Some(otel), Some(parent)) => {
+                    let span = otel.start_attempt(
+                        parent,
+                        op.as_str(),
+                        record.genai_provider,
+                        &backend.name,
+                        upstream_model,
+                        record.attempts,
+                    );
+                    otel.inject(&span, &mut trace_headers);
+                    Some((otel, span))
+                }
+                _ => None,
+            };
             let outcome = self
                 .client
                 .send(
@@ -143,9 +164,21 @@ impl Shared {
                     decoded.stream,
                     key.map(|k| &k.header),
                     request_id,
+                    &trace_headers,
                     call_deadline,
                 )
                 .await;
+            if let Some((otel, span)) = span {
+                let (status, error) = match &outcome {
+                    Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                    Ok(r) => (
+                        Some(r.status().as_u16()),
+                        Some(r.status().as_u16().to_string()),
+                    ),
+                    Err(e) => (None, Some(e.kind.as_str().to_string())),
+                };
+                otel.end_attempt(span, status, error.as_deref());
+            }
             let (err, class) = match outcome {
                 Ok(resp) if resp.status().is_success() => {
                     if let Some(k) = key {
@@ -182,6 +215,7 @@ impl Shared {
                                 k.state().observe_rate_limit(rate_limit_hint(&headers));
                             }
                             record.upstream_error("status_429");
+                            record.ratelimit_reason = Some("upstream");
                             Some(FailureClass::RateLimited)
                         }
                         401 | 403 => {
@@ -295,11 +329,8 @@ impl Shared {
         if decoded.stream && is_sse {
             // The record (and the concurrency slot in it) moves into the body: it is written
             // when the stream ends.
-            let mut moved = Record::new(Arc::clone(&self.metrics), record.start);
-            std::mem::swap(&mut moved, record);
+            let mut moved = record.take();
             moved.status = StatusCode::OK;
-            // What is left behind is a blank record: keep it from counting a second request.
-            record.disarm();
             let relay = SseRelay::new(
                 resp.into_body(),
                 decoded.client_wants_usage,
@@ -337,7 +368,9 @@ impl Shared {
                 detail: e.to_string(),
             })?
             .to_bytes();
-        record.usage = openai::inspect_response(&bytes).usage;
+        let info = openai::inspect_response(&bytes);
+        record.usage = info.usage;
+        record.finish_reason = info.finish_reason;
         Ok(json_response(StatusCode::OK, bytes))
     }
 }

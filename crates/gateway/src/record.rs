@@ -1,20 +1,33 @@
-//! Per-request context and its recording: metrics are written once, when the request ends
-//! (for a stream, when its body is dropped), through a drop guard.
+//! Per-request context and its recording: metrics, the access log line and the OTel span are
+//! written once, when the request ends (for a stream, when its body is dropped), through a
+//! drop guard.
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use switchyard_providers::Usage;
 use switchyard_router::{InFlight, Pricing};
-use switchyard_telemetry::Metrics;
+use switchyard_telemetry::{Metrics, Otel, RequestOutcome, RequestTrace};
 use tokio::time::{Duration, Instant};
+
+/// Longest requested-model string kept for the access log: the client controls it.
+const MAX_LOGGED_MODEL: usize = 256;
 
 /// What is known about a request, filled in phase by phase and recorded on drop.
 pub struct Record {
     metrics: Arc<Metrics>,
+    otel: Option<Arc<Otel>>,
     armed: bool,
     /// When the request arrived.
     pub start: Instant,
+    /// The request id sent back to the caller and upstream.
+    pub request_id: HeaderValue,
+    /// GenAI operation name (`chat`, `text_completion`, `embeddings`), once known.
+    pub operation: &'static str,
+    /// The model as the client sent it (for the log and span only, never a metric label).
+    pub requested_model: Option<String>,
+    /// The model sent upstream on the last attempt.
+    pub upstream_model: Option<String>,
     /// Route `namespace/name`, once matched.
     pub route: Option<Arc<str>>,
     /// The configured model pattern that matched.
@@ -23,43 +36,95 @@ pub struct Record {
     pub backend: Option<Arc<str>>,
     /// Provider of the last attempt.
     pub provider: &'static str,
+    /// `gen_ai.provider.name` of the last attempt.
+    pub genai_provider: &'static str,
     /// Consumer `namespace/name`, when authenticated.
     pub consumer: Option<Arc<str>>,
+    /// Upstream attempts made.
+    pub attempts: u32,
     /// Status sent to the client.
     pub status: StatusCode,
+    /// The error code sent, when the request failed.
+    pub error_type: Option<String>,
+    /// Why the caller got a 429 (`upstream`, and later the consumer limits).
+    pub ratelimit_reason: Option<&'static str>,
     /// Time to the first generated token, for streams.
     pub ttft: Option<Duration>,
     /// Usage reported by the upstream.
     pub usage: Option<Usage>,
+    /// Finish reason reported by the upstream.
+    pub finish_reason: Option<String>,
     /// Prices of the served model.
     pub pricing: Pricing,
     /// The backend concurrency slot, held until the response (stream included) ends.
     pub permit: Option<InFlight>,
+    /// The request's span, when OTel is on.
+    pub trace: Option<RequestTrace>,
 }
 
 impl Record {
     /// Starts recording a request that arrived at `start`.
-    pub fn new(metrics: Arc<Metrics>, start: Instant) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        otel: Option<Arc<Otel>>,
+        start: Instant,
+        request_id: HeaderValue,
+    ) -> Self {
         Record {
             metrics,
+            otel,
             armed: true,
             start,
+            request_id,
+            operation: "",
+            requested_model: None,
+            upstream_model: None,
             route: None,
             model: None,
             backend: None,
             provider: "",
+            genai_provider: "",
             consumer: None,
+            attempts: 0,
             status: StatusCode::OK,
+            error_type: None,
+            ratelimit_reason: None,
             ttft: None,
             usage: None,
+            finish_reason: None,
             pricing: Pricing::default(),
             permit: None,
+            trace: None,
         }
     }
 
-    /// Stops this record from being written: its request is recorded by another.
-    pub fn disarm(&mut self) {
+    /// The OTel pipeline, if on.
+    pub fn otel(&self) -> Option<&Arc<Otel>> {
+        self.otel.as_ref()
+    }
+
+    /// Notes the model the client asked for, bounded in length.
+    pub fn set_requested_model(&mut self, model: &str) {
+        let mut end = model.len().min(MAX_LOGGED_MODEL);
+        while !model.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.requested_model = Some(model[..end].to_string());
+    }
+
+    /// Moves everything into a new record (e.g. into a streaming body, to be written when the
+    /// stream ends), leaving a disarmed blank behind so the request is counted once.
+    pub fn take(&mut self) -> Record {
+        let blank = Record::new(
+            Arc::clone(&self.metrics),
+            self.otel.clone(),
+            self.start,
+            self.request_id.clone(),
+        );
+        let mut taken = std::mem::replace(self, blank);
         self.armed = false;
+        taken.armed = true;
+        taken
     }
 
     /// Counts an upstream failure of one attempt.
@@ -69,6 +134,31 @@ impl Record {
             .with_label_values(&[self.backend.as_deref().unwrap_or(""), self.provider, kind])
             .inc();
     }
+
+    fn access_log(&self, elapsed: Duration, cost: f64) {
+        let u = self.usage.unwrap_or_default();
+        tracing::info!(
+            target: "switchyard::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            operation = self.operation,
+            consumer = self.consumer.as_deref().unwrap_or(""),
+            route = self.route.as_deref().unwrap_or(""),
+            requested_model = self.requested_model.as_deref().unwrap_or(""),
+            upstream_model = self.upstream_model.as_deref().unwrap_or(""),
+            backend = self.backend.as_deref().unwrap_or(""),
+            provider = self.provider,
+            attempts = self.attempts,
+            status = self.status.as_u16(),
+            error = self.error_type.as_deref().unwrap_or(""),
+            input_tokens = u.input_tokens,
+            output_tokens = u.output_tokens,
+            cached_input_tokens = u.cached_input_tokens,
+            cost_usd = cost,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
 }
 
 impl Drop for Record {
@@ -76,6 +166,7 @@ impl Drop for Record {
         if !self.armed {
             return;
         }
+        let elapsed = self.start.elapsed();
         let route = self.route.as_deref().unwrap_or("");
         let model = self.model.as_deref().unwrap_or("");
         let backend = self.backend.as_deref().unwrap_or("");
@@ -87,12 +178,24 @@ impl Drop for Record {
             .inc();
         m.request_duration
             .with_label_values(&[route, model, backend, status])
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            m.ratelimited
+                .with_label_values(&[route, consumer, self.ratelimit_reason.unwrap_or("upstream")])
+                .inc();
+        }
         if let Some(ttft) = self.ttft {
             m.time_to_first_token
                 .with_label_values(&[route, model, backend])
                 .observe(ttft.as_secs_f64());
+            if let Some(n) = self.usage.map(|u| u.output_tokens).filter(|n| *n > 1) {
+                let per = elapsed.saturating_sub(ttft).as_secs_f64() / (n - 1) as f64;
+                m.time_per_output_token
+                    .with_label_values(&[route, model, backend])
+                    .observe(per);
+            }
         }
+        let mut cost = 0.0;
         if let Some(u) = self.usage {
             let tokens = |kind: &str, n: u64| {
                 if n > 0 {
@@ -104,12 +207,36 @@ impl Drop for Record {
             tokens("input", u.input_tokens);
             tokens("output", u.output_tokens);
             tokens("cached_input", u.cached_input_tokens);
-            let cost = self.pricing.cost_usd(&u);
+            cost = self.pricing.cost_usd(&u);
             if cost > 0.0 {
                 m.spend_usd
                     .with_label_values(&[route, model, backend, consumer])
                     .inc_by(cost);
             }
+        }
+        self.access_log(elapsed, cost);
+        if let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) {
+            otel.end_request(
+                trace,
+                &RequestOutcome {
+                    operation: self.operation,
+                    provider: self.genai_provider,
+                    request_model: self.requested_model.as_deref().unwrap_or(""),
+                    response_model: self.upstream_model.as_deref(),
+                    route,
+                    backend,
+                    consumer,
+                    status: self.status.as_u16(),
+                    error_type: self.error_type.as_deref(),
+                    input_tokens: self.usage.map(|u| u.input_tokens),
+                    output_tokens: self.usage.map(|u| u.output_tokens),
+                    finish_reason: self.finish_reason.as_deref(),
+                    duration: elapsed,
+                    ttfc: self.ttft,
+                    cost_usd: cost,
+                    attempts: self.attempts,
+                },
+            );
         }
     }
 }

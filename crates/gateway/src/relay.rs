@@ -65,6 +65,9 @@ fn on_event(record: &mut Record, client_wants_usage: bool, ev: sse::Event) -> Op
     if info.usage.is_some() {
         record.usage = info.usage;
     }
+    if info.finish_reason.is_some() {
+        record.finish_reason = info.finish_reason;
+    }
     if info.has_content && record.ttft.is_none() {
         record.ttft = Some(record.start.elapsed());
     }

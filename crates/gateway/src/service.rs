@@ -19,7 +19,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{openai, Operation};
 use switchyard_router::{RoutingTable, TableHandle};
-use switchyard_telemetry::Metrics;
+use switchyard_telemetry::{Metrics, Otel};
 use tokio::time::Instant;
 
 use crate::{
@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) table: Arc<TableHandle>,
     pub(crate) client: UpstreamClient,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) otel: Option<Arc<Otel>>,
     pub(crate) config: GatewayConfig,
 }
 
@@ -67,11 +68,13 @@ enum Endpoint {
 }
 
 impl Gateway {
-    /// A gateway reading routes from `table`.
+    /// A gateway reading routes from `table`. With `otel`, every request also gets a span
+    /// and the GenAI metrics.
     pub fn new(
         table: Arc<TableHandle>,
         client: UpstreamClient,
         metrics: Arc<Metrics>,
+        otel: Option<Arc<Otel>>,
         config: GatewayConfig,
     ) -> Self {
         Gateway {
@@ -79,6 +82,7 @@ impl Gateway {
                 table,
                 client,
                 metrics,
+                otel,
                 config,
             }),
         }
@@ -90,10 +94,21 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<crate::body::BoxError>,
     {
-        let mut record = Record::new(Arc::clone(&self.inner.metrics), Instant::now());
         let request_id = request_id(req.headers());
+        let mut record = Record::new(
+            Arc::clone(&self.inner.metrics),
+            self.inner.otel.clone(),
+            Instant::now(),
+            request_id.clone(),
+        );
         let result = match endpoint(req.method(), req.uri().path()) {
-            Ok(Endpoint::Proxy(op)) => self.inner.proxy(op, req, &request_id, &mut record).await,
+            Ok(Endpoint::Proxy(op)) => {
+                record.operation = op.as_str();
+                if let Some(otel) = &self.inner.otel {
+                    record.trace = Some(otel.start_request(req.headers(), op.as_str()));
+                }
+                self.inner.proxy(op, req, &request_id, &mut record).await
+            }
             Ok(Endpoint::Models) => self.inner.models(req.headers(), &mut record),
             Err(e) => Err(e),
         };
@@ -103,6 +118,7 @@ impl Gateway {
                 if e.source() != switchyard_providers::ErrorSource::Caller {
                     tracing::warn!(request_id = ?request_id, error = %e, "request failed");
                 }
+                record.error_type = Some(e.code().to_string());
                 e.to_response()
             }
         };
@@ -164,6 +180,7 @@ impl Shared {
         let (parts, body) = req.into_parts();
         let bytes = self.read_body(&parts.headers, body).await?;
         let decoded = openai::Request::decode(op, &bytes)?;
+        record.set_requested_model(&decoded.model);
         let table = self.table.load_full();
         if table.generation() == 0 {
             return Err(GatewayError::NotReady);

@@ -114,6 +114,7 @@ impl UpstreamClient {
         stream: bool,
         key: Option<&HeaderValue>,
         request_id: &HeaderValue,
+        trace_headers: &http::HeaderMap,
         deadline: Option<Instant>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let backend = &target.backend;
@@ -137,6 +138,9 @@ impl UpstreamClient {
         h.insert("x-request-id", request_id.clone());
         if let Some(key) = key {
             h.insert(header::AUTHORIZATION, key.clone());
+        }
+        for (name, value) in trace_headers {
+            h.insert(name.clone(), value.clone());
         }
         for (name, value) in &backend.set_headers {
             h.insert(name.clone(), value.clone());

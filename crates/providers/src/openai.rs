@@ -265,20 +265,34 @@ impl From<WireUsage> for Usage {
 pub struct ResponseInfo {
     /// Token usage, when the upstream reported it.
     pub usage: Option<Usage>,
+    /// The first choice's finish reason.
+    pub finish_reason: Option<String>,
 }
 
 /// Reads usage from a complete (non-streamed) OpenAI response.
 pub fn inspect_response(body: &[u8]) -> ResponseInfo {
     #[derive(Deserialize)]
-    struct R {
+    struct R<'a> {
         #[serde(default)]
         usage: Option<WireUsage>,
+        #[serde(default, borrow)]
+        choices: Option<Vec<C<'a>>>,
     }
-    let usage = serde_json::from_slice::<R>(body)
-        .ok()
-        .and_then(|r| r.usage)
-        .map(Usage::from);
-    ResponseInfo { usage }
+    #[derive(Deserialize)]
+    struct C<'a> {
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<R<'_>>(body) {
+        Ok(r) => ResponseInfo {
+            usage: r.usage.map(Usage::from),
+            finish_reason: r
+                .choices
+                .and_then(|c| c.into_iter().find_map(|c| c.finish_reason))
+                .map(Cow::into_owned),
+        },
+        Err(_) => ResponseInfo::default(),
+    }
 }
 
 /// What the gateway needs from one streamed chunk.
@@ -293,6 +307,8 @@ pub struct ChunkInfo {
     pub has_content: bool,
     /// True when a choice reports a `finish_reason`.
     pub finished: bool,
+    /// That finish reason.
+    pub finish_reason: Option<String>,
 }
 
 /// Inspects one `data:` payload of an OpenAI chat or completions stream.
@@ -336,13 +352,17 @@ pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
                     || d.tool_calls.is_some()
             })
     });
-    let finished = choices.iter().any(|c| c.finish_reason.is_some());
+    let finish_reason = choices
+        .iter()
+        .find_map(|c| c.finish_reason.as_deref())
+        .map(str::to_owned);
     let usage = chunk.usage.map(Usage::from);
     ChunkInfo {
         usage_only: choices.is_empty() && usage.is_some(),
         usage,
         has_content,
-        finished,
+        finished: finish_reason.is_some(),
+        finish_reason,
     }
 }
 

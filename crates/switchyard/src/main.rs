@@ -1,12 +1,21 @@
 //! The `switchyard` binary: wires the control plane, the data plane and the admin port.
 
 use std::{
-    io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard_controller::{load_path, FileSource};
+use switchyard_controller::{
+    load_path, ControllerMetrics, FileSource, KubeOptions, KubeSource, LeaseConfig, Namespaces,
+};
 use switchyard_gateway::{Admin, ClientConfig, Gateway, GatewayConfig, UpstreamClient};
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
@@ -23,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check manifests and exit non-zero with one line per problem.
     Validate {
         /// A YAML file or a folder of YAML files.
@@ -40,10 +49,24 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// A YAML file or a folder of YAML files with ModelBackend, AIRoute, AIConsumer and
-    /// Secret documents; watched and hot-reloaded.
-    #[arg(long, short = 'c', env = "SWITCHYARD_CONFIG")]
-    config: PathBuf,
+    /// Local mode: a YAML file or a folder of YAML files with ModelBackend, AIRoute,
+    /// AIConsumer and Secret documents; watched and hot-reloaded. Exactly one of `--config`
+    /// and `--kube` is required.
+    #[arg(
+        long,
+        short = 'c',
+        env = "SWITCHYARD_CONFIG",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    config: Option<PathBuf>,
+    /// Cluster mode: watch ModelBackend, AIRoute, AIConsumer and their Secrets through the
+    /// Kubernetes API (in-cluster service account, `KUBECONFIG`, or `--kubeconfig`), and write
+    /// their status.
+    #[arg(long)]
+    kube: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Address of the API listener (HTTP/1.1 and h2c).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_LISTEN")]
     listen: SocketAddr,
@@ -66,9 +89,36 @@ struct ServeArgs {
     /// Upstream connect timeout for backends that set none.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Turn off the access log (one JSON line per request on stdout).
+    #[arg(long)]
+    no_access_log: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+/// Settings of cluster mode (`--kube`).
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Kubeconfig file to use instead of `KUBECONFIG` / `~/.kube/config` / the in-cluster
+    /// service account.
+    #[arg(long, requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace to watch; repeat for several. Default: every namespace.
+    #[arg(long = "namespace", short = 'n', requires = "kube")]
+    namespaces: Vec<String>,
+    /// Label selector for the Secrets to watch (only these can hold upstream or consumer
+    /// keys); an empty value watches every Secret.
+    #[arg(long, default_value = switchyard_controller::cluster::DEFAULT_SECRET_SELECTOR)]
+    secret_selector: String,
+    /// Namespace of the Lease that elects the one replica writing status. Default: the pod's
+    /// namespace, else the only `--namespace`, else the kubeconfig's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events. Default: the pod name, else
+    /// hostname-pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,7 +134,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Validate { config } => validate(&config),
         Command::Crds { out_dir } => crds(&out_dir),
     };
@@ -147,20 +197,47 @@ fn crds(out_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Diagnostics go to stderr (text or JSON); the access log — one JSON line per request,
+/// target `switchyard::access` — goes to stdout through a non-blocking writer, so a slow
+/// stdout never blocks the request path (lines are dropped instead, and counted by the
+/// writer). The returned guard flushes it at exit.
+fn init_logging(
+    format: LogFormat,
+    access_log: bool,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::{filter, fmt, prelude::*, EnvFilter, Layer};
+    const ACCESS: &str = "switchyard::access";
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let not_access = filter::filter_fn(|m| m.target() != ACCESS);
+    let diagnostics = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     }
+    .with_filter(env)
+    .with_filter(not_access);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let access = access_log.then(|| {
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(false)
+            .with_writer(writer)
+            .with_filter(filter::Targets::new().with_target(ACCESS, tracing::Level::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(diagnostics)
+        .with(access)
+        .init();
+    guard
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    let _log_guard = init_logging(args.log_format, !args.no_access_log);
+    // The Kubernetes client's rustls needs a process-wide crypto provider; without one it
+    // panics on the first connection. Installing fails only if one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,6 +247,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+    // OTLP export when the standard OTEL_EXPORTER_OTLP_* variables are set.
+    let otel = switchyard_telemetry::Otel::from_env()?.map(Arc::new);
+    if otel.is_some() {
+        tracing::info!("OpenTelemetry export on");
+    }
     let table = Arc::new(TableHandle::new());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -180,19 +262,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // Watch before the first load, so no change slips between the two. The first load must
-    // succeed: there is no previous table to fall back on.
-    let source = Arc::new(
-        FileSource::new(args.config.clone(), table.clone(), metrics.clone())
-            .with_debounce(args.reload_debounce),
-    );
-    let watcher = source
-        .clone()
-        .watch(stopped())
-        .with_context(|| format!("watching {}", args.config.display()))?;
-    source
-        .reload()
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    let (source, config_shown) = match &args.config {
+        Some(path) => (
+            file_source(&args, path, &table, &metrics, stopped())?,
+            path.display().to_string(),
+        ),
+        None => kube_source(&args.cluster, &table, &metrics, stopped()).await?,
+    };
 
     let client = UpstreamClient::new(&ClientConfig {
         connect_timeout: args.connect_timeout,
@@ -202,6 +278,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         table.clone(),
         client,
         metrics.clone(),
+        otel.clone(),
         GatewayConfig {
             max_body_bytes: args.max_body_bytes,
             ..GatewayConfig::default()
@@ -216,11 +293,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         listen = %api.local_addr()?,
         admin = %admin.local_addr()?,
-        config = %args.config.display(),
+        config = %config_shown,
         "switchyard serving"
     );
 
-    let watcher = tokio::spawn(watcher);
+    let watcher = tokio::spawn(source);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let admin_stopped = async move {
@@ -250,7 +327,82 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = admin_stop_tx.send(());
     let _ = admin_task.await;
     let _ = watcher.await;
+    if let Some(otel) = otel {
+        // The exporters flush with blocking HTTP calls: keep them off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Local mode: the first load must succeed, as there is no previous table to fall back on.
+fn file_source(
+    args: &ServeArgs,
+    path: &Path,
+    table: &Arc<TableHandle>,
+    metrics: &Arc<Metrics>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let source = Arc::new(
+        FileSource::new(path.to_path_buf(), table.clone(), metrics.clone())
+            .with_debounce(args.reload_debounce),
+    );
+    // Watch before the first load, so no change slips between the two.
+    let watcher = source
+        .clone()
+        .watch(stopped)
+        .with_context(|| format!("watching {}", path.display()))?;
+    source
+        .reload()
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Box::pin(watcher))
+}
+
+/// Cluster mode: connects, then serves an empty, not-ready table until every watch has
+/// listed; from then on the table follows the cluster.
+async fn kube_source(
+    args: &ClusterArgs,
+    table: &Arc<TableHandle>,
+    metrics: &Arc<Metrics>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Pin<Box<dyn Future<Output = ()> + Send>>, String)> {
+    let (client, default_ns) = switchyard_controller::connect(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let namespaces = Namespaces::from_flags(args.namespaces.iter().cloned());
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| match &namespaces {
+            Namespaces::Only(set) if set.len() == 1 => {
+                set.iter().next().cloned().unwrap_or_default()
+            }
+            _ => default_ns,
+        });
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "switchyard".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let shown = format!(
+        "kubernetes (namespaces: {}; lease {lease_namespace}/switchyard-status as {identity})",
+        match &namespaces {
+            Namespaces::All => "all".to_string(),
+            Namespaces::Only(set) => set.iter().cloned().collect::<Vec<_>>().join(","),
+        }
+    );
+    let options = KubeOptions {
+        namespaces,
+        secret_selector: Some(args.secret_selector.clone()).filter(|s| !s.is_empty()),
+        lease: LeaseConfig::new(lease_namespace, identity),
+        debounce: Duration::from_millis(50),
+    };
+    let controller = ControllerMetrics::new(metrics.registry())?;
+    let source = KubeSource::new(client, options, table.clone(), metrics.clone(), controller);
+    Ok((Box::pin(source.run(stopped)), shown))
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,10 @@
 //! routing table) and from small fixed sets (status codes, token types), never from raw client
 //! input, so cardinality stays bounded.
 
+pub mod otel;
+
+pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
+
 use prometheus::{
     CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -24,6 +28,11 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `switchyard_time_to_first_token_seconds{route,model,backend}`.
     pub time_to_first_token: HistogramVec,
+    /// `switchyard_time_per_output_token_seconds{route,model,backend}`: stream time after the
+    /// first token divided by the further tokens.
+    pub time_per_output_token: HistogramVec,
+    /// `switchyard_ratelimited_total{route,consumer,reason}`: requests answered 429.
+    pub ratelimited: IntCounterVec,
     /// `switchyard_tokens_total{route,model,backend,provider,consumer,type}`.
     pub tokens: IntCounterVec,
     /// `switchyard_spend_usd_total{route,model,backend,consumer}`.
@@ -55,6 +64,11 @@ impl Metrics {
         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
     ];
 
+    /// Bucket bounds for time per output token: sub-millisecond to a second.
+    pub const PER_TOKEN_BUCKETS: &'static [f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+    ];
+
     /// Registers every family into `registry`.
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
@@ -81,6 +95,21 @@ impl Metrics {
             )
             .buckets(Self::TTFT_BUCKETS.to_vec()),
             &["route", "model", "backend"],
+        )?;
+        let time_per_output_token = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_time_per_output_token_seconds",
+                "Time per output token of a stream, after the first token.",
+            )
+            .buckets(Self::PER_TOKEN_BUCKETS.to_vec()),
+            &["route", "model", "backend"],
+        )?;
+        let ratelimited = IntCounterVec::new(
+            Opts::new(
+                "switchyard_ratelimited_total",
+                "Requests answered 429, by reason (upstream, and the consumer limits).",
+            ),
+            &["route", "consumer", "reason"],
         )?;
         let tokens = IntCounterVec::new(
             Opts::new(
@@ -145,6 +174,8 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;
+        registry.register(Box::new(time_per_output_token.clone()))?;
+        registry.register(Box::new(ratelimited.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(spend_usd.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -159,6 +190,8 @@ impl Metrics {
             requests,
             request_duration,
             time_to_first_token,
+            time_per_output_token,
+            ratelimited,
             tokens,
             spend_usd,
             upstream_errors,

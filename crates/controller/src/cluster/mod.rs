@@ -1,0 +1,431 @@
+//! Cluster mode: ModelBackend, AIRoute and AIConsumer watched through the Kubernetes API,
+//! with the Secrets they reference, compiled into the routing table on every change.
+//!
+//! ```text
+//! reflectors (per kind × namespace) ─▶ trigger (generation filter; referenced Secrets only)
+//!   ─▶ debounce ─▶ Index ─▶ router::compile ─▶ TableHandle::store      (every replica)
+//!                              └─▶ verdicts ─▶ one-slot channel ─▶ status writer (Lease holder)
+//! ```
+//!
+//! Unlike file mode, a resource with errors does not hold the others back: compile leaves
+//! it out, its status says why, and the rest is served. If the API server goes away the
+//! last table keeps serving while the watches retry.
+//!
+//! Secrets are watched with a label selector (`switchyard.dev/secret=true` by default), so
+//! the gateway never lists, holds in memory or is woken by the cluster's other Secrets
+//! (service-account tokens, Helm release blobs, TLS keys); of those it sees, only the ones
+//! a resource references reach the compile step or trigger a rebuild.
+
+mod index;
+mod lease;
+mod metrics;
+mod status;
+#[cfg(test)]
+mod test_util;
+mod watch;
+mod writer;
+
+use std::{collections::HashSet, future::Future, path::Path, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
+use kube::{
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+    Api, Client, Resource,
+};
+use serde::de::DeserializeOwned;
+use switchyard_api::{AIConsumer, AIRoute, ModelBackend};
+use switchyard_router::{compile, Severity, TableHandle};
+use switchyard_telemetry::Metrics;
+use tokio::{sync::watch as channel, task::JoinSet};
+
+pub use index::{Index, Kind, Namespaces, ObjKey};
+pub use lease::LeaseConfig;
+pub use metrics::ControllerMetrics;
+pub use status::{verdicts, Hints, Verdict};
+
+use watch::{GenerationFilter, Referenced, Trigger};
+
+/// The label Secrets need by default to be seen in cluster mode.
+pub const DEFAULT_SECRET_SELECTOR: &str = "switchyard.dev/secret=true";
+
+/// How the Kubernetes source runs.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Which namespaces to watch.
+    pub namespaces: Namespaces,
+    /// Label selector for Secrets; `None` watches every Secret.
+    pub secret_selector: Option<String>,
+    /// The status Lease.
+    pub lease: LeaseConfig,
+    /// How long to let a burst of changes settle before rebuilding.
+    pub debounce: Duration,
+}
+
+/// Why the Kubernetes client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig file given could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// Neither `KUBECONFIG`/`~/.kube/config` nor the in-cluster service account worked.
+    #[error("no Kubernetes configuration found: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Watches the cluster and keeps `table` current.
+pub struct KubeSource {
+    client: Client,
+    options: KubeOptions,
+    table: Arc<TableHandle>,
+    metrics: Arc<Metrics>,
+    controller: ControllerMetrics,
+}
+
+/// The reflector stores, one per kind and watched namespace.
+#[derive(Clone, Default)]
+pub(crate) struct Stores {
+    backends: Vec<Store<ModelBackend>>,
+    routes: Vec<Store<AIRoute>>,
+    consumers: Vec<Store<AIConsumer>>,
+    secrets: Vec<Store<Secret>>,
+}
+
+/// A kind with reflector stores.
+pub(crate) trait Stored:
+    index::Indexed + Resource<DynamicType = ()> + Clone + 'static
+{
+    /// The kind, as a metric label.
+    const LABEL: &'static str;
+    fn stores(stores: &Stores) -> &[Store<Self>];
+    fn stores_mut(stores: &mut Stores) -> &mut Vec<Store<Self>>;
+}
+
+/// A client from `--kubeconfig PATH`, else `KUBECONFIG` / `~/.kube/config`, else the
+/// in-cluster service account; with the configuration's default namespace.
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<(Client, String), ConnectError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
+// === impl KubeSource ===
+
+impl KubeSource {
+    /// A source feeding `table`, recording into `metrics` (shared with the gateway) and
+    /// `controller`.
+    pub fn new(
+        client: Client,
+        options: KubeOptions,
+        table: Arc<TableHandle>,
+        metrics: Arc<Metrics>,
+        controller: ControllerMetrics,
+    ) -> Self {
+        KubeSource {
+            client,
+            options,
+            table,
+            metrics,
+            controller,
+        }
+    }
+
+    /// Watches, rebuilds and writes status until `shutdown` resolves. The first table is
+    /// stored (and `/readyz` turns ready) only once every watch has listed its objects.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop_rx) = channel::channel(false);
+        let trigger = Arc::new(Trigger::default());
+        let referenced = Referenced::default();
+        let mut tasks = JoinSet::new();
+        let mut stores = Stores::default();
+        let scopes = self.options.namespaces.watch_scopes();
+        for scope in &scopes {
+            self.spawn_crd::<ModelBackend>(&mut tasks, &mut stores, scope, &trigger);
+            self.spawn_crd::<AIRoute>(&mut tasks, &mut stores, scope, &trigger);
+            self.spawn_crd::<AIConsumer>(&mut tasks, &mut stores, scope, &trigger);
+            let mut config = watcher::Config::default();
+            if let Some(sel) = &self.options.secret_selector {
+                config = config.labels(sel);
+            }
+            let refs = referenced.clone();
+            self.spawn_reflector::<Secret>(
+                &mut tasks,
+                &mut stores,
+                scope,
+                config,
+                Secret::LABEL,
+                move |e| watch::secret_passes(e, &refs),
+                &trigger,
+            );
+        }
+        tracing::info!(
+            namespaces = ?scopes.iter().map(|s| s.as_deref().unwrap_or("*")).collect::<Vec<_>>(),
+            secret_selector = self.options.secret_selector.as_deref().unwrap_or("(all Secrets)"),
+            "watching the Kubernetes API"
+        );
+
+        let (leading_tx, leading_rx) = channel::channel(false);
+        let lease_api: Api<Lease> =
+            Api::namespaced(self.client.clone(), &self.options.lease.namespace);
+        let elector = lease::Elector::new(lease_api, self.options.lease.clone());
+        let lease_task =
+            tokio::spawn(elector.run(leading_tx, self.controller.clone(), stop_rx.clone()));
+        let (verdicts_tx, verdicts_rx) = channel::channel(writer::Verdicts::default());
+        let writer = writer::StatusWriter::new(
+            self.client.clone(),
+            stores.clone(),
+            &self.options.lease.identity,
+            self.controller.clone(),
+        );
+        tasks.spawn(writer.run(verdicts_rx, leading_rx, stop_rx.clone()));
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut rebuild = Rebuild {
+            source: &self,
+            stores: &stores,
+            referenced: &referenced,
+            verdicts: &verdicts_tx,
+            generation: 0,
+            reported: HashSet::new(),
+        };
+        let ready = tokio::select! {
+            r = stores.wait_ready() => r,
+            () = &mut shutdown => false,
+        };
+        if ready {
+            tracing::info!("initial list complete");
+            trigger.take();
+            rebuild.run(None);
+            loop {
+                tokio::select! {
+                    () = trigger.changed() => {}
+                    () = &mut shutdown => break,
+                }
+                tokio::time::sleep(self.options.debounce).await;
+                if let Some(first_seen) = trigger.take() {
+                    rebuild.run(Some(first_seen));
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
+        tasks.abort_all();
+    }
+
+    fn spawn_crd<K>(
+        &self,
+        tasks: &mut JoinSet<()>,
+        stores: &mut Stores,
+        scope: &Option<String>,
+        trigger: &Arc<Trigger>,
+    ) where
+        K: Stored + DeserializeOwned + std::fmt::Debug + Send + Sync,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        let mut filter = GenerationFilter::default();
+        self.spawn_reflector::<K>(
+            tasks,
+            stores,
+            scope,
+            watcher::Config::default(),
+            K::LABEL,
+            move |e| filter.passes(e),
+            trigger,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_reflector<K>(
+        &self,
+        tasks: &mut JoinSet<()>,
+        stores: &mut Stores,
+        scope: &Option<String>,
+        config: watcher::Config,
+        kind: &'static str,
+        passes: impl FnMut(&watcher::Event<K>) -> bool + Send + 'static,
+        trigger: &Arc<Trigger>,
+    ) where
+        K: Stored + DeserializeOwned + std::fmt::Debug + Send + Sync,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        let api: Api<K> = match scope {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (store, writer) = watch::store::<K>();
+        K::stores_mut(stores).push(store);
+        tasks.spawn(watch::reflect(
+            api,
+            config,
+            writer,
+            kind,
+            passes,
+            trigger.clone(),
+            self.controller.clone(),
+        ));
+    }
+}
+
+/// One rebuild: snapshot the stores, compile, swap, hand the verdicts to the writer.
+struct Rebuild<'a> {
+    source: &'a KubeSource,
+    stores: &'a Stores,
+    referenced: &'a Referenced,
+    verdicts: &'a channel::Sender<writer::Verdicts>,
+    generation: u64,
+    /// Diagnostics already logged, so each is logged once, not on every rebuild.
+    reported: HashSet<String>,
+}
+
+impl Rebuild<'_> {
+    fn run(&mut self, first_seen: Option<tokio::time::Instant>) {
+        let opts = &self.source.options;
+        let mut index = Index::new(opts.namespaces.clone());
+        self.stores.fill::<ModelBackend>(&mut index);
+        self.stores.fill::<AIRoute>(&mut index);
+        self.stores.fill::<AIConsumer>(&mut index);
+        // Publish the referenced Secrets *before* reading the Secret stores: a Secret event
+        // handled after this sees the new set and triggers, one handled before is already
+        // in the stores read below. Either way no change is missed.
+        if let Ok(mut r) = self.referenced.write() {
+            *r = index.referenced_secrets();
+        }
+        self.stores.fill::<Secret>(&mut index);
+
+        self.generation += 1;
+        let compiled = compile(&index.resources(), self.generation);
+        let mut reported = HashSet::new();
+        for kind in [Kind::ModelBackend, Kind::AIRoute, Kind::AIConsumer] {
+            let rejected: HashSet<(&str, &str)> = compiled
+                .diagnostics
+                .iter()
+                .filter(|d| d.kind == kind.as_str() && d.severity == Severity::Error)
+                .map(|d| (d.namespace.as_str(), d.name.as_str()))
+                .collect();
+            self.source
+                .controller
+                .rejected
+                .with_label_values(&[kind.as_str()])
+                .set(rejected.len() as i64);
+        }
+        for d in &compiled.diagnostics {
+            let line = d.to_string();
+            if !self.reported.contains(&line) {
+                tracing::warn!("{line}");
+            }
+            reported.insert(line);
+        }
+        self.reported = reported;
+        let routes = compiled.table.route_count();
+        self.source.table.store(compiled.table);
+        let metrics = &self.source.metrics;
+        metrics.config_reloads.with_label_values(&["success"]).inc();
+        metrics.config_generation.set(self.generation as i64);
+        if let Some(t) = first_seen {
+            self.source
+                .controller
+                .propagation
+                .observe(t.elapsed().as_secs_f64());
+        }
+        tracing::info!(
+            generation = self.generation,
+            routes,
+            problems = compiled.diagnostics.len(),
+            "routing table loaded"
+        );
+        let hints = Hints {
+            secret_selector: opts.secret_selector.clone(),
+        };
+        self.verdicts
+            .send_replace(Arc::new(verdicts(&index, &compiled.diagnostics, &hints)));
+    }
+}
+
+// === impl Stores ===
+
+impl Stores {
+    /// The object `key` of kind `K`, if some store has it.
+    pub(crate) fn get<K: Stored>(&self, key: &ObjKey) -> Option<Arc<K>> {
+        let r = ObjectRef::new(&key.1).within(&key.0);
+        K::stores(self).iter().find_map(|s| s.get(&r))
+    }
+
+    /// Copies every `K` into `index`.
+    fn fill<K: Stored>(&self, index: &mut Index) {
+        for store in K::stores(self) {
+            for obj in store.state() {
+                index.apply::<K>(obj);
+            }
+        }
+    }
+
+    /// Waits until every store has completed its first list; false if a reflector died.
+    async fn wait_ready(&self) -> bool {
+        // The reflectors run in their own tasks, so waiting in turn takes as long as the
+        // slowest list.
+        async fn all<K: Stored>(stores: &[Store<K>]) -> bool {
+            for s in stores {
+                if s.wait_until_ready().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+        all(&self.backends).await
+            && all(&self.routes).await
+            && all(&self.consumers).await
+            && all(&self.secrets).await
+    }
+}
+
+impl Stored for ModelBackend {
+    const LABEL: &'static str = "ModelBackend";
+    fn stores(s: &Stores) -> &[Store<Self>] {
+        &s.backends
+    }
+    fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
+        &mut s.backends
+    }
+}
+
+impl Stored for AIRoute {
+    const LABEL: &'static str = "AIRoute";
+    fn stores(s: &Stores) -> &[Store<Self>] {
+        &s.routes
+    }
+    fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
+        &mut s.routes
+    }
+}
+
+impl Stored for AIConsumer {
+    const LABEL: &'static str = "AIConsumer";
+    fn stores(s: &Stores) -> &[Store<Self>] {
+        &s.consumers
+    }
+    fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
+        &mut s.consumers
+    }
+}
+
+impl Stored for Secret {
+    const LABEL: &'static str = "Secret";
+    fn stores(s: &Stores) -> &[Store<Self>] {
+        &s.secrets
+    }
+    fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
+        &mut s.secrets
+    }
+}

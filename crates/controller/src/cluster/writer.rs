@@ -1,0 +1,223 @@
+//! Writes each object's status and records an Event on each change of verdict — only while
+//! this replica holds the Lease, and off the compile path: the rebuild loop hands over the
+//! latest verdicts through a one-slot channel (newest wins, the rebuild never waits) and
+//! this task catches up.
+//!
+//! Status is a JSON merge patch on the `/status` subresource holding `observedGeneration`
+//! and `conditions` only (an AIConsumer's `spendUsd` is left alone), sent only when it
+//! differs from what the object carries.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+    Api, Client, Resource,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use switchyard_api::{AIConsumer, AIRoute, Condition, ModelBackend};
+use tokio::{sync::watch, time::Instant};
+
+use super::{
+    index::{Kind, ObjKey},
+    metrics::ControllerMetrics,
+    status::{event_for, merge_conditions, verdict_changed, HasStatus, Verdict},
+    Stored, Stores,
+};
+
+/// The latest verdicts, as handed from the rebuild loop to the writer.
+pub(crate) type Verdicts = Arc<Vec<Verdict>>;
+
+/// The status writer task.
+pub(crate) struct StatusWriter {
+    client: Client,
+    stores: Stores,
+    recorder: Recorder,
+    metrics: ControllerMetrics,
+    written: HashMap<(Kind, ObjKey), Written>,
+}
+
+/// What we last wrote to an object, so a store that has not yet seen our own write does not
+/// make us write (and announce) it twice.
+struct Written {
+    uid: Option<String>,
+    resource_versions: [Option<String>; 2],
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+}
+
+const FIELD_MANAGER: &str = "switchyard";
+/// Re-check everything now and then, to repair status someone else changed.
+const RESYNC: Duration = Duration::from_secs(60);
+const RETRY: Duration = Duration::from_secs(2);
+
+// === impl StatusWriter ===
+
+impl StatusWriter {
+    pub(crate) fn new(
+        client: Client,
+        stores: Stores,
+        identity: &str,
+        metrics: ControllerMetrics,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "switchyard".into(),
+                instance: Some(identity.to_string()),
+            },
+        );
+        StatusWriter {
+            client,
+            stores,
+            recorder,
+            metrics,
+            written: HashMap::new(),
+        }
+    }
+
+    /// Writes whenever the verdicts change or leadership is gained, until `stop`.
+    pub(crate) async fn run(
+        mut self,
+        mut verdicts: watch::Receiver<Verdicts>,
+        mut leading: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next = Instant::now() + RESYNC;
+        loop {
+            tokio::select! {
+                r = verdicts.changed() => if r.is_err() { break },
+                r = leading.changed() => if r.is_err() { break },
+                () = tokio::time::sleep_until(next) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if !*leading.borrow_and_update() {
+                // A new leader starts from what is in the cluster, not from our memory.
+                self.written.clear();
+                next = Instant::now() + RESYNC;
+                continue;
+            }
+            let snapshot = verdicts.borrow_and_update().clone();
+            let all_ok = self.sync(&snapshot).await;
+            next = Instant::now() + if all_ok { RESYNC } else { RETRY };
+        }
+    }
+
+    /// Brings every object's status in line with `verdicts`; false if a write failed.
+    async fn sync(&mut self, verdicts: &[Verdict]) -> bool {
+        let mut ok = true;
+        for v in verdicts {
+            ok &= match v.kind {
+                Kind::ModelBackend => self.sync_one::<ModelBackend>(v).await,
+                Kind::AIRoute => self.sync_one::<AIRoute>(v).await,
+                Kind::AIConsumer => self.sync_one::<AIConsumer>(v).await,
+            };
+        }
+        let live: std::collections::HashSet<(Kind, &ObjKey)> =
+            verdicts.iter().map(|v| (v.kind, &v.key)).collect();
+        self.written.retain(|(k, key), _| live.contains(&(*k, key)));
+        ok
+    }
+
+    async fn sync_one<K>(&mut self, v: &Verdict) -> bool
+    where
+        K: Stored
+            + HasStatus
+            + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let Some(obj) = self.stores.get::<K>(&v.key) else {
+            return true; // deleted since
+        };
+        let meta = obj.meta();
+        if meta.uid != v.uid || meta.generation != v.generation {
+            return true; // replaced or edited since: the rebuild it triggers brings a new verdict
+        }
+        let id = (v.kind, v.key.clone());
+        let (cur_generation, cur_conditions) = match self.written.get(&id) {
+            Some(w)
+                if w.uid == meta.uid && w.resource_versions.contains(&meta.resource_version) =>
+            {
+                (w.generation, w.conditions.as_slice())
+            }
+            _ => obj.current(),
+        };
+        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let conditions = merge_conditions(cur_conditions, &v.conditions, &now);
+        if cur_generation == v.generation && cur_conditions == conditions.as_slice() {
+            return true;
+        }
+        let announce = verdict_changed(cur_conditions, &conditions);
+        let patch = serde_json::json!({
+            "status": {
+                "observedGeneration": v.generation,
+                "conditions": conditions,
+            }
+        });
+        let api: Api<K> = Api::namespaced(self.client.clone(), &v.key.0);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match api
+            .patch_status(&v.key.1, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => {
+                self.metrics
+                    .status_writes
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::debug!(kind = %v.kind, namespace = %v.key.0, name = %v.key.1, "status written");
+                self.written.insert(
+                    id,
+                    Written {
+                        uid: meta.uid.clone(),
+                        resource_versions: [
+                            meta.resource_version.clone(),
+                            updated.meta().resource_version.clone(),
+                        ],
+                        generation: v.generation,
+                        conditions: conditions.clone(),
+                    },
+                );
+                if announce {
+                    self.record(&*obj, &conditions).await;
+                }
+                true
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => true,
+            Err(e) => {
+                self.metrics
+                    .status_writes
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::warn!(kind = %v.kind, namespace = %v.key.0, name = %v.key.1, error = %e, "status write failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Best effort: a lost Event is not worth a retry.
+    async fn record<K: Resource<DynamicType = ()>>(&self, obj: &K, conditions: &[Condition]) {
+        let spec = event_for(conditions);
+        let event = Event {
+            type_: if spec.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: spec.reason,
+            note: Some(spec.note),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not record an Event");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+"""OpenTelemetry export (spans and GenAI metrics over OTLP/HTTP) and the JSON access log,
+checked against a real OTLP receiver that decodes the wire protobufs."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from conftest import (
+    STARTUP_TIMEOUT_S,
+    UPSTREAM_KEY,
+    Gateway,
+    Mock,
+    Proc,
+    binary,
+    child_env,
+    gateway_config,
+    http,
+)
+
+
+class Receiver:
+    """A minimal OTLP/HTTP receiver: keeps every decoded export request."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.metrics: list[ExportMetricsServiceRequest] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver.lock:
+                    if self.path == "/v1/traces":
+                        req = ExportTraceServiceRequest.FromString(body)
+                        for rs in req.resource_spans:
+                            for ss in rs.scope_spans:
+                                receiver.spans.extend(ss.spans)
+                    elif self.path == "/v1/metrics":
+                        receiver.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def metric_points(self, name: str) -> list:
+        points = []
+        with self.lock:
+            for req in self.metrics:
+                for rm in req.resource_metrics:
+                    for sm in rm.scope_metrics:
+                        for m in sm.metrics:
+                            if m.name == name:
+                                points.extend(m.histogram.data_points or m.sum.data_points)
+        return points
+
+
+def attrs(kvs) -> dict:
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        if kind == "array_value":
+            out[kv.key] = [x.string_value for x in v.array_value.values]
+        else:
+            out[kv.key] = getattr(v, kind)
+    return out
+
+
+def wait_until(cond, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def otel_gateway(mock: Mock, receiver: Receiver, tmp_path_factory):
+    work = tmp_path_factory.mktemp("otel-gateway")
+    (work / "config").mkdir()
+    (work / "config" / "switchyard.yaml").write_text(gateway_config(mock.addr))
+    proc = Proc(
+        "switchyard",
+        [
+            binary("switchyard"), "serve",
+            "--config", work / "config",
+            "--listen", "127.0.0.1:0",
+            "--admin-listen", "127.0.0.1:0",
+            "--log-format", "json",
+        ],
+        work / "gateway.log",
+        child_env(
+            RUST_LOG="info",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_SERVICE_NAME="switchyard-test",
+            OTEL_METRIC_EXPORT_INTERVAL="300",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        ),
+    )
+
+    def find(line: str) -> Optional[tuple[str, str]]:
+        try:
+            fields = json.loads(line).get("fields", {})
+        except (ValueError, AttributeError):
+            return None
+        if fields.get("message") == "switchyard serving":
+            return fields["listen"], fields["admin"]
+        return None
+
+    try:
+        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
+        yield Gateway(proc, listen, admin)
+    finally:
+        proc.stop()
+
+
+def post(gw: Gateway, body: dict, headers: dict) -> tuple[int, bytes, dict]:
+    req = urllib.request.Request(
+        f"{gw.base_url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=10) as resp:
+        return resp.status, resp.read(), dict(resp.headers)
+
+
+MESSAGES = [{"role": "user", "content": "Tell me something."}]
+
+
+def test_spans_continue_the_callers_trace_and_carry_genai_attributes(otel_gateway, receiver, mock):
+    mock.clear()
+    trace_id = secrets.token_hex(16)
+    parent_id = secrets.token_hex(8)
+    status, _, _ = post(
+        otel_gateway,
+        {"model": "gpt-4o-mini", "messages": MESSAGES},
+        {"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
+    assert status == 200
+
+    def ours():
+        spans = [s for s in receiver.spans if s.trace_id.hex() == trace_id]
+        servers = [s for s in spans if s.kind == Span.SPAN_KIND_SERVER]
+        clients = [s for s in spans if s.kind == Span.SPAN_KIND_CLIENT]
+        return (servers, clients) if servers and clients else None
+
+    servers, clients = wait_until(ours, "the request's spans")
+    server = servers[0]
+    assert server.parent_span_id.hex() == parent_id, "the caller's traceparent was not continued"
+    a = attrs(server.attributes)
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert a["gen_ai.response.model"] == "mock-model"
+    assert a["gen_ai.usage.input_tokens"] > 0
+    assert a["gen_ai.usage.output_tokens"] > 0
+    assert a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert a["switchyard.route"] == "default/chat"
+    assert a["http.response.status_code"] == 200
+    client = clients[0]
+    assert client.parent_span_id == server.span_id
+    ca = attrs(client.attributes)
+    assert ca["gen_ai.request.model"] == "mock-model"
+    assert ca["switchyard.attempt"] == 1
+    # The attempt's context went upstream.
+    seen = mock.requests("/v1/chat/completions")[-1]["headers"]
+    assert seen["traceparent"].split("-")[1] == trace_id
+    assert seen["traceparent"].split("-")[2] == client.span_id.hex()
+    # Content is never exported.
+    for s in servers + clients:
+        assert "Tell me something" not in str(attrs(s.attributes))
+
+
+def test_genai_metrics_are_exported(otel_gateway, receiver):
+    status, body, _ = post(
+        otel_gateway,
+        {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+        {},
+    )
+    assert status == 200 and body.rstrip().endswith(b"data: [DONE]")
+
+    def points():
+        usage = receiver.metric_points("gen_ai.client.token.usage")
+        types = {attrs(p.attributes).get("gen_ai.token.type") for p in usage}
+        ttfc = receiver.metric_points("gen_ai.client.operation.time_to_first_chunk")
+        dur = receiver.metric_points("gen_ai.client.operation.duration")
+        return (usage, ttfc, dur) if {"input", "output"} <= types and ttfc and dur else None
+
+    usage, ttfc, dur = wait_until(points, "GenAI metrics")
+    a = attrs(dur[-1].attributes)
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "openai"
+    assert list(dur[-1].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+    assert list(usage[-1].explicit_bounds)[:3] == [1.0, 4.0, 16.0]
+
+
+def test_failed_requests_carry_a_real_error_type(otel_gateway, receiver):
+    status_code = None
+    try:
+        post(otel_gateway, {"model": "rate-limited-model", "messages": MESSAGES}, {})
+    except urllib.error.HTTPError as e:
+        status_code = e.code
+    assert status_code == 429
+
+    def errored():
+        return [
+            s for s in receiver.spans
+            if s.kind == Span.SPAN_KIND_SERVER and attrs(s.attributes).get("error.type")
+        ]
+
+    span = wait_until(errored, "a span with error.type")[-1]
+    assert attrs(span.attributes)["error.type"] in ("rate_limit_exceeded", "upstream_keys_exhausted")
+
+
+def test_access_log_is_one_json_line_per_request(gateway, upstream):
+    rid = "req-access-log-" + secrets.token_hex(4)
+    status, _, _ = post(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, {"x-request-id": rid})
+    assert status == 200
+
+    def line():
+        for l in gateway.proc.output().splitlines():
+            if rid in l:
+                return json.loads(l)
+        return None
+
+    rec = wait_until(line, "the access log line")
+    assert rec["message"] == "request"
+    for field in (
+        "timestamp", "request_id", "consumer", "route", "requested_model", "upstream_model",
+        "backend", "attempts", "status", "input_tokens", "output_tokens", "cost_usd",
+        "duration_ms",
+    ):
+        assert field in rec, f"{field} missing from {rec}"
+    assert rec["route"] == "default/chat"
+    assert rec["requested_model"] == "gpt-4o-mini"
+    assert rec["upstream_model"] == "mock-model"
+    assert rec["status"] == 200 and rec["attempts"] == 1
+    assert rec["output_tokens"] > 0
+    log = gateway.proc.output()
+    assert UPSTREAM_KEY not in log, "the upstream key leaked into the logs"
+    assert "Tell me something" not in log, "prompt content leaked into the logs"
