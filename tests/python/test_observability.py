@@ -202,6 +202,15 @@ def test_spans_continue_the_callers_trace_and_carry_genai_attributes(otel_gatewa
     seen = mock.requests("/v1/chat/completions")[-1]["headers"]
     assert seen["traceparent"].split("-")[1] == trace_id
     assert seen["traceparent"].split("-")[2] == client.span_id.hex()
+    # The access log line links the request to its trace.
+    log_line = wait_until(
+        lambda: next(
+            (json.loads(l) for l in otel_gateway.proc.output().splitlines() if trace_id in l and '"message":"request"' in l),
+            None,
+        ),
+        "the access log line with the trace id",
+    )
+    assert log_line["trace_id"] == trace_id
     # Content is never exported.
     for s in servers + clients:
         assert "Tell me something" not in str(attrs(s.attributes))

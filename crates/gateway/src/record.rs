@@ -156,6 +156,9 @@ impl Record {
             cost_usd = cost,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1000.0),
+            // The prometheus crate has no exemplars: the trace id here is what links a slow
+            // request seen in the latency histogram (and found in this log) to its trace.
+            trace_id = self.trace.as_ref().map(RequestTrace::trace_id),
             "request"
         );
     }

@@ -84,6 +84,13 @@ pub struct RequestTrace {
     cx: Context,
 }
 
+impl RequestTrace {
+    /// The W3C trace id (32 hex digits), to link the access log line to the trace.
+    pub fn trace_id(&self) -> String {
+        self.cx.span().span_context().trace_id().to_string()
+    }
+}
+
 /// The span of one upstream attempt.
 pub struct AttemptTrace {
     cx: Context,
