@@ -30,6 +30,10 @@ pub struct AIConsumerSpec {
     /// compared in constant time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_ref: Option<SecretKeyRef>,
+    /// More keys for the same caller, all valid at once, so a key can be rotated without
+    /// downtime: add the new one, move clients over, remove the old one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_key_secret_refs: Vec<SecretKeyRef>,
     /// Model names, globs or AIRoute names this caller may use; empty allows everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,

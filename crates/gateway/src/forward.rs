@@ -270,7 +270,8 @@ impl Shared {
                 || matches!(&err, GatewayError::UpstreamStatus { status, .. } if matches!(status.as_u16(), 401 | 403));
             // A 429 or refused key is retried at once on the same backend with another key
             // when the pool has one; other failures wait out the back-off.
-            let another_key = key_problem && matches!(backend.pick_key(), KeyChoice::Key(_));
+            let another_key =
+                key_problem && key.is_some_and(|k| backend.has_other_available_key(k.index));
             let attempts_left =
                 attempt < retry.attempts || (another_key && attempt < retry.attempts + 2);
             if !retryable || !attempts_left || out_of_time || !route.budget().try_withdraw() {

@@ -582,34 +582,48 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
     for obj in objs {
         let id = ns_name(obj);
         let mut errors = validate::ai_consumer(&obj.spec);
-        let mut digest = None;
-        if let Some(r) = &obj.spec.key_secret_ref {
+        let mut digests = Vec::new();
+        let refs = obj
+            .spec
+            .key_secret_ref
+            .iter()
+            .map(|r| ("spec.keySecretRef".to_string(), r))
+            .chain(
+                obj.spec
+                    .additional_key_secret_refs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("spec.additionalKeySecretRefs[{i}]"), r)),
+            );
+        for (field, r) in refs {
             match ctx.secret(&id.0, r) {
                 Ok(raw) => {
                     let key = String::from_utf8_lossy(raw);
                     let key = key.trim();
                     if key.is_empty() {
+                        errors.push(field_err(field, Reason::SecretNotFound, "the key is empty"));
+                        continue;
+                    }
+                    let d = consumer::digest(key.as_bytes());
+                    if consumers.by_digest.contains_key(&d) || digests.contains(&d) {
                         errors.push(field_err(
-                            "spec.keySecretRef",
-                            Reason::SecretNotFound,
-                            "the key is empty",
+                            field,
+                            Reason::InvalidDocument,
+                            "another AIConsumer (or another key of this one) already uses this key",
                         ));
                     } else {
-                        let d = consumer::digest(key.as_bytes());
-                        if consumers.by_digest.contains_key(&d) {
-                            errors.push(field_err(
-                                "spec.keySecretRef",
-                                Reason::InvalidDocument,
-                                "another AIConsumer already uses this key",
-                            ));
-                        } else {
-                            digest = Some(d);
-                        }
+                        digests.push(d);
                     }
                 }
-                Err(m) => errors.push(field_err("spec.keySecretRef", Reason::SecretNotFound, m)),
+                Err(m) => errors.push(field_err(field, Reason::SecretNotFound, m)),
             }
         }
+        let budget = obj.spec.budget.as_ref().and_then(|b| {
+            parse_price(&b.usd).ok().map(|usd| consumer::Budget {
+                micro_usd: usd.0,
+                period: b.period,
+            })
+        });
         if !errors.is_empty() {
             for e in errors {
                 ctx.report("AIConsumer", &id, Severity::Error, e);
@@ -621,8 +635,12 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
             name: format!("{}/{}", id.0, id.1).into(),
             short_name: id.1.clone(),
             allow: obj.spec.allow.iter().map(|a| Glob::new(a)).collect(),
+            requests_per_minute: obj.spec.limits.as_ref().and_then(|l| l.requests_per_minute),
+            tokens_per_minute: obj.spec.limits.as_ref().and_then(|l| l.tokens_per_minute),
+            budget,
+            state: Default::default(),
         });
-        if let Some(d) = digest {
+        for d in digests {
             consumers.by_digest.insert(d, idx);
         }
     }

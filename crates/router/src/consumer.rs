@@ -19,6 +19,23 @@ pub struct Consumer {
     pub short_name: String,
     /// Model patterns and route names it may use; empty allows all.
     pub(crate) allow: Vec<Glob>,
+    /// Most requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Most tokens (input + output) per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Spending cap per period.
+    pub budget: Option<Budget>,
+    /// Limiter, spend and ledger state, bound from the registry (survives reloads).
+    pub(crate) state: std::sync::OnceLock<Arc<crate::state::ConsumerState>>,
+}
+
+/// A spending cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The cap, in micro-USD.
+    pub micro_usd: u64,
+    /// When spend resets.
+    pub period: switchyard_api::consumer::BudgetPeriod,
 }
 
 /// Every consumer, indexed by key digest.
@@ -54,6 +71,11 @@ impl Consumers {
         }
     }
 
+    /// Every consumer.
+    pub fn iter(&self) -> impl Iterator<Item = &Consumer> {
+        self.list.iter()
+    }
+
     /// Names, for the debug view.
     pub fn names(&self) -> Vec<&str> {
         self.list.iter().map(|c| &*c.name).collect()
@@ -63,6 +85,18 @@ impl Consumers {
 // === impl Consumer ===
 
 impl Consumer {
+    /// The consumer's limiter, spend and ledger state.
+    pub fn state(&self) -> &Arc<crate::state::ConsumerState> {
+        self.state.get_or_init(Default::default)
+    }
+
+    /// Whether any limit or budget applies.
+    pub fn is_limited(&self) -> bool {
+        self.requests_per_minute.is_some()
+            || self.tokens_per_minute.is_some()
+            || self.budget.is_some()
+    }
+
     /// Whether this consumer may call `model` through `route` (its `namespace/name` or name).
     pub fn allows(&self, model: &str, route_name: &str) -> bool {
         if self.allow.is_empty() {

@@ -407,6 +407,7 @@ struct Registry {
     backends: HashMap<Arc<str>, Arc<BackendState>>,
     keys: HashMap<(Arc<str>, [u8; 32]), Arc<KeyState>>,
     budgets: HashMap<Arc<str>, Arc<RetryBudget>>,
+    consumers: HashMap<Arc<str>, Arc<ConsumerState>>,
 }
 
 impl StateRegistry {
@@ -440,10 +441,17 @@ impl StateRegistry {
             let _ = r.budget.set(budget.clone());
             budgets.insert(r.name.clone(), budget);
         }
+        let mut consumers = HashMap::new();
+        for c in &table.consumers.list {
+            let state = reg.consumers.get(&c.name).cloned().unwrap_or_default();
+            let _ = c.state.set(state.clone());
+            consumers.insert(c.name.clone(), state);
+        }
         *reg = Registry {
             backends,
             keys,
             budgets,
+            consumers,
         };
     }
 }
@@ -646,5 +654,335 @@ mod tests {
             rate_limit_hint(&http::HeaderMap::new()),
             RateLimitHint::default()
         );
+    }
+}
+
+/// Length of a rate-limit window.
+pub const LIMIT_WINDOW_MS: u64 = 60_000;
+
+/// Per-consumer limiter, spend and ledger state for a single replica (with Redis, the shared
+/// copy lives there instead). Each consumer has its own lock, held for a few arithmetic
+/// operations and never across an await, so consumers never contend with each other.
+#[derive(Debug, Default)]
+pub struct ConsumerState {
+    inner: Mutex<ConsumerInner>,
+}
+
+#[derive(Debug, Default)]
+struct ConsumerInner {
+    window: u64,
+    requests: [u64; 2],
+    tokens: [u64; 2],
+    spend_period: u64,
+    spend_micro_usd: u64,
+    ledger: HashMap<(u64, Arc<str>), LedgerEntry>,
+}
+
+/// Totals for one consumer, model and day.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// Requests that reached an upstream and were answered.
+    pub requests: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cached input tokens.
+    pub cached_input_tokens: u64,
+    /// Spend in micro-USD.
+    pub micro_usd: u64,
+}
+
+/// A rate-limit window as seen by one request, for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowStatus {
+    /// The limit.
+    pub limit: u64,
+    /// What is left after this request.
+    pub remaining: u64,
+    /// Until the current window ends.
+    pub reset: Duration,
+}
+
+/// Why a request was refused by a consumer's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitExceeded {
+    /// `requestsPerMinute`.
+    Requests(WindowStatus),
+    /// `tokensPerMinute`.
+    Tokens(WindowStatus),
+}
+
+/// What a request took from its consumer's windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// The window the tokens were charged to.
+    pub window: u64,
+    /// Tokens reserved (the estimate).
+    pub tokens: u64,
+    /// Status of the request window.
+    pub requests: Option<WindowStatus>,
+    /// Status of the token window.
+    pub token_status: Option<WindowStatus>,
+}
+
+/// A sliding-window estimate over two fixed windows: the previous window's count weighted by
+/// how much of it still overlaps the last 60 s, plus the current one.
+fn sliding(prev: u64, cur: u64, into_window_ms: u64) -> u64 {
+    let overlap = LIMIT_WINDOW_MS.saturating_sub(into_window_ms);
+    prev * overlap / LIMIT_WINDOW_MS + cur
+}
+
+// === impl ConsumerState ===
+
+impl ConsumerInner {
+    fn roll(&mut self, window: u64) {
+        if window == self.window {
+            return;
+        }
+        if window == self.window + 1 {
+            self.requests = [self.requests[1], 0];
+            self.tokens = [self.tokens[1], 0];
+        } else {
+            self.requests = [0, 0];
+            self.tokens = [0, 0];
+        }
+        self.window = window;
+    }
+}
+
+impl ConsumerState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConsumerInner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Admits one request estimated at `tokens` if both limits allow it, and charges it.
+    pub fn try_take(
+        &self,
+        now_ms: u64,
+        requests_per_minute: Option<u64>,
+        tokens_per_minute: Option<u64>,
+        tokens: u64,
+    ) -> Result<Taken, LimitExceeded> {
+        let window = now_ms / LIMIT_WINDOW_MS;
+        let into = now_ms % LIMIT_WINDOW_MS;
+        let reset = Duration::from_millis(LIMIT_WINDOW_MS - into);
+        let mut s = self.lock();
+        s.roll(window);
+        let req_used = sliding(s.requests[0], s.requests[1], into);
+        let tok_used = sliding(s.tokens[0], s.tokens[1], into);
+        let status = |limit: u64, used: u64| WindowStatus {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset,
+        };
+        if let Some(limit) = requests_per_minute {
+            if req_used + 1 > limit {
+                return Err(LimitExceeded::Requests(status(limit, req_used)));
+            }
+        }
+        if let Some(limit) = tokens_per_minute {
+            // A request larger than the whole limit could never pass; let it through an
+            // empty window rather than refuse it forever.
+            if tok_used > 0 && tok_used + tokens > limit {
+                return Err(LimitExceeded::Tokens(status(limit, tok_used)));
+            }
+        }
+        s.requests[1] += 1;
+        s.tokens[1] += tokens;
+        Ok(Taken {
+            window,
+            tokens,
+            requests: requests_per_minute.map(|l| status(l, req_used + 1)),
+            token_status: tokens_per_minute.map(|l| status(l, tok_used + tokens)),
+        })
+    }
+
+    /// Corrects a reservation with the real token count once usage is known.
+    pub fn settle_tokens(&self, taken: &Taken, actual: u64) {
+        let mut s = self.lock();
+        let slot = if taken.window == s.window {
+            1
+        } else if taken.window + 1 == s.window {
+            0
+        } else {
+            return;
+        };
+        s.tokens[slot] = (s.tokens[slot] + actual).saturating_sub(taken.tokens);
+    }
+
+    /// Spend so far in `period` (an opaque period id), in micro-USD.
+    pub fn spend(&self, period: u64) -> u64 {
+        let s = self.lock();
+        if s.spend_period == period {
+            s.spend_micro_usd
+        } else {
+            0
+        }
+    }
+
+    /// Adds spend to `period`, and the request to the ledger under `day` and `model`.
+    pub fn record(&self, period: u64, day: u64, model: &Arc<str>, entry: LedgerEntry) {
+        let mut s = self.lock();
+        if s.spend_period != period {
+            s.spend_period = period;
+            s.spend_micro_usd = 0;
+        }
+        s.spend_micro_usd += entry.micro_usd;
+        let e = s.ledger.entry((day, model.clone())).or_default();
+        e.requests += entry.requests;
+        e.input_tokens += entry.input_tokens;
+        e.output_tokens += entry.output_tokens;
+        e.cached_input_tokens += entry.cached_input_tokens;
+        e.micro_usd += entry.micro_usd;
+        // Keep about two months of days.
+        if s.ledger.len() > 4096 {
+            let oldest_kept = day.saturating_sub(62);
+            s.ledger.retain(|(d, _), _| *d >= oldest_kept);
+        }
+    }
+
+    /// The ledger: (day, model, totals).
+    pub fn ledger(&self) -> Vec<(u64, Arc<str>, LedgerEntry)> {
+        let s = self.lock();
+        let mut out: Vec<_> = s
+            .ledger
+            .iter()
+            .map(|((d, m), e)| (*d, m.clone(), *e))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+}
+
+/// Days since the Unix epoch, and the id and end of the budget period containing `now_ms`.
+pub fn budget_period(
+    now_ms: u64,
+    period: switchyard_api::consumer::BudgetPeriod,
+) -> (u64, u64, u64) {
+    let day = now_ms / 86_400_000;
+    match period {
+        switchyard_api::consumer::BudgetPeriod::Day => (day, day, (day + 1) * 86_400_000),
+        switchyard_api::consumer::BudgetPeriod::Month => {
+            let (y, m) = civil_year_month(day as i64);
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let next = days_from_civil(ny, nm, 1) as u64 * 86_400_000;
+            (day, (y * 12 + m) as u64, next)
+        }
+    }
+}
+
+fn civil_year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod consumer_tests {
+    use super::*;
+
+    #[test]
+    fn requests_per_minute_slide() {
+        let s = ConsumerState::default();
+        let t0 = 10 * LIMIT_WINDOW_MS;
+        for _ in 0..3 {
+            s.try_take(t0, Some(3), None, 0).unwrap();
+        }
+        let Err(LimitExceeded::Requests(st)) = s.try_take(t0 + 1000, Some(3), None, 0) else {
+            panic!("fourth request admitted")
+        };
+        assert_eq!((st.limit, st.remaining), (3, 0));
+        assert_eq!(st.reset, Duration::from_millis(59_000));
+        // Half-way through the next window, half of the previous (1 of 3, rounded down)
+        // still counts: two more fit, not three.
+        let half = t0 + LIMIT_WINDOW_MS + LIMIT_WINDOW_MS / 2;
+        s.try_take(half, Some(3), None, 0).unwrap();
+        s.try_take(half, Some(3), None, 0).unwrap();
+        assert!(s.try_take(half, Some(3), None, 0).is_err());
+        // Two windows later everything is forgotten.
+        for _ in 0..3 {
+            s.try_take(t0 + 3 * LIMIT_WINDOW_MS, Some(3), None, 0)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn tokens_are_reserved_then_settled() {
+        let s = ConsumerState::default();
+        let t = 5 * LIMIT_WINDOW_MS;
+        let a = s.try_take(t, None, Some(1000), 800).unwrap();
+        assert!(matches!(
+            s.try_take(t, None, Some(1000), 300),
+            Err(LimitExceeded::Tokens(_))
+        ));
+        // The request used far less than estimated: the difference is given back.
+        s.settle_tokens(&a, 100);
+        let b = s.try_take(t, None, Some(1000), 300).unwrap();
+        assert_eq!(b.token_status.unwrap().remaining, 600);
+        // A request larger than the limit still passes an empty window.
+        let fresh = ConsumerState::default();
+        assert!(fresh.try_take(t, None, Some(100), 5000).is_ok());
+    }
+
+    #[test]
+    fn spend_resets_with_the_period() {
+        use switchyard_api::consumer::BudgetPeriod;
+        let model: Arc<str> = Arc::from("m");
+        let s = ConsumerState::default();
+        // 2026-11-30T23:00:00Z and 2026-12-01T01:00:00Z.
+        let nov30 = (days_from_civil(2026, 11, 30) as u64) * 86_400_000 + 23 * 3_600_000;
+        let dec1 = nov30 + 2 * 3_600_000;
+        let (day, p, end) = budget_period(nov30, BudgetPeriod::Month);
+        assert_eq!(end, days_from_civil(2026, 12, 1) as u64 * 86_400_000);
+        s.record(
+            p,
+            day,
+            &model,
+            LedgerEntry {
+                requests: 1,
+                micro_usd: 500,
+                ..Default::default()
+            },
+        );
+        assert_eq!(s.spend(p), 500);
+        let (day2, p2, _) = budget_period(dec1, BudgetPeriod::Month);
+        assert_ne!(p, p2);
+        assert_eq!(s.spend(p2), 0);
+        s.record(
+            p2,
+            day2,
+            &model,
+            LedgerEntry {
+                requests: 1,
+                micro_usd: 7,
+                ..Default::default()
+            },
+        );
+        assert_eq!(s.spend(p2), 7);
+        assert_eq!(s.ledger().len(), 2);
+        let (_, dp, dend) = budget_period(dec1, BudgetPeriod::Day);
+        assert_eq!(dp, day2);
+        assert_eq!(dend, (day2 + 1) * 86_400_000);
     }
 }

@@ -565,6 +565,14 @@ impl Backend {
         KeyChoice::Exhausted(soonest.map(|t| Duration::from_millis(t.saturating_sub(now))))
     }
 
+    /// Whether a key other than the one at `index` is usable now (for retrying a 429 or a
+    /// refused key at once on this backend).
+    pub fn has_other_available_key(&self, index: usize) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.index != index && k.weight > 0 && k.state().is_available())
+    }
+
     /// Every key's state, for status and debugging; never the keys.
     pub fn key_reports(&self) -> Vec<crate::state::KeyReport> {
         self.keys

@@ -171,6 +171,9 @@ impl Metrics {
             "switchyard_config_generation",
             "Generation of the routing table currently served.",
         )?;
+        // Both results exist from the start, so `increase()` sees the first error.
+        config_reloads.with_label_values(&["success"]);
+        config_reloads.with_label_values(&["error"]);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;

@@ -92,6 +92,7 @@ pub fn mk_consumer(ns: &str, name: &str, secret: &str) -> AIConsumer {
                 name: secret.into(),
                 key: "key".into(),
             }),
+            additional_key_secret_refs: vec![],
             allow: vec![],
             limits: None,
             budget: None,
