@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Sequence, Callable, Optional
 
 import openai
 import pytest
@@ -394,3 +394,62 @@ def upstream(mock: Mock) -> Mock:
     """The mock, with its request log cleared before the test."""
     mock.clear()
     return mock
+
+
+# === Starting extra gateways (tests with their own config, flags or environment) ===
+
+
+def start_gateway(
+    work: Path,
+    config: str,
+    extra_args: Sequence[str] = (),
+    extra_env: Optional[dict[str, str]] = None,
+    name: str = "switchyard",
+) -> Gateway:
+    """Starts `switchyard serve` on `config` (YAML text) with both ports on 127.0.0.1:0 and
+    waits until it serves and is ready. The caller stops it with `gw.proc.stop()`."""
+    config_dir = work / f"{name}-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "switchyard.yaml").write_text(config)
+    proc = Proc(
+        name,
+        [
+            binary("switchyard"), "serve",
+            "--config", config_dir,
+            "--listen", "127.0.0.1:0",
+            "--admin-listen", "127.0.0.1:0",
+            "--drain-timeout", "1s",
+            "--log-format", "json",
+            *extra_args,
+        ],
+        work / f"{name}.log",
+        child_env(RUST_LOG="info", **(extra_env or {})),
+    )
+
+    def find(line: str) -> Optional[tuple[str, str]]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        fields = rec.get("fields") if isinstance(rec, dict) else None
+        if isinstance(fields, dict) and fields.get("message") == "switchyard serving":
+            return fields["listen"], fields["admin"]
+        return None
+
+    try:
+        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
+        gw = Gateway(proc, listen, admin)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                status, _ = http("GET", f"{gw.admin_url}/readyz", timeout=1.0)
+            except OSError:
+                status = None
+            if status == 200:
+                return gw
+            if proc.popen.poll() is not None or time.monotonic() >= deadline:
+                pytest.fail(f"{name} not ready:\n{proc.output()}", pytrace=False)
+            time.sleep(0.05)
+    except BaseException:
+        proc.stop()
+        raise

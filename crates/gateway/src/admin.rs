@@ -11,6 +11,7 @@ use switchyard_router::TableHandle;
 use switchyard_telemetry::{prometheus_error, Metrics};
 
 use crate::{
+    admit::Limits,
     body::{self, Body},
     error::json_response,
 };
@@ -21,16 +22,23 @@ pub struct Admin {
     table: Arc<TableHandle>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
+    limits: Arc<Limits>,
 }
 
 impl Admin {
     /// An admin service over the gateway's table and metrics. `draining` turns `/readyz`
     /// false during shutdown, so load balancers stop sending before the listener closes.
-    pub fn new(table: Arc<TableHandle>, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        table: Arc<TableHandle>,
+        metrics: Arc<Metrics>,
+        draining: Arc<AtomicBool>,
+        limits: Arc<Limits>,
+    ) -> Self {
         Admin {
             table,
             metrics,
             draining,
+            limits,
         }
     }
 
@@ -59,8 +67,20 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
         match req.uri().path() {
+            "/debug/spend" => {
+                let consumers = self
+                    .table
+                    .load()
+                    .consumers()
+                    .iter()
+                    .map(|c| (c.name.clone(), c.state().clone()))
+                    .collect();
+                let view = self.limits.ledger(consumers).await;
+                let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
+                json_response(StatusCode::OK, Bytes::from(body))
+            }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => {
                 if self.draining.load(Ordering::Acquire) {

@@ -76,6 +76,31 @@ pub enum GatewayError {
     /// The whole request ran past the route's timeout.
     #[error("the request did not complete within the route's timeout")]
     RouteTimeout,
+    /// The consumer is over its requests- or tokens-per-minute limit.
+    #[error("rate limit reached for {what} per minute: limit {limit}, retry in {reset_secs}s")]
+    RateLimited {
+        /// `requests` or `tokens`.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What is left in the window.
+        remaining: u64,
+        /// Seconds until the window resets.
+        reset_secs: u64,
+    },
+    /// The consumer's budget for the period is spent.
+    #[error(
+        "you exceeded your budget of {cap_usd} USD for this period; it resets in {reset_secs}s"
+    )]
+    BudgetExceeded {
+        /// The cap.
+        cap_usd: f64,
+        /// Seconds until the period ends.
+        reset_secs: u64,
+    },
+    /// The shared limit counters are unreachable and the failure mode is closed.
+    #[error("limits cannot be checked right now (counter store unreachable); retry shortly")]
+    LimitsUnavailable,
     /// Every backend of the route is at its `maxConcurrency`.
     #[error("every backend for this model is at its concurrency limit; retry shortly")]
     Saturated,
@@ -146,7 +171,12 @@ impl GatewayError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             GatewayError::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Saturated | GatewayError::LimitsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             // Every key is resting after the upstream's own 429s: that is a rate limit, and
             // SDKs back off on 429 with the Retry-After we send.
             GatewayError::KeysExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -164,10 +194,13 @@ impl GatewayError {
             | GatewayError::MissingKey
             | GatewayError::InvalidKey
             | GatewayError::ModelNotAllowed { .. }
-            | GatewayError::ModelNotFound { .. } => ErrorSource::Caller,
-            GatewayError::NotReady | GatewayError::RouteTimeout | GatewayError::Saturated => {
-                ErrorSource::Gateway
-            }
+            | GatewayError::ModelNotFound { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. } => ErrorSource::Caller,
+            GatewayError::NotReady
+            | GatewayError::RouteTimeout
+            | GatewayError::Saturated
+            | GatewayError::LimitsUnavailable => ErrorSource::Gateway,
             GatewayError::Upstream { .. }
             | GatewayError::UpstreamStatus { .. }
             | GatewayError::KeysExhausted { .. } => ErrorSource::Upstream,
@@ -201,6 +234,9 @@ impl GatewayError {
             },
             GatewayError::RouteTimeout => "route_timeout",
             GatewayError::Saturated => "backend_saturated",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::BudgetExceeded { .. } => switchyard_providers::error::INSUFFICIENT_QUOTA,
+            GatewayError::LimitsUnavailable => "limits_unavailable",
             GatewayError::KeysExhausted { .. } => "upstream_keys_exhausted",
         }
     }
@@ -242,7 +278,13 @@ impl GatewayError {
                 retry_after: Some(v),
                 ..
             } => Some(v.clone()),
-            GatewayError::Saturated => Some(HeaderValue::from_static("1")),
+            GatewayError::Saturated | GatewayError::LimitsUnavailable => {
+                Some(HeaderValue::from_static("1"))
+            }
+            GatewayError::RateLimited { reset_secs, .. }
+            | GatewayError::BudgetExceeded { reset_secs, .. } => {
+                HeaderValue::try_from((*reset_secs).max(1).to_string()).ok()
+            }
             GatewayError::KeysExhausted { retry_after, .. } => {
                 let secs = retry_after.map_or(1, |d| d.as_millis().div_ceil(1000).max(1));
                 HeaderValue::try_from(secs.to_string()).ok()
@@ -251,6 +293,32 @@ impl GatewayError {
         };
         if let Some(v) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let GatewayError::RateLimited {
+            what,
+            limit,
+            remaining,
+            reset_secs,
+        } = self
+        {
+            for (name, value) in [
+                (format!("x-ratelimit-limit-{what}"), limit.to_string()),
+                (
+                    format!("x-ratelimit-remaining-{what}"),
+                    remaining.to_string(),
+                ),
+                (
+                    format!("x-ratelimit-reset-{what}"),
+                    format!("{reset_secs}s"),
+                ),
+            ] {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::try_from(name),
+                    HeaderValue::try_from(value),
+                ) {
+                    resp.headers_mut().insert(n, v);
+                }
+            }
         }
         resp
     }

@@ -3,6 +3,7 @@
 //! table handle, never the control plane that fills it.
 
 pub mod admin;
+pub mod admit;
 pub mod body;
 pub mod error;
 mod forward;
@@ -13,6 +14,7 @@ pub mod service;
 pub mod upstream;
 
 pub use admin::Admin;
+pub use admit::{FailureMode, Limits};
 pub use error::GatewayError;
 pub use server::{serve_admin, serve_gateway};
 pub use service::{Gateway, GatewayConfig};

@@ -8,6 +8,8 @@ use http::{HeaderValue, StatusCode};
 use switchyard_providers::Usage;
 use switchyard_router::{InFlight, Pricing};
 use switchyard_telemetry::{Metrics, Otel, RequestOutcome, RequestTrace};
+
+use crate::admit::{Admitted, Limits, SettleTarget};
 use tokio::time::{Duration, Instant};
 
 /// Longest requested-model string kept for the access log: the client controls it.
@@ -60,6 +62,8 @@ pub struct Record {
     pub permit: Option<InFlight>,
     /// The request's span, when OTel is on.
     pub trace: Option<RequestTrace>,
+    /// The consumer's limits to settle with the real usage when the request ends.
+    pub settle: Option<(Arc<Limits>, SettleTarget, Admitted)>,
 }
 
 impl Record {
@@ -95,6 +99,7 @@ impl Record {
             pricing: Pricing::default(),
             permit: None,
             trace: None,
+            settle: None,
         }
     }
 
@@ -216,6 +221,11 @@ impl Drop for Record {
                     .with_label_values(&[route, model, backend, consumer])
                     .inc_by(cost);
             }
+        }
+        if let Some((limits, target, admitted)) = self.settle.take() {
+            let micro = (cost * 1e6).round() as u64;
+            let usage = self.usage.filter(|_| self.status.is_success());
+            limits.settle(target, admitted, usage, micro);
         }
         self.access_log(elapsed, cost);
         if let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) {

@@ -34,8 +34,8 @@ pub async fn serve_admin(listener: TcpListener, admin: Admin, shutdown: impl Fut
         shutdown,
         Duration::from_secs(1),
         move |req: Request<Incoming>| {
-            let r = admin.handle(&req);
-            async move { Ok::<_, Infallible>(r) }
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(&req).await) }
         },
     )
     .await

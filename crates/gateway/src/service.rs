@@ -18,11 +18,13 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{openai, Operation};
+use switchyard_router::state::{LimitExceeded, WindowStatus};
 use switchyard_router::{RoutingTable, TableHandle};
 use switchyard_telemetry::{Metrics, Otel};
 use tokio::time::Instant;
 
 use crate::{
+    admit::{Limits, Refusal, SettleTarget},
     body::Body,
     error::{json_response, GatewayError},
     record::Record,
@@ -36,6 +38,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Largest non-streamed upstream response accepted, in bytes.
     pub max_response_bytes: usize,
+    /// Require a virtual key even when no AIConsumer holds one (then every request is
+    /// refused until consumers exist): for gateways that must never run open.
+    pub require_auth: bool,
 }
 
 impl Default for GatewayConfig {
@@ -43,6 +48,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
+            require_auth: false,
         }
     }
 }
@@ -58,6 +64,7 @@ pub(crate) struct Shared {
     pub(crate) client: UpstreamClient,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) otel: Option<Arc<Otel>>,
+    pub(crate) limits: Arc<Limits>,
     pub(crate) config: GatewayConfig,
 }
 
@@ -75,6 +82,7 @@ impl Gateway {
         client: UpstreamClient,
         metrics: Arc<Metrics>,
         otel: Option<Arc<Otel>>,
+        limits: Arc<Limits>,
         config: GatewayConfig,
     ) -> Self {
         Gateway {
@@ -83,6 +91,7 @@ impl Gateway {
                 client,
                 metrics,
                 otel,
+                limits,
                 config,
             }),
         }
@@ -125,6 +134,70 @@ impl Gateway {
         record.status = resp.status();
         resp.headers_mut().insert("x-request-id", request_id);
         resp
+    }
+}
+
+/// Output tokens reserved for a request that sets no `max_tokens`, until usage is known.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+
+/// Maps a refusal to its error, noting the reason for the rate-limited counter.
+fn refusal(r: Refusal, record: &mut Record) -> GatewayError {
+    let secs = |d: std::time::Duration| d.as_millis().div_ceil(1000) as u64;
+    match r {
+        Refusal::Limit(LimitExceeded::Requests(s)) => {
+            record.ratelimit_reason = Some("requests_per_minute");
+            GatewayError::RateLimited {
+                what: "requests",
+                limit: s.limit,
+                remaining: s.remaining,
+                reset_secs: secs(s.reset),
+            }
+        }
+        Refusal::Limit(LimitExceeded::Tokens(s)) => {
+            record.ratelimit_reason = Some("tokens_per_minute");
+            GatewayError::RateLimited {
+                what: "tokens",
+                limit: s.limit,
+                remaining: s.remaining,
+                reset_secs: secs(s.reset),
+            }
+        }
+        Refusal::Budget { cap_usd, reset } => {
+            record.ratelimit_reason = Some("budget");
+            GatewayError::BudgetExceeded {
+                cap_usd,
+                reset_secs: secs(reset),
+            }
+        }
+        Refusal::Unavailable => GatewayError::LimitsUnavailable,
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers for the consumer's windows.
+pub(crate) fn rate_limit_headers(
+    h: &mut HeaderMap,
+    requests: Option<WindowStatus>,
+    tokens: Option<WindowStatus>,
+) {
+    for (what, status) in [("requests", requests), ("tokens", tokens)] {
+        let Some(s) = status else { continue };
+        let mut put = |name: String, value: String| {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::try_from(name),
+                HeaderValue::try_from(value),
+            ) {
+                h.insert(n, v);
+            }
+        };
+        put(format!("x-ratelimit-limit-{what}"), s.limit.to_string());
+        put(
+            format!("x-ratelimit-remaining-{what}"),
+            s.remaining.to_string(),
+        );
+        put(
+            format!("x-ratelimit-reset-{what}"),
+            format!("{}s", s.reset.as_millis().div_ceil(1000)),
+        );
     }
 }
 
@@ -198,15 +271,37 @@ impl Shared {
         let route = matched.route;
         record.route = Some(Arc::clone(&route.name));
         record.model = Some(Arc::clone(matched.model_label));
+        let mut window_headers = None;
         if let Some(c) = consumer {
             if !c.allows(&decoded.model, &route.name) {
                 return Err(GatewayError::ModelNotAllowed {
                     model: decoded.model.to_string(),
                 });
             }
+            if c.is_limited() {
+                let estimate = decoded.estimated_input_tokens()
+                    + decoded.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+                let admitted = self
+                    .limits
+                    .admit(c, estimate)
+                    .await
+                    .map_err(|r| refusal(r, record))?;
+                window_headers = Some(admitted.taken);
+                record.settle = Some((
+                    Arc::clone(&self.limits),
+                    SettleTarget::new(c, Arc::clone(matched.model_label)),
+                    admitted,
+                ));
+            }
         }
 
-        self.forward(op, &decoded, route, request_id, record).await
+        let mut resp = self
+            .forward(op, &decoded, route, request_id, record)
+            .await?;
+        if let Some(taken) = window_headers {
+            rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);
+        }
+        Ok(resp)
     }
 
     async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, GatewayError>
@@ -238,14 +333,15 @@ impl Shared {
         record: &mut Record,
     ) -> Result<Option<&'t switchyard_router::Consumer>, GatewayError> {
         let consumers = table.consumers();
+        let required = self.config.require_auth || consumers.auth_required();
         let consumer = match presented_key(headers) {
             Some(key) => match consumers.authenticate(key) {
                 Some(c) => Some(c),
-                None if consumers.auth_required() => return Err(GatewayError::InvalidKey),
+                None if required => return Err(GatewayError::InvalidKey),
                 // An open gateway ignores keys it does not know: SDKs always send one.
                 None => None,
             },
-            None if consumers.auth_required() => return Err(GatewayError::MissingKey),
+            None if required => return Err(GatewayError::MissingKey),
             None => None,
         };
         record.consumer = consumer.map(|c| Arc::clone(&c.name));

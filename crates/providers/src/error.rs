@@ -28,6 +28,10 @@ pub struct OpenAiError<'a> {
     pub param: Option<&'a str>,
 }
 
+/// The `type` OpenAI itself uses for an exhausted quota; budgets use it so SDKs and tools
+/// recognise the condition.
+pub const INSUFFICIENT_QUOTA: &str = "insufficient_quota";
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     error: Inner<'a>,
@@ -58,7 +62,11 @@ impl OpenAiError<'_> {
         let env = Envelope {
             error: Inner {
                 message: self.message,
-                type_: self.type_name(),
+                type_: if self.code == INSUFFICIENT_QUOTA {
+                    INSUFFICIENT_QUOTA
+                } else {
+                    self.type_name()
+                },
                 param: self.param,
                 code: self.code,
             },

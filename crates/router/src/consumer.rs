@@ -8,6 +8,8 @@ use std::{collections::HashMap, sync::Arc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use switchyard_api::consumer::BudgetPeriod;
+
 use crate::glob::Glob;
 
 /// One compiled AIConsumer.
@@ -35,7 +37,7 @@ pub struct Budget {
     /// The cap, in micro-USD.
     pub micro_usd: u64,
     /// When spend resets.
-    pub period: switchyard_api::consumer::BudgetPeriod,
+    pub period: BudgetPeriod,
 }
 
 /// Every consumer, indexed by key digest.

@@ -11,7 +11,9 @@ mod table;
 pub use compile::{compile, Compiled, Diagnostic, Severity};
 pub use consumer::{Consumer, Consumers};
 pub use handle::TableHandle;
-pub use state::{BackendState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry};
+pub use state::{
+    BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,
+};
 pub use table::{
     Backend, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable, Target,
     Timeouts, UpstreamKey,

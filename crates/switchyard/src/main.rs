@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_controller::{
     load_path, ControllerMetrics, FileSource, KubeOptions, KubeSource, LeaseConfig, Namespaces,
 };
-use switchyard_gateway::{Admin, ClientConfig, Gateway, GatewayConfig, UpstreamClient};
+use switchyard_gateway::{
+    Admin, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, UpstreamClient,
+};
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
 use tokio::{net::TcpListener, sync::watch};
@@ -89,6 +91,17 @@ struct ServeArgs {
     /// Upstream connect timeout for backends that set none.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Refuse requests without a valid virtual key even when no AIConsumer holds one.
+    #[arg(long, env = "SWITCHYARD_REQUIRE_AUTH")]
+    require_auth: bool,
+    /// Redis URL (`redis://host:6379/0`) for rate-limit, budget and ledger counters shared
+    /// by every replica; without it they are kept per replica.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    redis_url: Option<String>,
+    /// When Redis is unreachable: `open` admits requests unchecked, `closed` refuses them
+    /// with 503.
+    #[arg(long, value_enum, default_value_t = RedisFailureMode::Open)]
+    redis_failure_mode: RedisFailureMode,
     /// Turn off the access log (one JSON line per request on stdout).
     #[arg(long)]
     no_access_log: bool,
@@ -119,6 +132,21 @@ struct ClusterArgs {
     /// hostname-pid.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RedisFailureMode {
+    Open,
+    Closed,
+}
+
+impl From<RedisFailureMode> for FailureMode {
+    fn from(m: RedisFailureMode) -> Self {
+        match m {
+            RedisFailureMode::Open => FailureMode::Open,
+            RedisFailureMode::Closed => FailureMode::Closed,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -274,13 +302,21 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: args.connect_timeout,
         ..ClientConfig::default()
     })?;
+    let limits = Arc::new(match &args.redis_url {
+        Some(url) => Limits::redis(url, args.redis_failure_mode.into(), metrics.clone())
+            .await
+            .context("configuring Redis for shared limits")?,
+        None => Limits::local(metrics.clone()),
+    });
     let gateway = Gateway::new(
         table.clone(),
         client,
         metrics.clone(),
         otel.clone(),
+        limits.clone(),
         GatewayConfig {
             max_body_bytes: args.max_body_bytes,
+            require_auth: args.require_auth,
             ..GatewayConfig::default()
         },
     );
@@ -305,7 +341,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let admin_task = tokio::spawn(switchyard_gateway::serve_admin(
         admin,
-        Admin::new(table.clone(), metrics.clone(), draining.clone()),
+        Admin::new(
+            table.clone(),
+            metrics.clone(),
+            draining.clone(),
+            limits.clone(),
+        ),
         admin_stopped,
     ));
     let api_task = tokio::spawn(switchyard_gateway::serve_gateway(

@@ -10,7 +10,8 @@ pub mod otel;
 pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
 
 use prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// The error type of metric registration and encoding.
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub backend_in_flight: IntGaugeVec,
     /// `switchyard_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// `switchyard_limits_store_errors_total`: failed calls to the shared limit counters.
+    pub limits_store_errors: IntCounter,
     /// `switchyard_config_generation`: the generation of the routing table being served.
     pub config_generation: IntGauge,
 }
@@ -167,6 +170,10 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let limits_store_errors = IntCounter::new(
+            "switchyard_limits_store_errors_total",
+            "Calls to the shared limit counters (Redis) that failed; requests were then admitted or refused per the failure mode.",
+        )?;
         let config_generation = IntGauge::new(
             "switchyard_config_generation",
             "Generation of the routing table currently served.",
@@ -188,6 +195,7 @@ impl Metrics {
         registry.register(Box::new(backend_in_flight.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(limits_store_errors.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -204,6 +212,7 @@ impl Metrics {
             backend_in_flight,
             config_reloads,
             config_generation,
+            limits_store_errors,
         })
     }
 

@@ -1,0 +1,551 @@
+//! Admission by consumer limits: requests and tokens per minute, and a spending budget per
+//! period. Counters live in this process, or in Redis (`--redis-url`) so that limits hold
+//! across replicas.
+//!
+//! Tokens are reserved before the request from an estimate (prompt size and `max_tokens`)
+//! and corrected with the real usage afterwards, so long completions cannot burst far past
+//! the limit. Spend is added when usage is known and checked before the next request.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{aio::ConnectionManager, Script};
+use switchyard_providers::Usage;
+use switchyard_router::{
+    state::{budget_period, LedgerEntry, LimitExceeded, Taken, WindowStatus, LIMIT_WINDOW_MS},
+    Consumer, ConsumerState,
+};
+use switchyard_telemetry::Metrics;
+
+/// What to do when the shared counter store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Admit the request (limits are not enforced while Redis is away).
+    Open,
+    /// Refuse with 503 until Redis is back.
+    Closed,
+}
+
+/// The clock limits run on: injectable so tests can move across windows and budget periods.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Why a consumer's request was refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// Requests or tokens per minute.
+    Limit(LimitExceeded),
+    /// The period's budget is spent.
+    Budget {
+        /// The cap in USD.
+        cap_usd: f64,
+        /// Until the period ends.
+        reset: Duration,
+    },
+    /// The counter store is unreachable and the failure mode is closed.
+    Unavailable,
+}
+
+/// What admission charged, to be settled when usage is known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admitted {
+    /// Windows charged.
+    pub taken: Taken,
+}
+
+/// Admission control over the consumers' limits.
+pub struct Limits {
+    redis: Option<RedisStore>,
+    failure_mode: FailureMode,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+struct RedisStore {
+    conn: ConnectionManager,
+    take: Script,
+    timeout: Duration,
+}
+
+/// Lua: check both sliding windows and charge them in one atomic step, so replicas sharing
+/// Redis never admit past the limit together.
+const TAKE_SCRIPT: &str = r"
+local rp = tonumber(redis.call('GET', KEYS[1]) or '0')
+local rc = tonumber(redis.call('GET', KEYS[2]) or '0')
+local tp = tonumber(redis.call('GET', KEYS[3]) or '0')
+local tc = tonumber(redis.call('GET', KEYS[4]) or '0')
+local overlap = tonumber(ARGV[1])
+local rl = tonumber(ARGV[2])
+local tl = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local ru = math.floor(rp * overlap / 60000) + rc
+local tu = math.floor(tp * overlap / 60000) + tc
+if rl >= 0 and ru + 1 > rl then return {1, ru, tu} end
+if tl >= 0 and tu > 0 and tu + n > tl then return {2, ru, tu} end
+redis.call('INCRBY', KEYS[2], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('INCRBY', KEYS[4], n)
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return {0, ru + 1, tu + n}
+";
+
+impl Limits {
+    /// Limits kept in this process.
+    pub fn local(metrics: Arc<Metrics>) -> Self {
+        Limits {
+            redis: None,
+            failure_mode: FailureMode::Open,
+            clock: Arc::new(SystemClock),
+            metrics,
+        }
+    }
+
+    /// Limits shared through Redis. Connecting is lazy and retried by the connection
+    /// manager; an unreachable Redis at start-up is not fatal.
+    pub async fn redis(
+        url: &str,
+        failure_mode: FailureMode,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_millis(500))
+            .set_response_timeout(Duration::from_millis(500))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Limits {
+            redis: Some(RedisStore {
+                conn,
+                take: Script::new(TAKE_SCRIPT),
+                timeout: Duration::from_millis(500),
+            }),
+            failure_mode,
+            clock: Arc::new(SystemClock),
+            metrics,
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether counters are shared through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Checks and charges `consumer`'s limits for one request estimated at `tokens`.
+    pub async fn admit(&self, consumer: &Consumer, tokens: u64) -> Result<Admitted, Refusal> {
+        if !consumer.is_limited() {
+            return Ok(Admitted::default());
+        }
+        let now = self.clock.now_ms();
+        if let Some(b) = consumer.budget {
+            let (_, period, end) = budget_period(now, b.period);
+            let spent = match &self.redis {
+                None => Ok(consumer.state().spend(period)),
+                Some(r) => r.spend(&consumer.name, period).await,
+            };
+            match spent {
+                Ok(spent) if spent >= b.micro_usd => {
+                    return Err(Refusal::Budget {
+                        cap_usd: b.micro_usd as f64 / 1e6,
+                        reset: Duration::from_millis(end.saturating_sub(now)),
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => self.store_failed(&e)?,
+            }
+        }
+        let (rpm, tpm) = (consumer.requests_per_minute, consumer.tokens_per_minute);
+        if rpm.is_none() && tpm.is_none() {
+            return Ok(Admitted::default());
+        }
+        let taken = match &self.redis {
+            None => consumer.state().try_take(now, rpm, tpm, tokens),
+            Some(r) => match r.take(&consumer.name, now, rpm, tpm, tokens).await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.store_failed(&e)?;
+                    return Ok(Admitted::default());
+                }
+            },
+        };
+        match taken {
+            Ok(taken) => Ok(Admitted { taken }),
+            Err(e) => Err(Refusal::Limit(e)),
+        }
+    }
+
+    fn store_failed(&self, e: &redis::RedisError) -> Result<(), Refusal> {
+        self.metrics.limits_store_errors.inc();
+        tracing::warn!(error = %e, mode = ?self.failure_mode, "limit counters unreachable");
+        match self.failure_mode {
+            FailureMode::Open => Ok(()),
+            FailureMode::Closed => Err(Refusal::Unavailable),
+        }
+    }
+
+    /// Settles a request once usage is known: corrects the token reservation, adds spend,
+    /// and updates the ledger. Redis updates run in the background.
+    pub fn settle(
+        self: &Arc<Self>,
+        consumer: SettleTarget,
+        admitted: Admitted,
+        usage: Option<Usage>,
+        micro_usd: u64,
+    ) {
+        let now = self.clock.now_ms();
+        let u = usage.unwrap_or_default();
+        let entry = LedgerEntry {
+            requests: 1,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            micro_usd,
+        };
+        let (day, period, _) = budget_period(now, consumer.period);
+        let actual = u.input_tokens + u.output_tokens;
+        // The local ledger is always kept: it backs /debug/spend without Redis. A request
+        // that got no answer is only un-reserved, not billed.
+        if usage.is_some() {
+            consumer.state.record(period, day, &consumer.model, entry);
+        }
+        match &self.redis {
+            None => {
+                if admitted.taken.tokens > 0 || consumer.tokens_limited {
+                    consumer.state.settle_tokens(&admitted.taken, actual);
+                }
+            }
+            Some(_) => {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Some(r) = &this.redis {
+                        let delta = actual as i64 - admitted.taken.tokens as i64;
+                        let entry = usage.map(|_| entry);
+                        let res = r
+                            .settle(&consumer, admitted.taken.window, delta, period, day, entry)
+                            .await;
+                        if let Err(e) = res {
+                            this.metrics.limits_store_errors.inc();
+                            tracing::warn!(error = %e, "settling usage in Redis failed");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Per-consumer ledger for `/debug/spend`: this replica's, or the shared one from Redis.
+    pub async fn ledger(
+        &self,
+        consumers: Vec<(Arc<str>, Arc<ConsumerState>)>,
+    ) -> serde_json::Value {
+        let now = self.clock.now_ms();
+        let today = now / 86_400_000;
+        let mut out = Vec::new();
+        for (name, state) in consumers {
+            let rows: Vec<serde_json::Value> = match &self.redis {
+                Some(r) => match r.ledger(&name, today).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        vec![serde_json::json!({"error": format!("reading Redis failed: {e}")})]
+                    }
+                },
+                None => state
+                    .ledger()
+                    .into_iter()
+                    .map(|(day, model, e)| ledger_row(day, &model, &e))
+                    .collect(),
+            };
+            out.push(serde_json::json!({"consumer": &*name, "days": rows}));
+        }
+        serde_json::json!({
+            "store": if self.is_shared() { "redis" } else { "memory" },
+            "consumers": out,
+        })
+    }
+}
+
+fn ledger_row(day: u64, model: &str, e: &LedgerEntry) -> serde_json::Value {
+    serde_json::json!({
+        "day": day_string(day),
+        "model": model,
+        "requests": e.requests,
+        "inputTokens": e.input_tokens,
+        "outputTokens": e.output_tokens,
+        "cachedInputTokens": e.cached_input_tokens,
+        "usd": e.micro_usd as f64 / 1e6,
+    })
+}
+
+/// `YYYY-MM-DD` for a day number since the epoch.
+fn day_string(day: u64) -> String {
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// What settling needs about the consumer, owned (it may outlive the routing table).
+pub struct SettleTarget {
+    /// `namespace/name`.
+    pub name: Arc<str>,
+    /// Its state.
+    pub state: Arc<ConsumerState>,
+    /// The budget period.
+    pub period: switchyard_router::consumer::BudgetPeriod,
+    /// Whether a token limit applies.
+    pub tokens_limited: bool,
+    /// The model label the request was routed by.
+    pub model: Arc<str>,
+}
+
+impl SettleTarget {
+    /// Builds the settle target for `consumer`.
+    pub fn new(consumer: &Consumer, model: Arc<str>) -> Self {
+        SettleTarget {
+            name: consumer.name.clone(),
+            state: consumer.state().clone(),
+            period: consumer.budget.map_or(Default::default(), |b| b.period),
+            tokens_limited: consumer.tokens_per_minute.is_some(),
+            model,
+        }
+    }
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    async fn with_timeout<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis did not answer in time",
+            ))),
+        }
+    }
+
+    async fn spend(&self, consumer: &str, period: u64) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let key = format!("sy:spend:{consumer}:{period}");
+        let v: Option<u64> = self
+            .with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn take(
+        &self,
+        consumer: &str,
+        now: u64,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) -> redis::RedisResult<Result<Taken, LimitExceeded>> {
+        let window = now / LIMIT_WINDOW_MS;
+        let into = now % LIMIT_WINDOW_MS;
+        let overlap = LIMIT_WINDOW_MS - into;
+        let reset = Duration::from_millis(overlap);
+        let key = |kind: &str, w: u64| format!("sy:rl:{kind}:{consumer}:{w}");
+        let mut conn = self.conn.clone();
+        let mut inv = self.take.prepare_invoke();
+        inv.key(key("r", window.saturating_sub(1)))
+            .key(key("r", window))
+            .key(key("t", window.saturating_sub(1)))
+            .key(key("t", window))
+            .arg(overlap)
+            .arg(rpm.map_or(-1, |l| l as i64))
+            .arg(tpm.map_or(-1, |l| l as i64))
+            .arg(tokens)
+            .arg(2 * LIMIT_WINDOW_MS + 5_000);
+        let (verdict, req_used, tok_used): (u8, u64, u64) =
+            self.with_timeout(inv.invoke_async(&mut conn)).await?;
+        let status = |limit: u64, used: u64| WindowStatus {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset,
+        };
+        Ok(match verdict {
+            1 => Err(LimitExceeded::Requests(status(rpm.unwrap_or(0), req_used))),
+            2 => Err(LimitExceeded::Tokens(status(tpm.unwrap_or(0), tok_used))),
+            _ => Ok(Taken {
+                window,
+                tokens,
+                requests: rpm.map(|l| status(l, req_used)),
+                token_status: tpm.map(|l| status(l, tok_used)),
+            }),
+        })
+    }
+
+    async fn settle(
+        &self,
+        c: &SettleTarget,
+        window: u64,
+        token_delta: i64,
+        period: u64,
+        day: u64,
+        e: Option<LedgerEntry>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        if c.tokens_limited && token_delta != 0 && window != 0 {
+            pipe.cmd("INCRBY")
+                .arg(format!("sy:rl:t:{}:{window}", c.name))
+                .arg(token_delta)
+                .ignore();
+        }
+        let Some(e) = e else {
+            return self.with_timeout(pipe.query_async::<()>(&mut conn)).await;
+        };
+        let spend_key = format!("sy:spend:{}:{period}", c.name);
+        pipe.cmd("INCRBY").arg(&spend_key).arg(e.micro_usd).ignore();
+        pipe.cmd("EXPIRE").arg(&spend_key).arg(40 * 86_400).ignore();
+        let ledger_key = format!("sy:ledger:{}:{day}", c.name);
+        for (field, n) in [
+            ("requests", e.requests),
+            ("input", e.input_tokens),
+            ("output", e.output_tokens),
+            ("cached", e.cached_input_tokens),
+            ("micro_usd", e.micro_usd),
+        ] {
+            pipe.cmd("HINCRBY")
+                .arg(&ledger_key)
+                .arg(format!("{}|{field}", c.model))
+                .arg(n)
+                .ignore();
+        }
+        pipe.cmd("EXPIRE")
+            .arg(&ledger_key)
+            .arg(70 * 86_400)
+            .ignore();
+        self.with_timeout(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn ledger(
+        &self,
+        consumer: &str,
+        today: u64,
+    ) -> redis::RedisResult<Vec<serde_json::Value>> {
+        let mut conn = self.conn.clone();
+        let mut rows = Vec::new();
+        for day in today.saturating_sub(31)..=today {
+            let fields: Vec<(String, u64)> = self
+                .with_timeout(
+                    redis::cmd("HGETALL")
+                        .arg(format!("sy:ledger:{consumer}:{day}"))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let mut by_model: std::collections::BTreeMap<String, LedgerEntry> = Default::default();
+            for (field, n) in fields {
+                let Some((model, what)) = field.rsplit_once('|') else {
+                    continue;
+                };
+                let e = by_model.entry(model.to_string()).or_default();
+                match what {
+                    "requests" => e.requests = n,
+                    "input" => e.input_tokens = n,
+                    "output" => e.output_tokens = n,
+                    "cached" => e.cached_input_tokens = n,
+                    "micro_usd" => e.micro_usd = n,
+                    _ => {}
+                }
+            }
+            rows.extend(by_model.iter().map(|(m, e)| ledger_row(day, m, e)));
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    struct FakeClock(AtomicU64);
+
+    impl Clock for FakeClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    fn table(yaml: &str) -> switchyard_router::RoutingTable {
+        let mut r = switchyard_api::Resources::default();
+        let errs = r.parse_yaml(
+            "t.yaml",
+            yaml,
+            &std::collections::HashMap::<String, String>::new(),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let c = switchyard_router::compile(&r, 1);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        c.table
+    }
+
+    const CONSUMER: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {k: sk-1}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIConsumer\nmetadata: {name: c}\nspec:\n  keySecretRef: {name: k, key: k}\n  budget: {usd: \"1.00\", period: day}\n  limits: {requestsPerMinute: 100}\n";
+
+    #[tokio::test]
+    async fn budget_refuses_until_the_next_period() {
+        let t = table(CONSUMER);
+        let consumer = t.consumers().iter().next().unwrap();
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        // 2026-11-24T12:00:00Z.
+        let noon = 20_781 * 86_400_000 + 12 * 3_600_000;
+        let clock = Arc::new(FakeClock(AtomicU64::new(noon)));
+        let limits = Arc::new(Limits::local(metrics).with_clock(clock.clone()));
+        let admitted = limits.admit(consumer, 10).await.unwrap();
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cached_input_tokens: 0,
+        };
+        limits.settle(
+            SettleTarget::new(consumer, Arc::from("m")),
+            admitted,
+            Some(usage),
+            1_000_000,
+        );
+        let Err(Refusal::Budget { reset, .. }) = limits.admit(consumer, 10).await else {
+            panic!("spent budget admitted")
+        };
+        assert_eq!(reset, Duration::from_secs(12 * 3600));
+        clock.0.store(noon + 12 * 3_600_000, Ordering::Relaxed);
+        assert!(
+            limits.admit(consumer, 10).await.is_ok(),
+            "next day admits again"
+        );
+    }
+
+    #[test]
+    fn days_format() {
+        assert_eq!(day_string(0), "1970-01-01");
+        assert_eq!(day_string(20_781), "2026-11-24");
+    }
+}
