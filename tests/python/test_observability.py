@@ -9,7 +9,6 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -18,17 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from conftest import (
-    STARTUP_TIMEOUT_S,
-    UPSTREAM_KEY,
-    Gateway,
-    Mock,
-    Proc,
-    binary,
-    child_env,
-    gateway_config,
-    http,
-)
+from conftest import UPSTREAM_KEY, Gateway, Mock, gateway_config, start_gateway
 
 
 class Receiver:
@@ -109,43 +98,19 @@ def receiver():
 
 @pytest.fixture(scope="module")
 def otel_gateway(mock: Mock, receiver: Receiver, tmp_path_factory):
-    work = tmp_path_factory.mktemp("otel-gateway")
-    (work / "config").mkdir()
-    (work / "config" / "switchyard.yaml").write_text(gateway_config(mock.addr))
-    proc = Proc(
-        "switchyard",
-        [
-            binary("switchyard"), "serve",
-            "--config", work / "config",
-            "--listen", "127.0.0.1:0",
-            "--admin-listen", "127.0.0.1:0",
-            "--log-format", "json",
-        ],
-        work / "gateway.log",
-        child_env(
-            RUST_LOG="info",
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-            OTEL_SERVICE_NAME="switchyard-test",
-            OTEL_METRIC_EXPORT_INTERVAL="300",
-            OTEL_BSP_SCHEDULE_DELAY="100",
-        ),
+    gw = start_gateway(
+        tmp_path_factory.mktemp("otel-gateway"),
+        gateway_config(mock.addr),
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "switchyard-test",
+            "OTEL_METRIC_EXPORT_INTERVAL": "300",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
     )
-
-    def find(line: str) -> Optional[tuple[str, str]]:
-        try:
-            fields = json.loads(line).get("fields", {})
-        except (ValueError, AttributeError):
-            return None
-        if fields.get("message") == "switchyard serving":
-            return fields["listen"], fields["admin"]
-        return None
-
-    try:
-        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
-        yield Gateway(proc, listen, admin)
-    finally:
-        proc.stop()
+    yield gw
+    gw.proc.stop()
 
 
 def post(gw: Gateway, body: dict, headers: dict) -> tuple[int, bytes, dict]:

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from conftest import REPO, UPSTREAM_KEY, Gateway, Mock, Proc, binary, child_env, http
+from conftest import REPO, UPSTREAM_KEY, Gateway, Mock, Proc, child_env, http, start_gateway
 
 DASHBOARD = REPO / "deploy" / "grafana" / "switchyard-dashboard.json"
 APT_HINT = "install the Debian package: apt-get install -y --no-install-recommends prometheus"
@@ -318,49 +318,13 @@ class DashboardGateway:
 
 @pytest.fixture(scope="module")
 def dashboard_gateway(mock: Mock, tmp_path_factory) -> DashboardGateway:
-    exe = binary("switchyard")
     work = tmp_path_factory.mktemp("dashboard-gateway")
-    config_dir = work / "config"
-    config_dir.mkdir()
-    (config_dir / "switchyard.yaml").write_text(
-        dashboard_gateway_config(mock.addr, f"127.0.0.1:{free_port()}")
-    )
-    proc = Proc(
-        "switchyard",
-        [
-            exe, "serve",
-            "--config", config_dir,
-            "--listen", "127.0.0.1:0",
-            "--admin-listen", "127.0.0.1:0",
-            "--drain-timeout", "1s",
-            "--log-format", "json",
-        ],
-        work / "gateway.log",
-        child_env(RUST_LOG="info"),
-    )
+    config = dashboard_gateway_config(mock.addr, f"127.0.0.1:{free_port()}")
+    gw = start_gateway(work, config, name="switchyard")
     try:
-
-        def find(line: str) -> Optional[tuple[str, str]]:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return None
-            fields = rec.get("fields") if isinstance(rec, dict) else None
-            if isinstance(fields, dict) and fields.get("message") == "switchyard serving":
-                return fields["listen"], fields["admin"]
-            return None
-
-        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
-        gw = Gateway(proc, listen, admin)
-        wait_until(
-            lambda: http("GET", f"{gw.admin_url}/readyz", timeout=1.0)[0] == 200,
-            "the gateway's /readyz",
-            STARTUP_TIMEOUT_S,
-            proc.output,
-        )
-        yield DashboardGateway(gw, config_dir)
+        yield DashboardGateway(gw, work / "switchyard-config")
     finally:
-        proc.stop()
+        gw.proc.stop()
 
 
 # === Prometheus ===
