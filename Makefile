@@ -44,6 +44,14 @@ fmt:
 crds: build
 	target/debug/switchyard crds --out-dir crds --out-dir charts/switchyard/crds
 
+## Benchmarks (not part of `test`): Switchyard against a direct call to the mock and against
+## nginx, interleaved in one run; prints one table with ratios and writes
+## bench/results/latest.json. Builds release binaries and installs nginx and wrk (apt-get) if
+## missing. Options go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--duration 3 --rounds 1"`.
+.PHONY: bench
+bench:
+	CARGO="$(CARGO)" $(PYTHON) bench/run.py $(BENCH_ARGS)
+
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)

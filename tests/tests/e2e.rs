@@ -309,7 +309,9 @@ async fn client_errors_come_back_in_openai_shape() {
     let chunks = futures_util::stream::iter(
         (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024]))),
     );
-    let resp = client
+    // Its own client: the gateway closes a connection whose body it stopped reading, and a
+    // pooled connection reused right after would race that close.
+    let resp = reqwest::Client::new()
         .post(gw.url("/v1/chat/completions"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()

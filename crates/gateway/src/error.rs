@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use switchyard_providers::{openai::DecodeError, ErrorSource, OpenAiError};
+use switchyard_providers::{
+    anthropic, chat::TranslateError, openai::DecodeError, transcode::Format, ErrorSource,
+    OpenAiError,
+};
 
 use crate::body::{self, Body};
 
@@ -28,8 +31,22 @@ pub enum GatewayError {
     /// The body is not a valid request.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The request cannot be translated to the backend's format (or is malformed in a way
+    /// only translation notices).
+    #[error(transparent)]
+    Translate(TranslateError),
+    /// The route's backend speaks a format that cannot serve this endpoint.
+    #[error("backend {backend} (provider {provider}) cannot serve {operation} requests")]
+    UnsupportedByBackend {
+        /// The backend's `namespace/name`.
+        backend: String,
+        /// Its provider.
+        provider: &'static str,
+        /// The operation asked for.
+        operation: &'static str,
+    },
     /// No key presented where one is required.
-    #[error("missing API key: send it as 'Authorization: Bearer <key>'")]
+    #[error("missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>')")]
     MissingKey,
     /// The presented key is unknown.
     #[error("incorrect API key provided")]
@@ -157,6 +174,9 @@ impl GatewayError {
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Translate(_) | GatewayError::UnsupportedByBackend { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -167,6 +187,9 @@ impl GatewayError {
                 // problem, and a 401 would make SDKs blame the caller's key.
                 401 | 403 | 407 => StatusCode::BAD_GATEWAY,
                 429 | 503 | 504 => *status,
+                // Anthropic's "overloaded": 503 for OpenAI callers (their SDKs retry it);
+                // Anthropic callers get 529 back (see `to_response`).
+                529 => StatusCode::SERVICE_UNAVAILABLE,
                 400..=499 => *status,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -191,6 +214,8 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::BodyRead(_)
             | GatewayError::Decode(_)
+            | GatewayError::Translate(_)
+            | GatewayError::UnsupportedByBackend { .. }
             | GatewayError::MissingKey
             | GatewayError::InvalidKey
             | GatewayError::ModelNotAllowed { .. }
@@ -218,6 +243,9 @@ impl GatewayError {
             GatewayError::Decode(DecodeError::Missing(_)) => "missing_required_parameter",
             GatewayError::Decode(DecodeError::Type { .. }) => "invalid_type",
             GatewayError::Decode(DecodeError::StreamUnsupported) => "unsupported_parameter",
+            GatewayError::Translate(TranslateError::Invalid { .. }) => "invalid_request",
+            GatewayError::Translate(TranslateError::Unsupported { .. }) => "unsupported_parameter",
+            GatewayError::UnsupportedByBackend { .. } => "unsupported_by_backend",
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::InvalidKey => "invalid_api_key",
             GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
@@ -241,9 +269,10 @@ impl GatewayError {
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             GatewayError::Decode(d) => d.param(),
+            GatewayError::Translate(t) => Some(t.param()).filter(|p| !p.is_empty()),
             GatewayError::ModelNotAllowed { .. } | GatewayError::ModelNotFound { .. } => {
                 Some("model")
             }
@@ -262,17 +291,41 @@ impl GatewayError {
         }
     }
 
-    /// Renders the error as an OpenAI-shaped JSON response.
-    pub fn to_response(&self) -> Response<Body> {
+    /// Renders the error in the caller's format: OpenAI's `{"error":{…}}` shape, or
+    /// Anthropic's `{"type":"error","error":{"type","message"}}` with the Anthropic error type
+    /// for the status. The one place error bodies are written.
+    pub fn to_response(&self, format: Format) -> Response<Body> {
         let message = self.message();
-        let json = OpenAiError {
-            message: &message,
-            source: self.source(),
-            code: self.code(),
-            param: self.param(),
-        }
-        .to_json();
-        let mut resp = json_response(self.status(), json);
+        let (status, json) = match format {
+            Format::OpenAiChat => (
+                self.status(),
+                OpenAiError {
+                    message: &message,
+                    source: self.source(),
+                    code: self.code(),
+                    param: self.param(),
+                }
+                .to_json(),
+            ),
+            Format::Anthropic => {
+                let status = match self {
+                    GatewayError::UpstreamStatus { status, .. } if status.as_u16() == 529 => {
+                        *status
+                    }
+                    _ => self.status(),
+                };
+                // Anthropic's shape has no `param`: name it in the message.
+                let message = match self.param() {
+                    Some(p) if !message.contains(p) => format!("{p}: {message}"),
+                    _ => message,
+                };
+                (
+                    status,
+                    anthropic::error_json(anthropic::error_type(status.as_u16()), &message),
+                )
+            }
+        };
+        let mut resp = json_response(status, json);
         let retry_after = match self {
             GatewayError::UpstreamStatus {
                 retry_after: Some(v),

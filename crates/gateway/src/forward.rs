@@ -9,7 +9,13 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use switchyard_providers::{error::parse_openai_error, openai, Operation};
+use switchyard_providers::{
+    anthropic,
+    error::parse_openai_error,
+    openai,
+    transcode::{self, Format, Transcoder},
+    Operation,
+};
 use switchyard_router::{
     state::rate_limit_hint, FailureClass, HealthChange, KeyChoice, Retry, Route, Target,
 };
@@ -19,8 +25,9 @@ use tokio::time::Instant;
 use crate::{
     body::Body,
     error::{json_response, GatewayError, UpstreamFailure},
+    inbound::{Encoded, Inbound, Plan},
     record::Record,
-    relay::SseRelay,
+    relay::{Mode, SseRelay},
     service::Shared,
     upstream::earliest,
 };
@@ -37,7 +44,7 @@ impl Shared {
     pub(crate) async fn forward(
         &self,
         op: Operation,
-        decoded: &openai::Request<'_>,
+        decoded: &Inbound<'_>,
         route: &Route,
         request_id: &HeaderValue,
         record: &mut Record,
@@ -99,7 +106,7 @@ impl Shared {
     async fn try_target(
         &self,
         op: Operation,
-        decoded: &openai::Request<'_>,
+        decoded: &Inbound<'_>,
         route: &Route,
         target: &Target,
         request_id: &HeaderValue,
@@ -110,13 +117,34 @@ impl Shared {
         record.backend = Some(Arc::clone(&backend.name));
         record.provider = backend.provider.as_str();
         record.genai_provider = genai_provider_name(backend.provider.as_str(), &backend.endpoint);
-        let upstream_model = target.upstream_model(&decoded.model);
+        let upstream_model = target.upstream_model(decoded.model());
         record.upstream_model = Some(upstream_model.to_string());
         record.pricing = match &target.model {
             Some(_) => target.pricing,
             None => backend.pricing(upstream_model),
         };
-        let body = Bytes::from(decoded.encode(upstream_model));
+        let encoded = match decoded.plan(backend.provider, &backend.name, upstream_model) {
+            Ok(Plan::Call(e)) => e,
+            Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
+            // A parameter this backend's format cannot carry may suit the next target (a
+            // fallback of another provider); a malformed request suits none.
+            Err(err) => {
+                let retryable = matches!(
+                    err,
+                    GatewayError::UnsupportedByBackend { .. }
+                        | GatewayError::Translate(
+                            switchyard_providers::chat::TranslateError::Unsupported { .. }
+                        )
+                );
+                return TargetOutcome::Failed { err, retryable };
+            }
+        };
+        let Encoded {
+            body,
+            upstream_op,
+            translate_from,
+            headers: provider_headers,
+        } = encoded;
         let call_deadline = earliest(deadline, backend.timeouts.total.map(|t| Instant::now() + t));
         let retry: Retry = route.retry;
         let mut attempt = 0;
@@ -140,6 +168,9 @@ impl Shared {
             let sent_at = Instant::now();
             record.attempts += 1;
             let mut trace_headers = HeaderMap::new();
+            for (name, value) in &provider_headers {
+                trace_headers.insert(name.clone(), value.clone());
+            }
             let span = match (record.otel().cloned(), record.trace.as_ref()) {
                 (Some(otel), Some(parent)) => {
                     let span = otel.start_attempt(
@@ -159,10 +190,10 @@ impl Shared {
                 .client
                 .send(
                     target,
-                    op,
+                    upstream_op,
                     body.clone(),
-                    decoded.stream,
-                    key.map(|k| &k.header),
+                    decoded.stream(),
+                    key,
                     request_id,
                     &trace_headers,
                     call_deadline,
@@ -187,7 +218,7 @@ impl Shared {
                     }
                     self.health(backend, backend.state().on_success(sent_at.elapsed()));
                     return match self
-                        .respond(resp, decoded, target, call_deadline, record)
+                        .respond(resp, decoded, translate_from, target, call_deadline, record)
                         .await
                     {
                         Ok(r) => TargetOutcome::Done(r),
@@ -316,7 +347,8 @@ impl Shared {
     async fn respond(
         &self,
         resp: Response<hyper::body::Incoming>,
-        decoded: &openai::Request<'_>,
+        decoded: &Inbound<'_>,
+        translate_from: Option<Format>,
         target: &Target,
         deadline: Option<Instant>,
         record: &mut Record,
@@ -327,14 +359,27 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let backend = &target.backend;
-        if decoded.stream && is_sse {
+        let caller = decoded.format();
+        if decoded.stream() && is_sse {
             // The record (and the concurrency slot in it) moves into the body: it is written
             // when the stream ends.
             let mut moved = record.take();
             moved.status = StatusCode::OK;
+            let mode = match (translate_from, caller) {
+                (Some(from), to) => Mode::Translate(Box::new(Transcoder::new(
+                    from,
+                    to,
+                    decoded.client_wants_usage(),
+                ))),
+                (None, Format::OpenAiChat) => Mode::OpenAi {
+                    client_wants_usage: decoded.client_wants_usage(),
+                },
+                (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
+            };
             let relay = SseRelay::new(
                 resp.into_body(),
-                decoded.client_wants_usage,
+                mode,
+                caller,
                 moved,
                 backend.timeouts.idle,
                 deadline,
@@ -369,11 +414,49 @@ impl Shared {
                 detail: e.to_string(),
             })?
             .to_bytes();
-        let info = openai::inspect_response(&bytes);
-        record.usage = info.usage;
-        record.finish_reason = info.finish_reason;
-        Ok(json_response(StatusCode::OK, bytes))
+        match (translate_from, caller) {
+            (Some(from), to) => {
+                let (out, usage, finish) =
+                    transcode::response(from, to, &bytes).map_err(|e| GatewayError::Upstream {
+                        kind: UpstreamFailure::Protocol,
+                        backend: backend.name.to_string(),
+                        detail: format!("the response could not be translated: {e}"),
+                    })?;
+                record.usage = usage;
+                record.finish_reason =
+                    finish.map(|r| openai::chat::finish_to_openai(r).to_string());
+                Ok(json_response(StatusCode::OK, Bytes::from(out)))
+            }
+            (None, Format::OpenAiChat) => {
+                let info = openai::inspect_response(&bytes);
+                record.usage = info.usage;
+                record.finish_reason = info.finish_reason;
+                Ok(json_response(StatusCode::OK, bytes))
+            }
+            (None, Format::Anthropic) => {
+                // count_tokens answers carry no usage, and nothing was generated.
+                if decoded.op() == Operation::Messages {
+                    let info = anthropic::inspect_response(&bytes);
+                    record.usage = info.usage;
+                    record.finish_reason = info.finish_reason;
+                }
+                Ok(json_response(StatusCode::OK, bytes))
+            }
+        }
     }
+}
+
+/// `count_tokens` for a backend that cannot count: the gateway's own estimate (request bytes
+/// / 4), marked as such in `x-switchyard-token-estimate`, so tools that size prompts with it
+/// keep working on any backend.
+fn count_tokens_estimate(decoded: &Inbound<'_>) -> Response<Body> {
+    let body = serde_json::json!({"input_tokens": decoded.estimated_input_tokens()});
+    let mut resp = json_response(StatusCode::OK, Bytes::from(body.to_string()));
+    resp.headers_mut().insert(
+        "x-switchyard-token-estimate",
+        HeaderValue::from_static("true"),
+    );
+    resp
 }
 
 /// `Retry-After` (seconds) or OpenAI's `retry-after-ms`.

@@ -7,6 +7,7 @@ pub mod admit;
 pub mod body;
 pub mod error;
 mod forward;
+mod inbound;
 mod record;
 mod relay;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Relays an upstream SSE stream to the client event by event, never buffering the stream:
-//! each complete event is forwarded as soon as it has arrived, unchanged, except the extra
-//! usage chunk the gateway asked for on the client's behalf.
+//! each complete event is forwarded as soon as it has arrived — unchanged when caller and
+//! backend share a format (except the extra usage chunk the gateway asked for on the client's
+//! behalf), or translated by a [`Transcoder`] when they do not.
 
 use std::{
     future::Future as _,
@@ -11,7 +12,11 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use switchyard_providers::{openai, sse, ErrorSource, OpenAiError};
+use switchyard_providers::{
+    anthropic, openai, sse,
+    transcode::{Format, Observed, Transcoder},
+    ErrorSource, OpenAiError,
+};
 use tokio::time::{Duration, Instant, Sleep};
 
 use crate::{body::BoxError, record::Record};
@@ -22,7 +27,8 @@ pin_project_lite::pin_project! {
         #[pin]
         upstream: Incoming,
         parser: sse::Parser,
-        client_wants_usage: bool,
+        mode: Mode,
+        format: Format,
         record: Record,
         idle: Option<Duration>,
         idle_timer: Option<Pin<Box<Sleep>>>,
@@ -32,11 +38,25 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// How events are handled.
+pub enum Mode {
+    /// OpenAI to OpenAI: forward, inspecting usage; drop the usage-only chunk unless asked.
+    OpenAi {
+        /// The caller asked for the usage chunk.
+        client_wants_usage: bool,
+    },
+    /// Anthropic to Anthropic: forward unchanged, decoding only to learn usage.
+    Anthropic(Box<anthropic::StreamDecoder>),
+    /// Different formats: translate each event.
+    Translate(Box<Transcoder>),
+}
+
 impl SseRelay {
-    /// Wraps an upstream stream.
+    /// Wraps an upstream stream; `format` is the caller's (for error events).
     pub fn new(
         upstream: Incoming,
-        client_wants_usage: bool,
+        mode: Mode,
+        format: Format,
         record: Record,
         idle: Option<Duration>,
         deadline: Option<Instant>,
@@ -44,7 +64,8 @@ impl SseRelay {
         SseRelay {
             upstream,
             parser: sse::Parser::new(),
-            client_wants_usage,
+            mode,
+            format,
             record,
             idle,
             idle_timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
@@ -55,8 +76,34 @@ impl SseRelay {
     }
 }
 
-/// Decides what to do with one event: forward it (maybe) and note usage and first token.
-fn on_event(record: &mut Record, client_wants_usage: bool, ev: sse::Event) -> Option<Bytes> {
+/// Decides what to do with one event: forward or translate it, and note usage and first token.
+fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Bytes> {
+    let client_wants_usage = match mode {
+        Mode::OpenAi { client_wants_usage } => *client_wants_usage,
+        Mode::Anthropic(decoder) => {
+            let mut events = Vec::new();
+            decoder.decode(&ev.data, &mut events);
+            let mut t = Observed::default();
+            for e in events {
+                use switchyard_providers::chat::StreamEvent as E;
+                match e {
+                    E::Start { usage, .. } => t.usage = usage.or(t.usage),
+                    E::Usage(u) => t.usage = Some(u),
+                    E::Text(_) | E::Reasoning(_) | E::ToolCallStart { .. } => t.content = true,
+                    E::Finish { reason, .. } => t.finish = Some(reason),
+                    _ => {}
+                }
+            }
+            observe(record, t);
+            return Some(ev.raw);
+        }
+        Mode::Translate(t) => {
+            let mut out = Vec::new();
+            let seen = t.on_event(&ev.data, &mut out);
+            observe(record, seen);
+            return (!out.is_empty()).then(|| Bytes::from(out));
+        }
+    };
     let data = &ev.data[..];
     if data.is_empty() || data == b"[DONE]" {
         return Some(ev.raw);
@@ -77,14 +124,45 @@ fn on_event(record: &mut Record, client_wants_usage: bool, ev: sse::Event) -> Op
     Some(ev.raw)
 }
 
-fn error_event(message: &str, code: &str) -> Bytes {
-    OpenAiError {
-        message,
-        source: ErrorSource::Upstream,
-        code,
-        param: None,
+/// At upstream end: lets a transcoder close the caller's stream properly.
+fn on_end(record: &mut Record, mode: &mut Mode) -> Option<Bytes> {
+    match mode {
+        Mode::Translate(t) if !t.is_done() => {
+            let mut out = Vec::new();
+            let seen = t.finish(&mut out);
+            observe(record, seen);
+            (!out.is_empty()).then(|| Bytes::from(out))
+        }
+        _ => None,
     }
-    .to_sse_event()
+}
+
+fn observe(record: &mut Record, seen: Observed) {
+    if seen.usage.is_some() {
+        record.usage = seen.usage;
+    }
+    if let Some(r) = seen.finish {
+        record.finish_reason = Some(openai::chat::finish_to_openai(r).to_string());
+    }
+    if seen.content && record.ttft.is_none() {
+        record.ttft = Some(record.start.elapsed());
+    }
+}
+
+/// An error event in the caller's format, ending a stream that has already started.
+fn error_event(format: Format, message: &str, code: &str) -> Bytes {
+    match format {
+        Format::OpenAiChat => OpenAiError {
+            message,
+            source: ErrorSource::Upstream,
+            code,
+            param: None,
+        }
+        .to_sse_event(),
+        Format::Anthropic => {
+            anthropic::error_sse_event("api_error", &format!("{message} ({code})"))
+        }
+    }
 }
 
 impl HttpBody for SseRelay {
@@ -101,7 +179,7 @@ impl HttpBody for SseRelay {
             let mut out: Option<Bytes> = None;
             let mut joined: Option<BytesMut> = None;
             while let Some(ev) = this.parser.next_event() {
-                if let Some(raw) = on_event(this.record, *this.client_wants_usage, ev) {
+                if let Some(raw) = on_event(this.record, this.mode, ev) {
                     match (&mut joined, out.take()) {
                         (Some(j), _) => j.extend_from_slice(&raw),
                         (None, Some(prev)) => {
@@ -114,14 +192,16 @@ impl HttpBody for SseRelay {
                 }
             }
             if *this.upstream_ended {
-                if let Some(ev) = this.parser.finish() {
-                    if let Some(raw) = on_event(this.record, *this.client_wants_usage, ev) {
-                        let j = joined.get_or_insert_with(BytesMut::new);
-                        if let Some(prev) = out.take() {
-                            j.extend_from_slice(&prev);
-                        }
-                        j.extend_from_slice(&raw);
+                let last = this
+                    .parser
+                    .finish()
+                    .and_then(|ev| on_event(this.record, this.mode, ev));
+                for raw in last.into_iter().chain(on_end(this.record, this.mode)) {
+                    let j = joined.get_or_insert_with(BytesMut::new);
+                    if let Some(prev) = out.take() {
+                        j.extend_from_slice(&prev);
                     }
+                    j.extend_from_slice(&raw);
                 }
                 *this.done = true;
             }
@@ -142,6 +222,7 @@ impl HttpBody for SseRelay {
                             *this.done = true;
                             this.record.upstream_error("protocol");
                             return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                *this.format,
                                 &format!("the upstream stream was malformed: {e}"),
                                 "upstream_protocol_error",
                             )))));
@@ -159,6 +240,7 @@ impl HttpBody for SseRelay {
                     this.record.upstream_error("protocol");
                     tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
                     return Poll::Ready(Some(Ok(Frame::data(error_event(
+                        *this.format,
                         "the upstream connection broke in the middle of the stream",
                         "upstream_stream_interrupted",
                     )))));
@@ -169,6 +251,7 @@ impl HttpBody for SseRelay {
                             *this.done = true;
                             this.record.upstream_error("timeout");
                             return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                *this.format,
                                 "the upstream stream did not finish within the total timeout",
                                 "upstream_timeout",
                             )))));
@@ -179,6 +262,7 @@ impl HttpBody for SseRelay {
                         *this.done = true;
                         this.record.upstream_error("timeout");
                         return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                *this.format,
                             "the upstream stream went idle for longer than the backend's idle timeout",
                             "upstream_timeout",
                         )))));

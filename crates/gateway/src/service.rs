@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use switchyard_providers::{openai, Operation};
+use switchyard_providers::{transcode::Format, Operation};
 use switchyard_router::state::{LimitExceeded, WindowStatus};
 use switchyard_router::{RoutingTable, TableHandle};
 use switchyard_telemetry::{Metrics, Otel};
@@ -27,6 +27,7 @@ use crate::{
     admit::{Limits, Refusal, SettleTarget},
     body::Body,
     error::{json_response, GatewayError},
+    inbound::Inbound,
     record::Record,
     upstream::UpstreamClient,
 };
@@ -110,6 +111,12 @@ impl Gateway {
             Instant::now(),
             request_id.clone(),
         );
+        // Errors are written in the format of the endpoint the caller used.
+        let format = if req.uri().path().starts_with("/v1/messages") {
+            Format::Anthropic
+        } else {
+            Format::OpenAiChat
+        };
         let result = match endpoint(req.method(), req.uri().path()) {
             Ok(Endpoint::Proxy(op)) => {
                 record.operation = op.as_str();
@@ -128,7 +135,7 @@ impl Gateway {
                     tracing::warn!(request_id = ?request_id, error = %e, "request failed");
                 }
                 record.error_type = Some(e.code().to_string());
-                e.to_response()
+                e.to_response(format)
             }
         };
         record.status = resp.status();
@@ -207,6 +214,8 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
         "/v1/chat/completions" => (Endpoint::Proxy(Operation::ChatCompletions), Method::POST),
         "/v1/completions" => (Endpoint::Proxy(Operation::Completions), Method::POST),
         "/v1/embeddings" => (Endpoint::Proxy(Operation::Embeddings), Method::POST),
+        "/v1/messages" => (Endpoint::Proxy(Operation::Messages), Method::POST),
+        "/v1/messages/count_tokens" => (Endpoint::Proxy(Operation::CountTokens), Method::POST),
         "/v1/models" => (Endpoint::Models, Method::GET),
         other => return Err(GatewayError::NotFound(other.to_string())),
     };
@@ -228,13 +237,17 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
 }
 
-/// The virtual key the caller presented, if any.
+/// The virtual key the caller presented, if any: `Authorization: Bearer` (OpenAI SDKs), else
+/// `x-api-key` (Anthropic SDKs and the tools built on them).
 fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let rest = v
-        .strip_prefix(b"Bearer ")
-        .or_else(|| v.strip_prefix(b"bearer "))?;
-    let key = rest.trim_ascii();
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        v.strip_prefix(b"Bearer ")
+            .or_else(|| v.strip_prefix(b"bearer "))
+    });
+    let key = bearer
+        .or_else(|| headers.get("x-api-key").map(HeaderValue::as_bytes))?
+        .trim_ascii();
     (!key.is_empty()).then_some(key)
 }
 
@@ -252,8 +265,8 @@ impl Shared {
     {
         let (parts, body) = req.into_parts();
         let bytes = self.read_body(&parts.headers, body).await?;
-        let decoded = openai::Request::decode(op, &bytes)?;
-        record.set_requested_model(&decoded.model);
+        let decoded = Inbound::decode(op, &bytes, &parts.headers)?;
+        record.set_requested_model(decoded.model());
         let table = self.table.load_full();
         if table.generation() == 0 {
             return Err(GatewayError::NotReady);
@@ -261,26 +274,26 @@ impl Shared {
         let consumer = self.authenticate(&table, &parts.headers, record)?;
         let matched = table
             .route(
-                &decoded.model,
+                decoded.model(),
                 &parts.headers,
                 consumer.map(|c| c.short_name.as_str()),
             )
             .ok_or_else(|| GatewayError::ModelNotFound {
-                model: decoded.model.to_string(),
+                model: decoded.model().to_string(),
             })?;
         let route = matched.route;
         record.route = Some(Arc::clone(&route.name));
         record.model = Some(Arc::clone(matched.model_label));
         let mut window_headers = None;
         if let Some(c) = consumer {
-            if !c.allows(&decoded.model, &route.name) {
+            if !c.allows(decoded.model(), &route.name) {
                 return Err(GatewayError::ModelNotAllowed {
-                    model: decoded.model.to_string(),
+                    model: decoded.model().to_string(),
                 });
             }
             if c.is_limited() {
                 let estimate = decoded.estimated_input_tokens()
-                    + decoded.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+                    + decoded.max_tokens().unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
                 let admitted = self
                     .limits
                     .admit(c, estimate)

@@ -14,7 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use switchyard_providers::Operation;
-use switchyard_router::{FailureClass, Target};
+use switchyard_router::{FailureClass, Target, UpstreamKey};
 use tokio::time::Instant;
 
 use crate::error::UpstreamFailure;
@@ -105,16 +105,18 @@ impl UpstreamClient {
 
     #[allow(clippy::too_many_arguments)]
     /// Sends one attempt to `target` and waits for the response headers, within the
-    /// backend's first-byte timeout and the request's deadline.
+    /// backend's first-byte timeout and the request's deadline. `op` is the upstream
+    /// operation (which of the backend's URIs); `extra_headers` carries trace context and
+    /// provider headers (`anthropic-version`).
     pub async fn send(
         &self,
         target: &Target,
         op: Operation,
         body: Bytes,
         stream: bool,
-        key: Option<&HeaderValue>,
+        key: Option<&UpstreamKey>,
         request_id: &HeaderValue,
-        trace_headers: &http::HeaderMap,
+        extra_headers: &http::HeaderMap,
         deadline: Option<Instant>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let backend = &target.backend;
@@ -137,9 +139,9 @@ impl UpstreamClient {
         h.insert(header::USER_AGENT, USER_AGENT.clone());
         h.insert("x-request-id", request_id.clone());
         if let Some(key) = key {
-            h.insert(header::AUTHORIZATION, key.clone());
+            h.insert(key.name.clone(), key.header.clone());
         }
-        for (name, value) in trace_headers {
+        for (name, value) in extra_headers {
             h.insert(name.clone(), value.clone());
         }
         for (name, value) in &backend.set_headers {

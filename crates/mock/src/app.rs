@@ -1,4 +1,5 @@
-//! Request handling: routing, auth, fault injection and the OpenAI endpoints.
+//! Request handling: routing, auth, fault injection, the OpenAI endpoints and the Anthropic
+//! Messages endpoints (errors on those are written in Anthropic's shape).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +21,12 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Real OpenAI caps `dimensions` far lower; this only guards allocation.
 const MAX_EMBEDDING_DIMS: u64 = 65_536;
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const TOOL_CALL: HeaderName = HeaderName::from_static("x-mock-tool-call");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// An error reply and the extra headers it goes with, rendered in the endpoint's dialect.
+type Failure = Box<(ApiError, HeaderMap)>;
 
 /// Startup settings, from the command line.
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ enum Endpoint<'a> {
     ChatCompletions,
     Completions,
     Embeddings,
+    Messages,
+    CountTokens,
     Models,
     Model(&'a str),
 }
@@ -114,10 +122,23 @@ impl App {
 
         let knobs = self.defaults.with_headers(&parts.headers);
         let latency = knobs.as_ref().unwrap_or(&self.defaults).latency;
+        let anthropic = parts.uri.path().starts_with("/v1/messages");
         let response = match knobs {
             Ok(knobs) => self.respond_v1(&parts, &json, &knobs),
-            Err(err) => error_response(&ApiError::bad_knob(&err)),
+            Err(err) => Err(Box::new((ApiError::bad_knob(&err), HeaderMap::new()))),
         };
+        let response = response.unwrap_or_else(|failure| {
+            let (err, retry_after) = *failure;
+            let mut r = if anthropic {
+                let mut r = json_response(crate::anthropic::error_body(&err));
+                *r.status_mut() = err.status;
+                r
+            } else {
+                error_response(&err)
+            };
+            r.headers_mut().extend(retry_after);
+            r
+        });
 
         // Recorded before the injected latency so a test can see a request that is still
         // in flight (e.g. one the gateway is about to time out).
@@ -129,30 +150,32 @@ impl App {
         response
     }
 
+    /// The reply, or an error (with extra headers) the caller renders in the dialect.
     fn respond_v1(
         &self,
         parts: &Parts,
         json: &Result<Value, ApiError>,
         knobs: &Knobs,
-    ) -> Response<MockBody> {
+    ) -> Result<Response<MockBody>, Failure> {
+        let plain = |e: ApiError| Box::new((e, HeaderMap::new()));
         if !self.authorized(&parts.headers) {
-            return error_response(&ApiError::invalid_api_key());
+            return Err(plain(ApiError::invalid_api_key()));
         }
         let path = parts.uri.path();
         let Some(endpoint) = route(path) else {
-            return error_response(&ApiError::not_found(&parts.method, path));
+            return Err(plain(ApiError::not_found(&parts.method, path)));
         };
         let allowed = endpoint.method();
         if parts.method.as_str() != allowed {
-            let mut response = error_response(&ApiError::method_not_allowed(&parts.method, path));
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allowed));
-            return response;
+            let mut h = HeaderMap::new();
+            h.insert(ALLOW, HeaderValue::from_static(allowed));
+            return Err(Box::new((
+                ApiError::method_not_allowed(&parts.method, path),
+                h,
+            )));
         }
         if self.presented_key_in(&parts.headers, &self.rate_limited_keys) {
-            let mut response = error_response(&ApiError::injected(StatusCode::TOO_MANY_REQUESTS));
-            let h = response.headers_mut();
+            let mut h = HeaderMap::new();
             h.insert(RETRY_AFTER, HeaderValue::from(30u32));
             h.insert("x-ratelimit-limit-requests", HeaderValue::from(100u32));
             h.insert("x-ratelimit-remaining-requests", HeaderValue::from(0u32));
@@ -160,7 +183,10 @@ impl App {
                 "x-ratelimit-reset-requests",
                 HeaderValue::from_static("30s"),
             );
-            return response;
+            return Err(Box::new((
+                ApiError::injected(StatusCode::TOO_MANY_REQUESTS),
+                h,
+            )));
         }
         let fail_now = knobs.fail_first.is_some_and(|n| {
             let scenario = parts
@@ -183,20 +209,21 @@ impl App {
             (status, false, None) => status,
         };
         if let Some(status) = injected {
-            let mut response = error_response(&ApiError::injected(status));
+            let mut h = HeaderMap::new();
             if let Some(secs) = knobs.retry_after {
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(secs));
+                h.insert(RETRY_AFTER, HeaderValue::from(secs));
             }
-            return response;
+            return Err(Box::new((ApiError::injected(status), h)));
         }
         let body = match json {
             Ok(body) => body,
-            Err(err) => return error_response(err),
+            Err(err) => return Err(plain(err.clone())),
         };
+        let tool_header = parts.headers.get(TOOL_CALL).and_then(|v| v.to_str().ok());
         let result = match endpoint {
-            Endpoint::ChatCompletions => chat_completions(body, knobs),
+            Endpoint::ChatCompletions => chat_completions(body, knobs, tool_header),
+            Endpoint::Messages => messages(body, knobs, tool_header),
+            Endpoint::CountTokens => crate::anthropic::count_tokens(body).map(json_response),
             Endpoint::Completions => completions(body, knobs),
             Endpoint::Embeddings => self.embeddings(body),
             Endpoint::Models => openai::models_json(&self.models, self.models_created)
@@ -204,7 +231,7 @@ impl App {
                 .map_err(|_| ApiError::internal()),
             Endpoint::Model(id) => self.model(id),
         };
-        result.unwrap_or_else(|err| error_response(&err))
+        result.map_err(plain)
     }
 
     fn handle_mock(&self, method: &Method, path: &str) -> Response<MockBody> {
@@ -227,7 +254,8 @@ impl App {
         result.unwrap_or_else(|_| error_response(&ApiError::internal()))
     }
 
-    /// `Authorization: Bearer KEY` (OpenAI) or `api-key: KEY` (Azure OpenAI).
+    /// `Authorization: Bearer KEY` (OpenAI), `api-key: KEY` (Azure OpenAI) or
+    /// `x-api-key: KEY` (Anthropic).
     fn authorized(&self, headers: &HeaderMap) -> bool {
         if self.api_keys.is_empty() {
             return true;
@@ -241,8 +269,11 @@ impl App {
             .get(AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()));
         let api_key = headers.get(API_KEY).map(|v| v.as_bytes());
-        keys.iter()
-            .any(|k| bearer == Some(k.as_bytes()) || api_key == Some(k.as_bytes()))
+        let x_api_key = headers.get(X_API_KEY).map(|v| v.as_bytes());
+        keys.iter().any(|k| {
+            let k = Some(k.as_bytes());
+            bearer == k || api_key == k || x_api_key == k
+        })
     }
 
     fn embeddings(&self, body: &Value) -> Result<Response<MockBody>, ApiError> {
@@ -289,7 +320,11 @@ impl App {
 impl Endpoint<'_> {
     fn method(self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
+            Self::ChatCompletions
+            | Self::Completions
+            | Self::Embeddings
+            | Self::Messages
+            | Self::CountTokens => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -300,6 +335,8 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
         "/v1/completions" => Some(Endpoint::Completions),
         "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/messages" => Some(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         "/v1/models" => Some(Endpoint::Models),
         _ => path
             .strip_prefix("/v1/models/")
@@ -308,7 +345,36 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
     }
 }
 
-fn chat_completions(body: &Value, knobs: &Knobs) -> Result<Response<MockBody>, ApiError> {
+/// `POST /v1/messages`: text, or a tool_use block (see [`crate::anthropic::plan`]).
+fn messages(
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+) -> Result<Response<MockBody>, ApiError> {
+    let plan = crate::anthropic::plan(body, knobs, tool_header)?;
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        return Ok(json_response(plan.to_json()));
+    }
+    Ok(sse_response(MockBody::frames(
+        plan.frames(),
+        knobs.reset_after,
+        knobs.chunk_delay,
+    )))
+}
+
+fn sse_response(body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn chat_completions(
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+) -> Result<Response<MockBody>, ApiError> {
     let model = model(body)?;
     let messages = match body.get("messages") {
         None | Some(Value::Null) => return Err(ApiError::missing_param("messages")),
@@ -326,6 +392,32 @@ fn chat_completions(body: &Value, knobs: &Knobs) -> Result<Response<MockBody>, A
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64);
+    // With tools offered and no tool result yet in the last turn, answer with a tool call
+    // whose arguments stream in pieces; after the result, answer with text.
+    let answered = messages
+        .last()
+        .is_some_and(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
+    if !answered {
+        if let Some(call) = crate::tools::choose(body.get("tools"), "parameters", tool_header) {
+            let prompt_tokens = openai::estimate_tokens(chars);
+            if body.get("stream").and_then(Value::as_bool) != Some(true) {
+                return Ok(json_response(crate::tools::openai_json(
+                    &call,
+                    model,
+                    prompt_tokens,
+                )));
+            }
+            let include_usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            return Ok(sse_response(MockBody::frames(
+                crate::tools::openai_frames(&call, model, prompt_tokens, include_usage),
+                knobs.reset_after,
+                knobs.chunk_delay,
+            )));
+        }
+    }
     let completion = Completion::new(
         Api::Chat,
         model,

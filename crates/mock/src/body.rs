@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use std::collections::VecDeque;
+
 use crate::openai::{StreamEvent, StreamPlan};
 
 /// Long enough for hyper to write out queued frames on an idle loopback connection.
@@ -22,11 +24,51 @@ pub enum MockBody {
     Stream(SseBody),
 }
 
+/// What a stream sends: the OpenAI plan built lazily (the benchmarks' hot path), or
+/// precomputed frames (Anthropic streams and tool-call streams).
+#[derive(Debug)]
+pub enum Plan {
+    OpenAi(StreamPlan),
+    Frames {
+        frames: VecDeque<Bytes>,
+        /// Cut the stream after this many frames (`x-mock-reset-after`).
+        reset_after: Option<u32>,
+        sent: u32,
+    },
+}
+
+impl Plan {
+    fn is_end(&self) -> bool {
+        match self {
+            Plan::OpenAi(p) => p.is_end(),
+            Plan::Frames { frames, .. } => frames.is_empty(),
+        }
+    }
+
+    fn next_event(&mut self) -> Option<StreamEvent> {
+        match self {
+            Plan::OpenAi(p) => p.next_event(),
+            Plan::Frames {
+                frames,
+                reset_after,
+                sent,
+            } => {
+                if reset_after.is_some_and(|n| *sent >= n) && !frames.is_empty() {
+                    frames.clear();
+                    return Some(StreamEvent::Reset);
+                }
+                *sent += 1;
+                frames.pop_front().map(StreamEvent::Frame)
+            }
+        }
+    }
+}
+
 /// Yields one body frame per SSE event so each event is flushed on its own, sleeping
 /// `delay` between frames.
 #[derive(Debug)]
 pub struct SseBody {
-    plan: StreamPlan,
+    plan: Plan,
     delay: Duration,
     /// Boxed once per stream and re-armed with `reset`, so pacing allocates once.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -54,7 +96,21 @@ impl MockBody {
 
     pub fn stream(plan: StreamPlan, delay: Duration) -> Self {
         Self::Stream(SseBody {
-            plan,
+            plan: Plan::OpenAi(plan),
+            delay,
+            sleep: None,
+            waiting: false,
+            resetting: false,
+        })
+    }
+
+    pub fn frames(frames: VecDeque<Bytes>, reset_after: Option<u32>, delay: Duration) -> Self {
+        Self::Stream(SseBody {
+            plan: Plan::Frames {
+                frames,
+                reset_after,
+                sent: 0,
+            },
             delay,
             sleep: None,
             waiting: false,

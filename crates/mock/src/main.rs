@@ -1,4 +1,5 @@
-//! A fast fake OpenAI provider with fault knobs, the upstream of Switchyard's demo, tests and benchmarks.
+//! A fast fake LLM provider speaking OpenAI's and Anthropic's wire formats, with fault knobs:
+//! the upstream of Switchyard's demo, tests and benchmarks.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,11 +17,13 @@ use tokio::net::TcpListener;
 use crate::app::{App, Config};
 use crate::faults::{Knobs, MAX_CHUNKS};
 
+mod anthropic;
 mod app;
 mod body;
 mod faults;
 mod openai;
 mod record;
+mod tools;
 
 #[cfg(test)]
 mod tests;

@@ -312,3 +312,124 @@ async fn models_over_h2c() {
     let missing = server.get("/v1/models/nope").await;
     assert_eq!(missing.json()["error"]["code"], "model_not_found");
 }
+
+fn messages(stream: bool, tools: bool) -> Value {
+    let mut body = json!({
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hello there, mock"}],
+        "stream": stream,
+    });
+    if tools {
+        body["tools"] = json!([{"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
+    }
+    body
+}
+
+#[tokio::test]
+async fn anthropic_messages_with_x_api_key() {
+    let server = start(Some("sk-test")).await;
+    let reply = server
+        .post(
+            "/v1/messages",
+            messages(false, false),
+            &[("x-api-key", "sk-test")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let v = reply.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["output_tokens"], 8);
+
+    // Errors on the Anthropic endpoints come in Anthropic's shape.
+    let reply = server
+        .post(
+            "/v1/messages",
+            messages(false, false),
+            &[("x-api-key", "wrong")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"]["type"], "authentication_error");
+    let reply = server
+        .post(
+            "/v1/messages",
+            messages(false, false),
+            &[("x-api-key", "sk-test"), ("x-mock-status", "529")],
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 529);
+    assert_eq!(
+        reply.json(),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded (injected by switchyard-mock)."}})
+    );
+    let mut no_max = messages(false, false);
+    no_max.as_object_mut().unwrap().remove("max_tokens");
+    let reply = server
+        .post("/v1/messages", no_max, &[("x-api-key", "sk-test")])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn anthropic_stream_with_tool_use_in_pieces() {
+    let server = start(None).await;
+    let reply = server.post("/v1/messages", messages(true, true), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = reply.events();
+    let names: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.lines().next()?.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"ping"));
+    let partial: String = events
+        .iter()
+        .filter_map(|e| e.lines().nth(1)?.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["delta"]["type"] == "input_json_delta")
+        .map(|v| v["delta"]["partial_json"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        json!({"q": "mock"})
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.contains(r#""stop_reason":"tool_use""#)));
+}
+
+#[tokio::test]
+async fn openai_stream_with_tool_call_in_pieces() {
+    let server = start(None).await;
+    let mut body = chat(true);
+    body["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+    let reply = server.post("/v1/chat/completions", body, &[]).await;
+    let chunks: Vec<Value> = reply
+        .events()
+        .iter()
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let args: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert!(args.len() > 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&args.concat()).unwrap(),
+        json!({"q": "mock"})
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    assert!(chunks
+        .iter()
+        .any(|c| c["usage"]["completion_tokens"].is_u64()));
+}

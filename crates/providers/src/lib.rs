@@ -2,9 +2,12 @@
 //! usage extraction and error shapes. Pure code, no I/O and no kube, so it stays cheap to
 //! fuzz and benchmark.
 
+pub mod anthropic;
+pub mod chat;
 pub mod error;
 pub mod openai;
 pub mod sse;
+pub mod transcode;
 
 pub use error::{ErrorSource, OpenAiError};
 
@@ -17,15 +20,22 @@ pub enum Operation {
     Completions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/messages` (Anthropic Messages).
+    Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic).
+    CountTokens,
 }
 
 impl Operation {
-    /// The path under the provider's base URL (which already ends in `/v1` for OpenAI).
+    /// The path under the provider's base URL (which already ends in `/v1` for OpenAI; the
+    /// Anthropic paths are relative to a base URL without it, as Anthropic's SDKs use).
     pub fn upstream_path(self) -> &'static str {
         match self {
             Operation::ChatCompletions => "/chat/completions",
             Operation::Completions => "/completions",
             Operation::Embeddings => "/embeddings",
+            Operation::Messages => "/v1/messages",
+            Operation::CountTokens => "/v1/messages/count_tokens",
         }
     }
 
@@ -35,14 +45,16 @@ impl Operation {
             Operation::ChatCompletions => "chat",
             Operation::Completions => "text_completion",
             Operation::Embeddings => "embeddings",
+            Operation::Messages => "chat",
+            Operation::CountTokens => "count_tokens",
         }
     }
 
     /// Whether responses to this operation may be streamed.
     pub fn can_stream(self) -> bool {
         match self {
-            Operation::ChatCompletions | Operation::Completions => true,
-            Operation::Embeddings => false,
+            Operation::ChatCompletions | Operation::Completions | Operation::Messages => true,
+            Operation::Embeddings | Operation::CountTokens => false,
         }
     }
 }

@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::{Operation, Usage};
 
+pub mod chat;
+
 /// A request the gateway cannot accept, with the parameter at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -51,7 +53,7 @@ impl DecodeError {
 }
 
 /// One top-level field, its value left as raw JSON text borrowed from the body.
-type Field<'a> = (Cow<'a, str>, &'a RawValue);
+pub(crate) type Field<'a> = (Cow<'a, str>, &'a RawValue);
 
 struct Fields<'a>(Vec<Field<'a>>);
 
@@ -91,15 +93,14 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// Decodes the body of an OpenAI request for `op`.
     pub fn decode(op: Operation, body: &'a [u8]) -> Result<Self, DecodeError> {
-        let Fields(fields) =
-            serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let fields = split_fields(body)?;
         let mut model = None;
         let mut stream = false;
         let mut client_wants_usage = false;
         let mut max_tokens = None;
         let mut has_input = false;
         let input_param = match op {
-            Operation::ChatCompletions => "messages",
+            Operation::ChatCompletions | Operation::Messages | Operation::CountTokens => "messages",
             Operation::Completions => "prompt",
             Operation::Embeddings => "input",
         };
@@ -216,6 +217,36 @@ impl<'a> Request<'a> {
         let bytes: usize = self.fields.iter().map(|(_, v)| v.get().len()).sum();
         (bytes as u64).div_ceil(4)
     }
+}
+
+/// Splits a JSON object body into its top-level fields, values left raw.
+pub(crate) fn split_fields(body: &[u8]) -> Result<Vec<Field<'_>>, DecodeError> {
+    let Fields(fields) =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    Ok(fields)
+}
+
+/// Writes `fields` back as an object with `model` replaced (other formats' passthrough).
+pub(crate) fn write_fields(fields: &[Field<'_>], upstream_model: &str) -> Vec<u8> {
+    let size: usize = fields
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(size + upstream_model.len() + 8);
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(&mut out, k);
+        out.push(b':');
+        match k.as_ref() {
+            "model" => write_str(&mut out, upstream_model),
+            _ => out.extend_from_slice(v.get().as_bytes()),
+        }
+    }
+    out.push(b'}');
+    out
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

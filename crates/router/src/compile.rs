@@ -297,8 +297,8 @@ fn build_backend(
 ) -> Result<Backend, FieldError> {
     let spec = &obj.spec;
     match spec.provider {
-        Provider::OpenAi | Provider::OpenAiCompatible => {}
-        Provider::Anthropic | Provider::Gemini | Provider::AzureOpenAi | Provider::Bedrock => {
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Anthropic => {}
+        Provider::Gemini | Provider::AzureOpenAi | Provider::Bedrock => {
             return Err(field_err(
                 "spec.provider",
                 Reason::UnsupportedProvider,
@@ -325,11 +325,33 @@ fn build_backend(
             )
         })
     };
-    let uris = [
-        uri("/chat/completions")?,
-        uri("/completions")?,
-        uri("/embeddings")?,
-    ];
+    // Each provider's paths for each operation the gateway may send it. An OpenAI base URL
+    // ends in `/v1`; an Anthropic one usually does not (Anthropic's SDKs append `/v1/…`), but
+    // one that does is accepted too. Operations a provider cannot serve get a URI anyway
+    // and are refused before sending (`switchyard_gateway` decides per inbound format).
+    let uris = match spec.provider {
+        Provider::Anthropic => {
+            let v1 = if endpoint.ends_with("/v1") { "" } else { "/v1" };
+            let messages = uri(&format!("{v1}/messages"))?;
+            [
+                messages.clone(),
+                messages.clone(),
+                messages.clone(),
+                messages,
+                uri(&format!("{v1}/messages/count_tokens"))?,
+            ]
+        }
+        _ => {
+            let chat = uri("/chat/completions")?;
+            [
+                chat.clone(),
+                uri("/completions")?,
+                uri("/embeddings")?,
+                chat.clone(),
+                chat,
+            ]
+        }
+    };
     let mut keys = Vec::new();
     if let Some(auth) = &spec.auth {
         let refs: Vec<(String, &switchyard_api::SecretKeyRef, u32)> =
@@ -362,7 +384,11 @@ fn build_backend(
             if key.is_empty() {
                 return Err(field_err(field, Reason::SecretNotFound, "the key is empty"));
             }
-            let mut header = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+            let (name, value) = match spec.provider {
+                Provider::Anthropic => (HeaderName::from_static("x-api-key"), key.to_string()),
+                _ => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+            };
+            let mut header = HeaderValue::try_from(value).map_err(|_| {
                 field_err(
                     field.clone(),
                     Reason::SecretNotFound,
@@ -371,6 +397,7 @@ fn build_backend(
             })?;
             header.set_sensitive(true);
             keys.push(UpstreamKey {
+                name,
                 header,
                 weight,
                 digest: consumer::digest(key.as_bytes()),

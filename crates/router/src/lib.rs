@@ -14,6 +14,8 @@ pub use handle::TableHandle;
 pub use state::{
     BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,
 };
+/// The backend wire format, re-exported so the data plane need not depend on `switchyard-api`.
+pub use switchyard_api::Provider;
 pub use table::{
     Backend, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable, Target,
     Timeouts, UpstreamKey,

@@ -167,8 +167,8 @@ pub struct Backend {
     pub provider: Provider,
     /// Base URL, without a trailing slash.
     pub endpoint: String,
-    /// Full upstream URIs per operation, built once.
-    pub(crate) uris: [Uri; 3],
+    /// Full upstream URIs per operation, built once (see [`Backend::uri`]).
+    pub(crate) uris: [Uri; 5],
     /// Upstream credentials, ready to send.
     pub(crate) keys: Vec<UpstreamKey>,
     /// Served models and their prices.
@@ -186,10 +186,14 @@ pub struct Backend {
     pub(crate) state: OnceLock<Arc<BackendState>>,
 }
 
-/// An upstream key as the header value to send. Marked sensitive so it is never printed.
+/// An upstream key as the header to send, built per provider when the table is compiled
+/// (`Authorization: Bearer <key>` for OpenAI dialects, `x-api-key: <key>` for Anthropic).
+/// The value is marked sensitive so it is never printed.
 #[derive(Debug, Clone)]
 pub struct UpstreamKey {
-    /// `Bearer <key>`.
+    /// The header name.
+    pub name: HeaderName,
+    /// The header value.
     pub header: HeaderValue,
     /// Relative weight in the pool.
     pub weight: u32,
@@ -492,7 +496,7 @@ impl Backend {
         name: Arc<str>,
         provider: Provider,
         endpoint: String,
-        uris: [Uri; 3],
+        uris: [Uri; 5],
         keys: Vec<UpstreamKey>,
         models: HashMap<String, Pricing>,
         timeouts: Timeouts,
@@ -521,6 +525,8 @@ impl Backend {
             Operation::ChatCompletions => &self.uris[0],
             Operation::Completions => &self.uris[1],
             Operation::Embeddings => &self.uris[2],
+            Operation::Messages => &self.uris[3],
+            Operation::CountTokens => &self.uris[4],
         }
     }
 

@@ -239,6 +239,55 @@ spec: {match: {models: [m]}, backends: [{backendRef: {name: b}}]}
 }
 
 #[test]
+fn anthropic_backends_use_x_api_key_and_messages_paths() {
+    use switchyard_providers::Operation;
+    for (endpoint, base) in [
+        ("", "https://api.anthropic.com"),
+        ("endpoint: http://127.0.0.1:9/v1", "http://127.0.0.1:9"),
+    ] {
+        let c = build(&format!(
+            r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: claude}}
+spec:
+  provider: anthropic
+  {endpoint}
+  auth: {{secretRef: {{name: keys, key: openai}}}}
+  models: [{{name: claude-x}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: r}}
+spec: {{match: {{models: [m]}}, backends: [{{backendRef: {{name: claude}}}}]}}
+"#
+        ));
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        let backend = &c
+            .table
+            .route("m", &HeaderMap::new(), None)
+            .unwrap()
+            .route
+            .targets[0]
+            .backend;
+        let crate::KeyChoice::Key(key) = backend.pick_key() else {
+            panic!("no key")
+        };
+        assert_eq!(key.name, "x-api-key");
+        assert_eq!(key.header, "sk-upstream");
+        assert!(key.header.is_sensitive());
+        assert_eq!(
+            backend.uri(Operation::Messages).to_string(),
+            format!("{base}/v1/messages")
+        );
+        assert_eq!(
+            backend.uri(Operation::CountTokens).to_string(),
+            format!("{base}/v1/messages/count_tokens")
+        );
+    }
+}
+
+#[test]
 fn keys_are_sensitive_and_redacted_from_debug_view() {
     let c = build(
         r#"
@@ -258,6 +307,7 @@ spec: {keySecretRef: {name: keys, key: team}, allow: ["m"]}
         panic!("no key")
     };
     assert!(key.header.is_sensitive());
+    assert_eq!(key.name, http::header::AUTHORIZATION);
     assert_eq!(key.header, "Bearer sk-upstream");
     let view = c.table.debug_view().to_string();
     assert!(

@@ -115,10 +115,10 @@ struct ServeArgs {
 struct ClusterArgs {
     /// Kubeconfig file to use instead of `KUBECONFIG` / `~/.kube/config` / the in-cluster
     /// service account.
-    #[arg(long, requires = "kube")]
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Namespace to watch; repeat for several. Default: every namespace.
-    #[arg(long = "namespace", short = 'n', requires = "kube")]
+    #[arg(long = "namespace", short = 'n')]
     namespaces: Vec<String>,
     /// Label selector for the Secrets to watch (only these can hold upstream or consumer
     /// keys); an empty value watches every Secret.
@@ -291,10 +291,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let (source, config_shown) = match &args.config {
-        Some(path) => (
-            file_source(&args, path, &table, &metrics, stopped())?,
-            path.display().to_string(),
-        ),
+        Some(path) => {
+            // Checked here: clap's `requires` counts the `--kube` flag's implicit `false` as
+            // given.
+            anyhow::ensure!(
+                args.cluster.kubeconfig.is_none() && args.cluster.namespaces.is_empty(),
+                "--kubeconfig and --namespace apply to --kube only"
+            );
+            (
+                file_source(&args, path, &table, &metrics, stopped())?,
+                path.display().to_string(),
+            )
+        }
         None => kube_source(&args.cluster, &table, &metrics, stopped()).await?,
     };
 

@@ -200,22 +200,28 @@ impl KubeSource {
             generation: 0,
             reported: HashSet::new(),
         };
-        let ready = tokio::select! {
-            r = stores.wait_ready() => r,
-            () = &mut shutdown => false,
+        let listed = tokio::select! {
+            ok = stores.wait_ready() => Some(ok),
+            () = &mut shutdown => None,
         };
-        if ready {
-            tracing::info!("initial list complete");
-            trigger.take();
-            rebuild.run(None);
-            loop {
-                tokio::select! {
-                    () = trigger.changed() => {}
-                    () = &mut shutdown => break,
-                }
-                tokio::time::sleep(self.options.debounce).await;
-                if let Some(first_seen) = trigger.take() {
-                    rebuild.run(Some(first_seen));
+        match listed {
+            None => {}
+            Some(false) => {
+                tracing::error!("a watch ended before its first list; the cluster source stopped");
+            }
+            Some(true) => {
+                tracing::info!("initial list complete");
+                trigger.take();
+                rebuild.run(None);
+                loop {
+                    tokio::select! {
+                        () = trigger.changed() => {}
+                        () = &mut shutdown => break,
+                    }
+                    tokio::time::sleep(self.options.debounce).await;
+                    if let Some(first_seen) = trigger.take() {
+                        rebuild.run(Some(first_seen));
+                    }
                 }
             }
         }

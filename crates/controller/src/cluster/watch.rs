@@ -3,10 +3,16 @@
 //!
 //! `kube-runtime`'s watcher lists, then watches from the list's resourceVersion; on a
 //! `410 Gone` (the version was compacted away, as after an API server restart) it re-lists
-//! from scratch, and on any other failure it retries the watch after back-off
-//! (`default_backoff`: 0.8 s doubling to 30 s, with jitter). The reflector store replaces its
-//! contents atomically when a re-list completes, so objects deleted while disconnected
-//! disappear then.
+//! from scratch, and on any other failure it retries the watch after back-off. The reflector
+//! store replaces its contents atomically when a re-list completes, so objects deleted while
+//! disconnected disappear then.
+//!
+//! The back-off is [`ReconnectBackoff`], applied here rather than with `default_backoff()`,
+//! for two reasons. client-go's 0.8 s → 30 s suits controllers whose work can wait, but a
+//! gateway serving a stale table for up to half a minute after the API server is back is
+//! what users notice; a handful of watches per replica retrying at most every 5 s, with
+//! jitter, is still gentle. And a `410 Gone` is not a failure to back off from: the re-list
+//! it calls for starts at once (`StreamBackoff` would sleep first, as for any error).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -49,6 +55,14 @@ pub(crate) struct GenerationFilter {
     relisted: Option<HashSet<(ObjKey, Option<String>)>>,
 }
 
+/// Back-off between failed lists or watches: 0.5 s doubling to 5 s, each delay drawn
+/// between half and all of that (jitter, so replicas do not reconnect in step); reset by the
+/// first event that gets through.
+#[derive(Clone, Debug)]
+pub(crate) struct ReconnectBackoff {
+    next: std::time::Duration,
+}
+
 /// The Secrets referenced by the last snapshot of the custom resources; shared with the
 /// Secret watches so that only changes to these trigger a rebuild.
 pub(crate) type Referenced = Arc<RwLock<BTreeSet<ObjKey>>>;
@@ -73,6 +87,36 @@ impl Trigger {
     /// pending.
     pub(crate) fn take(&self) -> Option<Instant> {
         self.first_seen.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+// === impl ReconnectBackoff ===
+
+impl ReconnectBackoff {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        ReconnectBackoff { next: Self::MIN }
+    }
+}
+
+impl Iterator for ReconnectBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(ceiling.mul_f64(0.5 + fastrand::f64() / 2.0))
+    }
+}
+
+impl ReconnectBackoff {
+    /// Back to the shortest delay, after a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::MIN;
     }
 }
 
@@ -163,14 +207,14 @@ pub(crate) async fn reflect<K>(
         + Sync
         + 'static,
 {
-    let stream = watcher::watcher(api, config)
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher::watcher(api, config).reflect(writer);
     let mut stream = std::pin::pin!(stream);
+    let mut backoff = ReconnectBackoff::default();
     let mut failing = false;
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
+                backoff.reset();
                 if failing {
                     tracing::info!(kind, "watch re-established");
                     failing = false;
@@ -181,15 +225,21 @@ pub(crate) async fn reflect<K>(
             }
             Err(e) => {
                 metrics.watch_reconnects.with_label_values(&[kind]).inc();
-                let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410);
-                if gone {
+                if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
+                    // The watcher is already set to re-list; do it now.
                     tracing::info!(kind, "watch expired (410 Gone): re-listing");
-                } else if !failing {
+                    continue;
+                }
+                if !failing {
                     tracing::warn!(kind, error = %e, "watch failed; serving the last table and retrying with back-off");
                 } else {
                     tracing::debug!(kind, error = %e, "watch still failing");
                 }
-                failing = !gone;
+                failing = true;
+                // Not polling the watcher meanwhile is what pauses it.
+                if let Some(delay) = backoff.next() {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
@@ -261,6 +311,18 @@ mod tests {
         assert!(!secret_passes(&Event::Apply(elsewhere), &referenced));
         assert!(!secret_passes(&Event::InitApply(used), &referenced));
         assert!(secret_passes(&Event::InitDone, &referenced));
+    }
+
+    #[test]
+    fn backoff_grows_to_five_seconds_with_jitter_and_resets() {
+        let mut b = ReconnectBackoff::default();
+        let first: Vec<_> = b.by_ref().take(6).collect();
+        for (d, ceiling_ms) in first.iter().zip([500, 1000, 2000, 4000, 5000, 5000]) {
+            let ceiling = std::time::Duration::from_millis(ceiling_ms);
+            assert!(*d <= ceiling && *d >= ceiling / 2, "{d:?} vs {ceiling:?}");
+        }
+        b.reset();
+        assert!(b.next().unwrap() <= std::time::Duration::from_millis(500));
     }
 
     #[tokio::test]

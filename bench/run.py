@@ -1,0 +1,1287 @@
+#!/usr/bin/env python3
+"""`make bench`: Switchyard against a direct call to the mock upstream and against nginx.
+
+One run starts `switchyard-mock` (the upstream), Switchyard in front of it, and nginx as a
+plain reverse proxy to the same mock, then runs every workload against all three targets,
+interleaved round by round, and prints one table with ratios. Raw figures go to
+`bench/results/latest.json`.
+
+Pinning (`taskset`): the load generator and the mock share one core, the proxy under test
+(Switchyard or nginx) gets the other, so both proxies have the same one-core budget. nginx runs
+`worker_processes 1`; Switchyard's tokio runtime sees one CPU and so runs one worker thread.
+
+Load: `wrk` (Debian) for closed-loop throughput and latency; `switchyard-loadgen`
+(bench/loadgen) for time to first byte, open-loop fixed-rate latency and held slow streams.
+
+Everything listens on 127.0.0.1, every load loop is bounded in time and in count, and every
+child process is stopped on exit. Standard library only.
+
+    python3 bench/run.py                 # the full run (`make bench`)
+    python3 bench/run.py --duration 3 --rounds 1 --no-micro   # a quick look
+    python3 bench/run.py --smoke --bin-dir target/debug --out /tmp/b.json   # harness check
+    python3 bench/run.py --table-from bench/results/latest.json            # reprint a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+DEFAULT_OUT = BENCH / "results" / "latest.json"
+CARGO = os.environ.get("CARGO", "cargo")
+
+# The key the mock requires. Direct calls present it themselves; nginx and Switchyard inject it.
+UPSTREAM_KEY = "sk-bench-upstream"
+CALLER_AUTH = "Authorization: Bearer sk-bench-caller"
+MODEL = "mock-model"
+SLOW_MODEL = "slow-model"
+
+TARGETS = ("direct", "nginx", "switchyard")
+STARTUP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+MiB = 1024 * 1024
+
+# Every request carries the same messages; streams ask for usage (as the gateway always does
+# upstream) so the mock sends the same bytes whichever way the request came.
+MESSAGES = [
+    {"role": "system", "content": "You are a benchmark."},
+    {"role": "user", "content": "Say something, please."},
+]
+
+# Targets from issue 9. Ratios are taken in the same run on the same machine.
+LIMITS = {
+    "throughput_ratio_min": 0.9,
+    "added_p50_us_max": 100.0,
+    "added_p99_vs_nginx_max": 1.5,
+    "idle_rss_mib_max": 20.0,
+    "streams_rss_mib_max": 64.0,
+    "rss_growth_mib_max": 2.0,
+    "lookup_growth_max": 1.5,
+    "compile_10k_ms_max": 50.0,
+}
+
+
+# === Settings ===
+
+
+class Settings:
+    """How long and how hard each workload runs."""
+
+    def __init__(self, a: argparse.Namespace):
+        smoke = a.smoke
+        self.smoke = smoke
+        self.duration = a.duration if a.duration is not None else (0.3 if smoke else 10.0)
+        self.warmup = a.warmup if a.warmup is not None else (0.1 if smoke else 1.0)
+        self.rounds = a.rounds if a.rounds is not None else (1 if smoke else 3)
+        self.connections = 32
+        self.chunks = 20
+        self.rates = [float(r) for r in a.rates.split(",")] if a.rates else (
+            [100.0] if smoke else [500.0, 2000.0])
+        self.ttfb_rate = 50.0 if smoke else 500.0
+        self.hold_streams = a.hold_streams if a.hold_streams is not None else (
+            20 if smoke else 1000)
+        self.slow_chunks = 5 if smoke else 60
+        self.slow_delay_ms = 20 if smoke else 50
+        self.hold_ramp_ms = 100 if smoke else 1000
+        self.max_requests = 2_000_000
+        self.timeout_s = 10.0
+        self.access_log = a.access_log
+
+
+# === Processes ===
+
+
+class Proc:
+    """A child process with its output in a log file; always stopped by `stop_all`."""
+
+    running: list["Proc"] = []
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: Optional[dict] = None):
+        self.name = name
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.popen = subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        Proc.running.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, find: Callable[[str], Any], what: str, timeout: float = STARTUP_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.output().splitlines():
+                found = find(line)
+                if found is not None:
+                    return found
+            if self.popen.poll() is not None:
+                raise BenchError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n"
+                                 f"{self.output()[-3000:]}")
+            if time.monotonic() >= deadline:
+                raise BenchError(f"{self.name} did not report {what} in {timeout}s:\n"
+                                 f"{self.output()[-3000:]}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+        self._log.close()
+        if self in Proc.running:
+            Proc.running.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for p in list(reversed(cls.running)):
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - best effort at teardown
+                print(f"warning: stopping {p.name}: {e}", file=sys.stderr)
+
+
+class BenchError(Exception):
+    """A setup or run failure with a message meant for the user."""
+
+
+def pinned(cpu: Optional[int], argv: list) -> list:
+    return (["taskset", "-c", str(cpu)] if cpu is not None else []) + list(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cmd(argv: list, timeout: float, what: str) -> str:
+    try:
+        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                           timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{what} did not finish in {timeout:.0f}s") from e
+    if r.returncode != 0:
+        raise BenchError(f"{what} failed ({r.returncode}):\n{r.stderr[-3000:]}{r.stdout[-2000:]}")
+    return r.stdout
+
+
+# === /proc readings ===
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def threads(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+class Meter:
+    """RSS and CPU of a proxy: one process, or nginx's master and its workers."""
+
+    def __init__(self, pid: int, with_children: bool):
+        self.pid = pid
+        self.with_children = with_children
+
+    def pids(self) -> list[int]:
+        return [self.pid] + (children(self.pid) if self.with_children else [])
+
+    def rss(self) -> int:
+        return sum(rss_bytes(p) for p in self.pids())
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids())
+
+
+class Sampler:
+    """Samples a meter's RSS in the background (every `period`) while a workload runs."""
+
+    def __init__(self, meter: Optional[Meter], period: float = 0.05):
+        import threading
+
+        self.meter = meter
+        self.period = period
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.meter:
+                self.peak = max(self.peak, self.meter.rss())
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> "Sampler":
+        self.cpu0 = self.meter.cpu() if self.meter else 0.0
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.wall = time.monotonic() - self.t0
+        self.cpu_s = (self.meter.cpu() - self.cpu0) if self.meter else 0.0
+
+
+# === Tools: install, build ===
+
+
+def ensure_tools(install: bool, need_nginx: bool) -> dict[str, Optional[str]]:
+    """Finds nginx and wrk, installing them with apt-get when missing and allowed."""
+    found = {"nginx": find_nginx(), "wrk": shutil.which("wrk"), "taskset": shutil.which("taskset")}
+    missing = [p for p, path in (("nginx", found["nginx"]), ("wrk", found["wrk"])) if not path]
+    if not need_nginx and "nginx" in missing:
+        missing.remove("nginx")
+    if missing and install:
+        apt = shutil.which("apt-get")
+        if not apt:
+            raise BenchError(f"{', '.join(missing)} missing and apt-get not available: "
+                             "install them, or pass --no-install to run without")
+        sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+        if sudo is None:
+            raise BenchError(f"{', '.join(missing)} missing; installing needs root or sudo")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive",
+                   # Keeps the package from starting a system nginx on port 80.
+                   RUNLEVEL="1")
+        lock = ["-o", "DPkg::Lock::Timeout=300"]
+        print(f"bench: installing {' '.join(missing)} with apt-get", file=sys.stderr)
+        for argv in ([*sudo, apt, *lock, "update", "-qq"],
+                     [*sudo, apt, *lock, "install", "-y", "-qq", "--no-install-recommends",
+                      *missing]):
+            r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                raise BenchError(f"{' '.join(argv)} failed:\n{r.stderr[-2000:]}")
+        found["nginx"] = find_nginx()
+        found["wrk"] = shutil.which("wrk")
+    return found
+
+
+def find_nginx() -> Optional[str]:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def target_dir() -> Path:
+    d = os.environ.get("CARGO_TARGET_DIR")
+    return Path(d) if d else REPO / "target"
+
+
+def build_release() -> Path:
+    print(f"bench: cargo build --release (target dir {target_dir()})", file=sys.stderr)
+    run_cmd([CARGO, "build", "--release", "-p", "switchyard", "-p",
+             "switchyard-mock", "-p", "switchyard-loadgen"], 3600, "cargo build --release")
+    return target_dir() / "release"
+
+
+def binaries(bin_dir: Path) -> dict[str, Path]:
+    out = {}
+    for name in ("switchyard", "switchyard-mock", "switchyard-loadgen"):
+        p = bin_dir / name
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise BenchError(f"{p} not found: build it (cargo build --release -p {name}) "
+                             "or point --bin-dir at the folder holding it")
+        out[name] = p
+    return out
+
+
+# === The three targets ===
+
+
+def gateway_config(mock: str, s: Settings) -> str:
+    return f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: upstream}}
+stringData: {{apiKey: "{UPSTREAM_KEY}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: mock}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{mock}/v1
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}, pricing: {{inputPerMillion: "0.15", outputPerMillion: "0.60"}}}}]
+  timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+---
+# The same mock, asked for slow streams (workload 4) through its request-header knobs.
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: mock-slow}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{mock}/v1
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}}}]
+  timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+  headers:
+    set: {{x-mock-chunks: "{s.slow_chunks}", x-mock-chunk-delay-ms: "{s.slow_delay_ms}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: bench}}
+spec:
+  match: {{models: ["{MODEL}"]}}
+  backends: [{{backendRef: {{name: mock}}, model: {MODEL}}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: bench-slow}}
+spec:
+  match: {{models: ["{SLOW_MODEL}"]}}
+  backends: [{{backendRef: {{name: mock-slow}}, model: {MODEL}}}]
+"""
+
+
+NGINX_CONF = """\
+# nginx as the floor for a proxy: a plain reverse proxy to the same mock, one worker (the same
+# one-core budget as Switchyard), upstream keep-alive, no buffering (streams pass through as
+# they come), no access log (unless --access-log; Switchyard's is then on too), and keep-alive
+# request limits lifted so neither side of nginx closes connections every 1000 requests.
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {access_log};
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    upstream mock {{
+        server {mock};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    proxy_http_version 1.1;
+    proxy_buffering off;
+    proxy_set_header Connection "";
+    proxy_set_header Authorization "Bearer {key}";
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ proxy_pass http://mock; }}
+    }}
+    server {{
+        listen 127.0.0.1:{slow_port} backlog=4096;
+        location / {{
+            proxy_pass http://mock;
+            # A proxy_set_header here replaces every inherited one, so repeat them.
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_set_header x-mock-chunks "{slow_chunks}";
+            proxy_set_header x-mock-chunk-delay-ms "{slow_delay_ms}";
+        }}
+    }}
+}}
+"""
+
+
+class Stack:
+    """The mock, Switchyard and (when installed) nginx, started once for the whole run."""
+
+    def __init__(self, bins: dict[str, Path], nginx: Optional[str], s: Settings,
+                 work: Path, load_cpu: Optional[int], proxy_cpu: Optional[int]):
+        self.bins = bins
+        self.s = s
+        self.work = work
+        self.load_cpu = load_cpu
+        self.proxy_cpu = proxy_cpu
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"}
+
+        self.mock_proc = Proc("switchyard-mock", pinned(load_cpu, [
+            bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
+            "--chunks", str(s.chunks), "--models", MODEL,
+        ]), work / "mock.log", dict(env, RUST_LOG="warn"))
+        prefix = "switchyard-mock listening on http://"
+
+        def mock_addr(line: str) -> Optional[str]:
+            i = line.find(prefix)
+            return line[i + len(prefix):].strip() if i >= 0 else None
+
+        self.mock = self.mock_proc.wait_for(mock_addr, "its listening address")
+
+        config = work / "config"
+        config.mkdir()
+        # The access log (one JSON line per request) is off by default, as nginx's is: both
+        # proxies are measured doing the same work. --access-log turns both on.
+        help_text = subprocess.run([bins["switchyard"], "serve", "--help"],
+                                   capture_output=True, text=True).stdout
+        log_flags = ["--no-access-log"] if (
+            not s.access_log and "--no-access-log" in help_text) else []
+        (config / "bench.yaml").write_text(gateway_config(self.mock, s))
+        self.gw_proc = Proc("switchyard", pinned(proxy_cpu, [
+            bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
+            "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags,
+        ]), work / "switchyard.log", dict(env, RUST_LOG="info"))
+
+        def serving(line: str) -> Optional[tuple[str, str]]:
+            try:
+                fields = json.loads(line).get("fields", {})
+            except (ValueError, AttributeError):
+                return None
+            if fields.get("message") == "switchyard serving":
+                return fields["listen"], fields["admin"]
+            return None
+
+        self.gateway, self.admin = self.gw_proc.wait_for(serving, "'switchyard serving'")
+        wait_until(lambda: http_status(f"http://{self.admin}/readyz") == 200,
+                   "switchyard /readyz", self.gw_proc)
+        self.gw_started = time.monotonic()
+
+        self.nginx_proc: Optional[Proc] = None
+        self.nginx_version = None
+        if nginx:
+            port, slow_port = free_port(), free_port()
+            nprefix = work / "nginx"
+            nprefix.mkdir()
+            conf = nprefix / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(
+                prefix=nprefix, mock=self.mock, key=UPSTREAM_KEY, port=port,
+                nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                slow_port=slow_port, slow_chunks=s.slow_chunks, slow_delay_ms=s.slow_delay_ms,
+                access_log=f"{nprefix}/access.log" if s.access_log else "off"))
+            self.nginx_version = subprocess.run(
+                [nginx, "-v"], capture_output=True, text=True).stderr.strip()
+            self.nginx_proc = Proc("nginx", pinned(proxy_cpu, [
+                nginx, "-p", nprefix, "-e", nprefix / "error.log", "-c", conf,
+                "-g", "daemon off;",
+            ]), work / "nginx.log")
+            self.nginx = f"127.0.0.1:{port}"
+            self.nginx_slow = f"127.0.0.1:{slow_port}"
+            wait_until(lambda: tcp_open(self.nginx) and tcp_open(self.nginx_slow),
+                       "nginx listening", self.nginx_proc)
+            self.nginx_started = time.monotonic()
+
+    def targets(self) -> list[str]:
+        return [t for t in TARGETS if t != "nginx" or self.nginx_proc]
+
+    def url(self, target: str, slow: bool = False) -> str:
+        host = {"direct": self.mock, "switchyard": self.gateway,
+                "nginx": getattr(self, "nginx_slow" if slow else "nginx", None)}[target]
+        return f"http://{host}/v1/chat/completions"
+
+    def headers(self, target: str, slow: bool = False) -> list[str]:
+        """Direct calls present the upstream key (and, for slow streams, the mock knobs)
+        themselves; through a proxy the caller presents its own key, which the proxy replaces."""
+        if target != "direct":
+            return [CALLER_AUTH]
+        h = [f"Authorization: Bearer {UPSTREAM_KEY}"]
+        if slow:
+            h += [f"x-mock-chunks: {self.s.slow_chunks}",
+                  f"x-mock-chunk-delay-ms: {self.s.slow_delay_ms}"]
+        return h
+
+    def meter(self, target: str) -> Optional[Meter]:
+        if target == "switchyard":
+            return Meter(self.gw_proc.pid, with_children=False)
+        if target == "nginx" and self.nginx_proc:
+            return Meter(self.nginx_proc.pid, with_children=True)
+        return None
+
+    def check_alive(self) -> None:
+        for p in (self.mock_proc, self.gw_proc, self.nginx_proc):
+            if p and p.popen.poll() is not None:
+                raise BenchError(f"{p.name} exited ({p.popen.returncode}):\n{p.output()[-3000:]}")
+
+
+def wait_until(cond: Callable[[], bool], what: str, proc: Proc,
+               timeout: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.popen.poll() is not None:
+            raise BenchError(f"{proc.name} exited before {what}:\n{proc.output()[-3000:]}")
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out waiting for {what}:\n{proc.output()[-3000:]}")
+        time.sleep(0.05)
+
+
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_status(url: str) -> Optional[int]:
+    try:
+        with _LOCAL.open(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def tcp_open(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# === Load generators ===
+
+
+def body(stream: bool, model: str = MODEL) -> str:
+    b: dict[str, Any] = {"model": model, "messages": MESSAGES}
+    if stream:
+        b["stream"] = True
+        b["stream_options"] = {"include_usage": True}
+    return json.dumps(b, separators=(",", ":"))
+
+
+class Load:
+    """Runs wrk or switchyard-loadgen, pinned to the load core, and parses what they print."""
+
+    def __init__(self, loadgen: Path, wrk: Optional[str], cpu: Optional[int], s: Settings,
+                 work: Path):
+        self.loadgen = loadgen
+        self.wrk = wrk
+        self.cpu = cpu
+        self.s = s
+        self.work = work
+        self.bodies: dict[str, Path] = {}
+
+    def body_file(self, text: str) -> Path:
+        if text not in self.bodies:
+            p = self.work / f"body-{len(self.bodies)}.json"
+            p.write_text(text)
+            self.bodies[text] = p
+        return self.bodies[text]
+
+    def warm_closed(self, url: str, headers: list[str], body_text: str, warmup: float) -> None:
+        """wrk's warm-up, run apart so the proxy's CPU is metered over the measurement only
+        (loadgen warms up inside its own run). wrk runs whole seconds: shorter warm-ups
+        (smoke runs) are skipped."""
+        if self.wrk and warmup >= 1:
+            self._wrk(url, headers, body_text, warmup)
+
+    def closed(self, url: str, headers: list[str], body_text: str, duration: float,
+               warmup: float) -> dict:
+        """Fixed concurrency, back to back: wrk when installed, else switchyard-loadgen."""
+        if self.wrk:
+            return self._wrk(url, headers, body_text, duration)
+        r = self.loadgen_run("closed", url, headers, body_text, [
+            "--connections", self.s.connections, "--duration", duration, "--warmup", warmup,
+            "--max-requests", self.s.max_requests], duration + warmup)
+        r["tool"] = "switchyard-loadgen"
+        return r
+
+    def _wrk(self, url: str, headers: list[str], body_text: str, duration: float) -> dict:
+        secs = max(1, round(duration))
+        argv = pinned(self.cpu, [
+            self.wrk, "-t1", f"-c{self.s.connections}", f"-d{secs}s",
+            f"--timeout", f"{int(self.s.timeout_s)}s", "-s", BENCH / "wrk.lua", url, "--",
+            self.body_file(body_text), *headers])
+        out = run_cmd(argv, secs + 30, "wrk")
+        return parse_wrk(out)
+
+    def loadgen_run(self, mode: str, url: str, headers: list[str], body_text: str,
+                    args: list, expected_s: float) -> dict:
+        argv = pinned(self.cpu, [
+            self.loadgen, mode, "--url", url, "--body-file", self.body_file(body_text),
+            "--timeout", self.s.timeout_s, *args])
+        for h in headers:
+            argv += ["--header", h]
+        return parse_loadgen(run_cmd(argv, expected_s + 2 * self.s.timeout_s + 30, "loadgen"))
+
+
+def parse_wrk(out: str) -> dict:
+    """The `WRK_JSON` line bench/wrk.lua prints, in the shape loadgen reports use."""
+    for line in out.splitlines():
+        if line.startswith("WRK_JSON "):
+            w = json.loads(line[len("WRK_JSON "):])
+            secs = w["duration_us"] / 1e6
+            errors = w["errors"]
+            status = errors["status"]
+            lat = {k: float(v) for k, v in w["latency_us"].items()}
+            lat["count"] = w["requests"]
+            return {
+                "tool": "wrk",
+                "elapsed_s": secs,
+                "ok": w["requests"] - status,
+                "errors": errors,
+                "error_total": sum(errors.values()),
+                "rps": (w["requests"] - status) / secs if secs > 0 else 0.0,
+                "bytes": w["bytes"],
+                "latency_us": lat,
+            }
+    raise BenchError(f"no WRK_JSON line in wrk's output:\n{out[-2000:]}")
+
+
+def parse_loadgen(out: str) -> dict:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise BenchError(f"no JSON in loadgen's output:\n{out[-2000:]}")
+    r = json.loads(lines[-1])
+    for key in ("mode", "ok", "error_total", "latency_us"):
+        if key not in r:
+            raise BenchError(f"loadgen report lacks {key!r}: {lines[-1][:500]}")
+    return r
+
+
+# === Workloads ===
+
+
+def order(targets: list[str], rnd: int) -> list[str]:
+    """Rotates the target order each round so no target always runs first (or last)."""
+    k = rnd % len(targets)
+    return targets[k:] + targets[:k]
+
+
+def measured(stack: Stack, target: str, fn: Callable[[], dict], sample_rss: bool = False,
+             warm: Optional[Callable[[], None]] = None) -> dict:
+    """Runs one measurement, adding the proxy's CPU time (and peak RSS) over it.
+
+    CPU per request is the CPU rate over the whole run times the measured window, divided by
+    the requests in it: loadgen's in-process warm-up runs at the same load, so it does not
+    skew the rate."""
+    stack.check_alive()
+    if warm:
+        warm()
+    meter = stack.meter(target)
+    with Sampler(meter if sample_rss else None) as smp:
+        cpu0 = meter.cpu() if meter else 0.0
+        r = fn()
+        cpu1 = meter.cpu() if meter else 0.0
+    if meter:
+        r["proxy_cpu_s"] = round(cpu1 - cpu0, 3)
+        r["proxy_cpu_pct"] = round(100 * (cpu1 - cpu0) / smp.wall, 1) if smp.wall else None
+        if r.get("ok") and smp.wall and r.get("elapsed_s"):
+            rate = (cpu1 - cpu0) / smp.wall
+            r["proxy_cpu_us_per_req"] = round(1e6 * rate * r["elapsed_s"] / r["ok"], 1)
+        if sample_rss:
+            r["proxy_rss_peak_bytes"] = smp.peak
+        r["proxy_rss_after_bytes"] = meter.rss()
+    stack.check_alive()
+    return r
+
+
+def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], None]) -> dict:
+    targets = stack.targets()
+    w: dict[str, dict[str, list]] = {}
+
+    def add(name: str, target: str, r: dict) -> None:
+        w.setdefault(name, {}).setdefault(target, []).append(r)
+
+    rss_rounds: dict[str, list] = {"after_requests": [], "after_streams": []}
+    for rnd in range(s.rounds):
+        log(f"round {rnd + 1}/{s.rounds}")
+        for t in order(targets, rnd):
+            log(f"  chat (non-streaming, c={s.connections}) -> {t}")
+            add("chat", t, measured(stack, t, lambda: load.closed(
+                stack.url(t), stack.headers(t), body(False), s.duration, s.warmup),
+                warm=lambda: load.warm_closed(stack.url(t), stack.headers(t), body(False),
+                                              s.warmup)))
+        for t in order(targets, rnd):
+            log(f"  stream ({s.chunks} chunks, c={s.connections}) -> {t}")
+            add("stream", t, measured(stack, t, lambda: load.closed(
+                stack.url(t), stack.headers(t), body(True), s.duration, s.warmup),
+                warm=lambda: load.warm_closed(stack.url(t), stack.headers(t), body(True),
+                                              s.warmup)))
+        for t in order(targets, rnd):
+            log(f"  stream TTFB (open loop {s.ttfb_rate:g}/s) -> {t}")
+            add("stream_ttfb", t, measured(stack, t, lambda: load.loadgen_run(
+                "open", stack.url(t), stack.headers(t), body(True), [
+                    "--rate", s.ttfb_rate, "--duration", s.duration, "--warmup", s.warmup,
+                    "--max-requests", s.max_requests], s.duration + s.warmup)))
+        for rate in s.rates:
+            for t in order(targets, rnd):
+                log(f"  open loop {rate:g}/s -> {t}")
+                add(f"open_{rate:g}", t, measured(stack, t, lambda: load.loadgen_run(
+                    "open", stack.url(t), stack.headers(t), body(False), [
+                        "--rate", rate, "--duration", s.duration, "--warmup", s.warmup,
+                        "--max-requests", s.max_requests], s.duration + s.warmup)))
+        rss_rounds["after_requests"].append(rss_bytes(stack.gw_proc.pid))
+        for t in order(targets, rnd):
+            if t == "direct":
+                continue
+            log(f"  {s.hold_streams} slow streams ({s.slow_chunks} x {s.slow_delay_ms} ms) -> {t}")
+            model = SLOW_MODEL if t == "switchyard" else MODEL
+            add("hold", t, measured(stack, t, lambda: load.loadgen_run(
+                "hold", stack.url(t, slow=True), stack.headers(t, slow=True),
+                body(True, model), ["--streams", s.hold_streams, "--ramp-ms", s.hold_ramp_ms],
+                s.hold_ramp_ms / 1000 + s.slow_chunks * s.slow_delay_ms / 1000),
+                sample_rss=True))
+        time.sleep(0.5 if s.smoke else 1.0)
+        rss_rounds["after_streams"].append(rss_bytes(stack.gw_proc.pid))
+    return {"workloads": w, "rss_rounds": rss_rounds}
+
+
+def idle_figures(stack: Stack, bins: dict[str, Path], nginx: Optional[str]) -> dict:
+    """RSS right after start-up (settled for a second, before any request) and binary sizes."""
+    settle = 1.0 - (time.monotonic() - stack.gw_started)
+    if settle > 0:
+        time.sleep(settle)
+    out: dict[str, Any] = {
+        "switchyard_rss_bytes": rss_bytes(stack.gw_proc.pid),
+        "switchyard_threads": threads(stack.gw_proc.pid),
+        "switchyard_binary_bytes": bins["switchyard"].stat().st_size,
+    }
+    strip = shutil.which("strip")
+    if strip:
+        stripped = stack.work / "switchyard.stripped"
+        if subprocess.run([strip, "-o", stripped, bins["switchyard"]],
+                          capture_output=True).returncode == 0:
+            out["switchyard_binary_stripped_bytes"] = stripped.stat().st_size
+    if stack.nginx_proc and nginx:
+        out["nginx_rss_bytes"] = Meter(stack.nginx_proc.pid, True).rss()
+        out["nginx_binary_bytes"] = Path(nginx).stat().st_size
+    return out
+
+
+# === Micro-benchmarks (criterion) ===
+
+
+def run_micro(cpu: Optional[int], quick: bool, log: Callable[[str], None]) -> dict:
+    """`cargo bench` for the router and providers crates, then criterion's estimates."""
+    crit = target_dir() / "criterion"
+    # Named bench targets only: the libraries' own test harnesses reject criterion's flags.
+    targets = ["-p", "switchyard-router", "-p", "switchyard-providers",
+               "--bench", "routing", "--bench", "record", "--bench", "wire"]
+    log("micro-benchmarks: cargo bench --no-run")
+    run_cmd([CARGO, "bench", *targets, "--no-run"], 3600, "cargo bench --no-run")
+    timing = ["--warm-up-time", "0.5", "--measurement-time", "1"] if quick else \
+        ["--warm-up-time", "1", "--measurement-time", "3"]
+    log("micro-benchmarks: running (criterion, pinned to the proxy's CPU)")
+    started = time.time()
+    run_cmd(pinned(cpu, [CARGO, "bench", *targets, "--", *timing]), 3600, "cargo bench")
+    return read_criterion(crit, since=started)
+
+
+def read_criterion(root: Path, since: float = 0.0) -> dict:
+    """Criterion's estimates (`<target>/criterion/**/new/`), skipping results older than
+    `since` (benchmarks renamed or dropped since an earlier run)."""
+    out = {}
+    for bench in sorted(root.rglob("new/benchmark.json")):
+        try:
+            if bench.stat().st_mtime < since:
+                continue
+            meta = json.loads(bench.read_text())
+            est = json.loads((bench.parent / "estimates.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out[meta["full_id"]] = {
+            "mean_ns": est["mean"]["point_estimate"],
+            "median_ns": est["median"]["point_estimate"],
+            "ci95_ns": [est["mean"]["confidence_interval"]["lower_bound"],
+                        est["mean"]["confidence_interval"]["upper_bound"]],
+            "throughput": meta.get("throughput"),
+        }
+    return out
+
+
+# === Summary and table ===
+
+
+def med(values: list) -> Optional[float]:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def pick(runs: list[dict], *path: str) -> Optional[float]:
+    vals = []
+    for r in runs:
+        v: Any = r
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        vals.append(v)
+    return med(vals)
+
+
+def summarize(res: dict) -> dict:
+    """Medians across rounds per workload and target, plus ratios and the target verdicts."""
+    w = res.get("workloads", {})
+    summ: dict[str, dict] = {}
+    for name, per_target in w.items():
+        summ[name] = {}
+        for t, runs in per_target.items():
+            summ[name][t] = {
+                "rps": pick(runs, "rps"),
+                "p50_us": pick(runs, "latency_us", "p50"),
+                "p99_us": pick(runs, "latency_us", "p99"),
+                "ttfb_p50_us": pick(runs, "ttfb_us", "p50"),
+                "ttfb_p99_us": pick(runs, "ttfb_us", "p99"),
+                "errors": sum(r.get("error_total", 0) for r in runs),
+                "ok": sum(r.get("ok", 0) for r in runs),
+                "cpu_us_per_req": pick(runs, "proxy_cpu_us_per_req"),
+                "cpu_pct": pick(runs, "proxy_cpu_pct"),
+                "rss_peak_bytes": pick(runs, "proxy_rss_peak_bytes"),
+                "max_open": pick(runs, "max_open"),
+            }
+    return summ
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def added(summ: dict, name: str, target: str, key: str) -> Optional[float]:
+    row = summ.get(name, {})
+    a, d = row.get(target, {}).get(key), row.get("direct", {}).get(key)
+    return a - d if a is not None and d is not None else None
+
+
+def verdicts(res: dict) -> list[dict]:
+    summ, idle, micro = res["summary"], res.get("idle", {}), res.get("micro", {})
+    out = []
+
+    def v(name: str, value: Optional[float], limit: str, met: Optional[bool], note: str = ""):
+        out.append({"target": name, "value": value, "limit": limit,
+                    "met": met, "note": note})
+
+    for wl, label in (("chat", "non-streaming throughput"), ("stream", "streaming throughput")):
+        r = ratio(summ.get(wl, {}).get("switchyard", {}).get("rps"),
+                  summ.get(wl, {}).get("nginx", {}).get("rps"))
+        v(f"{label} switchyard/nginx", r, f">= {LIMITS['throughput_ratio_min']}",
+          None if r is None else r >= LIMITS["throughput_ratio_min"])
+    rate = next((k for k in summ if k.startswith("open_500")), None) or next(
+        (k for k in summ if k.startswith("open_")), None)
+    if rate:
+        a50 = added(summ, rate, "switchyard", "p50_us")
+        v(f"added p50 at {rate[5:]}/s (switchyard - direct), us", a50,
+          f"<= {LIMITS['added_p50_us_max']:g}",
+          None if a50 is None else a50 <= LIMITS["added_p50_us_max"])
+        s99, n99 = added(summ, rate, "switchyard", "p99_us"), added(summ, rate, "nginx", "p99_us")
+        if s99 is None or n99 is None:
+            v(f"added p99 at {rate[5:]}/s vs nginx's", None, "<= 1.5x nginx", None, "no nginx")
+        elif n99 <= 0:
+            v(f"added p99 at {rate[5:]}/s vs nginx's", s99, "<= 1.5x nginx",
+              s99 <= 0, f"nginx adds {n99:.0f} us (noise): ratio undefined")
+        else:
+            v(f"added p99 at {rate[5:]}/s vs nginx's (ratio)", s99 / n99,
+              f"<= {LIMITS['added_p99_vs_nginx_max']}",
+              s99 / n99 <= LIMITS["added_p99_vs_nginx_max"], f"{s99:.0f} us vs {n99:.0f} us")
+    if "switchyard_rss_bytes" in idle:
+        m = idle["switchyard_rss_bytes"] / MiB
+        v("idle RSS, MiB", m, f"<= {LIMITS['idle_rss_mib_max']:g}",
+          m <= LIMITS["idle_rss_mib_max"])
+    peak = summ.get("hold", {}).get("switchyard", {}).get("rss_peak_bytes")
+    if peak:
+        n = summ["hold"]["switchyard"].get("max_open")
+        m = peak / MiB
+        v(f"RSS with {n:.0f} open streams, MiB", m, f"<= {LIMITS['streams_rss_mib_max']:g}",
+          m <= LIMITS["streams_rss_mib_max"])
+    for key, label in (("after_requests", "RSS growth over rounds (requests), MiB"),
+                       ("after_streams", "RSS growth over rounds (streams), MiB")):
+        seq = res.get("rss_rounds", {}).get(key, [])
+        if len(seq) >= 2:
+            g = (seq[-1] - seq[0]) / MiB
+            v(label, g, f"<= {LIMITS['rss_growth_mib_max']:g}",
+              g <= LIMITS["rss_growth_mib_max"], "round 1 to last")
+    e10, e10k = (micro.get(f"router/lookup/exact/{n}", {}).get("median_ns") for n in (10, 10000))
+    if e10 and e10k:
+        v("exact route lookup 10k/10 routes (O(1))", e10k / e10,
+          f"<= {LIMITS['lookup_growth_max']}", e10k / e10 <= LIMITS["lookup_growth_max"],
+          f"{e10:.0f} ns vs {e10k:.0f} ns")
+    c10k = micro.get("router/compile/routes/10000", {}).get("median_ns")
+    if c10k:
+        ms = c10k / 1e6
+        v("compile 10 000 routes, ms", ms, f"< {LIMITS['compile_10k_ms_max']:g}",
+          ms < LIMITS["compile_10k_ms_max"])
+    v("control plane apply-to-live p50/p99", None, "(none set)", None,
+      "TODO: needs `switchyard serve --kube` (controller issue); not measured")
+    return out
+
+
+def fmt(v: Optional[float], unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "us":
+        return f"{v:,.0f}"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "MiB":
+        return f"{v / MiB:.1f}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+
+def signed(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:+,.0f}"
+
+
+def table(res: dict) -> str:
+    """The one table `make bench` prints (also reprinted by --table-from)."""
+    summ, meta, idle, micro = res["summary"], res["meta"], res.get("idle", {}), res.get("micro", {})
+    rows: list[tuple[str, ...]] = []
+    head = ("workload / metric", "direct", "nginx", "switchyard", "switchyard vs nginx")
+
+    def row(label: str, key: str, unit: str, name: str, cmp: str = "") -> None:
+        r = summ.get(name, {})
+        vals = [r.get(t, {}).get(key) for t in TARGETS]
+        if all(x is None for x in vals):
+            return
+        extra = ""
+        if cmp == "ratio":
+            extra = fmt(ratio(vals[2], vals[1]), "x")
+        elif cmp == "added":
+            s_add, n_add = added(summ, name, "switchyard", key), added(summ, name, "nginx", key)
+            extra = f"{signed(s_add)} vs {signed(n_add)} us added"
+        rows.append((label, *(fmt(x, unit) for x in vals), extra))
+
+    def section(title: str) -> None:
+        rows.append((title, "", "", "", ""))
+
+    conns = meta["settings"]["connections"]
+    if "chat" in summ:
+        tool = next(iter(res["workloads"]["chat"].values()))[0].get("tool", "loadgen")
+        section(f"1 chat, non-streaming, {conns} connections ({tool})")
+        row("  throughput, req/s", "rps", "", "chat", "ratio")
+        row("  latency p50, us", "p50_us", "us", "chat", "added")
+        row("  latency p99, us", "p99_us", "us", "chat", "added")
+        row("  proxy CPU per request, us", "cpu_us_per_req", "", "chat", "ratio")
+    if "stream" in summ:
+        section(f"2 chat, streaming {meta['settings']['chunks']} chunks, {conns} connections")
+        row("  throughput, streams/s", "rps", "", "stream", "ratio")
+        row("  full stream p50, us", "p50_us", "us", "stream", "added")
+        row("  full stream p99, us", "p99_us", "us", "stream", "added")
+        row("  proxy CPU per stream, us", "cpu_us_per_req", "", "stream", "ratio")
+    if "stream_ttfb" in summ:
+        section(f"2 streaming at {meta['settings']['ttfb_rate']:g}/s open loop (loadgen)")
+        row("  time to first byte p50, us", "ttfb_p50_us", "us", "stream_ttfb", "added")
+        row("  time to first byte p99, us", "ttfb_p99_us", "us", "stream_ttfb", "added")
+        row("  full stream p50, us", "p50_us", "us", "stream_ttfb", "added")
+        row("  full stream p99, us", "p99_us", "us", "stream_ttfb", "added")
+    for name in sorted((k for k in summ if k.startswith("open_")), key=lambda k: float(k[5:])):
+        section(f"3 open loop {name[5:]} req/s, non-streaming (loadgen)")
+        row("  achieved, req/s", "rps", "", name)
+        row("  latency p50, us", "p50_us", "us", name, "added")
+        row("  latency p99, us", "p99_us", "us", name, "added")
+        row("  proxy CPU, % of its core", "cpu_pct", "", name, "ratio")
+    if "hold" in summ:
+        st = meta["settings"]
+        section(f"4 {st['hold_streams']} slow streams held open "
+                f"({st['slow_chunks']} chunks x {st['slow_delay_ms']} ms)")
+        row("  streams open at once", "max_open", "", "hold")
+        row("  proxy peak RSS, MiB", "rss_peak_bytes", "MiB", "hold", "ratio")
+        row("  proxy CPU, % of its core", "cpu_pct", "", "hold", "ratio")
+    if idle:
+        section("5 idle, after start-up")
+        rows.append(("  RSS, MiB", "", fmt(idle.get("nginx_rss_bytes"), "MiB"),
+                     fmt(idle.get("switchyard_rss_bytes"), "MiB"), ""))
+        size = idle.get("switchyard_binary_bytes")
+        stripped = idle.get("switchyard_binary_stripped_bytes")
+        rows.append(("  binary size, MiB", "", fmt(idle.get("nginx_binary_bytes"), "MiB"),
+                     fmt(size, "MiB"), f"{fmt(stripped, 'MiB')} MiB stripped" if stripped else ""))
+    if micro:
+        section("6 micro-benchmarks (criterion, median per iteration)")
+        for key, label in (
+                ("router/lookup/exact/{n}", "  route lookup, exact, {n} routes, ns"),
+                ("router/lookup/glob/{n}", "  route lookup, glob, {n} routes, ns"),
+                ("router/compile/routes/{n}", "  compile {n} routes, us"),
+                ("router/compile/routes_backends/{n}", "  compile {n} routes + {m} backends, us")):
+            for n in (10, 1000, 10000):
+                m = micro.get(key.format(n=n))
+                if m:
+                    scale = 1e3 if "compile" in key else 1.0
+                    rows.append((label.format(n=n, m=max(1, n // 10)), "", "",
+                                 fmt(m["median_ns"] / scale), ""))
+        for key, label in (
+                ("openai/request/decode_encode/small", "  OpenAI request decode+encode, small, ns"),
+                ("openai/request/decode_encode/large_stream",
+                 "  OpenAI request decode+encode, 4 KiB, ns"),
+                ("sse/parse_inspect/chunk", "  SSE parse + inspect one chunk, ns"),
+                ("sse/parse_inspect/stream_20_chunks", "  SSE parse + inspect 20-chunk stream, ns"),
+                ("telemetry/record/request", "  metrics per request, ns"),
+                ("telemetry/record/stream", "  metrics per stream, ns")):
+            m = micro.get(key)
+            if m:
+                rows.append((label, "", "", fmt(m["median_ns"]), ""))
+    section("7 control plane apply-to-live")
+    rows.append(("  TODO: needs `serve --kube` (controller issue)", "", "", "-", ""))
+
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+
+    def line(r: tuple) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 or i == 4 else c.rjust(widths[i])
+                         for i, c in enumerate(r)).rstrip()
+
+    rule = "-" * len(line(head))
+    out = [header_text(meta), rule, line(head), rule]
+    out += [line(r) for r in rows]
+    out += [rule, "targets (issue 9):"]
+    for t in res.get("targets", []):
+        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        val = "-" if t["value"] is None else (f"{t['value']:.2f}" if abs(t["value"]) < 100
+                                               else f"{t['value']:,.0f}")
+        note = f"  ({t['note']})" if t["note"] else ""
+        out.append(f"  [{mark:>6}] {t['target']}: {val} (limit {t['limit']}){note}")
+    return "\n".join(out)
+
+
+def header_text(meta: dict) -> str:
+    st = meta["settings"]
+    pin = meta["pinning"]
+    lines = [
+        f"Switchyard benchmark  {meta['started']}  git {meta.get('git', '?')}"
+        f"{'  (SMOKE: figures meaningless)' if st['smoke'] else ''}",
+        f"machine: {meta['cpus']} CPUs ({meta['cpu_model']}), load average at start "
+        f"{meta['loadavg_start']:.2f}; {st['rounds']} round(s) x {st['duration']:g} s per "
+        f"workload and target, medians across rounds",
+        f"pinning: {pin}",
+        f"nginx: {meta.get('nginx') or 'not installed (skipped)'}; closed loop: "
+        f"{meta.get('closed_loop_tool')}; access logs: {'on' if st.get('access_log') else 'off'}"
+        f" (both proxies)",
+    ]
+    if meta["loadavg_start"] > 0.5:
+        lines.append("warning: the machine was busy at start: take final figures on a quiet one")
+    return "\n".join(lines)
+
+
+# === Main ===
+
+
+def machine() -> dict:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "loadavg_start": os.getloadavg()[0],
+        "git": (git.stdout.strip() + ("+dirty" if dirty else "")) if git.returncode == 0 else "?",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def choose_cpus(spec: Optional[str]) -> tuple[Optional[int], Optional[int], str]:
+    if not shutil.which("taskset"):
+        return None, None, "none (taskset not found)"
+    if spec:
+        a, b = (int(x) for x in spec.split(","))
+    else:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None, None, "none (only one CPU available)"
+        a, b = cpus[0], cpus[1]
+    return a, b, (f"load generator + mock on CPU {a}, proxy under test on CPU {b} "
+                  f"(taskset -c); Switchyard sees 1 CPU -> 1 tokio worker; nginx 1 worker")
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny run to check the harness (no install, no build, no criterion)")
+    p.add_argument("--duration", type=float, help="measured seconds per workload and target")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each measurement")
+    p.add_argument("--rounds", type=int, help="rounds (targets interleaved in each)")
+    p.add_argument("--rates", help="open-loop rates, comma separated (default 500,2000)")
+    p.add_argument("--hold-streams", type=int, help="slow streams held open (default 1000)")
+    p.add_argument("--cpus", help="LOAD,PROXY: CPUs for load+mock and for the proxy")
+    p.add_argument("--bin-dir", type=Path, help="use prebuilt binaries from here (no build)")
+    p.add_argument("--no-build", action="store_true", help="use <target dir>/release as is")
+    p.add_argument("--no-install", action="store_true",
+                   help="never apt-get install nginx/wrk; run without what is missing")
+    p.add_argument("--no-nginx", action="store_true", help="skip the nginx target")
+    p.add_argument("--no-micro", action="store_true", help="skip the criterion benchmarks")
+    p.add_argument("--access-log", action="store_true",
+                   help="run both proxies with their access log on (default: both off)")
+    p.add_argument("--quick-micro", action="store_true", help="shorter criterion runs")
+    p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
+                   help="closed-loop load generator (auto: wrk when installed)")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_OUT})")
+    p.add_argument("--table-from", type=Path, help="print the table of a results file and exit")
+    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder (logs)")
+    a = p.parse_args(argv)
+
+    if a.table_from:
+        print(table(json.loads(a.table_from.read_text())))
+        return 0
+
+    s = Settings(a)
+    out_path = a.out or DEFAULT_OUT
+    log = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    raise_fd_limit()
+    meta = machine()
+    load_cpu, proxy_cpu, pin_text = choose_cpus(a.cpus)
+    tools = ensure_tools(install=not (a.no_install or s.smoke), need_nginx=not a.no_nginx)
+    nginx = None if a.no_nginx else tools["nginx"]
+    wrk = tools["wrk"] if a.load_tool in ("auto", "wrk") else None
+    if a.load_tool == "wrk" and not wrk:
+        raise BenchError("--load-tool wrk but wrk is not installed")
+    if a.bin_dir:
+        bin_dir = a.bin_dir
+    elif s.smoke or a.no_build:
+        bin_dir = Path(os.environ["SWITCHYARD_BIN_DIR"]) if (
+            s.smoke and os.environ.get("SWITCHYARD_BIN_DIR")) else target_dir() / (
+            "debug" if s.smoke else "release")
+    else:
+        bin_dir = build_release()
+    bins = binaries(bin_dir)
+
+    work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    res: dict[str, Any] = {"meta": dict(
+        meta, pinning=pin_text, nginx=None, bin_dir=str(bin_dir),
+        closed_loop_tool="wrk" if wrk else "switchyard-loadgen",
+        settings=dict(vars(s)), limits=LIMITS, nginx_conf="bench/run.py NGINX_CONF",
+        argv=sys.argv[1:] if argv is None else argv)}
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        log(f"starting mock, switchyard{', nginx' if nginx else ''} ({pin_text})")
+        stack = Stack(bins, nginx, s, work, load_cpu, proxy_cpu)
+        res["meta"]["nginx"] = stack.nginx_version
+        res["idle"] = idle_figures(stack, bins, nginx)
+        load = Load(bins["switchyard-loadgen"], wrk, load_cpu, s, work)
+        preflight(stack, load)
+        res.update(run_workloads(stack, load, s, log))
+        res["meta"]["switchyard_threads_end"] = threads(stack.gw_proc.pid)
+        res["meta"]["switchyard_requests_by_status"] = gateway_counts(stack)
+    finally:
+        Proc.stop_all()
+        if not a.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"logs kept in {work}")
+    if not (a.no_micro or s.smoke):
+        res["micro"] = run_micro(proxy_cpu, a.quick_micro, log)
+    res["summary"] = summarize(res)
+    res["targets"] = verdicts(res)
+    text = table(res)
+    res["table"] = text
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out_path)
+    print(text)
+    print(f"\nraw figures: {out_path}")
+    errors = {f"{w}/{t}": v["errors"] for w, row in res["summary"].items()
+              for t, v in row.items() if v.get("errors")}
+    if errors:
+        print(f"warning: failed requests: {errors}", file=sys.stderr)
+    return 0
+
+
+def gateway_counts(stack: Stack) -> dict[str, float]:
+    """`switchyard_requests_total` by status from the admin port: a cross-check that the load
+    went through the gateway and was answered as the load generators say."""
+    out: dict[str, float] = {}
+    try:
+        with _LOCAL.open(f"http://{stack.admin}/metrics", timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        m = re.match(r'switchyard_requests_total\{(.*)\} ([0-9.e+]+)$', line)
+        if m:
+            status = re.search(r'status="([^"]*)"', m.group(1))
+            key = status.group(1) if status else "?"
+            out[key] = out.get(key, 0) + float(m.group(2))
+    return out
+
+
+def preflight(stack: Stack, load: Load) -> None:
+    """One request of each kind through every target, so a broken set-up fails in seconds
+    rather than after minutes of zeros."""
+    for t in stack.targets():
+        for stream, slow in ((False, False), (True, False), (True, True)):
+            model = SLOW_MODEL if slow and t == "switchyard" else MODEL
+            r = load.loadgen_run("closed", stack.url(t, slow), stack.headers(t, slow),
+                                 body(stream, model), [
+                                     "--connections", 1, "--duration", 0.05, "--warmup", 0,
+                                     "--max-requests", 1], 5)
+            if r["ok"] < 1 or r["error_total"]:
+                raise BenchError(f"preflight: {t} {'stream' if stream else 'chat'} "
+                                 f"{'(slow) ' if slow else ''}failed: {json.dumps(r)[:800]}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        Proc.stop_all()
+        print(f"bench: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        Proc.stop_all()
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,146 @@
+//! Hot-path translation work per request and per stream chunk: OpenAI request decode and
+//! encode (model rewrite, `stream_options` injection), SSE framing, and stream-chunk
+//! inspection. `make bench` runs these and folds the figures into its table.
+//!
+//! Only the OpenAI dialect exists so far; OpenAI↔Anthropic translation benchmarks belong
+//! here when that adapter lands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard_providers::{openai, sse, Operation};
+
+/// A short chat request, as most SDK calls look.
+const SMALL: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say something, please."}],"temperature":0.7,"max_tokens":256}"#;
+
+/// One content chunk of an OpenAI chat stream, as the upstream sends it.
+const CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-8f2a61c0b9d44e2a\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\"model\":\"mock-model\",\"system_fingerprint\":\"fp_mock\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+/// The usage-only chunk that ends a stream asked with `include_usage`.
+const USAGE_CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-8f2a61c0b9d44e2a\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\"model\":\"mock-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":20,\"total_tokens\":44,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n";
+
+/// A multi-turn request of about 4 KiB with a tool definition, the larger end of chat traffic.
+fn large_request(stream: bool) -> String {
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": "You are a careful assistant. Answer briefly and cite the tool output when you use it."}),
+    ];
+    for i in 0..12 {
+        messages.push(serde_json::json!({"role": "user", "content": format!("Question {i}: what is the status of order {i:05} and when will it ship? Please include the carrier.")}));
+        messages.push(serde_json::json!({"role": "assistant", "content": format!("Order {i:05} is packed; it ships tomorrow with the usual carrier, tracking to follow.")}));
+    }
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": messages,
+        "tools": [{"type": "function", "function": {"name": "order_status", "description": "Look up an order", "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}],
+        "temperature": 0.2,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+fn request(c: &mut Criterion) {
+    let mut g = c.benchmark_group("openai/request");
+    let large = large_request(false);
+    let large_stream = large_request(true);
+    let small_stream = SMALL.replacen('{', r#"{"stream":true,"#, 1);
+    let cases = [
+        ("small", SMALL),
+        ("small_stream", small_stream.as_str()),
+        ("large", large.as_str()),
+        ("large_stream", large_stream.as_str()),
+    ];
+    for (name, body) in cases {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("decode/{name}"), |b| {
+            b.iter(|| {
+                openai::Request::decode(Operation::ChatCompletions, black_box(body.as_bytes()))
+                    .map(|r| r.stream)
+            })
+        });
+        let decoded = openai::Request::decode(Operation::ChatCompletions, body.as_bytes())
+            .expect("fixture decodes");
+        g.bench_function(format!("encode/{name}"), |b| {
+            b.iter(|| decoded.encode(black_box("mock-model")))
+        });
+        g.bench_function(format!("decode_encode/{name}"), |b| {
+            b.iter(|| {
+                openai::Request::decode(Operation::ChatCompletions, black_box(body.as_bytes()))
+                    .map(|r| r.encode("mock-model"))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sse");
+    g.throughput(Throughput::Bytes(CHUNK.len() as u64));
+    // One chunk arriving whole, framed, then inspected: the per-chunk work of a relay.
+    g.bench_function("parse/chunk", |b| {
+        let mut p = sse::Parser::new();
+        b.iter(|| {
+            p.push(black_box(CHUNK)).expect("small chunk");
+            p.next_event().map(|e| e.data.len())
+        })
+    });
+    g.bench_function("parse_inspect/chunk", |b| {
+        let mut p = sse::Parser::new();
+        b.iter(|| {
+            p.push(black_box(CHUNK)).expect("small chunk");
+            let e = p.next_event().expect("whole event");
+            openai::inspect_chunk(&e.data)
+        })
+    });
+    // The same chunk split across two reads, as TCP sometimes delivers it.
+    g.bench_function("parse/chunk_split", |b| {
+        let mut p = sse::Parser::new();
+        let (a, z) = CHUNK.split_at(CHUNK.len() / 2);
+        b.iter(|| {
+            p.push(black_box(a)).expect("small chunk");
+            assert!(p.next_event().is_none());
+            p.push(black_box(z)).expect("small chunk");
+            p.next_event().map(|e| e.data.len())
+        })
+    });
+    let data = &CHUNK[6..CHUNK.len() - 2];
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("inspect/content", |b| {
+        b.iter(|| openai::inspect_chunk(black_box(data)))
+    });
+    let usage = &USAGE_CHUNK[6..USAGE_CHUNK.len() - 2];
+    assert!(openai::inspect_chunk(usage).usage.is_some());
+    g.throughput(Throughput::Bytes(usage.len() as u64));
+    g.bench_function("inspect/usage", |b| {
+        b.iter(|| openai::inspect_chunk(black_box(usage)))
+    });
+    // A whole 20-chunk stream plus usage and [DONE], read in 1 KiB pieces.
+    let mut whole = Vec::new();
+    for _ in 0..20 {
+        whole.extend_from_slice(CHUNK);
+    }
+    whole.extend_from_slice(USAGE_CHUNK);
+    whole.extend_from_slice(b"data: [DONE]\n\n");
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    g.bench_function("parse_inspect/stream_20_chunks", |b| {
+        b.iter(|| {
+            let mut p = sse::Parser::new();
+            let mut events = 0;
+            for piece in black_box(&whole).chunks(1024) {
+                p.push(piece).expect("small stream");
+                while let Some(e) = p.next_event() {
+                    if &e.data[..] != b"[DONE]" {
+                        black_box(openai::inspect_chunk(&e.data));
+                    }
+                    events += 1;
+                }
+            }
+            events
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, request, stream);
+criterion_main!(benches);

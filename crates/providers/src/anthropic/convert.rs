@@ -1,0 +1,617 @@
+//! Anthropic Messages requests and responses ⇄ the internal chat model.
+
+use serde_json::{json, Map, Value};
+
+use super::{WireUsage, DEFAULT_MAX_TOKENS};
+use crate::chat::{
+    self, FinishReason, Image, Message, Part, Role, Thinking, Tool, ToolCall, ToolChoice,
+    TranslateError,
+};
+
+// === requests ===
+
+/// Decodes a Messages request for translation to `target` (a provider name, for errors).
+pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(TranslateError::invalid(
+            "",
+            "the body must be a JSON object",
+        ));
+    };
+    let unsupported = |param: String, why: &'static str| TranslateError::Unsupported {
+        param,
+        provider: target,
+        why,
+    };
+    let mut req = chat::Request::default();
+    let mut disable_parallel = None;
+    for (k, v) in &obj {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "model" => req.model = str_of(v, "model")?.to_string(),
+            "max_tokens" => req.max_tokens = Some(u64_of(v, "max_tokens")?),
+            "stream" => req.stream = v.as_bool().unwrap_or(false),
+            "temperature" => req.temperature = Some(f64_of(v, k)?),
+            "top_p" => req.top_p = Some(f64_of(v, k)?),
+            "top_k" => req.top_k = Some(u64_of(v, k)?),
+            "stop_sequences" => {
+                req.stop = arr_of(v, k)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| str_of(s, &format!("stop_sequences[{i}]")).map(str::to_string))
+                    .collect::<Result<_, _>>()?
+            }
+            "system" => {
+                req.system = match v {
+                    Value::String(s) => vec![Part::Text(s.clone())],
+                    Value::Array(blocks) => blocks
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| decode_block(b, &format!("system[{i}]"), target))
+                        .collect::<Result<_, _>>()?,
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            "system",
+                            "must be a string or an array of text blocks",
+                        ))
+                    }
+                }
+            }
+            "messages" => {
+                for (i, m) in arr_of(v, "messages")?.iter().enumerate() {
+                    let p = format!("messages[{i}]");
+                    let role = match m.get("role").and_then(Value::as_str) {
+                        Some("user") => Role::User,
+                        Some("assistant") => Role::Assistant,
+                        _ => {
+                            return Err(TranslateError::invalid(
+                                format!("{p}.role"),
+                                "must be user or assistant",
+                            ))
+                        }
+                    };
+                    let content = match m.get("content") {
+                        Some(Value::String(s)) => vec![Part::Text(s.clone())],
+                        Some(Value::Array(blocks)) => blocks
+                            .iter()
+                            .enumerate()
+                            .map(|(j, b)| decode_block(b, &format!("{p}.content[{j}]"), target))
+                            .collect::<Result<_, _>>()?,
+                        _ => {
+                            return Err(TranslateError::invalid(
+                                format!("{p}.content"),
+                                "must be a string or an array of content blocks",
+                            ))
+                        }
+                    };
+                    req.messages.push(Message { role, content });
+                }
+            }
+            "tools" => {
+                for (i, t) in arr_of(v, "tools")?.iter().enumerate() {
+                    let p = format!("tools[{i}]");
+                    match t.get("type").and_then(Value::as_str) {
+                        None | Some("custom") => {}
+                        // Server tools (web search, code execution, bash, text editor …) run at
+                        // Anthropic; no other backend can run them.
+                        Some(_) => {
+                            return Err(unsupported(
+                                format!("{p}.type"),
+                                "Anthropic server tools run only on Anthropic backends",
+                            ))
+                        }
+                    }
+                    req.tools.push(Tool {
+                        name: str_of(field(t, "name", &p)?, &format!("{p}.name"))?.to_string(),
+                        description: t
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        parameters: t
+                            .get("input_schema")
+                            .filter(|s| s.is_object())
+                            .cloned()
+                            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    });
+                }
+            }
+            "tool_choice" => {
+                req.tool_choice = Some(match v.get("type").and_then(Value::as_str) {
+                    Some("auto") => ToolChoice::Auto,
+                    Some("any") => ToolChoice::Required,
+                    Some("none") => ToolChoice::None,
+                    Some("tool") => ToolChoice::Tool(
+                        str_of(field(v, "name", "tool_choice")?, "tool_choice.name")?.to_string(),
+                    ),
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            "tool_choice.type",
+                            "must be auto, any, tool or none",
+                        ))
+                    }
+                });
+                disable_parallel = v.get("disable_parallel_tool_use").and_then(Value::as_bool);
+            }
+            "thinking" => match v.get("type").and_then(Value::as_str) {
+                Some("enabled") => {
+                    req.thinking = Some(Thinking {
+                        budget_tokens: u64_of(
+                            field(v, "budget_tokens", "thinking")?,
+                            "thinking.budget_tokens",
+                        )?,
+                    })
+                }
+                Some("disabled") => {}
+                _ => {
+                    return Err(TranslateError::invalid(
+                        "thinking.type",
+                        "must be enabled or disabled",
+                    ))
+                }
+            },
+            "metadata" => {
+                req.user = v.get("user_id").and_then(Value::as_str).map(str::to_string);
+            }
+            "mcp_servers" | "container" => {
+                return Err(unsupported(
+                    k.clone(),
+                    "this Anthropic feature runs only on Anthropic backends",
+                ))
+            }
+            // Safe to drop: `service_tier` and `context_management`-free requests, and fields
+            // that only tune billing; unknown fields cannot be judged and are left out.
+            _ => {}
+        }
+    }
+    if let Some(d) = disable_parallel {
+        req.parallel_tool_calls = Some(!d);
+    }
+    if req.model.is_empty() {
+        return Err(TranslateError::invalid(
+            "model",
+            "you must provide a model parameter",
+        ));
+    }
+    if req.messages.is_empty() {
+        return Err(TranslateError::invalid(
+            "messages",
+            "you must provide at least one message",
+        ));
+    }
+    Ok(req)
+}
+
+fn decode_block(b: &Value, p: &str, target: &'static str) -> Result<Part, TranslateError> {
+    let t = b
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TranslateError::invalid(format!("{p}.type"), "missing"))?;
+    Ok(match t {
+        "text" => Part::Text(str_of(field(b, "text", p)?, &format!("{p}.text"))?.to_string()),
+        "image" => {
+            let s = field(b, "source", p)?;
+            Part::Image(match s.get("type").and_then(Value::as_str) {
+                Some("base64") => Image::Base64 {
+                    media_type: str_of(
+                        field(s, "media_type", &format!("{p}.source"))?,
+                        &format!("{p}.source.media_type"),
+                    )?
+                    .to_string(),
+                    data: str_of(
+                        field(s, "data", &format!("{p}.source"))?,
+                        &format!("{p}.source.data"),
+                    )?
+                    .to_string(),
+                },
+                Some("url") => Image::Url(
+                    str_of(
+                        field(s, "url", &format!("{p}.source"))?,
+                        &format!("{p}.source.url"),
+                    )?
+                    .to_string(),
+                ),
+                _ => {
+                    return Err(TranslateError::Unsupported {
+                        param: format!("{p}.source.type"),
+                        provider: target,
+                        why: "only base64 and url image sources can be translated",
+                    })
+                }
+            })
+        }
+        "thinking" => Part::Reasoning {
+            text: b
+                .get("thinking")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            signature: b
+                .get("signature")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            redacted: None,
+        },
+        "redacted_thinking" => Part::Reasoning {
+            text: String::new(),
+            signature: None,
+            redacted: Some(
+                b.get("data")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        },
+        "tool_use" => Part::ToolCall(ToolCall {
+            id: str_of(field(b, "id", p)?, &format!("{p}.id"))?.to_string(),
+            name: str_of(field(b, "name", p)?, &format!("{p}.name"))?.to_string(),
+            arguments: match b.get("input") {
+                Some(Value::Object(m)) => m.clone(),
+                None | Some(Value::Null) => Map::new(),
+                Some(_) => {
+                    return Err(TranslateError::invalid(
+                        format!("{p}.input"),
+                        "must be an object",
+                    ))
+                }
+            },
+        }),
+        "tool_result" => Part::ToolResult {
+            id: str_of(field(b, "tool_use_id", p)?, &format!("{p}.tool_use_id"))?.to_string(),
+            content: match b.get("content") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => vec![Part::Text(s.clone())],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| decode_block(c, &format!("{p}.content[{k}]"), target))
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(TranslateError::invalid(
+                        format!("{p}.content"),
+                        "must be a string or an array",
+                    ))
+                }
+            },
+            is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+        },
+        other => {
+            return Err(TranslateError::Unsupported {
+                param: format!("{p}.type"),
+                provider: target,
+                why: match other {
+                    "document" => "document blocks cannot be translated",
+                    "search_result" => "search result blocks cannot be translated",
+                    _ => "this content block type runs only on Anthropic backends",
+                },
+            })
+        }
+    })
+}
+
+/// Encodes a Messages request for an Anthropic backend serving `model`.
+pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, TranslateError> {
+    if req.response_format.is_some() {
+        return Err(TranslateError::Unsupported {
+            param: "response_format".into(),
+            provider: "anthropic",
+            why: "the Messages API has no JSON mode; ask for JSON in the prompt or use a tool",
+        });
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), model.into());
+    out.insert(
+        "max_tokens".into(),
+        req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
+    );
+    let system: Vec<Value> = req
+        .system
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) if !t.is_empty() => Some(json!({"type": "text", "text": t})),
+            _ => None,
+        })
+        .collect();
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    let mut messages: Vec<(Role, Vec<Value>)> = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        let blocks: Vec<Value> = m.content.iter().filter_map(encode_block).collect();
+        if blocks.is_empty() {
+            continue;
+        }
+        // The Messages API wants user and assistant turns to alternate: merge neighbours.
+        match messages.last_mut() {
+            Some((role, last)) if *role == m.role => last.extend(blocks),
+            _ => messages.push((m.role, blocks)),
+        }
+    }
+    let messages: Vec<Value> = messages
+        .into_iter()
+        .map(|(role, content)| {
+            json!({"role": match role { Role::User => "user", Role::Assistant => "assistant" }, "content": content})
+        })
+        .collect();
+    out.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut o = Map::new();
+                o.insert("name".into(), t.name.clone().into());
+                if let Some(d) = &t.description {
+                    o.insert("description".into(), d.clone().into());
+                }
+                o.insert("input_schema".into(), t.parameters.clone());
+                Value::Object(o)
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+        let mut choice = match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+            Some(ToolChoice::None) => json!({"type": "none"}),
+            Some(ToolChoice::Required) => json!({"type": "any"}),
+            Some(ToolChoice::Tool(n)) => json!({"type": "tool", "name": n}),
+        };
+        if req.parallel_tool_calls == Some(false) {
+            if let Some(o) = choice.as_object_mut() {
+                o.insert("disable_parallel_tool_use".into(), true.into());
+            }
+        }
+        if req.tool_choice.is_some() || req.parallel_tool_calls == Some(false) {
+            out.insert("tool_choice".into(), choice);
+        }
+    }
+    if let Some(t) = req.temperature {
+        // OpenAI's range is 0–2, Anthropic's 0–1: anything above 1 means "as random as
+        // possible", which 1 is on the Anthropic side.
+        out.insert("temperature".into(), t.clamp(0.0, 1.0).into());
+    }
+    if let Some(t) = req.top_p {
+        out.insert("top_p".into(), t.into());
+    }
+    if let Some(k) = req.top_k {
+        out.insert("top_k".into(), k.into());
+    }
+    if !req.stop.is_empty() {
+        out.insert("stop_sequences".into(), req.stop.clone().into());
+    }
+    if let Some(t) = req.thinking {
+        out.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": t.budget_tokens}),
+        );
+    }
+    if let Some(u) = &req.user {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if req.stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// One content block; `None` for what the Messages API would refuse and can safely go:
+/// empty text, and reasoning without a signature (it came from another provider, and
+/// Anthropic only accepts its own signed thinking back).
+fn encode_block(p: &Part) -> Option<Value> {
+    Some(match p {
+        Part::Text(t) if t.is_empty() => return None,
+        Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Image(Image::Url(u)) => json!({"type": "image", "source": {"type": "url", "url": u}}),
+        Part::Image(Image::Base64 { media_type, data }) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        Part::Reasoning {
+            redacted: Some(d), ..
+        } => json!({"type": "redacted_thinking", "data": d}),
+        Part::Reasoning {
+            text,
+            signature: Some(s),
+            ..
+        } => {
+            json!({"type": "thinking", "thinking": text, "signature": s})
+        }
+        Part::Reasoning { .. } => return None,
+        Part::ToolCall(c) => {
+            json!({"type": "tool_use", "id": c.id, "name": c.name, "input": Value::Object(c.arguments.clone())})
+        }
+        Part::ToolResult {
+            id,
+            content,
+            is_error,
+        } => {
+            let content: Vec<Value> = content.iter().filter_map(encode_block).collect();
+            let mut o = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+            if *is_error {
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("is_error".into(), true.into());
+                }
+            }
+            o
+        }
+    })
+}
+
+// === responses ===
+
+/// Decodes a complete Messages response.
+pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::invalid("", format!("upstream response is not JSON: {e}")))?;
+    let mut content = Vec::new();
+    for b in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => content.push(Part::Text(
+                b.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            Some("thinking") => content.push(Part::Reasoning {
+                text: b
+                    .get("thinking")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                signature: b
+                    .get("signature")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                redacted: None,
+            }),
+            Some("redacted_thinking") => content.push(Part::Reasoning {
+                text: String::new(),
+                signature: None,
+                redacted: b.get("data").and_then(Value::as_str).map(str::to_string),
+            }),
+            Some("tool_use") => content.push(Part::ToolCall(ToolCall {
+                id: b
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                name: b
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                arguments: b
+                    .get("input")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+            })),
+            // Server-tool blocks only exist when the request used server tools, which a
+            // translated request cannot.
+            _ => {}
+        }
+    }
+    let usage = v
+        .get("usage")
+        .and_then(|u| serde_json::from_value::<WireUsage>(u.clone()).ok())
+        .map(WireUsage::to_usage);
+    Ok(chat::Response {
+        id: v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        model: v
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        content,
+        finish_reason: v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(finish_from_anthropic),
+        stop_sequence: v
+            .get("stop_sequence")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage,
+    })
+}
+
+/// Encodes a Messages response for an Anthropic caller.
+pub fn encode_response(resp: &chat::Response) -> Vec<u8> {
+    let content: Vec<Value> = resp
+        .content
+        .iter()
+        .filter_map(|p| match p {
+            // Unsigned reasoning (from an OpenAI-dialect backend) is still shown to the
+            // caller; an empty signature tells it that it cannot be sent back verified.
+            Part::Reasoning {
+                text,
+                signature: None,
+                redacted: None,
+            } => Some(json!({"type": "thinking", "thinking": text, "signature": ""})),
+            other => encode_block(other),
+        })
+        .collect();
+    let body = json!({
+        "id": message_id(&resp.id),
+        "type": "message",
+        "role": "assistant",
+        "model": resp.model,
+        "content": content,
+        "stop_reason": resp.finish_reason.map(finish_to_anthropic).unwrap_or("end_turn"),
+        "stop_sequence": resp.stop_sequence,
+        "usage": WireUsage::from_usage(&resp.usage.unwrap_or_default()),
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+pub(super) fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_string()
+    } else if id.is_empty() {
+        "msg_switchyard".to_string()
+    } else {
+        format!("msg_{id}")
+    }
+}
+
+/// Anthropic's `stop_reason` → the internal one.
+pub(super) fn finish_from_anthropic(s: &str) -> FinishReason {
+    match s {
+        "stop_sequence" => FinishReason::StopSequence,
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        "pause_turn" => FinishReason::Pause,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// The internal finish reason → Anthropic's `stop_reason`.
+pub(super) fn finish_to_anthropic(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "end_turn",
+        FinishReason::StopSequence => "stop_sequence",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::ContentFilter => "refusal",
+        FinishReason::Pause => "pause_turn",
+    }
+}
+
+// === helpers ===
+
+fn field<'v>(v: &'v Value, name: &str, p: &str) -> Result<&'v Value, TranslateError> {
+    v.get(name)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+}
+
+fn str_of<'v>(v: &'v Value, p: &str) -> Result<&'v str, TranslateError> {
+    v.as_str()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a string"))
+}
+
+fn arr_of<'v>(v: &'v Value, p: &str) -> Result<&'v Vec<Value>, TranslateError> {
+    v.as_array()
+        .ok_or_else(|| TranslateError::invalid(p, "must be an array"))
+}
+
+fn u64_of(v: &Value, p: &str) -> Result<u64, TranslateError> {
+    v.as_u64()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a non-negative integer"))
+}
+
+fn f64_of(v: &Value, p: &str) -> Result<f64, TranslateError> {
+    v.as_f64()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a number"))
+}

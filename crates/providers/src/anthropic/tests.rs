@@ -1,0 +1,407 @@
+//! Fixture tests for the Anthropic format in both directions. Inputs under `fixtures/` are
+//! written from the providers' public API references; outputs are golden files under
+//! `fixtures/golden/` (reviewed by hand; `SWITCHYARD_UPDATE_GOLDEN=1` rewrites them).
+
+use serde_json::{json, Value};
+
+use crate::{
+    anthropic::{self, Endpoint, Request, WireUsage},
+    chat::{Part, TranslateError},
+    error::parse_openai_error,
+    openai::{self, chat::Dialect},
+    sse,
+    transcode::{self, Format, Transcoder},
+    Usage,
+};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+/// Compares `actual` with the golden file, or rewrites it when asked to.
+fn golden(name: &str, actual: &Value) {
+    let path = format!("{FIXTURES}/golden/{name}");
+    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("SWITCHYARD_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(format!("{FIXTURES}/golden")).unwrap();
+        std::fs::write(&path, pretty).unwrap();
+        return;
+    }
+    let expected: Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|_| {
+        panic!("missing {path}: run with SWITCHYARD_UPDATE_GOLDEN=1 and review it")
+    }))
+    .unwrap();
+    assert_eq!(actual, &expected, "{name} differs from its golden file");
+}
+
+/// `created` and generated ids vary per run; everything else must match.
+fn normalise(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if o.contains_key("created") {
+            o.insert("created".into(), json!(0));
+        }
+    }
+    v
+}
+
+/// SSE bytes as `[{event, data}]` for golden comparison.
+fn sse_events(bytes: &[u8]) -> Value {
+    let mut p = sse::Parser::new();
+    p.push(bytes).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = p.next_event() {
+        let data = if &e.data[..] == b"[DONE]" {
+            json!("[DONE]")
+        } else {
+            normalise(serde_json::from_slice(&e.data).unwrap())
+        };
+        let name = e.event.map(|n| String::from_utf8(n.to_vec()).unwrap());
+        out.push(json!({"event": name, "data": data}));
+    }
+    assert_eq!(p.pending(), 0);
+    Value::Array(out)
+}
+
+/// Feeds `input` through a transcoder in pieces cut at `splits`.
+fn transcode(from: Format, to: Format, input: &[u8], splits: &[usize]) -> Vec<u8> {
+    let mut parser = sse::Parser::new();
+    let mut t = Transcoder::new(from, to, true);
+    let mut out = Vec::new();
+    let mut last = 0;
+    for &s in splits.iter().chain(std::iter::once(&input.len())) {
+        parser.push(&input[last..s]).unwrap();
+        last = s;
+        while let Some(ev) = parser.next_event() {
+            t.on_event(&ev.data, &mut out);
+        }
+    }
+    if let Some(ev) = parser.finish() {
+        t.on_event(&ev.data, &mut out);
+    }
+    t.finish(&mut out);
+    out
+}
+
+// === requests ===
+
+#[test]
+fn anthropic_request_to_openai() {
+    let out = transcode::request(
+        Format::Anthropic,
+        Format::OpenAiChat,
+        Dialect::OpenAi,
+        "openai",
+        &fixture("anthropic/request.json"),
+        "gpt-4o",
+    )
+    .unwrap();
+    golden(
+        "anthropic_request_to_openai.json",
+        &serde_json::from_slice(&out).unwrap(),
+    );
+}
+
+#[test]
+fn openai_request_to_anthropic() {
+    let out = transcode::request(
+        Format::OpenAiChat,
+        Format::Anthropic,
+        Dialect::Compatible,
+        "anthropic",
+        &fixture("openai/request.json"),
+        "claude-sonnet-4-5",
+    )
+    .unwrap();
+    golden(
+        "openai_request_to_anthropic.json",
+        &serde_json::from_slice(&out).unwrap(),
+    );
+}
+
+#[test]
+fn anthropic_round_trip_keeps_signatures_and_object_inputs() {
+    let body = fixture("anthropic/request.json");
+    let ir = anthropic::decode_request(&body, "anthropic").unwrap();
+    let out: Value =
+        serde_json::from_slice(&anthropic::encode_request(&ir, "claude-sonnet-4-5").unwrap())
+            .unwrap();
+    let orig: Value = serde_json::from_slice(&body).unwrap();
+    // Every turn survives with its thinking signature and its tool_use input object.
+    assert_eq!(out["messages"][1], orig["messages"][1]);
+    assert_eq!(out["messages"][0], orig["messages"][0]);
+    assert!(out["messages"][1]["content"][2]["input"].is_object());
+    assert_eq!(out["tool_choice"], orig["tool_choice"]);
+}
+
+#[test]
+fn tool_arguments_always_become_objects() {
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": ""}},
+            {"id": "b", "type": "function", "function": {"name": "g", "arguments": "[1,2]"}},
+        ]},
+    ]});
+    let out = transcode::request(
+        Format::OpenAiChat,
+        Format::Anthropic,
+        Dialect::Compatible,
+        "anthropic",
+        body.to_string().as_bytes(),
+        "c",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let blocks = &v["messages"][1]["content"];
+    assert_eq!(blocks[0]["input"], json!({}));
+    assert_eq!(blocks[1]["input"], json!({"_raw_arguments": "[1,2]"}));
+}
+
+#[test]
+fn refuses_what_the_target_cannot_express() {
+    let cases: [(Format, Value, &str); 5] = [
+        (
+            Format::OpenAiChat,
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            Format::OpenAiChat,
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "n",
+        ),
+        (
+            Format::OpenAiChat,
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            "messages[0].content[0].type",
+        ),
+        (
+            Format::Anthropic,
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+            "messages[0].content[0].type",
+        ),
+        (
+            Format::Anthropic,
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            "tools[0].type",
+        ),
+    ];
+    for (from, body, param) in cases {
+        let to = match from {
+            Format::OpenAiChat => Format::Anthropic,
+            Format::Anthropic => Format::OpenAiChat,
+        };
+        let err = transcode::request(
+            from,
+            to,
+            Dialect::OpenAi,
+            "x",
+            body.to_string().as_bytes(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(matches!(err, TranslateError::Unsupported { .. }), "{err:?}");
+        assert_eq!(err.param(), param);
+    }
+}
+
+#[test]
+fn passthrough_rewrites_only_the_model() {
+    let body = br#"{"model":"claude-x","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled","budget_tokens":2048},"stream":true}"#;
+    let req = Request::decode(Endpoint::Messages, body).unwrap();
+    assert!(req.stream);
+    assert_eq!(req.max_tokens, Some(10));
+    let out = String::from_utf8(req.encode("claude-y")).unwrap();
+    assert_eq!(
+        out,
+        String::from_utf8_lossy(body).replace("claude-x", "claude-y")
+    );
+    let missing = br#"{"model":"c","messages":[]}"#;
+    assert_eq!(
+        Request::decode(Endpoint::Messages, missing)
+            .err()
+            .and_then(|e| e.param()),
+        Some("max_tokens")
+    );
+    assert!(Request::decode(Endpoint::CountTokens, missing).is_ok());
+}
+
+// === responses ===
+
+#[test]
+fn anthropic_response_to_openai() {
+    let (out, usage, _) = transcode::response(
+        Format::Anthropic,
+        Format::OpenAiChat,
+        &fixture("anthropic/response.json"),
+    )
+    .unwrap();
+    // input 2095 + cache read 1800 + cache write 100.
+    assert_eq!(
+        usage,
+        Some(Usage {
+            input_tokens: 3995,
+            output_tokens: 503,
+            cached_input_tokens: 1800
+        })
+    );
+    golden(
+        "anthropic_response_to_openai.json",
+        &normalise(serde_json::from_slice(&out).unwrap()),
+    );
+}
+
+#[test]
+fn openai_response_to_anthropic() {
+    let (out, usage, _) = transcode::response(
+        Format::OpenAiChat,
+        Format::Anthropic,
+        &fixture("openai/response.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        usage,
+        Some(Usage {
+            input_tokens: 1117,
+            output_tokens: 46,
+            cached_input_tokens: 1024
+        })
+    );
+    golden(
+        "openai_response_to_anthropic.json",
+        &serde_json::from_slice(&out).unwrap(),
+    );
+}
+
+#[test]
+fn reasoning_keeps_its_signature_through_the_model() {
+    let resp = anthropic::decode_response(&fixture("anthropic/response.json")).unwrap();
+    assert!(
+        matches!(&resp.content[0], Part::Reasoning { signature: Some(s), .. } if s == "EqQBCgIYAhIM")
+    );
+    let back: Value = serde_json::from_slice(&anthropic::encode_response(&resp)).unwrap();
+    let orig: Value = serde_json::from_slice(&fixture("anthropic/response.json")).unwrap();
+    assert_eq!(back["content"], orig["content"]);
+    assert_eq!(back["stop_reason"], "tool_use");
+}
+
+// === streams ===
+
+#[test]
+fn anthropic_stream_to_openai() {
+    let input = fixture("anthropic/stream.sse");
+    let out = transcode(Format::Anthropic, Format::OpenAiChat, &input, &[]);
+    golden("anthropic_stream_to_openai.json", &sse_events(&out));
+}
+
+#[test]
+fn openai_stream_to_anthropic() {
+    let input = fixture("openai/stream.sse");
+    let out = transcode(Format::OpenAiChat, Format::Anthropic, &input, &[]);
+    golden("openai_stream_to_anthropic.json", &sse_events(&out));
+}
+
+#[test]
+fn streams_split_at_every_byte_give_the_same_events() {
+    for (from, to, name) in [
+        (
+            Format::Anthropic,
+            Format::OpenAiChat,
+            "anthropic/stream.sse",
+        ),
+        (Format::OpenAiChat, Format::Anthropic, "openai/stream.sse"),
+    ] {
+        let input = fixture(name);
+        let whole = sse_events(&transcode(from, to, &input, &[]));
+        for cut in 0..=input.len() {
+            let split = sse_events(&transcode(from, to, &input, &[cut]));
+            assert_eq!(split, whole, "{name} split at byte {cut}");
+        }
+    }
+}
+
+#[test]
+fn stream_usage_comes_from_message_start_and_message_delta() {
+    let input = fixture("anthropic/stream.sse");
+    let mut parser = sse::Parser::new();
+    parser.push(&input).unwrap();
+    let mut t = Transcoder::new(Format::Anthropic, Format::OpenAiChat, false);
+    let mut out = Vec::new();
+    let mut usage = None;
+    while let Some(ev) = parser.next_event() {
+        if let Some(u) = t.on_event(&ev.data, &mut out).usage {
+            usage = Some(u);
+        }
+    }
+    assert_eq!(
+        usage,
+        Some(Usage {
+            input_tokens: 872,
+            output_tokens: 89,
+            cached_input_tokens: 400
+        })
+    );
+    // The client did not ask for the usage chunk: none reaches it.
+    assert!(!String::from_utf8(out).unwrap().contains("\"choices\":[]"));
+}
+
+// === errors and usage ===
+
+#[test]
+fn error_bodies() {
+    assert_eq!(
+        parse_openai_error(&fixture("anthropic/error_overloaded.json")),
+        Some(("Overloaded".into(), Some("overloaded_error".into())))
+    );
+    assert_eq!(
+        parse_openai_error(&fixture("anthropic/error_rate_limit.json")).and_then(|e| e.1),
+        Some("rate_limit_error".into())
+    );
+    for (status, t) in [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (529, "overloaded_error"),
+    ] {
+        assert_eq!(anthropic::error_type(status), t);
+    }
+    let body: Value =
+        serde_json::from_slice(&anthropic::error_json("not_found_error", "no")).unwrap();
+    assert_eq!(
+        body,
+        json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}})
+    );
+    assert!(anthropic::error_sse_event("api_error", "x").starts_with(b"event: error\ndata: {"));
+}
+
+#[test]
+fn usage_both_ways() {
+    let wire = WireUsage {
+        input_tokens: Some(10),
+        output_tokens: Some(5),
+        cache_creation_input_tokens: Some(3),
+        cache_read_input_tokens: Some(20),
+    };
+    let u = wire.to_usage();
+    assert_eq!(
+        u,
+        Usage {
+            input_tokens: 33,
+            output_tokens: 5,
+            cached_input_tokens: 20
+        }
+    );
+    let back = WireUsage::from_usage(&u);
+    assert_eq!(back.input_tokens, Some(13));
+    assert_eq!(back.cache_read_input_tokens, Some(20));
+    let info = anthropic::inspect_response(&fixture("anthropic/response.json"));
+    assert_eq!(info.usage.map(|u| u.cached_input_tokens), Some(1800));
+    assert_eq!(info.finish_reason.as_deref(), Some("tool_use"));
+    let _ = openai::chat::finish_to_openai(crate::chat::FinishReason::Pause);
+}

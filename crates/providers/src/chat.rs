@@ -1,0 +1,333 @@
+//! The internal chat model every wire format maps to and from.
+//!
+//! A translated request goes `caller's format → chat::Request → backend's format`; a response
+//! the other way, and a stream event by event through [`StreamEvent`]. The model keeps
+//! everything some format can express and one format could need in order to round-trip
+//! (Anthropic's thinking `signature`, tool-call ids, cache-aware usage), so a format pair never
+//! needs to know about a third format. The OpenAI → OpenAI path never builds this model: it is
+//! a byte-level passthrough (see [`crate::openai::Request`]).
+//!
+//! Conversions live with each format (`openai::chat`, `anthropic`): `decode_request` /
+//! `encode_request`, `decode_response` / `encode_response`, and a stream decoder / encoder
+//! pair joined by [`crate::transcode::Transcoder`].
+
+use serde_json::Value;
+
+use crate::Usage;
+
+/// A chat request in the gateway's own terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    /// The model the caller asked for (rewritten per target when encoding).
+    pub model: String,
+    /// System instructions, in order. Formats with a single system string join them.
+    pub system: Vec<Part>,
+    /// The conversation, oldest first, alternating as the caller sent it.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    pub tools: Vec<Tool>,
+    /// How the model must use the tools.
+    pub tool_choice: Option<ToolChoice>,
+    /// `false` asks for at most one tool call per turn.
+    pub parallel_tool_calls: Option<bool>,
+    /// Output format constraint.
+    pub response_format: Option<ResponseFormat>,
+    /// Sampling temperature as the caller sent it (OpenAI's range is 0–2, Anthropic's 0–1).
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Top-k sampling (Anthropic, Gemini).
+    pub top_k: Option<u64>,
+    /// Upper bound on generated tokens.
+    pub max_tokens: Option<u64>,
+    /// Sequences that stop generation.
+    pub stop: Vec<String>,
+    /// Whether the caller wants a stream.
+    pub stream: bool,
+    /// Extended thinking / reasoning budget, when the caller asked for it.
+    pub thinking: Option<Thinking>,
+    /// An opaque end-user id for abuse tracking (`user`, `metadata.user_id`).
+    pub user: Option<String>,
+}
+
+/// Who wrote a message. System text lives in [`Request::system`]; tool results are
+/// [`Part::ToolResult`]s inside a user message (Anthropic's shape, and the only one that keeps
+/// several results of one turn together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The caller (and tool results).
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// Author.
+    pub role: Role,
+    /// Content, in order.
+    pub content: Vec<Part>,
+}
+
+/// One piece of message content.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    /// Plain text.
+    Text(String),
+    /// An image.
+    Image(Image),
+    /// Model reasoning. `signature` (Anthropic) must go back unchanged on the next turn, or
+    /// the upstream refuses the conversation.
+    Reasoning {
+        /// The reasoning text (empty for redacted reasoning).
+        text: String,
+        /// Anthropic's signature over the block.
+        signature: Option<String>,
+        /// Anthropic's encrypted `redacted_thinking` data, when the block was redacted.
+        redacted: Option<String>,
+    },
+    /// A call the model made.
+    ToolCall(ToolCall),
+    /// The caller's answer to a tool call.
+    ToolResult {
+        /// The id of the call this answers.
+        id: String,
+        /// The result (text and images).
+        content: Vec<Part>,
+        /// Whether the tool failed.
+        is_error: bool,
+    },
+}
+
+/// An image, by URL or inline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Image {
+    /// Fetched by the provider.
+    Url(String),
+    /// Inline bytes, base64-encoded, with their media type.
+    Base64 {
+        /// e.g. `image/png`.
+        media_type: String,
+        /// The base64 text (not decoded: it is passed on as is).
+        data: String,
+    },
+}
+
+/// A tool call made by the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    /// The provider's call id, echoed back by the tool result.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments: always a JSON object (Anthropic refuses anything else as `input`).
+    pub arguments: serde_json::Map<String, Value>,
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tool {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments (an object schema).
+    pub parameters: Value,
+}
+
+/// How the model must use tools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// This tool.
+    Tool(String),
+}
+
+/// Output constraint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// Schema name.
+        name: String,
+        /// The schema.
+        schema: Value,
+        /// OpenAI's `strict`.
+        strict: Option<bool>,
+    },
+}
+
+/// Extended thinking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thinking {
+    /// Tokens the model may spend thinking.
+    pub budget_tokens: u64,
+}
+
+/// Why generation stopped, in the gateway's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Natural end of the turn.
+    Stop,
+    /// A stop sequence matched.
+    StopSequence,
+    /// The token limit was reached.
+    Length,
+    /// The model called tools and waits for results.
+    ToolCalls,
+    /// Content was filtered / refused.
+    ContentFilter,
+    /// The provider paused a long turn (Anthropic `pause_turn`); the caller may continue it.
+    Pause,
+}
+
+/// A complete (non-streamed) chat response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    /// The provider's response id.
+    pub id: String,
+    /// The model that answered.
+    pub model: String,
+    /// The assistant's content: reasoning, text and tool calls, in order.
+    pub content: Vec<Part>,
+    /// Why it stopped.
+    pub finish_reason: Option<FinishReason>,
+    /// The matched stop sequence, when the provider says which.
+    pub stop_sequence: Option<String>,
+    /// Token usage.
+    pub usage: Option<Usage>,
+}
+
+/// One step of a streamed response, between an upstream decoder and a caller encoder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// The response began (always first).
+    Start {
+        /// Response id.
+        id: String,
+        /// Answering model.
+        model: String,
+        /// Usage known at the start (Anthropic reports input tokens here).
+        usage: Option<Usage>,
+    },
+    /// Generated text.
+    Text(String),
+    /// Reasoning text.
+    Reasoning(String),
+    /// The signature closing a reasoning block (Anthropic `signature_delta`).
+    ReasoningSignature(String),
+    /// Redacted reasoning (Anthropic `redacted_thinking`), opaque.
+    RedactedReasoning(String),
+    /// A tool call begins. `index` counts tool calls in this response from 0.
+    ToolCallStart {
+        /// Tool call index.
+        index: u32,
+        /// Call id.
+        id: String,
+        /// Tool name.
+        name: String,
+    },
+    /// A piece of a tool call's JSON arguments text (pieces concatenate to the whole).
+    ToolCallArguments {
+        /// Tool call index.
+        index: u32,
+        /// The piece.
+        fragment: String,
+    },
+    /// Generation stopped.
+    Finish {
+        /// Why.
+        reason: FinishReason,
+        /// The matched stop sequence, when known.
+        stop_sequence: Option<String>,
+    },
+    /// Usage (may come after `Finish`; the last one wins).
+    Usage(Usage),
+    /// The stream ended properly.
+    Done,
+    /// The upstream reported an error inside the stream.
+    Error {
+        /// Its type/code.
+        kind: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A request or response the target format cannot carry, or a malformed one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The body is not valid JSON of the expected shape.
+    #[error("invalid request: {message}")]
+    Invalid {
+        /// The parameter path at fault (`messages[2].content`).
+        param: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The parameter is valid but the backend's format cannot express it, and dropping it
+    /// would change the answer.
+    #[error("'{param}' is not supported by backends of provider {provider}: {why}")]
+    Unsupported {
+        /// The parameter path.
+        param: String,
+        /// The target provider.
+        provider: &'static str,
+        /// Why it cannot be dropped.
+        why: &'static str,
+    },
+}
+
+impl TranslateError {
+    /// The parameter at fault.
+    pub fn param(&self) -> &str {
+        match self {
+            TranslateError::Invalid { param, .. } | TranslateError::Unsupported { param, .. } => {
+                param
+            }
+        }
+    }
+
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        TranslateError::Invalid {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a tool call's arguments text into the JSON object every format can carry.
+/// Empty text (a call without arguments) is `{}`; anything that is not an object is kept
+/// whole under `_raw_arguments` rather than dropped, so nothing the model produced is lost.
+pub fn arguments_object(text: &str) -> serde_json::Map<String, Value> {
+    if text.trim().is_empty() {
+        return serde_json::Map::new();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            let mut m = serde_json::Map::new();
+            m.insert("_raw_arguments".into(), Value::String(text.to_string()));
+            m
+        }
+    }
+}
+
+/// The text of a list of parts (text parts only), joined without separators.
+pub fn joined_text(parts: &[Part]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        if let Part::Text(t) = p {
+            s.push_str(t);
+        }
+    }
+    s
+}

@@ -1,0 +1,1008 @@
+//! OpenAI Chat Completions ⇄ the internal chat model, used only when the other side of the
+//! gateway speaks another format (OpenAI → OpenAI stays a byte-level passthrough).
+//!
+//! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
+//! (`messages[2].content[0].type`) the way OpenAI's own errors do.
+
+use serde_json::{json, Map, Value};
+
+use crate::chat::{
+    self, arguments_object, FinishReason, Image, Message, Part, ResponseFormat, Role, StreamEvent,
+    Tool, ToolCall, ToolChoice, TranslateError,
+};
+use crate::Usage;
+
+/// Differences between OpenAI itself and servers that speak its dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// api.openai.com: `max_completion_tokens` (its reasoning models refuse `max_tokens`).
+    OpenAi,
+    /// vLLM, Ollama, DeepSeek, Mistral …: many only know `max_tokens`.
+    Compatible,
+}
+
+// === requests ===
+
+/// Decodes an OpenAI chat request for translation to `target` (a provider name, for errors).
+/// Parameters the internal model cannot carry and that change the answer are refused here.
+pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(TranslateError::invalid(
+            "",
+            "the body must be a JSON object",
+        ));
+    };
+    let unsupported = |param: &str, why: &'static str| TranslateError::Unsupported {
+        param: param.to_string(),
+        provider: target,
+        why,
+    };
+    let mut req = chat::Request::default();
+    for (k, v) in &obj {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "model" => req.model = str_of(v, "model")?.to_string(),
+            "messages" => decode_messages(v, &mut req, target)?,
+            "stream" => req.stream = v.as_bool().unwrap_or(false),
+            "max_tokens" | "max_completion_tokens" => req.max_tokens = Some(u64_of(v, k)?),
+            "temperature" => req.temperature = Some(f64_of(v, k)?),
+            "top_p" => req.top_p = Some(f64_of(v, k)?),
+            "stop" => {
+                req.stop = match v {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| str_of(s, &format!("stop[{i}]")).map(str::to_string))
+                        .collect::<Result<_, _>>()?,
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            "stop",
+                            "must be a string or an array of strings",
+                        ))
+                    }
+                }
+            }
+            "tools" => {
+                let arr = arr_of(v, "tools")?;
+                for (i, t) in arr.iter().enumerate() {
+                    let p = format!("tools[{i}]");
+                    match t.get("type").and_then(Value::as_str) {
+                        Some("function") | None => {}
+                        Some(_) => {
+                            return Err(unsupported(
+                                &format!("{p}.type"),
+                                "only function tools can be translated",
+                            ))
+                        }
+                    }
+                    let f = t.get("function").ok_or_else(|| {
+                        TranslateError::invalid(format!("{p}.function"), "missing")
+                    })?;
+                    req.tools.push(Tool {
+                        name: str_of(
+                            field(f, "name", &format!("{p}.function"))?,
+                            &format!("{p}.function.name"),
+                        )?
+                        .to_string(),
+                        description: f
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        parameters: match f.get("parameters") {
+                            Some(s) if s.is_object() => s.clone(),
+                            _ => json!({"type": "object", "properties": {}}),
+                        },
+                    });
+                }
+            }
+            "tool_choice" => {
+                req.tool_choice = Some(match v {
+                    Value::String(s) => match s.as_str() {
+                        "auto" => ToolChoice::Auto,
+                        "none" => ToolChoice::None,
+                        "required" => ToolChoice::Required,
+                        _ => {
+                            return Err(TranslateError::invalid(
+                                "tool_choice",
+                                "must be auto, none, required or a function",
+                            ))
+                        }
+                    },
+                    Value::Object(o) => {
+                        let name = o
+                            .get("function")
+                            .and_then(|f| f.get("name"))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                TranslateError::invalid("tool_choice.function.name", "missing")
+                            })?;
+                        ToolChoice::Tool(name.to_string())
+                    }
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            "tool_choice",
+                            "must be a string or an object",
+                        ))
+                    }
+                })
+            }
+            "parallel_tool_calls" => req.parallel_tool_calls = v.as_bool(),
+            "response_format" => {
+                req.response_format = match v.get("type").and_then(Value::as_str) {
+                    Some("text") => None,
+                    Some("json_object") => Some(ResponseFormat::JsonObject),
+                    Some("json_schema") => {
+                        let s = v.get("json_schema").ok_or_else(|| {
+                            TranslateError::invalid("response_format.json_schema", "missing")
+                        })?;
+                        Some(ResponseFormat::JsonSchema {
+                            name: s
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("response")
+                                .to_string(),
+                            schema: s.get("schema").cloned().unwrap_or_else(|| json!({})),
+                            strict: s.get("strict").and_then(Value::as_bool),
+                        })
+                    }
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            "response_format.type",
+                            "must be text, json_object or json_schema",
+                        ))
+                    }
+                }
+            }
+            "user" => req.user = v.as_str().map(str::to_string),
+            "n" if v.as_u64().is_some_and(|n| n > 1) => {
+                return Err(unsupported(
+                    "n",
+                    "only one choice per request can be produced",
+                ))
+            }
+            "logprobs" if v.as_bool() == Some(true) => {
+                return Err(unsupported(
+                    "logprobs",
+                    "the backend does not return log probabilities",
+                ))
+            }
+            "top_logprobs" => {
+                return Err(unsupported(
+                    "top_logprobs",
+                    "the backend does not return log probabilities",
+                ))
+            }
+            "logit_bias" if v.as_object().is_some_and(|m| !m.is_empty()) => {
+                return Err(unsupported("logit_bias", "the backend cannot bias tokens"))
+            }
+            "audio" => return Err(unsupported("audio", "audio output cannot be translated")),
+            "modalities" if v.as_array().is_some_and(|a| a.iter().any(|m| m != "text")) => {
+                return Err(unsupported(
+                    "modalities",
+                    "only text output can be translated",
+                ))
+            }
+            "prediction" => {
+                return Err(unsupported(
+                    "prediction",
+                    "predicted outputs cannot be translated",
+                ))
+            }
+            "web_search_options" => {
+                return Err(unsupported(
+                    "web_search_options",
+                    "built-in web search cannot be translated",
+                ))
+            }
+            "functions" | "function_call" => {
+                return Err(unsupported(
+                    k,
+                    "the deprecated functions API cannot be translated; use tools",
+                ))
+            }
+            // Safe to drop: they tune sampling, caching, storage or billing, never the
+            // shape of the answer (`seed`, penalties, `store`, `metadata`, `service_tier`,
+            // `reasoning_effort`, `stream_options` — usage is always asked for upstream).
+            _ => {}
+        }
+    }
+    if req.model.is_empty() {
+        return Err(TranslateError::invalid(
+            "model",
+            "you must provide a model parameter",
+        ));
+    }
+    if req.messages.is_empty() && req.system.is_empty() {
+        return Err(TranslateError::invalid(
+            "messages",
+            "you must provide at least one message",
+        ));
+    }
+    Ok(req)
+}
+
+fn decode_messages(
+    v: &Value,
+    req: &mut chat::Request,
+    target: &'static str,
+) -> Result<(), TranslateError> {
+    for (i, m) in arr_of(v, "messages")?.iter().enumerate() {
+        let p = format!("messages[{i}]");
+        let role = str_of(field(m, "role", &p)?, &format!("{p}.role"))?;
+        let content = m.get("content").filter(|c| !c.is_null());
+        match role {
+            "system" | "developer" => {
+                // The Messages API and Gemini have one system prompt: system messages anywhere
+                // in the conversation are hoisted into it, in order.
+                if let Some(c) = content {
+                    req.system
+                        .extend(decode_content(c, &format!("{p}.content"), target)?);
+                }
+            }
+            "user" => {
+                let parts = match content {
+                    Some(c) => decode_content(c, &format!("{p}.content"), target)?,
+                    None => return Err(TranslateError::invalid(format!("{p}.content"), "missing")),
+                };
+                push(req, Role::User, parts);
+            }
+            "assistant" => {
+                let mut parts = Vec::new();
+                if let Some(r) = m.get("reasoning_content").and_then(Value::as_str) {
+                    if !r.is_empty() {
+                        parts.push(Part::Reasoning {
+                            text: r.to_string(),
+                            signature: None,
+                            redacted: None,
+                        });
+                    }
+                }
+                if let Some(c) = content {
+                    parts.extend(decode_content(c, &format!("{p}.content"), target)?);
+                }
+                if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
+                    for (j, c) in arr_of(calls, &format!("{p}.tool_calls"))?
+                        .iter()
+                        .enumerate()
+                    {
+                        let cp = format!("{p}.tool_calls[{j}]");
+                        let f = field(c, "function", &cp)?;
+                        let args = f.get("arguments").and_then(Value::as_str).unwrap_or("");
+                        parts.push(Part::ToolCall(ToolCall {
+                            id: c
+                                .get("id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            name: str_of(
+                                field(f, "name", &format!("{cp}.function"))?,
+                                &format!("{cp}.function.name"),
+                            )?
+                            .to_string(),
+                            arguments: arguments_object(args),
+                        }));
+                    }
+                }
+                if m.get("function_call").is_some_and(|f| !f.is_null()) {
+                    return Err(TranslateError::Unsupported {
+                        param: format!("{p}.function_call"),
+                        provider: target,
+                        why: "the deprecated functions API cannot be translated; use tool_calls",
+                    });
+                }
+                push(req, Role::Assistant, parts);
+            }
+            "tool" => {
+                let id = str_of(field(m, "tool_call_id", &p)?, &format!("{p}.tool_call_id"))?;
+                let content = match content {
+                    Some(c) => decode_content(c, &format!("{p}.content"), target)?,
+                    None => Vec::new(),
+                };
+                push(
+                    req,
+                    Role::User,
+                    vec![Part::ToolResult {
+                        id: id.to_string(),
+                        content,
+                        is_error: false,
+                    }],
+                );
+            }
+            "function" => {
+                return Err(TranslateError::Unsupported {
+                    param: format!("{p}.role"),
+                    provider: target,
+                    why: "the deprecated function role cannot be translated; use tool messages",
+                })
+            }
+            other => {
+                return Err(TranslateError::invalid(
+                    format!("{p}.role"),
+                    format!("unknown role '{other}'"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends to the last message when it has the same role (consecutive tool messages become
+/// one user turn holding every result, as the Messages API requires).
+fn push(req: &mut chat::Request, role: Role, parts: Vec<Part>) {
+    match req.messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(parts),
+        _ => req.messages.push(Message {
+            role,
+            content: parts,
+        }),
+    }
+}
+
+fn decode_content(c: &Value, p: &str, target: &'static str) -> Result<Vec<Part>, TranslateError> {
+    match c {
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let pp = format!("{p}[{j}]");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(Part::Text(
+                        str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?.to_string(),
+                    )),
+                    Some("refusal") => out.push(Part::Text(
+                        part.get("refusal")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    )),
+                    Some("image_url") => {
+                        let url = part
+                            .get("image_url")
+                            .and_then(|u| u.get("url").or(Some(u)))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                TranslateError::invalid(format!("{pp}.image_url.url"), "missing")
+                            })?;
+                        out.push(Part::Image(image_from_url(url)));
+                    }
+                    Some(other) => {
+                        return Err(TranslateError::Unsupported {
+                            param: format!("{pp}.type"),
+                            provider: target,
+                            why: match other {
+                                "input_audio" => "audio input cannot be translated",
+                                "file" => "file inputs cannot be translated",
+                                _ => "unknown content part type",
+                            },
+                        })
+                    }
+                    None => return Err(TranslateError::invalid(format!("{pp}.type"), "missing")),
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(TranslateError::invalid(
+            p,
+            "must be a string or an array of content parts",
+        )),
+    }
+}
+
+/// `data:image/png;base64,AAAA` becomes inline bytes; anything else is a URL to fetch.
+fn image_from_url(url: &str) -> Image {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((meta, data)) = rest.split_once(',') {
+            if let Some(media_type) = meta.strip_suffix(";base64") {
+                return Image::Base64 {
+                    media_type: media_type.to_string(),
+                    data: data.to_string(),
+                };
+            }
+        }
+    }
+    Image::Url(url.to_string())
+}
+
+/// Encodes a request for an OpenAI(-compatible) backend serving `model`.
+pub fn encode_request(
+    req: &chat::Request,
+    model: &str,
+    dialect: Dialect,
+) -> Result<Vec<u8>, TranslateError> {
+    let provider = match dialect {
+        Dialect::OpenAi => "openai",
+        Dialect::Compatible => "openai-compatible",
+    };
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    if !req.system.is_empty() {
+        messages.push(json!({"role": "system", "content": chat::joined_text(&req.system)}));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::User => {
+                let mut rest = Vec::new();
+                for (j, part) in m.content.iter().enumerate() {
+                    match part {
+                        Part::ToolResult {
+                            id,
+                            content,
+                            is_error,
+                        } => {
+                            if content.iter().any(|p| !matches!(p, Part::Text(_))) {
+                                return Err(TranslateError::Unsupported {
+                                    param: format!("messages[{i}].content[{j}].content"),
+                                    provider,
+                                    why: "tool results can only carry text",
+                                });
+                            }
+                            let mut text = chat::joined_text(content);
+                            if *is_error && !text.starts_with("Error") {
+                                // OpenAI has no error flag on tool results: say it in words
+                                // so the model still knows the tool failed.
+                                text = format!("Error: {text}");
+                            }
+                            messages
+                                .push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                        }
+                        other => rest.push(other),
+                    }
+                }
+                if !rest.is_empty() {
+                    let content = if let [Part::Text(t)] = rest[..] {
+                        Value::String(t.clone())
+                    } else {
+                        let mut arr = Vec::with_capacity(rest.len());
+                        for (j, p) in rest.into_iter().enumerate() {
+                            arr.push(match p {
+                                Part::Text(t) => json!({"type": "text", "text": t}),
+                                Part::Image(img) => json!({"type": "image_url", "image_url": {"url": image_url(img)}}),
+                                // Only assistant turns carry these; a caller sending them in a
+                                // user turn has nothing the model could read.
+                                Part::Reasoning { .. } | Part::ToolCall(_) | Part::ToolResult { .. } => {
+                                    return Err(TranslateError::invalid(
+                                        format!("messages[{i}].content[{j}]"),
+                                        "this content block is only valid in assistant messages",
+                                    ))
+                                }
+                            });
+                        }
+                        Value::Array(arr)
+                    };
+                    messages.push(json!({"role": "user", "content": content}));
+                }
+            }
+            Role::Assistant => {
+                let mut text = String::new();
+                let mut calls = Vec::new();
+                for part in &m.content {
+                    match part {
+                        Part::Text(t) => text.push_str(t),
+                        Part::ToolCall(c) => calls.push(json!({
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": Value::Object(c.arguments.clone()).to_string()},
+                        })),
+                        // The model's own earlier reasoning: OpenAI chat takes none back, and
+                        // leaving it out does not change what the model is asked.
+                        Part::Reasoning { .. } => {}
+                        Part::Image(_) | Part::ToolResult { .. } => {
+                            return Err(TranslateError::invalid(
+                                format!("messages[{i}].content"),
+                                "assistant messages can only hold text, thinking and tool calls",
+                            ))
+                        }
+                    }
+                }
+                let mut msg = Map::new();
+                msg.insert("role".into(), "assistant".into());
+                msg.insert(
+                    "content".into(),
+                    if text.is_empty() && !calls.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(text)
+                    },
+                );
+                if !calls.is_empty() {
+                    msg.insert("tool_calls".into(), Value::Array(calls));
+                }
+                messages.push(Value::Object(msg));
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), model.into());
+    out.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), t.name.clone().into());
+                if let Some(d) = &t.description {
+                    f.insert("description".into(), d.clone().into());
+                }
+                f.insert("parameters".into(), t.parameters.clone());
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(p) = req.parallel_tool_calls {
+            out.insert("parallel_tool_calls".into(), p.into());
+        }
+    }
+    if let Some(tc) = &req.tool_choice {
+        out.insert(
+            "tool_choice".into(),
+            match tc {
+                ToolChoice::Auto => "auto".into(),
+                ToolChoice::None => "none".into(),
+                ToolChoice::Required => "required".into(),
+                ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+            },
+        );
+    }
+    if let Some(rf) = &req.response_format {
+        out.insert(
+            "response_format".into(),
+            match rf {
+                ResponseFormat::JsonObject => json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema {
+                    name,
+                    schema,
+                    strict,
+                } => {
+                    let mut s = json!({"name": name, "schema": schema});
+                    if let (Some(st), Some(o)) = (strict, s.as_object_mut()) {
+                        o.insert("strict".into(), (*st).into());
+                    }
+                    json!({"type": "json_schema", "json_schema": s})
+                }
+            },
+        );
+    }
+    if let Some(t) = req.temperature {
+        out.insert("temperature".into(), t.into());
+    }
+    if let Some(t) = req.top_p {
+        out.insert("top_p".into(), t.into());
+    }
+    if let Some(n) = req.max_tokens {
+        let name = match dialect {
+            Dialect::OpenAi => "max_completion_tokens",
+            Dialect::Compatible => "max_tokens",
+        };
+        out.insert(name.into(), n.into());
+    }
+    if !req.stop.is_empty() {
+        out.insert("stop".into(), req.stop.clone().into());
+    }
+    if let Some(u) = &req.user {
+        out.insert("user".into(), u.clone().into());
+    }
+    // `top_k` and `thinking` have no OpenAI chat parameter; both only tune how the model
+    // samples or deliberates, so leaving them out is safe.
+    if req.stream {
+        out.insert("stream".into(), true.into());
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+fn image_url(img: &Image) -> String {
+    match img {
+        Image::Url(u) => u.clone(),
+        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}
+
+// === responses ===
+
+/// Decodes a complete `chat.completion` body.
+pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::invalid("", format!("upstream response is not JSON: {e}")))?;
+    let choice = v.get("choices").and_then(|c| c.get(0));
+    let msg = choice.and_then(|c| c.get("message"));
+    let mut content = Vec::new();
+    if let Some(m) = msg {
+        if let Some(r) = m
+            .get("reasoning_content")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
+            content.push(Part::Reasoning {
+                text: r.to_string(),
+                signature: None,
+                redacted: None,
+            });
+        }
+        if let Some(t) = m
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            content.push(Part::Text(t.to_string()));
+        }
+        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+            for c in calls {
+                let f = c.get("function");
+                content.push(Part::ToolCall(ToolCall {
+                    id: c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    name: f
+                        .and_then(|f| f.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    arguments: arguments_object(
+                        f.and_then(|f| f.get("arguments"))
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(chat::Response {
+        id: v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        model: v
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        content,
+        finish_reason: choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(finish_from_openai),
+        stop_sequence: None,
+        usage: v.get("usage").map(usage_from_json),
+    })
+}
+
+/// Encodes a `chat.completion` body for an OpenAI caller.
+pub fn encode_response(resp: &chat::Response) -> Vec<u8> {
+    let mut text: Option<String> = None;
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    for p in &resp.content {
+        match p {
+            Part::Text(t) => text.get_or_insert_with(String::new).push_str(t),
+            Part::Reasoning { text, .. } => reasoning.push_str(text),
+            Part::ToolCall(c) => calls.push(json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": Value::Object(c.arguments.clone()).to_string()},
+            })),
+            Part::Image(_) | Part::ToolResult { .. } => {}
+        }
+    }
+    let mut message = Map::new();
+    message.insert("role".into(), "assistant".into());
+    message.insert("content".into(), text.map_or(Value::Null, Value::String));
+    if !reasoning.is_empty() {
+        // DeepSeek's field, which most OpenAI-dialect clients that show reasoning read.
+        message.insert("reasoning_content".into(), reasoning.into());
+    }
+    message.insert("refusal".into(), Value::Null);
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    let body = json!({
+        "id": chat_id(&resp.id),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": resp.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": resp.finish_reason.map(finish_to_openai).unwrap_or("stop"),
+        }],
+        "usage": usage_to_json(&resp.usage.unwrap_or_default()),
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn chat_id(id: &str) -> String {
+    if id.is_empty() {
+        "chatcmpl-switchyard".to_string()
+    } else {
+        id.to_string()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// OpenAI's finish reason → the internal one.
+pub fn finish_from_openai(s: &str) -> FinishReason {
+    match s {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// The internal finish reason → OpenAI's.
+pub fn finish_to_openai(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop | FinishReason::StopSequence | FinishReason::Pause => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+fn usage_from_json(u: &Value) -> Usage {
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n(u.get("prompt_tokens")),
+        output_tokens: n(u.get("completion_tokens")),
+        cached_input_tokens: n(u.pointer("/prompt_tokens_details/cached_tokens")),
+    }
+}
+
+fn usage_to_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+    })
+}
+
+// === streams ===
+
+/// Turns `chat.completion.chunk` payloads into internal stream events.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    started: bool,
+}
+
+impl StreamDecoder {
+    /// Decodes one SSE `data:` payload, appending events to `out`.
+    pub fn decode(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
+        if data == b"[DONE]" {
+            out.push(StreamEvent::Done);
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            out.push(StreamEvent::Error {
+                kind: "upstream_protocol_error".into(),
+                message: "the upstream sent a stream chunk that is not JSON".into(),
+            });
+            return;
+        };
+        if let Some(e) = v.get("error") {
+            out.push(StreamEvent::Error {
+                kind: e
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("api_error")
+                    .to_string(),
+                message: e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                model: v
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                usage: None,
+            });
+        }
+        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+            if let Some(d) = choice.get("delta") {
+                for key in ["reasoning_content", "reasoning"] {
+                    if let Some(r) = d.get(key).and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                        out.push(StreamEvent::Reasoning(r.to_string()));
+                    }
+                }
+                if let Some(t) = d
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
+                    out.push(StreamEvent::Text(t.to_string()));
+                }
+                if let Some(calls) = d.get("tool_calls").and_then(Value::as_array) {
+                    for (pos, c) in calls.iter().enumerate() {
+                        let index = c
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .and_then(|i| u32::try_from(i).ok())
+                            .unwrap_or(pos as u32);
+                        let f = c.get("function");
+                        let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+                        let id = c.get("id").and_then(Value::as_str);
+                        if id.is_some() || name.is_some() {
+                            out.push(StreamEvent::ToolCallStart {
+                                index,
+                                id: id.unwrap_or_default().to_string(),
+                                name: name.unwrap_or_default().to_string(),
+                            });
+                        }
+                        if let Some(a) = f
+                            .and_then(|f| f.get("arguments"))
+                            .and_then(Value::as_str)
+                            .filter(|a| !a.is_empty())
+                        {
+                            out.push(StreamEvent::ToolCallArguments {
+                                index,
+                                fragment: a.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+                out.push(StreamEvent::Finish {
+                    reason: finish_from_openai(r),
+                    stop_sequence: None,
+                });
+            }
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            out.push(StreamEvent::Usage(usage_from_json(u)));
+        }
+    }
+}
+
+/// Writes internal stream events as `chat.completion.chunk` SSE events for an OpenAI caller.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    client_wants_usage: bool,
+    usage: Option<Usage>,
+    started: bool,
+    done: bool,
+}
+
+impl StreamEncoder {
+    /// `client_wants_usage`: the caller set `stream_options.include_usage`.
+    pub fn new(client_wants_usage: bool) -> Self {
+        StreamEncoder {
+            id: String::new(),
+            model: String::new(),
+            created: unix_now(),
+            client_wants_usage,
+            usage: None,
+            started: false,
+            done: false,
+        }
+    }
+
+    /// Encodes one event into `out`.
+    pub fn encode(&mut self, ev: StreamEvent, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if !self.started && !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Error { .. }) {
+            self.encode(
+                StreamEvent::Start {
+                    id: String::new(),
+                    model: String::new(),
+                    usage: None,
+                },
+                out,
+            );
+        }
+        match ev {
+            StreamEvent::Start { id, model, .. } => {
+                self.started = true;
+                self.id = chat_id(&id);
+                self.model = model;
+                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+            }
+            StreamEvent::Text(t) => self.chunk(json!({"content": t}), None, out),
+            StreamEvent::Reasoning(t) => self.chunk(json!({"reasoning_content": t}), None, out),
+            // OpenAI chat has nowhere to put these; they only matter to Anthropic callers.
+            StreamEvent::ReasoningSignature(_) | StreamEvent::RedactedReasoning(_) => {}
+            StreamEvent::ToolCallStart { index, id, name } => self.chunk(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                None,
+                out,
+            ),
+            StreamEvent::ToolCallArguments { index, fragment } => self.chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
+                None,
+                out,
+            ),
+            StreamEvent::Finish { reason, .. } => self.chunk(json!({}), Some(finish_to_openai(reason)), out),
+            StreamEvent::Usage(u) => self.usage = Some(u),
+            StreamEvent::Done => {
+                self.done = true;
+                if let (true, Some(u)) = (self.client_wants_usage, self.usage) {
+                    let v = json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage_to_json(&u),
+                    });
+                    sse_data(&v, out);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            StreamEvent::Error { kind, message } => {
+                self.done = true;
+                let v = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": kind}});
+                sse_data(&v, out);
+            }
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let v = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        sse_data(&v, out);
+    }
+}
+
+fn sse_data(v: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
+}
+
+// === helpers ===
+
+fn field<'v>(v: &'v Value, name: &str, p: &str) -> Result<&'v Value, TranslateError> {
+    v.get(name)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+}
+
+fn str_of<'v>(v: &'v Value, p: &str) -> Result<&'v str, TranslateError> {
+    v.as_str()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a string"))
+}
+
+fn arr_of<'v>(v: &'v Value, p: &str) -> Result<&'v Vec<Value>, TranslateError> {
+    v.as_array()
+        .ok_or_else(|| TranslateError::invalid(p, "must be an array"))
+}
+
+fn u64_of(v: &Value, p: &str) -> Result<u64, TranslateError> {
+    v.as_u64()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a non-negative integer"))
+}
+
+fn f64_of(v: &Value, p: &str) -> Result<f64, TranslateError> {
+    v.as_f64()
+        .ok_or_else(|| TranslateError::invalid(p, "must be a number"))
+}

@@ -1,0 +1,150 @@
+//! Stream transcoding between wire formats: upstream SSE event → internal events → the
+//! caller's SSE events, one event at a time (nothing is held back beyond the event being
+//! translated), and whole-response translation for non-streamed answers.
+
+use crate::{
+    anthropic,
+    chat::{FinishReason, StreamEvent, TranslateError},
+    openai::{self, chat::Dialect},
+    Usage,
+};
+
+/// A chat wire format, on either side of the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI Chat Completions.
+    OpenAiChat,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+/// What the gateway learned from one upstream event, for metrics and limits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// Usage reported by this event.
+    pub usage: Option<Usage>,
+    /// The event carried generated content (for time to first token).
+    pub content: bool,
+    /// The response finished, for this reason.
+    pub finish: Option<FinishReason>,
+}
+
+enum Decoder {
+    OpenAi(openai::chat::StreamDecoder),
+    Anthropic(anthropic::StreamDecoder),
+}
+
+enum Encoder {
+    OpenAi(openai::chat::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+/// A stateful stream translator for one response.
+pub struct Transcoder {
+    decoder: Decoder,
+    encoder: Encoder,
+    events: Vec<StreamEvent>,
+    done: bool,
+}
+
+impl Transcoder {
+    /// Translates a stream in format `from` (upstream) to format `to` (caller).
+    /// `client_wants_usage`: an OpenAI caller asked for the usage chunk.
+    pub fn new(from: Format, to: Format, client_wants_usage: bool) -> Self {
+        Transcoder {
+            decoder: match from {
+                Format::OpenAiChat => Decoder::OpenAi(Default::default()),
+                Format::Anthropic => Decoder::Anthropic(Default::default()),
+            },
+            encoder: match to {
+                Format::OpenAiChat => {
+                    Encoder::OpenAi(openai::chat::StreamEncoder::new(client_wants_usage))
+                }
+                Format::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new()),
+            },
+            events: Vec::with_capacity(4),
+            done: false,
+        }
+    }
+
+    /// Translates one upstream event (its `data:` payload), appending the caller's bytes.
+    pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Observed {
+        match &mut self.decoder {
+            Decoder::OpenAi(d) => d.decode(data, &mut self.events),
+            Decoder::Anthropic(d) => d.decode(data, &mut self.events),
+        }
+        self.flush(out)
+    }
+
+    /// The upstream ended: closes the caller's stream properly if the upstream did not
+    /// (some OpenAI-dialect servers end without `[DONE]`).
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Observed {
+        if !self.done {
+            self.events.push(StreamEvent::Done);
+        }
+        self.flush(out)
+    }
+
+    /// Whether the translated stream has ended (done or error).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) -> Observed {
+        let mut seen = Observed::default();
+        for ev in self.events.drain(..) {
+            match &ev {
+                StreamEvent::Usage(u) => seen.usage = Some(*u),
+                StreamEvent::Start { usage: Some(u), .. } => seen.usage = Some(*u),
+                StreamEvent::Text(_)
+                | StreamEvent::Reasoning(_)
+                | StreamEvent::ToolCallStart { .. } => seen.content = true,
+                StreamEvent::Finish { reason, .. } => seen.finish = Some(*reason),
+                StreamEvent::Done | StreamEvent::Error { .. } => self.done = true,
+                _ => {}
+            }
+            match &mut self.encoder {
+                Encoder::OpenAi(e) => e.encode(ev, out),
+                Encoder::Anthropic(e) => e.encode(ev, out),
+            }
+        }
+        seen
+    }
+}
+
+/// A translated complete response.
+pub type Translated = (Vec<u8>, Option<Usage>, Option<FinishReason>);
+
+/// Translates a complete response body from `from` to `to`, returning the caller's body and
+/// the usage / finish reason it reported.
+pub fn response(from: Format, to: Format, body: &[u8]) -> Result<Translated, TranslateError> {
+    let resp = match from {
+        Format::OpenAiChat => openai::chat::decode_response(body)?,
+        Format::Anthropic => anthropic::decode_response(body)?,
+    };
+    let out = match to {
+        Format::OpenAiChat => openai::chat::encode_response(&resp),
+        Format::Anthropic => anthropic::encode_response(&resp),
+    };
+    Ok((out, resp.usage, resp.finish_reason))
+}
+
+/// Decodes a request in the caller's format `from` for a backend of `target`, and encodes it
+/// in `to` for `upstream_model`.
+pub fn request(
+    from: Format,
+    to: Format,
+    dialect: Dialect,
+    target: &'static str,
+    body: &[u8],
+    upstream_model: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    let req = match from {
+        Format::OpenAiChat => openai::chat::decode_request(body, target)?,
+        Format::Anthropic => anthropic::decode_request(body, target)?,
+    };
+    match to {
+        Format::OpenAiChat => openai::chat::encode_request(&req, upstream_model, dialect),
+        Format::Anthropic => anthropic::encode_request(&req, upstream_model),
+    }
+}

@@ -1,0 +1,101 @@
+"""Smoke test of the benchmark harness behind `make bench` (bench/run.py).
+
+It runs the harness in `--smoke` mode on the debug binaries: every workload for a fraction of
+a second against a direct call, Switchyard and (when installed) nginx, then checks that the
+harness parsed its load generators, wrote its results file and prints the same table from
+it. No timing is asserted: speed is measured by `make bench`, never by a test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, bin_dir
+
+RUN = REPO / "bench" / "run.py"
+SMOKE_TIMEOUT_S = 240
+
+
+def load_harness():
+    spec = importlib.util.spec_from_file_location("switchyard_bench_run", RUN)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    for name in ("switchyard", "switchyard-mock", "switchyard-loadgen"):
+        if not (bin_dir() / name).is_file():
+            pytest.fail(f"{name} not found in {bin_dir()}: run `cargo build --workspace --bins`",
+                        pytrace=False)
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--bin-dir", str(bin_dir()), "--out", str(out)],
+        capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, check=False,
+    )
+    assert proc.returncode == 0, f"bench/run.py --smoke failed:\n{proc.stderr}\n{proc.stdout}"
+    return proc, out, json.loads(out.read_text())
+
+
+def test_every_workload_ran_against_every_target(smoke):
+    _, _, res = smoke
+    targets = ["direct", "switchyard"] + (["nginx"] if res["meta"]["nginx"] else [])
+    workloads = res["workloads"]
+    assert {"chat", "stream", "stream_ttfb", "hold"} <= set(workloads)
+    assert any(name.startswith("open_") for name in workloads)
+    for name, per_target in workloads.items():
+        expected = [t for t in targets if not (name == "hold" and t == "direct")]
+        assert sorted(per_target) == sorted(expected), name
+        for target, runs in per_target.items():
+            for r in runs:
+                assert r["ok"] > 0, f"{name} -> {target}: no request succeeded: {r}"
+                assert r["error_total"] == 0, f"{name} -> {target}: failed requests: {r}"
+                assert r["latency_us"]["p50"] > 0
+    hold = workloads["hold"]["switchyard"][0]
+    assert hold["max_open"] == res["meta"]["settings"]["hold_streams"], hold
+    assert hold["proxy_rss_peak_bytes"] > 0
+    assert res["idle"]["switchyard_rss_bytes"] > 0
+
+
+def test_results_carry_a_verdict_per_target(smoke):
+    _, _, res = smoke
+    names = [t["target"] for t in res["targets"]]
+    assert any("non-streaming throughput" in n for n in names)
+    assert any("idle RSS" in n for n in names)
+    assert any("control plane" in n for n in names), "item 7 must stay visible as a TODO"
+    for t in res["targets"]:
+        assert t["met"] in (True, False, None)
+
+
+def test_printed_table_is_the_table_of_the_results_file(smoke):
+    proc, out, res = smoke
+    assert res["table"] in proc.stdout
+    assert "switchyard vs nginx" in res["table"]
+    again = subprocess.run([sys.executable, str(RUN), "--table-from", str(out)],
+                           capture_output=True, text=True, timeout=30, check=True)
+    assert again.stdout.strip() == res["table"].strip()
+
+
+def test_parses_wrk_and_loadgen_reports():
+    run = load_harness()
+    wrk_out = (
+        "Running 1s test @ http://127.0.0.1:1/v1/chat/completions\n"
+        'WRK_JSON {"requests":1000,"duration_us":2000000,"bytes":500000,'
+        '"errors":{"connect":0,"read":0,"write":0,"status":10,"timeout":0},'
+        '"latency_us":{"min":50,"mean":120.5,"max":900,"p50":110,"p90":200,"p99":400,"p999":800}}\n'
+    )
+    r = run.parse_wrk(wrk_out)
+    assert r["ok"] == 990 and r["error_total"] == 10
+    assert r["rps"] == pytest.approx(495.0)
+    assert r["latency_us"]["p99"] == 400.0
+    with pytest.raises(run.BenchError):
+        run.parse_wrk("wrk: connection refused\n")
+    lg = run.parse_loadgen('noise\n{"mode":"open","ok":3,"error_total":0,"latency_us":{"p50":1}}\n')
+    assert lg["mode"] == "open"
