@@ -475,3 +475,69 @@ async fn sigterm_lets_fifty_open_streams_finish() {
     }
     assert_eq!(gw.proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn primary_down_falls_back_to_another_provider_translated() {
+    let mock = Mock::start(KEY, &[]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: k}}
+stringData: {{apiKey: "{KEY}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: openai-down}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{dead}/v1
+  auth: {{secretRef: {{name: k, key: apiKey}}}}
+  models: [{{name: mock-model}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: claude}}
+spec:
+  provider: anthropic
+  endpoint: http://{addr}
+  auth: {{secretRef: {{name: k, key: apiKey}}}}
+  models: [{{name: claude-mock}}]
+---
+"#,
+        addr = mock.addr
+    ) + &route("  backends: [{backendRef: {name: openai-down}, model: mock-model}]\n  fallbacks: [{backendRef: {name: claude}, model: claude-mock}]");
+    let gw = start(&cfg, &[]);
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    // The caller speaks OpenAI and gets OpenAI's shape back from an Anthropic upstream.
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "claude-mock");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty()));
+    let seen = mock.requests().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["path"], "/v1/messages");
+    assert_eq!(seen[0]["headers"]["x-api-key"], KEY);
+    let m = gw.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_fallbacks_total{backend=\"default/claude\",route=\"default/r\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "switchyard_upstream_errors_total{backend=\"default/openai-down\",kind=\"connect\""
+        ),
+        1.0,
+        "{m}"
+    );
+}
