@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export SWITCHYARD_BIN_DIR := $(abspath $(TARGET_DIR))/debug
 
-.PHONY: all build demo test test-rust test-python lint fmt crds clean
+.PHONY: all build demo test test-rust test-python lint fmt crds clean envtest envtest-stop
 
 all: build
 
@@ -22,7 +22,7 @@ demo: build
 ## Everything CI checks: formatting, clippy, Rust unit + end-to-end tests, OpenAI SDK tests.
 test: lint build test-rust test-python
 
-test-rust: build
+test-rust: build envtest
 	$(CARGO) test --workspace
 
 $(PY): tests/python/requirements.txt
@@ -32,6 +32,15 @@ $(PY): tests/python/requirements.txt
 
 test-python: build $(PY)
 	$(PY) -m pytest tests/python -q
+
+## A real kube-apiserver + etcd on loopback for the cluster-mode tests (tests/k8s/README.md).
+## The first run builds kube-apiserver from Debian's source package (~6 min) into
+## ~/.cache/switchyard-envtest; later starts take ~5 s. It keeps running: `make envtest-stop`.
+envtest:
+	tests/k8s/envtest.sh start
+
+envtest-stop:
+	tests/k8s/envtest.sh stop
 
 lint:
 	$(CARGO) fmt --all -- --check

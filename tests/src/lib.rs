@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod kube;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

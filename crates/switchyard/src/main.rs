@@ -235,7 +235,10 @@ fn init_logging(
 ) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::{filter, fmt, prelude::*, EnvFilter, Layer};
     const ACCESS: &str = "switchyard::access";
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs every failed connection attempt at ERROR while the API server is
+    // away; the controller already says so once per outage (and counts reconnects).
+    let env = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     let not_access = filter::filter_fn(|m| m.target() != ACCESS);
     let diagnostics = match format {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),

@@ -1,0 +1,483 @@
+//! Cluster mode end to end: the real `switchyard` binary in `--kube` mode against a real
+//! kube-apiserver + etcd (`tests/k8s/envtest.sh start`), resources changed with `kubectl`,
+//! requests sent to real `switchyard-mock` upstreams. Each test has its own namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use switchyard_e2e::{
+    kube::{
+        backend_yaml, eventually, exclusive, route_yaml, secret_yaml, shared, Cluster, KubeGateway,
+        GATEWAY_USER,
+    },
+    Mock,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// How many requests `mock` has received.
+async fn seen(mock: &Mock) -> usize {
+    mock.requests().await.len()
+}
+
+#[tokio::test]
+async fn applied_resources_route_and_edits_follow() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("route");
+    let (a, b) = (Mock::start("", &[]), Mock::start("", &[]));
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("a", &a.endpoint(), "key"));
+    ns.apply(&backend_yaml("b", &b.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["gpt-4o"], &[("a", 1), ("b", 0)]));
+
+    let gw = KubeGateway::start(cluster, &[&ns.name], "solo");
+    gw.wait_ready().await;
+    let (status, body) = gw.chat("gpt-4o").await;
+    assert_eq!(status, 200, "{body}");
+    let got = a.requests().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["body"]["model"], "mock-model");
+    assert_eq!(got[0]["headers"]["authorization"], "Bearer sk-test");
+    ns.wait_condition("airoute", "chat", "Accepted", "True", "Accepted")
+        .await;
+    ns.wait_condition("modelbackend", "a", "Ready", "True", "Ready")
+        .await;
+    let route = ns.get("airoute", "chat").unwrap();
+    assert_eq!(
+        route["status"]["observedGeneration"],
+        route["metadata"]["generation"]
+    );
+
+    // Weights flip: every request now goes to b.
+    ns.apply(&route_yaml("chat", &["gpt-4o"], &[("a", 0), ("b", 1)]));
+    eventually("traffic to follow the new weights", WAIT, || async {
+        gw.chat("gpt-4o").await.0 == 200 && seen(&b).await > 0
+    })
+    .await;
+    let before = seen(&a).await;
+    for _ in 0..10 {
+        assert_eq!(gw.chat("gpt-4o").await.0, 200);
+    }
+    assert_eq!(seen(&a).await, before, "a still got traffic at weight 0");
+    let route = ns.get("airoute", "chat").unwrap();
+    assert_eq!(route["metadata"]["generation"], 2);
+    eventually("observedGeneration 2", WAIT, || async {
+        ns.get("airoute", "chat").unwrap()["status"]["observedGeneration"] == 2
+    })
+    .await;
+
+    // Deleted: the model is unknown again.
+    ns.delete("airoute", "chat");
+    eventually("the deleted route to 404", WAIT, || async {
+        gw.chat("gpt-4o").await.0 == 404
+    })
+    .await;
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("switchyard_config_propagation_seconds_count"),
+        "{metrics}"
+    );
+    let propagated = gw
+        .metric("switchyard_config_propagation_seconds_count")
+        .await
+        .unwrap();
+    assert!(propagated >= 2.0, "{metrics}");
+    // Our own status writes did not cause rebuilds: one for the initial list, one for the
+    // weight edit, one for the delete — a few more at most if events arrived apart.
+    let generation = gw.metric("switchyard_config_generation").await.unwrap();
+    assert!((3.0..=6.0).contains(&generation), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_bad_route_is_reported_while_the_rest_serves() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("refs");
+    let mock = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("good", &mock.endpoint(), "key"));
+    ns.apply(&route_yaml("fine", &["fine-model"], &[("good", 1)]));
+    ns.apply(&route_yaml("orphan", &["orphan-model"], &[("later", 1)]));
+
+    let gw = KubeGateway::start(cluster, &[&ns.name], "solo");
+    gw.wait_ready().await;
+    ns.wait_condition(
+        "airoute",
+        "orphan",
+        "ResolvedRefs",
+        "False",
+        "BackendNotFound",
+    )
+    .await;
+    ns.wait_condition("airoute", "orphan", "Accepted", "False", "BackendNotFound")
+        .await;
+    let (_, _, message) = ns.condition("airoute", "orphan", "ResolvedRefs").unwrap();
+    assert!(
+        message.contains(&format!("ModelBackend {}/later not found", ns.name)),
+        "{message}"
+    );
+    assert_eq!(gw.chat("fine-model").await.0, 200);
+    assert_eq!(gw.chat("orphan-model").await.0, 404);
+
+    // The backend appears: the route is accepted and serves.
+    ns.apply(&backend_yaml("later", &mock.endpoint(), "key"));
+    ns.wait_condition("airoute", "orphan", "Accepted", "True", "Accepted")
+        .await;
+    ns.wait_condition("airoute", "orphan", "ResolvedRefs", "True", "ResolvedRefs")
+        .await;
+    eventually("the repaired route to serve", WAIT, || async {
+        gw.chat("orphan-model").await.0 == 200
+    })
+    .await;
+
+    // One Event per change of verdict: rejected, then accepted.
+    eventually("both Events", WAIT, || async {
+        let events = ns.events();
+        let about: Vec<_> = events.iter().filter(|e| e.2 == "orphan").collect();
+        about
+            .iter()
+            .any(|e| e.0 == "BackendNotFound" && e.1 == "Warning")
+            && about.iter().any(|e| e.0 == "Accepted" && e.1 == "Normal")
+    })
+    .await;
+    let events = ns.events();
+    let fine: Vec<_> = events.iter().filter(|e| e.2 == "fine").collect();
+    assert_eq!(fine.len(), 1, "one verdict, one Event: {events:?}");
+
+    // A conflict: a newer route for the same model loses and says so.
+    ns.apply(&route_yaml("copycat", &["fine-model"], &[("later", 1)]));
+    ns.wait_condition(
+        "airoute",
+        "copycat",
+        "Accepted",
+        "False",
+        "ConflictingMatch",
+    )
+    .await;
+    let (_, _, message) = ns.condition("airoute", "copycat", "Accepted").unwrap();
+    assert!(message.contains(&format!("{}/fine", ns.name)), "{message}");
+}
+
+#[tokio::test]
+async fn a_rotated_key_reaches_the_upstream() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("rotate");
+    let mock = Mock::start("", &[]);
+    // Not labelled: invisible to the gateway, and its status says so.
+    ns.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: key}\nstringData: {apiKey: sk-old}\n");
+    ns.apply(&backend_yaml("up", &mock.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["m"], &[("up", 1)]));
+    let gw = KubeGateway::start(cluster, &[&ns.name], "solo");
+    gw.wait_ready().await;
+    ns.wait_condition(
+        "modelbackend",
+        "up",
+        "ResolvedRefs",
+        "False",
+        "SecretNotFound",
+    )
+    .await;
+    let (_, _, message) = ns.condition("modelbackend", "up", "ResolvedRefs").unwrap();
+    assert!(message.contains("switchyard.dev/secret=true"), "{message}");
+
+    // Labelled: seen, used.
+    ns.apply(&secret_yaml("key", "sk-old"));
+    ns.wait_condition("modelbackend", "up", "Accepted", "True", "Accepted")
+        .await;
+    eventually("the route to serve", WAIT, || async {
+        gw.chat("m").await.0 == 200
+    })
+    .await;
+    let last_key = || async {
+        mock.requests().await.last().unwrap()["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(last_key().await, "Bearer sk-old");
+
+    // Rotated: new requests carry the new key.
+    ns.apply(&secret_yaml("key", "sk-new"));
+    eventually("the new key upstream", WAIT, || async {
+        gw.chat("m").await.0 == 200 && last_key().await == "Bearer sk-new"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_replica_writes_status_and_both_route() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("lease");
+    let mock = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("up", &mock.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["m"], &[("up", 1)]));
+    let first = KubeGateway::start(cluster, &[&ns.name], "replica-one");
+    let second = KubeGateway::start(cluster, &[&ns.name], "replica-two");
+    first.wait_ready().await;
+    second.wait_ready().await;
+    assert_eq!(first.chat("m").await.0, 200);
+    assert_eq!(second.chat("m").await.0, 200);
+    ns.wait_condition("airoute", "chat", "Accepted", "True", "Accepted")
+        .await;
+
+    let leader_of = |lease: &serde_json::Value| {
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let holder = leader_of(&ns.get("lease", "switchyard-status").unwrap());
+    let (leader, follower) = if holder == first.identity {
+        (&first, &second)
+    } else {
+        assert_eq!(holder, second.identity);
+        (&second, &first)
+    };
+    assert_eq!(leader.metric("switchyard_status_leader").await, Some(1.0));
+    assert_eq!(follower.metric("switchyard_status_leader").await, Some(0.0));
+    let writes = r#"switchyard_status_writes_total{result="success"}"#;
+    assert!(leader.metric(writes).await.unwrap_or(0.0) >= 2.0);
+    assert_eq!(follower.metric(writes).await.unwrap_or(0.0), 0.0);
+    let events = ns.events();
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|e| e.3 == leader.identity),
+        "Events from the follower: {events:?}"
+    );
+
+    // A change is routed by both; its status is still written by the leader alone.
+    ns.apply(&route_yaml("chat", &["m", "m2"], &[("up", 1)]));
+    eventually("both replicas to route the new model", WAIT, || async {
+        first.chat("m2").await.0 == 200 && second.chat("m2").await.0 == 200
+    })
+    .await;
+    eventually("observedGeneration 2", WAIT, || async {
+        ns.get("airoute", "chat").unwrap()["status"]["observedGeneration"] == 2
+    })
+    .await;
+    assert_eq!(follower.metric(writes).await.unwrap_or(0.0), 0.0);
+
+    // The leader goes away (handing the Lease back): the other takes over and writes.
+    let (mut leader, follower) = if holder == first.identity {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leader.proc.terminate();
+    leader.proc.wait_exit(Duration::from_secs(10));
+    eventually("the other replica to take the Lease", WAIT, || async {
+        follower.metric("switchyard_status_leader").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        leader_of(&ns.get("lease", "switchyard-status").unwrap()),
+        follower.identity
+    );
+    ns.apply(&route_yaml("chat", &["m", "m2"], &[("ghost", 1)]));
+    ns.wait_condition(
+        "airoute",
+        "chat",
+        "ResolvedRefs",
+        "False",
+        "BackendNotFound",
+    )
+    .await;
+    assert!(follower.metric(writes).await.unwrap_or(0.0) >= 1.0);
+}
+
+#[tokio::test]
+async fn keeps_serving_while_the_api_server_is_away() {
+    let _api = exclusive().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("outage");
+    let mock = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("up", &mock.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["m"], &[("up", 1)]));
+    let gw = KubeGateway::start(cluster, &[&ns.name], "solo");
+    gw.wait_ready().await;
+    assert_eq!(gw.chat("m").await.0, 200);
+
+    cluster.stop_apiserver();
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(4) {
+        let (status, body) = gw.chat("m").await;
+        assert_eq!(status, 200, "while the API server is down: {body}");
+        let ready = reqwest::get(gw.admin_url("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.start_apiserver();
+    // Changed as soon as the API server is back, before the gateway's watches (backing off)
+    // have reconnected.
+    ns.apply(&route_yaml("chat", &["m", "after-outage"], &[("up", 1)]));
+    assert_eq!(gw.chat("m").await.0, 200);
+    eventually(
+        "the change made during the outage to be served",
+        Duration::from_secs(45),
+        || async { gw.chat("after-outage").await.0 == 200 },
+    )
+    .await;
+    assert_eq!(gw.chat("m").await.0, 200);
+    let metrics = gw.metrics().await;
+    let reconnects: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_watch_reconnects_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(reconnects >= 1.0, "{metrics}");
+    eventually("status written again", WAIT, || async {
+        ns.get("airoute", "chat").unwrap()["status"]["observedGeneration"] == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cross_namespace_refs_need_the_backends_consent() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let owner = cluster.namespace("owner");
+    let user = cluster.namespace("user");
+    let mock = Mock::start("", &[]);
+    owner.apply(&secret_yaml("key", "sk-test"));
+    owner.apply(&backend_yaml("shared", &mock.endpoint(), "key"));
+    user.apply(&format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: borrow}}\nspec:\n  match: {{models: [m]}}\n  backends: [{{backendRef: {{name: shared, namespace: {}}}, model: mock-model}}]\n",
+        owner.name
+    ));
+    let gw = KubeGateway::start(cluster, &[&owner.name, &user.name], "solo");
+    gw.wait_ready().await;
+    user.wait_condition(
+        "airoute",
+        "borrow",
+        "ResolvedRefs",
+        "False",
+        "RefNotPermitted",
+    )
+    .await;
+    assert_eq!(gw.chat("m").await.0, 404);
+
+    owner.apply(&format!(
+        "{}  allowedRouteNamespaces: [{}]\n",
+        backend_yaml("shared", &mock.endpoint(), "key"),
+        user.name
+    ));
+    user.wait_condition("airoute", "borrow", "Accepted", "True", "Accepted")
+        .await;
+    eventually("the granted route to serve", WAIT, || async {
+        gw.chat("m").await.0 == 200
+    })
+    .await;
+}
+
+/// The gateway runs as `switchyard-gateway` everywhere above with only the grants of
+/// `deploy/rbac/gateway-rbac.yaml`; here, that those grants are all it has.
+#[tokio::test]
+async fn the_gateway_identity_has_exactly_its_grants() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("rbac");
+    let can = |verb: &str, resource: &str, sub: Option<&str>, namespace: &str| {
+        let mut args = vec![
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--as",
+            GATEWAY_USER,
+            "-n",
+            namespace,
+        ];
+        if let Some(s) = sub {
+            args.extend(["--subresource", s]);
+        }
+        let out = cluster.kubectl_output(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let n = ns.name.as_str();
+    let kinds = [
+        "modelbackends.switchyard.dev",
+        "airoutes.switchyard.dev",
+        "aiconsumers.switchyard.dev",
+    ];
+    for kind in kinds {
+        for verb in ["get", "list", "watch"] {
+            assert!(can(verb, kind, None, n), "{verb} {kind}");
+        }
+        assert!(can("patch", kind, Some("status"), n), "patch {kind}/status");
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            assert!(!can(verb, kind, None, n), "{verb} {kind} must be denied");
+        }
+        assert!(
+            !can("update", kind, Some("status"), n),
+            "update {kind}/status"
+        );
+        // Nothing outside the namespaces it was bound in.
+        assert!(
+            !can("list", kind, None, "default"),
+            "list {kind} in default"
+        );
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(can(verb, "secrets", None, n), "{verb} secrets");
+    }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !can(verb, "secrets", None, n),
+            "{verb} secrets must be denied"
+        );
+    }
+    for verb in ["create", "get", "update"] {
+        assert!(
+            can(verb, "leases.coordination.k8s.io", None, n),
+            "{verb} leases"
+        );
+    }
+    for verb in ["list", "watch", "patch", "delete"] {
+        assert!(
+            !can(verb, "leases.coordination.k8s.io", None, n),
+            "{verb} leases must be denied"
+        );
+    }
+    for verb in ["create", "patch"] {
+        assert!(can(verb, "events.events.k8s.io", None, n), "{verb} events");
+    }
+    for verb in ["get", "list", "delete"] {
+        assert!(
+            !can(verb, "events.events.k8s.io", None, n),
+            "{verb} events must be denied"
+        );
+    }
+    for (verb, resource) in [
+        ("get", "configmaps"),
+        ("list", "pods"),
+        ("list", "namespaces"),
+        ("create", "namespaces"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ] {
+        assert!(
+            !can(verb, resource, None, n),
+            "{verb} {resource} must be denied"
+        );
+    }
+}
