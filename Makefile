@@ -64,3 +64,16 @@ bench:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+## Container image (multi-stage Dockerfile: static musl release build, distroless, non-root).
+## Needs docker or podman: `make image IMAGE=ghcr.io/you/switchyard:dev`.
+IMAGE  ?= switchyard:dev
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+.PHONY: image helm-lint
+image:
+	@test -n "$(ENGINE)" || { echo "make image: no docker or podman here" >&2; exit 1; }
+	$(ENGINE) build -t $(IMAGE) .
+
+## Lint, render, schema-check the Helm chart and prove its RBAC against envtest (tests/python/test_helm.py).
+helm-lint: build $(PY) envtest
+	$(PY) -m pytest tests/python/test_helm.py -q
