@@ -73,6 +73,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80}
     },
     "pdb": {"podDisruptionBudget": {"enabled": True}},
+    "tls": {"tls": {"secretName": "switchyard-tls"}},
     "pdbMaxUnavailable": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}},
     "networkPolicy": {
         "networkPolicy": {
@@ -231,6 +232,15 @@ def test_features_render_what_they_promise():
     sm = one(render(FEATURES["serviceMonitor"]), "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "admin"
     assert sm["metadata"]["labels"]["release"] == "prom"
+
+    dep = one(render(FEATURES["tls"]), "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--tls-cert=/etc/switchyard/tls/tls.crt" in c["args"]
+    assert "--tls-key=/etc/switchyard/tls/tls.key" in c["args"]
+    assert {"name": "tls", "mountPath": "/etc/switchyard/tls", "readOnly": True} in c["volumeMounts"]
+    vols = dep["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "switchyard-tls"}} in vols
+    assert "--tls-cert" not in " ".join(one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
 
     cm = one(render(FEATURES["dashboard"]), "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -830,7 +840,9 @@ def test_gateway_runs_with_only_the_chart_rbac(installed, mock: Mock, tmp_path: 
             a = "--admin-listen=127.0.0.1:0"
         elif a.startswith(("--shutdown-delay=", "--drain-timeout=")):
             a = a.split("=")[0] + "=0s"
-        elif a.startswith("--redis"):
+        elif a.startswith(("--redis", "--tls-")):
+            # No Redis here, and the TLS files live in a Secret volume of the pod (the TLS
+            # listener itself is tested end to end in tests/tests/e2e.rs).
             continue
         args.append(a)
     args += ["--kubeconfig", str(kubeconfig)]

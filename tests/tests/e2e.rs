@@ -727,3 +727,178 @@ spec:
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+fn make_cert(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let cert = format!("{name}.pem");
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+    ]);
+    (
+        dir.join(cert),
+        dir.join(key),
+        std::fs::read(dir.join(ca)).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_reloads_a_renewed_certificate() {
+    let mock = Mock::start(KEY, &[]);
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, ca1) = make_cert(certs.path(), "one");
+    let served_cert = certs.path().join("tls.crt");
+    let served_key = certs.path().join("tls.key");
+    std::fs::copy(&cert, &served_cert).unwrap();
+    std::fs::copy(&key, &served_key).unwrap();
+    let gw = start(
+        &mock,
+        &[
+            "--tls-cert",
+            served_cert.to_str().unwrap(),
+            "--tls-key",
+            served_key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}/v1/chat/completions", gw.addr);
+    let client_for = |ca: &[u8]| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+            .build()
+            .unwrap()
+    };
+    let trusts_one = client_for(&ca1);
+    let resp = trusts_one
+        .post(&url)
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "h2 is negotiated by ALPN"
+    );
+    // Plain HTTP on the TLS port is refused.
+    assert!(reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .is_err());
+
+    // Renew with a certificate from another CA: after the reload, clients trusting the new CA
+    // connect and those trusting only the old one do not.
+    let (cert2, key2, ca2) = make_cert(certs.path(), "two");
+    std::fs::copy(&key2, &served_key).unwrap();
+    std::fs::copy(&cert2, &served_cert).unwrap();
+    let trusts_two = client_for(&ca2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fresh = client_for(&ca2);
+        if fresh
+            .post(&url)
+            .json(&chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "renewed certificate never served:\n{}",
+            gw.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        trusts_two
+            .post(&url)
+            .json(&chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(client_for(&ca1)
+        .post(&url)
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .is_err());
+    assert!(gw.proc.output().contains("TLS certificate reloaded"));
+}

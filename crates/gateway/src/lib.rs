@@ -12,6 +12,7 @@ mod record;
 mod relay;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 
 pub use admin::Admin;
@@ -19,4 +20,5 @@ pub use admit::{FailureMode, Limits};
 pub use error::GatewayError;
 pub use server::{serve_admin, serve_gateway};
 pub use service::{Gateway, GatewayConfig};
+pub use tls::TlsReloader;
 pub use upstream::{ClientConfig, UpstreamClient};

@@ -1,5 +1,5 @@
-//! The listener: accepts TCP connections and serves HTTP/1.1 and h2c on each, with graceful
-//! drain on shutdown.
+//! The listener: accepts TCP connections and serves HTTP/1.1 and h2c on each (or, with TLS,
+//! HTTP/1.1 and h2 by ALPN), with graceful drain on shutdown.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
@@ -10,7 +10,7 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
-use crate::{admin::Admin, service::Gateway};
+use crate::{admin::Admin, service::Gateway, tls::TlsReloader};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then lets open requests
 /// (streams included) finish for up to `drain`.
@@ -19,11 +19,18 @@ pub async fn serve_gateway(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    tls: Option<TlsReloader>,
 ) {
-    serve(listener, shutdown, drain, move |req: Request<Incoming>| {
-        let gw = gateway.clone();
-        async move { Ok::<_, Infallible>(gw.handle(req).await) }
-    })
+    serve(
+        listener,
+        shutdown,
+        drain,
+        tls,
+        move |req: Request<Incoming>| {
+            let gw = gateway.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req).await) }
+        },
+    )
     .await
 }
 
@@ -33,6 +40,7 @@ pub async fn serve_admin(listener: TcpListener, admin: Admin, shutdown: impl Fut
         listener,
         shutdown,
         Duration::from_secs(1),
+        None,
         move |req: Request<Incoming>| {
             let admin = admin.clone();
             async move { Ok::<_, Infallible>(admin.handle(&req).await) }
@@ -41,10 +49,14 @@ pub async fn serve_admin(listener: TcpListener, admin: Admin, shutdown: impl Fut
     .await
 }
 
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve<F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    tls: Option<TlsReloader>,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
@@ -74,11 +86,38 @@ async fn serve<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let conn =
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler));
-        let conn = graceful.watch(conn.into_owned());
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let acceptor = tls.as_ref().map(TlsReloader::acceptor);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match acceptor {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake runs in the connection's task, bounded, so a slow or
+                    // silent client never holds up the accept loop.
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service_fn(handler));
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -17,7 +17,7 @@ use switchyard_controller::{
     load_path, ControllerMetrics, FileSource, KubeOptions, KubeSource, LeaseConfig, Namespaces,
 };
 use switchyard_gateway::{
-    Admin, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, UpstreamClient,
+    Admin, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, TlsReloader, UpstreamClient,
 };
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
@@ -91,6 +91,13 @@ struct ServeArgs {
     /// Upstream connect timeout for backends that set none.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Serve the API over TLS with this PEM certificate chain (with `--tls-key`); both files
+    /// are watched and reloaded when they change.
+    #[arg(long, requires = "tls_key", env = "SWITCHYARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for `--tls-cert`.
+    #[arg(long, requires = "tls_cert", env = "SWITCHYARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Refuse requests without a valid virtual key even when no AIConsumer holds one.
     #[arg(long, env = "SWITCHYARD_REQUIRE_AUTH")]
     require_auth: bool,
@@ -319,6 +326,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("configuring Redis for shared limits")?,
         None => Limits::local(metrics.clone()),
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsReloader::new(cert.clone(), key.clone()).context("loading the TLS certificate")?,
+        ),
+        _ => None,
+    };
     let gateway = Gateway::new(
         table.clone(),
         client,
@@ -365,7 +378,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway,
         stopped(),
         args.drain_timeout,
+        tls.clone(),
     ));
+    if let Some(tls) = tls {
+        tokio::spawn(tls.watch(Duration::from_secs(5), stopped()));
+    }
 
     shutdown_signal().await;
     // Readiness goes false first; after the delay (for endpoints to drop this replica) the
