@@ -60,7 +60,6 @@ crds: build
 .PHONY: bench
 bench:
 	CARGO="$(CARGO)" $(PYTHON) bench/run.py $(BENCH_ARGS)
-	$(PYTHON) bench/propagation.py
 
 clean:
 	$(CARGO) clean

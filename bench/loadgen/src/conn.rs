@@ -100,10 +100,12 @@ impl Target {
         }))
     }
 
-    /// Opens one connection.
+    /// Opens one connection, within the request timeout (a SYN dropped by a full listen
+    /// backlog would otherwise wait for the kernel's retries, minutes).
     pub async fn connect(&self) -> Result<Sender, Failure> {
-        let stream = TcpStream::connect(self.addr)
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.addr))
             .await
+            .map_err(|_| Failure::Connect)?
             .map_err(|_| Failure::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -1,16 +1,19 @@
 //! Hot-path translation work per request and per stream chunk: OpenAI request decode and
-//! encode (model rewrite, `stream_options` injection), SSE framing, and stream-chunk
-//! inspection. `make bench` runs these and folds the figures into its table.
-//!
-//! Only the OpenAI dialect exists so far; OpenAI↔Anthropic translation benchmarks belong
-//! here when that adapter lands.
+//! encode (model rewrite, `stream_options` injection), SSE framing, stream-chunk inspection,
+//! and OpenAI↔Anthropic translation of requests, responses and streams (over the recorded
+//! fixtures in `fixtures/`). `make bench` runs these and folds the figures into its table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_providers::{openai, sse, Operation};
+use switchyard_providers::{
+    openai::{self, chat::Dialect},
+    sse,
+    transcode::{self, Format, Transcoder},
+    Operation,
+};
 
 /// A short chat request, as most SDK calls look.
 const SMALL: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say something, please."}],"temperature":0.7,"max_tokens":256}"#;
@@ -142,5 +145,107 @@ fn stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request, stream);
+/// Recorded provider traffic, the same the golden tests use.
+const OPENAI_REQUEST: &[u8] = include_bytes!("../fixtures/openai/request.json");
+const OPENAI_RESPONSE: &[u8] = include_bytes!("../fixtures/openai/response.json");
+const OPENAI_STREAM: &[u8] = include_bytes!("../fixtures/openai/stream.sse");
+const ANTHROPIC_REQUEST: &[u8] = include_bytes!("../fixtures/anthropic/request.json");
+const ANTHROPIC_RESPONSE: &[u8] = include_bytes!("../fixtures/anthropic/response.json");
+const ANTHROPIC_STREAM: &[u8] = include_bytes!("../fixtures/anthropic/stream.sse");
+
+fn translate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("translate");
+    for (name, from, to, target, body) in [
+        (
+            "openai_to_anthropic",
+            Format::OpenAiChat,
+            Format::Anthropic,
+            "anthropic",
+            OPENAI_REQUEST,
+        ),
+        (
+            "anthropic_to_openai",
+            Format::Anthropic,
+            Format::OpenAiChat,
+            "openai",
+            ANTHROPIC_REQUEST,
+        ),
+    ] {
+        transcode::request(from, to, Dialect::OpenAi, target, body, "upstream-model")
+            .expect("fixture translates");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("request/{name}"), |b| {
+            b.iter(|| {
+                transcode::request(
+                    from,
+                    to,
+                    Dialect::OpenAi,
+                    target,
+                    black_box(body),
+                    "upstream-model",
+                )
+            })
+        });
+    }
+    for (name, from, to, body) in [
+        (
+            "anthropic_to_openai",
+            Format::Anthropic,
+            Format::OpenAiChat,
+            ANTHROPIC_RESPONSE,
+        ),
+        (
+            "openai_to_anthropic",
+            Format::OpenAiChat,
+            Format::Anthropic,
+            OPENAI_RESPONSE,
+        ),
+    ] {
+        transcode::response(from, to, body).expect("fixture translates");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("response/{name}"), |b| {
+            b.iter(|| transcode::response(from, to, black_box(body)))
+        });
+    }
+    // A whole recorded stream, framed and translated event by event, as the relay does;
+    // throughput is in upstream events, so the per-chunk cost reads directly.
+    for (name, from, to, input) in [
+        (
+            "anthropic_to_openai",
+            Format::Anthropic,
+            Format::OpenAiChat,
+            ANTHROPIC_STREAM,
+        ),
+        (
+            "openai_to_anthropic",
+            Format::OpenAiChat,
+            Format::Anthropic,
+            OPENAI_STREAM,
+        ),
+    ] {
+        let events = {
+            let mut p = sse::Parser::new();
+            p.push(input).expect("small fixture");
+            std::iter::from_fn(|| p.next_event()).count()
+        };
+        g.throughput(Throughput::Elements(events as u64));
+        g.bench_function(format!("stream/{name}"), |b| {
+            let mut out = Vec::with_capacity(4096);
+            b.iter(|| {
+                out.clear();
+                let mut p = sse::Parser::new();
+                let mut t = Transcoder::new(from, to, false);
+                p.push(black_box(input)).expect("small fixture");
+                while let Some(ev) = p.next_event() {
+                    t.on_event(&ev.data, &mut out);
+                }
+                t.finish(&mut out);
+                out.len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, request, stream, translate);
 criterion_main!(benches);
