@@ -212,7 +212,8 @@ impl Shared {
             }
             let (err, class) = match outcome {
                 Ok(resp) if resp.status().is_success() => {
-                    if let Some(k) = key {
+                    // Steering by rate-limit headers only matters with another key to steer to.
+                    if let Some(k) = key.filter(|k| backend.has_other_available_key(k.index)) {
                         k.state()
                             .observe_rate_limit(rate_limit_hint(resp.headers()));
                     }

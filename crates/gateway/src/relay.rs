@@ -174,45 +174,31 @@ impl HttpBody for SseRelay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        // Everything already available is gathered into one frame: the upstream often
+        // delivers a burst of events at once, and writing them one by one would cost a write
+        // syscall each. Nothing waits for more to arrive, so no event is delayed.
+        let mut out = Out::default();
         loop {
-            // Forward everything complete first; several events may arrive in one read.
-            let mut out: Option<Bytes> = None;
-            let mut joined: Option<BytesMut> = None;
             while let Some(ev) = this.parser.next_event() {
                 if let Some(raw) = on_event(this.record, this.mode, ev) {
-                    match (&mut joined, out.take()) {
-                        (Some(j), _) => j.extend_from_slice(&raw),
-                        (None, Some(prev)) => {
-                            let mut j = BytesMut::from(&prev[..]);
-                            j.extend_from_slice(&raw);
-                            joined = Some(j);
-                        }
-                        (None, None) => out = Some(raw),
-                    }
+                    out.push(raw);
                 }
             }
-            if *this.upstream_ended {
+            if *this.upstream_ended && !*this.done {
                 let last = this
                     .parser
                     .finish()
                     .and_then(|ev| on_event(this.record, this.mode, ev));
                 for raw in last.into_iter().chain(on_end(this.record, this.mode)) {
-                    let j = joined.get_or_insert_with(BytesMut::new);
-                    if let Some(prev) = out.take() {
-                        j.extend_from_slice(&prev);
-                    }
-                    j.extend_from_slice(&raw);
+                    out.push(raw);
                 }
                 *this.done = true;
             }
-            if let Some(j) = joined {
-                return Poll::Ready(Some(Ok(Frame::data(j.freeze()))));
-            }
-            if let Some(b) = out {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if *this.done {
-                return Poll::Ready(None);
+            if *this.done || out.len() >= MAX_COALESCED {
+                return match out.take() {
+                    Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                    None => Poll::Ready(None),
+                };
             }
 
             match this.upstream.as_mut().poll_frame(cx) {
@@ -221,11 +207,12 @@ impl HttpBody for SseRelay {
                         if let Err(e) = this.parser.push(&data) {
                             *this.done = true;
                             this.record.upstream_error("protocol");
-                            return Poll::Ready(Some(Ok(Frame::data(error_event(
+                            out.push(error_event(
                                 *this.format,
                                 &format!("the upstream stream was malformed: {e}"),
                                 "upstream_protocol_error",
-                            )))));
+                            ));
+                            continue;
                         }
                         if let (Some(d), Some(t)) = (*this.idle, this.idle_timer.as_mut()) {
                             t.as_mut().reset(Instant::now() + d);
@@ -239,13 +226,17 @@ impl HttpBody for SseRelay {
                     *this.done = true;
                     this.record.upstream_error("protocol");
                     tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
-                    return Poll::Ready(Some(Ok(Frame::data(error_event(
+                    out.push(error_event(
                         *this.format,
                         "the upstream connection broke in the middle of the stream",
                         "upstream_stream_interrupted",
-                    )))));
+                    ));
                 }
                 Poll::Pending => {
+                    if let Some(b) = out.take() {
+                        // The upstream's waker is registered; send what we have now.
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    }
                     if let Some(t) = this.deadline.as_mut() {
                         if t.as_mut().poll(cx).is_ready() {
                             *this.done = true;
@@ -262,7 +253,7 @@ impl HttpBody for SseRelay {
                         *this.done = true;
                         this.record.upstream_error("timeout");
                         return Poll::Ready(Some(Ok(Frame::data(error_event(
-                                *this.format,
+                            *this.format,
                             "the upstream stream went idle for longer than the backend's idle timeout",
                             "upstream_timeout",
                         )))));
@@ -279,5 +270,43 @@ impl HttpBody for SseRelay {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// Upper bound on one coalesced frame.
+const MAX_COALESCED: usize = 64 * 1024;
+
+/// Output gathered for one frame: a single event is passed on without copying.
+#[derive(Default)]
+struct Out {
+    one: Option<Bytes>,
+    many: Option<BytesMut>,
+}
+
+impl Out {
+    fn push(&mut self, raw: Bytes) {
+        match (&mut self.many, self.one.take()) {
+            (Some(m), _) => m.extend_from_slice(&raw),
+            (None, Some(prev)) => {
+                let mut m = BytesMut::with_capacity(prev.len() + raw.len() * 4);
+                m.extend_from_slice(&prev);
+                m.extend_from_slice(&raw);
+                self.many = Some(m);
+            }
+            (None, None) => self.one = Some(raw),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.many
+            .as_ref()
+            .map_or_else(|| self.one.as_ref().map_or(0, Bytes::len), BytesMut::len)
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match (self.many.take(), self.one.take()) {
+            (Some(m), _) => Some(m.freeze()),
+            (None, one) => one,
+        }
     }
 }

@@ -107,7 +107,12 @@ impl Parser {
                     return Some(i);
                 }
             } else {
-                i += 1;
+                // Jump to the next line break instead of stepping byte by byte: events are
+                // long lines of JSON.
+                match memchr::memchr2(b'\n', b'\r', &buf[i..]) {
+                    Some(off) => i += off,
+                    None => i = buf.len(),
+                }
             }
         }
         self.scanned = i;
@@ -122,10 +127,7 @@ fn parse_fields(raw: Bytes) -> Event {
     let mut start = 0;
     let bytes = &raw[..];
     while start < bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .map_or(bytes.len(), |p| start + p);
+        let end = memchr::memchr2(b'\n', b'\r', &bytes[start..]).map_or(bytes.len(), |p| start + p);
         let line = &bytes[start..end];
         let next = if bytes.get(end) == Some(&b'\r') && bytes.get(end + 1) == Some(&b'\n') {
             end + 2

@@ -62,6 +62,10 @@ impl Consumers {
 
     /// The consumer owning `key`, if any.
     pub fn authenticate(&self, key: &[u8]) -> Option<&Consumer> {
+        // An open gateway with no keys skips hashing whatever key the SDK sent.
+        if self.by_digest.is_empty() {
+            return None;
+        }
         let d = digest(key);
         let (stored, &idx) = self.by_digest.get_key_value(&d)?;
         // The map lookup already found it; the constant-time check guards against a future

@@ -239,7 +239,7 @@ fn crds(out_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn init_logging(
     format: LogFormat,
     access_log: bool,
-) -> tracing_appender::non_blocking::WorkerGuard {
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::{filter, fmt, prelude::*, EnvFilter, Layer};
     const ACCESS: &str = "switchyard::access";
     // kube's client logs every failed connection attempt at ERROR while the API server is
@@ -253,8 +253,15 @@ fn init_logging(
     }
     .with_filter(env)
     .with_filter(not_access);
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    let access = access_log.then(|| {
+    // The non-blocking writer preallocates its queue: only build it when the log is on.
+    let (access, guard) = match access_log {
+        false => (None, None),
+        true => {
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+            (Some((writer, ())), Some(guard))
+        }
+    };
+    let access = access.map(|(writer, ())| {
         fmt::layer()
             .json()
             .flatten_event(true)
