@@ -331,3 +331,40 @@ pub fn joined_text(parts: &[Part]) -> String {
     }
     s
 }
+
+/// Typed access to JSON fields for the decoders, with errors naming the parameter path.
+pub(crate) mod access {
+    use serde_json::Value;
+
+    use super::TranslateError;
+
+    pub(crate) fn field<'v>(
+        v: &'v Value,
+        name: &str,
+        p: &str,
+    ) -> Result<&'v Value, TranslateError> {
+        v.get(name)
+            .filter(|x| !x.is_null())
+            .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+    }
+
+    pub(crate) fn str_of<'v>(v: &'v Value, p: &str) -> Result<&'v str, TranslateError> {
+        v.as_str()
+            .ok_or_else(|| TranslateError::invalid(p, "must be a string"))
+    }
+
+    pub(crate) fn arr_of<'v>(v: &'v Value, p: &str) -> Result<&'v Vec<Value>, TranslateError> {
+        v.as_array()
+            .ok_or_else(|| TranslateError::invalid(p, "must be an array"))
+    }
+
+    pub(crate) fn u64_of(v: &Value, p: &str) -> Result<u64, TranslateError> {
+        v.as_u64()
+            .ok_or_else(|| TranslateError::invalid(p, "must be a non-negative integer"))
+    }
+
+    pub(crate) fn f64_of(v: &Value, p: &str) -> Result<f64, TranslateError> {
+        v.as_f64()
+            .ok_or_else(|| TranslateError::invalid(p, "must be a number"))
+    }
+}

@@ -590,28 +590,4 @@ pub(super) fn finish_to_anthropic(r: FinishReason) -> &'static str {
 
 // === helpers ===
 
-fn field<'v>(v: &'v Value, name: &str, p: &str) -> Result<&'v Value, TranslateError> {
-    v.get(name)
-        .filter(|x| !x.is_null())
-        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
-}
-
-fn str_of<'v>(v: &'v Value, p: &str) -> Result<&'v str, TranslateError> {
-    v.as_str()
-        .ok_or_else(|| TranslateError::invalid(p, "must be a string"))
-}
-
-fn arr_of<'v>(v: &'v Value, p: &str) -> Result<&'v Vec<Value>, TranslateError> {
-    v.as_array()
-        .ok_or_else(|| TranslateError::invalid(p, "must be an array"))
-}
-
-fn u64_of(v: &Value, p: &str) -> Result<u64, TranslateError> {
-    v.as_u64()
-        .ok_or_else(|| TranslateError::invalid(p, "must be a non-negative integer"))
-}
-
-fn f64_of(v: &Value, p: &str) -> Result<f64, TranslateError> {
-    v.as_f64()
-        .ok_or_else(|| TranslateError::invalid(p, "must be a number"))
-}
+use crate::chat::access::{arr_of, f64_of, field, str_of, u64_of};
