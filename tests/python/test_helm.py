@@ -376,31 +376,51 @@ def test_dashboard_copy_equals_deploy_grafana():
 
 
 def _rbac_file() -> dict[str, list]:
+    """Rules of deploy/rbac/gateway-rbac.yaml by object name."""
     docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
-    return {d["kind"]: d["rules"] for d in docs}
+    return {d["metadata"]["name"]: d["rules"] for d in docs}
+
+
+def _cluster_roles(docs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(watch ClusterRoles, TokenReview ClusterRoles) of a render."""
+    roles = find(docs, "ClusterRole")
+    review = [r for r in roles if r["metadata"]["name"].endswith("-tokenreview")]
+    return [r for r in roles if r not in review], review
 
 
 def test_rbac_rules_equal_deploy_rbac():
     want = _rbac_file()
     docs = render()
-    assert one(docs, "ClusterRole")["rules"] == want["ClusterRole"]
+    watch, review = _cluster_roles(docs)
+    assert len(watch) == 1 and watch[0]["rules"] == want["switchyard-gateway"]
+    assert len(review) == 1 and review[0]["rules"] == want["switchyard-gateway-tokenreview"]
     lease = one(docs, "Role")
     assert lease["metadata"]["namespace"] == NAMESPACE
-    assert lease["rules"] == want["Role"]
-    crb = one(docs, "ClusterRoleBinding")
+    assert lease["rules"] == want["switchyard-gateway-lease"]
     sa = one(docs, "ServiceAccount")["metadata"]["name"]
-    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    bindings = find(docs, "ClusterRoleBinding")
+    assert {b["roleRef"]["name"] for b in bindings} == {
+        watch[0]["metadata"]["name"], review[0]["metadata"]["name"]}
+    for crb in bindings:
+        assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
 
+    # Watching some namespaces: the only cluster-wide grant left is TokenReview, and it can
+    # be turned off.
     docs = render(FEATURES["namespaced"])
-    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    watch, review = _cluster_roles(docs)
+    assert not watch and len(review) == 1
+    assert [b["roleRef"]["name"] for b in find(docs, "ClusterRoleBinding")] == [
+        review[0]["metadata"]["name"]]
     roles = {d["metadata"]["namespace"]: d for d in find(docs, "Role") if not d["metadata"]["name"].endswith("-lease")}
     assert set(roles) == {"team-a", "team-b"}
     for role in roles.values():
-        assert role["rules"] == want["ClusterRole"]
+        assert role["rules"] == want["switchyard-gateway"]
     c = container(docs)
     assert [a for a in c["args"] if a.startswith("--namespace")] == [
         "--namespace=team-a", "--namespace=team-b",
     ]
+    no_review = render({**FEATURES["namespaced"], "rbac": {"tokenReview": False}})
+    assert not find(no_review, "ClusterRole") and not find(no_review, "ClusterRoleBinding")
     assert not find(render({"rbac": {"create": False}}), "ClusterRole")
 
 
@@ -677,7 +697,8 @@ def test_install_into_apiserver(installed):
             "PodDisruptionBudget", "ClusterRole", "ClusterRoleBinding", "Role"} <= kinds
     sa = one(docs, "ServiceAccount")["metadata"]["name"]
     kube.run("get", "serviceaccount", sa, "-n", ns)
-    kube.run("get", "clusterrole", one(docs, "ClusterRole")["metadata"]["name"])
+    for role in find(docs, "ClusterRole"):
+        kube.run("get", "clusterrole", role["metadata"]["name"])
 
 
 def test_examples_dry_run(kube: Kube):
@@ -703,6 +724,8 @@ NEEDED_ANYWHERE = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("watch", "secrets", ""),
     ("create", "events.events.k8s.io", ""), ("patch", "events.events.k8s.io", ""),
 ]
+# Cluster-scoped by nature: granted cluster-wide in both modes.
+NEEDED_CLUSTER = [("create", "tokenreviews.authentication.k8s.io", "")]
 NEEDED_IN_RELEASE_NS = [("create", "leases.coordination.k8s.io", ""),
                         ("get", "leases.coordination.k8s.io", ""),
                         ("update", "leases.coordination.k8s.io", "")]
@@ -730,6 +753,9 @@ def test_rbac_cluster_wide_is_sufficient_and_no_wider(installed):
         for verb, res, sub in REFUSED:
             if kube.can_i(sa, verb, res, where, sub):
                 wrong.append(f"granted but not needed: {verb} {res}/{sub} in {where or 'all namespaces'}")
+    for verb, res, sub in NEEDED_CLUSTER:
+        if not kube.can_i(sa, verb, res, None, sub):
+            wrong.append(f"refused but needed: {verb} {res}")
     for verb, res, sub in NEEDED_IN_RELEASE_NS:
         if not kube.can_i(sa, verb, res, ns, sub):
             wrong.append(f"refused but needed: {verb} {res} in {ns}")
@@ -749,7 +775,7 @@ def test_rbac_namespaced_grants_only_the_watched_namespaces(kube: Kube):
     values = {"watch": {"namespaces": [a, b]}}
     docs, _ = _install(kube, values, ns, release)
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": c}})
-    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    assert _cluster_roles(docs)[0] == []
     sa = f"system:serviceaccount:{ns}:{one(docs, 'ServiceAccount')['metadata']['name']}"
     wrong = []
     for where in (a, b):
@@ -763,7 +789,7 @@ def test_rbac_namespaced_grants_only_the_watched_namespaces(kube: Kube):
         for verb, res, sub in NEEDED_ANYWHERE:
             if kube.can_i(sa, verb, res, where, sub):
                 wrong.append(f"granted outside the watched namespaces: {verb} {res}/{sub} in {where or 'all'}")
-    for verb, res, sub in NEEDED_IN_RELEASE_NS:
+    for verb, res, sub in NEEDED_IN_RELEASE_NS + NEEDED_CLUSTER:
         if not kube.can_i(sa, verb, res, ns, sub):
             wrong.append(f"refused but needed: {verb} {res} in {ns}")
     assert not wrong, "\n".join(wrong)

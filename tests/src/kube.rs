@@ -231,6 +231,16 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {GATEWAY_USE
 "#
         );
         self.kubectl(&["apply", "-n", &name, "-f", "-"], Some(&bindings));
+        // TokenReviews are cluster-scoped: that grant needs a ClusterRoleBinding.
+        let review = format!(
+            r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: switchyard-gateway-tokenreview-test}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: switchyard-gateway-tokenreview}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {GATEWAY_USER}}}]
+"#
+        );
+        self.kubectl(&["apply", "-f", "-"], Some(&review));
         Namespace {
             name,
             cluster: self,
@@ -315,6 +325,35 @@ impl Namespace {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Creates ServiceAccount `name` here (if missing) and returns a token for it minted by
+    /// the API server (TokenRequest) for `audience`.
+    pub fn service_account_token(&self, name: &str, audience: &str) -> String {
+        let _ = self
+            .cluster
+            .kubectl_output(&["create", "serviceaccount", name, "-n", &self.name], None);
+        let request = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": 3600},
+        });
+        let path = std::env::temp_dir().join(format!(
+            "sy-tokenrequest-{}-{name}-{audience}.json",
+            self.name
+        ));
+        std::fs::write(&path, request.to_string()).unwrap();
+        let url = format!(
+            "/api/v1/namespaces/{}/serviceaccounts/{name}/token",
+            self.name
+        );
+        let out = self.cluster.kubectl(
+            &["create", "--raw", &url, "-f", path.to_str().unwrap()],
+            None,
+        );
+        let _ = std::fs::remove_file(&path);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["status"]["token"].as_str().unwrap().to_string()
     }
 
     /// A condition of an object's status: `(status, reason, message)`.
@@ -408,6 +447,16 @@ impl KubeGateway {
     /// Starts `switchyard serve --kube` on `namespaces` (the Lease in the first) as the
     /// unprivileged user, and waits until it listens (not until it is ready).
     pub fn start(cluster: &Cluster, namespaces: &[&str], identity: &str) -> Self {
+        Self::start_with(cluster, namespaces, identity, &[])
+    }
+
+    /// [`KubeGateway::start`] with more `switchyard serve` flags.
+    pub fn start_with(
+        cluster: &Cluster,
+        namespaces: &[&str],
+        identity: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(bin("switchyard"));
         cmd.args([
             "serve",
@@ -430,6 +479,7 @@ impl KubeGateway {
             "--log-format",
             "json",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("KUBECONFIG")
         .env_remove("POD_NAME")
@@ -504,8 +554,16 @@ impl KubeGateway {
 
     /// Sends a small non-streaming chat request for `model`; returns the status and body.
     pub async fn chat(&self, model: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(self.url("/v1/chat/completions"))
+        self.chat_as(model, None).await
+    }
+
+    /// [`KubeGateway::chat`] with `Authorization: Bearer KEY`.
+    pub async fn chat_as(&self, model: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().post(self.url("/v1/chat/completions"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let r = req
             .json(&serde_json::json!({
                 "model": model,
                 "messages": [{"role": "user", "content": "hi"}],

@@ -462,6 +462,9 @@ async fn the_gateway_identity_has_exactly_its_grants() {
     for verb in ["create", "patch"] {
         assert!(can(verb, "events.events.k8s.io", None, n), "{verb} events");
     }
+    // TokenReviews (ServiceAccount callers): create only, and nothing else of that API group.
+    assert!(can("create", "tokenreviews.authentication.k8s.io", None, n));
+    assert!(!can("create", "subjectaccessreviews.authorization.k8s.io", None, n));
     for verb in ["get", "list", "delete"] {
         assert!(
             !can(verb, "events.events.k8s.io", None, n),
@@ -480,4 +483,93 @@ async fn the_gateway_identity_has_exactly_its_grants() {
             "{verb} {resource} must be denied"
         );
     }
+}
+
+/// A pod's projected ServiceAccount token as the caller's credential, checked through the
+/// real API server's TokenReview; and the consumer's spend written to its status.
+#[tokio::test]
+async fn service_account_tokens_authenticate_and_spend_reaches_status() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("sa");
+    let up = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("a", &up.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["gpt-4o"], &[("a", 1)]));
+    ns.apply(
+        r#"apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: batch}
+spec:
+  serviceAccounts: [{name: worker}]
+  budget: {usd: "100", period: day}
+"#,
+    );
+    let token = ns.service_account_token("worker", "switchyard");
+    let wrong_audience = ns.service_account_token("worker", "vault");
+    let stranger = ns.service_account_token("stranger", "switchyard");
+
+    let gw = KubeGateway::start_with(
+        cluster,
+        &[&ns.name],
+        "sa",
+        &["--spend-status-interval", "1s"],
+    );
+    gw.wait_ready().await;
+    eventually("the ServiceAccount token to be accepted", WAIT, || async {
+        gw.chat_as("gpt-4o", Some(&token)).await.0 == 200
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = gw.chat_as("gpt-4o", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The upstream sees the backend's key, never the caller's token.
+    let got = up.requests().await;
+    assert!(got
+        .iter()
+        .all(|r| r["headers"]["authorization"] == "Bearer sk-test"));
+
+    let (status, body) = gw.chat("gpt-4o").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "missing_api_key");
+    let (status, body) = gw.chat_as("gpt-4o", Some(&wrong_audience)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let (status, body) = gw.chat_as("gpt-4o", Some(&stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "service_account_not_allowed");
+    let who = format!("system:serviceaccount:{}:stranger", ns.name);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&who),
+        "{body}"
+    );
+    // A forged signature is refused by the API server.
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, body) = gw.chat_as("gpt-4o", Some(&forged)).await;
+    assert_eq!(status, 401, "{body}");
+
+    let metrics = gw.metrics().await;
+    let consumer = format!("consumer=\"{}/batch\"", ns.name);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_requests_total") && l.contains(&consumer)),
+        "{metrics}"
+    );
+
+    // Spend follows usage into status, written by the Lease holder.
+    eventually("status.spendUsd to show the spend", WAIT, || async {
+        ns.get("aiconsumer", "batch").unwrap()["status"]["spendUsd"]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(|usd| usd > 0.0)
+    })
+    .await;
+    let printed = cluster.kubectl(&["get", "aiconsumers", "-n", &ns.name], None);
+    assert!(printed.contains("SPEND"), "{printed}");
 }

@@ -87,6 +87,12 @@ compares them).
   verbs: ["create", "patch"]
 {{- end -}}
 
+{{- define "switchyard.rbac.tokenReviewRules" -}}
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+{{- end -}}
+
 {{- define "switchyard.rbac.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

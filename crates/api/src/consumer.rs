@@ -34,6 +34,11 @@ pub struct AIConsumerSpec {
     /// downtime: add the new one, move clients over, remove the old one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub additional_key_secret_refs: Vec<SecretKeyRef>,
+    /// Kubernetes ServiceAccounts whose pods authenticate as this caller with a projected
+    /// ServiceAccount token (audience `switchyard`) instead of a key: no Secret to hand out
+    /// or rotate. Tokens are checked through the API server's TokenReview (cluster mode only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<ServiceAccountRef>,
     /// Model names, globs or AIRoute names this caller may use; empty allows everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
@@ -43,6 +48,17 @@ pub struct AIConsumerSpec {
     /// A spending cap per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+}
+
+/// A ServiceAccount, by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// The ServiceAccount's namespace; defaults to the AIConsumer's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The ServiceAccount's name.
+    pub name: String,
 }
 
 /// Rate limits per consumer.

@@ -140,6 +140,11 @@ pub fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Whether `s` is a valid object name such as a ServiceAccount's (an RFC 1123 subdomain).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// Checks that a model name or glob is usable: non-empty, no whitespace or control characters.
 pub fn check_model_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
@@ -383,6 +388,22 @@ pub fn ai_consumer(spec: &AIConsumerSpec) -> Vec<FieldError> {
     for (i, a) in spec.allow.iter().enumerate() {
         if let Err(e) = check_model_pattern(a) {
             out.push(err(format!("spec.allow[{i}]"), Reason::InvalidModel, e));
+        }
+    }
+    for (i, sa) in spec.service_accounts.iter().enumerate() {
+        let checks = [
+            ("name", Some(&sa.name), is_dns_subdomain as fn(&str) -> bool),
+            ("namespace", sa.namespace.as_ref(), is_dns_label),
+        ];
+        for (field, value, valid) in checks {
+            let Some(v) = value else { continue };
+            if !valid(v) {
+                out.push(err(
+                    format!("spec.serviceAccounts[{i}].{field}"),
+                    Reason::InvalidDocument,
+                    format!("{v:?} is not a valid Kubernetes name"),
+                ));
+            }
         }
     }
     if let Some(b) = &spec.budget {

@@ -5,5 +5,8 @@
 pub mod cluster;
 pub mod files;
 
-pub use cluster::{connect, ControllerMetrics, KubeOptions, KubeSource, LeaseConfig, Namespaces};
+pub use cluster::{
+    connect, ControllerMetrics, KubeOptions, KubeSource, LeaseConfig, Namespaces, SpendFuture,
+    SpendSource, TokenReviews, DEFAULT_AUDIENCE,
+};
 pub use files::{load_path, FileSource, LoadError};

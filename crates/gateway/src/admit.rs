@@ -250,6 +250,17 @@ impl Limits {
         }
     }
 
+    /// Spend so far in `consumer`'s current budget period, in micro-USD: this replica's, or
+    /// the shared figure from Redis. `None` without a budget or when Redis cannot be read.
+    pub async fn period_spend(&self, consumer: &Consumer) -> Option<u64> {
+        let b = consumer.budget?;
+        let (_, period, _) = budget_period(self.clock.now_ms(), b.period);
+        match &self.redis {
+            None => Some(consumer.state().spend(period)),
+            Some(r) => r.spend(&consumer.name, period).await.ok(),
+        }
+    }
+
     /// Per-consumer ledger for `/debug/spend`: this replica's, or the shared one from Redis.
     pub async fn ledger(
         &self,

@@ -51,6 +51,15 @@ pub enum GatewayError {
     /// The presented key is unknown.
     #[error("incorrect API key provided")]
     InvalidKey,
+    /// A ServiceAccount token the API server did not accept.
+    #[error("the ServiceAccount token was not accepted: {0}")]
+    TokenRejected(String),
+    /// A valid ServiceAccount token whose account no AIConsumer lists.
+    #[error("{0} is not a caller of this gateway: no AIConsumer lists it in spec.serviceAccounts")]
+    ServiceAccountNotAllowed(String),
+    /// The API server could not be asked about a ServiceAccount token.
+    #[error("the ServiceAccount token could not be checked right now; retry shortly")]
+    TokenReviewUnavailable,
     /// The caller may not use this model.
     #[error("you are not allowed to use model '{model}'")]
     ModelNotAllowed {
@@ -171,13 +180,18 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead(_) | GatewayError::Decode(_) => StatusCode::BAD_REQUEST,
-            GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
+            GatewayError::MissingKey
+            | GatewayError::InvalidKey
+            | GatewayError::TokenRejected(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::ServiceAccountNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::Translate(_) | GatewayError::UnsupportedByBackend { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotReady | GatewayError::TokenReviewUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamFailure::Connect | UpstreamFailure::Protocol => StatusCode::BAD_GATEWAY,
@@ -218,11 +232,14 @@ impl GatewayError {
             | GatewayError::UnsupportedByBackend { .. }
             | GatewayError::MissingKey
             | GatewayError::InvalidKey
+            | GatewayError::TokenRejected(_)
+            | GatewayError::ServiceAccountNotAllowed(_)
             | GatewayError::ModelNotAllowed { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::RateLimited { .. }
             | GatewayError::BudgetExceeded { .. } => ErrorSource::Caller,
             GatewayError::NotReady
+            | GatewayError::TokenReviewUnavailable
             | GatewayError::RouteTimeout
             | GatewayError::Saturated
             | GatewayError::LimitsUnavailable => ErrorSource::Gateway,
@@ -247,7 +264,9 @@ impl GatewayError {
             GatewayError::Translate(TranslateError::Unsupported { .. }) => "unsupported_parameter",
             GatewayError::UnsupportedByBackend { .. } => "unsupported_by_backend",
             GatewayError::MissingKey => "missing_api_key",
-            GatewayError::InvalidKey => "invalid_api_key",
+            GatewayError::InvalidKey | GatewayError::TokenRejected(_) => "invalid_api_key",
+            GatewayError::ServiceAccountNotAllowed(_) => "service_account_not_allowed",
+            GatewayError::TokenReviewUnavailable => "token_review_unavailable",
             GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::NotReady => "not_ready",

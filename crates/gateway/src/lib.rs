@@ -12,6 +12,7 @@ mod record;
 mod relay;
 pub mod server;
 pub mod service;
+pub mod service_account;
 pub mod tls;
 pub mod upstream;
 
@@ -20,5 +21,6 @@ pub use admit::{FailureMode, Limits};
 pub use error::GatewayError;
 pub use server::{serve_admin, serve_gateway};
 pub use service::{Gateway, GatewayConfig};
+pub use service_account::{Review, ReviewError, ReviewFuture, TokenReviewer};
 pub use tls::TlsReloader;
 pub use upstream::{ClientConfig, UpstreamClient};

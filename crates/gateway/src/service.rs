@@ -29,6 +29,7 @@ use crate::{
     error::{json_response, GatewayError},
     inbound::Inbound,
     record::Record,
+    service_account::{Review, ServiceAccountAuth, TokenReviewer},
     upstream::UpstreamClient,
 };
 
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) otel: Option<Arc<Otel>>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) config: GatewayConfig,
+    /// ServiceAccount tokens are accepted only with a reviewer (cluster mode).
+    pub(crate) service_accounts: Option<ServiceAccountAuth>,
 }
 
 /// The endpoint a request is for.
@@ -77,7 +80,8 @@ enum Endpoint {
 
 impl Gateway {
     /// A gateway reading routes from `table`. With `otel`, every request also gets a span
-    /// and the GenAI metrics.
+    /// and the GenAI metrics. With `reviewer`, callers may also authenticate with a
+    /// ServiceAccount token.
     pub fn new(
         table: Arc<TableHandle>,
         client: UpstreamClient,
@@ -85,6 +89,7 @@ impl Gateway {
         otel: Option<Arc<Otel>>,
         limits: Arc<Limits>,
         config: GatewayConfig,
+        reviewer: Option<Arc<dyn TokenReviewer>>,
     ) -> Self {
         Gateway {
             inner: Arc::new(Shared {
@@ -94,6 +99,7 @@ impl Gateway {
                 otel,
                 limits,
                 config,
+                service_accounts: reviewer.map(ServiceAccountAuth::new),
             }),
         }
     }
@@ -125,7 +131,7 @@ impl Gateway {
                 }
                 self.inner.proxy(op, req, &request_id, &mut record).await
             }
-            Ok(Endpoint::Models) => self.inner.models(req.headers(), &mut record),
+            Ok(Endpoint::Models) => self.inner.models(req.headers(), &mut record).await,
             Err(e) => Err(e),
         };
         let mut resp = match result {
@@ -271,7 +277,7 @@ impl Shared {
         if table.generation() == 0 {
             return Err(GatewayError::NotReady);
         }
-        let consumer = self.authenticate(&table, &parts.headers, record)?;
+        let consumer = self.authenticate(&table, &parts.headers, record).await?;
         let matched = table
             .route(
                 decoded.model(),
@@ -339,7 +345,7 @@ impl Shared {
         }
     }
 
-    fn authenticate<'t>(
+    async fn authenticate<'t>(
         &self,
         table: &'t RoutingTable,
         headers: &HeaderMap,
@@ -350,6 +356,11 @@ impl Shared {
         let consumer = match presented_key(headers) {
             Some(key) => match consumers.authenticate(key) {
                 Some(c) => Some(c),
+                None if consumers.accepts_service_accounts()
+                    && ServiceAccountAuth::looks_like_token(key) =>
+                {
+                    Some(self.service_account(table, key).await?)
+                }
                 None if required => return Err(GatewayError::InvalidKey),
                 // An open gateway ignores keys it does not know: SDKs always send one.
                 None => None,
@@ -361,13 +372,37 @@ impl Shared {
         Ok(consumer)
     }
 
-    fn models(
+    /// The consumer whose ServiceAccount `token` belongs to.
+    async fn service_account<'t>(
+        &self,
+        table: &'t RoutingTable,
+        token: &[u8],
+    ) -> Result<&'t switchyard_router::Consumer, GatewayError> {
+        let Some(auth) = &self.service_accounts else {
+            return Err(GatewayError::TokenRejected(
+                "ServiceAccount tokens are accepted only in cluster mode".into(),
+            ));
+        };
+        match auth.review(token).await {
+            Ok(Review::Authenticated(user)) => table
+                .consumers()
+                .by_service_account(&user)
+                .ok_or(GatewayError::ServiceAccountNotAllowed(user)),
+            Ok(Review::Refused(reason)) => Err(GatewayError::TokenRejected(reason)),
+            Err(e) => {
+                tracing::warn!(error = %e, "TokenReview failed");
+                Err(GatewayError::TokenReviewUnavailable)
+            }
+        }
+    }
+
+    async fn models(
         &self,
         headers: &HeaderMap,
         record: &mut Record,
     ) -> Result<Response<Body>, GatewayError> {
-        let table = self.table.load();
-        let consumer = self.authenticate(&table, headers, record)?;
+        let table = self.table.load_full();
+        let consumer = self.authenticate(&table, headers, record).await?;
         let data: Vec<serde_json::Value> = table
             .models()
             .iter()

@@ -645,6 +645,20 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
                 Err(m) => errors.push(field_err(field, Reason::SecretNotFound, m)),
             }
         }
+        let mut accounts = Vec::new();
+        for (i, sa) in obj.spec.service_accounts.iter().enumerate() {
+            let ns = sa.namespace.as_deref().unwrap_or(&id.0);
+            let user = consumer::service_account_username(ns, &sa.name);
+            if consumers.by_service_account.contains_key(&user) || accounts.contains(&user) {
+                errors.push(field_err(
+                    format!("spec.serviceAccounts[{i}]"),
+                    Reason::InvalidDocument,
+                    format!("ServiceAccount {ns}/{} already belongs to another AIConsumer (or is listed twice)", sa.name),
+                ));
+            } else {
+                accounts.push(user);
+            }
+        }
         let budget = obj.spec.budget.as_ref().and_then(|b| {
             parse_price(&b.usd).ok().map(|usd| consumer::Budget {
                 micro_usd: usd.0,
@@ -669,6 +683,9 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
         });
         for d in digests {
             consumers.by_digest.insert(d, idx);
+        }
+        for user in accounts {
+            consumers.by_service_account.insert(user, idx);
         }
     }
     consumers

@@ -40,11 +40,18 @@ pub struct Budget {
     pub period: BudgetPeriod,
 }
 
-/// Every consumer, indexed by key digest.
+/// Every consumer, indexed by key digest and by ServiceAccount.
 #[derive(Debug, Default)]
 pub struct Consumers {
     pub(crate) list: Vec<Consumer>,
     pub(crate) by_digest: HashMap<[u8; 32], usize>,
+    /// Keyed by the Kubernetes username, `system:serviceaccount:<namespace>:<name>`.
+    pub(crate) by_service_account: HashMap<String, usize>,
+}
+
+/// The username the API server gives a ServiceAccount's tokens.
+pub fn service_account_username(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
 }
 
 /// SHA-256 of a key.
@@ -55,9 +62,25 @@ pub fn digest(key: &[u8]) -> [u8; 32] {
 // === impl Consumers ===
 
 impl Consumers {
-    /// True when any consumer holds a key: then every request must present one.
+    /// True when any consumer holds a key or a ServiceAccount: then every request must
+    /// present one.
     pub fn auth_required(&self) -> bool {
-        !self.by_digest.is_empty()
+        !self.by_digest.is_empty() || !self.by_service_account.is_empty()
+    }
+
+    /// True when some consumer accepts ServiceAccount tokens.
+    pub fn accepts_service_accounts(&self) -> bool {
+        !self.by_service_account.is_empty()
+    }
+
+    /// The consumer a TokenReview-authenticated `username` belongs to, if any.
+    pub fn by_service_account(&self, username: &str) -> Option<&Consumer> {
+        self.list.get(*self.by_service_account.get(username)?)
+    }
+
+    /// The consumer named `namespace/name`.
+    pub fn get(&self, name: &str) -> Option<&Consumer> {
+        self.list.iter().find(|c| &*c.name == name)
     }
 
     /// The consumer owning `key`, if any.

@@ -398,3 +398,42 @@ spec: {match: {models: [c]}, backends: [{backendRef: {name: a}}]}
     assert_eq!(route_for(&c, "a"), Some("team-a/granted"));
     assert_eq!(route_for(&c, "b"), None);
 }
+
+#[test]
+fn service_accounts_map_to_one_consumer_each() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: batch, namespace: team-a}
+spec: {serviceAccounts: [{name: worker}, {namespace: jobs, name: nightly.runner}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: thief, namespace: team-b}
+spec: {serviceAccounts: [{namespace: team-a, name: worker}]}
+"#,
+    );
+    let consumers = c.table.consumers();
+    assert!(consumers.auth_required());
+    assert!(consumers.accepts_service_accounts());
+    let by = |u: &str| consumers.by_service_account(u).map(|c| &*c.name);
+    assert_eq!(
+        by("system:serviceaccount:team-a:worker"),
+        Some("team-a/batch")
+    );
+    assert_eq!(
+        by("system:serviceaccount:jobs:nightly.runner"),
+        Some("team-a/batch")
+    );
+    assert_eq!(by("system:serviceaccount:team-b:worker"), None);
+    // The second claim on the same ServiceAccount is refused, naming the field.
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.name == "thief")
+        .expect("a diagnostic for the duplicate");
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.to_string().contains("spec.serviceAccounts[0]"), "{d}");
+    assert!(consumers.get("team-b/thief").is_none());
+}

@@ -15,9 +15,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_controller::{
     load_path, ControllerMetrics, FileSource, KubeOptions, KubeSource, LeaseConfig, Namespaces,
+    SpendFuture, SpendSource, TokenReviews,
 };
 use switchyard_gateway::{
-    Admin, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, TlsReloader, UpstreamClient,
+    Admin, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, Review, ReviewError,
+    ReviewFuture, TlsReloader, TokenReviewer, UpstreamClient,
 };
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
@@ -139,6 +141,14 @@ struct ClusterArgs {
     /// hostname-pid.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Audience ServiceAccount tokens must be minted for to authenticate a caller listed in
+    /// an AIConsumer's `spec.serviceAccounts`.
+    #[arg(long, default_value = switchyard_controller::DEFAULT_AUDIENCE)]
+    token_audience: String,
+    /// How often the status-writing replica updates each budgeted AIConsumer's
+    /// `status.spendUsd` (only when it changed).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    spend_status_interval: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -307,7 +317,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let (source, config_shown) = match &args.config {
+    let limits = Arc::new(match &args.redis_url {
+        Some(url) => Limits::redis(url, args.redis_failure_mode.into(), metrics.clone())
+            .await
+            .context("configuring Redis for shared limits")?,
+        None => Limits::local(metrics.clone()),
+    });
+
+    let (source, config_shown, reviewer) = match &args.config {
         Some(path) => {
             // Checked here: clap's `requires` counts the `--kube` flag's implicit `false` as
             // given.
@@ -318,21 +335,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (
                 file_source(&args, path, &table, &metrics, stopped())?,
                 path.display().to_string(),
+                None,
             )
         }
-        None => kube_source(&args.cluster, &table, &metrics, stopped()).await?,
+        None => kube_source(&args.cluster, &table, &metrics, &limits, stopped()).await?,
     };
 
     let client = UpstreamClient::new(&ClientConfig {
         connect_timeout: args.connect_timeout,
         ..ClientConfig::default()
     })?;
-    let limits = Arc::new(match &args.redis_url {
-        Some(url) => Limits::redis(url, args.redis_failure_mode.into(), metrics.clone())
-            .await
-            .context("configuring Redis for shared limits")?,
-        None => Limits::local(metrics.clone()),
-    });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             TlsReloader::new(cert.clone(), key.clone()).context("loading the TLS certificate")?,
@@ -350,6 +362,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             require_auth: args.require_auth,
             ..GatewayConfig::default()
         },
+        reviewer,
     );
     let api = TcpListener::bind(args.listen)
         .await
@@ -439,8 +452,13 @@ async fn kube_source(
     args: &ClusterArgs,
     table: &Arc<TableHandle>,
     metrics: &Arc<Metrics>,
+    limits: &Arc<Limits>,
     stopped: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(Pin<Box<dyn Future<Output = ()> + Send>>, String)> {
+) -> anyhow::Result<(
+    Pin<Box<dyn Future<Output = ()> + Send>>,
+    String,
+    Option<Arc<dyn TokenReviewer>>,
+)> {
     let (client, default_ns) = switchyard_controller::connect(args.kubeconfig.as_deref())
         .await
         .context("connecting to the Kubernetes API")?;
@@ -477,8 +495,53 @@ async fn kube_source(
         debounce: Duration::from_millis(50),
     };
     let controller = ControllerMetrics::new(metrics.registry())?;
-    let source = KubeSource::new(client, options, table.clone(), metrics.clone(), controller);
-    Ok((Box::pin(source.run(stopped)), shown))
+    let reviewer = KubeReviewer(TokenReviews::new(
+        client.clone(),
+        args.token_audience.clone(),
+    ));
+    let spend = TableSpend {
+        table: table.clone(),
+        limits: limits.clone(),
+    };
+    let source = KubeSource::new(client, options, table.clone(), metrics.clone(), controller)
+        .with_spend_status(Arc::new(spend), args.spend_status_interval);
+    Ok((
+        Box::pin(source.run(stopped)),
+        shown,
+        Some(Arc::new(reviewer)),
+    ))
+}
+
+/// The gateway's ServiceAccount token checks, done by the controller's TokenReview client.
+struct KubeReviewer(TokenReviews);
+
+impl TokenReviewer for KubeReviewer {
+    fn review(&self, token: String) -> ReviewFuture {
+        let reviews = self.0.clone();
+        Box::pin(async move {
+            match reviews.review(token).await {
+                Ok(Ok(user)) => Ok(Review::Authenticated(user)),
+                Ok(Err(reason)) => Ok(Review::Refused(reason)),
+                Err(e) => Err(ReviewError(e.to_string())),
+            }
+        })
+    }
+}
+
+/// The status writer's spend figures, read from the data plane's limit counters.
+struct TableSpend {
+    table: Arc<TableHandle>,
+    limits: Arc<Limits>,
+}
+
+impl SpendSource for TableSpend {
+    fn spend<'a>(&'a self, consumer: &'a str) -> SpendFuture<'a> {
+        Box::pin(async move {
+            let table = self.table.load_full();
+            let c = table.consumers().get(consumer)?;
+            self.limits.period_spend(c).await
+        })
+    }
 }
 
 async fn shutdown_signal() {

@@ -19,9 +19,11 @@
 mod index;
 mod lease;
 mod metrics;
+mod spend;
 mod status;
 #[cfg(test)]
 mod test_util;
+mod token_review;
 mod watch;
 mod writer;
 
@@ -45,7 +47,9 @@ use tokio::{sync::watch as channel, task::JoinSet};
 pub use index::{Index, Kind, Namespaces, ObjKey};
 pub use lease::LeaseConfig;
 pub use metrics::ControllerMetrics;
+pub use spend::{SpendFuture, SpendSource};
 pub use status::{verdicts, Hints, Verdict};
+pub use token_review::{TokenReviews, DEFAULT_AUDIENCE};
 
 use watch::{GenerationFilter, Referenced, Trigger};
 
@@ -86,6 +90,7 @@ pub struct KubeSource {
     table: Arc<TableHandle>,
     metrics: Arc<Metrics>,
     controller: ControllerMetrics,
+    spend: Option<(Arc<dyn SpendSource>, Duration)>,
 }
 
 /// The reflector stores, one per kind and watched namespace.
@@ -139,7 +144,15 @@ impl KubeSource {
             table,
             metrics,
             controller,
+            spend: None,
         }
+    }
+
+    /// Also writes each budgeted AIConsumer's `status.spendUsd`, read from `source`, every
+    /// `interval` (while holding the Lease, and only when it changed).
+    pub fn with_spend_status(mut self, source: Arc<dyn SpendSource>, interval: Duration) -> Self {
+        self.spend = Some((source, interval));
+        self
     }
 
     /// Watches, rebuilds and writes status until `shutdown` resolves. The first table is
@@ -189,6 +202,17 @@ impl KubeSource {
             &self.options.lease.identity,
             self.controller.clone(),
         );
+        if let Some((source, interval)) = &self.spend {
+            tasks.spawn(spend::run(
+                self.client.clone(),
+                stores.clone(),
+                Arc::clone(source),
+                *interval,
+                self.controller.clone(),
+                leading_rx.clone(),
+                stop_rx.clone(),
+            ));
+        }
         tasks.spawn(writer.run(verdicts_rx, leading_rx, stop_rx.clone()));
 
         let mut shutdown = std::pin::pin!(shutdown);

@@ -93,6 +93,7 @@ pub fn mk_consumer(ns: &str, name: &str, secret: &str) -> AIConsumer {
                 key: "key".into(),
             }),
             additional_key_secret_refs: vec![],
+            service_accounts: vec![],
             allow: vec![],
             limits: None,
             budget: None,
