@@ -112,7 +112,7 @@ compares them).
     - --log-format={{ .Values.gateway.logFormat }}
     - --shutdown-delay={{ .Values.gateway.shutdownDelay }}
     - --drain-timeout={{ .Values.gateway.drainTimeout }}
-    {{- if .Values.gateway.requireAuth }}
+    {{- if .Values.sidecar.requireAuth }}
     - --require-auth
     {{- end }}
     {{- if not .Values.gateway.accessLog }}
