@@ -464,7 +464,12 @@ async fn the_gateway_identity_has_exactly_its_grants() {
     }
     // TokenReviews (ServiceAccount callers): create only, and nothing else of that API group.
     assert!(can("create", "tokenreviews.authentication.k8s.io", None, n));
-    assert!(!can("create", "subjectaccessreviews.authorization.k8s.io", None, n));
+    assert!(!can(
+        "create",
+        "subjectaccessreviews.authorization.k8s.io",
+        None,
+        n
+    ));
     for verb in ["get", "list", "delete"] {
         assert!(
             !can(verb, "events.events.k8s.io", None, n),

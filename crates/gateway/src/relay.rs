@@ -35,8 +35,16 @@ pin_project_lite::pin_project! {
         deadline: Option<Pin<Box<Sleep>>>,
         done: bool,
         upstream_ended: bool,
+        // Output held back while the upstream keeps delivering (see `poll_frame`).
+        held: Out,
+        spins: u8,
+        dry: u8,
+        yielding: Option<Yield>,
     }
 }
+
+/// A pending turn given back to the scheduler.
+type Yield = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// How events are handled.
 pub enum Mode {
@@ -72,6 +80,10 @@ impl SseRelay {
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             done: false,
             upstream_ended: false,
+            held: Out::default(),
+            spins: 0,
+            dry: 0,
+            yielding: None,
         }
     }
 }
@@ -175,9 +187,19 @@ impl HttpBody for SseRelay {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         // Everything already available is gathered into one frame: the upstream often
-        // delivers a burst of events at once, and writing them one by one would cost a write
-        // syscall each. Nothing waits for more to arrive, so no event is delayed.
-        let mut out = Out::default();
+        // delivers a burst of events at once, and writing them one by one costs a write
+        // syscall and a task switch each (measured: 26 writes per 20-chunk stream, 6x nginx's
+        // CPU). hyper's client hands the body over one chunk at a time from the connection's
+        // own task, even when the rest of the burst already sits in its read buffer; so while
+        // chunks keep coming the relay yields to the scheduler (which runs that task first) and
+        // holds its output, and it sends as soon as two turns in a row bring nothing. Nothing
+        // waits on the network or a timer: an event is held for a few task polls at most.
+        if let Some(y) = this.yielding.as_mut() {
+            ready!(y.as_mut().poll(cx));
+            *this.yielding = None;
+        }
+        let mut out = std::mem::take(this.held);
+        let mut arrived = false;
         loop {
             while let Some(ev) = this.parser.next_event() {
                 if let Some(raw) = on_event(this.record, this.mode, ev) {
@@ -195,6 +217,8 @@ impl HttpBody for SseRelay {
                 *this.done = true;
             }
             if *this.done || out.len() >= MAX_COALESCED {
+                *this.spins = 0;
+                *this.dry = 0;
                 return match out.take() {
                     Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                     None => Poll::Ready(None),
@@ -203,6 +227,7 @@ impl HttpBody for SseRelay {
 
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    arrived = true;
                     if let Ok(data) = frame.into_data() {
                         if let Err(e) = this.parser.push(&data) {
                             *this.done = true;
@@ -233,9 +258,26 @@ impl HttpBody for SseRelay {
                     ));
                 }
                 Poll::Pending => {
-                    if let Some(b) = out.take() {
-                        // The upstream's waker is registered; send what we have now.
-                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    if out.len() > 0 {
+                        // The connection task may need two turns to pass on the next chunk.
+                        *this.dry = if arrived { 0 } else { *this.dry + 1 };
+                        if *this.dry < 2 && *this.spins < MAX_SPINS {
+                            *this.spins += 1;
+                            *this.held = out;
+                            let mut y: Yield = Box::pin(tokio::task::yield_now());
+                            if y.as_mut().poll(cx).is_pending() {
+                                *this.yielding = Some(y);
+                                return Poll::Pending;
+                            }
+                            out = std::mem::take(this.held);
+                            continue;
+                        }
+                        *this.spins = 0;
+                        *this.dry = 0;
+                        if let Some(b) = out.take() {
+                            // The upstream's waker is registered; send what we have now.
+                            return Poll::Ready(Some(Ok(Frame::data(b))));
+                        }
                     }
                     if let Some(t) = this.deadline.as_mut() {
                         if t.as_mut().poll(cx).is_ready() {
@@ -265,7 +307,7 @@ impl HttpBody for SseRelay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.parser.pending() == 0
+        self.done && self.parser.pending() == 0 && self.held.len() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -275,6 +317,8 @@ impl HttpBody for SseRelay {
 
 /// Upper bound on one coalesced frame.
 const MAX_COALESCED: usize = 64 * 1024;
+/// Most yields in a row while holding output back for the rest of a burst.
+const MAX_SPINS: u8 = 32;
 
 /// Output gathered for one frame: a single event is passed on without copying.
 #[derive(Default)]
