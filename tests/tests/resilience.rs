@@ -541,3 +541,105 @@ spec:
         "{m}"
     );
 }
+
+/// Gemini's rate limit (429 RESOURCE_EXHAUSTED, in Google's error shape) rests the key and the
+/// pool moves on at once; when the only key is refused (Gemini's 400 API_KEY_INVALID), the
+/// route falls back to another provider, and the caller never sees Gemini's shapes.
+#[tokio::test]
+async fn gemini_rate_limits_and_refused_keys_act_like_any_provider() {
+    let mock = Mock::start("sk-good", &["--rate-limited-key", "sk-limited"]);
+    let cfg = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: pool}}
+stringData: {{a: sk-limited, b: sk-good, bad: sk-nope}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: gemini-pool}}
+spec:
+  provider: gemini
+  endpoint: http://{addr}
+  auth:
+    keys:
+    - {{secretRef: {{name: pool, key: a}}, weight: 1}}
+    - {{secretRef: {{name: pool, key: b}}, weight: 1}}
+  models: [{{name: gemini-mock}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: gemini-refused}}
+spec:
+  provider: gemini
+  endpoint: http://{addr}
+  auth: {{secretRef: {{name: pool, key: bad}}}}
+  models: [{{name: gemini-mock}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: oai}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{addr}/v1
+  auth: {{secretRef: {{name: pool, key: b}}}}
+  models: [{{name: mock-model}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: refused}}
+spec:
+  match: {{models: [refused]}}
+  backends: [{{backendRef: {{name: gemini-refused}}, model: gemini-mock}}]
+  fallbacks: [{{backendRef: {{name: oai}}, model: mock-model}}]
+---
+"#,
+        addr = mock.addr
+    ) + &route("  backends: [{backendRef: {name: gemini-pool}, model: gemini-mock}]");
+    let gw = start(&cfg, &[]);
+    for stream in [false, true, false, true, false, true] {
+        let resp = reqwest::Client::new()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.text().await.unwrap();
+        if stream {
+            assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+            assert!(body.contains("chat.completion.chunk"), "{body}");
+        } else {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["model"], "gemini-mock", "{v}");
+        }
+    }
+    let seen = mock.requests().await;
+    let limited = seen
+        .iter()
+        .filter(|r| r["headers"]["x-goog-api-key"] == "sk-limited")
+        .count();
+    assert!(limited <= 1, "the resting key was used {limited} times");
+
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "refused", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "mock-model");
+    let routes: Value = reqwest::get(gw.admin_url("/debug/routes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = routes["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "default/gemini-refused")
+        .unwrap();
+    assert_eq!(refused["keys"][0]["state"], "disabled", "{refused}");
+}

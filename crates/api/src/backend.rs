@@ -57,7 +57,26 @@ pub struct ModelBackendSpec {
     /// the owner of the credentials decides who may spend them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_route_namespaces: Vec<String>,
+    /// Settings of `azure-openai` backends. The deployment is the model a route sends (its
+    /// `backends[].model`, or the caller's model), so that one backend serves every
+    /// deployment of an Azure OpenAI resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSettings>,
 }
+
+/// Settings of an `azure-openai` backend.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSettings {
+    /// The `api-version` query parameter sent with every request (default `2024-10-21`, the
+    /// latest generally available data-plane version when this field was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub api_version: Option<String>,
+}
+
+/// The `api-version` sent to Azure OpenAI when `spec.azure.apiVersion` is not set.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
 /// A provider wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

@@ -9,7 +9,10 @@ pub mod document;
 pub mod route;
 pub mod validate;
 
-pub use backend::{ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider};
+pub use backend::{
+    AzureSettings, ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider,
+    AZURE_DEFAULT_API_VERSION,
+};
 pub use common::{parse_duration, parse_price, Condition, MicroUsd, SecretKeyRef};
 pub use consumer::{AIConsumer, AIConsumerSpec, AIConsumerStatus};
 pub use document::{DocumentError, Origin, Resources};

@@ -183,6 +183,20 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
             ),
         )),
     }
+    if let Some(v) = spec.azure.as_ref().and_then(|a| a.api_version.as_deref()) {
+        // It goes into every request's query string as it is.
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            out.push(err(
+                "spec.azure.apiVersion",
+                Reason::InvalidEndpoint,
+                format!("{v:?} is not an api-version such as 2024-10-21 or 2025-04-01-preview"),
+            ));
+        }
+    }
     if let Some(auth) = &spec.auth {
         match (&auth.secret_ref, &auth.keys) {
             (Some(_), Some(_)) | (None, None) => out.push(err(
@@ -473,6 +487,7 @@ mod tests {
             tls: None,
             headers: None,
             allowed_route_namespaces: vec![],
+            azure: None,
         }
     }
 
@@ -539,6 +554,20 @@ mod tests {
         assert_eq!(model_backend(&b)[0].reason, Reason::InvalidEndpoint);
         b.provider = Provider::OpenAi;
         assert!(model_backend(&b).is_empty());
+    }
+
+    #[test]
+    fn azure_api_version_is_checked() {
+        let mut b = backend();
+        b.provider = Provider::AzureOpenAi;
+        b.azure = Some(crate::AzureSettings {
+            api_version: Some("2025-04-01-preview".into()),
+        });
+        assert!(model_backend(&b).is_empty());
+        b.azure = Some(crate::AzureSettings {
+            api_version: Some("2024-10-21&x=1".into()),
+        });
+        assert_eq!(model_backend(&b)[0].field, "spec.azure.apiVersion");
     }
 
     #[test]

@@ -4,8 +4,12 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use switchyard_providers::{
-    anthropic, chat::TranslateError, openai::DecodeError, transcode::Format, ErrorSource,
-    OpenAiError,
+    anthropic,
+    chat::TranslateError,
+    error::{classify, UpstreamClass},
+    openai::DecodeError,
+    transcode::Format,
+    ErrorSource, OpenAiError,
 };
 
 use crate::body::{self, Body};
@@ -196,10 +200,10 @@ impl GatewayError {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamFailure::Connect | UpstreamFailure::Protocol => StatusCode::BAD_GATEWAY,
             },
+            // The upstream refused the gateway's own credentials: not the caller's problem,
+            // and a 401 would make SDKs blame the caller's key.
+            GatewayError::UpstreamStatus { .. } if self.key_rejected() => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamStatus { status, .. } => match status.as_u16() {
-                // The upstream refused the gateway's own credentials: not the caller's
-                // problem, and a 401 would make SDKs blame the caller's key.
-                401 | 403 | 407 => StatusCode::BAD_GATEWAY,
                 429 | 503 | 504 => *status,
                 // Anthropic's "overloaded": 503 for OpenAI callers (their SDKs retry it);
                 // Anthropic callers get 529 back (see `to_response`).
@@ -217,6 +221,17 @@ impl GatewayError {
             // Every key is resting after the upstream's own 429s: that is a rate limit, and
             // SDKs back off on 429 with the Retry-After we send.
             GatewayError::KeysExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The upstream refused the gateway's key (by status, or by code where the provider uses
+    /// another status for it: Gemini answers 400 API_KEY_INVALID).
+    pub fn key_rejected(&self) -> bool {
+        match self {
+            GatewayError::UpstreamStatus { status, code, .. } => {
+                classify(status.as_u16(), code.as_deref()) == UpstreamClass::KeyRejected
+            }
+            _ => false,
         }
     }
 
@@ -275,10 +290,10 @@ impl GatewayError {
                 UpstreamFailure::Timeout => "upstream_timeout",
                 UpstreamFailure::Protocol => "upstream_protocol_error",
             },
-            GatewayError::UpstreamStatus { status, code, .. } => match status.as_u16() {
-                401 | 403 | 407 => "upstream_auth_failed",
-                _ => code.as_deref().unwrap_or("upstream_error"),
-            },
+            GatewayError::UpstreamStatus { .. } if self.key_rejected() => "upstream_auth_failed",
+            GatewayError::UpstreamStatus { code, .. } => {
+                code.as_deref().unwrap_or("upstream_error")
+            }
             GatewayError::RouteTimeout => "route_timeout",
             GatewayError::Saturated => "backend_saturated",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
@@ -303,7 +318,7 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamStatus {
                 status, backend, ..
-            } if matches!(status.as_u16(), 401 | 403 | 407) => format!(
+            } if self.key_rejected() => format!(
                 "upstream {backend} rejected the gateway's credentials ({status}); the operator must fix the backend's key"
             ),
             other => other.to_string(),

@@ -11,9 +11,10 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{
     anthropic,
-    error::parse_openai_error,
+    chat::TranslateError,
+    error::{classify, parse_openai_error, UpstreamClass},
     openai,
-    transcode::{self, Format, Transcoder},
+    transcode::{self, BackendFormat, Format, Transcoder},
     Operation,
 };
 use switchyard_router::{
@@ -123,7 +124,7 @@ impl Shared {
             Some(_) => target.pricing,
             None => backend.pricing(upstream_model),
         };
-        let encoded = match decoded.plan(backend.provider, &backend.name, upstream_model) {
+        let encoded = match decoded.plan(backend, upstream_model) {
             Ok(Plan::Call(e)) => e,
             Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
             // A parameter this backend's format cannot carry may suit the next target (a
@@ -132,9 +133,7 @@ impl Shared {
                 let retryable = matches!(
                     err,
                     GatewayError::UnsupportedByBackend { .. }
-                        | GatewayError::Translate(
-                            switchyard_providers::chat::TranslateError::Unsupported { .. }
-                        )
+                        | GatewayError::Translate(TranslateError::Unsupported { .. })
                 );
                 return TargetOutcome::Failed { err, retryable };
             }
@@ -145,6 +144,20 @@ impl Shared {
             translate_from,
             headers: provider_headers,
         } = encoded;
+        let Some(uri) = backend.uri(upstream_op, upstream_model, decoded.stream()) else {
+            // Only a model the backend does not list gets here (a route forwarding the
+            // caller's model to a provider that puts it in the URL path).
+            return TargetOutcome::Failed {
+                err: GatewayError::Translate(TranslateError::Invalid {
+                    param: "model".into(),
+                    message: format!(
+                        "'{upstream_model}' cannot be sent to backend {} as a model name",
+                        backend.name
+                    ),
+                }),
+                retryable: true,
+            };
+        };
         let call_deadline = earliest(deadline, backend.timeouts.total.map(|t| Instant::now() + t));
         let retry: Retry = route.retry;
         let mut attempt = 0;
@@ -190,7 +203,7 @@ impl Shared {
                 .client
                 .send(
                     target,
-                    upstream_op,
+                    &uri,
                     body.clone(),
                     decoded.stream(),
                     key,
@@ -239,8 +252,9 @@ impl Shared {
                             None,
                         )
                     });
-                    let class = match status.as_u16() {
-                        429 => {
+                    let upstream_class = classify(status.as_u16(), code.as_deref());
+                    let class = match upstream_class {
+                        UpstreamClass::RateLimited => {
                             if let Some(k) = key {
                                 let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
                                 k.state().rest(wait);
@@ -250,7 +264,7 @@ impl Shared {
                             record.ratelimit_reason = Some("upstream");
                             Some(FailureClass::RateLimited)
                         }
-                        401 | 403 => {
+                        UpstreamClass::KeyRejected => {
                             // The upstream refused this key: take it out of the pool. Another
                             // key, or another backend, may still serve the request.
                             if let Some(k) = key {
@@ -260,12 +274,12 @@ impl Shared {
                             record.upstream_error("status_4xx");
                             Some(FailureClass::ServerError)
                         }
-                        500..=599 => {
+                        UpstreamClass::Overloaded | UpstreamClass::Upstream => {
                             record.upstream_error("status_5xx");
                             self.health(backend, backend.state().on_failure());
                             Some(FailureClass::ServerError)
                         }
-                        _ => {
+                        UpstreamClass::Caller => {
                             record.upstream_error("status_4xx");
                             None
                         }
@@ -298,8 +312,8 @@ impl Shared {
             };
             let retryable = class.is_some_and(|c| retry.retries(c));
             let out_of_time = call_deadline.is_some_and(|d| Instant::now() >= d);
-            let key_problem = matches!(class, Some(FailureClass::RateLimited))
-                || matches!(&err, GatewayError::UpstreamStatus { status, .. } if matches!(status.as_u16(), 401 | 403));
+            let key_problem =
+                matches!(class, Some(FailureClass::RateLimited)) || err.key_rejected();
             // A 429 or refused key is retried at once on the same backend with another key
             // when the pool has one; other failures wait out the back-off.
             let another_key =
@@ -349,7 +363,7 @@ impl Shared {
         &self,
         resp: Response<hyper::body::Incoming>,
         decoded: &Inbound<'_>,
-        translate_from: Option<Format>,
+        translate_from: Option<BackendFormat>,
         target: &Target,
         deadline: Option<Instant>,
         record: &mut Record,

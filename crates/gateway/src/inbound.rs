@@ -6,11 +6,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use switchyard_providers::{
     anthropic, openai,
-    openai::chat::Dialect,
-    transcode::{self, Format},
+    transcode::{self, BackendFormat, Format},
     Operation,
 };
-use switchyard_router::Provider;
+use switchyard_router::Backend;
 
 use crate::error::GatewayError;
 
@@ -40,7 +39,7 @@ pub(crate) struct Encoded {
     /// Which of the backend's URIs to call.
     pub upstream_op: Operation,
     /// `Some(upstream format)` when the response must be translated to the caller's format.
-    pub translate_from: Option<Format>,
+    pub translate_from: Option<BackendFormat>,
     /// Extra request headers for this provider.
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
@@ -134,16 +133,13 @@ impl<'a> Inbound<'a> {
         }
     }
 
-    /// How to call a backend of `provider` named `backend` with `upstream_model`.
-    pub fn plan(
-        &self,
-        provider: Provider,
-        backend: &str,
-        upstream_model: &str,
-    ) -> Result<Plan, GatewayError> {
+    /// How to call `backend` with `upstream_model`: passthrough when the backend speaks the
+    /// caller's format, translation through the internal chat model when it does not. Only
+    /// the backend's format matters here, so a new provider of a known format needs nothing.
+    pub fn plan(&self, backend: &Backend, upstream_model: &str) -> Result<Plan, GatewayError> {
         let unsupported = || GatewayError::UnsupportedByBackend {
-            backend: backend.to_string(),
-            provider: provider.as_str(),
+            backend: backend.name.to_string(),
+            provider: backend.provider.as_str(),
             operation: self.op().as_str(),
         };
         let anthropic_headers = |version: Option<&HeaderValue>, beta: Option<&HeaderValue>| {
@@ -158,38 +154,47 @@ impl<'a> Inbound<'a> {
             }
             h
         };
-        let translate = |from: Format, to: Format, dialect: Dialect, body: &[u8]| {
-            transcode::request(from, to, dialect, provider.as_str(), body, upstream_model)
-                .map(Bytes::from)
-                .map_err(GatewayError::Translate)
+        let to = backend.format;
+        let translate = |from: Format, body: &[u8]| -> Result<Encoded, GatewayError> {
+            let body = transcode::request(
+                from,
+                to,
+                backend.dialect,
+                backend.provider.as_str(),
+                body,
+                upstream_model,
+            )
+            .map_err(GatewayError::Translate)?;
+            Ok(Encoded {
+                body: Bytes::from(body),
+                // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
+                upstream_op: match to {
+                    BackendFormat::Anthropic => Operation::Messages,
+                    BackendFormat::OpenAiChat | BackendFormat::Gemini => Operation::ChatCompletions,
+                },
+                translate_from: Some(to),
+                headers: match to {
+                    BackendFormat::Anthropic => anthropic_headers(None, None),
+                    BackendFormat::OpenAiChat | BackendFormat::Gemini => Vec::new(),
+                },
+            })
         };
-        let dialect = match provider {
-            Provider::OpenAi => Dialect::OpenAi,
-            _ => Dialect::Compatible,
-        };
-        let encoded = match (self, provider) {
+        let encoded = match (self, to) {
             // The hot path: OpenAI in, OpenAI dialect out, no model in between.
-            (Inbound::OpenAi { req, op, .. }, Provider::OpenAi | Provider::OpenAiCompatible) => {
-                Encoded {
-                    body: Bytes::from(req.encode(upstream_model)),
-                    upstream_op: *op,
-                    translate_from: None,
-                    headers: Vec::new(),
-                }
-            }
+            (Inbound::OpenAi { req, op, .. }, BackendFormat::OpenAiChat) => Encoded {
+                body: Bytes::from(req.encode(upstream_model)),
+                upstream_op: *op,
+                translate_from: None,
+                headers: Vec::new(),
+            },
             (
                 Inbound::OpenAi {
                     op: Operation::ChatCompletions,
                     body,
                     ..
                 },
-                Provider::Anthropic,
-            ) => Encoded {
-                body: translate(Format::OpenAiChat, Format::Anthropic, dialect, body)?,
-                upstream_op: Operation::Messages,
-                translate_from: Some(Format::Anthropic),
-                headers: anthropic_headers(None, None),
-            },
+                _,
+            ) => translate(Format::OpenAiChat, body)?,
             (
                 Inbound::Anthropic {
                     op,
@@ -198,7 +203,7 @@ impl<'a> Inbound<'a> {
                     beta,
                     ..
                 },
-                Provider::Anthropic,
+                BackendFormat::Anthropic,
             ) => Encoded {
                 body: Bytes::from(req.encode(upstream_model)),
                 upstream_op: *op,
@@ -218,13 +223,8 @@ impl<'a> Inbound<'a> {
                     body,
                     ..
                 },
-                Provider::OpenAi | Provider::OpenAiCompatible,
-            ) => Encoded {
-                body: translate(Format::Anthropic, Format::OpenAiChat, dialect, body)?,
-                upstream_op: Operation::ChatCompletions,
-                translate_from: Some(Format::OpenAiChat),
-                headers: Vec::new(),
-            },
+                _,
+            ) => translate(Format::Anthropic, body)?,
             _ => return Err(unsupported()),
         };
         Ok(Plan::Call(encoded))

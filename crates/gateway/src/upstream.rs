@@ -13,7 +13,6 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use switchyard_providers::Operation;
 use switchyard_router::{FailureClass, Target, UpstreamKey};
 use tokio::time::Instant;
 
@@ -104,14 +103,14 @@ impl UpstreamClient {
     }
 
     #[allow(clippy::too_many_arguments)]
-    /// Sends one attempt to `target` and waits for the response headers, within the
-    /// backend's first-byte timeout and the request's deadline. `op` is the upstream
-    /// operation (which of the backend's URIs); `extra_headers` carries trace context and
-    /// provider headers (`anthropic-version`).
+    /// Sends one attempt to `target` at `uri` (one of the backend's, see
+    /// [`switchyard_router::Backend::uri`]) and waits for the response headers, within the
+    /// backend's first-byte timeout and the request's deadline. `extra_headers` carries trace
+    /// context and provider headers (`anthropic-version`).
     pub async fn send(
         &self,
         target: &Target,
-        op: Operation,
+        uri: &http::Uri,
         body: Bytes,
         stream: bool,
         key: Option<&UpstreamKey>,
@@ -122,7 +121,7 @@ impl UpstreamClient {
         let backend = &target.backend;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = backend.uri(op).clone();
+        *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

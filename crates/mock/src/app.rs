@@ -1,5 +1,6 @@
-//! Request handling: routing, auth, fault injection, the OpenAI endpoints and the Anthropic
-//! Messages endpoints (errors on those are written in Anthropic's shape).
+//! Request handling: routing, auth, fault injection, the OpenAI endpoints (also under Azure
+//! OpenAI's deployment paths), the Anthropic Messages endpoints and Gemini's
+//! `generateContent` (errors on those are written in the dialect's own shape).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const MAX_EMBEDDING_DIMS: u64 = 65_536;
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 const TOOL_CALL: HeaderName = HeaderName::from_static("x-mock-tool-call");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -63,6 +65,23 @@ enum Endpoint<'a> {
     CountTokens,
     Models,
     Model(&'a str),
+    /// `/v1beta/models/{model}:generateContent` or `:streamGenerateContent`.
+    Gemini {
+        model: &'a str,
+        stream: bool,
+    },
+    /// `/openai/deployments/{deployment}/…`: the OpenAI endpoint `op` of one deployment.
+    Azure {
+        deployment: &'a str,
+        op: AzureOp,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AzureOp {
+    ChatCompletions,
+    Completions,
+    Embeddings,
 }
 
 // === impl App ===
@@ -95,7 +114,11 @@ impl App {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path();
-        if path == "/v1" || path.starts_with("/v1/") {
+        if path == "/v1"
+            || path.starts_with("/v1/")
+            || path.starts_with("/v1beta/")
+            || path.starts_with("/openai/")
+        {
             return Ok(self.handle_v1(req).await);
         }
         Ok(self.handle_mock(req.method(), path))
@@ -123,6 +146,7 @@ impl App {
         let knobs = self.defaults.with_headers(&parts.headers);
         let latency = knobs.as_ref().unwrap_or(&self.defaults).latency;
         let anthropic = parts.uri.path().starts_with("/v1/messages");
+        let gemini = parts.uri.path().starts_with("/v1beta/");
         let response = match knobs {
             Ok(knobs) => self.respond_v1(&parts, &json, &knobs),
             Err(err) => Err(Box::new((ApiError::bad_knob(&err), HeaderMap::new()))),
@@ -132,6 +156,11 @@ impl App {
             let mut r = if anthropic {
                 let mut r = json_response(crate::anthropic::error_body(&err));
                 *r.status_mut() = err.status;
+                r
+            } else if gemini {
+                let (status, body) = crate::gemini::error_body(&err);
+                let mut r = json_response(body);
+                *r.status_mut() = status;
                 r
             } else {
                 error_response(&err)
@@ -220,7 +249,47 @@ impl App {
             Err(err) => return Err(plain(err.clone())),
         };
         let tool_header = parts.headers.get(TOOL_CALL).and_then(|v| v.to_str().ok());
+        let query = parts.uri.query().unwrap_or("");
+        let azure_body;
+        let body = match endpoint {
+            Endpoint::Azure { deployment, .. } => {
+                if !query
+                    .split('&')
+                    .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+                {
+                    return Err(plain(ApiError::status_message(
+                        StatusCode::NOT_FOUND,
+                        "Resource not found (no api-version query parameter).",
+                    )));
+                }
+                // Azure takes the model from the deployment; the body may name none.
+                azure_body = match body {
+                    Value::Object(o) if !o.contains_key("model") => {
+                        let mut o = o.clone();
+                        o.insert("model".into(), Value::String(deployment.to_string()));
+                        Value::Object(o)
+                    }
+                    other => other.clone(),
+                };
+                &azure_body
+            }
+            _ => body,
+        };
         let result = match endpoint {
+            Endpoint::Gemini { model, stream } => {
+                if stream && !query.split('&').any(|kv| kv == "alt=sse") {
+                    return Err(plain(ApiError::status_message(
+                        StatusCode::BAD_REQUEST,
+                        "switchyard-mock streams only as server-sent events: add ?alt=sse",
+                    )));
+                }
+                generate_content(model, stream, body, knobs, tool_header)
+            }
+            Endpoint::Azure { op, .. } => match op {
+                AzureOp::ChatCompletions => chat_completions(body, knobs, tool_header),
+                AzureOp::Completions => completions(body, knobs),
+                AzureOp::Embeddings => self.embeddings(body),
+            },
             Endpoint::ChatCompletions => chat_completions(body, knobs, tool_header),
             Endpoint::Messages => messages(body, knobs, tool_header),
             Endpoint::CountTokens => crate::anthropic::count_tokens(body).map(json_response),
@@ -254,8 +323,8 @@ impl App {
         result.unwrap_or_else(|_| error_response(&ApiError::internal()))
     }
 
-    /// `Authorization: Bearer KEY` (OpenAI), `api-key: KEY` (Azure OpenAI) or
-    /// `x-api-key: KEY` (Anthropic).
+    /// `Authorization: Bearer KEY` (OpenAI), `api-key: KEY` (Azure OpenAI),
+    /// `x-api-key: KEY` (Anthropic) or `x-goog-api-key: KEY` (Gemini).
     fn authorized(&self, headers: &HeaderMap) -> bool {
         if self.api_keys.is_empty() {
             return true;
@@ -270,9 +339,10 @@ impl App {
             .and_then(|v| bearer_token(v.as_bytes()));
         let api_key = headers.get(API_KEY).map(|v| v.as_bytes());
         let x_api_key = headers.get(X_API_KEY).map(|v| v.as_bytes());
+        let goog = headers.get(X_GOOG_API_KEY).map(|v| v.as_bytes());
         keys.iter().any(|k| {
             let k = Some(k.as_bytes());
-            bearer == k || api_key == k || x_api_key == k
+            bearer == k || api_key == k || x_api_key == k || goog == k
         })
     }
 
@@ -324,7 +394,9 @@ impl Endpoint<'_> {
             | Self::Completions
             | Self::Embeddings
             | Self::Messages
-            | Self::CountTokens => "POST",
+            | Self::CountTokens
+            | Self::Gemini { .. }
+            | Self::Azure { .. } => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -338,11 +410,46 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
         "/v1/messages" => Some(Endpoint::Messages),
         "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         "/v1/models" => Some(Endpoint::Models),
-        _ => path
-            .strip_prefix("/v1/models/")
-            .filter(|id| !id.is_empty())
-            .map(Endpoint::Model),
+        _ => {
+            if let Some(rest) = path.strip_prefix("/v1beta/models/") {
+                let (model, stream) = crate::gemini::parse_method(rest)?;
+                return Some(Endpoint::Gemini { model, stream });
+            }
+            if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+                let (deployment, op) = rest.split_once('/')?;
+                let op = match op {
+                    "chat/completions" => AzureOp::ChatCompletions,
+                    "completions" => AzureOp::Completions,
+                    "embeddings" => AzureOp::Embeddings,
+                    _ => return None,
+                };
+                return (!deployment.is_empty()).then_some(Endpoint::Azure { deployment, op });
+            }
+            path.strip_prefix("/v1/models/")
+                .filter(|id| !id.is_empty())
+                .map(Endpoint::Model)
+        }
     }
+}
+
+/// `generateContent` / `streamGenerateContent`: text, or a function call (see
+/// [`crate::gemini::plan`]).
+fn generate_content(
+    model: &str,
+    stream: bool,
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+) -> Result<Response<MockBody>, ApiError> {
+    let plan = crate::gemini::plan(model, body, knobs, tool_header)?;
+    if !stream {
+        return Ok(json_response(plan.to_json()));
+    }
+    Ok(sse_response(MockBody::frames(
+        plan.frames(),
+        knobs.reset_after,
+        knobs.chunk_delay,
+    )))
 }
 
 /// `POST /v1/messages`: text, or a tool_use block (see [`crate::anthropic::plan`]).
@@ -568,6 +675,23 @@ mod tests {
         assert_eq!(route("/v1/models/a/b"), Some(Endpoint::Model("a/b")));
         assert_eq!(route("/v1/models/"), None);
         assert_eq!(route("/v1/responses"), None);
+        assert_eq!(
+            route("/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            Some(Endpoint::Gemini {
+                model: "gemini-2.5-flash",
+                stream: true
+            })
+        );
+        assert_eq!(route("/v1beta/models/a/b:generateContent"), None);
+        assert_eq!(route("/v1beta/models/m:embedContent"), None);
+        assert_eq!(
+            route("/openai/deployments/prod/chat/completions"),
+            Some(Endpoint::Azure {
+                deployment: "prod",
+                op: AzureOp::ChatCompletions
+            })
+        );
+        assert_eq!(route("/openai/deployments//chat/completions"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A fast fake LLM provider speaking OpenAI's and Anthropic's wire formats, with fault knobs:
+//! A fast fake LLM provider speaking OpenAI's (and Azure OpenAI's), Anthropic's and Gemini's
+//! wire formats, with fault knobs:
 //! the upstream of Switchyard's demo, tests and benchmarks.
 
 use std::future::Future;
@@ -21,6 +22,7 @@ mod anthropic;
 mod app;
 mod body;
 mod faults;
+mod gemini;
 mod openai;
 mod record;
 mod tools;

@@ -300,6 +300,11 @@ impl ApiError {
         self
     }
 
+    /// An error with this status and message (other dialects render their own shapes).
+    pub fn status_message(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(status, "invalid_request_error", message)
+    }
+
     pub fn invalid_api_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -433,3 +433,145 @@ async fn openai_stream_with_tool_call_in_pieces() {
         .iter()
         .any(|c| c["usage"]["completion_tokens"].is_u64()));
 }
+
+fn generate(tools: bool) -> Value {
+    let mut body = json!({
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [{"role": "user", "parts": [{"text": "hello there, mock"}]}],
+        "generationConfig": {"temperature": 0.5},
+    });
+    if tools {
+        body["tools"] = json!([{"functionDeclarations": [{"name": "get_weather",
+            "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}}}]}]);
+    }
+    body
+}
+
+#[tokio::test]
+async fn gemini_generate_content_with_x_goog_api_key() {
+    let server = start(Some("sk-test")).await;
+    let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+    let reply = server
+        .post(path, generate(false), &[("x-goog-api-key", "sk-test")])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let v = reply.json();
+    assert_eq!(v["candidates"][0]["content"]["role"], "model");
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(v["usageMetadata"]["candidatesTokenCount"], 8);
+    assert_eq!(v["modelVersion"], "gemini-2.5-flash");
+
+    // A function call when functions are declared; text once the last turn answers it.
+    let reply = server
+        .post(path, generate(true), &[("x-goog-api-key", "sk-test")])
+        .await;
+    let part = &reply.json()["candidates"][0]["content"]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "get_weather");
+    assert_eq!(part["functionCall"]["args"], json!({"city": "mock"}));
+    let mut answered = generate(true);
+    answered["contents"].as_array_mut().unwrap().extend([
+        json!({"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]}),
+        json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "rain"}}}]}),
+    ]);
+    let reply = server
+        .post(path, answered.clone(), &[("x-goog-api-key", "sk-test")])
+        .await;
+    assert!(reply.json()["candidates"][0]["content"]["parts"][0]["text"].is_string());
+
+    // Errors come in Google's shape; a bad key is a 400 with the reason in the details.
+    let reply = server
+        .post(path, generate(false), &[("x-goog-api-key", "wrong")])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(
+        reply.json()["error"]["details"][0]["reason"],
+        "API_KEY_INVALID"
+    );
+    let reply = server
+        .post(
+            path,
+            generate(false),
+            &[("x-goog-api-key", "sk-test"), ("x-mock-status", "429")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(reply.json()["error"]["code"], 429);
+
+    // What a careless translation would send is refused, as Gemini refuses it.
+    let mut not_object = answered;
+    not_object["contents"][2]["parts"][0]["functionResponse"]["response"] = json!("rain");
+    let mut unknown = generate(false);
+    unknown["model"] = json!("gemini-2.5-flash");
+    let mut empty = generate(false);
+    empty["contents"] = json!([]);
+    for bad in [not_object, unknown, empty] {
+        let reply = server
+            .post(path, bad, &[("x-goog-api-key", "sk-test")])
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.json()["error"]["status"], "INVALID_ARGUMENT");
+    }
+}
+
+#[tokio::test]
+async fn gemini_streams_as_sse_with_whole_function_calls() {
+    let server = start(None).await;
+    let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+    let reply = server.post(path, generate(false), &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = server
+        .post(&format!("{path}?alt=sse"), generate(false), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = std::str::from_utf8(&reply.body).unwrap();
+    let chunks: Vec<Value> = text
+        .split_terminator("\r\n\r\n")
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 8);
+    assert!(chunks[..7]
+        .iter()
+        .all(|c| c["candidates"][0].get("finishReason").is_none()));
+    assert_eq!(chunks[7]["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(chunks[7]["usageMetadata"]["candidatesTokenCount"], 8);
+
+    let reply = server
+        .post(&format!("{path}?alt=sse"), generate(true), &[])
+        .await;
+    let text = std::str::from_utf8(&reply.body).unwrap();
+    let chunks: Vec<&str> = text.split_terminator("\r\n\r\n").collect();
+    assert_eq!(chunks.len(), 1);
+    let v: Value = serde_json::from_str(chunks[0].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["functionCall"]["args"],
+        json!({"city": "mock"})
+    );
+}
+
+#[tokio::test]
+async fn azure_deployments_with_api_key_header() {
+    let server = start(Some("sk-test")).await;
+    let mut body = chat(false);
+    body.as_object_mut().unwrap().remove("model");
+    let path = "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21";
+    let reply = server
+        .post(path, body.clone(), &[("api-key", "sk-test")])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["model"], "prod-4o");
+    assert_eq!(reply.json()["object"], "chat.completion");
+    let reply = server
+        .post(
+            "/openai/deployments/prod-4o/chat/completions",
+            body.clone(),
+            &[("api-key", "sk-test")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = server.post(path, body, &[("api-key", "wrong")]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.json()["error"]["message"].is_string());
+}

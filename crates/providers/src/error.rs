@@ -86,8 +86,13 @@ impl OpenAiError<'_> {
     }
 }
 
-/// Pulls `error.message` and `error.code` (or `error.type`) out of an upstream's
-/// OpenAI-shaped error body, so the caller sees the provider's reason.
+/// Pulls the message and a machine-readable code out of an upstream's error body, whichever
+/// provider wrote it: OpenAI's `{"error":{"message","type","code"}}`, Anthropic's
+/// `{"type":"error","error":{"type","message"}}`, and Gemini's
+/// `{"error":{"code":429,"message","status":"RESOURCE_EXHAUSTED","details":[…]}}`. For Gemini
+/// the status name is the code (its numeric `code` only repeats the HTTP status), except for a
+/// refused key, where the reason in the details (`API_KEY_INVALID`) says more than the
+/// `INVALID_ARGUMENT` it comes with.
 pub fn parse_openai_error(body: &[u8]) -> Option<(String, Option<String>)> {
     #[derive(serde::Deserialize)]
     struct Env {
@@ -101,14 +106,64 @@ pub fn parse_openai_error(body: &[u8]) -> Option<(String, Option<String>)> {
         code: Option<serde_json::Value>,
         #[serde(default, rename = "type")]
         type_: Option<String>,
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        details: Option<Vec<serde_json::Value>>,
     }
     let env: Env = serde_json::from_slice(body).ok()?;
-    let code = match env.error.code {
+    let e = env.error;
+    let key_reason = e
+        .details
+        .iter()
+        .flatten()
+        .filter_map(|d| d.get("reason").and_then(serde_json::Value::as_str))
+        .find(|r| r.starts_with("API_KEY_"))
+        .map(str::to_string);
+    let code = match e.code {
         Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        _ => env.error.type_,
+        Some(serde_json::Value::Number(n)) => {
+            key_reason.or(e.status).or(e.type_).or(Some(n.to_string()))
+        }
+        _ => e.type_.or(e.status),
     };
-    Some((env.error.message.unwrap_or_default(), code))
+    Some((e.message.unwrap_or_default(), code))
+}
+
+/// What kind of failure an upstream error is, whatever the provider: what the retry and
+/// fallback logic acts on, and whose fault it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamClass {
+    /// The request was wrong; another attempt would fail the same way.
+    Caller,
+    /// The upstream refused the gateway's key (its own problem, not the caller's).
+    KeyRejected,
+    /// A rate limit or quota of the upstream account.
+    RateLimited,
+    /// The upstream is overloaded or unavailable for now.
+    Overloaded,
+    /// The upstream failed.
+    Upstream,
+}
+
+/// Classifies an upstream error from its status and the code [`parse_openai_error`] found.
+/// The status decides, except where a provider's status says less than its code: Gemini
+/// refuses a bad key with 400.
+pub fn classify(status: u16, code: Option<&str>) -> UpstreamClass {
+    match code {
+        Some("API_KEY_INVALID" | "API_KEY_EXPIRED" | "API_KEY_SERVICE_BLOCKED") => {
+            return UpstreamClass::KeyRejected
+        }
+        Some("RESOURCE_EXHAUSTED") => return UpstreamClass::RateLimited,
+        _ => {}
+    }
+    match status {
+        401 | 403 | 407 => UpstreamClass::KeyRejected,
+        429 => UpstreamClass::RateLimited,
+        503 | 529 => UpstreamClass::Overloaded,
+        500..=599 => UpstreamClass::Upstream,
+        _ => UpstreamClass::Caller,
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,13 @@
 pub mod anthropic;
 pub mod chat;
 pub mod error;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod transcode;
+
+#[cfg(test)]
+mod test_util;
 
 pub use error::{ErrorSource, OpenAiError};
 

@@ -5,17 +5,51 @@
 use crate::{
     anthropic,
     chat::{FinishReason, StreamEvent, TranslateError},
+    gemini,
     openai::{self, chat::Dialect},
     Usage,
 };
 
-/// A chat wire format, on either side of the gateway.
+/// A chat wire format a caller speaks (and a backend may speak too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// OpenAI Chat Completions.
     OpenAiChat,
     /// Anthropic Messages.
     Anthropic,
+}
+
+/// A chat wire format a backend speaks: every caller format, and those only backends speak.
+/// Kept apart from [`Format`] so that nothing ever has to encode a response or a stream in a
+/// format no caller reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendFormat {
+    /// OpenAI Chat Completions (OpenAI, Azure OpenAI, OpenAI-compatible servers).
+    OpenAiChat,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini `generateContent`.
+    Gemini,
+}
+
+impl From<Format> for BackendFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::OpenAiChat => BackendFormat::OpenAiChat,
+            Format::Anthropic => BackendFormat::Anthropic,
+        }
+    }
+}
+
+impl BackendFormat {
+    /// The same format as a caller format, when callers speak it.
+    pub fn as_caller(self) -> Option<Format> {
+        match self {
+            BackendFormat::OpenAiChat => Some(Format::OpenAiChat),
+            BackendFormat::Anthropic => Some(Format::Anthropic),
+            BackendFormat::Gemini => None,
+        }
+    }
 }
 
 /// What the gateway learned from one upstream event, for metrics and limits.
@@ -32,6 +66,7 @@ pub struct Observed {
 enum Decoder {
     OpenAi(openai::chat::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
+    Gemini(gemini::StreamDecoder),
 }
 
 enum Encoder {
@@ -50,11 +85,12 @@ pub struct Transcoder {
 impl Transcoder {
     /// Translates a stream in format `from` (upstream) to format `to` (caller).
     /// `client_wants_usage`: an OpenAI caller asked for the usage chunk.
-    pub fn new(from: Format, to: Format, client_wants_usage: bool) -> Self {
+    pub fn new(from: impl Into<BackendFormat>, to: Format, client_wants_usage: bool) -> Self {
         Transcoder {
-            decoder: match from {
-                Format::OpenAiChat => Decoder::OpenAi(Default::default()),
-                Format::Anthropic => Decoder::Anthropic(Default::default()),
+            decoder: match from.into() {
+                BackendFormat::OpenAiChat => Decoder::OpenAi(Default::default()),
+                BackendFormat::Anthropic => Decoder::Anthropic(Default::default()),
+                BackendFormat::Gemini => Decoder::Gemini(Default::default()),
             },
             encoder: match to {
                 Format::OpenAiChat => {
@@ -72,6 +108,7 @@ impl Transcoder {
         match &mut self.decoder {
             Decoder::OpenAi(d) => d.decode(data, &mut self.events),
             Decoder::Anthropic(d) => d.decode(data, &mut self.events),
+            Decoder::Gemini(d) => d.decode(data, &mut self.events),
         }
         self.flush(out)
     }
@@ -117,10 +154,15 @@ pub type Translated = (Vec<u8>, Option<Usage>, Option<FinishReason>);
 
 /// Translates a complete response body from `from` to `to`, returning the caller's body and
 /// the usage / finish reason it reported.
-pub fn response(from: Format, to: Format, body: &[u8]) -> Result<Translated, TranslateError> {
-    let resp = match from {
-        Format::OpenAiChat => openai::chat::decode_response(body)?,
-        Format::Anthropic => anthropic::decode_response(body)?,
+pub fn response(
+    from: impl Into<BackendFormat>,
+    to: Format,
+    body: &[u8],
+) -> Result<Translated, TranslateError> {
+    let resp = match from.into() {
+        BackendFormat::OpenAiChat => openai::chat::decode_response(body)?,
+        BackendFormat::Anthropic => anthropic::decode_response(body)?,
+        BackendFormat::Gemini => gemini::decode_response(body)?,
     };
     let out = match to {
         Format::OpenAiChat => openai::chat::encode_response(&resp),
@@ -133,7 +175,7 @@ pub fn response(from: Format, to: Format, body: &[u8]) -> Result<Translated, Tra
 /// in `to` for `upstream_model`.
 pub fn request(
     from: Format,
-    to: Format,
+    to: impl Into<BackendFormat>,
     dialect: Dialect,
     target: &'static str,
     body: &[u8],
@@ -143,8 +185,9 @@ pub fn request(
         Format::OpenAiChat => openai::chat::decode_request(body, target)?,
         Format::Anthropic => anthropic::decode_request(body, target)?,
     };
-    match to {
-        Format::OpenAiChat => openai::chat::encode_request(&req, upstream_model, dialect),
-        Format::Anthropic => anthropic::encode_request(&req, upstream_model),
+    match to.into() {
+        BackendFormat::OpenAiChat => openai::chat::encode_request(&req, upstream_model, dialect),
+        BackendFormat::Anthropic => anthropic::encode_request(&req, upstream_model),
+        BackendFormat::Gemini => gemini::encode_request(&req, upstream_model),
     }
 }

@@ -15,11 +15,15 @@ use switchyard_api::{
     validate::{self, FieldError, Reason},
     AIConsumer, AIRoute, ModelBackend, Provider, Resources, Strategy,
 };
+use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat};
 
 use crate::{
     consumer::{self, Consumer, Consumers},
     glob::Glob,
-    table::{Backend, Pricing, Retry, Route, RouteId, RoutingTable, Target, Timeouts, UpstreamKey},
+    table::{
+        is_plain_model_name, Backend, ModelPaths, Pricing, Retry, Route, RouteId, RoutingTable,
+        Target, Timeouts, UpstreamKey, Uris,
+    },
 };
 
 /// How bad a diagnostic is.
@@ -296,18 +300,12 @@ fn build_backend(
     id: &(String, String),
 ) -> Result<Backend, FieldError> {
     let spec = &obj.spec;
-    match spec.provider {
-        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Anthropic => {}
-        Provider::Gemini | Provider::AzureOpenAi | Provider::Bedrock => {
-            return Err(field_err(
-                "spec.provider",
-                Reason::UnsupportedProvider,
-                format!(
-                    "provider {} is not served by this version of Switchyard yet",
-                    spec.provider.as_str()
-                ),
-            ))
-        }
+    if spec.provider == Provider::Bedrock {
+        return Err(field_err(
+            "spec.provider",
+            Reason::UnsupportedProvider,
+            "provider bedrock is not served by this version of Switchyard yet",
+        ));
     }
     let endpoint = spec
         .endpoint
@@ -327,29 +325,83 @@ fn build_backend(
     };
     // Each provider's paths for each operation the gateway may send it. An OpenAI base URL
     // ends in `/v1`; an Anthropic one usually does not (Anthropic's SDKs append `/v1/…`), but
-    // one that does is accepted too. Operations a provider cannot serve get a URI anyway
-    // and are refused before sending (`switchyard_gateway` decides per inbound format).
+    // one that does is accepted too; likewise a Gemini one with or without its version, and
+    // an Azure one with or without `/openai`. Operations a provider cannot serve get a URI
+    // anyway and are refused before sending (`switchyard_gateway` decides per inbound format).
     let uris = match spec.provider {
         Provider::Anthropic => {
             let v1 = if endpoint.ends_with("/v1") { "" } else { "/v1" };
             let messages = uri(&format!("{v1}/messages"))?;
-            [
+            Uris::Fixed([
                 messages.clone(),
                 messages.clone(),
                 messages.clone(),
                 messages,
                 uri(&format!("{v1}/messages/count_tokens"))?,
-            ]
+            ])
+        }
+        Provider::Gemini => {
+            let version = if endpoint.ends_with("/v1beta") || endpoint.ends_with("/v1") {
+                String::new()
+            } else {
+                format!("/{}", switchyard_providers::gemini::API_VERSION)
+            };
+            let call = (
+                ":generateContent".to_string(),
+                ":streamGenerateContent?alt=sse".to_string(),
+            );
+            model_paths(
+                spec,
+                format!("{endpoint}{version}/models/"),
+                std::array::from_fn(|_| call.clone()),
+            )?
+        }
+        Provider::AzureOpenAi => {
+            let openai = if endpoint.ends_with("/openai") {
+                ""
+            } else {
+                "/openai"
+            };
+            let version = spec
+                .azure
+                .as_ref()
+                .and_then(|a| a.api_version.as_deref())
+                .unwrap_or(switchyard_api::AZURE_DEFAULT_API_VERSION);
+            let path = |p: &str| {
+                let s = format!("/{p}?api-version={version}");
+                (s.clone(), s)
+            };
+            let chat = path("chat/completions");
+            model_paths(
+                spec,
+                format!("{endpoint}{openai}/deployments/"),
+                [
+                    chat.clone(),
+                    path("completions"),
+                    path("embeddings"),
+                    chat.clone(),
+                    chat,
+                ],
+            )?
         }
         _ => {
             let chat = uri("/chat/completions")?;
-            [
+            Uris::Fixed([
                 chat.clone(),
                 uri("/completions")?,
                 uri("/embeddings")?,
                 chat.clone(),
                 chat,
-            ]
+            ])
+        }
+    };
+    let (format, dialect) = match spec.provider {
+        Provider::Anthropic => (BackendFormat::Anthropic, Dialect::Compatible),
+        Provider::Gemini => (BackendFormat::Gemini, Dialect::Compatible),
+        // Azure serves OpenAI's own models, with OpenAI's parameter names.
+        Provider::OpenAi | Provider::AzureOpenAi => (BackendFormat::OpenAiChat, Dialect::OpenAi),
+        Provider::OpenAiCompatible | Provider::Bedrock => {
+            (BackendFormat::OpenAiChat, Dialect::Compatible)
         }
     };
     let mut keys = Vec::new();
@@ -386,6 +438,8 @@ fn build_backend(
             }
             let (name, value) = match spec.provider {
                 Provider::Anthropic => (HeaderName::from_static("x-api-key"), key.to_string()),
+                Provider::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_string()),
+                Provider::AzureOpenAi => (HeaderName::from_static("api-key"), key.to_string()),
                 _ => (http::header::AUTHORIZATION, format!("Bearer {key}")),
             };
             let mut header = HeaderValue::try_from(value).map_err(|_| {
@@ -476,6 +530,8 @@ fn build_backend(
         format!("{}/{}", id.0, id.1).into(),
         spec.provider,
         endpoint,
+        format,
+        dialect,
         uris,
         keys,
         models,
@@ -484,6 +540,37 @@ fn build_backend(
         set_headers,
         remove_headers,
     ))
+}
+
+/// The URIs of a provider that puts the model in the path, built for every listed model.
+fn model_paths(
+    spec: &switchyard_api::ModelBackendSpec,
+    prefix: String,
+    suffixes: [(String, String); 5],
+) -> Result<Uris, FieldError> {
+    let mut paths = ModelPaths {
+        prefix,
+        suffixes,
+        listed: HashMap::new(),
+    };
+    for (i, m) in spec.models.iter().enumerate() {
+        let uris = is_plain_model_name(&m.name)
+            .then(|| paths.build(&m.name))
+            .flatten()
+            .ok_or_else(|| {
+                field_err(
+                    format!("spec.models[{i}].name"),
+                    Reason::InvalidModel,
+                    format!(
+                        "{:?} cannot be part of the request URL of provider {}",
+                        m.name,
+                        spec.provider.as_str()
+                    ),
+                )
+            })?;
+        paths.listed.insert(m.name.clone(), uris);
+    }
+    Ok(Uris::PerModel(paths))
 }
 
 fn compile_route(

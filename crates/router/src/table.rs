@@ -9,7 +9,7 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde::Serialize;
 use switchyard_api::{route::RetryOn, MicroUsd, Provider, Strategy};
-use switchyard_providers::{Operation, Usage};
+use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat, Operation, Usage};
 
 use crate::{
     glob::Glob,
@@ -167,8 +167,12 @@ pub struct Backend {
     pub provider: Provider,
     /// Base URL, without a trailing slash.
     pub endpoint: String,
-    /// Full upstream URIs per operation, built once (see [`Backend::uri`]).
-    pub(crate) uris: [Uri; 5],
+    /// The wire format the provider speaks, and its OpenAI dialect where it speaks OpenAI's.
+    pub format: BackendFormat,
+    /// Differences between servers that speak the OpenAI dialect.
+    pub dialect: Dialect,
+    /// Upstream URIs, built once (see [`Backend::uri`]).
+    pub(crate) uris: Uris,
     /// Upstream credentials, ready to send.
     pub(crate) keys: Vec<UpstreamKey>,
     /// Served models and their prices.
@@ -186,8 +190,65 @@ pub struct Backend {
     pub(crate) state: OnceLock<Arc<BackendState>>,
 }
 
+/// Where a backend's requests go.
+#[derive(Debug)]
+pub(crate) enum Uris {
+    /// The model travels in the body: one URI per operation.
+    Fixed([Uri; 5]),
+    /// The model is part of the path (Gemini's `models/{model}:generateContent`, Azure's
+    /// `deployments/{deployment}/…`).
+    PerModel(ModelPaths),
+}
+
+/// URIs with the model in the path: `{prefix}{model}{suffix}`, the suffix per operation and
+/// per streaming. Built when the table is compiled for every model the backend lists; a
+/// model it does not list (a route without a rewrite forwards the caller's) is put in a URI
+/// per request, and only if it is a plain name, so that a caller cannot reach another path.
+#[derive(Debug)]
+pub(crate) struct ModelPaths {
+    pub(crate) prefix: String,
+    /// Per operation, in [`op_index`] order: (plain, streamed).
+    pub(crate) suffixes: [(String, String); 5],
+    pub(crate) listed: HashMap<String, Box<[(Uri, Uri); 5]>>,
+}
+
+pub(crate) fn op_index(op: Operation) -> usize {
+    match op {
+        Operation::ChatCompletions => 0,
+        Operation::Completions => 1,
+        Operation::Embeddings => 2,
+        Operation::Messages => 3,
+        Operation::CountTokens => 4,
+    }
+}
+
+impl ModelPaths {
+    /// Builds the URIs of one model; `None` if they are not valid URIs.
+    pub(crate) fn build(&self, model: &str) -> Option<Box<[(Uri, Uri); 5]>> {
+        let uri = |suffix: &str| {
+            format!("{}{model}{suffix}", self.prefix)
+                .parse::<Uri>()
+                .ok()
+        };
+        let mut out = Vec::with_capacity(5);
+        for (plain, streamed) in &self.suffixes {
+            out.push((uri(plain)?, uri(streamed)?));
+        }
+        let arr: [(Uri, Uri); 5] = out.try_into().ok()?;
+        Some(Box::new(arr))
+    }
+}
+
+/// A model name that is safe to put in a URL path as one segment.
+pub(crate) fn is_plain_model_name(m: &str) -> bool {
+    m.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// An upstream key as the header to send, built per provider when the table is compiled
-/// (`Authorization: Bearer <key>` for OpenAI dialects, `x-api-key: <key>` for Anthropic).
+/// (`Authorization: Bearer <key>` for OpenAI dialects, `x-api-key: <key>` for Anthropic,
+/// `x-goog-api-key: <key>` for Gemini, `api-key: <key>` for Azure OpenAI).
 /// The value is marked sensitive so it is never printed.
 #[derive(Debug, Clone)]
 pub struct UpstreamKey {
@@ -496,7 +557,9 @@ impl Backend {
         name: Arc<str>,
         provider: Provider,
         endpoint: String,
-        uris: [Uri; 5],
+        format: BackendFormat,
+        dialect: Dialect,
+        uris: Uris,
         keys: Vec<UpstreamKey>,
         models: HashMap<String, Pricing>,
         timeouts: Timeouts,
@@ -508,6 +571,8 @@ impl Backend {
             name,
             provider,
             endpoint,
+            format,
+            dialect,
             uris,
             keys,
             models,
@@ -519,14 +584,27 @@ impl Backend {
         }
     }
 
-    /// The upstream URI for an operation.
-    pub fn uri(&self, op: Operation) -> &Uri {
-        match op {
-            Operation::ChatCompletions => &self.uris[0],
-            Operation::Completions => &self.uris[1],
-            Operation::Embeddings => &self.uris[2],
-            Operation::Messages => &self.uris[3],
-            Operation::CountTokens => &self.uris[4],
+    /// The upstream URI for an operation on `model` (the model sent upstream), streamed or
+    /// not. `None` when the model is part of the path and is not a plain name.
+    pub fn uri(&self, op: Operation, model: &str, stream: bool) -> Option<Uri> {
+        let pick = |pair: &(Uri, Uri)| {
+            if stream {
+                pair.1.clone()
+            } else {
+                pair.0.clone()
+            }
+        };
+        match &self.uris {
+            Uris::Fixed(uris) => Some(uris[op_index(op)].clone()),
+            Uris::PerModel(paths) => match paths.listed.get(model) {
+                Some(uris) => Some(pick(&uris[op_index(op)])),
+                None if is_plain_model_name(model) => {
+                    let (plain, streamed) = &paths.suffixes[op_index(op)];
+                    let suffix = if stream { streamed } else { plain };
+                    format!("{}{model}{suffix}", paths.prefix).parse().ok()
+                }
+                None => None,
+            },
         }
     }
 

@@ -277,14 +277,128 @@ spec: {{match: {{models: [m]}}, backends: [{{backendRef: {{name: claude}}}}]}}
         assert_eq!(key.header, "sk-upstream");
         assert!(key.header.is_sensitive());
         assert_eq!(
-            backend.uri(Operation::Messages).to_string(),
+            backend
+                .uri(Operation::Messages, "claude-x", true)
+                .unwrap()
+                .to_string(),
             format!("{base}/v1/messages")
         );
         assert_eq!(
-            backend.uri(Operation::CountTokens).to_string(),
+            backend
+                .uri(Operation::CountTokens, "m", false)
+                .unwrap()
+                .to_string(),
             format!("{base}/v1/messages/count_tokens")
         );
     }
+}
+
+#[test]
+fn gemini_and_azure_put_the_model_in_the_path_and_send_their_key_headers() {
+    use switchyard_providers::{transcode::BackendFormat, Operation};
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: gemini}
+spec:
+  provider: gemini
+  auth: {secretRef: {name: keys, key: openai}}
+  models: [{name: gemini-2.5-flash}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: azure}
+spec:
+  provider: azure-openai
+  endpoint: https://res.openai.azure.com/
+  azure: {apiVersion: 2025-04-01-preview}
+  auth: {secretRef: {name: keys, key: openai}}
+  models: [{name: gpt-4o-prod}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: g}
+spec: {match: {models: [g]}, backends: [{backendRef: {name: gemini}, model: gemini-2.5-flash}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: a}
+spec: {match: {models: ["gpt-*"]}, backends: [{backendRef: {name: azure}}]}
+"#,
+    );
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let backend = |m: &str| {
+        std::sync::Arc::clone(
+            &c.table
+                .route(m, &HeaderMap::new(), None)
+                .unwrap()
+                .route
+                .targets[0]
+                .backend,
+        )
+    };
+    let gemini = backend("g");
+    assert_eq!(gemini.format, BackendFormat::Gemini);
+    let crate::KeyChoice::Key(key) = gemini.pick_key() else {
+        panic!("no key")
+    };
+    assert_eq!(key.name, "x-goog-api-key");
+    assert_eq!(key.header, "sk-upstream");
+    let uri = |b: &crate::Backend, op, m: &str, stream| b.uri(op, m, stream).map(|u| u.to_string());
+    assert_eq!(
+        uri(&gemini, Operation::ChatCompletions, "gemini-2.5-flash", false).as_deref(),
+        Some("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent")
+    );
+    assert_eq!(
+        uri(&gemini, Operation::Messages, "gemini-2.5-flash", true).as_deref(),
+        Some("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+    );
+    let azure = backend("gpt-4o");
+    assert_eq!(azure.format, BackendFormat::OpenAiChat);
+    let crate::KeyChoice::Key(key) = azure.pick_key() else {
+        panic!("no key")
+    };
+    assert_eq!(key.name, "api-key");
+    assert_eq!(
+        uri(&azure, Operation::ChatCompletions, "gpt-4o-prod", true).as_deref(),
+        Some("https://res.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2025-04-01-preview")
+    );
+    assert_eq!(
+        uri(&azure, Operation::Embeddings, "emb", false).as_deref(),
+        Some("https://res.openai.azure.com/openai/deployments/emb/embeddings?api-version=2025-04-01-preview")
+    );
+    // A model the backend does not list (the route forwards the caller's) goes in the path
+    // only if it cannot change the path.
+    for bad in ["../admin", "a/b", "x?y", ".hidden", "", "a b"] {
+        assert_eq!(
+            uri(&azure, Operation::ChatCompletions, bad, false),
+            None,
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn model_names_that_cannot_be_in_a_path_are_refused() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: gemini}
+spec:
+  provider: gemini
+  models: [{name: "models/../x"}]
+"#,
+    );
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.error.field == "spec.models[0].name"
+                && d.error.reason == Reason::InvalidModel),
+        "{:?}",
+        c.diagnostics
+    );
 }
 
 #[test]
@@ -317,7 +431,8 @@ spec: {keySecretRef: {name: keys, key: team}, allow: ["m"]}
     assert_eq!(
         route.targets[0]
             .backend
-            .uri(switchyard_providers::Operation::ChatCompletions)
+            .uri(switchyard_providers::Operation::ChatCompletions, "m", false)
+            .unwrap()
             .to_string(),
         "http://127.0.0.1:9/v1/chat/completions"
     );

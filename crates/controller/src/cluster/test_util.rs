@@ -54,6 +54,7 @@ pub fn mk_backend(ns: &str, name: &str, secret: Option<&str>) -> ModelBackend {
             tls: None,
             headers: None,
             allowed_route_namespaces: vec![],
+            azure: None,
         },
         status: None,
     }

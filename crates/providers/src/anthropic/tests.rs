@@ -10,79 +10,10 @@ use crate::{
     error::parse_openai_error,
     openai::{self, chat::Dialect},
     sse,
+    test_util::{fixture, golden, normalise, sse_events, transcode},
     transcode::{self, Format, Transcoder},
     Usage,
 };
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
-}
-
-/// Compares `actual` with the golden file, or rewrites it when asked to.
-fn golden(name: &str, actual: &Value) {
-    let path = format!("{FIXTURES}/golden/{name}");
-    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var_os("SWITCHYARD_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(format!("{FIXTURES}/golden")).unwrap();
-        std::fs::write(&path, pretty).unwrap();
-        return;
-    }
-    let expected: Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|_| {
-        panic!("missing {path}: run with SWITCHYARD_UPDATE_GOLDEN=1 and review it")
-    }))
-    .unwrap();
-    assert_eq!(actual, &expected, "{name} differs from its golden file");
-}
-
-/// `created` and generated ids vary per run; everything else must match.
-fn normalise(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        if o.contains_key("created") {
-            o.insert("created".into(), json!(0));
-        }
-    }
-    v
-}
-
-/// SSE bytes as `[{event, data}]` for golden comparison.
-fn sse_events(bytes: &[u8]) -> Value {
-    let mut p = sse::Parser::new();
-    p.push(bytes).unwrap();
-    let mut out = Vec::new();
-    while let Some(e) = p.next_event() {
-        let data = if &e.data[..] == b"[DONE]" {
-            json!("[DONE]")
-        } else {
-            normalise(serde_json::from_slice(&e.data).unwrap())
-        };
-        let name = e.event.map(|n| String::from_utf8(n.to_vec()).unwrap());
-        out.push(json!({"event": name, "data": data}));
-    }
-    assert_eq!(p.pending(), 0);
-    Value::Array(out)
-}
-
-/// Feeds `input` through a transcoder in pieces cut at `splits`.
-fn transcode(from: Format, to: Format, input: &[u8], splits: &[usize]) -> Vec<u8> {
-    let mut parser = sse::Parser::new();
-    let mut t = Transcoder::new(from, to, true);
-    let mut out = Vec::new();
-    let mut last = 0;
-    for &s in splits.iter().chain(std::iter::once(&input.len())) {
-        parser.push(&input[last..s]).unwrap();
-        last = s;
-        while let Some(ev) = parser.next_event() {
-            t.on_event(&ev.data, &mut out);
-        }
-    }
-    if let Some(ev) = parser.finish() {
-        t.on_event(&ev.data, &mut out);
-    }
-    t.finish(&mut out);
-    out
-}
 
 // === requests ===
 
