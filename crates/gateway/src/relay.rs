@@ -39,6 +39,9 @@ pin_project_lite::pin_project! {
         held: Out,
         spins: u8,
         dry: u8,
+        gathered: bool,
+        // Frames still to send without holding first.
+        skip: u8,
         yielding: Option<Yield>,
     }
 }
@@ -83,6 +86,9 @@ impl SseRelay {
             held: Out::default(),
             spins: 0,
             dry: 0,
+            gathered: false,
+            // The first frame is never held: time to first byte.
+            skip: 1,
             yielding: None,
         }
     }
@@ -193,7 +199,9 @@ impl HttpBody for SseRelay {
         // own task, even when the rest of the burst already sits in its read buffer; so while
         // chunks keep coming the relay yields to the scheduler (which runs that task first) and
         // holds its output, and it sends as soon as two turns in a row bring nothing. Nothing
-        // waits on the network or a timer: an event is held for a few task polls at most.
+        // waits on the network or a timer: an event is held for a few task polls at most, the
+        // first frame is never held, and a stream whose events arrive apart is only probed
+        // every few frames.
         if let Some(y) = this.yielding.as_mut() {
             ready!(y.as_mut().poll(cx));
             *this.yielding = None;
@@ -219,6 +227,7 @@ impl HttpBody for SseRelay {
             if *this.done || out.len() >= MAX_COALESCED {
                 *this.spins = 0;
                 *this.dry = 0;
+                *this.gathered = false;
                 return match out.take() {
                     Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                     None => Poll::Ready(None),
@@ -259,21 +268,30 @@ impl HttpBody for SseRelay {
                 }
                 Poll::Pending => {
                     if out.len() > 0 {
-                        // The connection task may need two turns to pass on the next chunk.
-                        *this.dry = if arrived { 0 } else { *this.dry + 1 };
-                        if *this.dry < 2 && *this.spins < MAX_SPINS {
-                            *this.spins += 1;
-                            *this.held = out;
-                            let mut y: Yield = Box::pin(tokio::task::yield_now());
-                            if y.as_mut().poll(cx).is_pending() {
-                                *this.yielding = Some(y);
-                                return Poll::Pending;
+                        if *this.skip == 0 {
+                            // The connection task may need two turns to pass on the next chunk.
+                            *this.dry = if arrived { 0 } else { *this.dry + 1 };
+                            *this.gathered |= arrived && *this.spins > 0;
+                            if *this.dry < 2 && *this.spins < MAX_SPINS {
+                                *this.spins += 1;
+                                *this.held = out;
+                                let mut y: Yield = Box::pin(tokio::task::yield_now());
+                                if y.as_mut().poll(cx).is_pending() {
+                                    *this.yielding = Some(y);
+                                    return Poll::Pending;
+                                }
+                                out = std::mem::take(this.held);
+                                continue;
                             }
-                            out = std::mem::take(this.held);
-                            continue;
+                            // Holding found nothing more: events are arriving apart (a model
+                            // generating), so send the next ones at once and look again later.
+                            *this.skip = if *this.gathered { 0 } else { PROBE_EVERY };
+                        } else {
+                            *this.skip -= 1;
                         }
                         *this.spins = 0;
                         *this.dry = 0;
+                        *this.gathered = false;
                         if let Some(b) = out.take() {
                             // The upstream's waker is registered; send what we have now.
                             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -319,6 +337,8 @@ impl HttpBody for SseRelay {
 const MAX_COALESCED: usize = 64 * 1024;
 /// Most yields in a row while holding output back for the rest of a burst.
 const MAX_SPINS: u8 = 32;
+/// Frames sent straight after a hold that gathered nothing, before holding again.
+const PROBE_EVERY: u8 = 8;
 
 /// Output gathered for one frame: a single event is passed on without copying.
 #[derive(Default)]
