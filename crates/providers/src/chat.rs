@@ -46,6 +46,10 @@ pub struct Request {
     pub stream: bool,
     /// Extended thinking / reasoning budget, when the caller asked for it.
     pub thinking: Option<Thinking>,
+    /// OpenAI's reasoning effort (`minimal` … `high`), as the caller named it. Only OpenAI
+    /// chat backends have the setting; the others leave it out, which only changes how long
+    /// the model deliberates.
+    pub reasoning_effort: Option<String>,
     /// An opaque end-user id for abuse tracking (`user`, `metadata.user_id`).
     pub user: Option<String>,
 }
@@ -284,15 +288,24 @@ pub enum TranslateError {
         /// Why it cannot be dropped.
         why: &'static str,
     },
+    /// The parameter asks for something the gateway itself does not do, whatever the backend
+    /// (state kept between requests, tools that run on the provider's servers).
+    #[error("'{param}' is not supported by this gateway: {why}")]
+    Refused {
+        /// The parameter path.
+        param: String,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl TranslateError {
     /// The parameter at fault.
     pub fn param(&self) -> &str {
         match self {
-            TranslateError::Invalid { param, .. } | TranslateError::Unsupported { param, .. } => {
-                param
-            }
+            TranslateError::Invalid { param, .. }
+            | TranslateError::Unsupported { param, .. }
+            | TranslateError::Refused { param, .. } => param,
         }
     }
 
