@@ -2,7 +2,7 @@
 
 The gateway is stateless: it serves the Responses API from every backend's chat API, OpenAI's
 included (through Chat Completions). Each test runs against an `openai-compatible`, an
-`anthropic` and a `gemini` backend, all played by `switchyard-mock`, whose request log shows
+`azure-openai`, an `anthropic` and a `gemini` backend, all played by `switchyard-mock`, whose request log shows
 what the gateway actually sent: plain, streaming (raw events and the SDK's `responses.stream`
 helper) and a function-call round trip; then the errors, in OpenAI's shape.
 """
@@ -30,6 +30,10 @@ WEATHER_TOOL = {
 # Route (the model the caller names) → the upstream path of a plain and of a streamed call.
 BACKENDS = {
     "resp-openai": ("/v1/chat/completions", "/v1/chat/completions"),
+    "resp-azure": (
+        "/openai/deployments/gpt-4o-prod/chat/completions",
+        "/openai/deployments/gpt-4o-prod/chat/completions",
+    ),
     "resp-anthropic": ("/v1/messages", "/v1/messages"),
     "resp-gemini": (
         "/v1beta/models/gemini-mock:generateContent",
@@ -76,6 +80,24 @@ spec:
   timeouts: {{connect: 2s, firstByte: 10s, idle: 10s}}
 ---
 apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: azure}}
+spec:
+  provider: azure-openai
+  endpoint: http://{mock_addr}
+  azure: {{apiVersion: 2025-04-01-preview}}
+  auth: {{secretRef: {{name: upstream-key, key: apiKey}}}}
+  models: [{{name: gpt-4o-prod}}]
+  timeouts: {{connect: 2s, firstByte: 10s, idle: 10s}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: resp-azure}}
+spec:
+  match: {{models: ["resp-azure"]}}
+  backends: [{{backendRef: {{name: azure}}, model: gpt-4o-prod}}]
+---
+apiVersion: switchyard.dev/v1alpha1
 kind: AIRoute
 metadata: {{name: resp-openai}}
 spec:
@@ -114,7 +136,7 @@ def oai(gw):
 
 def system_prompt(route: str, body: dict) -> str:
     """The system prompt as the backend's format carries it."""
-    if route == "resp-openai":
+    if route in ("resp-openai", "resp-azure"):
         return "".join(m["content"] for m in body["messages"] if m["role"] == "system")
     if route == "resp-anthropic":
         s = body.get("system", "")
@@ -227,7 +249,7 @@ def test_function_call_round_trip(oai, upstream, route, stream):
     assert final.status == "completed"
 
     sent = only(upstream, BACKENDS[route][0])["body"]
-    if route == "resp-openai":
+    if route in ("resp-openai", "resp-azure"):
         assert sent["messages"][1]["tool_calls"][0]["id"] == call.call_id
         assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.call_id, "content": "18°C, sunny"}
     elif route == "resp-anthropic":
@@ -237,6 +259,17 @@ def test_function_call_round_trip(oai, upstream, route, stream):
     else:
         assert sent["contents"][1]["parts"][0]["functionCall"]["args"] == MOCK_ARGS
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+
+
+def test_reasoning_effort_reaches_openai_dialect_backends_only(oai, upstream):
+    oai.responses.create(model="resp-azure", input="hi", reasoning={"effort": "low"}, max_output_tokens=100)
+    body = only(upstream, BACKENDS["resp-azure"][0])["body"]
+    assert body["reasoning_effort"] == "low" and body["max_completion_tokens"] == 100
+    upstream.clear()
+    resp = oai.responses.create(model="resp-anthropic", input="hi", reasoning={"effort": "low"})
+    assert resp.reasoning.effort == "low"
+    body = only(upstream, "/v1/messages")["body"]
+    assert "thinking" not in body and "reasoning_effort" not in body
 
 
 # === errors, in OpenAI's shape ===
