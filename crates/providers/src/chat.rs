@@ -138,6 +138,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the arguments (an object schema).
     pub parameters: Value,
+    /// OpenAI's `strict` (arguments must match the schema exactly), as the caller set it.
+    /// Only OpenAI chat backends enforce it; the others leave it out, as they always have.
+    pub strict: Option<bool>,
 }
 
 /// How the model must use tools.

@@ -116,6 +116,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             .filter(|s| s.is_object())
                             .cloned()
                             .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                        strict: None,
                     });
                 }
             }

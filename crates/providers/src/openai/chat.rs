@@ -97,6 +97,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             Some(s) if s.is_object() => s.clone(),
                             _ => json!({"type": "object", "properties": {}}),
                         },
+                        strict: f.get("strict").and_then(Value::as_bool),
                     });
                 }
             }
@@ -540,6 +541,9 @@ pub fn encode_request(
                     f.insert("description".into(), d.clone().into());
                 }
                 f.insert("parameters".into(), t.parameters.clone());
+                if let Some(s) = t.strict {
+                    f.insert("strict".into(), s.into());
+                }
                 json!({"type": "function", "function": f})
             })
             .collect();

@@ -157,6 +157,7 @@ fn decode_tool(t: &Value, i: usize) -> Result<Tool, TranslateError> {
             Some(s) if s.is_object() => s.clone(),
             _ => json!({"type": "object", "properties": {}}),
         },
+        strict: t.get("strict").and_then(Value::as_bool),
     })
 }
 

@@ -59,6 +59,7 @@ fn responses_request_to_openai() {
     assert_eq!(v["messages"][2]["tool_calls"][0]["id"], "call_12345xyz");
     assert_eq!(v["messages"][3]["tool_call_id"], "call_12345xyz");
     assert_eq!(v["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(v["tools"][0]["function"]["strict"], true);
     assert_eq!(v["max_completion_tokens"], 1024);
     assert!(v.get("store").is_none() && v.get("previous_response_id").is_none());
 }
