@@ -613,3 +613,28 @@ fn backend_refusals_name_the_callers_parameter() {
     .unwrap_err();
     assert_eq!(super::caller_param(e).param(), "text.format");
 }
+
+#[test]
+fn redacted_thinking_survives_the_round_trip() {
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+        "content": [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}, {"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}});
+    let (out, _, _) = tc::response_to_responses(
+        BackendFormat::Anthropic,
+        &Echo::default_settings(),
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let item = &v["output"][0];
+    assert_eq!(item["type"], "reasoning");
+    assert_eq!(item["summary"], json!([]));
+    let next = json!({"model": "m", "input": [{"role": "user", "content": "x"}, item, v["output"][1], {"role": "user", "content": "y"}]});
+    let ir = decode_request(next.to_string().as_bytes()).unwrap().request;
+    let back: Value =
+        serde_json::from_slice(&anthropic::encode_request(&ir, "c").unwrap()).unwrap();
+    assert_eq!(
+        back["messages"][1]["content"][0],
+        json!({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"})
+    );
+}
