@@ -261,15 +261,28 @@ def test_function_call_round_trip(oai, upstream, route, stream):
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
 
 
-def test_reasoning_effort_reaches_openai_dialect_backends_only(oai, upstream):
+def test_reasoning_effort_maps_to_each_backends_setting(oai, upstream):
     oai.responses.create(model="resp-azure", input="hi", reasoning={"effort": "low"}, max_output_tokens=100)
     body = only(upstream, BACKENDS["resp-azure"][0])["body"]
     assert body["reasoning_effort"] == "low" and body["max_completion_tokens"] == 100
+    assert "thinking" not in body
+
     upstream.clear()
     resp = oai.responses.create(model="resp-anthropic", input="hi", reasoning={"effort": "low"})
     assert resp.reasoning.effort == "low"
     body = only(upstream, "/v1/messages")["body"]
-    assert "thinking" not in body and "reasoning_effort" not in body
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert body["max_tokens"] > 1024 and "reasoning_effort" not in body
+
+    # A budget Anthropic would refuse beside a changed temperature is not made up.
+    upstream.clear()
+    oai.responses.create(model="resp-anthropic", input="hi", reasoning={"effort": "low"}, temperature=0.2)
+    assert "thinking" not in only(upstream, "/v1/messages")["body"]
+
+    upstream.clear()
+    oai.responses.create(model="resp-gemini", input="hi", reasoning={"effort": "high"})
+    gen = only(upstream, BACKENDS["resp-gemini"][0])["body"]["generationConfig"]
+    assert gen["thinkingConfig"] == {"thinkingBudget": 4096, "includeThoughts": True}
 
 
 # === errors, in OpenAI's shape ===

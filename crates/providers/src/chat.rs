@@ -54,6 +54,20 @@ pub struct Request {
     pub user: Option<String>,
 }
 
+impl Request {
+    /// A thinking budget for backends that take one, from the caller's OpenAI reasoning
+    /// effort (`minimal` and `none` ask for no thinking). The scale is the one LiteLLM uses,
+    /// so callers moving between gateways see the same spend.
+    pub fn effort_budget(&self) -> Option<u64> {
+        match self.reasoning_effort.as_deref()? {
+            "low" => Some(1024),
+            "medium" => Some(2048),
+            "high" | "xhigh" => Some(4096),
+            _ => None,
+        }
+    }
+}
+
 /// Who wrote a message. System text lives in [`Request::system`]; tool results are
 /// [`Part::ToolResult`]s inside a user message (Anthropic's shape, and the only one that keeps
 /// several results of one turn together).

@@ -638,3 +638,53 @@ fn redacted_thinking_survives_the_round_trip() {
         json!({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"})
     );
 }
+
+#[test]
+fn reasoning_effort_becomes_a_thinking_budget_only_where_it_is_safe() {
+    let anthropic = |extra: Value| -> Value {
+        let mut body = json!({"model": "m", "input": "x", "reasoning": {"effort": "low"}});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        let ir = decode_request(body.to_string().as_bytes()).unwrap().request;
+        serde_json::from_slice(&anthropic::encode_request(&ir, "c").unwrap()).unwrap()
+    };
+    let v = anthropic(json!({}));
+    assert_eq!(
+        v["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    assert_eq!(v["max_tokens"], 4096 + 1024);
+    let v = anthropic(json!({"max_output_tokens": 1500}));
+    assert_eq!(v["thinking"]["budget_tokens"], 1024);
+    assert_eq!(v["max_tokens"], 1500);
+    // Where thinking would make Anthropic refuse the request, the effort is dropped.
+    for extra in [
+        json!({"max_output_tokens": 800}),
+        json!({"temperature": 0.5}),
+        json!({"top_p": 0.5}),
+        json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
+        json!({"reasoning": {"effort": "minimal"}}),
+    ] {
+        let v = anthropic(extra.clone());
+        assert!(v.get("thinking").is_none(), "{extra}: {v}");
+    }
+    // Gemini takes any budget; OpenAI gets the effort itself.
+    let ir = decode_request(br#"{"model":"m","input":"x","reasoning":{"effort":"high"}}"#)
+        .unwrap()
+        .request;
+    let g: Value = serde_json::from_slice(
+        &tc::encode_request(&ir, BackendFormat::Gemini, Dialect::Compatible, "g").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        g["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 4096, "includeThoughts": true})
+    );
+    let o: Value = serde_json::from_slice(
+        &tc::encode_request(&ir, BackendFormat::OpenAiChat, Dialect::OpenAi, "o").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(o["reasoning_effort"], "high");
+    assert!(o.get("thinking").is_none());
+}
