@@ -285,6 +285,44 @@ def test_reasoning_effort_maps_to_each_backends_setting(oai, upstream):
     assert gen["thinkingConfig"] == {"thinkingBudget": 4096, "includeThoughts": True}
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_reasoning_round_trip_keeps_anthropic_signed_thinking(oai, upstream, stream):
+    """The mock, like Anthropic, refuses thinking it did not sign, and a tool-calling turn
+    handed back without its thinking: the reasoning item must carry both through."""
+    kwargs = dict(model="resp-anthropic", tools=[WEATHER_TOOL], reasoning={"effort": "low"})
+    input_items: list = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        with oai.responses.stream(input=input_items, **kwargs) as s:
+            summary = [e.delta for e in s if e.type == "response.reasoning_summary_text.delta"]
+            first = s.get_final_response()
+        assert "".join(summary) == "Mock thinking about the request."
+    else:
+        first = oai.responses.create(input=input_items, **kwargs)
+    assert [o.type for o in first.output] == ["reasoning", "function_call"]
+    rs, call = first.output
+    assert rs.id.startswith("rs_")
+    assert rs.summary[0].type == "summary_text"
+    assert rs.summary[0].text == "Mock thinking about the request."
+    assert rs.encrypted_content.startswith("switchyard:signature:mock-signature-")
+    signature = rs.encrypted_content.removeprefix("switchyard:signature:")
+
+    input_items += [o.model_dump(exclude_none=True) for o in first.output]
+    input_items.append({"type": "function_call_output", "call_id": call.call_id, "output": "18°C"})
+    upstream.clear()
+    final = oai.responses.create(input=input_items, **kwargs)
+    assert final.output_text == mock_text()
+    assert [o.type for o in final.output] == ["reasoning", "message"]
+    sent = only(upstream, "/v1/messages")["body"]
+    assert sent["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Mock thinking about the request.", "signature": signature}
+
+    # Without the reasoning item the turn is refused upstream, as Anthropic would.
+    without = [i for i in input_items if not (isinstance(i, dict) and i.get("type") == "reasoning")]
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.responses.create(input=without, **kwargs)
+    assert "Expected `thinking`" in e.value.body["message"]
+
+
 # === errors, in OpenAI's shape ===
 
 
