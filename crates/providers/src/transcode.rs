@@ -10,7 +10,7 @@ use crate::{
     responses, Usage,
 };
 
-/// A chat wire format a caller speaks (and a backend may speak too).
+/// A chat wire format a caller speaks (and a backend may speak too, except Responses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// OpenAI Chat Completions.
@@ -21,9 +21,9 @@ pub enum Format {
     Responses,
 }
 
-/// A chat wire format a backend speaks: every caller format, and those only backends speak.
-/// Kept apart from [`Format`] so that nothing ever has to encode a response or a stream in a
-/// format no caller reads.
+/// A chat wire format a backend speaks: the caller formats backends speak too (not Responses,
+/// which is caller-only), and those only backends speak. Kept apart from [`Format`] so that
+/// nothing ever has to encode a response or a stream in a format no caller reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendFormat {
     /// OpenAI Chat Completions (OpenAI, Azure OpenAI, OpenAI-compatible servers).
