@@ -416,6 +416,32 @@ async fn upstream_failures_map_to_gateway_errors() {
         "chunks before the cut were relayed: {events:?}"
     );
 
+    // The same through the Responses API: its error event carries the next sequence number.
+    let body = json!({"model": "resetting", "input": "hi", "stream": true});
+    let events = sse_events(post(&gw, "/v1/responses", &body).await).await;
+    let all: Vec<Value> = events
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(all[0]["type"], "response.created", "{all:?}");
+    let last = all.last().unwrap();
+    assert_eq!(last["type"], "error", "{all:?}");
+    assert_eq!(last["code"], "upstream_stream_interrupted");
+    assert_eq!(last["sequence_number"], all.len() - 1);
+    // Its errors before the stream are OpenAI's.
+    let resp = post(
+        &gw,
+        "/v1/responses",
+        &json!({"model": "down", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 502);
+    assert_openai_error(
+        &resp.json().await.unwrap(),
+        "upstream_unreachable",
+        "upstream_error",
+    );
+
     let m = gw.metrics().await;
     assert!(m.contains(r#"switchyard_upstream_errors_total{backend="default/down",kind="connect",provider="openai-compatible"}"#), "{m}");
     assert!(m.contains(r#"switchyard_upstream_errors_total{backend="default/limited",kind="status_429",provider="openai-compatible"}"#), "{m}");

@@ -276,7 +276,9 @@ impl GatewayError {
             GatewayError::Decode(DecodeError::Type { .. }) => "invalid_type",
             GatewayError::Decode(DecodeError::StreamUnsupported) => "unsupported_parameter",
             GatewayError::Translate(TranslateError::Invalid { .. }) => "invalid_request",
-            GatewayError::Translate(TranslateError::Unsupported { .. }) => "unsupported_parameter",
+            GatewayError::Translate(
+                TranslateError::Unsupported { .. } | TranslateError::Refused { .. },
+            ) => "unsupported_parameter",
             GatewayError::UnsupportedByBackend { .. } => "unsupported_by_backend",
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::InvalidKey | GatewayError::TokenRejected(_) => "invalid_api_key",
@@ -331,7 +333,8 @@ impl GatewayError {
     pub fn to_response(&self, format: Format) -> Response<Body> {
         let message = self.message();
         let (status, json) = match format {
-            Format::OpenAiChat => (
+            // The Responses API's errors are OpenAI's.
+            Format::OpenAiChat | Format::Responses => (
                 self.status(),
                 OpenAiError {
                     message: &message,

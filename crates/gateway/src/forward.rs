@@ -14,7 +14,7 @@ use switchyard_providers::{
     chat::TranslateError,
     error::{classify, parse_openai_error, UpstreamClass},
     openai,
-    transcode::{self, BackendFormat, Format, Transcoder},
+    transcode::{BackendFormat, Format},
     Operation,
 };
 use switchyard_router::{
@@ -381,12 +381,9 @@ impl Shared {
             let mut moved = record.take();
             moved.status = StatusCode::OK;
             let mode = match (translate_from, caller) {
-                (Some(from), to) => Mode::Translate(Box::new(Transcoder::new(
-                    from,
-                    to,
-                    decoded.client_wants_usage(),
-                ))),
-                (None, Format::OpenAiChat) => Mode::OpenAi {
+                (Some(from), _) => Mode::Translate(Box::new(decoded.transcoder(from))),
+                // Responses callers are always translated (see `Inbound::plan`).
+                (None, Format::OpenAiChat | Format::Responses) => Mode::OpenAi {
                     client_wants_usage: decoded.client_wants_usage(),
                 },
                 (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
@@ -430,19 +427,21 @@ impl Shared {
             })?
             .to_bytes();
         match (translate_from, caller) {
-            (Some(from), to) => {
+            (Some(from), _) => {
                 let (out, usage, finish) =
-                    transcode::response(from, to, &bytes).map_err(|e| GatewayError::Upstream {
-                        kind: UpstreamFailure::Protocol,
-                        backend: backend.name.to_string(),
-                        detail: format!("the response could not be translated: {e}"),
+                    decoded.translate_response(from, &bytes).map_err(|e| {
+                        GatewayError::Upstream {
+                            kind: UpstreamFailure::Protocol,
+                            backend: backend.name.to_string(),
+                            detail: format!("the response could not be translated: {e}"),
+                        }
                     })?;
                 record.usage = usage;
                 record.finish_reason =
                     finish.map(|r| openai::chat::finish_to_openai(r).to_string());
                 Ok(json_response(StatusCode::OK, Bytes::from(out)))
             }
-            (None, Format::OpenAiChat) => {
+            (None, Format::OpenAiChat | Format::Responses) => {
                 let info = openai::inspect_response(&bytes);
                 record.usage = info.usage;
                 record.finish_reason = info.finish_reason;

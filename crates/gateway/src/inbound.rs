@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use switchyard_providers::{
-    anthropic, openai,
-    transcode::{self, BackendFormat, Format},
+    anthropic, openai, responses,
+    transcode::{self, BackendFormat, Format, Transcoder, Translated},
     Operation,
 };
 use switchyard_router::Backend;
@@ -29,6 +29,11 @@ pub(crate) enum Inbound<'a> {
         /// The caller's `anthropic-version` / `anthropic-beta`, passed on to Anthropic backends.
         version: Option<HeaderValue>,
         beta: Option<HeaderValue>,
+    },
+    /// `/v1/responses`: decoded in full up front, since it is translated for every backend.
+    Responses {
+        decoded: Box<responses::Decoded>,
+        body: &'a [u8],
     },
 }
 
@@ -73,6 +78,12 @@ impl<'a> Inbound<'a> {
                     beta: headers.get("anthropic-beta").cloned(),
                 }
             }
+            Operation::Responses => Inbound::Responses {
+                decoded: Box::new(
+                    responses::decode_request(body).map_err(GatewayError::Translate)?,
+                ),
+                body,
+            },
             Operation::ChatCompletions | Operation::Completions | Operation::Embeddings => {
                 Inbound::OpenAi {
                     op,
@@ -86,6 +97,7 @@ impl<'a> Inbound<'a> {
     pub fn op(&self) -> Operation {
         match self {
             Inbound::OpenAi { op, .. } | Inbound::Anthropic { op, .. } => *op,
+            Inbound::Responses { .. } => Operation::Responses,
         }
     }
 
@@ -94,6 +106,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { .. } => Format::OpenAiChat,
             Inbound::Anthropic { .. } => Format::Anthropic,
+            Inbound::Responses { .. } => Format::Responses,
         }
     }
 
@@ -101,6 +114,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => &req.model,
             Inbound::Anthropic { req, .. } => &req.model,
+            Inbound::Responses { decoded, .. } => &decoded.request.model,
         }
     }
 
@@ -108,6 +122,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => req.stream,
             Inbound::Anthropic { req, .. } => req.stream,
+            Inbound::Responses { decoded, .. } => decoded.request.stream,
         }
     }
 
@@ -115,7 +130,7 @@ impl<'a> Inbound<'a> {
     pub fn client_wants_usage(&self) -> bool {
         match self {
             Inbound::OpenAi { req, .. } => req.client_wants_usage,
-            Inbound::Anthropic { .. } => false,
+            Inbound::Anthropic { .. } | Inbound::Responses { .. } => false,
         }
     }
 
@@ -123,6 +138,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => req.max_tokens,
             Inbound::Anthropic { req, .. } => req.max_tokens,
+            Inbound::Responses { decoded, .. } => decoded.request.max_tokens,
         }
     }
 
@@ -130,6 +146,32 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => req.estimated_input_tokens(),
             Inbound::Anthropic { req, .. } => req.estimated_input_tokens(),
+            // The same rough measure as the other formats: request bytes / 4.
+            Inbound::Responses { body, .. } => (body.len() as u64).div_ceil(4),
+        }
+    }
+
+    /// The stream translator from a backend in `from` to this caller.
+    pub fn transcoder(&self, from: BackendFormat) -> Transcoder {
+        match self {
+            Inbound::Responses { decoded, .. } => {
+                Transcoder::for_responses(from, decoded.echo.clone())
+            }
+            _ => Transcoder::new(from, self.format(), self.client_wants_usage()),
+        }
+    }
+
+    /// Translates a complete response from a backend in `from` to this caller's format.
+    pub fn translate_response(
+        &self,
+        from: BackendFormat,
+        body: &[u8],
+    ) -> Result<Translated, switchyard_providers::chat::TranslateError> {
+        match self {
+            Inbound::Responses { decoded, .. } => {
+                transcode::response_to_responses(from, &decoded.echo, body)
+            }
+            _ => transcode::response(from, self.format(), body),
         }
     }
 
@@ -155,8 +197,21 @@ impl<'a> Inbound<'a> {
             h
         };
         let to = backend.format;
+        let translated = |body: Vec<u8>| Encoded {
+            body: Bytes::from(body),
+            // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
+            upstream_op: match to {
+                BackendFormat::Anthropic => Operation::Messages,
+                BackendFormat::OpenAiChat | BackendFormat::Gemini => Operation::ChatCompletions,
+            },
+            translate_from: Some(to),
+            headers: match to {
+                BackendFormat::Anthropic => anthropic_headers(None, None),
+                BackendFormat::OpenAiChat | BackendFormat::Gemini => Vec::new(),
+            },
+        };
         let translate = |from: Format, body: &[u8]| -> Result<Encoded, GatewayError> {
-            let body = transcode::request(
+            transcode::request(
                 from,
                 to,
                 backend.dialect,
@@ -164,20 +219,8 @@ impl<'a> Inbound<'a> {
                 body,
                 upstream_model,
             )
-            .map_err(GatewayError::Translate)?;
-            Ok(Encoded {
-                body: Bytes::from(body),
-                // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
-                upstream_op: match to {
-                    BackendFormat::Anthropic => Operation::Messages,
-                    BackendFormat::OpenAiChat | BackendFormat::Gemini => Operation::ChatCompletions,
-                },
-                translate_from: Some(to),
-                headers: match to {
-                    BackendFormat::Anthropic => anthropic_headers(None, None),
-                    BackendFormat::OpenAiChat | BackendFormat::Gemini => Vec::new(),
-                },
-            })
+            .map(translated)
+            .map_err(GatewayError::Translate)
         };
         let encoded = match (self, to) {
             // The hot path: OpenAI in, OpenAI dialect out, no model in between.
@@ -225,6 +268,12 @@ impl<'a> Inbound<'a> {
                 },
                 _,
             ) => translate(Format::Anthropic, body)?,
+            // Always translated, OpenAI backends included: they serve it through Chat
+            // Completions, so that no request depends on state kept at the provider.
+            (Inbound::Responses { decoded, .. }, _) => translated(
+                transcode::encode_request(&decoded.request, to, backend.dialect, upstream_model)
+                    .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
+            ),
             _ => return Err(unsupported()),
         };
         Ok(Plan::Call(encoded))

@@ -167,8 +167,15 @@ fn observe(record: &mut Record, seen: Observed) {
     }
 }
 
-/// An error event in the caller's format, ending a stream that has already started.
-fn error_event(format: Format, message: &str, code: &str) -> Bytes {
+/// An error event in the caller's format, ending a stream that has already started. A
+/// Responses stream numbers its events, so its error comes from the transcoder that numbered
+/// the rest.
+fn error_event(mode: &mut Mode, format: Format, message: &str, code: &str) -> Bytes {
+    if let (Format::Responses, Mode::Translate(t)) = (format, &mut *mode) {
+        let mut out = Vec::new();
+        t.error(code, message, &mut out);
+        return Bytes::from(out);
+    }
     match format {
         Format::OpenAiChat => OpenAiError {
             message,
@@ -179,6 +186,12 @@ fn error_event(format: Format, message: &str, code: &str) -> Bytes {
         .to_sse_event(),
         Format::Anthropic => {
             anthropic::error_sse_event("api_error", &format!("{message} ({code})"))
+        }
+        // Not reached (Responses streams are always translated); the event's shape still
+        // holds.
+        Format::Responses => {
+            let v = serde_json::json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 0});
+            Bytes::from(format!("event: error\ndata: {v}\n\n"))
         }
     }
 }
@@ -242,6 +255,7 @@ impl HttpBody for SseRelay {
                             *this.done = true;
                             this.record.upstream_error("protocol");
                             out.push(error_event(
+                                this.mode,
                                 *this.format,
                                 &format!("the upstream stream was malformed: {e}"),
                                 "upstream_protocol_error",
@@ -261,6 +275,7 @@ impl HttpBody for SseRelay {
                     this.record.upstream_error("protocol");
                     tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
                     out.push(error_event(
+                        this.mode,
                         *this.format,
                         "the upstream connection broke in the middle of the stream",
                         "upstream_stream_interrupted",
@@ -302,6 +317,7 @@ impl HttpBody for SseRelay {
                             *this.done = true;
                             this.record.upstream_error("timeout");
                             return Poll::Ready(Some(Ok(Frame::data(error_event(
+                                this.mode,
                                 *this.format,
                                 "the upstream stream did not finish within the total timeout",
                                 "upstream_timeout",
@@ -313,6 +329,7 @@ impl HttpBody for SseRelay {
                         *this.done = true;
                         this.record.upstream_error("timeout");
                         return Poll::Ready(Some(Ok(Frame::data(error_event(
+                            this.mode,
                             *this.format,
                             "the upstream stream went idle for longer than the backend's idle timeout",
                             "upstream_timeout",

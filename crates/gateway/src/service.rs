@@ -118,8 +118,11 @@ impl Gateway {
             request_id.clone(),
         );
         // Errors are written in the format of the endpoint the caller used.
-        let format = if req.uri().path().starts_with("/v1/messages") {
+        let path = req.uri().path();
+        let format = if path.starts_with("/v1/messages") {
             Format::Anthropic
+        } else if path.starts_with("/v1/responses") {
+            Format::Responses
         } else {
             Format::OpenAiChat
         };
@@ -222,6 +225,7 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
         "/v1/embeddings" => (Endpoint::Proxy(Operation::Embeddings), Method::POST),
         "/v1/messages" => (Endpoint::Proxy(Operation::Messages), Method::POST),
         "/v1/messages/count_tokens" => (Endpoint::Proxy(Operation::CountTokens), Method::POST),
+        "/v1/responses" => (Endpoint::Proxy(Operation::Responses), Method::POST),
         "/v1/models" => (Endpoint::Models, Method::GET),
         other => return Err(GatewayError::NotFound(other.to_string())),
     };

@@ -4,6 +4,11 @@
 //!
 //! Shapes follow the public API reference; the official Anthropic Python SDK parses them in
 //! the end-to-end tests.
+//!
+//! With `thinking` enabled the reply starts with a signed thinking block, and, as Anthropic
+//! does, a later request must hand thinking back intact: a thinking block whose signature the
+//! mock did not issue is refused, and so is a final assistant turn with tool calls that does
+//! not start with its thinking.
 
 use std::collections::VecDeque;
 
@@ -43,7 +48,12 @@ pub struct Plan {
     pieces: u32,
     stop_reason: &'static str,
     tool: Option<tools::Call>,
+    thinking: bool,
 }
+
+/// What the mock thinks, and the prefix of the signatures it issues.
+const THINKING: &str = "Mock thinking about the request.";
+const SIGNATURE_PREFIX: &str = "mock-signature-";
 
 /// Validates a Messages request and plans the reply: a tool_use block when the request offers
 /// tools (or `x-mock-tool-call` names one) and its last turn is not a tool result, else text.
@@ -67,6 +77,8 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
         .map(|m| text_chars(m.get("content")))
         .sum::<usize>()
         + text_chars(body.get("system"));
+    let thinking = body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled");
+    check_thinking(messages, thinking)?;
     let answered = messages.last().is_some_and(|m| {
         m.get("content").and_then(Value::as_array).is_some_and(|c| {
             c.iter()
@@ -91,7 +103,54 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
         pieces,
         stop_reason,
         tool,
+        thinking,
     })
+}
+
+/// Anthropic's rules for thinking handed back: signatures must be its own, and with thinking
+/// on, the final assistant turn, when it called tools, must start with its thinking.
+fn check_thinking(messages: &[Value], thinking: bool) -> Result<(), ApiError> {
+    let blocks = |m: &Value| -> Vec<Value> {
+        m.get("content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let is_assistant = |m: &Value| m.get("role").and_then(Value::as_str) == Some("assistant");
+    for (i, m) in messages.iter().enumerate().filter(|(_, m)| is_assistant(m)) {
+        for (j, b) in blocks(m).iter().enumerate() {
+            let signed = b
+                .get("signature")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with(SIGNATURE_PREFIX));
+            if b.get("type").and_then(Value::as_str) == Some("thinking") && !signed {
+                return Err(ApiError::invalid_request(format!(
+                    "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                )));
+            }
+        }
+    }
+    if thinking {
+        if let Some((i, m)) = messages
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, m)| is_assistant(m))
+        {
+            let content = blocks(m);
+            let kind = |b: &Value| b.get("type").and_then(Value::as_str).map(str::to_string);
+            let calls = content
+                .iter()
+                .any(|b| kind(b).as_deref() == Some("tool_use"));
+            let first = content.first().and_then(kind).unwrap_or_default();
+            if calls && first != "thinking" && first != "redacted_thinking" {
+                return Err(ApiError::invalid_request(format!(
+                    "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block."
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -108,10 +167,18 @@ impl Plan {
 
     /// The non-streamed `message` body.
     pub fn to_json(&self) -> Bytes {
-        let content = match &self.tool {
-            Some(c) => json!([{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input}]),
-            None => json!([{"type": "text", "text": self.text()}]),
+        let mut content = match &self.tool {
+            Some(c) => {
+                vec![json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.input})]
+            }
+            None => vec![json!({"type": "text", "text": self.text()})],
         };
+        if self.thinking {
+            content.insert(
+                0,
+                json!({"type": "thinking", "thinking": THINKING, "signature": new_id(SIGNATURE_PREFIX)}),
+            );
+        }
         let body = json!({
             "id": new_id("msg_"),
             "type": "message",
@@ -143,18 +210,40 @@ impl Plan {
                           "cache_read_input_tokens": 0, "output_tokens": 1},
             }}),
         );
+        let index = u32::from(self.thinking);
+        if self.thinking {
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            );
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": THINKING}}),
+            );
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "signature_delta", "signature": new_id(SIGNATURE_PREFIX)}}),
+            );
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            );
+        }
         match &self.tool {
             Some(c) => {
                 ev(
                     "content_block_start",
-                    json!({"type": "content_block_start", "index": 0,
+                    json!({"type": "content_block_start", "index": index,
                     "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}}),
                 );
                 ev("ping", json!({"type": "ping"}));
                 for p in &c.pieces {
                     ev(
                         "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0,
+                        json!({"type": "content_block_delta", "index": index,
                         "delta": {"type": "input_json_delta", "partial_json": p}}),
                     );
                 }
@@ -162,14 +251,14 @@ impl Plan {
             None => {
                 ev(
                     "content_block_start",
-                    json!({"type": "content_block_start", "index": 0,
+                    json!({"type": "content_block_start", "index": index,
                     "content_block": {"type": "text", "text": ""}}),
                 );
                 ev("ping", json!({"type": "ping"}));
                 for i in 0..self.pieces {
                     ev(
                         "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0,
+                        json!({"type": "content_block_delta", "index": index,
                         "delta": {"type": "text_delta", "text": openai::piece(i)}}),
                     );
                 }
@@ -177,7 +266,7 @@ impl Plan {
         }
         ev(
             "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_stop", "index": index}),
         );
         ev(
             "message_delta",

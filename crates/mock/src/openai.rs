@@ -286,7 +286,7 @@ impl ApiError {
         }
     }
 
-    fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 

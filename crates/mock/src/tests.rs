@@ -404,6 +404,77 @@ async fn anthropic_stream_with_tool_use_in_pieces() {
 }
 
 #[tokio::test]
+async fn anthropic_thinking_is_signed_and_must_come_back_intact() {
+    let server = start(None).await;
+    let mut body = messages(false, true);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let reply = server.post("/v1/messages", body.clone(), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let v = reply.json();
+    assert_eq!(v["content"][0]["type"], "thinking");
+    let signature = v["content"][0]["signature"].as_str().unwrap().to_string();
+    assert!(signature.starts_with("mock-signature-"));
+    assert_eq!(v["content"][1]["type"], "tool_use");
+
+    let next = |turn: Value| {
+        let mut b = body.clone();
+        let id = v["content"][1]["id"].clone();
+        b["messages"] = json!([
+            body["messages"][0],
+            {"role": "assistant", "content": turn},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "ok"}]},
+        ]);
+        b
+    };
+    let tool_use = v["content"][1].clone();
+    let thinking = |sig: &str| json!({"type": "thinking", "thinking": "t", "signature": sig});
+    let ok = server
+        .post(
+            "/v1/messages",
+            next(json!([thinking(&signature), tool_use])),
+            &[],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.json()["content"][1]["type"], "text");
+    let forged = server
+        .post(
+            "/v1/messages",
+            next(json!([thinking("forged"), tool_use])),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    assert!(forged.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("signature"));
+    let dropped = server
+        .post("/v1/messages", next(json!([tool_use])), &[])
+        .await;
+    assert_eq!(dropped.status, StatusCode::BAD_REQUEST);
+    assert!(dropped.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Expected `thinking`"));
+
+    // Streamed: the thinking block first, with its signature, then the tool call at index 1.
+    body["stream"] = json!(true);
+    let reply = server.post("/v1/messages", body, &[]).await;
+    let events = reply.events();
+    let data: Vec<Value> = events
+        .iter()
+        .filter_map(|e| e.lines().nth(1)?.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(data[1]["content_block"]["type"], "thinking");
+    assert_eq!(data[3]["delta"]["type"], "signature_delta");
+    assert!(data
+        .iter()
+        .any(|d| d["index"] == 1 && d["content_block"]["type"] == "tool_use"));
+}
+
+#[tokio::test]
 async fn openai_stream_with_tool_call_in_pieces() {
     let server = start(None).await;
     let mut body = chat(true);

@@ -152,6 +152,7 @@ const OPENAI_STREAM: &[u8] = include_bytes!("../fixtures/openai/stream.sse");
 const ANTHROPIC_REQUEST: &[u8] = include_bytes!("../fixtures/anthropic/request.json");
 const ANTHROPIC_RESPONSE: &[u8] = include_bytes!("../fixtures/anthropic/response.json");
 const ANTHROPIC_STREAM: &[u8] = include_bytes!("../fixtures/anthropic/stream.sse");
+const RESPONSES_REQUEST: &[u8] = include_bytes!("../fixtures/responses/request.json");
 
 fn translate(c: &mut Criterion) {
     let mut g = c.benchmark_group("translate");
@@ -169,6 +170,13 @@ fn translate(c: &mut Criterion) {
             Format::OpenAiChat,
             "openai",
             ANTHROPIC_REQUEST,
+        ),
+        (
+            "responses_to_anthropic",
+            Format::Responses,
+            Format::Anthropic,
+            "anthropic",
+            RESPONSES_REQUEST,
         ),
     ] {
         transcode::request(from, to, Dialect::OpenAi, target, body, "upstream-model")
@@ -200,6 +208,12 @@ fn translate(c: &mut Criterion) {
             Format::Anthropic,
             OPENAI_RESPONSE,
         ),
+        (
+            "anthropic_to_responses",
+            Format::Anthropic,
+            Format::Responses,
+            ANTHROPIC_RESPONSE,
+        ),
     ] {
         transcode::response(from, to, body).expect("fixture translates");
         g.throughput(Throughput::Bytes(body.len() as u64));
@@ -220,6 +234,18 @@ fn translate(c: &mut Criterion) {
             "openai_to_anthropic",
             Format::OpenAiChat,
             Format::Anthropic,
+            OPENAI_STREAM,
+        ),
+        (
+            "anthropic_to_responses",
+            Format::Anthropic,
+            Format::Responses,
+            ANTHROPIC_STREAM,
+        ),
+        (
+            "openai_to_responses",
+            Format::OpenAiChat,
+            Format::Responses,
             OPENAI_STREAM,
         ),
     ] {

@@ -46,8 +46,26 @@ pub struct Request {
     pub stream: bool,
     /// Extended thinking / reasoning budget, when the caller asked for it.
     pub thinking: Option<Thinking>,
+    /// OpenAI's reasoning effort (`minimal` … `high`), as the caller named it. Only OpenAI
+    /// chat backends have the setting; the others leave it out, which only changes how long
+    /// the model deliberates.
+    pub reasoning_effort: Option<String>,
     /// An opaque end-user id for abuse tracking (`user`, `metadata.user_id`).
     pub user: Option<String>,
+}
+
+impl Request {
+    /// A thinking budget for backends that take one, from the caller's OpenAI reasoning
+    /// effort (`minimal` and `none` ask for no thinking). The scale is the one LiteLLM uses,
+    /// so callers moving between gateways see the same spend.
+    pub fn effort_budget(&self) -> Option<u64> {
+        match self.reasoning_effort.as_deref()? {
+            "low" => Some(1024),
+            "medium" => Some(2048),
+            "high" | "xhigh" => Some(4096),
+            _ => None,
+        }
+    }
 }
 
 /// Who wrote a message. System text lives in [`Request::system`]; tool results are
@@ -134,6 +152,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the arguments (an object schema).
     pub parameters: Value,
+    /// OpenAI's `strict` (arguments must match the schema exactly), as the caller set it.
+    /// Only OpenAI chat backends enforce it; the others leave it out, as they always have.
+    pub strict: Option<bool>,
 }
 
 /// How the model must use tools.
@@ -284,15 +305,24 @@ pub enum TranslateError {
         /// Why it cannot be dropped.
         why: &'static str,
     },
+    /// The parameter asks for something the gateway itself does not do, whatever the backend
+    /// (state kept between requests, tools that run on the provider's servers).
+    #[error("'{param}' is not supported by this gateway: {why}")]
+    Refused {
+        /// The parameter path.
+        param: String,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl TranslateError {
     /// The parameter at fault.
     pub fn param(&self) -> &str {
         match self {
-            TranslateError::Invalid { param, .. } | TranslateError::Unsupported { param, .. } => {
-                param
-            }
+            TranslateError::Invalid { param, .. }
+            | TranslateError::Unsupported { param, .. }
+            | TranslateError::Refused { param, .. } => param,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod error;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod transcode;
 
@@ -28,6 +29,9 @@ pub enum Operation {
     Messages,
     /// `POST /v1/messages/count_tokens` (Anthropic).
     CountTokens,
+    /// `POST /v1/responses` (OpenAI Responses). Never an upstream operation: it is always
+    /// translated to the backend's chat call.
+    Responses,
 }
 
 impl Operation {
@@ -40,6 +44,7 @@ impl Operation {
             Operation::Embeddings => "/embeddings",
             Operation::Messages => "/v1/messages",
             Operation::CountTokens => "/v1/messages/count_tokens",
+            Operation::Responses => "/responses",
         }
     }
 
@@ -51,13 +56,17 @@ impl Operation {
             Operation::Embeddings => "embeddings",
             Operation::Messages => "chat",
             Operation::CountTokens => "count_tokens",
+            Operation::Responses => "responses",
         }
     }
 
     /// Whether responses to this operation may be streamed.
     pub fn can_stream(self) -> bool {
         match self {
-            Operation::ChatCompletions | Operation::Completions | Operation::Messages => true,
+            Operation::ChatCompletions
+            | Operation::Completions
+            | Operation::Messages
+            | Operation::Responses => true,
             Operation::Embeddings | Operation::CountTokens => false,
         }
     }

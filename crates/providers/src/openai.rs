@@ -102,7 +102,7 @@ impl<'a> Request<'a> {
         let input_param = match op {
             Operation::ChatCompletions | Operation::Messages | Operation::CountTokens => "messages",
             Operation::Completions => "prompt",
-            Operation::Embeddings => "input",
+            Operation::Embeddings | Operation::Responses => "input",
         };
         for (k, v) in &fields {
             match k.as_ref() {

@@ -4,24 +4,26 @@
 
 use crate::{
     anthropic,
-    chat::{FinishReason, StreamEvent, TranslateError},
+    chat::{self, FinishReason, StreamEvent, TranslateError},
     gemini,
     openai::{self, chat::Dialect},
-    Usage,
+    responses, Usage,
 };
 
-/// A chat wire format a caller speaks (and a backend may speak too).
+/// A chat wire format a caller speaks (and a backend may speak too, except Responses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// OpenAI Chat Completions.
     OpenAiChat,
     /// Anthropic Messages.
     Anthropic,
+    /// OpenAI Responses (`/v1/responses`): callers only, served through every backend's chat API.
+    Responses,
 }
 
-/// A chat wire format a backend speaks: every caller format, and those only backends speak.
-/// Kept apart from [`Format`] so that nothing ever has to encode a response or a stream in a
-/// format no caller reads.
+/// A chat wire format a backend speaks: the caller formats backends speak too (not Responses,
+/// which is caller-only), and those only backends speak. Kept apart from [`Format`] so that
+/// nothing ever has to encode a response or a stream in a format no caller reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendFormat {
     /// OpenAI Chat Completions (OpenAI, Azure OpenAI, OpenAI-compatible servers).
@@ -37,6 +39,9 @@ impl From<Format> for BackendFormat {
         match f {
             Format::OpenAiChat => BackendFormat::OpenAiChat,
             Format::Anthropic => BackendFormat::Anthropic,
+            // No backend speaks it: its nearest backend format is Chat Completions, which is
+            // how OpenAI backends serve Responses callers.
+            Format::Responses => BackendFormat::OpenAiChat,
         }
     }
 }
@@ -72,6 +77,7 @@ enum Decoder {
 enum Encoder {
     OpenAi(openai::chat::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+    Responses(Box<responses::StreamEncoder>),
 }
 
 /// A stateful stream translator for one response.
@@ -85,22 +91,47 @@ pub struct Transcoder {
 impl Transcoder {
     /// Translates a stream in format `from` (upstream) to format `to` (caller).
     /// `client_wants_usage`: an OpenAI caller asked for the usage chunk.
+    /// A Responses caller gets the API's default settings echoed (see [`Self::for_responses`]).
     pub fn new(from: impl Into<BackendFormat>, to: Format, client_wants_usage: bool) -> Self {
+        let encoder = match to {
+            Format::OpenAiChat => {
+                Encoder::OpenAi(openai::chat::StreamEncoder::new(client_wants_usage))
+            }
+            Format::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new()),
+            Format::Responses => Encoder::Responses(Box::new(responses::StreamEncoder::new(
+                responses::Echo::default_settings(),
+            ))),
+        };
+        Self::with_encoder(from.into(), encoder)
+    }
+
+    /// Translates a stream in format `from` for a Responses caller whose request set `echo`.
+    pub fn for_responses(from: impl Into<BackendFormat>, echo: responses::Echo) -> Self {
+        let encoder = Encoder::Responses(Box::new(responses::StreamEncoder::new(echo)));
+        Self::with_encoder(from.into(), encoder)
+    }
+
+    fn with_encoder(from: BackendFormat, encoder: Encoder) -> Self {
         Transcoder {
-            decoder: match from.into() {
+            decoder: match from {
                 BackendFormat::OpenAiChat => Decoder::OpenAi(Default::default()),
                 BackendFormat::Anthropic => Decoder::Anthropic(Default::default()),
                 BackendFormat::Gemini => Decoder::Gemini(Default::default()),
             },
-            encoder: match to {
-                Format::OpenAiChat => {
-                    Encoder::OpenAi(openai::chat::StreamEncoder::new(client_wants_usage))
-                }
-                Format::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new()),
-            },
+            encoder,
             events: Vec::with_capacity(4),
             done: false,
         }
+    }
+
+    /// Ends the caller's stream with an error event (the gateway's own: a broken or stalled
+    /// upstream), in sequence with what was already sent.
+    pub fn error(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        self.events.push(StreamEvent::Error {
+            kind: kind.to_string(),
+            message: message.to_string(),
+        });
+        self.flush(out);
     }
 
     /// Translates one upstream event (its `data:` payload), appending the caller's bytes.
@@ -143,6 +174,7 @@ impl Transcoder {
             match &mut self.encoder {
                 Encoder::OpenAi(e) => e.encode(ev, out),
                 Encoder::Anthropic(e) => e.encode(ev, out),
+                Encoder::Responses(e) => e.encode(ev, out),
             }
         }
         seen
@@ -159,7 +191,26 @@ pub fn response(
     to: Format,
     body: &[u8],
 ) -> Result<Translated, TranslateError> {
-    let resp = match from.into() {
+    response_in(from.into(), to, None, body)
+}
+
+/// Translates a complete response body from `from` for a Responses caller whose request set
+/// `echo`.
+pub fn response_to_responses(
+    from: impl Into<BackendFormat>,
+    echo: &responses::Echo,
+    body: &[u8],
+) -> Result<Translated, TranslateError> {
+    response_in(from.into(), Format::Responses, Some(echo), body)
+}
+
+fn response_in(
+    from: BackendFormat,
+    to: Format,
+    echo: Option<&responses::Echo>,
+    body: &[u8],
+) -> Result<Translated, TranslateError> {
+    let resp = match from {
         BackendFormat::OpenAiChat => openai::chat::decode_response(body)?,
         BackendFormat::Anthropic => anthropic::decode_response(body)?,
         BackendFormat::Gemini => gemini::decode_response(body)?,
@@ -167,6 +218,10 @@ pub fn response(
     let out = match to {
         Format::OpenAiChat => openai::chat::encode_response(&resp),
         Format::Anthropic => anthropic::encode_response(&resp),
+        Format::Responses => match echo {
+            Some(e) => responses::encode_response(&resp, e),
+            None => responses::encode_response(&resp, &responses::Echo::default_settings()),
+        },
     };
     Ok((out, resp.usage, resp.finish_reason))
 }
@@ -184,10 +239,21 @@ pub fn request(
     let req = match from {
         Format::OpenAiChat => openai::chat::decode_request(body, target)?,
         Format::Anthropic => anthropic::decode_request(body, target)?,
+        Format::Responses => responses::decode_request(body)?.request,
     };
+    encode_request(&req, to, dialect, upstream_model)
+}
+
+/// Encodes an already decoded request in `to` for `upstream_model`.
+pub fn encode_request(
+    req: &chat::Request,
+    to: impl Into<BackendFormat>,
+    dialect: Dialect,
+    upstream_model: &str,
+) -> Result<Vec<u8>, TranslateError> {
     match to.into() {
-        BackendFormat::OpenAiChat => openai::chat::encode_request(&req, upstream_model, dialect),
-        BackendFormat::Anthropic => anthropic::encode_request(&req, upstream_model),
-        BackendFormat::Gemini => gemini::encode_request(&req, upstream_model),
+        BackendFormat::OpenAiChat => openai::chat::encode_request(req, upstream_model, dialect),
+        BackendFormat::Anthropic => anthropic::encode_request(req, upstream_model),
+        BackendFormat::Gemini => gemini::encode_request(req, upstream_model),
     }
 }

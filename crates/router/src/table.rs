@@ -219,6 +219,9 @@ pub(crate) fn op_index(op: Operation) -> usize {
         Operation::Embeddings => 2,
         Operation::Messages => 3,
         Operation::CountTokens => 4,
+        // Never called upstream as such: a Responses request is translated and sent as the
+        // backend's chat call (see the gateway's inbound plan).
+        Operation::Responses => 0,
     }
 }
 

@@ -116,6 +116,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             .filter(|s| s.is_object())
                             .cloned()
                             .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                        strict: None,
                     });
                 }
             }
@@ -303,9 +304,14 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
     }
     let mut out = Map::new();
     out.insert("model".into(), model.into());
+    let thinking = thinking_budget(req);
+    // Without a limit from the caller, the answer still gets its usual room after thinking
+    // (Anthropic needs the budget under max_tokens).
     out.insert(
         "max_tokens".into(),
-        req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
+        req.max_tokens
+            .unwrap_or(DEFAULT_MAX_TOKENS + thinking.unwrap_or(0))
+            .into(),
     );
     let system: Vec<Value> = req
         .system
@@ -381,10 +387,10 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
     if !req.stop.is_empty() {
         out.insert("stop_sequences".into(), req.stop.clone().into());
     }
-    if let Some(t) = req.thinking {
+    if let Some(b) = thinking {
         out.insert(
             "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": t.budget_tokens}),
+            json!({"type": "enabled", "budget_tokens": b}),
         );
     }
     if let Some(u) = &req.user {
@@ -394,6 +400,31 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
         out.insert("stream".into(), true.into());
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// The thinking budget to send: the caller's own, or one made up from an OpenAI reasoning
+/// effort, but only where that cannot make Anthropic refuse a request that was fine without
+/// it: thinking rules out a changed temperature or top_k, a top_p under 0.95 and forced tool
+/// use, and needs at least 1024 tokens, under max_tokens.
+fn thinking_budget(req: &chat::Request) -> Option<u64> {
+    if let Some(t) = req.thinking {
+        return Some(t.budget_tokens);
+    }
+    let budget = req.effort_budget()?;
+    let compatible = req.temperature.is_none_or(|t| t >= 1.0)
+        && req.top_k.is_none()
+        && req.top_p.is_none_or(|p| p >= 0.95)
+        && !matches!(
+            req.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Tool(_))
+        );
+    if !compatible {
+        return None;
+    }
+    match req.max_tokens {
+        None => Some(budget),
+        Some(max) => Some(budget.min(max.saturating_sub(1))).filter(|b| *b >= 1024),
+    }
 }
 
 /// One content block; `None` for what the Messages API would refuse and can safely go:

@@ -122,7 +122,7 @@ fn refuses_what_the_target_cannot_express() {
     for (from, body, param) in cases {
         let to = match from {
             Format::OpenAiChat => Format::Anthropic,
-            Format::Anthropic => Format::OpenAiChat,
+            Format::Anthropic | Format::Responses => Format::OpenAiChat,
         };
         let err = transcode::request(
             from,

@@ -176,10 +176,14 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
             gen.insert("responseJsonSchema".into(), schema.clone());
         }
     }
-    if let Some(t) = req.thinking {
+    if let Some(b) = req
+        .thinking
+        .map(|t| t.budget_tokens)
+        .or_else(|| req.effort_budget())
+    {
         gen.insert(
             "thinkingConfig".into(),
-            json!({"thinkingBudget": t.budget_tokens, "includeThoughts": true}),
+            json!({"thinkingBudget": b, "includeThoughts": true}),
         );
     }
     if !gen.is_empty() {

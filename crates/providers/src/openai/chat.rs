@@ -97,6 +97,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             Some(s) if s.is_object() => s.clone(),
                             _ => json!({"type": "object", "properties": {}}),
                         },
+                        strict: f.get("strict").and_then(Value::as_bool),
                     });
                 }
             }
@@ -159,6 +160,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                 }
             }
             "user" => req.user = v.as_str().map(str::to_string),
+            "reasoning_effort" => req.reasoning_effort = v.as_str().map(str::to_string),
             "n" if v.as_u64().is_some_and(|n| n > 1) => {
                 return Err(unsupported(
                     "n",
@@ -207,7 +209,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
             }
             // Safe to drop: they tune sampling, caching, storage or billing, never the
             // shape of the answer (`seed`, penalties, `store`, `metadata`, `service_tier`,
-            // `reasoning_effort`, `stream_options` — usage is always asked for upstream).
+            // `stream_options` — usage is always asked for upstream).
             _ => {}
         }
     }
@@ -333,7 +335,7 @@ fn decode_messages(
 
 /// Appends to the last message when it has the same role (consecutive tool messages become
 /// one user turn holding every result, as the Messages API requires).
-fn push(req: &mut chat::Request, role: Role, parts: Vec<Part>) {
+pub(crate) fn push(req: &mut chat::Request, role: Role, parts: Vec<Part>) {
     match req.messages.last_mut() {
         Some(last) if last.role == role => last.content.extend(parts),
         _ => req.messages.push(Message {
@@ -394,7 +396,7 @@ fn decode_content(c: &Value, p: &str, target: &'static str) -> Result<Vec<Part>,
 }
 
 /// `data:image/png;base64,AAAA` becomes inline bytes; anything else is a URL to fetch.
-fn image_from_url(url: &str) -> Image {
+pub(crate) fn image_from_url(url: &str) -> Image {
     if let Some(rest) = url.strip_prefix("data:") {
         if let Some((meta, data)) = rest.split_once(',') {
             if let Some(media_type) = meta.strip_suffix(";base64") {
@@ -420,7 +422,17 @@ pub fn encode_request(
     };
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": chat::joined_text(&req.system)}));
+        // One system message (some OpenAI-dialect servers' chat templates refuse a second),
+        // its pieces kept apart by a blank line rather than run together.
+        let system: Vec<&str> = req
+            .system
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) if !t.is_empty() => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        messages.push(json!({"role": "system", "content": system.join("\n\n")}));
     }
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
@@ -529,6 +541,9 @@ pub fn encode_request(
                     f.insert("description".into(), d.clone().into());
                 }
                 f.insert("parameters".into(), t.parameters.clone());
+                if let Some(s) = t.strict {
+                    f.insert("strict".into(), s.into());
+                }
                 json!({"type": "function", "function": f})
             })
             .collect();
@@ -585,6 +600,9 @@ pub fn encode_request(
     }
     if let Some(u) = &req.user {
         out.insert("user".into(), u.clone().into());
+    }
+    if let Some(e) = &req.reasoning_effort {
+        out.insert("reasoning_effort".into(), e.clone().into());
     }
     // `top_k` and `thinking` have no OpenAI chat parameter; both only tune how the model
     // samples or deliberates, so leaving them out is safe.
@@ -726,7 +744,7 @@ fn chat_id(id: &str) -> String {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -1,0 +1,187 @@
+//! OpenAI Responses API (`POST /v1/responses`) as a caller format: requests are decoded into
+//! the internal chat model (`convert`), complete responses and streams are encoded from it
+//! (`convert`, `stream`).
+//!
+//! The Responses API is never a backend format: every backend, OpenAI included, is called
+//! through its chat API, so the gateway stays stateless. That decides what can be served:
+//! `previous_response_id`, conversations, stored prompts and background responses need state
+//! the gateway does not keep, and built-in tools (web search, file search, computer use …)
+//! run on OpenAI's servers; all are refused with a 400 naming the parameter. `store` is
+//! accepted and every response says `"store": false`.
+//!
+//! Reasoning crosses turns as `reasoning` items. Anthropic's thinking signature (or its
+//! redacted thinking) must come back unchanged on the next turn, so it travels in the item's
+//! `encrypted_content` under a `switchyard:` prefix; content without that prefix (a real
+//! OpenAI blob) means nothing to another provider and is not passed on.
+
+use serde_json::{json, Map, Value};
+
+use crate::{
+    chat::{FinishReason, TranslateError},
+    Usage,
+};
+
+mod convert;
+mod stream;
+
+pub use convert::{decode_request, encode_response, Decoded};
+pub use stream::StreamEncoder;
+
+/// `encrypted_content` prefix of a reasoning item carrying an Anthropic thinking signature.
+pub(crate) const SIGNATURE_PREFIX: &str = "switchyard:signature:";
+/// `encrypted_content` prefix of a reasoning item carrying Anthropic redacted thinking.
+pub(crate) const REDACTED_PREFIX: &str = "switchyard:redacted:";
+
+/// The request settings a response object repeats back (`tools`, `tool_choice`,
+/// `instructions` …), taken from the request with the API's defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Echo(Map<String, Value>);
+
+impl Echo {
+    /// What a request that sets nothing gets echoed.
+    pub fn default_settings() -> Self {
+        Self::from_request(&Map::new())
+    }
+
+    /// The fields echoed, with defaults for what the request left out.
+    pub(crate) fn from_request(req: &Map<String, Value>) -> Self {
+        let get = |k: &str, default: Value| {
+            req.get(k)
+                .filter(|v| !v.is_null())
+                .cloned()
+                .unwrap_or(default)
+        };
+        let mut m = Map::new();
+        m.insert("instructions".into(), get("instructions", Value::Null));
+        m.insert(
+            "max_output_tokens".into(),
+            get("max_output_tokens", Value::Null),
+        );
+        m.insert("metadata".into(), get("metadata", json!({})));
+        m.insert(
+            "parallel_tool_calls".into(),
+            get("parallel_tool_calls", json!(true)),
+        );
+        m.insert(
+            "reasoning".into(),
+            get("reasoning", json!({"effort": null, "summary": null})),
+        );
+        m.insert("temperature".into(), get("temperature", Value::Null));
+        m.insert(
+            "text".into(),
+            get("text", json!({"format": {"type": "text"}})),
+        );
+        m.insert("tool_choice".into(), get("tool_choice", json!("auto")));
+        m.insert("tools".into(), get("tools", json!([])));
+        m.insert("top_p".into(), get("top_p", Value::Null));
+        m.insert("truncation".into(), get("truncation", json!("disabled")));
+        m.insert("user".into(), get("user", Value::Null));
+        Echo(m)
+    }
+}
+
+/// An error from encoding for a backend, with the parameter named as a Responses caller
+/// sent it (the chat model calls `text.format` `response_format`).
+pub fn caller_param(e: TranslateError) -> TranslateError {
+    match e {
+        TranslateError::Unsupported {
+            param,
+            provider,
+            why,
+        } if param == "response_format" => TranslateError::Unsupported {
+            param: "text.format".into(),
+            provider,
+            why,
+        },
+        other => other,
+    }
+}
+
+/// The `resp_…` id of a response, from the upstream's id (so the two can be matched in logs).
+pub(crate) fn response_id(upstream: &str) -> String {
+    let base: String = upstream
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .collect();
+    if base.is_empty() {
+        "resp_switchyard".to_string()
+    } else {
+        format!("resp_{base}")
+    }
+}
+
+/// The id of output item `index` of response `resp_id` (`msg_…`, `fc_…`, `rs_…`): unique in
+/// the response, and the same in a stream's events and its final response object.
+pub(crate) fn item_id(kind: &str, resp_id: &str, index: usize) -> String {
+    let base = resp_id.strip_prefix("resp_").unwrap_or(resp_id);
+    format!("{kind}_{base}_{index}")
+}
+
+/// A response's `status` and `incomplete_details` for a finish reason.
+pub(crate) fn status(finish: Option<FinishReason>) -> (&'static str, Value) {
+    match finish {
+        Some(FinishReason::Length) => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Some(FinishReason::ContentFilter) => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+/// The Responses `usage` object. The internal usage does not split out reasoning tokens or
+/// cache writes: reasoning is counted in `output_tokens` (0 in the detail, as OpenAI reports
+/// for models that do not reason), and cache writes are left out rather than guessed.
+pub(crate) fn usage_json(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.input_tokens + u.output_tokens,
+    })
+}
+
+/// The response object, in every state a stream shows it and as the non-streamed body.
+pub(crate) struct ResponseObject<'a> {
+    pub id: &'a str,
+    pub created_at: u64,
+    pub model: &'a str,
+    /// `in_progress`, `completed` or `incomplete`.
+    pub status: &'a str,
+    pub incomplete_details: Value,
+    pub output: Vec<Value>,
+    pub usage: Option<Usage>,
+    pub echo: &'a Echo,
+}
+
+impl ResponseObject<'_> {
+    pub(crate) fn into_json(self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.into());
+        m.insert("object".into(), "response".into());
+        m.insert("created_at".into(), self.created_at.into());
+        m.insert("status".into(), self.status.into());
+        if self.status == "completed" {
+            m.insert(
+                "completed_at".into(),
+                crate::openai::chat::unix_now().into(),
+            );
+        }
+        m.insert("background".into(), false.into());
+        m.insert("error".into(), Value::Null);
+        m.insert("incomplete_details".into(), self.incomplete_details);
+        m.insert("model".into(), self.model.into());
+        m.insert("output".into(), Value::Array(self.output));
+        m.insert("previous_response_id".into(), Value::Null);
+        m.insert("store".into(), false.into());
+        for (k, v) in &self.echo.0 {
+            m.insert(k.clone(), v.clone());
+        }
+        m.insert(
+            "usage".into(),
+            self.usage.as_ref().map_or(Value::Null, usage_json),
+        );
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests;
