@@ -202,12 +202,16 @@ impl<'a> Inbound<'a> {
             // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
             upstream_op: match to {
                 BackendFormat::Anthropic => Operation::Messages,
-                BackendFormat::OpenAiChat | BackendFormat::Gemini => Operation::ChatCompletions,
+                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                    Operation::ChatCompletions
+                }
             },
             translate_from: Some(to),
             headers: match to {
                 BackendFormat::Anthropic => anthropic_headers(None, None),
-                BackendFormat::OpenAiChat | BackendFormat::Gemini => Vec::new(),
+                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                    Vec::new()
+                }
             },
         };
         let translate = |from: Format, body: &[u8]| -> Result<Encoded, GatewayError> {

@@ -1,9 +1,9 @@
-//! Stream transcoding between wire formats: upstream SSE event → internal events → the
+//! Stream transcoding between wire formats: upstream event (SSE, or event-stream for Bedrock) → internal events → the
 //! caller's SSE events, one event at a time (nothing is held back beyond the event being
 //! translated), and whole-response translation for non-streamed answers.
 
 use crate::{
-    anthropic,
+    anthropic, bedrock,
     chat::{self, FinishReason, StreamEvent, TranslateError},
     gemini,
     openai::{self, chat::Dialect},
@@ -32,6 +32,8 @@ pub enum BackendFormat {
     Anthropic,
     /// Gemini `generateContent`.
     Gemini,
+    /// Bedrock Converse (streams framed as AWS event-stream, see [`crate::eventstream`]).
+    Bedrock,
 }
 
 impl From<Format> for BackendFormat {
@@ -52,8 +54,14 @@ impl BackendFormat {
         match self {
             BackendFormat::OpenAiChat => Some(Format::OpenAiChat),
             BackendFormat::Anthropic => Some(Format::Anthropic),
-            BackendFormat::Gemini => None,
+            BackendFormat::Gemini | BackendFormat::Bedrock => None,
         }
+    }
+
+    /// Whether its streams are AWS event-stream messages rather than SSE events; each message
+    /// goes to [`Transcoder::on_event`] as [`bedrock::envelope`] makes it.
+    pub fn event_stream_framed(self) -> bool {
+        self == BackendFormat::Bedrock
     }
 }
 
@@ -72,6 +80,7 @@ enum Decoder {
     OpenAi(openai::chat::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::StreamDecoder),
+    Bedrock(bedrock::StreamDecoder),
 }
 
 enum Encoder {
@@ -117,6 +126,7 @@ impl Transcoder {
                 BackendFormat::OpenAiChat => Decoder::OpenAi(Default::default()),
                 BackendFormat::Anthropic => Decoder::Anthropic(Default::default()),
                 BackendFormat::Gemini => Decoder::Gemini(Default::default()),
+                BackendFormat::Bedrock => Decoder::Bedrock(Default::default()),
             },
             encoder,
             events: Vec::with_capacity(4),
@@ -140,6 +150,7 @@ impl Transcoder {
             Decoder::OpenAi(d) => d.decode(data, &mut self.events),
             Decoder::Anthropic(d) => d.decode(data, &mut self.events),
             Decoder::Gemini(d) => d.decode(data, &mut self.events),
+            Decoder::Bedrock(d) => d.decode(data, &mut self.events),
         }
         self.flush(out)
     }
@@ -214,6 +225,7 @@ fn response_in(
         BackendFormat::OpenAiChat => openai::chat::decode_response(body)?,
         BackendFormat::Anthropic => anthropic::decode_response(body)?,
         BackendFormat::Gemini => gemini::decode_response(body)?,
+        BackendFormat::Bedrock => bedrock::decode_response(body)?,
     };
     let out = match to {
         Format::OpenAiChat => openai::chat::encode_response(&resp),
@@ -255,5 +267,6 @@ pub fn encode_request(
         BackendFormat::OpenAiChat => openai::chat::encode_request(req, upstream_model, dialect),
         BackendFormat::Anthropic => anthropic::encode_request(req, upstream_model),
         BackendFormat::Gemini => gemini::encode_request(req, upstream_model),
+        BackendFormat::Bedrock => bedrock::encode_request(req, upstream_model),
     }
 }
