@@ -148,6 +148,8 @@ def test_openai_sdk_plain_on_bedrock(oai, upstream):
         stop=["STOP"],
     )
     assert resp.object == "chat.completion"
+    # Converse answers name no model: the gateway names the one it called.
+    assert resp.model == MODEL_ID
     assert resp.choices[0].message.content == mock_text()
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage.completion_tokens == MOCK_CHUNKS
@@ -172,6 +174,7 @@ def test_openai_sdk_stream_on_bedrock(oai, upstream):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == mock_text()
+    assert {c.model for c in chunks} == {MODEL_ID}
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["stop"]
     usage = [c.usage for c in chunks if c.usage]
     assert usage and usage[-1].completion_tokens == MOCK_CHUNKS
@@ -278,6 +281,7 @@ def test_anthropic_sdk_plain_on_bedrock(claude, upstream):
         messages=[{"role": "user", "content": "Say something."}],
     )
     assert msg.type == "message" and msg.role == "assistant"
+    assert msg.model == MODEL_ID
     assert [b.type for b in msg.content] == ["text"]
     assert msg.content[0].text == mock_text()
     assert msg.stop_reason == "end_turn"

@@ -388,7 +388,9 @@ impl Shared {
             let mut moved = record.take();
             moved.status = StatusCode::OK;
             let mode = match (translate_from, caller) {
-                (Some(from), _) => Mode::Translate(Box::new(decoded.transcoder(from))),
+                (Some(from), _) => Mode::Translate(Box::new(
+                    decoded.transcoder(from, target.upstream_model(decoded.model())),
+                )),
                 // Responses callers are always translated (see `Inbound::plan`).
                 (None, Format::OpenAiChat | Format::Responses) => Mode::OpenAi {
                     client_wants_usage: decoded.client_wants_usage(),
@@ -438,13 +440,13 @@ impl Shared {
             .to_bytes();
         match (translate_from, caller) {
             (Some(from), _) => {
-                let (out, usage, finish) =
-                    decoded.translate_response(from, &bytes).map_err(|e| {
-                        GatewayError::Upstream {
-                            kind: UpstreamFailure::Protocol,
-                            backend: backend.name.to_string(),
-                            detail: format!("the response could not be translated: {e}"),
-                        }
+                let model = target.upstream_model(decoded.model());
+                let (out, usage, finish) = decoded
+                    .translate_response(from, &bytes, model)
+                    .map_err(|e| GatewayError::Upstream {
+                        kind: UpstreamFailure::Protocol,
+                        backend: backend.name.to_string(),
+                        detail: format!("the response could not be translated: {e}"),
                     })?;
                 record.usage = usage;
                 record.finish_reason =

@@ -95,6 +95,8 @@ pub struct Transcoder {
     encoder: Encoder,
     events: Vec<StreamEvent>,
     done: bool,
+    /// The model named when the upstream's stream names none.
+    model: Option<String>,
 }
 
 impl Transcoder {
@@ -131,7 +133,15 @@ impl Transcoder {
             encoder,
             events: Vec::with_capacity(4),
             done: false,
+            model: None,
         }
+    }
+
+    /// Names `model` as the answering model when the upstream does not (Bedrock never does),
+    /// so callers see the model their request was served by rather than an empty name.
+    pub fn naming_model(mut self, model: &str) -> Self {
+        self.model = Some(model.to_string());
+        self
     }
 
     /// Ends the caller's stream with an error event (the gateway's own: a broken or stalled
@@ -171,7 +181,12 @@ impl Transcoder {
 
     fn flush(&mut self, out: &mut Vec<u8>) -> Observed {
         let mut seen = Observed::default();
-        for ev in self.events.drain(..) {
+        for mut ev in self.events.drain(..) {
+            if let (StreamEvent::Start { model, .. }, Some(default)) = (&mut ev, &self.model) {
+                if model.is_empty() {
+                    model.clone_from(default);
+                }
+            }
             match &ev {
                 StreamEvent::Usage(u) => seen.usage = Some(*u),
                 StreamEvent::Start { usage: Some(u), .. } => seen.usage = Some(*u),
@@ -202,7 +217,19 @@ pub fn response(
     to: Format,
     body: &[u8],
 ) -> Result<Translated, TranslateError> {
-    response_in(from.into(), to, None, body)
+    response_in(from.into(), to, None, body, None)
+}
+
+/// Translates a complete response like [`response`] (or [`response_to_responses`] with
+/// `echo`), naming `model` as the answering model when the upstream's answer names none.
+pub fn response_naming_model(
+    from: impl Into<BackendFormat>,
+    to: Format,
+    echo: Option<&responses::Echo>,
+    body: &[u8],
+    model: &str,
+) -> Result<Translated, TranslateError> {
+    response_in(from.into(), to, echo, body, Some(model))
 }
 
 /// Translates a complete response body from `from` for a Responses caller whose request set
@@ -212,7 +239,7 @@ pub fn response_to_responses(
     echo: &responses::Echo,
     body: &[u8],
 ) -> Result<Translated, TranslateError> {
-    response_in(from.into(), Format::Responses, Some(echo), body)
+    response_in(from.into(), Format::Responses, Some(echo), body, None)
 }
 
 fn response_in(
@@ -220,13 +247,17 @@ fn response_in(
     to: Format,
     echo: Option<&responses::Echo>,
     body: &[u8],
+    model: Option<&str>,
 ) -> Result<Translated, TranslateError> {
-    let resp = match from {
+    let mut resp = match from {
         BackendFormat::OpenAiChat => openai::chat::decode_response(body)?,
         BackendFormat::Anthropic => anthropic::decode_response(body)?,
         BackendFormat::Gemini => gemini::decode_response(body)?,
         BackendFormat::Bedrock => bedrock::decode_response(body)?,
     };
+    if let Some(m) = model.filter(|_| resp.model.is_empty()) {
+        resp.model = m.to_string();
+    }
     let out = match to {
         Format::OpenAiChat => openai::chat::encode_response(&resp),
         Format::Anthropic => anthropic::encode_response(&resp),

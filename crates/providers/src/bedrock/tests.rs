@@ -416,3 +416,31 @@ fn error_bodies_are_parsed_and_classified() {
     .unwrap();
     assert_eq!(code.as_deref(), Some("ThrottlingException"));
 }
+
+#[test]
+fn the_called_model_is_named_where_converse_names_none() {
+    let body = fixture("bedrock/response.json");
+    let (out, _, _) = transcode::response_naming_model(
+        BackendFormat::Bedrock,
+        Format::OpenAiChat,
+        None,
+        &body,
+        "amazon.nova-pro-v1:0",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["model"], "amazon.nova-pro-v1:0");
+    let mut t = Transcoder::new(BackendFormat::Bedrock, Format::Anthropic, false)
+        .naming_model("amazon.nova-pro-v1:0");
+    let mut out = Vec::new();
+    let mut d = eventstream::Decoder::new();
+    d.push(&transcript()).unwrap();
+    while let Some(m) = d.next_message() {
+        t.on_event(&bedrock::envelope(&m), &mut out);
+    }
+    let events = sse_events(&out);
+    assert_eq!(
+        events[0]["data"]["message"]["model"],
+        "amazon.nova-pro-v1:0"
+    );
+}
