@@ -447,3 +447,37 @@ impl Out {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_framing_hands_on_envelopes_and_refuses_corruption() {
+        let msg = eventstream::encode(
+            &[
+                (":event-type", "contentBlockDelta"),
+                (":message-type", "event"),
+            ],
+            br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+        );
+        let mut f = Framing::for_format(true);
+        f.push(&msg[..7]).unwrap();
+        assert!(f.next_event().is_none());
+        assert_eq!(f.pending(), 7);
+        f.push(&msg[7..]).unwrap();
+        let ev = f.next_event().unwrap();
+        assert_eq!(&ev.raw[..], &msg[..]);
+        let v: serde_json::Value = serde_json::from_slice(&ev.data).unwrap();
+        assert_eq!(v["contentBlockDelta"]["delta"]["text"], "hi");
+        assert_eq!(f.pending(), 0);
+        assert!(f.finish().is_none());
+
+        let mut bad = msg.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let mut f = Framing::for_format(true);
+        let err = f.push(&bad).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
+    }
+}

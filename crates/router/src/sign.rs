@@ -116,3 +116,38 @@ impl RequestSigner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_credentials_send_their_token_and_nothing_secret_is_printed() {
+        let s = RequestSigner::sigv4(
+            "eu-west-1",
+            "bedrock",
+            "ASIAEXAMPLE",
+            "secret-access-key-value",
+            Some("session-token-value"),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let uri: Uri = "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m%3A0/converse"
+            .parse()
+            .unwrap();
+        s.sign(&Method::POST, &uri, &mut h, b"{}").unwrap();
+        assert_eq!(h["x-amz-security-token"], "session-token-value");
+        assert!(h["x-amz-security-token"].is_sensitive());
+        let auth = h[header::AUTHORIZATION].to_str().unwrap();
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"),
+            "{auth}"
+        );
+        let debug = format!("{s:?} {h:?}");
+        assert!(!debug.contains("secret-access-key-value"), "{debug}");
+        assert!(!debug.contains("session-token-value"), "{debug}");
+    }
+}
