@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 # the gateway. The gateway runs without AIConsumers, so it ignores the caller's key.
 UPSTREAM_KEY = "sk-upstream-e2e-3f9c1a"
 CALLER_KEY = "caller-key"
+# The AWS credentials the mock verifies Bedrock SigV4 signatures with (AWS's documented
+# example key pair, never a real one).
+AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 # Content chunks per reply: streamed and non-streamed replies carry the same text.
 MOCK_CHUNKS = 6
@@ -184,9 +188,10 @@ def mock(tmp_path_factory) -> Mock:
             "--api-key", UPSTREAM_KEY,
             "--chunks", str(MOCK_CHUNKS),
             "--models", "mock-model,mock-instruct,mock-embed",
+            "--aws-access-key-id", AWS_ACCESS_KEY_ID,
         ],
         logs / "mock.log",
-        child_env(RUST_LOG="warn"),
+        child_env(RUST_LOG="warn", MOCK_AWS_SECRET_ACCESS_KEY=AWS_SECRET_ACCESS_KEY),
     )
     try:
         prefix = "switchyard-mock listening on http://"

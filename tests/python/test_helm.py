@@ -484,7 +484,7 @@ def test_examples_are_valid_local_manifests():
                          capture_output=True, text=True, timeout=30, env=child_env())
     assert res.returncode == 0, res.stderr + res.stdout
     kinds = sorted(d["kind"] for p in EXAMPLES.glob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d)
-    assert kinds == ["AIConsumer", "AIRoute", "AIRoute", *["ModelBackend"] * 3, *["Secret"] * 4]
+    assert kinds == ["AIConsumer", "AIRoute", "AIRoute", *["ModelBackend"] * 4, *["Secret"] * 5]
 
 
 def test_sidecar_serves_the_rendered_routes(mock: Mock, tmp_path: Path):

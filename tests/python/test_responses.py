@@ -2,7 +2,7 @@
 
 The gateway is stateless: it serves the Responses API from every backend's chat API, OpenAI's
 included (through Chat Completions). Each test runs against an `openai-compatible`, an
-`azure-openai`, an `anthropic` and a `gemini` backend, all played by `switchyard-mock`, whose request log shows
+`azure-openai`, an `anthropic`, a `gemini` and a `bedrock` backend, all played by `switchyard-mock`, whose request log shows
 what the gateway actually sent: plain, streaming (raw events and the SDK's `responses.stream`
 helper) and a function-call round trip; then the errors, in OpenAI's shape.
 """
@@ -16,7 +16,14 @@ import time
 import openai
 import pytest
 
-from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, start_gateway
+from conftest import (
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    CALLER_KEY,
+    MOCK_CHUNKS,
+    UPSTREAM_KEY,
+    start_gateway,
+)
 from test_anthropic import MOCK_ARGS, WEATHER_TOOL_ANTHROPIC, mock_text, only
 
 # The Responses function tool is flat: no `function` wrapper.
@@ -39,6 +46,10 @@ BACKENDS = {
         "/v1beta/models/gemini-mock:generateContent",
         "/v1beta/models/gemini-mock:streamGenerateContent",
     ),
+    "resp-bedrock": (
+        "/model/amazon.nova-lite-v1%3A0/converse",
+        "/model/amazon.nova-lite-v1%3A0/converse-stream",
+    ),
 }
 
 
@@ -48,6 +59,29 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: upstream-key}}
 stringData: {{apiKey: "{UPSTREAM_KEY}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: aws}}
+stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_ACCESS_KEY}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: bedrock}}
+spec:
+  provider: bedrock
+  endpoint: http://{mock_addr}
+  bedrock: {{region: us-east-1}}
+  auth: {{awsSecretRef: {{name: aws}}}}
+  models: [{{name: "amazon.nova-lite-v1:0"}}]
+  timeouts: {{connect: 2s, firstByte: 10s, idle: 10s}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: resp-bedrock}}
+spec:
+  match: {{models: ["resp-bedrock"]}}
+  backends: [{{backendRef: {{name: bedrock}}, model: "amazon.nova-lite-v1:0"}}]
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: ModelBackend
@@ -141,6 +175,8 @@ def system_prompt(route: str, body: dict) -> str:
     if route == "resp-anthropic":
         s = body.get("system", "")
         return s if isinstance(s, str) else "".join(b["text"] for b in s)
+    if route == "resp-bedrock":
+        return "".join(b["text"] for b in body["system"])
     return "".join(p["text"] for p in body["systemInstruction"]["parts"])
 
 
@@ -256,6 +292,10 @@ def test_function_call_round_trip(oai, upstream, route, stream):
         assert sent["messages"][1]["content"][-1]["id"] == call.call_id
         assert sent["messages"][1]["content"][-1]["input"] == MOCK_ARGS
         assert sent["messages"][2]["content"][0]["tool_use_id"] == call.call_id
+    elif route == "resp-bedrock":
+        assert sent["messages"][1]["content"][-1]["toolUse"]["toolUseId"] == call.call_id
+        assert sent["messages"][1]["content"][-1]["toolUse"]["input"] == MOCK_ARGS
+        assert sent["messages"][2]["content"][0]["toolResult"]["toolUseId"] == call.call_id
     else:
         assert sent["contents"][1]["parts"][0]["functionCall"]["args"] == MOCK_ARGS
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"

@@ -62,6 +62,50 @@ pub struct ModelBackendSpec {
     /// deployment of an Azure OpenAI resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureSettings>,
+    /// Settings of `bedrock` backends. The model a route sends (its `backends[].model`, or
+    /// the caller's model) is the Bedrock model id, inference profile id or ARN put in the
+    /// Converse URL. Credentials come from `spec.auth.awsSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bedrock: Option<BedrockSettings>,
+}
+
+/// Settings of a `bedrock` backend.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BedrockSettings {
+    /// The AWS region requests are signed for, e.g. `us-east-1`. The default endpoint is
+    /// `https://bedrock-runtime.{region}.amazonaws.com`. May be omitted only when
+    /// `spec.endpoint` is such a URL, which names the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub region: Option<String>,
+}
+
+/// The Bedrock runtime endpoint of `region`.
+pub fn bedrock_endpoint(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
+}
+
+/// The region named by a Bedrock runtime endpoint (`https://bedrock-runtime.{region}.
+/// amazonaws.com`, FIPS and `.com.cn` variants included).
+pub fn bedrock_region_of(endpoint: &str) -> Option<&str> {
+    let host = endpoint.split_once("://")?.1.split(['/', ':']).next()?;
+    let rest = host
+        .strip_prefix("bedrock-runtime-fips.")
+        .or_else(|| host.strip_prefix("bedrock-runtime."))?;
+    let (region, domain) = rest.split_once('.')?;
+    (domain.starts_with("amazonaws.com") && !region.is_empty()).then_some(region)
+}
+
+impl ModelBackendSpec {
+    /// The AWS region of a `bedrock` backend: `spec.bedrock.region`, or the one its endpoint
+    /// names.
+    pub fn bedrock_region(&self) -> Option<&str> {
+        self.bedrock
+            .as_ref()
+            .and_then(|b| b.region.as_deref())
+            .or_else(|| self.endpoint.as_deref().and_then(bedrock_region_of))
+    }
 }
 
 /// Settings of an `azure-openai` backend.
@@ -127,7 +171,7 @@ impl Provider {
 
 /// Upstream credentials: one key, or a pool of keys used in turn.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.keys)").message("exactly one of secretRef or keys must be set"))]
+#[x_kube(validation = Rule::new("[has(self.secretRef), has(self.keys), has(self.awsSecretRef)].filter(x, x).size() == 1").message("exactly one of secretRef, keys or awsSecretRef must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackendAuth {
     /// The Secret key holding the single upstream API key.
@@ -136,6 +180,29 @@ pub struct BackendAuth {
     /// A pool of upstream keys, used in turn by weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<WeightedKey>>,
+    /// AWS credentials for SigV4 request signing (`bedrock` backends, which need them): a
+    /// Secret with the keys `accessKeyId` and `secretAccessKey`, and `sessionToken` for
+    /// temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_ref: Option<SecretRef>,
+}
+
+/// A reference to a whole Secret in the same namespace as the referring resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// The keys of an `awsSecretRef` Secret.
+pub mod aws_secret_keys {
+    /// The access key id (`AKIA…`, or `ASIA…` for temporary credentials).
+    pub const ACCESS_KEY_ID: &str = "accessKeyId";
+    /// The secret access key.
+    pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+    /// The session token of temporary credentials (optional).
+    pub const SESSION_TOKEN: &str = "sessionToken";
 }
 
 /// One key of a key pool.

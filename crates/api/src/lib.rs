@@ -10,7 +10,8 @@ pub mod route;
 pub mod validate;
 
 pub use backend::{
-    AzureSettings, ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider,
+    aws_secret_keys, bedrock_endpoint, bedrock_region_of, AzureSettings, BedrockSettings,
+    ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider, SecretRef,
     AZURE_DEFAULT_API_VERSION,
 };
 pub use common::{parse_duration, parse_price, Condition, MicroUsd, SecretKeyRef};
@@ -73,7 +74,7 @@ mod tests {
         let json = serde_json::to_string(&crds()).unwrap();
         assert!(json.contains("additionalPrinterColumns"));
         assert!(json.contains("x-kubernetes-validations"));
-        assert!(json.contains("exactly one of secretRef or keys must be set"));
+        assert!(json.contains("exactly one of secretRef, keys or awsSecretRef must be set"));
         assert!(json.contains("\"description\":\"The wire format this backend speaks.\""));
     }
 }

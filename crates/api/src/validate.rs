@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::{
-    backend::ModelBackendSpec,
+    backend::{ModelBackendSpec, Provider},
     common::{parse_duration, parse_price},
     consumer::AIConsumerSpec,
     route::AIRouteSpec,
@@ -174,6 +174,8 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
             }
         }
         (None, Some(_)) => {}
+        // Its default endpoint is the region's (see below).
+        (None, None) if spec.provider == Provider::Bedrock => {}
         (None, None) => out.push(err(
             "spec.endpoint",
             Reason::InvalidEndpoint,
@@ -197,12 +199,75 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
             ));
         }
     }
+    if spec.provider == Provider::Bedrock {
+        match spec.bedrock_region() {
+            None => out.push(err(
+                "spec.bedrock.region",
+                Reason::InvalidEndpoint,
+                "provider bedrock needs the AWS region requests are signed for: set \
+                 spec.bedrock.region (or an endpoint https://bedrock-runtime.{region}.amazonaws.com)",
+            )),
+            Some(r)
+                if !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                out.push(err(
+                    "spec.bedrock.region",
+                    Reason::InvalidEndpoint,
+                    format!("{r:?} is not an AWS region such as us-east-1"),
+                ))
+            }
+            Some(_) => {}
+        }
+        if spec
+            .auth
+            .as_ref()
+            .is_none_or(|a| a.aws_secret_ref.is_none())
+        {
+            out.push(err(
+                "spec.auth.awsSecretRef",
+                Reason::SecretNotFound,
+                "provider bedrock signs requests with AWS credentials: set spec.auth.awsSecretRef \
+                 to a Secret with the keys accessKeyId and secretAccessKey",
+            ));
+        }
+    } else if spec
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.aws_secret_ref.is_some())
+    {
+        out.push(err(
+            "spec.auth.awsSecretRef",
+            Reason::UnsupportedProvider,
+            format!(
+                "AWS credentials are only used by provider bedrock, not {}",
+                spec.provider.as_str()
+            ),
+        ));
+    }
+    if spec.bedrock.is_some() && spec.provider != Provider::Bedrock {
+        out.push(err(
+            "spec.bedrock",
+            Reason::UnsupportedProvider,
+            format!(
+                "only provider bedrock has these settings, not {}",
+                spec.provider.as_str()
+            ),
+        ));
+    }
     if let Some(auth) = &spec.auth {
         match (&auth.secret_ref, &auth.keys) {
+            (None, None) if auth.aws_secret_ref.is_some() => {}
             (Some(_), Some(_)) | (None, None) => out.push(err(
                 "spec.auth",
                 Reason::SecretNotFound,
-                "exactly one of secretRef or keys must be set",
+                "exactly one of secretRef, keys or awsSecretRef must be set",
+            )),
+            (_, _) if auth.aws_secret_ref.is_some() => out.push(err(
+                "spec.auth",
+                Reason::SecretNotFound,
+                "exactly one of secretRef, keys or awsSecretRef must be set",
             )),
             (None, Some(keys)) => {
                 if keys.is_empty() {
@@ -488,6 +553,7 @@ mod tests {
             headers: None,
             allowed_route_namespaces: vec![],
             azure: None,
+            bedrock: None,
         }
     }
 
@@ -554,6 +620,40 @@ mod tests {
         assert_eq!(model_backend(&b)[0].reason, Reason::InvalidEndpoint);
         b.provider = Provider::OpenAi;
         assert!(model_backend(&b).is_empty());
+    }
+
+    #[test]
+    fn bedrock_needs_a_region_and_aws_credentials() {
+        let mut b = backend();
+        b.endpoint = None;
+        b.provider = Provider::Bedrock;
+        let fields = |b: &ModelBackendSpec| -> Vec<String> {
+            model_backend(b).into_iter().map(|e| e.field).collect()
+        };
+        assert_eq!(
+            fields(&b),
+            ["spec.bedrock.region", "spec.auth.awsSecretRef"]
+        );
+        b.auth = Some(crate::backend::BackendAuth {
+            aws_secret_ref: Some(crate::SecretRef { name: "aws".into() }),
+            ..Default::default()
+        });
+        b.bedrock = Some(crate::BedrockSettings {
+            region: Some("us-west-2".into()),
+        });
+        assert!(fields(&b).is_empty());
+        // The endpoint may name the region instead.
+        b.bedrock = None;
+        b.endpoint = Some("https://bedrock-runtime.eu-central-1.amazonaws.com".into());
+        assert_eq!(b.bedrock_region(), Some("eu-central-1"));
+        assert!(fields(&b).is_empty());
+        b.bedrock = Some(crate::BedrockSettings {
+            region: Some("us east".into()),
+        });
+        assert_eq!(fields(&b), ["spec.bedrock.region"]);
+        // AWS credentials and Bedrock settings belong to bedrock backends only.
+        b.provider = Provider::OpenAi;
+        assert_eq!(fields(&b), ["spec.auth.awsSecretRef", "spec.bedrock"]);
     }
 
     #[test]

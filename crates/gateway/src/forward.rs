@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{
     anthropic,
     chat::TranslateError,
-    error::{classify, parse_openai_error, UpstreamClass},
+    error::{classify, parse_upstream_error, UpstreamClass},
     openai,
     transcode::{BackendFormat, Format},
     Operation,
@@ -28,7 +28,7 @@ use crate::{
     error::{json_response, GatewayError, UpstreamFailure},
     inbound::{Encoded, Inbound, Plan},
     record::Record,
-    relay::{Mode, SseRelay},
+    relay::{Framing, Mode, SseRelay},
     service::Shared,
     upstream::earliest,
 };
@@ -246,12 +246,16 @@ impl Shared {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = collect_limited(resp.into_body(), 64 * 1024).await;
-                    let (message, code) = parse_openai_error(&body).unwrap_or_else(|| {
-                        (
-                            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-                            None,
-                        )
-                    });
+                    let aws_type = headers
+                        .get("x-amzn-errortype")
+                        .and_then(|v| v.to_str().ok());
+                    let (message, code) =
+                        parse_upstream_error(&body, aws_type).unwrap_or_else(|| {
+                            (
+                                String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                                None,
+                            )
+                        });
                     let upstream_class = classify(status.as_u16(), code.as_deref());
                     let class = match upstream_class {
                         UpstreamClass::RateLimited => {
@@ -372,7 +376,10 @@ impl Shared {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .is_some_and(|v| {
+                v.starts_with("text/event-stream")
+                    || v.starts_with("application/vnd.amazon.eventstream")
+            });
         let backend = &target.backend;
         let caller = decoded.format();
         if decoded.stream() && is_sse {
@@ -381,15 +388,20 @@ impl Shared {
             let mut moved = record.take();
             moved.status = StatusCode::OK;
             let mode = match (translate_from, caller) {
-                (Some(from), _) => Mode::Translate(Box::new(decoded.transcoder(from))),
+                (Some(from), _) => Mode::Translate(Box::new(
+                    decoded.transcoder(from, target.upstream_model(decoded.model())),
+                )),
                 // Responses callers are always translated (see `Inbound::plan`).
                 (None, Format::OpenAiChat | Format::Responses) => Mode::OpenAi {
                     client_wants_usage: decoded.client_wants_usage(),
                 },
                 (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
             };
+            let framing =
+                Framing::for_format(translate_from.is_some_and(BackendFormat::event_stream_framed));
             let relay = SseRelay::new(
                 resp.into_body(),
+                framing,
                 mode,
                 caller,
                 moved,
@@ -428,13 +440,13 @@ impl Shared {
             .to_bytes();
         match (translate_from, caller) {
             (Some(from), _) => {
-                let (out, usage, finish) =
-                    decoded.translate_response(from, &bytes).map_err(|e| {
-                        GatewayError::Upstream {
-                            kind: UpstreamFailure::Protocol,
-                            backend: backend.name.to_string(),
-                            detail: format!("the response could not be translated: {e}"),
-                        }
+                let model = target.upstream_model(decoded.model());
+                let (out, usage, finish) = decoded
+                    .translate_response(from, &bytes, model)
+                    .map_err(|e| GatewayError::Upstream {
+                        kind: UpstreamFailure::Protocol,
+                        backend: backend.name.to_string(),
+                        detail: format!("the response could not be translated: {e}"),
                     })?;
                 record.usage = usage;
                 record.finish_reason =

@@ -151,28 +151,31 @@ impl<'a> Inbound<'a> {
         }
     }
 
-    /// The stream translator from a backend in `from` to this caller.
-    pub fn transcoder(&self, from: BackendFormat) -> Transcoder {
+    /// The stream translator from a backend in `from` to this caller; `upstream_model`
+    /// names the answering model where the upstream names none.
+    pub fn transcoder(&self, from: BackendFormat, upstream_model: &str) -> Transcoder {
         match self {
             Inbound::Responses { decoded, .. } => {
                 Transcoder::for_responses(from, decoded.echo.clone())
             }
             _ => Transcoder::new(from, self.format(), self.client_wants_usage()),
         }
+        .naming_model(upstream_model)
     }
 
-    /// Translates a complete response from a backend in `from` to this caller's format.
+    /// Translates a complete response from a backend in `from` to this caller's format;
+    /// `upstream_model` names the answering model where the upstream names none.
     pub fn translate_response(
         &self,
         from: BackendFormat,
         body: &[u8],
+        upstream_model: &str,
     ) -> Result<Translated, switchyard_providers::chat::TranslateError> {
-        match self {
-            Inbound::Responses { decoded, .. } => {
-                transcode::response_to_responses(from, &decoded.echo, body)
-            }
-            _ => transcode::response(from, self.format(), body),
-        }
+        let echo = match self {
+            Inbound::Responses { decoded, .. } => Some(&decoded.echo),
+            _ => None,
+        };
+        transcode::response_naming_model(from, self.format(), echo, body, upstream_model)
     }
 
     /// How to call `backend` with `upstream_model`: passthrough when the backend speaks the
@@ -202,12 +205,16 @@ impl<'a> Inbound<'a> {
             // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
             upstream_op: match to {
                 BackendFormat::Anthropic => Operation::Messages,
-                BackendFormat::OpenAiChat | BackendFormat::Gemini => Operation::ChatCompletions,
+                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                    Operation::ChatCompletions
+                }
             },
             translate_from: Some(to),
             headers: match to {
                 BackendFormat::Anthropic => anthropic_headers(None, None),
-                BackendFormat::OpenAiChat | BackendFormat::Gemini => Vec::new(),
+                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                    Vec::new()
+                }
             },
         };
         let translate = |from: Format, body: &[u8]| -> Result<Encoded, GatewayError> {

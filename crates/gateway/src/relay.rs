@@ -1,4 +1,4 @@
-//! Relays an upstream SSE stream to the client event by event, never buffering the stream:
+//! Relays an upstream stream to the client event by event, never buffering the stream:
 //! each complete event is forwarded as soon as it has arrived — unchanged when caller and
 //! backend share a format (except the extra usage chunk the gateway asked for on the client's
 //! behalf), or translated by a [`Transcoder`] when they do not.
@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use switchyard_providers::{
-    anthropic, openai, sse,
+    anthropic, bedrock, eventstream, openai, sse,
     transcode::{Format, Observed, Transcoder},
     ErrorSource, OpenAiError,
 };
@@ -26,7 +26,7 @@ pin_project_lite::pin_project! {
     pub struct SseRelay {
         #[pin]
         upstream: Incoming,
-        parser: sse::Parser,
+        parser: Framing,
         mode: Mode,
         format: Format,
         record: Record,
@@ -43,6 +43,59 @@ pin_project_lite::pin_project! {
         // Frames still to send without holding first.
         skip: u8,
         yielding: Option<Yield>,
+    }
+}
+
+/// How the upstream's body is cut into events: SSE, or AWS event-stream (Bedrock), whose
+/// messages are handed on as the JSON envelopes the Bedrock stream decoder reads.
+pub enum Framing {
+    /// `text/event-stream`.
+    Sse(sse::Parser),
+    /// `application/vnd.amazon.eventstream`.
+    EventStream(eventstream::Decoder),
+}
+
+impl Framing {
+    /// The framing of a backend format's streams.
+    pub fn for_format(event_stream: bool) -> Self {
+        if event_stream {
+            Framing::EventStream(eventstream::Decoder::new())
+        } else {
+            Framing::Sse(sse::Parser::new())
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        match self {
+            Framing::Sse(p) => p.push(chunk).map_err(|e| e.to_string()),
+            Framing::EventStream(d) => d.push(chunk).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn next_event(&mut self) -> Option<sse::Event> {
+        match self {
+            Framing::Sse(p) => p.next_event(),
+            Framing::EventStream(d) => d.next_message().map(|m| sse::Event {
+                data: bedrock::envelope(&m),
+                event: None,
+                raw: m.raw,
+            }),
+        }
+    }
+
+    fn finish(&mut self) -> Option<sse::Event> {
+        match self {
+            Framing::Sse(p) => p.finish(),
+            // A message cut short is not a message.
+            Framing::EventStream(_) => None,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            Framing::Sse(p) => p.pending(),
+            Framing::EventStream(d) => d.pending(),
+        }
     }
 }
 
@@ -63,9 +116,12 @@ pub enum Mode {
 }
 
 impl SseRelay {
-    /// Wraps an upstream stream; `format` is the caller's (for error events).
+    /// Wraps an upstream stream cut into events by `framing`; `format` is the caller's (for
+    /// error events).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: Incoming,
+        framing: Framing,
         mode: Mode,
         format: Format,
         record: Record,
@@ -74,7 +130,7 @@ impl SseRelay {
     ) -> Self {
         SseRelay {
             upstream,
-            parser: sse::Parser::new(),
+            parser: framing,
             mode,
             format,
             record,
@@ -389,5 +445,39 @@ impl Out {
             (Some(m), _) => Some(m.freeze()),
             (None, one) => one,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_framing_hands_on_envelopes_and_refuses_corruption() {
+        let msg = eventstream::encode(
+            &[
+                (":event-type", "contentBlockDelta"),
+                (":message-type", "event"),
+            ],
+            br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+        );
+        let mut f = Framing::for_format(true);
+        f.push(&msg[..7]).unwrap();
+        assert!(f.next_event().is_none());
+        assert_eq!(f.pending(), 7);
+        f.push(&msg[7..]).unwrap();
+        let ev = f.next_event().unwrap();
+        assert_eq!(&ev.raw[..], &msg[..]);
+        let v: serde_json::Value = serde_json::from_slice(&ev.data).unwrap();
+        assert_eq!(v["contentBlockDelta"]["delta"]["text"], "hi");
+        assert_eq!(f.pending(), 0);
+        assert!(f.finish().is_none());
+
+        let mut bad = msg.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let mut f = Framing::for_format(true);
+        let err = f.push(&bad).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
     }
 }

@@ -119,6 +119,8 @@ impl UpstreamClient {
         deadline: Option<Instant>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let backend = &target.backend;
+        // `Bytes` clones share the buffer: the signer reads the same bytes that are sent.
+        let signed_body = body.clone();
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri.clone();
@@ -129,10 +131,10 @@ impl UpstreamClient {
         );
         h.insert(
             header::ACCEPT,
-            HeaderValue::from_static(if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
+            HeaderValue::from_static(match (stream, backend.format.event_stream_framed()) {
+                (true, false) => "text/event-stream",
+                (true, true) => "application/vnd.amazon.eventstream",
+                (false, _) => "application/json",
             }),
         );
         h.insert(header::USER_AGENT, USER_AGENT.clone());
@@ -148,6 +150,17 @@ impl UpstreamClient {
         }
         for name in &backend.remove_headers {
             h.remove(name);
+        }
+        // Last, over the request exactly as it goes out.
+        if let Some(signer) = &backend.signer {
+            let (mut parts, body) = req.into_parts();
+            signer
+                .sign(&parts.method, &parts.uri, &mut parts.headers, &signed_body)
+                .map_err(|e| AttemptError {
+                    kind: UpstreamFailure::Protocol,
+                    detail: format!("the request could not be signed: {e}"),
+                })?;
+            req = Request::from_parts(parts, body);
         }
 
         let limit = earliest(

@@ -1,6 +1,7 @@
 //! Request handling: routing, auth, fault injection, the OpenAI endpoints (also under Azure
 //! OpenAI's deployment paths), the Anthropic Messages endpoints and Gemini's
-//! `generateContent` (errors on those are written in the dialect's own shape).
+//! `generateContent` and Bedrock's Converse (errors on those are written in the dialect's own
+//! shape).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct Config {
     pub defaults: Knobs,
     pub embedding_dims: u32,
     pub models: Vec<String>,
+    /// Credentials Bedrock requests must be signed with; without them Bedrock requests are
+    /// only checked like the others (any key when no keys are configured).
+    pub aws: Option<crate::bedrock::AwsCredentials>,
 }
 
 /// Shared state of the server.
@@ -53,6 +57,7 @@ pub struct App {
     models: Vec<String>,
     /// Fixed at startup so `/v1/models` is byte-identical across calls.
     models_created: u64,
+    aws: Option<crate::bedrock::AwsCredentials>,
     log: RequestLog,
 }
 
@@ -74,6 +79,10 @@ enum Endpoint<'a> {
     Azure {
         deployment: &'a str,
         op: AzureOp,
+    },
+    Bedrock {
+        model: &'a str,
+        stream: bool,
     },
 }
 
@@ -100,6 +109,7 @@ impl App {
             embedding_dims: config.embedding_dims,
             models: config.models,
             models_created: openai::unix_now(),
+            aws: config.aws,
             log: RequestLog::new(),
         }
     }
@@ -118,6 +128,7 @@ impl App {
             || path.starts_with("/v1/")
             || path.starts_with("/v1beta/")
             || path.starts_with("/openai/")
+            || path.starts_with("/model/")
         {
             return Ok(self.handle_v1(req).await);
         }
@@ -147,8 +158,10 @@ impl App {
         let latency = knobs.as_ref().unwrap_or(&self.defaults).latency;
         let anthropic = parts.uri.path().starts_with("/v1/messages");
         let gemini = parts.uri.path().starts_with("/v1beta/");
+        let bedrock = parts.uri.path().starts_with("/model/");
+        let raw = body.as_deref().unwrap_or_default();
         let response = match knobs {
-            Ok(knobs) => self.respond_v1(&parts, &json, &knobs),
+            Ok(knobs) => self.respond_v1(&parts, raw, &json, &knobs),
             Err(err) => Err(Box::new((ApiError::bad_knob(&err), HeaderMap::new()))),
         };
         let response = response.unwrap_or_else(|failure| {
@@ -161,6 +174,12 @@ impl App {
                 let (status, body) = crate::gemini::error_body(&err);
                 let mut r = json_response(body);
                 *r.status_mut() = status;
+                r
+            } else if bedrock {
+                let (status, body, error_type) = crate::bedrock::error_body(&err);
+                let mut r = json_response(body);
+                *r.status_mut() = status;
+                r.headers_mut().insert("x-amzn-errortype", error_type);
                 r
             } else {
                 error_response(&err)
@@ -183,14 +202,27 @@ impl App {
     fn respond_v1(
         &self,
         parts: &Parts,
+        raw: &[u8],
         json: &Result<Value, ApiError>,
         knobs: &Knobs,
     ) -> Result<Response<MockBody>, Failure> {
         let plain = |e: ApiError| Box::new((e, HeaderMap::new()));
-        if !self.authorized(&parts.headers) {
-            return Err(plain(ApiError::invalid_api_key()));
-        }
         let path = parts.uri.path();
+        match &self.aws {
+            // Bedrock authenticates by signature, over the body exactly as received.
+            Some(creds) if path.starts_with("/model/") => crate::bedrock::verify_signature(
+                creds,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                raw,
+            )
+            .map_err(plain)?,
+            _ if !self.authorized(&parts.headers) => {
+                return Err(plain(ApiError::invalid_api_key()))
+            }
+            _ => {}
+        }
         let Some(endpoint) = route(path) else {
             return Err(plain(ApiError::not_found(&parts.method, path)));
         };
@@ -276,6 +308,13 @@ impl App {
             _ => body,
         };
         let result = match endpoint {
+            Endpoint::Bedrock { model, stream } => match crate::bedrock::percent_decode(model) {
+                Some(_) => converse(stream, body, knobs, tool_header),
+                None => Err(ApiError::status_message(
+                    StatusCode::BAD_REQUEST,
+                    "The provided model identifier is invalid.",
+                )),
+            },
             Endpoint::Gemini { model, stream } => {
                 if stream && !query.split('&').any(|kv| kv == "alt=sse") {
                     return Err(plain(ApiError::status_message(
@@ -340,9 +379,10 @@ impl App {
         let api_key = headers.get(API_KEY).map(|v| v.as_bytes());
         let x_api_key = headers.get(X_API_KEY).map(|v| v.as_bytes());
         let goog = headers.get(X_GOOG_API_KEY).map(|v| v.as_bytes());
+        let aws = crate::bedrock::access_key_id(headers).map(str::as_bytes);
         keys.iter().any(|k| {
             let k = Some(k.as_bytes());
-            bearer == k || api_key == k || x_api_key == k || goog == k
+            bearer == k || api_key == k || x_api_key == k || goog == k || aws == k
         })
     }
 
@@ -396,7 +436,8 @@ impl Endpoint<'_> {
             | Self::Messages
             | Self::CountTokens
             | Self::Gemini { .. }
-            | Self::Azure { .. } => "POST",
+            | Self::Azure { .. }
+            | Self::Bedrock { .. } => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -414,6 +455,10 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
             if let Some(rest) = path.strip_prefix("/v1beta/models/") {
                 let (model, stream) = crate::gemini::parse_method(rest)?;
                 return Some(Endpoint::Gemini { model, stream });
+            }
+            if let Some(rest) = path.strip_prefix("/model/") {
+                let (model, stream) = crate::bedrock::parse_path(rest)?;
+                return Some(Endpoint::Bedrock { model, stream });
             }
             if let Some(rest) = path.strip_prefix("/openai/deployments/") {
                 let (deployment, op) = rest.split_once('/')?;
@@ -450,6 +495,29 @@ fn generate_content(
         knobs.reset_after,
         knobs.chunk_delay,
     )))
+}
+
+/// Converse / ConverseStream: text, or a toolUse block (see [`crate::bedrock::plan`]).
+fn converse(
+    stream: bool,
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+) -> Result<Response<MockBody>, ApiError> {
+    let plan = crate::bedrock::plan(body, knobs, tool_header)?;
+    if !stream {
+        return Ok(json_response(plan.to_json()));
+    }
+    let mut response = Response::new(MockBody::frames(
+        plan.frames(),
+        knobs.reset_after,
+        knobs.chunk_delay,
+    ));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    Ok(response)
 }
 
 /// `POST /v1/messages`: text, or a tool_use block (see [`crate::anthropic::plan`]).

@@ -1,5 +1,5 @@
-//! A fast fake LLM provider speaking OpenAI's (and Azure OpenAI's), Anthropic's and Gemini's
-//! wire formats, with fault knobs:
+//! A fast fake LLM provider speaking OpenAI's (and Azure OpenAI's), Anthropic's, Gemini's and
+//! Bedrock's (Converse, SigV4-verified) wire formats, with fault knobs:
 //! the upstream of Switchyard's demo, tests and benchmarks.
 
 use std::future::Future;
@@ -20,6 +20,7 @@ use crate::faults::{Knobs, MAX_CHUNKS};
 
 mod anthropic;
 mod app;
+mod bedrock;
 mod body;
 mod faults;
 mod gemini;
@@ -75,6 +76,24 @@ struct Cli {
     /// Model ids listed by /v1/models.
     #[arg(long, value_delimiter = ',', default_value = "mock-model")]
     models: Vec<String>,
+
+    /// AWS access key id Bedrock requests (`/model/…`) must be SigV4-signed with; needs
+    /// --aws-secret-access-key. Without it Bedrock requests are checked like the others.
+    #[arg(
+        long,
+        env = "MOCK_AWS_ACCESS_KEY_ID",
+        requires = "aws_secret_access_key"
+    )]
+    aws_access_key_id: Option<String>,
+
+    /// The secret access key matching --aws-access-key-id.
+    #[arg(
+        long,
+        env = "MOCK_AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "aws_access_key_id"
+    )]
+    aws_secret_access_key: Option<String>,
 }
 
 #[tokio::main]
@@ -195,6 +214,12 @@ impl Cli {
             defaults: Knobs::defaults(self.latency_ms, self.chunks, self.chunk_delay_ms),
             embedding_dims: self.embedding_dims,
             models,
+            aws: self.aws_access_key_id.zip(self.aws_secret_access_key).map(
+                |(access_key_id, secret_access_key)| crate::bedrock::AwsCredentials {
+                    access_key_id,
+                    secret_access_key,
+                },
+            ),
         }
     }
 }

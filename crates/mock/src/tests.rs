@@ -37,6 +37,10 @@ async fn start(api_key: Option<&str>) -> Server {
         defaults: Knobs::defaults(0, 8, 0),
         embedding_dims: 16,
         models: vec!["mock-model".into(), "other".into()],
+        aws: Some(crate::bedrock::AwsCredentials {
+            access_key_id: AWS_KEY_ID.into(),
+            secret_access_key: AWS_SECRET.into(),
+        }),
     }));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, app, async {
@@ -645,4 +649,291 @@ async fn azure_deployments_with_api_key_header() {
     let reply = server.post(path, body, &[("api-key", "wrong")]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(reply.json()["error"]["message"].is_string());
+}
+
+// === Bedrock ===
+
+const AWS_KEY_ID: &str = "AKIDMOCKEXAMPLE";
+const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// A Converse request signed with SigV4 as an AWS SDK signs it (the signer is `aws-sigv4`
+/// itself, independent of the mock's check), with `tamper` applied to the body afterwards.
+fn signed(
+    server: &Server,
+    path: &str,
+    body: &Value,
+    secret: &str,
+    extra: &[(&str, &str)],
+    tamper: bool,
+) -> Request<Full<Bytes>> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let bytes = body.to_string().into_bytes();
+    let identity =
+        aws_credential_types::Credentials::new(AWS_KEY_ID, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("bedrock")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = server.addr.to_string();
+    let uri = format!("http://{host}{path}");
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let req = SignableRequest::new(
+        "POST",
+        uri.clone(),
+        headers.into_iter(),
+        SignableBody::Bytes(&bytes),
+    )
+    .unwrap();
+    let (instructions, _) = sign(req, &params).unwrap().into_parts();
+    let mut out = server
+        .request("POST", path)
+        .header("content-type", "application/json");
+    for (k, v) in extra {
+        out = out.header(*k, *v);
+    }
+    let mut req = out
+        .body(Full::from(if tamper {
+            body.to_string().replace("hello", "HELLO")
+        } else {
+            body.to_string()
+        }))
+        .unwrap();
+    instructions.apply_to_request_http1x(&mut req);
+    req
+}
+
+fn converse_body(tools: bool) -> Value {
+    let mut v = json!({
+        "messages": [{"role": "user", "content": [{"text": "hello there, mock"}]}],
+        "system": [{"text": "Be brief."}],
+        "inferenceConfig": {"maxTokens": 100},
+    });
+    if tools {
+        v["toolConfig"] = json!({"tools": [{"toolSpec": {"name": "get_weather",
+            "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}}]});
+    }
+    v
+}
+
+/// Splits an event-stream body into `(event type, payload)`, checking both CRCs of each
+/// message.
+fn event_stream(body: &[u8]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let total = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let headers_len = u32::from_be_bytes(rest[4..8].try_into().unwrap()) as usize;
+        let crc = |b: &[u8]| crc32fast::hash(b).to_be_bytes();
+        assert_eq!(crc(&rest[0..8]), rest[8..12]);
+        assert_eq!(crc(&rest[..total - 4]), rest[total - 4..total]);
+        let mut h = &rest[12..12 + headers_len];
+        let mut kind = String::new();
+        while !h.is_empty() {
+            let n = h[0] as usize;
+            let name = std::str::from_utf8(&h[1..1 + n]).unwrap();
+            assert_eq!(h[1 + n], 7);
+            let len = u16::from_be_bytes([h[2 + n], h[3 + n]]) as usize;
+            let value = std::str::from_utf8(&h[4 + n..4 + n + len]).unwrap();
+            if name == ":event-type" {
+                kind = value.to_string();
+            }
+            h = &h[4 + n + len..];
+        }
+        let payload = serde_json::from_slice(&rest[12 + headers_len..total - 4]).unwrap();
+        out.push((kind, payload));
+        rest = &rest[total..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn bedrock_converse_verifies_sigv4() {
+    let server = start(Some("sk-other")).await;
+    let path = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse";
+    let reply = server
+        .send(signed(
+            &server,
+            path,
+            &converse_body(false),
+            AWS_SECRET,
+            &[],
+            false,
+        ))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let v = reply.json();
+    assert_eq!(v["output"]["message"]["role"], "assistant");
+    assert!(v["output"]["message"]["content"][0]["text"].is_string());
+    assert_eq!(v["stopReason"], "end_turn");
+    assert!(v["usage"]["inputTokens"].as_u64().unwrap() > 0);
+
+    // A body changed after signing, a wrong secret, and no signature are all refused.
+    for (req, kind) in [
+        (
+            signed(&server, path, &converse_body(false), AWS_SECRET, &[], true),
+            "InvalidSignatureException",
+        ),
+        (
+            signed(&server, path, &converse_body(false), "wrong", &[], false),
+            "InvalidSignatureException",
+        ),
+    ] {
+        let reply = server.send(req).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        let t = reply.headers["x-amzn-errortype"].to_str().unwrap();
+        assert!(t.starts_with(kind), "{t}");
+        assert!(reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The request signature we calculated does not match"));
+    }
+    let reply = server.post(path, converse_body(false), &[]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn bedrock_converse_stream_is_event_stream_framed() {
+    let server = start(None).await;
+    let path = "/model/amazon.nova-lite-v1%3A0/converse-stream";
+    let reply = server
+        .send(signed(
+            &server,
+            path,
+            &converse_body(false),
+            AWS_SECRET,
+            &[("x-mock-chunks", "3")],
+            false,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers["content-type"],
+        "application/vnd.amazon.eventstream"
+    );
+    let events = event_stream(&reply.body);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "messageStart",
+            "contentBlockDelta",
+            "contentBlockDelta",
+            "contentBlockDelta",
+            "contentBlockStop",
+            "messageStop",
+            "metadata"
+        ]
+    );
+    assert_eq!(events[5].1["stopReason"], "end_turn");
+    assert_eq!(events[6].1["usage"]["outputTokens"], 3);
+}
+
+#[tokio::test]
+async fn bedrock_tool_use_round_trip_and_validation() {
+    let server = start(None).await;
+    let path = "/model/m/converse-stream";
+    let reply = server
+        .send(signed(
+            &server,
+            path,
+            &converse_body(true),
+            AWS_SECRET,
+            &[],
+            false,
+        ))
+        .await;
+    let events = event_stream(&reply.body);
+    let start = &events[1];
+    assert_eq!(start.0, "contentBlockStart");
+    let id = start.1["start"]["toolUse"]["toolUseId"].as_str().unwrap();
+    let input: String = events
+        .iter()
+        .filter_map(|(_, p)| p.pointer("/delta/toolUse/input").and_then(Value::as_str))
+        .collect();
+    assert!(serde_json::from_str::<Value>(&input).unwrap().is_object());
+    assert_eq!(events[events.len() - 2].1["stopReason"], "tool_use");
+
+    let mut next = converse_body(true);
+    next["messages"] = json!([
+        {"role": "user", "content": [{"text": "weather?"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": id, "name": "get_weather", "input": {"city": "Paris"}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": id, "content": [{"text": "15C"}]}}]},
+    ]);
+    let reply = server
+        .send(signed(
+            &server,
+            "/model/m/converse",
+            &next,
+            AWS_SECRET,
+            &[],
+            false,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["stopReason"], "end_turn");
+
+    // What a careless translation sends is refused as Bedrock refuses it.
+    let mut bad = next.clone();
+    bad.as_object_mut().unwrap().remove("toolConfig");
+    let mut unknown = converse_body(false);
+    unknown["model"] = json!("m");
+    let mut string_input = next.clone();
+    string_input["messages"][1]["content"][0]["toolUse"]["input"] = json!("{}");
+    for body in [bad, unknown, string_input] {
+        let reply = server
+            .send(signed(
+                &server,
+                "/model/m/converse",
+                &body,
+                AWS_SECRET,
+                &[],
+                false,
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(reply.headers["x-amzn-errortype"]
+            .to_str()
+            .unwrap()
+            .starts_with("ValidationException"));
+    }
+}
+
+#[tokio::test]
+async fn bedrock_faults_use_aws_exceptions() {
+    let server = start(None).await;
+    for (status, kind) in [
+        ("429", "ThrottlingException"),
+        ("503", "ServiceUnavailableException"),
+        ("500", "InternalServerException"),
+    ] {
+        let reply = server
+            .send(signed(
+                &server,
+                "/model/m/converse",
+                &converse_body(false),
+                AWS_SECRET,
+                &[("x-mock-status", status)],
+                false,
+            ))
+            .await;
+        assert_eq!(reply.status.as_str(), status);
+        assert!(reply.headers["x-amzn-errortype"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert!(reply.json()["message"].is_string());
+    }
 }

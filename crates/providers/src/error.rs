@@ -130,6 +130,42 @@ pub fn parse_openai_error(body: &[u8]) -> Option<(String, Option<String>)> {
     Some((e.message.unwrap_or_default(), code))
 }
 
+/// Pulls the message and code out of an AWS JSON error (Bedrock): the body is
+/// `{"message": "..."}` and the exception's name comes in the `x-amzn-ErrorType` header
+/// (`ThrottlingException:http://internal.amazon.com/coral/...`), or failing that in the body's
+/// `__type`.
+pub fn parse_aws_error(body: &[u8], error_type: Option<&str>) -> Option<(String, Option<String>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let o = v.as_object()?;
+    let message = o
+        .get("message")
+        .or_else(|| o.get("Message"))
+        .and_then(serde_json::Value::as_str);
+    let type_ = error_type
+        .or_else(|| o.get("__type").and_then(serde_json::Value::as_str))
+        .map(aws_error_name);
+    if message.is_none() && type_.is_none() {
+        return None;
+    }
+    Some((message.unwrap_or_default().to_string(), type_))
+}
+
+/// `ThrottlingException:http://…` and `com.amazon.coral#ThrottlingException` → the name.
+fn aws_error_name(s: &str) -> String {
+    let s = s.split(':').next().unwrap_or(s);
+    s.rsplit('#').next().unwrap_or(s).trim().to_string()
+}
+
+/// The error of any provider: OpenAI's, Anthropic's and Gemini's shapes (see
+/// [`parse_openai_error`]), then AWS's (see [`parse_aws_error`]) with `error_type` from the
+/// `x-amzn-ErrorType` header.
+pub fn parse_upstream_error(
+    body: &[u8],
+    error_type: Option<&str>,
+) -> Option<(String, Option<String>)> {
+    parse_openai_error(body).or_else(|| parse_aws_error(body, error_type))
+}
+
 /// What kind of failure an upstream error is, whatever the provider: what the retry and
 /// fallback logic acts on, and whose fault it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +191,27 @@ pub fn classify(status: u16, code: Option<&str>) -> UpstreamClass {
             return UpstreamClass::KeyRejected
         }
         Some("RESOURCE_EXHAUSTED") => return UpstreamClass::RateLimited,
+        // Bedrock's: the names say more than the statuses (a quota is a 400, a model still
+        // loading a 429, a bad signature or unknown access key a 403).
+        Some("ThrottlingException" | "ServiceQuotaExceededException") => {
+            return UpstreamClass::RateLimited
+        }
+        Some("ModelNotReadyException" | "ServiceUnavailableException") => {
+            return UpstreamClass::Overloaded
+        }
+        Some(
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "IncompleteSignatureException"
+            | "ExpiredTokenException"
+            | "MissingAuthenticationTokenException",
+        ) => return UpstreamClass::KeyRejected,
+        Some(
+            "ModelTimeoutException"
+            | "ModelErrorException"
+            | "ModelStreamErrorException"
+            | "InternalServerException",
+        ) => return UpstreamClass::Upstream,
         _ => {}
     }
     match status {

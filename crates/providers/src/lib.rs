@@ -3,8 +3,10 @@
 //! fuzz and benchmark.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod chat;
 pub mod error;
+pub mod eventstream;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

@@ -1,9 +1,9 @@
-//! Stream transcoding between wire formats: upstream SSE event → internal events → the
+//! Stream transcoding between wire formats: upstream event (SSE, or event-stream for Bedrock) → internal events → the
 //! caller's SSE events, one event at a time (nothing is held back beyond the event being
 //! translated), and whole-response translation for non-streamed answers.
 
 use crate::{
-    anthropic,
+    anthropic, bedrock,
     chat::{self, FinishReason, StreamEvent, TranslateError},
     gemini,
     openai::{self, chat::Dialect},
@@ -32,6 +32,8 @@ pub enum BackendFormat {
     Anthropic,
     /// Gemini `generateContent`.
     Gemini,
+    /// Bedrock Converse (streams framed as AWS event-stream, see [`crate::eventstream`]).
+    Bedrock,
 }
 
 impl From<Format> for BackendFormat {
@@ -52,8 +54,14 @@ impl BackendFormat {
         match self {
             BackendFormat::OpenAiChat => Some(Format::OpenAiChat),
             BackendFormat::Anthropic => Some(Format::Anthropic),
-            BackendFormat::Gemini => None,
+            BackendFormat::Gemini | BackendFormat::Bedrock => None,
         }
+    }
+
+    /// Whether its streams are AWS event-stream messages rather than SSE events; each message
+    /// goes to [`Transcoder::on_event`] as [`bedrock::envelope`] makes it.
+    pub fn event_stream_framed(self) -> bool {
+        self == BackendFormat::Bedrock
     }
 }
 
@@ -72,6 +80,7 @@ enum Decoder {
     OpenAi(openai::chat::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::StreamDecoder),
+    Bedrock(bedrock::StreamDecoder),
 }
 
 enum Encoder {
@@ -86,6 +95,8 @@ pub struct Transcoder {
     encoder: Encoder,
     events: Vec<StreamEvent>,
     done: bool,
+    /// The model named when the upstream's stream names none.
+    model: Option<String>,
 }
 
 impl Transcoder {
@@ -117,11 +128,20 @@ impl Transcoder {
                 BackendFormat::OpenAiChat => Decoder::OpenAi(Default::default()),
                 BackendFormat::Anthropic => Decoder::Anthropic(Default::default()),
                 BackendFormat::Gemini => Decoder::Gemini(Default::default()),
+                BackendFormat::Bedrock => Decoder::Bedrock(Default::default()),
             },
             encoder,
             events: Vec::with_capacity(4),
             done: false,
+            model: None,
         }
+    }
+
+    /// Names `model` as the answering model when the upstream does not (Bedrock never does),
+    /// so callers see the model their request was served by rather than an empty name.
+    pub fn naming_model(mut self, model: &str) -> Self {
+        self.model = Some(model.to_string());
+        self
     }
 
     /// Ends the caller's stream with an error event (the gateway's own: a broken or stalled
@@ -140,6 +160,7 @@ impl Transcoder {
             Decoder::OpenAi(d) => d.decode(data, &mut self.events),
             Decoder::Anthropic(d) => d.decode(data, &mut self.events),
             Decoder::Gemini(d) => d.decode(data, &mut self.events),
+            Decoder::Bedrock(d) => d.decode(data, &mut self.events),
         }
         self.flush(out)
     }
@@ -160,7 +181,12 @@ impl Transcoder {
 
     fn flush(&mut self, out: &mut Vec<u8>) -> Observed {
         let mut seen = Observed::default();
-        for ev in self.events.drain(..) {
+        for mut ev in self.events.drain(..) {
+            if let (StreamEvent::Start { model, .. }, Some(default)) = (&mut ev, &self.model) {
+                if model.is_empty() {
+                    model.clone_from(default);
+                }
+            }
             match &ev {
                 StreamEvent::Usage(u) => seen.usage = Some(*u),
                 StreamEvent::Start { usage: Some(u), .. } => seen.usage = Some(*u),
@@ -191,7 +217,19 @@ pub fn response(
     to: Format,
     body: &[u8],
 ) -> Result<Translated, TranslateError> {
-    response_in(from.into(), to, None, body)
+    response_in(from.into(), to, None, body, None)
+}
+
+/// Translates a complete response like [`response`] (or [`response_to_responses`] with
+/// `echo`), naming `model` as the answering model when the upstream's answer names none.
+pub fn response_naming_model(
+    from: impl Into<BackendFormat>,
+    to: Format,
+    echo: Option<&responses::Echo>,
+    body: &[u8],
+    model: &str,
+) -> Result<Translated, TranslateError> {
+    response_in(from.into(), to, echo, body, Some(model))
 }
 
 /// Translates a complete response body from `from` for a Responses caller whose request set
@@ -201,7 +239,7 @@ pub fn response_to_responses(
     echo: &responses::Echo,
     body: &[u8],
 ) -> Result<Translated, TranslateError> {
-    response_in(from.into(), Format::Responses, Some(echo), body)
+    response_in(from.into(), Format::Responses, Some(echo), body, None)
 }
 
 fn response_in(
@@ -209,12 +247,17 @@ fn response_in(
     to: Format,
     echo: Option<&responses::Echo>,
     body: &[u8],
+    model: Option<&str>,
 ) -> Result<Translated, TranslateError> {
-    let resp = match from {
+    let mut resp = match from {
         BackendFormat::OpenAiChat => openai::chat::decode_response(body)?,
         BackendFormat::Anthropic => anthropic::decode_response(body)?,
         BackendFormat::Gemini => gemini::decode_response(body)?,
+        BackendFormat::Bedrock => bedrock::decode_response(body)?,
     };
+    if let Some(m) = model.filter(|_| resp.model.is_empty()) {
+        resp.model = m.to_string();
+    }
     let out = match to {
         Format::OpenAiChat => openai::chat::encode_response(&resp),
         Format::Anthropic => anthropic::encode_response(&resp),
@@ -255,5 +298,6 @@ pub fn encode_request(
         BackendFormat::OpenAiChat => openai::chat::encode_request(req, upstream_model, dialect),
         BackendFormat::Anthropic => anthropic::encode_request(req, upstream_model),
         BackendFormat::Gemini => gemini::encode_request(req, upstream_model),
+        BackendFormat::Bedrock => bedrock::encode_request(req, upstream_model),
     }
 }

@@ -20,6 +20,7 @@ use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat};
 use crate::{
     consumer::{self, Consumer, Consumers},
     glob::Glob,
+    sign::RequestSigner,
     table::{
         is_plain_model_name, Backend, ModelPaths, Pricing, Retry, Route, RouteId, RoutingTable,
         Target, Timeouts, UpstreamKey, Uris,
@@ -300,20 +301,17 @@ fn build_backend(
     id: &(String, String),
 ) -> Result<Backend, FieldError> {
     let spec = &obj.spec;
-    if spec.provider == Provider::Bedrock {
-        return Err(field_err(
-            "spec.provider",
-            Reason::UnsupportedProvider,
-            "provider bedrock is not served by this version of Switchyard yet",
-        ));
-    }
-    let endpoint = spec
-        .endpoint
-        .as_deref()
-        .or(spec.provider.default_endpoint())
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string();
+    // Validation has made sure a bedrock backend has a region.
+    let bedrock_region = spec.bedrock_region().unwrap_or_default();
+    let endpoint = match (&spec.endpoint, spec.provider) {
+        (None, Provider::Bedrock) => switchyard_api::bedrock_endpoint(bedrock_region),
+        (ep, provider) => ep
+            .as_deref()
+            .or(provider.default_endpoint())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_string();
     let uri = |path: &str| -> Result<Uri, FieldError> {
         format!("{endpoint}{path}").parse::<Uri>().map_err(|e| {
             field_err(
@@ -354,6 +352,16 @@ fn build_backend(
                 spec,
                 format!("{endpoint}{version}/models/"),
                 std::array::from_fn(|_| call.clone()),
+                false,
+            )?
+        }
+        Provider::Bedrock => {
+            let call = ("/converse".to_string(), "/converse-stream".to_string());
+            model_paths(
+                spec,
+                format!("{endpoint}/model/"),
+                std::array::from_fn(|_| call.clone()),
+                true,
             )?
         }
         Provider::AzureOpenAi => {
@@ -382,6 +390,7 @@ fn build_backend(
                     chat.clone(),
                     chat,
                 ],
+                false,
             )?
         }
         _ => {
@@ -398,11 +407,10 @@ fn build_backend(
     let (format, dialect) = match spec.provider {
         Provider::Anthropic => (BackendFormat::Anthropic, Dialect::Compatible),
         Provider::Gemini => (BackendFormat::Gemini, Dialect::Compatible),
+        Provider::Bedrock => (BackendFormat::Bedrock, Dialect::Compatible),
         // Azure serves OpenAI's own models, with OpenAI's parameter names.
         Provider::OpenAi | Provider::AzureOpenAi => (BackendFormat::OpenAiChat, Dialect::OpenAi),
-        Provider::OpenAiCompatible | Provider::Bedrock => {
-            (BackendFormat::OpenAiChat, Dialect::Compatible)
-        }
+        Provider::OpenAiCompatible => (BackendFormat::OpenAiChat, Dialect::Compatible),
     };
     let mut keys = Vec::new();
     if let Some(auth) = &spec.auth {
@@ -460,6 +468,10 @@ fn build_backend(
             });
         }
     }
+    let signer = match spec.auth.as_ref().and_then(|a| a.aws_secret_ref.as_ref()) {
+        Some(r) => Some(Arc::new(aws_signer(ctx, &id.0, r, bedrock_region)?)),
+        None => None,
+    };
     let mut models = HashMap::new();
     for (i, m) in spec.models.iter().enumerate() {
         let price =
@@ -539,6 +551,61 @@ fn build_backend(
         spec.max_concurrency,
         set_headers,
         remove_headers,
+        signer,
+    ))
+}
+
+/// A SigV4 signer from the credentials in an `awsSecretRef` Secret.
+fn aws_signer(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    r: &switchyard_api::SecretRef,
+    region: &str,
+) -> Result<RequestSigner, FieldError> {
+    use switchyard_api::aws_secret_keys as keys;
+    let field = "spec.auth.awsSecretRef";
+    let value = |key: &str| -> Result<Option<&str>, FieldError> {
+        let r = switchyard_api::SecretKeyRef {
+            name: r.name.clone(),
+            key: key.to_string(),
+        };
+        match ctx.secret(namespace, &r) {
+            Err(_) => Ok(None),
+            Ok(raw) => std::str::from_utf8(raw)
+                .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+                .map_err(|_| {
+                    field_err(
+                        field,
+                        Reason::SecretNotFound,
+                        format!("the Secret's key {key} is not UTF-8 text"),
+                    )
+                }),
+        }
+    };
+    let required = |key: &str| -> Result<&str, FieldError> {
+        value(key)?.ok_or_else(|| {
+            let message = match ctx.secret(
+                namespace,
+                &switchyard_api::SecretKeyRef {
+                    name: r.name.clone(),
+                    key: key.to_string(),
+                },
+            ) {
+                Err(m) => m,
+                Ok(_) => format!("Secret {namespace}/{} has an empty {key}", r.name),
+            };
+            field_err(field, Reason::SecretNotFound, message)
+        })
+    };
+    let access_key_id = required(keys::ACCESS_KEY_ID)?;
+    let secret_access_key = required(keys::SECRET_ACCESS_KEY)?;
+    let session_token = value(keys::SESSION_TOKEN)?;
+    Ok(RequestSigner::sigv4(
+        region,
+        switchyard_providers::bedrock::SIGNING_SERVICE,
+        access_key_id,
+        secret_access_key,
+        session_token,
     ))
 }
 
@@ -547,14 +614,16 @@ fn model_paths(
     spec: &switchyard_api::ModelBackendSpec,
     prefix: String,
     suffixes: [(String, String); 5],
+    encode_model: bool,
 ) -> Result<Uris, FieldError> {
     let mut paths = ModelPaths {
         prefix,
         suffixes,
         listed: HashMap::new(),
+        encode_model,
     };
     for (i, m) in spec.models.iter().enumerate() {
-        let uris = is_plain_model_name(&m.name)
+        let uris = (encode_model || is_plain_model_name(&m.name))
             .then(|| paths.build(&m.name))
             .flatten()
             .ok_or_else(|| {

@@ -5,12 +5,14 @@ mod compile;
 pub mod consumer;
 pub mod glob;
 mod handle;
+mod sign;
 pub mod state;
 mod table;
 
 pub use compile::{compile, Compiled, Diagnostic, Severity};
 pub use consumer::{Consumer, Consumers};
 pub use handle::TableHandle;
+pub use sign::{RequestSigner, Sigv4};
 pub use state::{
     BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,
 };

@@ -185,6 +185,8 @@ pub struct Backend {
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers removed from every upstream request.
     pub remove_headers: Vec<HeaderName>,
+    /// Signs each request just before it is sent (Bedrock's SigV4), after every header is set.
+    pub signer: Option<Arc<crate::RequestSigner>>,
     /// Health, load and latency, bound from the state registry when the table is published
     /// (so it survives reloads).
     pub(crate) state: OnceLock<Arc<BackendState>>,
@@ -210,6 +212,9 @@ pub(crate) struct ModelPaths {
     /// Per operation, in [`op_index`] order: (plain, streamed).
     pub(crate) suffixes: [(String, String); 5],
     pub(crate) listed: HashMap<String, Box<[(Uri, Uri); 5]>>,
+    /// The model is percent-encoded into its path segment (Bedrock's ids and ARNs hold `:`
+    /// and `/`), so any model name is safe in the path; otherwise only plain names are.
+    pub(crate) encode_model: bool,
 }
 
 pub(crate) fn op_index(op: Operation) -> usize {
@@ -228,6 +233,7 @@ pub(crate) fn op_index(op: Operation) -> usize {
 impl ModelPaths {
     /// Builds the URIs of one model; `None` if they are not valid URIs.
     pub(crate) fn build(&self, model: &str) -> Option<Box<[(Uri, Uri); 5]>> {
+        let model = self.segment(model);
         let uri = |suffix: &str| {
             format!("{}{model}{suffix}", self.prefix)
                 .parse::<Uri>()
@@ -239,6 +245,14 @@ impl ModelPaths {
         }
         let arr: [(Uri, Uri); 5] = out.try_into().ok()?;
         Some(Box::new(arr))
+    }
+
+    fn segment<'m>(&self, model: &'m str) -> std::borrow::Cow<'m, str> {
+        if self.encode_model {
+            switchyard_providers::bedrock::model_segment(model).into()
+        } else {
+            model.into()
+        }
     }
 }
 
@@ -569,6 +583,7 @@ impl Backend {
         max_concurrency: Option<u32>,
         set_headers: Vec<(HeaderName, HeaderValue)>,
         remove_headers: Vec<HeaderName>,
+        signer: Option<Arc<crate::RequestSigner>>,
     ) -> Self {
         Backend {
             name,
@@ -583,6 +598,7 @@ impl Backend {
             max_concurrency,
             set_headers,
             remove_headers,
+            signer,
             state: OnceLock::new(),
         }
     }
@@ -601,9 +617,10 @@ impl Backend {
             Uris::Fixed(uris) => Some(uris[op_index(op)].clone()),
             Uris::PerModel(paths) => match paths.listed.get(model) {
                 Some(uris) => Some(pick(&uris[op_index(op)])),
-                None if is_plain_model_name(model) => {
+                None if (paths.encode_model && !model.is_empty()) || is_plain_model_name(model) => {
                     let (plain, streamed) = &paths.suffixes[op_index(op)];
                     let suffix = if stream { streamed } else { plain };
+                    let model = paths.segment(model);
                     format!("{}{model}{suffix}", paths.prefix).parse().ok()
                 }
                 None => None,

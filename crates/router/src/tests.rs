@@ -380,6 +380,97 @@ spec: {match: {models: ["gpt-*"]}, backends: [{backendRef: {name: azure}}]}
 }
 
 #[test]
+fn bedrock_backends_sign_and_encode_model_ids() {
+    use switchyard_providers::{transcode::BackendFormat, Operation};
+    let c = build(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: aws}
+stringData: {accessKeyId: AKIDEXAMPLE, secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: bedrock}
+spec:
+  provider: bedrock
+  bedrock: {region: us-west-2}
+  auth: {awsSecretRef: {name: aws}}
+  models: [{name: "anthropic.claude-3-5-sonnet-20240620-v1:0"}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: bedrock-no-secret}
+spec:
+  provider: bedrock
+  bedrock: {region: us-west-2}
+  auth: {awsSecretRef: {name: missing}}
+  models: [{name: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: b}
+spec: {match: {models: ["claude*"]}, backends: [{backendRef: {name: bedrock}}]}
+"#,
+    );
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.error.field == "spec.auth.awsSecretRef"
+                && d.error.reason == Reason::SecretNotFound),
+        "{:?}",
+        c.diagnostics
+    );
+    let b = std::sync::Arc::clone(
+        &c.table
+            .route("claude", &HeaderMap::new(), None)
+            .unwrap()
+            .route
+            .targets[0]
+            .backend,
+    );
+    assert_eq!(b.format, BackendFormat::Bedrock);
+    assert!(matches!(b.pick_key(), crate::KeyChoice::None));
+    let uri = |m: &str, stream| {
+        b.uri(Operation::ChatCompletions, m, stream)
+            .map(|u| u.to_string())
+    };
+    assert_eq!(
+        uri("anthropic.claude-3-5-sonnet-20240620-v1:0", false).as_deref(),
+        Some("https://bedrock-runtime.us-west-2.amazonaws.com/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse")
+    );
+    // A model the backend does not list is encoded too, so it cannot leave its segment.
+    assert_eq!(
+        uri("../admin", true).as_deref(),
+        Some("https://bedrock-runtime.us-west-2.amazonaws.com/model/..%2Fadmin/converse-stream")
+    );
+    let signer = b.signer.as_ref().expect("a signer");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    let u: http::Uri = uri("anthropic.claude-3-5-sonnet-20240620-v1:0", false)
+        .unwrap()
+        .parse()
+        .unwrap();
+    signer
+        .sign(&http::Method::POST, &u, &mut headers, b"{}")
+        .unwrap();
+    let auth = headers["authorization"].to_str().unwrap();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+        "{auth}"
+    );
+    assert!(auth.contains(
+        "/us-west-2/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="
+    ));
+    assert!(headers["authorization"].is_sensitive());
+    assert_eq!(headers["host"], "bedrock-runtime.us-west-2.amazonaws.com");
+    // The secret never shows, in Debug output or in the debug view.
+    let secret = "wJalrXUtnFEMI";
+    assert!(!format!("{b:?}").contains(secret));
+    assert!(!c.table.debug_view().to_string().contains(secret));
+}
+
+#[test]
 fn model_names_that_cannot_be_in_a_path_are_refused() {
     let c = build(
         r#"

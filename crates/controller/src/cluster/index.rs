@@ -193,6 +193,7 @@ pub fn backend_secret_refs(b: &ModelBackend) -> Vec<ObjKey> {
     let mut refs = Vec::new();
     if let Some(auth) = &b.spec.auth {
         refs.extend(auth.secret_ref.iter().map(|r| r.name.clone()));
+        refs.extend(auth.aws_secret_ref.iter().map(|r| r.name.clone()));
         refs.extend(
             auth.keys
                 .iter()

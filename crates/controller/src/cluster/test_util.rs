@@ -44,6 +44,7 @@ pub fn mk_backend(ns: &str, name: &str, secret: Option<&str>) -> ModelBackend {
                     key: "apiKey".into(),
                 }),
                 keys: None,
+                aws_secret_ref: None,
             }),
             models: vec![BackendModel {
                 name: "m".into(),
@@ -55,6 +56,7 @@ pub fn mk_backend(ns: &str, name: &str, secret: Option<&str>) -> ModelBackend {
             headers: None,
             allowed_route_namespaces: vec![],
             azure: None,
+            bedrock: None,
         },
         status: None,
     }

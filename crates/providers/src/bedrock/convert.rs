@@ -1,0 +1,331 @@
+//! The internal chat model → a Converse request; a Converse response → the internal model.
+
+use serde_json::{json, Map, Value};
+
+use super::WireUsage;
+use crate::chat::{
+    self, FinishReason, Image, Part, ResponseFormat, Role, ToolCall, ToolChoice, TranslateError,
+};
+use crate::Usage;
+
+const PROVIDER: &str = "bedrock";
+
+// === requests ===
+
+/// Encodes a Converse body. The model and streaming go in the URL (see [`super::path`]).
+pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, TranslateError> {
+    let mut out = Map::new();
+    let system: Vec<Value> = req
+        .system
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) if !t.trim().is_empty() => Some(json!({"text": t})),
+            _ => None,
+        })
+        .collect();
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    let mut messages: Vec<(Role, Vec<Value>)> = Vec::with_capacity(req.messages.len());
+    let mut has_tool_blocks = false;
+    for (i, m) in req.messages.iter().enumerate() {
+        let mut blocks = Vec::with_capacity(m.content.len());
+        for (j, part) in m.content.iter().enumerate() {
+            let p = || format!("messages[{i}].content[{j}]");
+            match part {
+                // Bedrock refuses blank text blocks.
+                Part::Text(t) if t.trim().is_empty() => {}
+                Part::Text(t) => blocks.push(json!({"text": t})),
+                Part::Image(img) => blocks.push(image_block(img, &p())?),
+                Part::Reasoning {
+                    redacted: Some(data),
+                    ..
+                } => blocks.push(json!({"reasoningContent": {"redactedContent": data}})),
+                Part::Reasoning {
+                    text,
+                    signature: Some(sig),
+                    ..
+                } => blocks.push(json!({"reasoningContent": {
+                    "reasoningText": {"text": text, "signature": sig}
+                }})),
+                // Unsigned reasoning (another provider's summary) cannot be replayed: the
+                // model would refuse it, and leaving it out does not change what is asked.
+                Part::Reasoning { .. } => {}
+                Part::ToolCall(c) => {
+                    has_tool_blocks = true;
+                    blocks.push(json!({"toolUse": {
+                        "toolUseId": c.id,
+                        "name": c.name,
+                        "input": Value::Object(c.arguments.clone()),
+                    }}));
+                }
+                Part::ToolResult {
+                    id,
+                    content,
+                    is_error,
+                } => {
+                    has_tool_blocks = true;
+                    let mut inner = Vec::with_capacity(content.len());
+                    for (k, c) in content.iter().enumerate() {
+                        match c {
+                            Part::Text(t) if t.is_empty() => {}
+                            Part::Text(t) => inner.push(json!({"text": t})),
+                            Part::Image(img) => {
+                                inner.push(image_block(img, &format!("{}.content[{k}]", p()))?)
+                            }
+                            _ => {
+                                return Err(TranslateError::Unsupported {
+                                    param: format!("{}.content[{k}]", p()),
+                                    provider: PROVIDER,
+                                    why: "tool results can only carry text and images",
+                                })
+                            }
+                        }
+                    }
+                    if inner.is_empty() {
+                        inner.push(json!({"text": ""}));
+                    }
+                    let mut r = json!({"toolUseId": id, "content": inner});
+                    // Only failures are marked: `status` is not accepted by every model.
+                    if *is_error {
+                        r["status"] = "error".into();
+                    }
+                    blocks.push(json!({ "toolResult": r }));
+                }
+            }
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        // Converse requires turns to alternate, and a turn's tool results to come together.
+        match messages.last_mut() {
+            Some((role, last)) if *role == m.role => last.extend(blocks),
+            _ => messages.push((m.role, blocks)),
+        }
+    }
+    if messages.is_empty() {
+        return Err(TranslateError::invalid(
+            "messages",
+            "Bedrock needs at least one message with content",
+        ));
+    }
+    let messages: Vec<Value> = messages
+        .into_iter()
+        .map(|(role, content)| {
+            json!({"role": match role { Role::User => "user", Role::Assistant => "assistant" }, "content": content})
+        })
+        .collect();
+    out.insert("messages".into(), Value::Array(messages));
+
+    let mut inference = Map::new();
+    if let Some(n) = req.max_tokens {
+        inference.insert("maxTokens".into(), n.into());
+    }
+    if let Some(t) = req.temperature {
+        // Bedrock's models take 0–1; OpenAI callers may send up to 2.
+        inference.insert("temperature".into(), t.clamp(0.0, 1.0).into());
+    }
+    if let Some(t) = req.top_p {
+        inference.insert("topP".into(), t.into());
+    }
+    if !req.stop.is_empty() {
+        inference.insert("stopSequences".into(), req.stop.clone().into());
+    }
+    if !inference.is_empty() {
+        out.insert("inferenceConfig".into(), Value::Object(inference));
+    }
+
+    let no_tools = matches!(req.tool_choice, Some(ToolChoice::None));
+    if !req.tools.is_empty() && (!no_tools || has_tool_blocks) {
+        if no_tools {
+            // Converse has no "none" choice, and a conversation with tool blocks must send
+            // the tools; the model could then call one the caller forbade.
+            return Err(TranslateError::Unsupported {
+                param: "tool_choice".into(),
+                provider: PROVIDER,
+                why: "Converse cannot forbid tool calls in a conversation that already has some",
+            });
+        }
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut spec = Map::new();
+                spec.insert("name".into(), t.name.clone().into());
+                if let Some(d) = t.description.as_ref().filter(|d| !d.is_empty()) {
+                    spec.insert("description".into(), d.clone().into());
+                }
+                let schema = if t.parameters.is_object() {
+                    t.parameters.clone()
+                } else {
+                    json!({"type": "object", "properties": {}})
+                };
+                spec.insert("inputSchema".into(), json!({ "json": schema }));
+                json!({ "toolSpec": spec })
+            })
+            .collect();
+        let mut config = Map::new();
+        config.insert("tools".into(), Value::Array(tools));
+        // `parallel_tool_calls: false` has no Converse setting; the caller still handles each
+        // call it gets, so it is dropped.
+        match &req.tool_choice {
+            None | Some(ToolChoice::Auto) | Some(ToolChoice::None) => {}
+            Some(ToolChoice::Required) => {
+                config.insert("toolChoice".into(), json!({"any": {}}));
+            }
+            Some(ToolChoice::Tool(n)) => {
+                config.insert("toolChoice".into(), json!({"tool": {"name": n}}));
+            }
+        }
+        out.insert("toolConfig".into(), Value::Object(config));
+    } else if has_tool_blocks {
+        return Err(TranslateError::invalid(
+            "tools",
+            "Bedrock needs the tool definitions in a conversation that has tool calls",
+        ));
+    }
+
+    if let Some(rf) = &req.response_format {
+        return Err(TranslateError::Unsupported {
+            param: "response_format".into(),
+            provider: PROVIDER,
+            why: match rf {
+                ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. } => {
+                    "Converse has no JSON output mode; describe the format in the prompt or \
+                     use a tool"
+                }
+            },
+        });
+    }
+
+    // Model-specific settings go in `additionalModelRequestFields`, under the names the
+    // model's own API uses; these are Anthropic Claude's, the models with these settings.
+    let mut extra = Map::new();
+    if let Some(k) = req.top_k {
+        extra.insert("top_k".into(), k.into());
+    }
+    if let Some(b) = req
+        .thinking
+        .map(|t| t.budget_tokens)
+        .or_else(|| req.effort_budget())
+    {
+        extra.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": b}),
+        );
+    }
+    if !extra.is_empty() {
+        out.insert("additionalModelRequestFields".into(), Value::Object(extra));
+    }
+    // `user` has no Converse field; it only tags the request for abuse tracking.
+    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+fn image_block(img: &Image, param: &str) -> Result<Value, TranslateError> {
+    match img {
+        Image::Base64 { media_type, data } => {
+            let format = match media_type.to_ascii_lowercase().as_str() {
+                "image/png" => "png",
+                "image/jpeg" | "image/jpg" => "jpeg",
+                "image/gif" => "gif",
+                "image/webp" => "webp",
+                _ => {
+                    return Err(TranslateError::Unsupported {
+                        param: param.to_string(),
+                        provider: PROVIDER,
+                        why: "Converse takes png, jpeg, gif and webp images only",
+                    })
+                }
+            };
+            Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+        }
+        Image::Url(_) => Err(TranslateError::Unsupported {
+            param: param.to_string(),
+            provider: PROVIDER,
+            why: "Converse takes images as bytes only, not by URL; send the image inline \
+                  (base64 data URL) instead",
+        }),
+    }
+}
+
+// === responses ===
+
+/// Decodes a complete Converse response.
+pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::invalid("", format!("upstream response is not JSON: {e}")))?;
+    let mut content = Vec::new();
+    for b in v
+        .pointer("/output/message/content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = b.get("text").and_then(Value::as_str) {
+            if !t.is_empty() {
+                content.push(Part::Text(t.to_string()));
+            }
+        } else if let Some(u) = b.get("toolUse") {
+            let s = |k: &str| {
+                u.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let arguments = match u.get("input") {
+                Some(Value::Object(m)) => m.clone(),
+                None | Some(Value::Null) => Map::new(),
+                Some(other) => chat::arguments_object(&other.to_string()),
+            };
+            content.push(Part::ToolCall(ToolCall {
+                id: s("toolUseId"),
+                name: s("name"),
+                arguments,
+            }));
+        } else if let Some(r) = b.get("reasoningContent") {
+            if let Some(rt) = r.get("reasoningText") {
+                let s = |k: &str| rt.get(k).and_then(Value::as_str).map(str::to_string);
+                content.push(Part::Reasoning {
+                    text: s("text").unwrap_or_default(),
+                    signature: s("signature"),
+                    redacted: None,
+                });
+            } else if let Some(d) = r.get("redactedContent").and_then(Value::as_str) {
+                content.push(Part::Reasoning {
+                    text: String::new(),
+                    signature: None,
+                    redacted: Some(d.to_string()),
+                });
+            }
+        }
+    }
+    Ok(chat::Response {
+        // Converse answers carry neither an id nor the model's name.
+        id: String::new(),
+        model: String::new(),
+        content,
+        finish_reason: v
+            .get("stopReason")
+            .and_then(Value::as_str)
+            .map(finish_from_bedrock),
+        stop_sequence: None,
+        usage: usage(&v),
+    })
+}
+
+/// Converse's `stopReason` → the internal one.
+pub fn finish_from_bedrock(s: &str) -> FinishReason {
+    match s {
+        "tool_use" => FinishReason::ToolCalls,
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "stop_sequence" => FinishReason::StopSequence,
+        "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub(super) fn usage(v: &Value) -> Option<Usage> {
+    v.get("usage")
+        .and_then(|u| serde_json::from_value::<WireUsage>(u.clone()).ok())
+        .map(WireUsage::to_usage)
+}
