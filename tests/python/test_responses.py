@@ -37,6 +37,8 @@ WEATHER_TOOL = {
 # Route (the model the caller names) → the upstream path of a plain and of a streamed call.
 BACKENDS = {
     "resp-openai": ("/v1/chat/completions", "/v1/chat/completions"),
+    # provider `openai` (the same wire as openai-compatible, its own matrix column)
+    "resp-openai-native": ("/v1/chat/completions", "/v1/chat/completions"),
     "resp-azure": (
         "/openai/deployments/gpt-4o-prod/chat/completions",
         "/openai/deployments/gpt-4o-prod/chat/completions",
@@ -82,6 +84,22 @@ metadata: {{name: resp-bedrock}}
 spec:
   match: {{models: ["resp-bedrock"]}}
   backends: [{{backendRef: {{name: bedrock}}, model: "amazon.nova-lite-v1:0"}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: oai-native}}
+spec:
+  provider: openai
+  endpoint: http://{mock_addr}/v1
+  auth: {{secretRef: {{name: upstream-key, key: apiKey}}}}
+  models: [{{name: mock-model}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: resp-openai-native}}
+spec:
+  match: {{models: ["resp-openai-native"]}}
+  backends: [{{backendRef: {{name: oai-native}}, model: mock-model}}]
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: ModelBackend
@@ -170,7 +188,7 @@ def oai(gw):
 
 def system_prompt(route: str, body: dict) -> str:
     """The system prompt as the backend's format carries it."""
-    if route in ("resp-openai", "resp-azure"):
+    if route in ("resp-openai", "resp-openai-native", "resp-azure"):
         return "".join(m["content"] for m in body["messages"] if m["role"] == "system")
     if route == "resp-anthropic":
         s = body.get("system", "")
@@ -285,7 +303,7 @@ def test_function_call_round_trip(oai, upstream, route, stream):
     assert final.status == "completed"
 
     sent = only(upstream, BACKENDS[route][0])["body"]
-    if route in ("resp-openai", "resp-azure"):
+    if route in ("resp-openai", "resp-openai-native", "resp-azure"):
         assert sent["messages"][1]["tool_calls"][0]["id"] == call.call_id
         assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.call_id, "content": "18°C, sunny"}
     elif route == "resp-anthropic":
