@@ -94,6 +94,8 @@ pub struct Transcoder {
     decoder: Decoder,
     encoder: Encoder,
     events: Vec<StreamEvent>,
+    /// A start event has gone to the encoder.
+    started: bool,
     done: bool,
     /// The model named when the upstream's stream names none.
     model: Option<String>,
@@ -132,6 +134,7 @@ impl Transcoder {
             },
             encoder,
             events: Vec::with_capacity(4),
+            started: false,
             done: false,
             model: None,
         }
@@ -181,7 +184,22 @@ impl Transcoder {
 
     fn flush(&mut self, out: &mut Vec<u8>) -> Observed {
         let mut seen = Observed::default();
-        for mut ev in self.events.drain(..) {
+        let mut events = std::mem::take(&mut self.events);
+        for mut ev in events.drain(..) {
+            // Every caller format opens with a start event: a stream whose first event is
+            // something else (a decoder that saw no start) gets an empty one first.
+            if !self.started && !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Error { .. })
+            {
+                self.started = true;
+                self.encoder.encode(
+                    StreamEvent::Start {
+                        id: String::new(),
+                        model: String::new(),
+                        usage: None,
+                    },
+                    out,
+                );
+            }
             if let (StreamEvent::Start { model, .. }, Some(default)) = (&mut ev, &self.model) {
                 if model.is_empty() {
                     model.clone_from(default);
@@ -189,7 +207,12 @@ impl Transcoder {
             }
             match &ev {
                 StreamEvent::Usage(u) => seen.usage = Some(*u),
-                StreamEvent::Start { usage: Some(u), .. } => seen.usage = Some(*u),
+                StreamEvent::Start { usage, .. } => {
+                    self.started = true;
+                    if let Some(u) = usage {
+                        seen.usage = Some(*u);
+                    }
+                }
                 StreamEvent::Text(_)
                 | StreamEvent::Reasoning(_)
                 | StreamEvent::ToolCallStart { .. } => seen.content = true,
@@ -197,13 +220,20 @@ impl Transcoder {
                 StreamEvent::Done | StreamEvent::Error { .. } => self.done = true,
                 _ => {}
             }
-            match &mut self.encoder {
-                Encoder::OpenAi(e) => e.encode(ev, out),
-                Encoder::Anthropic(e) => e.encode(ev, out),
-                Encoder::Responses(e) => e.encode(ev, out),
-            }
+            self.encoder.encode(ev, out);
         }
+        self.events = events;
         seen
+    }
+}
+
+impl Encoder {
+    fn encode(&mut self, ev: StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(ev, out),
+            Encoder::Anthropic(e) => e.encode(ev, out),
+            Encoder::Responses(e) => e.encode(ev, out),
+        }
     }
 }
 

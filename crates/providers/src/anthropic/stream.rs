@@ -183,7 +183,6 @@ enum Block {
 /// Writes internal stream events as a Messages stream for an Anthropic caller.
 #[derive(Debug, Default)]
 pub struct StreamEncoder {
-    started: bool,
     done: bool,
     open: Option<(u32, Block)>,
     next_block: u32,
@@ -199,24 +198,14 @@ impl StreamEncoder {
         Self::default()
     }
 
-    /// Encodes one event into `out`.
+    /// Encodes one event into `out`; nothing after `Done` or `Error`. The stream must open
+    /// with `Start`: the [`crate::transcode::Transcoder`] sees to that.
     pub fn encode(&mut self, ev: StreamEvent, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        if !self.started && !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Error { .. }) {
-            self.encode(
-                StreamEvent::Start {
-                    id: String::new(),
-                    model: String::new(),
-                    usage: None,
-                },
-                out,
-            );
-        }
         match ev {
             StreamEvent::Start { id, model, usage } => {
-                self.started = true;
                 let u = WireUsage::from_usage(&usage.unwrap_or_default());
                 let msg = json!({
                     "type": "message_start",

@@ -906,7 +906,6 @@ pub struct StreamEncoder {
     created: u64,
     client_wants_usage: bool,
     usage: Option<Usage>,
-    started: bool,
     done: bool,
 }
 
@@ -919,29 +918,18 @@ impl StreamEncoder {
             created: unix_now(),
             client_wants_usage,
             usage: None,
-            started: false,
             done: false,
         }
     }
 
-    /// Encodes one event into `out`.
+    /// Encodes one event into `out`; nothing after `Done` or `Error`. The stream must open
+    /// with `Start`: the [`crate::transcode::Transcoder`] sees to that.
     pub fn encode(&mut self, ev: StreamEvent, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        if !self.started && !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Error { .. }) {
-            self.encode(
-                StreamEvent::Start {
-                    id: String::new(),
-                    model: String::new(),
-                    usage: None,
-                },
-                out,
-            );
-        }
         match ev {
             StreamEvent::Start { id, model, .. } => {
-                self.started = true;
                 self.id = chat_id(&id);
                 self.model = model;
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);

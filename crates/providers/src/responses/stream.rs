@@ -50,7 +50,6 @@ pub struct StreamEncoder {
     model: String,
     created_at: u64,
     seq: u64,
-    started: bool,
     done: bool,
     items: Vec<Item>,
     /// The open message or reasoning item (an index into `items`).
@@ -70,7 +69,6 @@ impl StreamEncoder {
             model: String::new(),
             created_at: unix_now(),
             seq: 0,
-            started: false,
             done: false,
             items: Vec::new(),
             open: None,
@@ -80,24 +78,14 @@ impl StreamEncoder {
         }
     }
 
-    /// Encodes one event into `out`.
+    /// Encodes one event into `out`; nothing after `Done` or `Error`. The stream must open
+    /// with `Start`: the [`crate::transcode::Transcoder`] sees to that.
     pub fn encode(&mut self, ev: StreamEvent, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        if !self.started && !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Error { .. }) {
-            self.encode(
-                StreamEvent::Start {
-                    id: String::new(),
-                    model: String::new(),
-                    usage: None,
-                },
-                out,
-            );
-        }
         match ev {
             StreamEvent::Start { id, model, usage } => {
-                self.started = true;
                 self.id = response_id(&id);
                 self.model = model;
                 self.usage = usage;
