@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Callable, Optional
 
+import anthropic
 import openai
 import pytest
 
@@ -387,9 +388,35 @@ def gateway(mock: Mock, tmp_path_factory) -> Gateway:
         proc.stop()
 
 
+def openai_client(gw: Gateway) -> openai.OpenAI:
+    """The official OpenAI SDK pointed at `gw` with the caller's key; no SDK retries, so a
+    test sees the gateway's first answer."""
+    return openai.OpenAI(base_url=gw.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
+
+
 @pytest.fixture(scope="session")
 def client(gateway: Gateway) -> openai.OpenAI:
-    c = openai.OpenAI(base_url=gateway.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
+    c = openai_client(gateway)
+    yield c
+    c.close()
+
+
+# A module with its own gateway defines a `gw` fixture; these are its SDK clients.
+
+
+@pytest.fixture(scope="module")
+def oai(gw: Gateway) -> openai.OpenAI:
+    c = openai_client(gw)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def claude(gw: Gateway) -> anthropic.Anthropic:
+    # The SDK appends /v1/messages to the base URL.
+    c = anthropic.Anthropic(
+        base_url=f"http://{gw.listen}", api_key=CALLER_KEY, max_retries=0, timeout=10.0
+    )
     yield c
     c.close()
 

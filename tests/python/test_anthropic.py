@@ -117,23 +117,6 @@ def gw(mock, tmp_path_factory):
     g.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def claude(gw):
-    # The SDK appends /v1/messages to the base URL.
-    c = anthropic.Anthropic(
-        base_url=f"http://{gw.listen}", api_key=CALLER_KEY, max_retries=0, timeout=10.0
-    )
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def oai(gw):
-    c = openai.OpenAI(base_url=gw.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
-    yield c
-    c.close()
-
-
 def only(upstream, path: str) -> dict:
     recs = upstream.requests(path)
     assert len(recs) == 1, f"expected one upstream request to {path}, got {recs!r}"

@@ -114,22 +114,6 @@ def gw(mock, tmp_path_factory):
     g.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def oai(gw):
-    c = openai.OpenAI(base_url=gw.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def claude(gw):
-    c = anthropic.Anthropic(
-        base_url=f"http://{gw.listen}", api_key=CALLER_KEY, max_retries=0, timeout=10.0
-    )
-    yield c
-    c.close()
-
-
 def gemini_headers(rec: dict) -> None:
     h = rec["headers"]
     assert h.get("x-goog-api-key") == UPSTREAM_KEY

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 
-import anthropic
-import openai
 import pytest
 
 from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, start_gateway
@@ -72,22 +70,6 @@ def gw(mock, tmp_path_factory):
     g = start_gateway(tmp_path_factory.mktemp("matrix"), config(mock.addr), name="matrix-gw")
     yield g
     g.proc.stop()
-
-
-@pytest.fixture(scope="module")
-def oai(gw):
-    c = openai.OpenAI(base_url=gw.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def claude(gw):
-    c = anthropic.Anthropic(
-        base_url=f"http://{gw.listen}", api_key=CALLER_KEY, max_retries=0, timeout=10.0
-    )
-    yield c
-    c.close()
 
 
 def sent(upstream, alias: str) -> dict:

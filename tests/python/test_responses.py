@@ -179,13 +179,6 @@ def gw(mock, tmp_path_factory):
     g.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def oai(gw):
-    c = openai.OpenAI(base_url=gw.base_url, api_key=CALLER_KEY, max_retries=0, timeout=10.0)
-    yield c
-    c.close()
-
-
 def system_prompt(route: str, body: dict) -> str:
     """The system prompt as the backend's format carries it."""
     if route in ("resp-openai", "resp-openai-native", "resp-azure"):
