@@ -362,6 +362,50 @@ pub fn joined_text(parts: &[Part]) -> String {
     s
 }
 
+/// The conversation for a format whose user and assistant turns must alternate (Anthropic,
+/// Gemini, Bedrock): a message whose role repeats joins the previous turn, which also keeps
+/// a turn's tool results together. Messages with nothing to send are left out.
+pub(crate) struct Turns(Vec<(Role, Vec<Value>)>);
+
+impl Turns {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Turns(Vec::with_capacity(n))
+    }
+
+    pub(crate) fn push(&mut self, role: Role, blocks: Vec<Value>) {
+        if blocks.is_empty() {
+            return;
+        }
+        match self.0.last_mut() {
+            Some((r, last)) if *r == role => last.extend(blocks),
+            _ => self.0.push((role, blocks)),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `[{"role": …, key: [blocks]}]`, the assistant's role named as the format names it.
+    pub(crate) fn into_json(self, assistant: &str, key: &str) -> Value {
+        Value::Array(
+            self.0
+                .into_iter()
+                .map(|(role, blocks)| {
+                    let mut o = serde_json::Map::with_capacity(2);
+                    let role = match role {
+                        Role::User => "user",
+                        Role::Assistant => assistant,
+                    };
+                    o.insert("role".into(), role.into());
+                    o.insert(key.into(), Value::Array(blocks));
+                    Value::Object(o)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Typed access to JSON fields for the decoders, with errors naming the parameter path.
 pub(crate) mod access {
     use serde_json::Value;

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use super::{WireUsage, DEFAULT_MAX_TOKENS};
 use crate::chat::{
     self, FinishReason, Image, Message, Part, Role, Thinking, Tool, ToolCall, ToolChoice,
-    TranslateError,
+    TranslateError, Turns,
 };
 
 // === requests ===
@@ -324,25 +324,15 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
-    let mut messages: Vec<(Role, Vec<Value>)> = Vec::with_capacity(req.messages.len());
+    // The Messages API wants user and assistant turns to alternate: neighbours merge.
+    let mut messages = Turns::with_capacity(req.messages.len());
     for m in &req.messages {
-        let blocks: Vec<Value> = m.content.iter().filter_map(encode_block).collect();
-        if blocks.is_empty() {
-            continue;
-        }
-        // The Messages API wants user and assistant turns to alternate: merge neighbours.
-        match messages.last_mut() {
-            Some((role, last)) if *role == m.role => last.extend(blocks),
-            _ => messages.push((m.role, blocks)),
-        }
+        messages.push(m.role, m.content.iter().filter_map(encode_block).collect());
     }
-    let messages: Vec<Value> = messages
-        .into_iter()
-        .map(|(role, content)| {
-            json!({"role": match role { Role::User => "user", Role::Assistant => "assistant" }, "content": content})
-        })
-        .collect();
-    out.insert("messages".into(), Value::Array(messages));
+    out.insert(
+        "messages".into(),
+        messages.into_json("assistant", "content"),
+    );
     if !req.tools.is_empty() {
         let tools: Vec<Value> = req
             .tools

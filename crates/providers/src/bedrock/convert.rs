@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 
 use super::WireUsage;
 use crate::chat::{
-    self, FinishReason, Image, Part, ResponseFormat, Role, ToolCall, ToolChoice, TranslateError,
+    self, FinishReason, Image, Part, ResponseFormat, ToolCall, ToolChoice, TranslateError, Turns,
 };
 use crate::Usage;
 
@@ -26,7 +26,7 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
-    let mut messages: Vec<(Role, Vec<Value>)> = Vec::with_capacity(req.messages.len());
+    let mut messages = Turns::with_capacity(req.messages.len());
     let mut has_tool_blocks = false;
     for (i, m) in req.messages.iter().enumerate() {
         let mut blocks = Vec::with_capacity(m.content.len());
@@ -94,14 +94,8 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 }
             }
         }
-        if blocks.is_empty() {
-            continue;
-        }
         // Converse requires turns to alternate, and a turn's tool results to come together.
-        match messages.last_mut() {
-            Some((role, last)) if *role == m.role => last.extend(blocks),
-            _ => messages.push((m.role, blocks)),
-        }
+        messages.push(m.role, blocks);
     }
     if messages.is_empty() {
         return Err(TranslateError::invalid(
@@ -109,13 +103,10 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
             "Bedrock needs at least one message with content",
         ));
     }
-    let messages: Vec<Value> = messages
-        .into_iter()
-        .map(|(role, content)| {
-            json!({"role": match role { Role::User => "user", Role::Assistant => "assistant" }, "content": content})
-        })
-        .collect();
-    out.insert("messages".into(), Value::Array(messages));
+    out.insert(
+        "messages".into(),
+        messages.into_json("assistant", "content"),
+    );
 
     let mut inference = Map::new();
     if let Some(n) = req.max_tokens {

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::WireUsage;
 use crate::chat::{
-    self, FinishReason, Image, Part, ResponseFormat, Role, ToolCall, ToolChoice, TranslateError,
+    self, FinishReason, Image, Part, ResponseFormat, ToolCall, ToolChoice, TranslateError, Turns,
 };
 use crate::Usage;
 
@@ -34,7 +34,7 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({"parts": system}));
     }
-    let mut contents: Vec<(Role, Vec<Value>)> = Vec::with_capacity(req.messages.len());
+    let mut contents = Turns::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let mut parts = Vec::with_capacity(m.content.len());
         let mut signed = false;
@@ -84,14 +84,8 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 }
             }
         }
-        if parts.is_empty() {
-            continue;
-        }
         // Turns must alternate, and a turn's function responses must arrive together.
-        match contents.last_mut() {
-            Some((role, last)) if *role == m.role => last.extend(parts),
-            _ => contents.push((m.role, parts)),
-        }
+        contents.push(m.role, parts);
     }
     if contents.is_empty() {
         return Err(TranslateError::invalid(
@@ -99,13 +93,7 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
             "Gemini needs at least one message with content",
         ));
     }
-    let contents: Vec<Value> = contents
-        .into_iter()
-        .map(|(role, parts)| {
-            json!({"role": match role { Role::User => "user", Role::Assistant => "model" }, "parts": parts})
-        })
-        .collect();
-    out.insert("contents".into(), Value::Array(contents));
+    out.insert("contents".into(), contents.into_json("model", "parts"));
     if !req.tools.is_empty() {
         let decls: Vec<Value> = req
             .tools
