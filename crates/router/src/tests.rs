@@ -643,3 +643,33 @@ spec: {serviceAccounts: [{namespace: team-a, name: worker}]}
     assert!(d.to_string().contains("spec.serviceAccounts[0]"), "{d}");
     assert!(consumers.get("team-b/thief").is_none());
 }
+
+#[test]
+fn consumers_are_found_by_namespace_and_name() {
+    // "a-b/x" sorts before "a/x" as a string but after it as (namespace, name).
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: x, namespace: a-b}
+spec: {allow: ["m"]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: x, namespace: a}
+spec: {allow: ["m"]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: y, namespace: a}
+spec: {allow: ["m"]}
+"#,
+    );
+    let consumers = c.table.consumers();
+    for name in ["a/x", "a/y", "a-b/x"] {
+        assert_eq!(consumers.get(name).map(|c| &*c.name), Some(name));
+    }
+    for name in ["a/z", "b/x", "a", ""] {
+        assert!(consumers.get(name).is_none(), "{name}");
+    }
+}
