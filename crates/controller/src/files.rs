@@ -182,10 +182,14 @@ impl FileSource {
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         };
+        let only = (!self.path.is_dir())
+            .then(|| self.path.file_name().map(ToOwned::to_owned))
+            .flatten();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res {
-                    if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                    let relevant = ev.paths.iter().any(|p| concerns_config(p, only.as_deref()));
+                    if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
                         // A full channel already means "reload pending".
                         let _ = tx.try_send(());
                     }
@@ -211,6 +215,28 @@ impl FileSource {
             }
             drop(watcher);
         })
+    }
+}
+
+/// Whether a change to `changed`, in the watched folder, can change the configuration: the
+/// watched file itself (`only`), or any YAML file when a whole folder is watched, or the
+/// `..data` entries through which Kubernetes swaps a mounted ConfigMap or Secret. Anything
+/// else in the folder (a log file written beside the config, an editor's swap file) is not
+/// a reason to reload: a log in the same folder made every reload's own log line trigger the
+/// next one, ten reloads a second.
+fn concerns_config(changed: &Path, only: Option<&std::ffi::OsStr>) -> bool {
+    let Some(name) = changed.file_name() else {
+        return true;
+    };
+    if name.as_encoded_bytes().starts_with(b"..") {
+        return true;
+    }
+    match only {
+        Some(file) => name == file,
+        None => {
+            let name = name.to_string_lossy();
+            (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
+        }
     }
 }
 
@@ -295,5 +321,61 @@ mod tests {
         assert_eq!(table.load().route_count(), 2);
         let _ = stop_tx.send(());
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_to_other_files_beside_the_config_do_not_reload() {
+        for watch_folder in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("all.yaml");
+            std::fs::write(&file, format!("{BACKEND}---\n{}", route("r", "m", "mock"))).unwrap();
+            let table = Arc::new(TableHandle::new());
+            let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+            let path = if watch_folder {
+                dir.path().to_path_buf()
+            } else {
+                file.clone()
+            };
+            let source = Arc::new(
+                FileSource::new(path, table.clone(), metrics)
+                    .with_debounce(Duration::from_millis(20)),
+            );
+            assert_eq!(source.reload().unwrap(), 1);
+            let mut gen = table.subscribe();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(
+                source
+                    .clone()
+                    .watch(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .unwrap(),
+            );
+            let log = dir.path().join("gateway.log");
+            for i in 0..20 {
+                std::fs::write(&log, format!("line {i}\n")).unwrap();
+                std::fs::write(dir.path().join(".all.yaml.swp"), "x").unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(table.load().generation(), 1, "folder watch: {watch_folder}");
+
+            // The config itself still reloads.
+            std::fs::write(
+                &file,
+                format!(
+                    "{BACKEND}---\n{}---\n{}",
+                    route("r", "m", "mock"),
+                    route("r2", "m2", "mock")
+                ),
+            )
+            .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), gen.wait_for(|g| *g >= 2))
+                .await
+                .unwrap()
+                .unwrap();
+            let _ = stop_tx.send(());
+            task.await.unwrap();
+        }
     }
 }

@@ -350,15 +350,6 @@ pub struct ChunkInfo {
 /// followed by a colon is always a key; a string value equal to the name is followed by
 /// something else and skipped; any hit is confirmed by [`inspect_chunk`].
 pub fn may_carry_usage_or_finish(data: &[u8]) -> bool {
-    fn live_key(data: &[u8], finder: &memchr::memmem::Finder<'_>) -> bool {
-        finder.find_iter(data).any(|at| {
-            let rest = skip_ws(&data[at + finder.needle().len()..]);
-            match rest.split_first() {
-                Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
-                _ => false,
-            }
-        })
-    }
     fn skip_ws(b: &[u8]) -> &[u8] {
         let n = b
             .iter()
@@ -366,11 +357,22 @@ pub fn may_carry_usage_or_finish(data: &[u8]) -> bool {
             .count();
         &b[n..]
     }
-    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    static FINISH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"finish_reason\""));
-    live_key(data, &USAGE) || live_key(data, &FINISH)
+    // Every quote is a candidate start; a chunk has a few dozen. (A `memmem` searcher costs
+    // more to set up than this whole scan on a 200-byte chunk.)
+    memchr::memchr_iter(b'"', data).any(|at| {
+        let rest = &data[at + 1..];
+        let after = if let Some(r) = rest.strip_prefix(b"usage\"") {
+            r
+        } else if let Some(r) = rest.strip_prefix(b"finish_reason\"") {
+            r
+        } else {
+            return false;
+        };
+        match skip_ws(after).split_first() {
+            Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+            _ => false,
+        }
+    })
 }
 
 /// Inspects one `data:` payload of an OpenAI chat or completions stream.
