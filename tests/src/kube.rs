@@ -114,10 +114,13 @@ impl Cluster {
         };
         let env = parse_env(&text);
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cluster = Cluster { env, root };
-        // Concurrent tests may race here; installing twice is harmless (apply is idempotent).
-        cluster.install();
-        Some(CLUSTER.get_or_init(|| cluster))
+        // Installed once, inside the init: two concurrent `kubectl apply` of a new CRD both
+        // try to create it and one fails with AlreadyExists (seen in `make test`).
+        Some(CLUSTER.get_or_init(|| {
+            let cluster = Cluster { env, root };
+            cluster.install();
+            cluster
+        }))
     }
 
     fn var(&self, key: &str) -> &str {

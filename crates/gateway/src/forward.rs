@@ -27,6 +27,7 @@ use crate::{
     body::Body,
     error::{json_response, GatewayError, UpstreamFailure},
     inbound::{Encoded, Inbound, Plan},
+    pool::UpstreamBody,
     record::Record,
     relay::{Framing, Mode, SseRelay},
     service::Shared,
@@ -365,7 +366,7 @@ impl Shared {
 
     async fn respond(
         &self,
-        resp: Response<hyper::body::Incoming>,
+        resp: Response<UpstreamBody>,
         decoded: &Inbound<'_>,
         translate_from: Option<BackendFormat>,
         target: &Target,
@@ -496,7 +497,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
 }
 
-async fn collect_limited(body: hyper::body::Incoming, limit: usize) -> Bytes {
+async fn collect_limited(body: UpstreamBody, limit: usize) -> Bytes {
     match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => Bytes::new(),

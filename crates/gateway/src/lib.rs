@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 mod forward;
 mod inbound;
+pub mod pool;
 mod record;
 mod relay;
 pub mod server;

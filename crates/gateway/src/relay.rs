@@ -11,7 +11,6 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use switchyard_providers::{
     anthropic, bedrock, eventstream, openai, sse,
     transcode::{Format, Observed, Transcoder},
@@ -19,13 +18,13 @@ use switchyard_providers::{
 };
 use tokio::time::{Duration, Instant, Sleep};
 
-use crate::{body::BoxError, record::Record};
+use crate::{body::BoxError, pool::UpstreamBody, record::Record};
 
 pin_project_lite::pin_project! {
     /// The relaying body. Dropping it (client gone, or stream done) records the request.
     pub struct SseRelay {
         #[pin]
-        upstream: Incoming,
+        upstream: UpstreamBody,
         parser: Framing,
         mode: Mode,
         format: Format,
@@ -37,14 +36,6 @@ pin_project_lite::pin_project! {
         upstream_ended: bool,
         // Data arrived since the idle timer was last armed.
         fresh: bool,
-        // Output held back while the upstream keeps delivering (see `poll_frame`).
-        held: Out,
-        spins: u8,
-        dry: u8,
-        gathered: bool,
-        // Frames still to send without holding first.
-        skip: u8,
-        yielding: Option<Yield>,
     }
 }
 
@@ -101,9 +92,6 @@ impl Framing {
     }
 }
 
-/// A pending turn given back to the scheduler.
-type Yield = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
 /// How events are handled.
 pub enum Mode {
     /// OpenAI to OpenAI: forward, inspecting usage; drop the usage-only chunk unless asked.
@@ -122,7 +110,7 @@ impl SseRelay {
     /// error events).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         framing: Framing,
         mode: Mode,
         format: Format,
@@ -142,13 +130,6 @@ impl SseRelay {
             done: false,
             upstream_ended: false,
             fresh: false,
-            held: Out::default(),
-            spins: 0,
-            dry: 0,
-            gathered: false,
-            // The first frame is never held: time to first byte.
-            skip: 1,
-            yielding: None,
         }
     }
 }
@@ -274,22 +255,13 @@ impl HttpBody for SseRelay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        // Everything already available is gathered into one frame: the upstream often
-        // delivers a burst of events at once, and writing them one by one costs a write
-        // syscall and a task switch each (measured: 26 writes per 20-chunk stream, 6x nginx's
-        // CPU). hyper's client hands the body over one chunk at a time from the connection's
-        // own task, even when the rest of the burst already sits in its read buffer; so while
-        // chunks keep coming the relay yields to the scheduler (which runs that task first) and
-        // holds its output, and it sends as soon as two turns in a row bring nothing. Nothing
-        // waits on the network or a timer: an event is held for a few task polls at most, the
-        // first frame is never held, and a stream whose events arrive apart is only probed
-        // every few frames.
-        if let Some(y) = this.yielding.as_mut() {
-            ready!(y.as_mut().poll(cx));
-            *this.yielding = None;
-        }
-        let mut out = std::mem::take(this.held);
-        let mut arrived = false;
+        // Everything that has already arrived goes out as one frame: an upstream often sends
+        // a burst of events at once, and passing them on one by one cost a write syscall and
+        // a task switch each (measured: 26 writes per 20-chunk stream, 6x nginx's CPU). The
+        // upstream body drives its own connection (see `crate::pool`), so when it says
+        // Pending, nothing more is buffered anywhere and what was gathered is sent at once:
+        // nothing is ever held back waiting.
+        let mut out = Out::default();
         loop {
             while let Some(ev) = this.parser.next_event() {
                 if let Some(raw) = on_event(this.record, this.mode, ev) {
@@ -307,9 +279,6 @@ impl HttpBody for SseRelay {
                 *this.done = true;
             }
             if *this.done || out.len() >= MAX_COALESCED {
-                *this.spins = 0;
-                *this.dry = 0;
-                *this.gathered = false;
                 return match out.take() {
                     Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                     None => Poll::Ready(None),
@@ -318,7 +287,6 @@ impl HttpBody for SseRelay {
 
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    arrived = true;
                     if let Ok(data) = frame.into_data() {
                         if let Err(e) = this.parser.push(&data) {
                             *this.done = true;
@@ -349,35 +317,9 @@ impl HttpBody for SseRelay {
                     ));
                 }
                 Poll::Pending => {
-                    if out.len() > 0 {
-                        if *this.skip == 0 {
-                            // The connection task may need two turns to pass on the next chunk.
-                            *this.dry = if arrived { 0 } else { *this.dry + 1 };
-                            *this.gathered |= arrived && *this.spins > 0;
-                            if *this.dry < 2 && *this.spins < MAX_SPINS {
-                                *this.spins += 1;
-                                *this.held = out;
-                                let mut y: Yield = Box::pin(tokio::task::yield_now());
-                                if y.as_mut().poll(cx).is_pending() {
-                                    *this.yielding = Some(y);
-                                    return Poll::Pending;
-                                }
-                                out = std::mem::take(this.held);
-                                continue;
-                            }
-                            // Holding found nothing more: events are arriving apart (a model
-                            // generating), so send the next ones at once and look again later.
-                            *this.skip = if *this.gathered { 0 } else { PROBE_EVERY };
-                        } else {
-                            *this.skip -= 1;
-                        }
-                        *this.spins = 0;
-                        *this.dry = 0;
-                        *this.gathered = false;
-                        if let Some(b) = out.take() {
-                            // The upstream's waker is registered; send what we have now.
-                            return Poll::Ready(Some(Ok(Frame::data(b))));
-                        }
+                    if let Some(b) = out.take() {
+                        // The upstream's waker is registered; send what we have now.
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
                     }
                     if let Some(t) = this.deadline.as_mut() {
                         if t.as_mut().poll(cx).is_ready() {
@@ -416,7 +358,7 @@ impl HttpBody for SseRelay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.parser.pending() == 0 && self.held.len() == 0
+        self.done && self.parser.pending() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -426,10 +368,6 @@ impl HttpBody for SseRelay {
 
 /// Upper bound on one coalesced frame.
 const MAX_COALESCED: usize = 64 * 1024;
-/// Most yields in a row while holding output back for the rest of a burst.
-const MAX_SPINS: u8 = 32;
-/// Frames sent straight after a hold that gathered nothing, before holding again.
-const PROBE_EVERY: u8 = 8;
 
 /// Output gathered for one frame: a single event is passed on without copying.
 #[derive(Default)]

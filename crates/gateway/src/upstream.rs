@@ -1,22 +1,18 @@
 //! The pooled upstream HTTP client and one upstream attempt.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
-
-use arc_swap::ArcSwap;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_util::client::legacy::connect::HttpConnector;
 use switchyard_router::{FailureClass, Target, UpstreamKey};
 use tokio::time::Instant;
 
-use crate::error::UpstreamFailure;
+use crate::{
+    error::UpstreamFailure,
+    pool::{Pool, SendError, UpstreamBody},
+};
 
 /// Settings of the shared upstream client.
 #[derive(Debug, Clone)]
@@ -25,6 +21,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream origin; more are closed as they come back.
+    pub max_idle_per_origin: usize,
 }
 
 impl Default for ClientConfig {
@@ -32,20 +30,17 @@ impl Default for ClientConfig {
         ClientConfig {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
+            max_idle_per_origin: 256,
         }
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The upstream clients: connections are pooled per host, kept alive, and HTTP/2 is used when
-/// a TLS upstream offers it through ALPN. One client per distinct connect timeout (the
-/// connector owns that setting), created on first use and kept for the process's life, so
-/// pools survive routing-table reloads.
+/// The upstream client: HTTP/1.1 connections pooled per origin and kept alive (see
+/// [`crate::pool`]), TLS by rustls for `https` endpoints. Clones share the pool, which
+/// outlives routing-table reloads.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    default: HttpClient,
-    by_connect_timeout: Arc<ArcSwap<HashMap<Duration, HttpClient>>>,
+    pool: Pool,
     config: ClientConfig,
 }
 
@@ -74,32 +69,22 @@ static USER_AGENT: HeaderValue =
 
 impl UpstreamClient {
     /// Builds the client: rustls with the webpki roots and ring as the crypto provider
-    /// (chosen explicitly, so no process-wide default provider is needed).
+    /// (chosen explicitly, so no process-wide default provider is needed). Call it within
+    /// the runtime: the pool's sweeper is spawned on it.
     pub fn new(config: &ClientConfig) -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(UpstreamClient {
-            default: build_client(config, config.connect_timeout)?,
-            by_connect_timeout: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            pool: Pool::new(https, config.pool_idle_timeout, config.max_idle_per_origin),
             config: config.clone(),
         })
-    }
-
-    fn client_for(&self, connect_timeout: Option<Duration>) -> HttpClient {
-        let Some(t) = connect_timeout.filter(|t| *t != self.config.connect_timeout) else {
-            return self.default.clone();
-        };
-        if let Some(c) = self.by_connect_timeout.load().get(&t) {
-            return c.clone();
-        }
-        let Ok(client) = build_client(&self.config, t) else {
-            return self.default.clone();
-        };
-        // Copy-on-write insert: rare (once per distinct timeout), and readers never lock.
-        self.by_connect_timeout.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(t).or_insert_with(|| client.clone());
-            map
-        });
-        client
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -117,7 +102,7 @@ impl UpstreamClient {
         request_id: &HeaderValue,
         extra_headers: &http::HeaderMap,
         deadline: Option<Instant>,
-    ) -> Result<Response<Incoming>, AttemptError> {
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
         let backend = &target.backend;
         // `Bytes` clones share the buffer: the signer reads the same bytes that are sent.
         let signed_body = body.clone();
@@ -167,7 +152,11 @@ impl UpstreamClient {
             backend.timeouts.first_byte.map(|d| Instant::now() + d),
             deadline,
         );
-        let fut = self.client_for(backend.timeouts.connect).request(req);
+        let connect_timeout = backend
+            .timeouts
+            .connect
+            .unwrap_or(self.config.connect_timeout);
+        let fut = self.pool.send(req, connect_timeout);
         let result = match limit {
             Some(at) => match tokio::time::timeout_at(at, fut).await {
                 Ok(r) => r,
@@ -180,16 +169,15 @@ impl UpstreamClient {
             },
             None => fut.await,
         };
-        result.map_err(|e| {
-            let kind = if e.is_connect() {
-                UpstreamFailure::Connect
-            } else {
-                UpstreamFailure::Protocol
-            };
-            AttemptError {
-                kind,
+        result.map_err(|e| match e {
+            SendError::Connect(detail) => AttemptError {
+                kind: UpstreamFailure::Connect,
+                detail,
+            },
+            SendError::Protocol(e) => AttemptError {
+                kind: UpstreamFailure::Protocol,
                 detail: error_chain(&e),
-            }
+            },
         })
     }
 }
@@ -203,7 +191,7 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
@@ -212,27 +200,4 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = inner.source();
     }
     s
-}
-
-fn build_client(
-    config: &ClientConfig,
-    connect_timeout: Duration,
-) -> Result<HttpClient, rustls::Error> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .build(https);
-    Ok(client)
 }
