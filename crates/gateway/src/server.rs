@@ -3,12 +3,20 @@
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
-use hyper::{body::Incoming, service::service_fn, Request};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
+    Request,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::{GracefulShutdown, Watcher},
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
 
 use crate::{admin::Admin, service::Gateway, tls::TlsReloader};
 
@@ -62,13 +70,13 @@ async fn serve<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let builders = (h1, h2);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -87,14 +95,19 @@ async fn serve<F, Fut>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let acceptor = tls.as_ref().map(TlsReloader::acceptor);
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler));
-                    watcher.watch(conn.into_owned()).await
+                    // Bounded like a TLS handshake: a client that sends nothing is not kept.
+                    let h2 = match tokio::time::timeout(HANDSHAKE_TIMEOUT, h2_preface(&stream))
+                        .await
+                    {
+                        Ok(Ok(h2)) => h2,
+                        Ok(Err(_)) | Err(_) => return,
+                    };
+                    serve_io(stream, h2, &builders, watcher, handler).await
                 }
                 Some(acceptor) => {
                     // The handshake runs in the connection's task, bounded, so a slow or
@@ -112,9 +125,8 @@ async fn serve<F, Fut>(
                             return;
                         }
                     };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service_fn(handler));
-                    watcher.watch(conn.into_owned()).await
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_io(tls, h2, &builders, watcher, handler).await
                 }
             };
             if let Err(e) = result {
@@ -126,5 +138,51 @@ async fn serve<F, Fut>(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached with connections still open"),
+    }
+}
+
+/// Serves one connection as HTTP/2 or HTTP/1.1, watched for graceful shutdown.
+async fn serve_io<I, F, Fut>(
+    io: I,
+    h2: bool,
+    (h1_builder, h2_builder): &(http1::Builder, http2::Builder<TokioExecutor>),
+    watcher: Watcher,
+    handler: F,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = h2_builder.serve_connection(io, service_fn(handler));
+        watcher.watch(conn).await.map_err(Into::into)
+    } else {
+        let conn = h1_builder.serve_connection(io, service_fn(handler));
+        watcher.watch(conn).await.map_err(Into::into)
+    }
+}
+
+/// The client connection preface of HTTP/2 with prior knowledge (h2c).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plaintext client speaks h2c, told by peeking at its first bytes (left in the
+/// socket). hyper-util's auto-detection read those 24 bytes apart instead, and the HTTP/1
+/// read buffer that then took the rest of the request doubled to 16 KiB on every connection
+/// (massif, `make bench` workload 4).
+async fn h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface so far (clients send it in one write, so this is rare); peek
+        // would return the same bytes at once, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
