@@ -155,9 +155,6 @@ impl Gateway {
 
 /// Output tokens reserved for a request that sets no `max_tokens`, until usage is known.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
-/// Request bodies up to this size are copied out of the connection's read buffer (see
-/// `read_body`).
-const COPY_BODY_BELOW: usize = 16 * 1024;
 
 /// Maps a refusal to its error, noting the reason for the rate-limited counter.
 fn refusal(r: Refusal, record: &mut Record) -> GatewayError {
@@ -344,20 +341,7 @@ impl Shared {
             return Err(GatewayError::BodyTooLarge { limit });
         }
         match Limited::new(body, limit).collect().await {
-            // A body that came in one read is a slice of the connection's read buffer, and
-            // pieces of it (model name, raw fields) live as long as the stream: the buffer
-            // could not be reused, and hyper allocated a new one, twice the size, to watch the
-            // connection while the response streamed (massif: 24 KiB per open stream instead
-            // of 8). A small body is copied out instead; a large one arrived in pieces and
-            // was already copied by `collect`.
-            Ok(c) => {
-                let body = c.to_bytes();
-                Ok(if body.len() <= COPY_BODY_BELOW {
-                    Bytes::copy_from_slice(&body)
-                } else {
-                    body
-                })
-            }
+            Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(GatewayError::BodyTooLarge { limit })
             }
