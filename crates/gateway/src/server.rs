@@ -101,12 +101,11 @@ async fn serve<F, Fut>(
             let result = match acceptor {
                 None => {
                     // Bounded like a TLS handshake: a client that sends nothing is not kept.
-                    let h2 = match tokio::time::timeout(HANDSHAKE_TIMEOUT, h2_preface(&stream))
-                        .await
-                    {
-                        Ok(Ok(h2)) => h2,
-                        Ok(Err(_)) | Err(_) => return,
-                    };
+                    let h2 =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, h2_preface(&stream)).await {
+                            Ok(Ok(h2)) => h2,
+                            Ok(Err(_)) | Err(_) => return,
+                        };
                     serve_io(stream, h2, &builders, watcher, handler).await
                 }
                 Some(acceptor) => {

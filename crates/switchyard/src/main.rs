@@ -1,5 +1,7 @@
 //! The `switchyard` binary: wires the control plane, the data plane and the admin port.
 
+mod memory;
+
 use std::{
     future::Future,
     io::Write,
@@ -308,6 +310,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("OpenTelemetry export on");
     }
     let table = Arc::new(TableHandle::new());
+    memory::start_trimming(table.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
