@@ -217,6 +217,11 @@ impl Cluster {
             NEXT_NS.fetch_add(1, Ordering::Relaxed)
         );
         self.kubectl(&["create", "namespace", &name], None);
+        // The RBAC file and the TokenReview binding hold cluster-scoped objects: applied by
+        // two tests at once on a fresh cluster, both try to create them and one fails with
+        // AlreadyExists (seen in CI). One test at a time applies them.
+        static CLUSTER_SCOPED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = CLUSTER_SCOPED.lock().unwrap_or_else(|p| p.into_inner());
         let rbac = self.repo_file(RBAC);
         self.kubectl(&["apply", "-n", &name, "-f", rbac.to_str().unwrap()], None);
         let bindings = format!(
@@ -244,6 +249,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {GATEWAY_USE
 "#
         );
         self.kubectl(&["apply", "-f", "-"], Some(&review));
+        drop(serial);
         Namespace {
             name,
             cluster: self,
