@@ -53,8 +53,7 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     for entry in std::fs::read_dir(path).map_err(io)? {
         let p = entry.map_err(io)?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        if yaml && !name.starts_with('.') && p.is_file() {
+        if is_manifest_name(name) && p.is_file() {
             files.push(p);
         }
     }
@@ -233,11 +232,14 @@ fn concerns_config(changed: &Path, only: Option<&std::ffi::OsStr>) -> bool {
     }
     match only {
         Some(file) => name == file,
-        None => {
-            let name = name.to_string_lossy();
-            (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
-        }
+        None => is_manifest_name(&name.to_string_lossy()),
     }
+}
+
+/// Whether a folder's file named `name` is read as manifests: `.yaml`/`.yml`, not hidden
+/// (editors' swap and backup files are).
+fn is_manifest_name(name: &str) -> bool {
+    (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ impl Pool {
         mut req: Request<Full<Bytes>>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let uri = req.uri().clone();
+        let uri = req.uri();
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(SendError::Connect(format!("{uri} is not an absolute URI")));
         };
@@ -130,7 +130,7 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.inner.checkout(&origin) {
                 Some(conn) => (conn, true),
-                None => (self.connect(&uri, connect_timeout).await?, false),
+                None => (self.connect(req.uri(), connect_timeout).await?, false),
             };
             let sent = conn.tx.try_send_request(req);
             let mut sent = std::pin::pin!(sent);
@@ -379,15 +379,8 @@ mod tests {
     }
 
     fn pool(max_idle: usize) -> Pool {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .unwrap()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Pool::new(https, Duration::from_secs(30), max_idle)
+        let connector = crate::upstream::connector().unwrap();
+        Pool::new(connector, Duration::from_secs(30), max_idle)
     }
 
     fn get(uri: &Uri) -> Request<Full<Bytes>> {

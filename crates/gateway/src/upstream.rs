@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use switchyard_router::{FailureClass, Target, UpstreamKey};
 use tokio::time::Instant;
@@ -72,17 +73,12 @@ impl UpstreamClient {
     /// (chosen explicitly, so no process-wide default provider is needed). Call it within
     /// the runtime: the pool's sweeper is spawned on it.
     pub fn new(config: &ClientConfig) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(UpstreamClient {
-            pool: Pool::new(https, config.pool_idle_timeout, config.max_idle_per_origin),
+            pool: Pool::new(
+                connector()?,
+                config.pool_idle_timeout,
+                config.max_idle_per_origin,
+            ),
             config: config.clone(),
         })
     }
@@ -180,6 +176,20 @@ impl UpstreamClient {
             },
         })
     }
+}
+
+/// TCP (no delay, keep-alive probes) with rustls for `https` origins, offering HTTP/1.1 by
+/// ALPN: the connector of the upstream pool.
+pub(crate) fn connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 /// The earlier of two optional instants.
