@@ -485,3 +485,10 @@ def start_gateway(
     except BaseException:
         proc.stop()
         raise
+
+
+def collect_chat_stream(stream) -> tuple[str, list]:
+    """Reads an OpenAI SDK chat stream to its end: the text of the first choice, and the chunks."""
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, chunks

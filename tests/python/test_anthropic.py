@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, http, start_gateway
+from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, collect_chat_stream, http, start_gateway
 
 WEATHER_TOOL_ANTHROPIC = {
     "name": "get_weather",
@@ -331,8 +331,7 @@ def test_openai_sdk_stream_on_anthropic_backend(oai, upstream):
         stream=True,
         stream_options={"include_usage": True},
     )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text, chunks = collect_chat_stream(stream)
     assert text == mock_text()
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["stop"]
     usage = [c.usage for c in chunks if c.usage]

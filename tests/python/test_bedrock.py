@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from conftest import (
+    collect_chat_stream,
     AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY,
     CALLER_KEY,
@@ -155,8 +156,7 @@ def test_openai_sdk_stream_on_bedrock(oai, upstream):
         stream=True,
         stream_options={"include_usage": True},
     )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text, chunks = collect_chat_stream(stream)
     assert text == mock_text()
     assert {c.model for c in chunks} == {MODEL_ID}
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["stop"]

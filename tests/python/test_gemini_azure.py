@@ -18,7 +18,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, start_gateway
+from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, collect_chat_stream, start_gateway
 from test_anthropic import MOCK_ARGS, WEATHER_TOOL_ANTHROPIC, WEATHER_TOOL_OPENAI, mock_text, only
 
 GEMINI_GENERATE = "/v1beta/models/gemini-mock:generateContent"
@@ -157,8 +157,7 @@ def test_openai_sdk_stream_on_gemini(oai, upstream):
         stream=True,
         stream_options={"include_usage": True},
     )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text, chunks = collect_chat_stream(stream)
     assert text == mock_text()
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["stop"]
     usage = [c.usage for c in chunks if c.usage]
@@ -337,9 +336,8 @@ def test_openai_sdk_on_azure(oai, upstream):
 
 
 def test_openai_sdk_stream_on_azure(oai, upstream):
-    chunks = list(oai.chat.completions.create(
+    text, chunks = collect_chat_stream(oai.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == mock_text()
     # The caller did not ask for usage: the chunk the gateway asked for does not reach it.
     assert not any(c.usage for c in chunks)

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, start_gateway
+from conftest import CALLER_KEY, MOCK_CHUNKS, UPSTREAM_KEY, collect_chat_stream, start_gateway
 from test_anthropic import MOCK_ARGS, WEATHER_TOOL_ANTHROPIC, WEATHER_TOOL_OPENAI, mock_text, only
 
 # alias -> (upstream path, key header, expected key header value)
@@ -96,10 +96,9 @@ def test_openai_sdk_plain(oai, upstream, alias):
 
 @pytest.mark.parametrize("alias", list(BACKENDS))
 def test_openai_sdk_stream(oai, upstream, alias):
-    chunks = list(oai.chat.completions.create(
+    text, chunks = collect_chat_stream(oai.chat.completions.create(
         model=alias, messages=[{"role": "user", "content": "hi"}], stream=True,
         stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == mock_text()
     assert chunks[-1].usage.completion_tokens == MOCK_CHUNKS
     assert sent(upstream, alias)["stream"] is True

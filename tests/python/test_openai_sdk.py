@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from conftest import (
+    collect_chat_stream,
     CALLER_KEY,
     RATE_LIMIT_RETRY_AFTER,
     ROUTE_MODELS,
@@ -38,12 +39,6 @@ def assert_upstream_auth(rec: dict) -> None:
     assert headers.get("authorization") == f"Bearer {UPSTREAM_KEY}"
     leaked = {k: v for k, v in headers.items() if CALLER_KEY in v}
     assert not leaked, f"the caller's key reached the upstream: {leaked}"
-
-
-def collect_chat_stream(stream) -> tuple[str, list]:
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    return text, chunks
 
 
 def finish_reasons(chunks) -> list:
