@@ -118,7 +118,11 @@ impl Shared {
         let backend = &target.backend;
         record.backend = Some(Arc::clone(&backend.name));
         record.provider = backend.provider.as_str();
-        record.genai_provider = genai_provider_name(backend.provider.as_str(), &backend.endpoint);
+        if record.otel().is_some() {
+            // Only spans carry it, and finding it scans the endpoint's host.
+            record.genai_provider =
+                genai_provider_name(backend.provider.as_str(), &backend.endpoint);
+        }
         let upstream_model = target.upstream_model(decoded.model());
         record.upstream_model = Some(upstream_model.to_string());
         record.pricing = match &target.model {

@@ -243,8 +243,14 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("req_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+    // Hex by hand: `format!` cost some 2 000 instructions per request (callgrind).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_00000000000000000000000000000000";
+    let bits = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(..));
+    for (i, b) in id[4..].iter_mut().enumerate() {
+        *b = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
 }
 
 /// The virtual key the caller presented, if any: `Authorization: Bearer` (OpenAI SDKs), else
@@ -443,5 +449,41 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_32_random_hex_digits_and_a_sane_caller_id_is_kept() {
+        let none = HeaderMap::new();
+        let a = request_id(&none);
+        let b = request_id(&none);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let s = id.to_str().unwrap();
+            let hex = s.strip_prefix("req_").unwrap();
+            assert_eq!(hex.len(), 32, "{s}");
+            assert!(hex
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        // Every digit position varies (no digit is stuck by the shifts).
+        let ids: Vec<String> = (0..64)
+            .map(|_| request_id(&none).to_str().unwrap().to_string())
+            .collect();
+        for i in 4..36 {
+            assert!(
+                ids.iter().any(|s| s.as_bytes()[i] != ids[0].as_bytes()[i]),
+                "{i}"
+            );
+        }
+        let mut mine = HeaderMap::new();
+        mine.insert("x-request-id", HeaderValue::from_static("req-e2e-42"));
+        assert_eq!(request_id(&mine), "req-e2e-42");
+        mine.insert("x-request-id", HeaderValue::from_static(""));
+        assert_ne!(request_id(&mine), "");
     }
 }

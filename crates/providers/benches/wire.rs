@@ -24,6 +24,9 @@ const CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-8f2a61c0b9d44e2a\",\"object\":\"
 /// The usage-only chunk that ends a stream asked with `include_usage`.
 const USAGE_CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-8f2a61c0b9d44e2a\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\"model\":\"mock-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":20,\"total_tokens\":44,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n";
 
+/// A whole non-streamed answer, as `switchyard-mock` sends it.
+const RESPONSE: &[u8] = br#"{"id":"chatcmpl-BgNzuJhebGH22PpWBN5rIcLB6BIag","object":"chat.completion","created":1795580644,"model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"Mock reply from switchyard with deterministic content for demos, tests and benchmarks. reply from switchyard with deterministic content for","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":"fp_switchyard_mock"}"#;
+
 /// A multi-turn request of about 4 KiB with a tool definition, the larger end of chat traffic.
 fn large_request(stream: bool) -> String {
     let mut messages = vec![
@@ -111,6 +114,11 @@ fn stream(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("inspect/content", |b| {
         b.iter(|| openai::inspect_chunk(black_box(data)))
+    });
+    g.throughput(Throughput::Bytes(RESPONSE.len() as u64));
+    assert!(openai::inspect_response(RESPONSE).usage.is_some());
+    g.bench_function("inspect/response", |b| {
+        b.iter(|| openai::inspect_response(black_box(RESPONSE)))
     });
     let usage = &USAGE_CHUNK[6..USAGE_CHUNK.len() - 2];
     assert!(openai::inspect_chunk(usage).usage.is_some());

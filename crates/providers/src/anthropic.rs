@@ -169,22 +169,21 @@ impl WireUsage {
     }
 }
 
-/// Usage and stop reason of a complete (non-streamed) Messages response.
+/// Usage and stop reason of a complete (non-streamed) Messages response, decoding only those
+/// two members (see [`crate::scan`]).
 pub fn inspect_response(body: &[u8]) -> crate::openai::ResponseInfo {
-    #[derive(Deserialize)]
-    struct R {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-        #[serde(default)]
-        stop_reason: Option<String>,
+    let mut info = crate::openai::ResponseInfo::default();
+    for (key, value) in crate::scan::members(body) {
+        if crate::scan::key_is(key, "usage") {
+            info.usage = serde_json::from_slice::<Option<WireUsage>>(value)
+                .ok()
+                .flatten()
+                .map(WireUsage::to_usage);
+        } else if crate::scan::key_is(key, "stop_reason") {
+            info.finish_reason = serde_json::from_slice(value).ok().flatten();
+        }
     }
-    match serde_json::from_slice::<R>(body) {
-        Ok(r) => crate::openai::ResponseInfo {
-            usage: r.usage.map(WireUsage::to_usage),
-            finish_reason: r.stop_reason,
-        },
-        Err(_) => Default::default(),
-    }
+    info
 }
 
 /// The `type` of an Anthropic error for an HTTP status, as the Messages API uses them.

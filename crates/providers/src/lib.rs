@@ -10,6 +10,7 @@ pub mod eventstream;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod scan;
 pub mod sse;
 pub mod transcode;
 

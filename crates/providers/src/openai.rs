@@ -14,7 +14,7 @@ use serde::{
 };
 use serde_json::value::RawValue;
 
-use crate::{Operation, Usage};
+use crate::{scan, Operation, Usage};
 
 pub mod chat;
 
@@ -300,30 +300,93 @@ pub struct ResponseInfo {
     pub finish_reason: Option<String>,
 }
 
-/// Reads usage from a complete (non-streamed) OpenAI response.
+/// Reads usage and the first finish reason from a complete (non-streamed) OpenAI response,
+/// in one pass that decodes only those two values (see [`crate::scan`]): the generated text
+/// around them is skipped, not parsed.
 pub fn inspect_response(body: &[u8]) -> ResponseInfo {
-    #[derive(Deserialize)]
-    struct R<'a> {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-        #[serde(default, borrow)]
-        choices: Option<Vec<C<'a>>>,
+    let mut info = ResponseInfo::default();
+    let mut c = scan::Cursor::new(body);
+    if !c.enter(b'{') {
+        return info;
     }
-    #[derive(Deserialize)]
-    struct C<'a> {
-        #[serde(default, borrow)]
-        finish_reason: Option<Cow<'a, str>>,
+    while let Some(key) = c.key() {
+        if scan::key_is(key, "choices") && c.enter(b'[') {
+            while c.element() {
+                if !c.enter(b'{') {
+                    c.value();
+                    continue;
+                }
+                while let Some(key) = c.key() {
+                    let Some(value) = c.value() else { break };
+                    if info.finish_reason.is_none() && scan::key_is(key, "finish_reason") {
+                        info.finish_reason = serde_json::from_slice(value).ok().flatten();
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(value) = c.value() else { break };
+        if scan::key_is(key, "usage") {
+            info.usage = usage(value);
+        }
     }
-    match serde_json::from_slice::<R<'_>>(body) {
-        Ok(r) => ResponseInfo {
-            usage: r.usage.map(Usage::from),
-            finish_reason: r
-                .choices
-                .and_then(|c| c.into_iter().find_map(|c| c.finish_reason))
-                .map(Cow::into_owned),
-        },
-        Err(_) => ResponseInfo::default(),
+    info
+}
+
+/// An OpenAI `usage` object: read by the walk when its counts are plain integers (nearly
+/// always), else decoded by `serde_json`, whose verdict (e.g. no usage for a fractional or
+/// repeated count) stands.
+fn usage(raw: &[u8]) -> Option<Usage> {
+    fn walk(raw: &[u8]) -> Option<Option<Usage>> {
+        if raw == b"null" {
+            return Some(None);
+        }
+        let mut counts: [Option<u64>; 3] = [None; 3];
+        let mut set = |slot: usize, raw: &[u8]| -> Option<()> {
+            let n = scan::plain_u64(raw)?;
+            counts[slot].replace(n).is_none().then_some(())
+        };
+        let mut c = scan::Cursor::new(raw);
+        if !c.enter(b'{') {
+            return None;
+        }
+        while let Some(key) = c.key() {
+            let value = c.value()?;
+            if scan::key_is(key, "prompt_tokens") {
+                set(0, value)?;
+            } else if scan::key_is(key, "completion_tokens") {
+                set(1, value)?;
+            } else if scan::key_is(key, "prompt_tokens_details") && value != b"null" {
+                let mut d = scan::Cursor::new(value);
+                if !d.enter(b'{') {
+                    return None;
+                }
+                while let Some(key) = d.key() {
+                    let value = d.value()?;
+                    if scan::key_is(key, "cached_tokens") && value != b"null" {
+                        set(2, value)?;
+                    }
+                }
+                if d.failed() {
+                    return None;
+                }
+            }
+        }
+        if c.failed() {
+            return None;
+        }
+        Some(Some(Usage {
+            input_tokens: counts[0].unwrap_or(0),
+            output_tokens: counts[1].unwrap_or(0),
+            cached_input_tokens: counts[2].unwrap_or(0),
+        }))
     }
+    walk(raw).unwrap_or_else(|| {
+        serde_json::from_slice::<Option<WireUsage>>(raw)
+            .ok()
+            .flatten()
+            .map(Usage::from)
+    })
 }
 
 /// What the gateway needs from one streamed chunk.

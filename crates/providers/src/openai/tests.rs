@@ -142,3 +142,60 @@ fn the_usage_and_finish_scan_never_misses_what_a_parse_finds() {
     assert!(!may_carry_usage_or_finish(cases[8]));
     assert!(may_carry_usage_or_finish(cases[10]));
 }
+
+#[test]
+fn inspect_response_reads_what_a_full_parse_reads() {
+    // The reference: the whole document decoded.
+    fn parsed(body: &[u8]) -> ResponseInfo {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        ResponseInfo {
+            usage: v
+                .get("usage")
+                .filter(|u| !u.is_null())
+                .and_then(|u| serde_json::from_value::<WireUsage>(u.clone()).ok())
+                .map(Usage::from),
+            finish_reason: v["choices"].as_array().and_then(|cs| {
+                cs.iter()
+                    .find_map(|c| c["finish_reason"].as_str().map(str::to_string))
+            }),
+        }
+    }
+    let fixture = crate::test_util::fixture("openai/response.json");
+    let pretty =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&fixture).unwrap())
+            .unwrap();
+    let cases: Vec<&[u8]> = vec![
+        &fixture,
+        &pretty,
+        br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"say \"usage\":{\"prompt_tokens\":9} and \"finish_reason\":\"x\" {[}]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+        br#"{"choices":[{"finish_reason":null,"message":{"usage":{"prompt_tokens":99}}},{"finish_reason":"length"}],"usage":null}"#,
+        br#"{"choices":[{"message":{"content":"\\"},"finish_reason":"tool_calls"}],"usa\u0067e":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        br#" {"usage" : {"completion_tokens" : 7 , "prompt_tokens":5} , "choices" : [ ] } "#,
+        br#"{"object":"chat.completion","choices":[{"index":0,"message":{"content":"\u00e9\ud83d\ude00"},"logprobs":{"content":[{"token":"]","logprob":-0.1,"bytes":[93]}]},"finish_reason":"content_filter"}]}"#,
+        br#"{}"#,
+        // Counts the walk does not read itself go to serde_json, whose verdict stands.
+        br#"{"usage":{"prompt_tokens":1.0,"completion_tokens":2}}"#,
+        br#"{"usage":{"prompt_tokens":null,"completion_tokens":2}}"#,
+        br#"{"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":null}}"#,
+        br#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":null,"audio_tokens":0}}}"#,
+        br#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1e2}}}"#,
+        br#"{"usage":{"prompt_tokens":12345678901234567890}}"#,
+        br#"{"usage":[1,2]}"#,
+    ];
+    for body in cases {
+        assert_eq!(
+            inspect_response(body),
+            parsed(body),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // A repeated count is refused by serde_json (no usage), and so here.
+    let repeated = br#"{"usage":{"prompt_tokens":3,"prompt_tokens":4}}"#;
+    assert!(serde_json::from_slice::<WireUsage>(&repeated[9..repeated.len() - 1]).is_err());
+    assert_eq!(inspect_response(repeated).usage, None);
+    // A document that is not an object has nothing to read; nothing panics.
+    for body in [&b""[..], b"[]", b"null", b"{\"usage\":", b"<html>"] {
+        assert_eq!(inspect_response(body), ResponseInfo::default());
+    }
+}
