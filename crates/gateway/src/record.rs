@@ -7,7 +7,9 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode};
 use switchyard_providers::Usage;
 use switchyard_router::{InFlight, Pricing};
-use switchyard_telemetry::{Metrics, Otel, RequestOutcome, RequestTrace};
+use switchyard_telemetry::{
+    Metrics, Otel, RequestLabels, RequestOutcome, RequestSample, RequestTrace,
+};
 
 use crate::admit::{Admitted, Limits, SettleTarget};
 use tokio::time::{Duration, Instant};
@@ -181,47 +183,33 @@ impl Drop for Record {
         let consumer = self.consumer.as_deref().unwrap_or("");
         let status = self.status.as_str();
         let m = &self.metrics;
-        m.requests
-            .with_label_values(&[route, model, backend, self.provider, consumer, status])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route, model, backend, status])
-            .observe(elapsed.as_secs_f64());
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             m.ratelimited
                 .with_label_values(&[route, consumer, self.ratelimit_reason.unwrap_or("upstream")])
                 .inc();
         }
-        if let Some(ttft) = self.ttft {
-            m.time_to_first_token
-                .with_label_values(&[route, model, backend])
-                .observe(ttft.as_secs_f64());
-            if let Some(n) = self.usage.map(|u| u.output_tokens).filter(|n| *n > 1) {
-                let per = elapsed.saturating_sub(ttft).as_secs_f64() / (n - 1) as f64;
-                m.time_per_output_token
-                    .with_label_values(&[route, model, backend])
-                    .observe(per);
-            }
-        }
-        let mut cost = 0.0;
-        if let Some(u) = self.usage {
-            let tokens = |kind: &str, n: u64| {
-                if n > 0 {
-                    m.tokens
-                        .with_label_values(&[route, model, backend, self.provider, consumer, kind])
-                        .inc_by(n);
-                }
-            };
-            tokens("input", u.input_tokens);
-            tokens("output", u.output_tokens);
-            tokens("cached_input", u.cached_input_tokens);
-            cost = self.pricing.cost_usd(&u);
-            if cost > 0.0 {
-                m.spend_usd
-                    .with_label_values(&[route, model, backend, consumer])
-                    .inc_by(cost);
-            }
-        }
+        let u = self.usage.unwrap_or_default();
+        let cost = self.usage.map_or(0.0, |u| self.pricing.cost_usd(&u));
+        m.record_request(
+            &RequestLabels {
+                route,
+                model,
+                backend,
+                provider: self.provider,
+                consumer,
+                status,
+            },
+            &RequestSample {
+                seconds: elapsed.as_secs_f64(),
+                ttft: self.ttft.map(|t| t.as_secs_f64()),
+                per_token: self.ttft.zip(self.usage).and_then(|(ttft, u)| {
+                    let n = u.output_tokens;
+                    (n > 1).then(|| elapsed.saturating_sub(ttft).as_secs_f64() / (n - 1) as f64)
+                }),
+                tokens: [u.input_tokens, u.output_tokens, u.cached_input_tokens],
+                cost_usd: cost,
+            },
+        );
         if let Some((limits, target, admitted)) = self.settle.take() {
             let micro = (cost * 1e6).round() as u64;
             let usage = self.usage.filter(|_| self.status.is_success());

@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{transcode::Format, Operation};
 use switchyard_router::state::{LimitExceeded, WindowStatus};
@@ -148,7 +148,7 @@ impl Gateway {
             }
         };
         record.status = resp.status();
-        resp.headers_mut().insert("x-request-id", request_id);
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         resp
     }
 }
@@ -236,9 +236,14 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
     }
 }
 
+/// Header names used on every request, built once: a name given as a string is parsed and
+/// validated each time, and one that is not a standard header is also allocated.
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The caller's request id if it sent a sane one, else a fresh one.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get("x-request-id") {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
             return v.clone();
         }
@@ -262,7 +267,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
             .or_else(|| v.strip_prefix(b"bearer "))
     });
     let key = bearer
-        .or_else(|| headers.get("x-api-key").map(HeaderValue::as_bytes))?
+        .or_else(|| headers.get(&X_API_KEY).map(HeaderValue::as_bytes))?
         .trim_ascii();
     (!key.is_empty()).then_some(key)
 }

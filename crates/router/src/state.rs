@@ -249,7 +249,9 @@ impl KeyState {
 
     /// Usable now.
     pub fn is_available(&self) -> bool {
-        !self.disabled.load(Ordering::Acquire) && self.resting_until() <= now_ms()
+        // A key that never rested needs no clock read (one per key and pick otherwise).
+        let until = self.resting_until();
+        !self.disabled.load(Ordering::Acquire) && (until == 0 || until <= now_ms())
     }
 
     /// Disabled for good (until the key changes).

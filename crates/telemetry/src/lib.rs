@@ -6,8 +6,10 @@
 //! input, so cardinality stays bounded.
 
 pub mod otel;
+mod series;
 
 pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
+pub use series::{RequestLabels, RequestSample};
 
 use prometheus::{
     CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -23,6 +25,9 @@ pub mod prometheus_error {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Tells instances apart in the per-thread series cache (clones share it, and their
+    /// families).
+    id: u64,
     /// `switchyard_requests_total{route,model,backend,provider,consumer,status}`.
     pub requests: IntCounterVec,
     /// `switchyard_request_duration_seconds{route,model,backend,status}`.
@@ -196,8 +201,10 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(limits_store_errors.clone()))?;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             registry,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests,
             request_duration,
             time_to_first_token,
