@@ -87,6 +87,9 @@ impl Conn {
     }
 }
 
+/// An idle connection back for longer than this is polled before reuse (see `checkout`).
+const RECHECK_AFTER: Duration = Duration::from_millis(1);
+
 struct Idle {
     conn: Box<Conn>,
     since: Instant,
@@ -238,7 +241,15 @@ impl Inner {
             };
             // Checked (and dropped when dead) outside the lock.
             let mut conn = idle.conn;
-            if now.duration_since(idle.since) < self.idle_timeout && conn.usable() {
+            let idle_for = now.duration_since(idle.since);
+            // Back for under a millisecond and already taking requests: a close arriving in
+            // that window is as likely as one arriving between a check and the send (and a
+            // request it catches unsent is sent again), so the poll (some 1 500 instructions,
+            // a tenth of the pool's share of a request) is skipped.
+            if idle_for < RECHECK_AFTER && !conn.ended && conn.tx.is_ready() {
+                return Some(conn);
+            }
+            if idle_for < self.idle_timeout && conn.usable() {
                 return Some(conn);
             }
         }
