@@ -77,34 +77,8 @@ struct Series {
 
 thread_local! {
     /// By (metrics instance, label values) hash; a colliding label set replaces the entry.
-    static CACHE: RefCell<HashMap<u64, Rc<Series>, NoHash>> = RefCell::default();
-}
-
-/// The keys are hashes already.
-#[derive(Default, Clone, Copy)]
-struct NoHash;
-
-impl BuildHasher for NoHash {
-    type Hasher = U64Hasher;
-    fn build_hasher(&self) -> U64Hasher {
-        U64Hasher(0)
-    }
-}
-
-struct U64Hasher(u64);
-
-impl std::hash::Hasher for U64Hasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+    static CACHE: RefCell<HashMap<u64, Rc<Series>, foldhash::fast::FixedState>> =
+        RefCell::default();
 }
 
 impl Metrics {
