@@ -1,6 +1,6 @@
 //! The `switchyard` binary: wires the control plane, the data plane and the admin port.
 
-mod memory;
+mod alloc;
 
 use std::{
     future::Future,
@@ -310,7 +310,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("OpenTelemetry export on");
     }
     let table = Arc::new(TableHandle::new());
-    memory::start_trimming(table.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

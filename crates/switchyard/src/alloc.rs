@@ -1,0 +1,34 @@
+//! The process allocator: jemalloc, with one arena and freed pages returned after a second.
+//!
+//! Each proxied request allocates some 30 blocks, two of them hyper's 8 KiB read buffers: a
+//! keep-alive connection probes its socket while the previous message still holds a slice of
+//! the old buffer, so hyper takes a new one. glibc serves 8 KiB from its large-chunk path,
+//! consolidating its fast bins first (about 1 200 instructions a request, callgrind), and the
+//! musl allocator of the container image is slower still. jemalloc serves that size from a
+//! thread cache: 6.6% fewer instructions per proxied request than glibc (callgrind, 3000
+//! requests: 189.6M → 177.1M).
+//!
+//! The options keep memory as low as glibc with the `malloc_trim` thread it needed:
+//! - `narenas:1`: jemalloc's default of four arenas per CPU held 67 MiB at the second of three
+//!   bursts of 1000 streams and 50 MiB after them; one arena (each thread still has its own
+//!   cache in front of it) holds 51 MiB at every burst, as glibc did.
+//! - `background_thread:true`, `dirty_decay_ms:1000`, `muzzy_decay_ms:0`: a jemalloc thread
+//!   returns pages freed for a second, so RSS after a burst falls back (24 MiB, glibc + trim
+//!   24 MiB) without any request path paying for it.
+//!
+//! `MALLOC_CONF`/`_RJEM_MALLOC_CONF` in the environment still override these at start-up.
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads this symbol (by its prefixed name) before `main`: a pointer to a C string
+/// (the declaration's `Option<&c_char>` layout, as `tikv-jemalloc-sys` writes it).
+#[cfg(not(target_env = "msvc"))]
+#[allow(unsafe_code)] // a symbol exported for the C allocator to find
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: Option<&u8> = Some(&OPTIONS.to_bytes_with_nul()[0]);
+
+#[cfg(not(target_env = "msvc"))]
+const OPTIONS: &std::ffi::CStr =
+    c"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
