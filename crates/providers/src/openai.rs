@@ -325,51 +325,46 @@ pub fn inspect_response(body: &[u8]) -> ResponseInfo {
             }
             continue;
         }
-        let Some(value) = c.value() else { break };
         if scan::key_is(key, "usage") {
-            info.usage = usage(value);
+            info.usage = usage(&mut c);
+        } else if c.value().is_none() {
+            break;
         }
     }
     info
 }
 
-/// An OpenAI `usage` object: read by the walk when its counts are plain integers (nearly
-/// always), else decoded by `serde_json`, whose verdict (e.g. no usage for a fractional or
-/// repeated count) stands.
-fn usage(raw: &[u8]) -> Option<Usage> {
-    fn walk(raw: &[u8]) -> Option<Option<Usage>> {
-        if raw == b"null" {
-            return Some(None);
+/// The OpenAI `usage` object at the cursor, which is left past it. Read in place when its
+/// counts are plain integers (nearly always), else decoded by `serde_json`, whose verdict
+/// (e.g. no usage for a fractional or repeated count) stands.
+fn usage(c: &mut scan::Cursor<'_>) -> Option<Usage> {
+    /// `Some(usage)` when the walk could read it all; `None` leaves it to `serde_json`.
+    fn walk(c: &mut scan::Cursor<'_>) -> Option<Option<Usage>> {
+        if !c.enter(b'{') {
+            return (c.value()? == b"null").then_some(None);
         }
         let mut counts: [Option<u64>; 3] = [None; 3];
         let mut set = |slot: usize, raw: &[u8]| -> Option<()> {
             let n = scan::plain_u64(raw)?;
             counts[slot].replace(n).is_none().then_some(())
         };
-        let mut c = scan::Cursor::new(raw);
-        if !c.enter(b'{') {
-            return None;
-        }
         while let Some(key) = c.key() {
+            if scan::key_is(key, "prompt_tokens_details") && c.enter(b'{') {
+                while let Some(key) = c.key() {
+                    let value = c.value()?;
+                    if scan::key_is(key, "cached_tokens") && value != b"null" {
+                        set(2, value)?;
+                    }
+                }
+                continue;
+            }
             let value = c.value()?;
             if scan::key_is(key, "prompt_tokens") {
                 set(0, value)?;
             } else if scan::key_is(key, "completion_tokens") {
                 set(1, value)?;
             } else if scan::key_is(key, "prompt_tokens_details") && value != b"null" {
-                let mut d = scan::Cursor::new(value);
-                if !d.enter(b'{') {
-                    return None;
-                }
-                while let Some(key) = d.key() {
-                    let value = d.value()?;
-                    if scan::key_is(key, "cached_tokens") && value != b"null" {
-                        set(2, value)?;
-                    }
-                }
-                if d.failed() {
-                    return None;
-                }
+                return None; // neither an object nor null: serde_json rejects it
             }
         }
         if c.failed() {
@@ -381,12 +376,16 @@ fn usage(raw: &[u8]) -> Option<Usage> {
             cached_input_tokens: counts[2].unwrap_or(0),
         }))
     }
-    walk(raw).unwrap_or_else(|| {
-        serde_json::from_slice::<Option<WireUsage>>(raw)
-            .ok()
-            .flatten()
-            .map(Usage::from)
-    })
+    let start = *c;
+    if let Some(found) = walk(c) {
+        return found;
+    }
+    *c = start;
+    let raw = c.value()?;
+    serde_json::from_slice::<Option<WireUsage>>(raw)
+        .ok()
+        .flatten()
+        .map(Usage::from)
 }
 
 /// What the gateway needs from one streamed chunk.

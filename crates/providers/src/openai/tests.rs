@@ -181,6 +181,12 @@ fn inspect_response_reads_what_a_full_parse_reads() {
         br#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1e2}}}"#,
         br#"{"usage":{"prompt_tokens":12345678901234567890}}"#,
         br#"{"usage":[1,2]}"#,
+        // Usage is read in place: whatever path its reading takes, the walk goes on after it.
+        br#"{"usage":{"prompt_tokens_details":{"cached_tokens":2},"prompt_tokens":4},"choices":[{"finish_reason":"length"}]}"#,
+        br#"{"usage":{"prompt_tokens":1.5},"choices":[{"finish_reason":"stop"}]}"#,
+        br#"{"usage":{"prompt_tokens":1,"prompt_tokens_details":7},"choices":[{"finish_reason":"stop"}]}"#,
+        br#"{"usage":null , "choices":[{"finish_reason":"stop"}]}"#,
+        br#"{"usage":"none","choices":[{"finish_reason":"stop"}]}"#,
     ];
     for body in cases {
         assert_eq!(
