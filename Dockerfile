@@ -7,7 +7,8 @@
 
 # --- Build -----------------------------------------------------------------------------------
 FROM docker.io/library/rust:1.95-bookworm AS build
-# musl-tools: the C compiler `ring` (rustls' crypto) needs for the musl target.
+# musl-tools: the C compiler that `ring` (rustls' crypto) and jemalloc (the allocator, built from
+# source by tikv-jemalloc-sys) need for the musl target.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
