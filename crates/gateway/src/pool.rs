@@ -83,6 +83,11 @@ impl Conn {
     fn usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         self.drive(&mut cx);
+        self.ready()
+    }
+
+    /// Open and free to take a request, as last seen (no poll).
+    fn ready(&self) -> bool {
         !self.ended && self.tx.is_ready()
     }
 }
@@ -246,7 +251,7 @@ impl Inner {
             // that window is as likely as one arriving between a check and the send (and a
             // request it catches unsent is sent again), so the poll (some 1 500 instructions,
             // a tenth of the pool's share of a request) is skipped.
-            if idle_for < RECHECK_AFTER && !conn.ended && conn.tx.is_ready() {
+            if idle_for < RECHECK_AFTER && conn.ready() {
                 return Some(conn);
             }
             if idle_for < self.idle_timeout && conn.usable() {

@@ -16,19 +16,18 @@
 //!   returns pages freed for a second, so RSS after a burst falls back (24 MiB, glibc + trim
 //!   24 MiB) without any request path paying for it.
 //!
-//! `MALLOC_CONF`/`_RJEM_MALLOC_CONF` in the environment still override these at start-up.
+//! `_RJEM_MALLOC_CONF` in the environment (jemalloc's `MALLOC_CONF`, with the prefix
+//! `tikv-jemalloc-sys` gives its symbols) still overrides these at start-up. jemalloc does not
+//! build for MSVC, where the system allocator stays (see `main.rs`).
 
-#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc reads this symbol (by its prefixed name) before `main`: a pointer to a C string
 /// (the declaration's `Option<&c_char>` layout, as `tikv-jemalloc-sys` writes it).
-#[cfg(not(target_env = "msvc"))]
 #[allow(unsafe_code)] // a symbol exported for the C allocator to find
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: Option<&u8> = Some(&OPTIONS.to_bytes_with_nul()[0]);
 
-#[cfg(not(target_env = "msvc"))]
 const OPTIONS: &std::ffi::CStr =
     c"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";

@@ -1,5 +1,6 @@
 //! The `switchyard` binary: wires the control plane, the data plane and the admin port.
 
+#[cfg(not(target_env = "msvc"))]
 mod alloc;
 
 use std::{
