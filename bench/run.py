@@ -56,6 +56,8 @@ MODEL = "mock-model"
 SLOW_MODEL = "slow-model"
 
 TARGETS = ("direct", "nginx", "switchyard")
+# Switchyard with --busy-poll: an extra target of the open-loop workloads.
+BUSY = "switchyard_busy_poll"
 STARTUP_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 MiB = 1024 * 1024
@@ -105,6 +107,8 @@ class Settings:
         self.max_requests = 2_000_000
         self.timeout_s = 10.0
         self.access_log = a.access_log
+        # A second Switchyard with --busy-poll, measured on the open-loop workloads only.
+        self.busy_poll = a.busy_poll
         self.kube_changes = 2 if smoke else 30
         self.kube_timeout_s = 15.0
 
@@ -503,6 +507,20 @@ class Stack:
                    "switchyard /readyz", self.gw_proc)
         self.gw_started = time.monotonic()
 
+        # The same gateway with busy polling, for the open-loop latency workloads. It sleeps
+        # (costs nothing) except for its window after each of its own requests.
+        self.busy_proc: Optional[Proc] = None
+        if s.busy_poll and s.busy_poll not in ("0", "0s") and "--busy-poll" in help_text:
+            self.busy_proc = Proc("switchyard-busy-poll", pinned(proxy_cpu, [
+                bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
+                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags,
+                "--busy-poll", s.busy_poll,
+            ]), work / "switchyard-busy-poll.log", dict(env, RUST_LOG="info"))
+            self.gateway_busy, admin_busy = self.busy_proc.wait_for(
+                serving, "'switchyard serving'")
+            wait_until(lambda: http_status(f"http://{admin_busy}/readyz") == 200,
+                       "switchyard --busy-poll /readyz", self.busy_proc)
+
         self.nginx_proc: Optional[Proc] = None
         self.nginx_version = None
         if nginx:
@@ -530,8 +548,13 @@ class Stack:
     def targets(self) -> list[str]:
         return [t for t in TARGETS if t != "nginx" or self.nginx_proc]
 
+    def latency_targets(self) -> list[str]:
+        """Targets of the open-loop workloads: also the busy-polling gateway, when started."""
+        return self.targets() + ([BUSY] if self.busy_proc else [])
+
     def url(self, target: str, slow: bool = False) -> str:
         host = {"direct": self.mock, "switchyard": self.gateway,
+                BUSY: getattr(self, "gateway_busy", None),
                 "nginx": getattr(self, "nginx_slow" if slow else "nginx", None)}[target]
         return f"http://{host}/v1/chat/completions"
 
@@ -549,12 +572,14 @@ class Stack:
     def meter(self, target: str) -> Optional[Meter]:
         if target == "switchyard":
             return Meter(self.gw_proc.pid, with_children=False)
+        if target == BUSY and self.busy_proc:
+            return Meter(self.busy_proc.pid, with_children=False)
         if target == "nginx" and self.nginx_proc:
             return Meter(self.nginx_proc.pid, with_children=True)
         return None
 
     def check_alive(self) -> None:
-        for p in (self.mock_proc, self.gw_proc, self.nginx_proc):
+        for p in (self.mock_proc, self.gw_proc, self.nginx_proc, self.busy_proc):
             if p and p.popen.poll() is not None:
                 raise BenchError(f"{p.name} exited ({p.popen.returncode}):\n{p.output()[-3000:]}")
 
@@ -759,7 +784,7 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
                     "--rate", s.ttfb_rate, "--duration", s.duration, "--warmup", s.warmup,
                     "--max-requests", s.max_requests], s.duration + s.warmup)))
         for rate in s.rates:
-            for t in order(targets, rnd):
+            for t in order(stack.latency_targets(), rnd):
                 log(f"  open loop {rate:g}/s -> {t}")
                 add(f"open_{rate:g}", t, measured(stack, t, lambda: load.loadgen_run(
                     "open", stack.url(t), stack.headers(t), body(False), [
@@ -1129,6 +1154,13 @@ def verdicts(res: dict) -> list[dict]:
         v(f"added p50 at {rate[5:]}/s (switchyard - direct), us", a50,
           f"<= {LIMITS['added_p50_us_max']:g}",
           None if a50 is None else a50 <= LIMITS["added_p50_us_max"])
+        b50 = added(summ, rate, BUSY, "p50_us")
+        if b50 is not None:
+            bp = res["meta"]["settings"].get("busy_poll")
+            v(f"  the same with --busy-poll {bp} (not the default), us", b50,
+              f"<= {LIMITS['added_p50_us_max']:g}", b50 <= LIMITS["added_p50_us_max"],
+              f"p99 {added(summ, rate, BUSY, 'p99_us'):.0f} us added; "
+              f"CPU {summ[rate][BUSY].get('cpu_pct') or 0:.0f}% of a core at {rate[5:]}/s")
         s99, n99 = added(summ, rate, "switchyard", "p99_us"), added(summ, rate, "nginx", "p99_us")
         if s99 is None or n99 is None:
             v(f"added p99 at {rate[5:]}/s vs nginx's", None, "<= 1.5x nginx", None, "no nginx")
@@ -1252,6 +1284,15 @@ def table(res: dict) -> str:
         row("  latency p50, us", "p50_us", "us", name, "added")
         row("  latency p99, us", "p99_us", "us", name, "added")
         row("  proxy CPU, % of its core", "cpu_pct", "", name, "ratio")
+        b = summ[name].get(BUSY)
+        if b:
+            bp = meta["settings"].get("busy_poll")
+            for key, lab in (("p50_us", "p50"), ("p99_us", "p99")):
+                rows.append((f"  switchyard --busy-poll {bp}: {lab}, us", "", "",
+                             fmt(b.get(key), "us"),
+                             f"{signed(added(summ, name, BUSY, key))} us added"))
+            rows.append((f"  switchyard --busy-poll {bp}: CPU, % of its core", "", "",
+                         fmt(b.get("cpu_pct")), ""))
     if "hold" in summ:
         st = meta["settings"]
         section(f"4 {st['hold_streams']} slow streams held open "
@@ -1418,6 +1459,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--no-micro", action="store_true", help="skip the criterion benchmarks")
     p.add_argument("--no-kube", action="store_true",
                    help="skip the control-plane workload (real API server via envtest)")
+    p.add_argument("--busy-poll", default="5ms",
+                   help="window of the extra busy-polling Switchyard on the open-loop "
+                        "workloads (default 5ms; 0 skips it)")
     p.add_argument("--access-log", action="store_true",
                    help="run both proxies with their access log on (default: both off)")
     p.add_argument("--quick-micro", action="store_true", help="shorter criterion runs")
@@ -1523,8 +1567,9 @@ def gateway_counts(stack: Stack) -> dict[str, float]:
 def preflight(stack: Stack, load: Load) -> None:
     """One request of each kind through every target, so a broken set-up fails in seconds
     rather than after minutes of zeros."""
-    for t in stack.targets():
-        for stream, slow in ((False, False), (True, False), (True, True)):
+    for t in stack.latency_targets():
+        kinds = ((False, False),) if t == BUSY else ((False, False), (True, False), (True, True))
+        for stream, slow in kinds:
             model = SLOW_MODEL if slow and t == "switchyard" else MODEL
             r = load.loadgen_run("closed", stack.url(t, slow), stack.headers(t, slow),
                                  body(stream, model), [

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admit;
 pub mod body;
+pub mod busy_poll;
 pub mod error;
 mod forward;
 mod inbound;
@@ -19,6 +20,7 @@ pub mod upstream;
 
 pub use admin::Admin;
 pub use admit::{FailureMode, Limits};
+pub use busy_poll::BusyPoll;
 pub use error::GatewayError;
 pub use server::{serve_admin, serve_gateway};
 pub use service::{Gateway, GatewayConfig};

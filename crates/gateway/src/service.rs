@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::{
     admit::{Limits, Refusal, SettleTarget},
     body::Body,
+    busy_poll::BusyPoll,
     error::{json_response, GatewayError},
     inbound::Inbound,
     record::Record,
@@ -43,6 +44,9 @@ pub struct GatewayConfig {
     /// Require a virtual key even when no AIConsumer holds one (then every request is
     /// refused until consumers exist): for gateways that must never run open.
     pub require_auth: bool,
+    /// Keep the runtime's workers polling for I/O after each request instead of sleeping:
+    /// lower added latency on virtual machines, paid in CPU (see [`BusyPoll`]).
+    pub busy_poll: Option<BusyPoll>,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +55,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
             require_auth: false,
+            busy_poll: None,
         }
     }
 }
@@ -110,11 +115,15 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<crate::body::BoxError>,
     {
+        let start = Instant::now();
+        if let Some(busy) = &self.inner.config.busy_poll {
+            busy.mark(start.into_std());
+        }
         let request_id = request_id(req.headers());
         let mut record = Record::new(
             Arc::clone(&self.inner.metrics),
             self.inner.otel.clone(),
-            Instant::now(),
+            start,
             request_id.clone(),
         );
         // Errors are written in the format of the endpoint the caller used.
