@@ -77,7 +77,12 @@ impl BusyPoll {
     pub fn mark(&self, now: Instant) {
         let inner = &*self.inner;
         let until = inner.micros(now).saturating_add(inner.window_us);
-        inner.until.store(until, Ordering::Relaxed);
+        // Moved on only by a sixteenth of the window or more, so that workers on many cores
+        // do not all write this one cache line on every request.
+        let current = inner.until.load(Ordering::Relaxed);
+        if until >= current.saturating_add(inner.window_us / 16) {
+            inner.until.store(until, Ordering::Relaxed);
+        }
         if inner.asleep.load(Ordering::Relaxed) && inner.asleep.swap(false, Ordering::AcqRel) {
             inner.wake.notify_waiters();
         }
