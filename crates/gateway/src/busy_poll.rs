@@ -122,35 +122,44 @@ impl Inner {
 mod tests {
     use super::*;
 
-    /// The spinners sleep until a mark, spin for the window after it, then sleep again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// Waits (generously, for loaded CI machines) until `cond` holds.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The spinner sleeps until a mark, spins for the window after it, then sleeps again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn spins_only_within_the_window_after_a_mark() {
         let busy = BusyPoll::start(Duration::from_millis(100));
         let inner = &*busy.inner;
         let spins = || inner.spins.load(Ordering::Relaxed);
+        let asleep = || inner.asleep.load(Ordering::Acquire);
 
         // No request yet: asleep, not spinning.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(inner.asleep.load(Ordering::Acquire));
+        eventually("the spinner sleeps", asleep).await;
         let before = spins();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(spins(), before, "spun with no request");
 
-        // A mark wakes the spinners and they poll...
+        // A mark wakes the spinner and it polls...
         busy.mark(Instant::now());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(spins() > before, "no spinning after a mark");
+        eventually("the spinner polls after a mark", || spins() > before).await;
 
-        // ... until the window has passed; then they sleep and stop.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(inner.asleep.load(Ordering::Acquire));
+        // ... until the window has passed; then it sleeps and stops.
+        eventually("the spinner sleeps after the window", asleep).await;
         let after = spins();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(spins(), after, "spun past the window");
 
-        // And the next mark wakes them again.
+        // And the next mark wakes it again.
         busy.mark(Instant::now());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(spins() > after, "no spinning after the second mark");
+        eventually("the spinner polls after the second mark", || {
+            spins() > after
+        })
+        .await;
     }
 }
