@@ -488,11 +488,6 @@ class Stack:
             not s.access_log and "--no-access-log" in help_text) else []
         self.log_flags = log_flags
         (config / "bench.yaml").write_text(gateway_config(self.mock, s))
-        self.gw_proc = Proc("switchyard", pinned(proxy_cpu, [
-            bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
-            "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags,
-        ]), work / "switchyard.log", dict(env, RUST_LOG="info"))
-
         def serving(line: str) -> Optional[tuple[str, str]]:
             try:
                 fields = json.loads(line).get("fields", {})
@@ -502,24 +497,27 @@ class Stack:
                 return fields["listen"], fields["admin"]
             return None
 
-        self.gateway, self.admin = self.gw_proc.wait_for(serving, "'switchyard serving'")
-        wait_until(lambda: http_status(f"http://{self.admin}/readyz") == 200,
-                   "switchyard /readyz", self.gw_proc)
+        def start_gateway(name: str, extra: list) -> tuple[Proc, str, str]:
+            """A `switchyard serve` on the bench config, once it says it is ready."""
+            proc = Proc(name, pinned(proxy_cpu, [
+                bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
+                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags, *extra,
+            ]), work / f"{name}.log", dict(env, RUST_LOG="info"))
+            listen, admin = proc.wait_for(serving, "'switchyard serving'")
+            wait_until(lambda: http_status(f"http://{admin}/readyz") == 200,
+                       f"{name} /readyz", proc)
+            return proc, listen, admin
+
+        self.gw_proc, self.gateway, self.admin = start_gateway("switchyard", [])
         self.gw_started = time.monotonic()
 
         # The same gateway with busy polling, for the open-loop latency workloads. It sleeps
         # (costs nothing) except for its window after each of its own requests.
         self.busy_proc: Optional[Proc] = None
+        self.gateway_busy: Optional[str] = None
         if s.busy_poll and s.busy_poll not in ("0", "0s") and "--busy-poll" in help_text:
-            self.busy_proc = Proc("switchyard-busy-poll", pinned(proxy_cpu, [
-                bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags,
-                "--busy-poll", s.busy_poll,
-            ]), work / "switchyard-busy-poll.log", dict(env, RUST_LOG="info"))
-            self.gateway_busy, admin_busy = self.busy_proc.wait_for(
-                serving, "'switchyard serving'")
-            wait_until(lambda: http_status(f"http://{admin_busy}/readyz") == 200,
-                       "switchyard --busy-poll /readyz", self.busy_proc)
+            self.busy_proc, self.gateway_busy, _ = start_gateway(
+                "switchyard-busy-poll", ["--busy-poll", s.busy_poll])
 
         self.nginx_proc: Optional[Proc] = None
         self.nginx_version = None
@@ -554,7 +552,7 @@ class Stack:
 
     def url(self, target: str, slow: bool = False) -> str:
         host = {"direct": self.mock, "switchyard": self.gateway,
-                BUSY: getattr(self, "gateway_busy", None),
+                BUSY: self.gateway_busy,
                 "nginx": getattr(self, "nginx_slow" if slow else "nginx", None)}[target]
         return f"http://{host}/v1/chat/completions"
 
