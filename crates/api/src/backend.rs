@@ -48,6 +48,11 @@ pub struct ModelBackendSpec {
     /// TLS settings for the upstream connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTls>,
+    /// A forward proxy that upstream requests go through, instead of the one the gateway's
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` environment names (this one wins, and
+    /// `NO_PROXY` does not apply to it). HTTPS goes through `CONNECT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<BackendProxy>,
     /// Headers set on, or removed from, every upstream request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderModifier>,
@@ -265,12 +270,28 @@ pub struct Timeouts {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendTls {
-    /// Secret key holding a PEM CA bundle to trust instead of the public roots.
+    /// Secret key holding a PEM bundle of CA certificates trusted for this backend instead
+    /// of the gateway's trust store (the public roots, or the system's with
+    /// `--upstream-roots system`). The bundle is reloaded when the Secret changes; a missing
+    /// key or a bundle with no certificate refuses the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Server name to present and verify, when it differs from the endpoint's host.
+    /// Server name presented in SNI and verified against the certificate, when it differs
+    /// from the endpoint's host (e.g. an endpoint given by IP address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+}
+
+/// A forward proxy for a backend's upstream requests.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendProxy {
+    /// The proxy's URL, `http://host:port` (the connection to the proxy itself is plain TCP).
+    pub url: String,
+    /// Secret key holding `user:password` for the proxy's Basic authentication
+    /// (`Proxy-Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Headers to set on, or remove from, upstream requests.

@@ -10,8 +10,8 @@ pub mod route;
 pub mod validate;
 
 pub use backend::{
-    aws_secret_keys, bedrock_endpoint, bedrock_region_of, AzureSettings, BedrockSettings,
-    ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider, SecretRef,
+    aws_secret_keys, bedrock_endpoint, bedrock_region_of, AzureSettings, BackendProxy, BackendTls,
+    BedrockSettings, ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider, SecretRef,
     AZURE_DEFAULT_API_VERSION,
 };
 pub use common::{parse_duration, parse_price, Condition, MicroUsd, SecretKeyRef};

@@ -44,6 +44,10 @@ pub enum Reason {
     InvalidLimit,
     /// A document could not be parsed at all.
     InvalidDocument,
+    /// TLS settings are unusable (a CA bundle with no certificate, a bad server name).
+    InvalidTls,
+    /// The forward proxy URL is not `http://host:port`.
+    InvalidProxy,
 }
 
 impl Reason {
@@ -64,6 +68,8 @@ impl Reason {
             Reason::UnsupportedProvider => "UnsupportedProvider",
             Reason::InvalidLimit => "InvalidLimit",
             Reason::InvalidDocument => "InvalidDocument",
+            Reason::InvalidTls => "InvalidTls",
+            Reason::InvalidProxy => "InvalidProxy",
         }
     }
 }
@@ -115,6 +121,24 @@ fn check_header_name(out: &mut Vec<FieldError>, field: String, name: &str) {
             format!("{name:?} is not a valid HTTP header name"),
         ));
     }
+}
+
+/// Headers that describe one connection, not the request: the gateway writes them itself
+/// (`Host`, framing) or never forwards them (RFC 9110 §7.6.1's hop-by-hop list).
+pub fn is_connection_header(name: &str) -> bool {
+    const NAMES: [&str; 10] = [
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// RFC 9110 token characters, the grammar of a header name.
@@ -328,6 +352,11 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
             }
         }
     }
+    if let Some(p) = &spec.proxy {
+        if let Err(why) = proxy_url(&p.url) {
+            out.push(err("spec.proxy.url", Reason::InvalidProxy, why));
+        }
+    }
     if let Some(t) = &spec.timeouts {
         check_duration(&mut out, "spec.timeouts.connect".into(), t.connect.as_ref());
         check_duration(
@@ -357,6 +386,16 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
     if let Some(h) = &spec.headers {
         for (name, value) in &h.set {
             check_header_name(&mut out, format!("spec.headers.set[{name}]"), name);
+            if is_connection_header(name) {
+                out.push(err(
+                    format!("spec.headers.set[{name}]"),
+                    Reason::InvalidHeader,
+                    format!(
+                        "{name} is set by the gateway for each connection (the endpoint gives \
+                         Host, spec.tls.sni the server name, spec.proxy the proxy)"
+                    ),
+                ));
+            }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 out.push(err(
                     format!("spec.headers.set[{name}]"),
@@ -502,6 +541,24 @@ pub fn ai_consumer(spec: &AIConsumerSpec) -> Vec<FieldError> {
     out
 }
 
+/// Checks a forward proxy URL: `http://host:port` with nothing after the authority
+/// (credentials go in `basicAuthSecretRef`, never in the URL, so they are not shown in status).
+pub fn proxy_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url:?} is not an http:// URL (the proxy is reached over plain TCP)")
+    })?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority.contains(['/', '?', '#', '@'])
+        || url.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "{url:?} must be http://host:port (credentials go in basicAuthSecretRef)"
+        ));
+    }
+    Ok(())
+}
+
 /// A minimal absolute-URL check without pulling an URL crate into `api`.
 mod http_uri {
     /// Parsed only to validate: scheme, non-empty authority, no whitespace.
@@ -550,6 +607,7 @@ mod tests {
             timeouts: None,
             max_concurrency: None,
             tls: None,
+            proxy: None,
             headers: None,
             allowed_route_namespaces: vec![],
             azure: None,

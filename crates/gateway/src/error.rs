@@ -82,7 +82,7 @@ pub enum GatewayError {
     /// The upstream could not be reached, or did not answer in time, on every attempt.
     #[error("upstream {backend} {kind}: {detail}")]
     Upstream {
-        /// `connect`, `timeout` or `protocol`.
+        /// `connect`, `tls`, `timeout` or `protocol`.
         kind: UpstreamFailure,
         /// The backend's `namespace/name`.
         backend: String,
@@ -149,6 +149,8 @@ pub enum GatewayError {
 pub enum UpstreamFailure {
     /// No connection could be made.
     Connect,
+    /// The TLS handshake failed: most often the upstream's certificate was refused.
+    Tls,
     /// No response (or body) in time.
     Timeout,
     /// The connection broke or the response was malformed.
@@ -160,6 +162,7 @@ impl UpstreamFailure {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Tls => "tls",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Protocol => "protocol",
         }
@@ -170,6 +173,7 @@ impl std::fmt::Display for UpstreamFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             UpstreamFailure::Connect => "unreachable",
+            UpstreamFailure::Tls => "TLS handshake failed",
             UpstreamFailure::Timeout => "timed out",
             UpstreamFailure::Protocol => "failed",
         })
@@ -198,7 +202,9 @@ impl GatewayError {
             }
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamFailure::Connect | UpstreamFailure::Protocol => StatusCode::BAD_GATEWAY,
+                UpstreamFailure::Connect | UpstreamFailure::Tls | UpstreamFailure::Protocol => {
+                    StatusCode::BAD_GATEWAY
+                }
             },
             // The upstream refused the gateway's own credentials: not the caller's problem,
             // and a 401 would make SDKs blame the caller's key.
@@ -289,6 +295,7 @@ impl GatewayError {
             GatewayError::NotReady => "not_ready",
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamFailure::Connect => "upstream_unreachable",
+                UpstreamFailure::Tls => "upstream_tls_error",
                 UpstreamFailure::Timeout => "upstream_timeout",
                 UpstreamFailure::Protocol => "upstream_protocol_error",
             },

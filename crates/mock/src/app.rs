@@ -1,15 +1,15 @@
-//! Request handling: routing, auth, fault injection, the OpenAI endpoints (also under Azure
-//! OpenAI's deployment paths), the Anthropic Messages endpoints and Gemini's
-//! `generateContent` and Bedrock's Converse (errors on those are written in the dialect's own
-//! shape).
+//! Request handling: conformance (what an origin server refuses gets a 400), routing, auth,
+//! fault injection, the OpenAI endpoints (also under Azure OpenAI's deployment paths), the
+//! Anthropic Messages endpoints and Gemini's `generateContent` and Bedrock's Converse (errors
+//! on those are written in the dialect's own shape).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
@@ -17,6 +17,7 @@ use crate::body::MockBody;
 use crate::faults::Knobs;
 use crate::openai::{self, Api, ApiError, Completion, EmbeddingInput, EncodingFormat};
 use crate::record::RequestLog;
+use crate::strict::Violation;
 
 /// Large enough for big embedding batches, small enough that one request cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -27,6 +28,7 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 const TOOL_CALL: HeaderName = HeaderName::from_static("x-mock-tool-call");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 /// An error reply and the extra headers it goes with, rendered in the endpoint's dialect.
 type Failure = Box<(ApiError, HeaderMap)>;
@@ -114,15 +116,20 @@ impl App {
         }
     }
 
-    /// Entry point for every request of every connection.
+    /// Entry point for every request of every connection; `tls` says whether the connection
+    /// is TLS (recorded with the request).
     pub async fn handle<B>(
         self: Arc<Self>,
         req: Request<B>,
+        tls: bool,
     ) -> Result<Response<MockBody>, Infallible>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        if let Err(violation) = crate::strict::check(&req) {
+            return Ok(bad_request(violation, req.version()));
+        }
         let path = req.uri().path();
         if path == "/v1"
             || path.starts_with("/v1/")
@@ -130,12 +137,12 @@ impl App {
             || path.starts_with("/openai/")
             || path.starts_with("/model/")
         {
-            return Ok(self.handle_v1(req).await);
+            return Ok(self.handle_v1(req, tls).await);
         }
         Ok(self.handle_mock(req.method(), path))
     }
 
-    async fn handle_v1<B>(&self, req: Request<B>) -> Response<MockBody>
+    async fn handle_v1<B>(&self, req: Request<B>, tls: bool) -> Response<MockBody>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -190,8 +197,7 @@ impl App {
 
         // Recorded before the injected latency so a test can see a request that is still
         // in flight (e.g. one the gateway is about to time out).
-        self.log
-            .record(parts.method, parts.uri, parts.headers, json.ok());
+        self.log.record(parts, tls, json.ok());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -715,6 +721,21 @@ fn json_response(body: Bytes) -> Response<MockBody> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+/// The 400 for a request an origin server would refuse; plain text, as nginx's own 400 is not
+/// in any provider's dialect. HTTP/1.x connections are closed after it, as nginx does.
+fn bad_request(violation: Violation, version: Version) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(Bytes::from_static(
+        violation.reason().as_bytes(),
+    )));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, TEXT_PLAIN);
+    if !matches!(version, Version::HTTP_2 | Version::HTTP_3) {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, Config};
 use crate::faults::{Knobs, MAX_CHUNKS};
@@ -26,6 +28,8 @@ mod faults;
 mod gemini;
 mod openai;
 mod record;
+mod strict;
+mod tls;
 mod tools;
 
 #[cfg(test)]
@@ -33,6 +37,8 @@ mod tests;
 
 /// How long in-flight responses may take to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that connects and never finishes the TLS handshake holds a task no longer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fake OpenAI-compatible provider speaking the real wire format.
 #[derive(Debug, Parser)]
@@ -94,6 +100,23 @@ struct Cli {
         requires = "aws_access_key_id"
     )]
     aws_secret_access_key: Option<String>,
+
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key. ALPN offers
+    /// h2 and http/1.1; a client that negotiates no ALPN gets HTTP/1.1.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// The connection builders: by ALPN over TLS, by sniffing the preface on plain TCP (h2c with
+/// prior knowledge, or HTTP/1.x).
+struct Protocols {
+    sniff: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
 }
 
 #[tokio::main]
@@ -101,21 +124,36 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
 
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let app = Arc::new(App::new(cli.into_config()));
-    // Printed only once bound: scripts wait for this line or for the port.
+    if tls.is_some() {
+        eprintln!("switchyard-mock serving TLS (ALPN h2, http/1.1)");
+    }
+    // Printed only once bound: scripts wait for this line or for the port, and parse the
+    // address after "listening on http://" — so the line keeps `http://` even under TLS (the
+    // line above says so).
     eprintln!("switchyard-mock listening on http://{addr}");
 
-    serve(listener, app, shutdown_signal()).await;
+    serve(listener, app, tls, shutdown_signal()).await;
     Ok(())
 }
 
-/// Accepts connections until `shutdown` completes, then drains in-flight ones.
-async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// Accepts connections (TLS ones when `tls` is set) until `shutdown` completes, then drains
+/// in-flight ones.
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let protocols = Arc::new(Protocols::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -136,15 +174,29 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
             tracing::debug!(%err, "TCP_NODELAY");
         }
         let app = app.clone();
-        let service = service_fn(move |req| app.clone().handle(req));
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            // Client disconnects and deliberate resets land here; not worth more than debug.
-            if let Err(err) = conn.await {
-                tracing::debug!(err = %err, "connection ended with error");
+        match &tls {
+            None => {
+                let service = service_fn(move |req| app.clone().handle(req, false));
+                let conn = protocols
+                    .sniff
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move { log_end(conn.await) });
             }
-        });
+            // The handshake runs in the connection's task so a slow client cannot stall
+            // accepting; the connection joins the drain once it is established.
+            Some(acceptor) => {
+                let accept = handshake(acceptor, stream);
+                let (protocols, watcher) = (protocols.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let Some(stream) = accept.await else { return };
+                    let builder = protocols.by_alpn(stream.get_ref().1.alpn_protocol());
+                    let service = service_fn(move |req| app.clone().handle(req, true));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    log_end(watcher.watch(conn).await);
+                });
+            }
+        }
     }
 
     drop(listener);
@@ -153,6 +205,34 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("drain timed out; dropping remaining connections");
         }
+    }
+}
+
+/// The TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; `None` (logged) when it fails.
+fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> impl Future<Output = Option<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let accept = acceptor.accept(stream);
+    async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+/// Client disconnects and deliberate resets land here; not worth more than debug.
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(err) = result {
+        tracing::debug!(err = %err, "connection ended with error");
     }
 }
 
@@ -193,6 +273,28 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+// === impl Protocols ===
+
+impl Protocols {
+    fn new() -> Self {
+        let sniff = auto::Builder::new(TokioExecutor::new());
+        Self {
+            http1: sniff.clone().http1_only(),
+            http2: sniff.clone().http2_only(),
+            sniff,
+        }
+    }
+
+    /// HTTP/2 over TLS only when ALPN chose `h2` (RFC 9113 §3.2); without ALPN, HTTP/1.1, as
+    /// nginx does.
+    fn by_alpn(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        match alpn {
+            Some(crate::tls::H2) => &self.http2,
+            _ => &self.http1,
+        }
+    }
 }
 
 // === impl Cli ===

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::header::HOST;
+use http::request::Parts;
+use http::{HeaderMap, Method, Uri, Version};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
@@ -27,6 +29,9 @@ pub struct Recorded {
     seq: u64,
     method: Method,
     uri: Uri,
+    version: Version,
+    /// Whether the connection was TLS.
+    tls: bool,
     headers: HeaderMap,
     body: Option<Value>,
 }
@@ -37,6 +42,11 @@ struct RecordedView<'a> {
     method: &'a str,
     path: &'a str,
     query: Option<&'a str>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`: what went over the wire.
+    version: &'static str,
+    /// `:authority` on HTTP/2, the `Host` header on HTTP/1.x.
+    authority: Option<&'a str>,
+    tls: bool,
     headers: HeadersView<'a>,
     body: Option<&'a Value>,
 }
@@ -54,13 +64,16 @@ impl RequestLog {
         }
     }
 
-    pub fn record(&self, method: Method, uri: Uri, headers: HeaderMap, body: Option<Value>) {
+    /// Keeps a request as received on a connection (`tls` or not); extensions are dropped.
+    pub fn record(&self, parts: Parts, tls: bool, body: Option<Value>) {
         let seq = self.total.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Recorded {
             seq,
-            method,
-            uri,
-            headers,
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            tls,
+            headers: parts.headers,
             body,
         });
         let evicted = {
@@ -110,9 +123,27 @@ impl Recorded {
             method: self.method.as_str(),
             path: self.uri.path(),
             query: self.uri.query(),
+            version: version_str(self.version),
+            authority: self
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| self.headers.get(HOST).and_then(|h| h.to_str().ok())),
+            tls: self.tls,
             headers: HeadersView(&self.headers),
             body: self.body.as_ref(),
         }
+    }
+}
+
+fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
     }
 }
 
@@ -143,17 +174,15 @@ mod tests {
     use super::*;
 
     fn record(log: &RequestLog, path: &str) {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer k".parse().unwrap());
-        headers.append("x-multi", "a".parse().unwrap());
-        headers.append("x-multi", "b".parse().unwrap());
-        let uri: Uri = path.parse().unwrap();
-        log.record(
-            Method::POST,
-            uri,
-            headers,
-            Some(serde_json::json!({"model": "m"})),
-        );
+        let (parts, ()) = http::Request::post(path)
+            .header("host", "mock:8000")
+            .header("authorization", "Bearer k")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .body(())
+            .unwrap()
+            .into_parts();
+        log.record(parts, false, Some(serde_json::json!({"model": "m"})));
     }
 
     #[test]
@@ -171,10 +200,29 @@ mod tests {
         assert_eq!(json[0]["headers"]["authorization"], "Bearer k");
         assert_eq!(json[0]["headers"]["x-multi"], "a, b");
         assert_eq!(json[0]["body"]["model"], "m");
+        assert_eq!(json[0]["version"], "HTTP/1.1");
+        assert_eq!(json[0]["authority"], "mock:8000");
+        assert_eq!(json[0]["tls"], false);
         assert_eq!(log.total(), CAPACITY as u64 + 3);
 
         log.clear();
         assert_eq!(&log.to_json().unwrap()[..], b"[]");
         assert_eq!(log.total(), CAPACITY as u64 + 3);
+    }
+
+    #[test]
+    fn http2_authority_comes_from_the_uri() {
+        let log = RequestLog::new();
+        let (parts, ()) = http::Request::get("https://mock:8443/v1/models")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        log.record(parts, true, None);
+        let json: Vec<Value> = serde_json::from_slice(&log.to_json().unwrap()).unwrap();
+        assert_eq!(json[0]["version"], "HTTP/2");
+        assert_eq!(json[0]["authority"], "mock:8443");
+        assert_eq!(json[0]["path"], "/v1/models");
+        assert_eq!(json[0]["tls"], true);
     }
 }

@@ -15,6 +15,9 @@ use super::serve;
 use crate::app::{App, Config};
 use crate::faults::Knobs;
 
+mod conformance;
+mod tls;
+
 struct Server {
     addr: SocketAddr,
     _stop: oneshot::Sender<()>,
@@ -29,6 +32,11 @@ struct Reply {
 }
 
 async fn start(api_key: Option<&str>) -> Server {
+    start_on(api_key, None).await
+}
+
+/// A server speaking TLS when `tls` is set, plain HTTP otherwise.
+async fn start_on(api_key: Option<&str>, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(App::new(Config {
@@ -43,7 +51,7 @@ async fn start(api_key: Option<&str>) -> Server {
         }),
     }));
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app, async {
+    tokio::spawn(serve(listener, app, tls, async {
         let _ = stopped.await;
     }));
     Server { addr, _stop: stop }
@@ -56,28 +64,7 @@ impl Server {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let response = sender.send_request(req).await.unwrap();
-        let (parts, mut body) = response.into_parts();
-        let mut reply = Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: Vec::new(),
-            error: None,
-        };
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(data) = frame.into_data() {
-                        reply.body.extend_from_slice(&data);
-                    }
-                }
-                Err(err) => {
-                    reply.error = Some(err);
-                    break;
-                }
-            }
-        }
-        reply
+        Reply::read(sender.send_request(req).await.unwrap()).await
     }
 
     fn request(&self, method: &str, path: &str) -> http::request::Builder {
@@ -105,6 +92,30 @@ impl Server {
 }
 
 impl Reply {
+    async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
+        let (parts, mut body) = response.into_parts();
+        let mut reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: Vec::new(),
+            error: None,
+        };
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        reply.body.extend_from_slice(&data);
+                    }
+                }
+                Err(err) => {
+                    reply.error = Some(err);
+                    break;
+                }
+            }
+        }
+        reply
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
@@ -234,6 +245,9 @@ async fn auth_faults_and_recording() {
     assert_eq!(recorded.len(), 3);
     assert_eq!(recorded[2]["headers"]["authorization"], "Bearer sk-up");
     assert_eq!(recorded[2]["body"]["input"], json!(["a", "b"]));
+    assert_eq!(recorded[2]["version"], "HTTP/1.1");
+    assert_eq!(recorded[2]["authority"], server.addr.to_string());
+    assert_eq!(recorded[2]["tls"], false);
     assert_eq!(
         server.get("/mock/stats").await.json(),
         json!({"requests": 3})

@@ -13,12 +13,13 @@ use kube_meta::{created, ns_name};
 use switchyard_api::{
     parse_duration, parse_price,
     validate::{self, FieldError, Reason},
-    AIConsumer, AIRoute, ModelBackend, Provider, Resources, Strategy,
+    AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
 };
 use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat};
 
 use crate::{
     consumer::{self, Consumer, Consumers},
+    egress::{Egress, EgressError},
     glob::Glob,
     sign::RequestSigner,
     table::{
@@ -538,6 +539,18 @@ fn build_backend(
             })?);
         }
     }
+    let host = uri("")
+        .ok()
+        .as_ref()
+        .and_then(crate::egress::host_header)
+        .ok_or_else(|| {
+            field_err(
+                "spec.endpoint",
+                Reason::InvalidEndpoint,
+                format!("{endpoint:?} has no host"),
+            )
+        })?;
+    let egress = egress(ctx, &id.0, spec)?;
     Ok(Backend::new(
         format!("{}/{}", id.0, id.1).into(),
         spec.provider,
@@ -552,7 +565,38 @@ fn build_backend(
         set_headers,
         remove_headers,
         signer,
+        host,
+        egress,
     ))
+}
+
+/// A backend's TLS trust, server name and proxy, with their Secrets read.
+fn egress(ctx: &Ctx<'_>, namespace: &str, spec: &ModelBackendSpec) -> Result<Egress, FieldError> {
+    let tls = spec.tls.as_ref();
+    let ca = match tls.and_then(|t| t.ca_secret_ref.as_ref()) {
+        Some(r) => Some(
+            ctx.secret(namespace, r)
+                .map_err(|m| field_err("spec.tls.caSecretRef", Reason::SecretNotFound, m))?,
+        ),
+        None => None,
+    };
+    let proxy = match &spec.proxy {
+        Some(p) => {
+            let auth = match &p.basic_auth_secret_ref {
+                Some(r) => Some(ctx.secret(namespace, r).map_err(|m| {
+                    field_err("spec.proxy.basicAuthSecretRef", Reason::SecretNotFound, m)
+                })?),
+                None => None,
+            };
+            Some((p.url.as_str(), auth))
+        }
+        None => None,
+    };
+    Egress::new(ca, tls.and_then(|t| t.sni.as_deref()), proxy).map_err(|e| match e {
+        EgressError::CaBundle(m) => field_err("spec.tls.caSecretRef", Reason::InvalidTls, m),
+        EgressError::ServerName(m) => field_err("spec.tls.sni", Reason::InvalidTls, m),
+        EgressError::Proxy(m) => field_err("spec.proxy", Reason::InvalidProxy, m),
+    })
 }
 
 /// A SigV4 signer from the credentials in an `awsSecretRef` Secret.

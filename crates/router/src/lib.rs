@@ -3,6 +3,7 @@
 
 mod compile;
 pub mod consumer;
+pub mod egress;
 pub mod glob;
 mod handle;
 mod sign;
@@ -11,6 +12,7 @@ mod table;
 
 pub use compile::{compile, Compiled, Diagnostic, Severity};
 pub use consumer::{Consumer, Consumers};
+pub use egress::{Egress, Proxy};
 pub use handle::TableHandle;
 pub use sign::{RequestSigner, Sigv4};
 pub use state::{

@@ -76,13 +76,12 @@ impl RequestSigner {
         body: &[u8],
     ) -> Result<(), String> {
         let RequestSigner::Sigv4(s) = self;
-        let authority = uri
-            .authority()
-            .ok_or("the upstream URI has no host")?
-            .as_str()
-            .to_string();
-        let host = HeaderValue::try_from(authority.as_str()).map_err(|e| e.to_string())?;
-        headers.insert(header::HOST, host);
+        // The signature covers the Host that is sent: the caller's when it set one.
+        if !headers.contains_key(header::HOST) {
+            let authority = uri.authority().ok_or("the upstream URI has no host")?;
+            let host = HeaderValue::try_from(authority.as_str()).map_err(|e| e.to_string())?;
+            headers.insert(header::HOST, host);
+        }
         let signed: Vec<(&str, &str)> = ["host", "content-type"]
             .into_iter()
             .filter_map(|n| Some((n, headers.get(n)?.to_str().ok()?)))

@@ -187,6 +187,10 @@ pub struct Backend {
     pub remove_headers: Vec<HeaderName>,
     /// Signs each request just before it is sent (Bedrock's SigV4), after every header is set.
     pub signer: Option<Arc<crate::RequestSigner>>,
+    /// The `Host` of every request (the endpoint's authority, without a default port).
+    pub host: HeaderValue,
+    /// How connections to it are made: TLS trust, server name, proxy.
+    pub egress: crate::Egress,
     /// Health, load and latency, bound from the state registry when the table is published
     /// (so it survives reloads).
     pub(crate) state: OnceLock<Arc<BackendState>>,
@@ -584,6 +588,8 @@ impl Backend {
         set_headers: Vec<(HeaderName, HeaderValue)>,
         remove_headers: Vec<HeaderName>,
         signer: Option<Arc<crate::RequestSigner>>,
+        host: HeaderValue,
+        egress: crate::Egress,
     ) -> Self {
         Backend {
             name,
@@ -599,6 +605,8 @@ impl Backend {
             set_headers,
             remove_headers,
             signer,
+            host,
+            egress,
             state: OnceLock::new(),
         }
     }

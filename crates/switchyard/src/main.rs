@@ -22,7 +22,7 @@ use switchyard_controller::{
 };
 use switchyard_gateway::{
     Admin, BusyPoll, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, Review,
-    ReviewError, ReviewFuture, TlsReloader, TokenReviewer, UpstreamClient,
+    ReviewError, ReviewFuture, TlsReloader, TokenReviewer, TrustStore, UpstreamClient,
 };
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
@@ -102,6 +102,12 @@ struct ServeArgs {
     /// Upstream connect timeout for backends that set none.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// The CAs upstream certificates are verified against, for backends without a
+    /// `spec.tls.caSecretRef`: `webpki` (the Mozilla roots compiled in) or `system`
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the system bundle: where a TLS-inspecting
+    /// egress proxy's private CA is installed).
+    #[arg(long, default_value = "webpki", env = "SWITCHYARD_UPSTREAM_ROOTS")]
+    upstream_roots: TrustStore,
     /// Serve the API over TLS with this PEM certificate chain (with `--tls-key`); both files
     /// are watched and reloaded when they change.
     #[arg(long, requires = "tls_key", env = "SWITCHYARD_TLS_CERT")]
@@ -352,8 +358,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let client = UpstreamClient::new(&ClientConfig {
         connect_timeout: args.connect_timeout,
+        roots: args.upstream_roots,
         ..ClientConfig::default()
-    })?;
+    })
+    .map_err(|e| anyhow::anyhow!("upstream TLS trust store: {e}"))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             TlsReloader::new(cert.clone(), key.clone()).context("loading the TLS certificate")?,

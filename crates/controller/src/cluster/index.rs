@@ -204,6 +204,9 @@ pub fn backend_secret_refs(b: &ModelBackend) -> Vec<ObjKey> {
     if let Some(tls) = &b.spec.tls {
         refs.extend(tls.ca_secret_ref.iter().map(|r| r.name.clone()));
     }
+    if let Some(proxy) = &b.spec.proxy {
+        refs.extend(proxy.basic_auth_secret_ref.iter().map(|r| r.name.clone()));
+    }
     refs.into_iter().map(|name| (ns.clone(), name)).collect()
 }
 

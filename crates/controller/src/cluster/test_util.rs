@@ -53,6 +53,7 @@ pub fn mk_backend(ns: &str, name: &str, secret: Option<&str>) -> ModelBackend {
             timeouts: None,
             max_concurrency: None,
             tls: None,
+            proxy: None,
             headers: None,
             allowed_route_namespaces: vec![],
             azure: None,
