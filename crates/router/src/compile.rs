@@ -595,7 +595,10 @@ fn egress(ctx: &Ctx<'_>, namespace: &str, spec: &ModelBackendSpec) -> Result<Egr
     Egress::new(ca, tls.and_then(|t| t.sni.as_deref()), proxy).map_err(|e| match e {
         EgressError::CaBundle(m) => field_err("spec.tls.caSecretRef", Reason::InvalidTls, m),
         EgressError::ServerName(m) => field_err("spec.tls.sni", Reason::InvalidTls, m),
-        EgressError::Proxy(m) => field_err("spec.proxy", Reason::InvalidProxy, m),
+        EgressError::Proxy(m) => field_err("spec.proxy.url", Reason::InvalidProxy, m),
+        EgressError::ProxyCredentials(m) => {
+            field_err("spec.proxy.basicAuthSecretRef", Reason::InvalidProxy, m)
+        }
     })
 }
 

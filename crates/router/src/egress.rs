@@ -107,9 +107,12 @@ pub enum EgressError {
     /// The server name.
     #[error("{0}")]
     ServerName(String),
-    /// The proxy URL or its credentials.
+    /// The proxy URL.
     #[error("{0}")]
     Proxy(String),
+    /// The proxy's credentials.
+    #[error("{0}")]
+    ProxyCredentials(String),
 }
 
 /// The client TLS configuration of upstream connections trusting `roots`: ring, TLS 1.2 and
@@ -159,13 +162,14 @@ fn basic_auth(credentials: &[u8]) -> Result<HeaderValue, EgressError> {
     use base64::Engine as _;
     let credentials = credentials.trim_ascii();
     if !credentials.contains(&b':') {
-        return Err(EgressError::Proxy(
+        return Err(EgressError::ProxyCredentials(
             "the proxy credentials must be user:password".into(),
         ));
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-        .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+        EgressError::ProxyCredentials("the proxy credentials are not header-safe text".into())
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }

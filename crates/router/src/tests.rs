@@ -673,3 +673,120 @@ spec: {allow: ["m"]}
         assert!(consumers.get(name).is_none(), "{name}");
     }
 }
+
+#[test]
+fn unusable_tls_and_proxy_settings_refuse_the_backend_with_a_reason() {
+    let c = build(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+stringData: {notpem: "hello", creds: "nocolon"}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: ca-key-missing}
+spec:
+  provider: openai
+  tls: {caSecretRef: {name: tls, key: ca.crt}}
+  models: [{name: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: ca-not-pem}
+spec:
+  provider: openai
+  tls: {caSecretRef: {name: tls, key: notpem}}
+  models: [{name: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: bad-sni}
+spec:
+  provider: openai
+  tls: {sni: "not a name"}
+  models: [{name: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: bad-creds}
+spec:
+  provider: openai
+  proxy: {url: "http://127.0.0.1:3128", basicAuthSecretRef: {name: tls, key: creds}}
+  models: [{name: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: https-proxy}
+spec:
+  provider: openai
+  proxy: {url: "https://127.0.0.1:3128"}
+  models: [{name: m}]
+"#,
+    );
+    let got: Vec<_> = c
+        .diagnostics
+        .iter()
+        .map(|d| (d.name.as_str(), d.error.field.as_str(), d.error.reason))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "bad-creds",
+                "spec.proxy.basicAuthSecretRef",
+                Reason::InvalidProxy
+            ),
+            ("bad-sni", "spec.tls.sni", Reason::InvalidTls),
+            (
+                "ca-key-missing",
+                "spec.tls.caSecretRef",
+                Reason::SecretNotFound
+            ),
+            ("ca-not-pem", "spec.tls.caSecretRef", Reason::InvalidTls),
+            ("https-proxy", "spec.proxy.url", Reason::InvalidProxy),
+        ]
+    );
+    // The good backends keep serving.
+    assert!(c.table.backends().iter().any(|b| &*b.name == "default/a"));
+}
+
+#[test]
+fn backends_get_their_host_and_connection_settings() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: proxied}
+spec:
+  provider: openai
+  endpoint: https://edge.example:443/v1
+  tls: {sni: edge.internal}
+  proxy: {url: "http://127.0.0.1:3128"}
+  models: [{name: m}]
+"#,
+    );
+    assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+    let backend = |name: &str| {
+        c.table
+            .backends()
+            .iter()
+            .find(|b| &*b.name == name)
+            .unwrap()
+            .clone()
+    };
+    let a = backend("default/a");
+    assert_eq!(a.host, "127.0.0.1:9");
+    assert_eq!(a.egress.id, 0);
+    let p = backend("default/proxied");
+    assert_eq!(p.host, "edge.example");
+    assert_ne!(p.egress.id, 0);
+    assert_eq!(
+        p.egress.server_name.as_ref().unwrap().to_str(),
+        "edge.internal"
+    );
+    assert_eq!(
+        p.egress.proxy.as_ref().unwrap().uri,
+        "http://127.0.0.1:3128/"
+    );
+}
