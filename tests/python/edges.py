@@ -5,6 +5,7 @@
 * `Nginx` runs one nginx with two servers in front of `switchyard-mock`: a TLS + HTTP/2
   "provider edge" and a plain-HTTP "origin". Each writes one JSON object per request to its own
   access log, with what crossed the wire (request line, Host, SNI, protocol, hop-by-hop headers).
+  Under `/refuse/<status>/` both answer with nginx's own HTML refusal instead of the mock.
 * `Tinyproxy` runs a forward proxy (optionally with Basic auth) whose log shows each request
   line it received (`CONNECT host:port` or an absolute-form target).
 
@@ -261,6 +262,7 @@ http {{
         ssl_protocols TLSv1.2 TLSv1.3;
         access_log {prefix}/edge.access.log wire;
         location / {{ proxy_pass http://mock; }}
+{refusals}
     }}
 
     # A plain-HTTP origin (HTTP/1.1 only).
@@ -268,14 +270,22 @@ http {{
         listen 127.0.0.1:{origin_port};
         access_log {prefix}/origin.access.log wire;
         location / {{ proxy_pass http://mock; }}
+{refusals}
     }}
 }}
 """
 
 
+# nginx's own refusals, as an edge, proxy or WAF answers before any provider sees the request:
+# under `/refuse/<status>/` each server answers that status with nginx's built-in HTML page.
+REFUSED_STATUSES = (400, 403)
+REFUSALS = "\n".join(f"        location /refuse/{status}/ {{ return {status}; }}"
+                     for status in REFUSED_STATUSES)
+
+
 class Nginx:
     """One nginx: `edge_port` (TLS + h2) and `origin_port` (plain HTTP), both in front of the
-    mock at `mock_addr`."""
+    mock at `mock_addr`, except under `/refuse/<status>/` (see REFUSED_STATUSES)."""
 
     def __init__(self, work: Path, mock_addr: str, pki: Pki):
         self.exe = find_exe("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
@@ -295,7 +305,7 @@ class Nginx:
                 # the test's private temporary folder.
                 user="user root;" if os.geteuid() == 0 else "",
                 prefix=work, mock=mock_addr, cert=pki.cert, key=pki.key,
-                edge_port=self.edge_port, origin_port=self.origin_port))
+                edge_port=self.edge_port, origin_port=self.origin_port, refusals=REFUSALS))
             proc = Proc("nginx", [
                 self.exe, "-p", work, "-e", work / "error.log", "-c", conf,
                 "-g", f"daemon off; pid {work}/nginx.pid;",

@@ -14,6 +14,8 @@ stand between the gateway and the mock, and their own logs say what crossed the 
   `NO_PROXY`, lower-case variables, and `spec.proxy` with Basic credentials, which wins over
   the environment.
 * Hop-by-hop headers from the caller never reach the upstream (nginx logs them if they do).
+* nginx's own 400/403 page (the provider never saw the request) is the upstream's failure,
+  never the caller's error: a 502 with a short summary in each caller's shape.
 
 nginx and tinyproxy are managed by `edges.py`.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import anthropic
+import openai
 import pytest
 
 from conftest import (
@@ -39,7 +42,7 @@ from conftest import (
     openai_client,
     start_gateway,
 )
-from edges import Nginx, Pki, Tinyproxy, make_pki
+from edges import REFUSED_STATUSES, Nginx, Pki, Tinyproxy, make_pki
 from test_anthropic import mock_text, only
 
 BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -567,3 +570,84 @@ def test_hop_by_hop_headers_stop_at_the_gateway(gw, nginx, upstream, model, log)
     # nginx would have passed these two on to the mock had it received them.
     headers = only(upstream, "/v1/chat/completions")["headers"]
     assert "x-secret-hop" not in headers and "proxy-authorization" not in headers, headers
+
+
+# === 7. An edge's own refusal ===
+
+
+@pytest.fixture(scope="module")
+def gw_refusing(nginx, pki, tmp_path_factory) -> Iterator[Gateway]:
+    """Backends under nginx's `/refuse/<status>/` locations on the TLS edge, where nginx
+    itself refuses every request with its HTML page; and per status a route that falls back
+    from the refusing backend to the plain origin."""
+    edge = f"https://localhost:{nginx.edge_port}"
+    config = secrets(pki) + backend("origin", "openai", f"http://127.0.0.1:{nginx.origin_port}/v1",
+                                    "mock-model")
+    for status in REFUSED_STATUSES:
+        config += backend(f"refused-{status}-openai", "openai", f"{edge}/refuse/{status}/v1",
+                          "mock-model", f"  tls: {CA}\n")
+        config += backend(f"refused-{status}-anthropic", "anthropic", f"{edge}/refuse/{status}",
+                          "claude-mock", f"  tls: {CA}\n")
+        config += f"""\
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: refused-{status}-fallback}}
+spec:
+  match: {{models: ["refused-{status}-fallback"]}}
+  backends: [{{backendRef: {{name: refused-{status}-openai}}, model: mock-model}}]
+  fallbacks: [{{backendRef: {{name: origin}}, model: mock-model}}]
+"""
+    g = start_with_proxy_env(tmp_path_factory.mktemp("refusing-gw"), "refusing-gw", config)
+    yield g
+    g.proc.stop()
+
+
+@pytest.mark.parametrize("status", REFUSED_STATUSES)
+def test_edge_refusal_is_not_the_callers_error(gw_refusing, nginx, upstream, status):
+    """The request never reached a provider, so its 4xx says nothing about the caller's
+    request: each SDK sees a server-side 502 whose message sums the page up in a line, and a
+    fallback serves the request."""
+    title = f"{status} {http.client.responses[status]}"
+    edge = nginx.edge_log.mark()
+    oai = openai_client(gw_refusing)
+    claude = anthropic.Anthropic(base_url=f"http://{gw_refusing.listen}", api_key=CALLER_KEY,
+                                 max_retries=0, timeout=10.0)
+    try:
+        with pytest.raises(openai.APIStatusError) as e:
+            oai.chat.completions.create(model=f"refused-{status}-openai", messages=HI)
+        assert e.value.status_code == 502, e.value.body
+        err = e.value.body
+        assert err["type"] == "upstream_error", err
+        message = err["message"]
+        assert len(message) < 300 and "<html" not in message.lower(), message
+        assert message.startswith(f"upstream default/refused-{status}-openai answered {title} "
+                                  "with a body that is not openai's error format (text/html, "
+                                  ), message
+        assert message.endswith(f'bytes): "{title}"'), message
+
+        with pytest.raises(anthropic.APIStatusError) as e:
+            claude.messages.create(model=f"refused-{status}-anthropic", max_tokens=10,
+                                   messages=HI)
+        assert e.value.status_code == 502, e.value.body
+        assert e.value.body["type"] == "error", e.value.body
+        err = e.value.body["error"]
+        assert err["type"] == "api_error", err
+        assert err["type"] not in ANTHROPIC_CALLER_TYPES
+        assert len(err["message"]) < 300 and "<html" not in err["message"].lower(), err
+        assert "not anthropic's error format" in err["message"], err
+
+        # An upstream failure, not the caller's: the route moves on to its fallback.
+        resp = oai.chat.completions.create(model=f"refused-{status}-fallback", messages=HI)
+        assert resp.choices[0].message.content == mock_text()
+    finally:
+        oai.close()
+        claude.close()
+    # nginx itself answered all three refusals over h2; only the fallback reached the mock.
+    entries = nginx.edge_log.wait_entries(edge, 3)
+    assert [(x["request"], x["status"]) for x in entries] == [
+        (f"POST /refuse/{status}/v1/chat/completions HTTP/2.0", str(status)),
+        (f"POST /refuse/{status}/v1/messages HTTP/2.0", str(status)),
+        (f"POST /refuse/{status}/v1/chat/completions HTTP/2.0", str(status)),
+    ], entries
+    assert [r["path"] for r in upstream.requests()] == ["/v1/chat/completions"]

@@ -6,7 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use switchyard_providers::{
     anthropic,
     chat::TranslateError,
-    error::{classify, UpstreamClass},
+    error::{ErrorOrigin, UpstreamClass},
     openai::DecodeError,
     transcode::Format,
     ErrorSource, OpenAiError,
@@ -90,16 +90,21 @@ pub enum GatewayError {
         detail: String,
     },
     /// The upstream answered with an error status on the last attempt.
-    #[error("upstream {backend} answered {status}: {message}")]
+    #[error("upstream {backend} answered {status}{}{message}", status_joiner(*.origin))]
     UpstreamStatus {
         /// The upstream's status.
         status: StatusCode,
         /// The backend's `namespace/name`.
         backend: String,
-        /// The upstream's error message, if it gave one.
+        /// The provider's error message; for a body no provider wrote, a short summary of
+        /// it (see [`switchyard_providers::error::read_upstream_error`]).
         message: String,
         /// The upstream's error code, if it gave one.
         code: Option<String>,
+        /// What kind of failure it is, decided once when the answer was read.
+        class: UpstreamClass,
+        /// Who wrote the body: the provider, or an edge, proxy or WAF in between.
+        origin: ErrorOrigin,
         /// The upstream's `Retry-After`, passed on for 429 and 503.
         retry_after: Option<HeaderValue>,
     },
@@ -209,6 +214,16 @@ impl GatewayError {
             // The upstream refused the gateway's own credentials: not the caller's problem,
             // and a 401 would make SDKs blame the caller's key.
             GatewayError::UpstreamStatus { .. } if self.key_rejected() => StatusCode::BAD_GATEWAY,
+            // Something between the gateway and the provider refused a request the provider
+            // never saw: a 4xx would blame the caller for the gateway's or the upstream's
+            // failure. (A 429 stays a 429, whoever limits.)
+            GatewayError::UpstreamStatus {
+                status,
+                origin: ErrorOrigin::Intermediary,
+                ..
+            } if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamStatus { status, .. } => match status.as_u16() {
                 429 | 503 | 504 => *status,
                 // Anthropic's "overloaded": 503 for OpenAI callers (their SDKs retry it);
@@ -233,12 +248,13 @@ impl GatewayError {
     /// The upstream refused the gateway's key (by status, or by code where the provider uses
     /// another status for it: Gemini answers 400 API_KEY_INVALID).
     pub fn key_rejected(&self) -> bool {
-        match self {
-            GatewayError::UpstreamStatus { status, code, .. } => {
-                classify(status.as_u16(), code.as_deref()) == UpstreamClass::KeyRejected
+        matches!(
+            self,
+            GatewayError::UpstreamStatus {
+                class: UpstreamClass::KeyRejected,
+                ..
             }
-            _ => false,
-        }
+        )
     }
 
     /// Who is at fault.
@@ -421,6 +437,16 @@ impl GatewayError {
     }
 }
 
+/// Between the status and the message of [`GatewayError::UpstreamStatus`]: a provider's
+/// message follows a colon; an intermediary's summary reads on ("… answered 400 Bad Request
+/// with a body that is not …").
+fn status_joiner(origin: ErrorOrigin) -> &'static str {
+    match origin {
+        ErrorOrigin::Provider => ": ",
+        ErrorOrigin::Intermediary => " ",
+    }
+}
+
 /// A JSON response with the right content type.
 pub fn json_response(status: StatusCode, json: Bytes) -> Response<Body> {
     let mut resp = Response::new(body::full(json));
@@ -430,4 +456,104 @@ pub fn json_response(status: StatusCode, json: Bytes) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use switchyard_providers::error::read_upstream_error;
+
+    use super::*;
+
+    const NGINX_400: &str = "<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+    /// The error an answer of `status` with `body` leaves on the last attempt.
+    fn upstream_status(status: u16, content_type: &str, body: &str) -> GatewayError {
+        let read = read_upstream_error(status, body.as_bytes(), Some(content_type), None, "openai");
+        GatewayError::UpstreamStatus {
+            status: StatusCode::from_u16(status).unwrap(),
+            backend: "default/edge".into(),
+            message: read.message,
+            code: read.code,
+            class: read.class,
+            origin: read.origin,
+            retry_after: None,
+        }
+    }
+
+    async fn render(err: &GatewayError, format: Format) -> (u16, serde_json::Value) {
+        let resp = err.to_response(format);
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_edge_refusal_is_the_upstreams_failure() {
+        for status in [400, 403, 404, 407, 413] {
+            let err = upstream_status(status, "text/html", NGINX_400);
+            assert!(!err.key_rejected(), "{status}");
+            let (s, v) = render(&err, Format::OpenAiChat).await;
+            assert_eq!(s, 502, "{status}: {v}");
+            assert_eq!(v["error"]["type"], "upstream_error", "{v}");
+            assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!(
+                    "upstream default/edge answered {status} {} with a body that is not openai's error format (text/html, {} bytes)",
+                    StatusCode::from_u16(status).unwrap().canonical_reason().unwrap(),
+                    NGINX_400.len()
+                )),
+                "{message}"
+            );
+            assert!(message.ends_with(": \"400 Bad Request\""), "{message}");
+            let (s, v) = render(&err, Format::Anthropic).await;
+            assert_eq!(s, 502, "{status}: {v}");
+            assert_eq!(v["error"]["type"], "api_error", "{v}");
+        }
+        // A 401 speaks of credentials whoever sent it; a 429 and a 503 keep their status.
+        let err = upstream_status(
+            401,
+            "text/html",
+            "<title>401 Authorization Required</title>",
+        );
+        assert!(err.key_rejected());
+        assert_eq!(render(&err, Format::OpenAiChat).await.0, 502);
+        let err = upstream_status(429, "text/plain", "Too Many Requests");
+        let (s, v) = render(&err, Format::Anthropic).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (429, Some("rate_limit_error"))
+        );
+        let (s, v) = render(
+            &upstream_status(503, "text/html", NGINX_400),
+            Format::OpenAiChat,
+        )
+        .await;
+        assert_eq!(s, 503);
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains('<'),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_providers_own_4xx_stays_the_callers() {
+        let openai = r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","param":"temperature","code":"invalid_value"}}"#;
+        let err = upstream_status(400, "application/json", openai);
+        let (s, v) = render(&err, Format::OpenAiChat).await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_value");
+        assert_eq!(
+            v["error"]["message"],
+            "upstream default/edge answered 400 Bad Request: Invalid value for 'temperature'"
+        );
+        let anthropic = r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#;
+        let err = upstream_status(400, "application/json", anthropic);
+        let (s, v) = render(&err, Format::Anthropic).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (400, Some("invalid_request_error"))
+        );
+    }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{
     anthropic,
     chat::TranslateError,
-    error::{classify, parse_upstream_error, UpstreamClass},
+    error::{read_upstream_error, ErrorOrigin, UpstreamClass, UpstreamError},
     openai,
     transcode::{BackendFormat, Format},
     Operation,
@@ -251,17 +251,25 @@ impl Shared {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = collect_limited(resp.into_body(), 64 * 1024).await;
-                    let aws_type = headers
-                        .get("x-amzn-errortype")
-                        .and_then(|v| v.to_str().ok());
-                    let (message, code) =
-                        parse_upstream_error(&body, aws_type).unwrap_or_else(|| {
-                            (
-                                String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-                                None,
-                            )
-                        });
-                    let upstream_class = classify(status.as_u16(), code.as_deref());
+                    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    // Whose error this is follows from who wrote the body: a provider's own
+                    // 4xx is the caller's; an edge's or proxy's page is an upstream failure,
+                    // summarized rather than relayed.
+                    let UpstreamError {
+                        message,
+                        code,
+                        class: upstream_class,
+                        origin,
+                    } = read_upstream_error(
+                        status.as_u16(),
+                        &body,
+                        header_str(header::CONTENT_TYPE.as_str()),
+                        header_str("x-amzn-errortype"),
+                        backend.provider.as_str(),
+                    );
+                    if origin == ErrorOrigin::Intermediary {
+                        tracing::debug!(backend = %backend.name, %status, summary = %message, "upstream answered with a body in no provider's error format");
+                    }
                     let class = match upstream_class {
                         UpstreamClass::RateLimited => {
                             if let Some(k) = key {
@@ -284,7 +292,15 @@ impl Shared {
                             Some(FailureClass::ServerError)
                         }
                         UpstreamClass::Overloaded | UpstreamClass::Upstream => {
-                            record.upstream_error("status_5xx");
+                            // An intermediary's 4xx counts (and is retried) as an upstream
+                            // failure but is labelled by its status.
+                            let intermediary_4xx =
+                                origin == ErrorOrigin::Intermediary && status.is_client_error();
+                            record.upstream_error(if intermediary_4xx {
+                                "status_4xx"
+                            } else {
+                                "status_5xx"
+                            });
                             self.health(backend, backend.state().on_failure());
                             Some(FailureClass::ServerError)
                         }
@@ -298,6 +314,8 @@ impl Shared {
                         backend: backend.name.to_string(),
                         message,
                         code,
+                        class: upstream_class,
+                        origin,
                         retry_after: headers.get(header::RETRY_AFTER).cloned(),
                     };
                     (err, class)

@@ -156,14 +156,86 @@ fn aws_error_name(s: &str) -> String {
     s.rsplit('#').next().unwrap_or(s).trim().to_string()
 }
 
+/// Pulls the message out of the bare `{"error": "…"}` that OpenAI-compatible servers answer
+/// with outside OpenAI's shape (vLLM's 401, text-generation-inference's errors with their
+/// `error_type`, Ollama's native API).
+fn parse_error_string(body: &[u8]) -> Option<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Env {
+        error: String,
+        #[serde(default)]
+        error_type: Option<String>,
+    }
+    let env: Env = serde_json::from_slice(body).ok()?;
+    Some((env.error, env.error_type))
+}
+
 /// The error of any provider: OpenAI's, Anthropic's and Gemini's shapes (see
 /// [`parse_openai_error`]), then AWS's (see [`parse_aws_error`]) with `error_type` from the
-/// `x-amzn-ErrorType` header.
+/// `x-amzn-ErrorType` header, then the bare `{"error": "…"}` of OpenAI-compatible servers.
+/// `None` means no provider wrote the body (see [`read_upstream_error`]).
 pub fn parse_upstream_error(
     body: &[u8],
     error_type: Option<&str>,
 ) -> Option<(String, Option<String>)> {
-    parse_openai_error(body).or_else(|| parse_aws_error(body, error_type))
+    parse_openai_error(body)
+        .or_else(|| parse_aws_error(body, error_type))
+        .or_else(|| parse_error_string(body))
+}
+
+/// Who wrote an upstream's error answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorOrigin {
+    /// The provider: the body is in a provider's error format, and its status says whose
+    /// fault the error is.
+    Provider,
+    /// Something between the gateway and the provider (an edge, a proxy, a WAF): the body is
+    /// in no provider's error format (an HTML page, plain text, nothing). Its 4xx is no
+    /// verdict on the caller's request, which the provider never saw.
+    Intermediary,
+}
+
+/// An upstream's error answer, read: what to tell the caller and what kind of failure it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// The provider's message; for an intermediary's body, a short summary of it beginning
+    /// with `with` ("with a body that is not openai's error format (text/html, 157 bytes):
+    /// \"400 Bad Request\""), never the body itself.
+    pub message: String,
+    /// The provider's machine-readable code, if it gave one.
+    pub code: Option<String>,
+    /// What the retry and fallback logic acts on.
+    pub class: UpstreamClass,
+    /// Who wrote the body.
+    pub origin: ErrorOrigin,
+}
+
+/// Reads an upstream's non-success answer. A body in a provider's error format is the
+/// provider's word: its message and code, classified by [`classify`]. Any other body was
+/// written by something between the gateway and the provider, and is classified by
+/// [`classify_intermediary`]; `provider` (the backend's provider, e.g. `openai`) names the
+/// format it was expected in. Only runs on the error path.
+pub fn read_upstream_error(
+    status: u16,
+    body: &[u8],
+    content_type: Option<&str>,
+    aws_error_type: Option<&str>,
+    provider: &str,
+) -> UpstreamError {
+    match parse_upstream_error(body, aws_error_type) {
+        Some((message, code)) => UpstreamError {
+            class: classify(status, code.as_deref()),
+            message,
+            code,
+            origin: ErrorOrigin::Provider,
+        },
+        None => UpstreamError {
+            message: summarize_body(body, content_type, provider),
+            code: None,
+            class: classify_intermediary(status),
+            origin: ErrorOrigin::Intermediary,
+        },
+    }
 }
 
 /// What kind of failure an upstream error is, whatever the provider: what the retry and
@@ -223,35 +295,104 @@ pub fn classify(status: u16, code: Option<&str>) -> UpstreamClass {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_openai_shape() {
-        let e = OpenAiError {
-            message: "The model `x` does not exist",
-            source: ErrorSource::Caller,
-            code: "model_not_found",
-            param: Some("model"),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
-        assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert_eq!(v["error"]["code"], "model_not_found");
-        assert_eq!(v["error"]["param"], "model");
-        assert!(e.to_sse_event().starts_with(b"data: {\"error\""));
-    }
-
-    #[test]
-    fn parses_upstream_errors() {
-        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        assert_eq!(
-            parse_openai_error(body),
-            Some((
-                "Rate limit reached".into(),
-                Some("rate_limit_exceeded".into())
-            ))
-        );
-        assert_eq!(parse_openai_error(b"<html>"), None);
+/// Classifies an error whose body no provider wrote (see [`ErrorOrigin::Intermediary`]).
+/// Only a 401 says something about the gateway's credentials, whoever asked for them, and a
+/// 429 or 503 is a limit or an overload whoever reports it. Any other refusal (an edge's
+/// 400, a WAF's 403, a forward proxy's 407, a misrouted 404 or 301) is an upstream failure:
+/// it counts against the backend's health and moves on like a 5xx, so a fallback can serve
+/// the request. It is never the caller's error, and never a reason to take a key out of the
+/// pool (a WAF's 403 would otherwise disable every key in turn).
+pub fn classify_intermediary(status: u16) -> UpstreamClass {
+    match status {
+        401 => UpstreamClass::KeyRejected,
+        429 => UpstreamClass::RateLimited,
+        503 | 529 => UpstreamClass::Overloaded,
+        _ => UpstreamClass::Upstream,
     }
 }
+
+/// How much of a body [`summarize_body`] looks at: enough for an error page's `<title>`.
+const SUMMARY_SCAN_BYTES: usize = 4096;
+/// The most characters of a body [`summarize_body`] quotes.
+const SUMMARY_CHARS: usize = 100;
+
+/// A short account of a body no provider wrote: its media type, size and title (or first
+/// words, tags stripped and whitespace collapsed). The body itself may be kilobytes of HTML
+/// that no caller should have to read as an error message.
+fn summarize_body(body: &[u8], content_type: Option<&str>, provider: &str) -> String {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    if body.is_empty() {
+        return match media {
+            Some(m) => format!("with an empty body ({m}) instead of {provider}'s error format"),
+            None => format!("with an empty body instead of {provider}'s error format"),
+        };
+    }
+    let head = String::from_utf8_lossy(&body[..body.len().min(SUMMARY_SCAN_BYTES)]);
+    let html = media.is_some_and(|m| m.contains("html")) || head.trim_start().starts_with('<');
+    let text = match html_title(&head) {
+        Some(title) => title.to_string(),
+        None if html => strip_tags(&head),
+        None => head.into_owned(),
+    };
+    let mut quoted = String::with_capacity(SUMMARY_CHARS + 3);
+    let mut chars = 0;
+    for word in text.split_whitespace() {
+        if chars > SUMMARY_CHARS {
+            break;
+        }
+        if chars > 0 {
+            quoted.push(' ');
+            chars += 1;
+        }
+        quoted.push_str(word);
+        chars += word.chars().count();
+    }
+    if let Some((cut, _)) = quoted.char_indices().nth(SUMMARY_CHARS) {
+        quoted.truncate(cut);
+        quoted.push('…');
+    }
+    let what = format!(
+        "with a body that is not {provider}'s error format ({}, {} bytes)",
+        media.unwrap_or("no content type"),
+        body.len()
+    );
+    if quoted.is_empty() {
+        what
+    } else {
+        format!("{what}: \"{quoted}\"")
+    }
+}
+
+/// The text of an HTML page's `<title>`, if it has a non-blank one.
+fn html_title(page: &str) -> Option<&str> {
+    // ASCII lowercasing keeps byte offsets, so they index `page` too.
+    let lower = page.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    Some(page[start..end].trim()).filter(|t| !t.is_empty())
+}
+
+/// The text of an HTML fragment without its tags (a tag cut off at the end is dropped).
+fn strip_tags(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    let mut in_tag = false;
+    for c in page.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
