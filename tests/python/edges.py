@@ -229,7 +229,8 @@ http {{
         '"http_proxy_authorization":"$http_proxy_authorization",'
         '"http_proxy_connection":"$http_proxy_connection",'
         '"http_x_secret_hop":"$http_x_secret_hop","http_via":"$http_via",'
-        '"content_type":"$content_type"'
+        '"content_type":"$content_type","connection":"$connection",'
+        '"connection_requests":"$connection_requests"'
         '}}';
     access_log off;
     client_body_temp_path {prefix}/client_body;
@@ -260,6 +261,9 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        # Every EDGE_MAX_REQUESTS requests the edge ends its h2 connection with a GOAWAY, as
+        # provider edges do: requests in flight then must finish or be sent again.
+        keepalive_requests {edge_max_requests};
         access_log {prefix}/edge.access.log wire;
         location / {{ proxy_pass http://mock; }}
 {refusals}
@@ -279,6 +283,9 @@ http {{
 # nginx's own refusals, as an edge, proxy or WAF answers before any provider sees the request:
 # under `/refuse/<status>/` each server answers that status with nginx's built-in HTML page.
 REFUSED_STATUSES = (400, 403)
+
+# Requests per h2 connection to the edge before nginx sends GOAWAY (`keepalive_requests`).
+EDGE_MAX_REQUESTS = 20
 REFUSALS = "\n".join(f"        location /refuse/{status}/ {{ return {status}; }}"
                      for status in REFUSED_STATUSES)
 
@@ -305,7 +312,8 @@ class Nginx:
                 # the test's private temporary folder.
                 user="user root;" if os.geteuid() == 0 else "",
                 prefix=work, mock=mock_addr, cert=pki.cert, key=pki.key,
-                edge_port=self.edge_port, origin_port=self.origin_port, refusals=REFUSALS))
+                edge_port=self.edge_port, origin_port=self.origin_port, refusals=REFUSALS,
+                edge_max_requests=EDGE_MAX_REQUESTS))
             proc = Proc("nginx", [
                 self.exe, "-p", work, "-e", work / "error.log", "-c", conf,
                 "-g", f"daemon off; pid {work}/nginx.pid;",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -42,7 +43,7 @@ from conftest import (
     openai_client,
     start_gateway,
 )
-from edges import REFUSED_STATUSES, Nginx, Pki, Tinyproxy, make_pki
+from edges import EDGE_MAX_REQUESTS, REFUSED_STATUSES, Nginx, Pki, Tinyproxy, make_pki
 from test_anthropic import mock_text, only
 
 BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -453,6 +454,49 @@ def test_plain_origin_streams(oai, nginx, upstream):
     assert text == mock_text() and len(chunks) > 1
     [entry] = nginx.origin_log.wait_entries(mark, 1)
     assert_origin(entry, nginx, "POST /v1/chat/completions")
+
+
+# === 1b. One multiplexed h2 connection, and the edge's GOAWAY ===
+
+
+def test_concurrent_requests_share_one_h2_connection(oai, nginx, upstream):
+    # Whatever connections earlier tests left, a fresh one is open after this request.
+    oai.chat.completions.create(model="edge-openai", messages=HI)
+    mark = nginx.edge_log.mark()
+    n = 8  # fewer than the edge allows on one connection (EDGE_MAX_REQUESTS)
+    with ThreadPoolExecutor(n) as pool:
+        texts = list(pool.map(
+            lambda _: oai.chat.completions.create(
+                model="edge-openai", messages=HI).choices[0].message.content, range(n)))
+    assert texts == [mock_text()] * n
+    entries = nginx.edge_log.wait_entries(mark, n)
+    # Counted from the edge's own log: at most two connections (the one in use, and one more
+    # if the edge's GOAWAY fell inside the burst).
+    assert len({e["connection"] for e in entries}) <= 2, entries
+    assert all(e["server_protocol"] == "HTTP/2.0" for e in entries), entries
+
+
+def test_requests_outlive_the_edges_goaway(oai, nginx, upstream):
+    mark = nginx.edge_log.mark()
+    total, wave = 3 * EDGE_MAX_REQUESTS, 6
+
+    def one(i: int) -> str:
+        if i % 2:
+            text, _ = collect_chat_stream(oai.chat.completions.create(
+                model="edge-openai", messages=HI, stream=True))
+            return text
+        return oai.chat.completions.create(model="edge-openai", messages=HI).choices[0].message.content
+
+    with ThreadPoolExecutor(wave) as pool:
+        texts = list(pool.map(one, range(total)))
+    assert texts == [mock_text()] * total
+    entries = nginx.edge_log.wait_entries(mark, total)
+    ok = [e for e in entries if e["status"] == "200"]
+    assert len(ok) == total, entries
+    # The edge closed its connections along the way (GOAWAY every EDGE_MAX_REQUESTS), and the
+    # gateway moved on to new ones without a failed request.
+    assert len({e["connection"] for e in ok}) >= 3, ok
+    assert max(int(e["connection_requests"]) for e in ok) <= EDGE_MAX_REQUESTS
 
 
 # === 5. Forward proxies ===

@@ -288,7 +288,7 @@ impl Pool {
         // Only TLS origins can have h2 connections: skip the lookup for plain http.
         if origin.scheme == Scheme::HTTPS {
             if let Some((tx, slot)) = self.inner.checkout_h2(&origin) {
-                return send_h2(tx, slot, req).await;
+                return self.inner.send_h2(&origin, tx, slot, req).await;
             }
         }
         loop {
@@ -306,7 +306,7 @@ impl Pool {
                         })?;
                     if connected.h2 {
                         let (tx, slot) = self.inner.handshake_h2(&origin, connected).await?;
-                        return send_h2(tx, slot, req).await;
+                        return self.inner.send_h2(&origin, tx, slot, req).await;
                     }
                     (self.inner.handshake(connected).await?, false)
                 }
@@ -359,25 +359,6 @@ impl Pool {
         };
         h2.get(&origin)
             .map_or(0, |conns| conns.iter().filter(|c| c.open()).count())
-    }
-}
-
-/// Sends `req` on an h2 connection: `:authority` comes from the URI, so `Host` is dropped
-/// (RFC 9113 §8.3.1); hyper removes connection-specific headers itself.
-async fn send_h2(
-    mut tx: http2::SendRequest<Full<Bytes>>,
-    slot: StreamSlot,
-    mut req: Request<Full<Bytes>>,
-) -> Result<Response<UpstreamBody>, SendError> {
-    req.headers_mut().remove(header::HOST);
-    match tx.send_request(req).await {
-        Ok(resp) => Ok(resp.map(|body| UpstreamBody {
-            body,
-            conn: None,
-            _stream: Some(slot),
-        })),
-        Err(e) if unprocessed(&e) => Err(SendError::Unprocessed(e)),
-        Err(e) => Err(SendError::Protocol(e)),
     }
 }
 
@@ -434,6 +415,35 @@ impl Inner {
             map.remove(origin);
         }
         found
+    }
+
+    /// Sends `req` on an h2 connection: `:authority` comes from the URI, so `Host` is dropped
+    /// (RFC 9113 §8.3.1); hyper removes connection-specific headers itself. A connection that
+    /// did not process the request (going away, refusing streams) takes no more: it is
+    /// dropped from the pool, so the request's second try finds another.
+    async fn send_h2(
+        &self,
+        origin: &Origin,
+        mut tx: http2::SendRequest<Full<Bytes>>,
+        slot: StreamSlot,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        req.headers_mut().remove(header::HOST);
+        match tx.send_request(req).await {
+            Ok(resp) => Ok(resp.map(|body| UpstreamBody {
+                body,
+                conn: None,
+                _stream: Some(slot),
+            })),
+            Err(e) if unprocessed(&e) => {
+                let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(conns) = map.get_mut(origin) {
+                    conns.retain(|c| !Arc::ptr_eq(&c.streams, &slot.0));
+                }
+                Err(SendError::Unprocessed(e))
+            }
+            Err(e) => Err(SendError::Protocol(e)),
+        }
     }
 
     async fn handshake(&self, connected: Connected) -> Result<Box<Conn>, SendError> {
