@@ -25,6 +25,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Optional
@@ -695,3 +696,35 @@ def test_edge_refusal_is_not_the_callers_error(gw_refusing, nginx, upstream, sta
         (f"POST /refuse/{status}/v1/chat/completions HTTP/2.0", str(status)),
     ], entries
     assert [r["path"] for r in upstream.requests()] == ["/v1/chat/completions"]
+
+
+# === 2b. The CA bundle follows its Secret ===
+
+
+def test_a_changed_ca_secret_is_trusted_without_a_restart(nginx, pki, upstream, tmp_path_factory):
+    """The backend starts with another CA in its Secret (refused), the Secret is edited to
+    the edge's CA, and the next table trusts it: no restart, no stale connection."""
+    other = make_pki(tmp_path_factory.mktemp("other-pki"))
+    work = tmp_path_factory.mktemp("ca-rotation-gw")
+    endpoint = f"https://localhost:{nginx.edge_port}/v1"
+
+    def config(ca: Pki) -> str:
+        return secrets(ca) + backend("rotated", "openai", endpoint, "mock-model", f"  tls: {CA}\n")
+
+    gw = start_gateway(work, config(other), extra_args=["--reload-debounce", "50ms"],
+                       name="ca-rotation-gw")
+    try:
+        status, body = chat(gw, "rotated")
+        assert_certificate_refused(status, body)
+        assert "caSecretRef" in body["error"]["message"], body
+        (work / "ca-rotation-gw-config" / "switchyard.yaml").write_text(config(pki))
+        deadline = time.monotonic() + 10
+        while True:
+            status, body = chat(gw, "rotated")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == mock_text()
+    finally:
+        gw.proc.stop()
