@@ -13,11 +13,20 @@ Pinning (`taskset`): the load generator and the mock share one core, the proxy u
 Load: `wrk` (Debian) for closed-loop throughput and latency; `switchyard-loadgen`
 (bench/loadgen) for time to first byte, open-loop fixed-rate latency and held slow streams.
 
+TLS upstream (on by default, `--no-tls-upstream` skips it): a second, smaller workload set in
+every round, through an nginx "provider edge" (TLS, h2 offered by ALPN, certificate from a
+throwaway CA made with openssl) in front of the same mock and pinned with it: `direct-tls`
+(wrk -> edge), `switchyard-tls` (wrk -> Switchyard -> edge over h2, the backend trusting the CA
+through `spec.tls.caSecretRef`) and `nginx-tls` (wrk -> nginx -> edge; nginx 1.22 proxies over
+HTTP/1.1 only). The protocol each client spoke to the edge is read from the edge's access log
+during one warm-up request each; the load then runs with that log off.
+
 Everything listens on 127.0.0.1, every load loop is bounded in time and in count, and every
 child process is stopped on exit. Standard library only.
 
     python3 bench/run.py                 # the full run (`make bench`)
     python3 bench/run.py --duration 3 --rounds 1 --no-micro   # a quick look
+    python3 bench/run.py --no-tls-upstream                     # without the TLS-upstream set
     python3 bench/run.py --smoke --bin-dir target/debug --out /tmp/b.json   # harness check
     python3 bench/run.py --table-from bench/results/latest.json            # reprint a table
 """
@@ -34,6 +43,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -56,6 +66,12 @@ MODEL = "mock-model"
 SLOW_MODEL = "slow-model"
 
 TARGETS = ("direct", "nginx", "switchyard")
+# The upstream-TLS set: the same load through a TLS + h2 "provider edge" in front of the mock.
+TLS_TARGETS = ("direct-tls", "nginx-tls", "switchyard-tls")
+# The model (and route) Switchyard sends to the edge, through a backend trusting its CA.
+TLS_MODEL = "bench-tls"
+# The protocol row reads the edge's access log; these tell the warm-up requests apart there.
+PROBE_AGENT = "switchyard-bench-probe/"
 # Switchyard with --busy-poll: an extra target of the open-loop workloads.
 BUSY = "switchyard_busy_poll"
 STARTUP_TIMEOUT_S = 15.0
@@ -111,6 +127,12 @@ class Settings:
         self.busy_poll = a.busy_poll
         self.kube_changes = 2 if smoke else 30
         self.kube_timeout_s = 15.0
+        # The upstream-TLS set runs in every round for half the duration (wrk counts whole
+        # seconds) at the first open-loop rate: it adds about a fifth to the run.
+        self.tls_upstream = not a.no_tls_upstream
+        self.tls_duration = a.tls_duration if a.tls_duration is not None else float(
+            max(1, round(self.duration / 2)))
+        self.tls_rate = self.rates[0]
 
 
 # === Processes ===
@@ -358,7 +380,9 @@ def binaries(bin_dir: Path) -> dict[str, Path]:
 # === The three targets ===
 
 
-def gateway_config(mock: str, s: Settings) -> str:
+def gateway_config(mock: str, s: Settings, edge: Optional[tuple[str, str]] = None) -> str:
+    """The bench config; with `edge` (its address and the PEM of its CA) also the TLS-upstream
+    route: model `bench-tls` to the same mock behind the TLS edge."""
     return f"""\
 apiVersion: v1
 kind: Secret
@@ -401,6 +425,38 @@ metadata: {{name: bench-slow}}
 spec:
   match: {{models: ["{SLOW_MODEL}"]}}
   backends: [{{backendRef: {{name: mock-slow}}, model: {MODEL}}}]
+""" + (tls_gateway_config(*edge) if edge else "")
+
+
+def tls_gateway_config(edge: str, ca_pem: str) -> str:
+    port = edge.rsplit(":", 1)[1]
+    # A JSON string is YAML: the PEM's newlines survive as escapes.
+    return f"""\
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: edge-ca}}
+stringData: {{"ca.crt": {json.dumps(ca_pem)}}}
+---
+# The mock behind the TLS edge: h2 by ALPN, the edge's certificate (for localhost) checked
+# against the throwaway CA only.
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: edge-tls}}
+spec:
+  provider: openai-compatible
+  endpoint: https://localhost:{port}/v1
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}, pricing: {{inputPerMillion: "0.15", outputPerMillion: "0.60"}}}}]
+  timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+  tls: {{caSecretRef: {{name: edge-ca, key: ca.crt}}}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: {TLS_MODEL}}}
+spec:
+  match: {{models: ["{TLS_MODEL}"]}}
+  backends: [{{backendRef: {{name: edge-tls}}, model: {MODEL}}}]
 """
 
 
@@ -447,15 +503,113 @@ http {{
             proxy_set_header x-mock-chunk-delay-ms "{slow_delay_ms}";
         }}
     }}
+{tls}}}
+"""
+
+# nginx-tls, added to NGINX_CONF when the TLS-upstream set runs: the same proxy to the TLS
+# edge, with upstream keep-alive, verifying the edge's certificate against the throwaway CA as
+# Switchyard does. nginx 1.22 cannot proxy over h2: it speaks HTTP/1.1 (over TLS) upstream.
+NGINX_TLS_SERVER = """\
+    upstream edge {{
+        server {edge};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass https://edge;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+        }}
+    }}
+"""
+
+# The "provider edge" of the TLS-upstream set: TLS with h2 offered by ALPN (as public provider
+# APIs are), proxying to the mock over HTTP/1.1 with keep-alive and no buffering. It stands
+# for the provider, so it runs pinned with the mock on the load CPU. Its access log (the
+# protocol and TLS version each client spoke) is on for the warm-up requests only: the harness
+# then rewrites this file with `access_log off` and reloads the edge before any load.
+EDGE_CONF = """\
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format proto '$server_protocol|$ssl_protocol|$status|$http_user_agent';
+    access_log {access_log};
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    # Since nginx 1.19.7 these also bound the requests and idle time of an h2 connection.
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    upstream mock {{
+        server {mock};
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}
+    proxy_http_version 1.1;
+    proxy_buffering off;
+    proxy_set_header Connection "";
+    server {{
+        listen 127.0.0.1:{port} ssl http2 backlog=4096;
+        server_name localhost;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{ proxy_pass http://mock; }}
+    }}
 }}
 """
 
 
+def make_pki(work: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for `localhost` (DNS SAN only) issued by it,
+    with the openssl CLI: P-256, valid a day (the recipe of tests/python/edges.py)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise BenchError("openssl not found (needed for the TLS edge; --no-tls-upstream skips it)")
+    work.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        r = subprocess.run([openssl, *args], cwd=work, capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise BenchError(f"openssl {' '.join(args)} failed:\n{r.stdout}{r.stderr}")
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=Switchyard bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-keyout", "edge.key", "-out", "edge.csr", "-subj", "/CN=localhost")
+    (work / "edge.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+        "subjectAltName=DNS:localhost\n")
+    run("x509", "-req", "-in", "edge.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-sha256", "-extfile", "edge.ext", "-out", "edge.pem")
+    return {"ca": work / "ca.pem", "cert": work / "edge.pem", "key": work / "edge.key"}
+
+
 class Stack:
-    """The mock, Switchyard and (when installed) nginx, started once for the whole run."""
+    """The mock, Switchyard and (when installed) nginx, started once for the whole run; with
+    `edge_nginx` also the TLS edge in front of the mock, Switchyard's `bench-tls` route to it
+    and nginx's server proxying to it (the TLS-upstream set)."""
 
     def __init__(self, bins: dict[str, Path], nginx: Optional[str], s: Settings,
-                 work: Path, load_cpu: Optional[int], proxy_cpu: Optional[int]):
+                 work: Path, load_cpu: Optional[int], proxy_cpu: Optional[int],
+                 edge_nginx: Optional[str] = None):
         self.bins = bins
         self.s = s
         self.work = work
@@ -478,16 +632,27 @@ class Stack:
 
         self.mock = self.mock_proc.wait_for(mock_addr, "its listening address")
 
+        self.edge_proc: Optional[Proc] = None
+        self.edge: Optional[str] = None
+        self.nginx_tls: Optional[str] = None
+        if edge_nginx:
+            self._start_edge(edge_nginx)
+
         config = work / "config"
         config.mkdir()
         # The access log (one JSON line per request) is off by default, as nginx's is: both
         # proxies are measured doing the same work. --access-log turns both on.
         help_text = subprocess.run([bins["switchyard"], "serve", "--help"],
                                    capture_output=True, text=True).stdout
-        log_flags = ["--no-access-log"] if (
+        serve_flags = ["--no-access-log"] if (
             not s.access_log and "--no-access-log" in help_text) else []
-        self.log_flags = log_flags
-        (config / "bench.yaml").write_text(gateway_config(self.mock, s))
+        # The bench config has no AIConsumer: a gateway that requires a key by default is
+        # told to serve without one, as nginx does (and as gateways before that default did).
+        if "--require-auth[=" in help_text:
+            serve_flags.append("--require-auth=false")
+        self.serve_flags = serve_flags
+        (config / "bench.yaml").write_text(gateway_config(
+            self.mock, s, (self.edge, self.pki["ca"].read_text()) if self.edge else None))
         def serving(line: str) -> Optional[tuple[str, str]]:
             try:
                 fields = json.loads(line).get("fields", {})
@@ -501,7 +666,7 @@ class Stack:
             """A `switchyard serve` on the bench config, once it says it is ready."""
             proc = Proc(name, pinned(proxy_cpu, [
                 bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *log_flags, *extra,
+                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *serve_flags, *extra,
             ]), work / f"{name}.log", dict(env, RUST_LOG="info"))
             listen, admin = proc.wait_for(serving, "'switchyard serving'")
             wait_until(lambda: http_status(f"http://{admin}/readyz") == 200,
@@ -523,6 +688,7 @@ class Stack:
         self.nginx_version = None
         if nginx:
             port, slow_port = free_port(), free_port()
+            tls_port = free_port() if self.edge else None
             nprefix = work / "nginx"
             nprefix.mkdir()
             conf = nprefix / "nginx.conf"
@@ -530,7 +696,9 @@ class Stack:
                 prefix=nprefix, mock=self.mock, key=UPSTREAM_KEY, port=port,
                 nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 slow_port=slow_port, slow_chunks=s.slow_chunks, slow_delay_ms=s.slow_delay_ms,
-                access_log=f"{nprefix}/access.log" if s.access_log else "off"))
+                access_log=f"{nprefix}/access.log" if s.access_log else "off",
+                tls=NGINX_TLS_SERVER.format(edge=self.edge, port=tls_port, ca=self.pki["ca"])
+                if self.edge else ""))
             self.nginx_version = subprocess.run(
                 [nginx, "-v"], capture_output=True, text=True).stderr.strip()
             self.nginx_proc = Proc("nginx", pinned(proxy_cpu, [
@@ -539,27 +707,90 @@ class Stack:
             ]), work / "nginx.log")
             self.nginx = f"127.0.0.1:{port}"
             self.nginx_slow = f"127.0.0.1:{slow_port}"
-            wait_until(lambda: tcp_open(self.nginx) and tcp_open(self.nginx_slow),
+            self.nginx_tls = f"127.0.0.1:{tls_port}" if tls_port else None
+            wait_until(lambda: tcp_open(self.nginx) and tcp_open(self.nginx_slow) and (
+                not self.nginx_tls or tcp_open(self.nginx_tls)),
                        "nginx listening", self.nginx_proc)
             self.nginx_started = time.monotonic()
 
+    def _start_edge(self, nginx: str) -> None:
+        """The TLS edge, on the load CPU with the mock, its access log on (for the warm-up
+        requests of `tls_probe`, which turns it off)."""
+        self.pki = make_pki(self.work / "pki")
+        prefix = self.work / "edge"
+        prefix.mkdir()
+        self.edge_prefix = prefix
+        self.edge_port = free_port()
+        self.edge_log = prefix / "probe.access.log"
+        self._write_edge_conf(access_log=True)
+        self.edge_proc = Proc("nginx-edge", pinned(self.load_cpu, [
+            nginx, "-p", prefix, "-e", prefix / "error.log", "-c", prefix / "nginx.conf",
+            "-g", "daemon off;",
+        ]), self.work / "nginx-edge.log")
+        self.edge = f"127.0.0.1:{self.edge_port}"
+        wait_until(lambda: tcp_open(self.edge), "the TLS edge listening", self.edge_proc)
+
+    def _write_edge_conf(self, access_log: bool) -> None:
+        (self.edge_prefix / "nginx.conf").write_text(EDGE_CONF.format(
+            prefix=self.edge_prefix, mock=self.mock, port=self.edge_port,
+            nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            cert=self.pki["cert"], key=self.pki["key"],
+            access_log=f"{self.edge_log} proto" if access_log else "off"))
+
+    def edge_log_off(self) -> None:
+        """Rewrites the edge's config with its access log off and reloads it (SIGHUP), then
+        waits until the old worker (and so every connection it held) is gone."""
+        assert self.edge_proc
+        old = set(children(self.edge_proc.pid))
+        self._write_edge_conf(access_log=False)
+        os.kill(self.edge_proc.pid, signal.SIGHUP)
+
+        if not old:  # no /proc/<pid>/task/*/children here: give the reload a moment
+            time.sleep(1.0)
+            return
+
+        def reloaded() -> bool:
+            now = set(children(self.edge_proc.pid))
+            return bool(now) and not (now & old)
+
+        wait_until(reloaded, "the TLS edge's reload (access log off)", self.edge_proc)
+
+    def edge_log_lines(self) -> int:
+        try:
+            return len(self.edge_log.read_text().splitlines())
+        except OSError:
+            return 0
+
     def targets(self) -> list[str]:
         return [t for t in TARGETS if t != "nginx" or self.nginx_proc]
+
+    def tls_targets(self) -> list[str]:
+        """Targets of the TLS-upstream set (none without the edge)."""
+        if not self.edge:
+            return []
+        return [t for t in TLS_TARGETS if t != "nginx-tls" or self.nginx_tls]
+
+    def model(self, target: str) -> str:
+        return TLS_MODEL if target == "switchyard-tls" else MODEL
 
     def latency_targets(self) -> list[str]:
         """Targets of the open-loop workloads: also the busy-polling gateway, when started."""
         return self.targets() + ([BUSY] if self.busy_proc else [])
 
     def url(self, target: str, slow: bool = False) -> str:
+        if target == "direct-tls":
+            # wrk verifies no certificate: the address is enough.
+            return f"https://{self.edge}/v1/chat/completions"
         host = {"direct": self.mock, "switchyard": self.gateway,
-                BUSY: self.gateway_busy,
+                BUSY: self.gateway_busy, "switchyard-tls": self.gateway,
+                "nginx-tls": self.nginx_tls,
                 "nginx": getattr(self, "nginx_slow" if slow else "nginx", None)}[target]
         return f"http://{host}/v1/chat/completions"
 
     def headers(self, target: str, slow: bool = False) -> list[str]:
         """Direct calls present the upstream key (and, for slow streams, the mock knobs)
         themselves; through a proxy the caller presents its own key, which the proxy replaces."""
-        if target != "direct":
+        if target not in ("direct", "direct-tls"):
             return [CALLER_AUTH]
         h = [f"Authorization: Bearer {UPSTREAM_KEY}"]
         if slow:
@@ -568,16 +799,17 @@ class Stack:
         return h
 
     def meter(self, target: str) -> Optional[Meter]:
-        if target == "switchyard":
+        if target in ("switchyard", "switchyard-tls"):
             return Meter(self.gw_proc.pid, with_children=False)
         if target == BUSY and self.busy_proc:
             return Meter(self.busy_proc.pid, with_children=False)
-        if target == "nginx" and self.nginx_proc:
+        if target in ("nginx", "nginx-tls") and self.nginx_proc:
             return Meter(self.nginx_proc.pid, with_children=True)
         return None
 
     def check_alive(self) -> None:
-        for p in (self.mock_proc, self.gw_proc, self.nginx_proc, self.busy_proc):
+        for p in (self.mock_proc, self.gw_proc, self.nginx_proc, self.busy_proc,
+                  self.edge_proc):
             if p and p.popen.poll() is not None:
                 raise BenchError(f"{p.name} exited ({p.popen.returncode}):\n{p.output()[-3000:]}")
 
@@ -672,6 +904,27 @@ class Load:
         out = run_cmd(argv, secs + 30, "wrk")
         return parse_wrk(out)
 
+    def paced(self, url: str, headers: list[str], body_text: str, rate: float,
+              duration: float) -> dict:
+        """About `rate` requests per second from wrk, for the TLS-upstream set (loadgen speaks
+        plain HTTP only). Each connection pauses before each request for a time drawn from an
+        exponential distribution, so together they send a Poisson stream at `rate`; a request
+        is timed from its sending (a slow answer delays that connection's next request: open
+        loop only while the target keeps up, as it does at low rates)."""
+        conns = max(4, round(rate / 50))
+        mean_ms = 1000.0 * conns / rate
+        script = self.work / f"wrk-paced-{conns}-{rate:g}.lua"
+        if not script.exists():
+            script.write_text(PACED_LUA.format(wrk_lua=json.dumps(str(BENCH / "wrk.lua")),
+                                               mean_ms=f"{mean_ms:.3f}"))
+        secs = max(1, round(duration))
+        argv = pinned(self.cpu, [
+            self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", f"{int(self.s.timeout_s)}s",
+            "-s", script, url, "--", self.body_file(body_text), *headers])
+        r = parse_wrk(run_cmd(argv, secs + 30, "wrk (paced)"))
+        r.update(tool="wrk, Poisson-paced", rate=rate, connections=conns)
+        return r
+
     def loadgen_run(self, mode: str, url: str, headers: list[str], body_text: str,
                     args: list, expected_s: float) -> dict:
         argv = pinned(self.cpu, [
@@ -680,6 +933,18 @@ class Load:
         for h in headers:
             argv += ["--header", h]
         return parse_loadgen(run_cmd(argv, expected_s + 2 * self.s.timeout_s + 30, "loadgen"))
+
+
+# bench/wrk.lua plus a pause before each request (wrk's `delay`, whole milliseconds, rounded
+# at random so the mean stays exact), exponentially distributed.
+PACED_LUA = """\
+dofile({wrk_lua})
+math.randomseed(os.time())
+local mean_ms = {mean_ms}
+function delay()
+   return math.floor(-math.log(1 - math.random()) * mean_ms + math.random())
+end
+"""
 
 
 def parse_wrk(out: str) -> dict:
@@ -801,7 +1066,113 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
                 sample_rss=True))
         time.sleep(0.5 if s.smoke else 1.0)
         rss_rounds["after_streams"].append(rss_bytes(stack.gw_proc.pid))
+        if stack.tls_targets():
+            run_tls_round(stack, load, s, rnd, add, log)
     return {"workloads": w, "rss_rounds": rss_rounds}
+
+
+def run_tls_round(stack: Stack, load: Load, s: Settings, rnd: int,
+                  add: Callable[[str, str, dict], None], log: Callable[[str], None]) -> None:
+    """One round of the TLS-upstream set: the bodies and closed-loop parameters of workloads
+    1 and 2, and a paced run at the first open-loop rate, each for `tls_duration`, through
+    the TLS edge. The edge's CPU over each run goes with it (it shares the load CPU)."""
+    d = s.tls_duration
+    edge = Meter(stack.edge_proc.pid, with_children=True)
+
+    def with_edge(fn: Callable[[], dict]) -> Callable[[], dict]:
+        def run() -> dict:
+            c0, t0 = edge.cpu(), time.monotonic()
+            r = fn()
+            wall = time.monotonic() - t0
+            r["edge_cpu_pct"] = round(100 * (edge.cpu() - c0) / wall, 1) if wall else None
+            return r
+        return run
+
+    targets = stack.tls_targets()
+    for stream, name, what in ((False, "tls_chat", "chat (non-streaming"),
+                               (True, "tls_stream", f"stream ({s.chunks} chunks")):
+        for t in order(targets, rnd):
+            log(f"  TLS upstream: {what}, c={s.connections}) -> {t}")
+            b = body(stream, stack.model(t))
+            add(name, t, measured(stack, t, with_edge(lambda: load.closed(
+                stack.url(t), stack.headers(t), b, d, s.warmup)),
+                warm=lambda: load.warm_closed(stack.url(t), stack.headers(t), b, s.warmup)))
+    rate = s.tls_rate
+    for t in order(targets, rnd):
+        log(f"  TLS upstream: paced {rate:g}/s -> {t}")
+        b = body(False, stack.model(t))
+        add(f"tls_paced_{rate:g}", t, measured(stack, t, with_edge(lambda: load.paced(
+            stack.url(t), stack.headers(t), b, rate, d)),
+            warm=lambda: s.warmup >= 1 and load.paced(
+                stack.url(t), stack.headers(t), b, rate, s.warmup)))
+
+
+def tls_probe(stack: Stack) -> dict:
+    """One request of each kind through each TLS target, so a broken set-up fails in seconds;
+    the edge's access log shows which protocol each client spoke to it (told apart by
+    User-Agent: Switchyard sends its own, nginx passes the caller's on). Then the edge's
+    access log goes off for the load, checked by one more request through Switchyard (which
+    also shows it reconnects after the reload closed its connection)."""
+    ctx = ssl.create_default_context(cafile=str(stack.pki["ca"]))
+    start = stack.edge_log_lines()
+    expected = 0
+    for t in stack.tls_targets():
+        for stream in (False, True):
+            url = stack.url(t)
+            if t == "direct-tls":
+                # Through the name the certificate is for, verified against the CA.
+                url = url.replace(stack.edge, f"localhost:{stack.edge_port}")
+            status, text = tls_request(url, stack.headers(t), body(stream, stack.model(t)),
+                                       f"{PROBE_AGENT}{t}", ctx)
+            if status != 200 or (stream and "[DONE]" not in text):
+                raise BenchError(f"preflight: {t} {'stream' if stream else 'chat'} failed: "
+                                 f"{status} {text[:600]}")
+            expected += 1
+    deadline = time.monotonic() + 5
+    while stack.edge_log_lines() - start < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lines = stack.edge_log.read_text().splitlines()[start:]
+    protocols: dict[str, set] = {}
+    tls_versions: dict[str, set] = {}
+    for line in lines:
+        proto, tls_version, _status, agent = (line.split("|", 3) + ["", "", "", ""])[:4]
+        who = ("switchyard-tls" if agent.startswith("switchyard/")
+               else agent[len(PROBE_AGENT):] if agent.startswith(PROBE_AGENT) else agent)
+        protocols.setdefault(who, set()).add(proto)
+        tls_versions.setdefault(who, set()).add(tls_version)
+    out: dict[str, Any] = {
+        "edge_protocols": {k: " + ".join(sorted(v)) for k, v in protocols.items()},
+        "edge_tls_versions": {k: " + ".join(sorted(v)) for k, v in tls_versions.items()},
+        "edge_probe_log": lines,
+    }
+    stack.edge_log_off()
+    n = stack.edge_log_lines()
+    status, text = tls_request(stack.url("switchyard-tls"), stack.headers("switchyard-tls"),
+                               body(False, TLS_MODEL), f"{PROBE_AGENT}after-reload", ctx)
+    if status != 200:
+        raise BenchError(f"preflight: switchyard-tls after the edge's reload: {status} "
+                         f"{text[:600]}")
+    time.sleep(0.2)
+    if stack.edge_log_lines() != n:
+        raise BenchError("the TLS edge still writes its access log after the reload")
+    out["edge_log_lines_before_load"] = stack.edge_log_lines()
+    return out
+
+
+def tls_request(url: str, headers: list[str], body_text: str, agent: str,
+                ctx: ssl.SSLContext) -> tuple[int, str]:
+    h = dict(hd.split(": ", 1) for hd in headers)
+    h.update({"content-type": "application/json", "user-agent": agent})
+    req = urllib.request.Request(url, method="POST", data=body_text.encode(), headers=h)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=ctx))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except OSError as e:
+        return 0, str(e)
 
 
 def idle_figures(stack: Stack, bins: dict[str, Path], nginx: Optional[str]) -> dict:
@@ -958,7 +1329,7 @@ def control_plane(stack: Stack, bins: dict[str, Path], s: Settings, cpu: Optiona
             bins["switchyard"], "serve", "--kube", "--kubeconfig", cluster.kubeconfig,
             "--namespace", ns, "--lease-namespace", ns, "--identity", "bench",
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json",
-            *stack.log_flags,
+            *stack.serve_flags,
         ]), stack.work / "switchyard-kube.log", dict(stack.env, RUST_LOG="info"))
         procs.append(gw)
 
@@ -1118,8 +1489,43 @@ def summarize(res: dict) -> dict:
                 "cpu_pct": pick(runs, "proxy_cpu_pct"),
                 "rss_peak_bytes": pick(runs, "proxy_rss_peak_bytes"),
                 "max_open": pick(runs, "max_open"),
+                "edge_cpu_pct": pick(runs, "edge_cpu_pct"),
             }
     return summ
+
+
+def tls_ratios(summ: dict) -> dict:
+    """The TLS-upstream set against its references: throughput ratios to nginx-tls and to
+    direct-tls, latency added over direct-tls, and each proxy's CPU per request with a TLS
+    upstream against its own with the plain one (workloads 1 and 2)."""
+    out: dict[str, dict] = {}
+    for name, row in summ.items():
+        if not name.startswith("tls_"):
+            continue
+        g = lambda t, k: row.get(t, {}).get(k)  # noqa: E731
+        r: dict[str, Any] = {}
+        if not name.startswith("tls_paced_"):  # a paced run's rate is the one asked for
+            r.update({
+                "throughput switchyard-tls/nginx-tls": ratio(g("switchyard-tls", "rps"),
+                                                             g("nginx-tls", "rps")),
+                "throughput switchyard-tls/direct-tls": ratio(g("switchyard-tls", "rps"),
+                                                              g("direct-tls", "rps")),
+                "throughput nginx-tls/direct-tls": ratio(g("nginx-tls", "rps"),
+                                                         g("direct-tls", "rps")),
+            })
+        for key in ("p50_us", "p99_us"):
+            for t in ("switchyard-tls", "nginx-tls"):
+                a, d = g(t, key), g("direct-tls", key)
+                r[f"{key[:3]} added over direct-tls, us: {t}"] = (
+                    a - d if a is not None and d is not None else None)
+        plain = {"tls_chat": "chat", "tls_stream": "stream"}.get(name)
+        if plain:
+            for t in ("switchyard", "nginx"):
+                r[f"proxy CPU per request, TLS/plain upstream: {t}"] = ratio(
+                    g(f"{t}-tls", "cpu_us_per_req"),
+                    summ.get(plain, {}).get(t, {}).get("cpu_us_per_req"))
+        out[name] = r
+    return out
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -1353,6 +1759,7 @@ def table(res: dict) -> str:
         section("7 control plane apply-to-live")
         reason = cp.get("skipped") or cp.get("error") or "skipped (--no-kube)"
         rows.append((f"  not measured: {reason[:70]}", "", "", "-", ""))
+    tls_section(res, rows, section)
 
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 
@@ -1363,6 +1770,18 @@ def table(res: dict) -> str:
     rule = "-" * len(line(head))
     out = [header_text(meta), rule, line(head), rule]
     out += [line(r) for r in rows]
+    tls = res.get("tls_upstream") or {}
+    if any(k.startswith("tls_") for k in summ):
+        versions = "/".join(sorted(set(tls.get("edge_tls_versions", {}).values()))) or "TLS"
+        out += [rule,
+                f"8: an nginx TLS edge ({versions}, h2 by ALPN, throwaway CA) in front of the "
+                "mock, pinned with it on the load CPU;",
+                "   direct-tls = wrk -> edge; nginx-tls = wrk -> nginx -> edge (HTTP/1.1, "
+                "verified, keep-alive); switchyard-tls =",
+                "   wrk -> Switchyard -> edge (h2, spec.tls.caSecretRef). Paced: wrk with "
+                "exponential pauses (a Poisson stream;",
+                "   loadgen speaks plain HTTP only), timed from each request's sending. Latency "
+                "added over direct-tls."]
     out += [rule, "targets (issue 9):"]
     for t in res.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
@@ -1371,6 +1790,75 @@ def table(res: dict) -> str:
         note = f"  ({t['note']})" if t["note"] else ""
         out.append(f"  [{mark:>6}] {t['target']}: {val} (limit {t['limit']}){note}")
     return "\n".join(out)
+
+
+def tls_section(res: dict, rows: list, section: Callable[[str], None]) -> None:
+    """Section 8 of the table: the TLS-upstream set, its own targets in the three columns."""
+    summ, tls = res["summary"], res.get("tls_upstream") or {}
+    names = [k for k in summ if k.startswith("tls_")]
+    st = res["meta"]["settings"]
+    if not names:
+        if tls.get("skipped"):
+            section("8 TLS upstream (h2 via edge)")
+            rows.append((f"  not measured: {tls['skipped'][:70]}", "", "", "-", ""))
+        return
+    section(f"8 TLS upstream (h2 via edge), {st['tls_duration']:g} s per run (see below)")
+    rows.append(("  target", "direct-tls", "nginx-tls", "switchyard-tls",
+                 "vs nginx-tls / vs direct-tls"))
+    p = tls.get("edge_protocols", {})
+    rows.append(("  protocol to the edge (edge log, warm-up)", p.get("direct-tls", "-"),
+                 p.get("nginx-tls", "-"), p.get("switchyard-tls", "-"),
+                 "nginx 1.22 proxies over HTTP/1.1 only"))
+    plain_cpu = {w: [summ.get(w, {}).get(t, {}).get("cpu_us_per_req")
+                     for t in ("nginx", "switchyard")] for w in ("chat", "stream")}
+
+    def trow(label: str, key: str, unit: str, name: str, cmp: str = "") -> None:
+        r = summ.get(name, {})
+        vals = [r.get(t, {}).get(key) for t in TLS_TARGETS]
+        if all(x is None for x in vals):
+            return
+        extra = ""
+        if cmp == "ratio":
+            extra = f"{fmt(ratio(vals[2], vals[1]), 'x')} / {fmt(ratio(vals[2], vals[0]), 'x')}"
+        elif cmp == "cpu":
+            extra = f"{fmt(ratio(vals[2], vals[1]), 'x')} nginx-tls"
+        elif cmp == "added":
+            s_add = vals[2] - vals[0] if None not in (vals[2], vals[0]) else None
+            n_add = vals[1] - vals[0] if None not in (vals[1], vals[0]) else None
+            extra = f"{signed(s_add)} vs {signed(n_add)} us added"
+        rows.append((label, *(fmt(x, unit) for x in vals), extra))
+
+    conns = st["connections"]
+    if "tls_chat" in summ:
+        trow(f"  chat, non-streaming, {conns} conns: req/s", "rps", "", "tls_chat", "ratio")
+        trow("    latency p50, us", "p50_us", "us", "tls_chat", "added")
+        trow("    latency p99, us", "p99_us", "us", "tls_chat", "added")
+        trow("    proxy CPU per request, us", "cpu_us_per_req", "", "tls_chat", "cpu")
+        n, sw = plain_cpu["chat"]
+        if n is not None or sw is not None:
+            rows.append(("    the same, plain upstream (section 1), us", "", fmt(n), fmt(sw),
+                         f"{fmt(ratio(sw, n), 'x')} nginx"))
+        trow("    edge CPU, % of a core", "edge_cpu_pct", "", "tls_chat")
+    if "tls_stream" in summ:
+        trow(f"  streaming {st['chunks']} chunks, {conns} conns: streams/s", "rps", "",
+             "tls_stream", "ratio")
+        trow("    full stream p50, us", "p50_us", "us", "tls_stream", "added")
+        trow("    proxy CPU per stream, us", "cpu_us_per_req", "", "tls_stream", "cpu")
+        n, sw = plain_cpu["stream"]
+        if n is not None or sw is not None:
+            rows.append(("    the same, plain upstream (section 2), us", "", fmt(n), fmt(sw),
+                         f"{fmt(ratio(sw, n), 'x')} nginx"))
+        trow("    edge CPU, % of a core", "edge_cpu_pct", "", "tls_stream")
+    for name in sorted((k for k in names if k.startswith("tls_paced_")),
+                       key=lambda k: float(k[len("tls_paced_"):])):
+        trow(f"  {name[len('tls_paced_'):]}/s non-streaming, wrk paced: achieved",
+             "rps", "", name)
+        trow("    latency p50, us", "p50_us", "us", name, "added")
+        trow("    latency p99, us", "p99_us", "us", name, "added")
+        trow("    proxy CPU, % of its core", "cpu_pct", "", name, "cpu")
+    if tls.get("edge_log_lines_during_load"):
+        rows.append((f"  warning: the edge logged {tls['edge_log_lines_during_load']} lines "
+                     "during the load", "", "", "", ""))
 
 
 def header_text(meta: dict) -> str:
@@ -1462,6 +1950,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "workloads (default 5ms; 0 skips it)")
     p.add_argument("--access-log", action="store_true",
                    help="run both proxies with their access log on (default: both off)")
+    p.add_argument("--no-tls-upstream", action="store_true",
+                   help="skip the TLS-upstream set (Switchyard and nginx to an nginx TLS + h2 "
+                        "edge in front of the mock)")
+    p.add_argument("--tls-duration", type=float,
+                   help="measured seconds per TLS-upstream run (default half of --duration)")
     p.add_argument("--quick-micro", action="store_true", help="shorter criterion runs")
     p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
                    help="closed-loop load generator (auto: wrk when installed)")
@@ -1495,12 +1988,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         bin_dir = build_release()
     bins = binaries(bin_dir)
 
+    tls_skip = None
+    if not s.tls_upstream:
+        tls_skip = "--no-tls-upstream"
+    elif not tools["nginx"]:
+        tls_skip = "nginx not installed (the TLS edge is an nginx)"
+    elif not wrk:
+        tls_skip = "needs wrk (switchyard-loadgen speaks plain HTTP only)"
+    elif not shutil.which("openssl"):
+        tls_skip = "openssl not installed (it makes the edge's certificate)"
+
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     res: dict[str, Any] = {"meta": dict(
         meta, pinning=pin_text, nginx=None, bin_dir=str(bin_dir),
         closed_loop_tool="wrk" if wrk else "switchyard-loadgen",
         settings=dict(vars(s)), limits=LIMITS, nginx_conf="bench/run.py NGINX_CONF",
         argv=sys.argv[1:] if argv is None else argv)}
+    res["tls_upstream"] = {"skipped": tls_skip} if tls_skip else {
+        "edge_conf": "bench/run.py EDGE_CONF", "nginx_tls_conf": "bench/run.py NGINX_TLS_SERVER",
+        "targets": {
+            "direct-tls": "wrk -> edge (TLS, HTTP/1.1: wrk offers no ALPN)",
+            "nginx-tls": "wrk -> nginx -> edge (TLS, HTTP/1.1: nginx 1.22 proxies over 1.1 only)",
+            "switchyard-tls": "wrk -> Switchyard -> edge (TLS, h2 by ALPN, caSecretRef)"},
+        "paced": "wrk with exponential pauses per connection (a Poisson stream at the rate): "
+                 "switchyard-loadgen's open loop speaks plain HTTP only"}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1508,12 +2019,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         log(f"starting mock, switchyard{', nginx' if nginx else ''} ({pin_text})")
-        stack = Stack(bins, nginx, s, work, load_cpu, proxy_cpu)
+        if not tls_skip:
+            log("starting the TLS edge (nginx, TLS + h2) in front of the mock")
+        stack = Stack(bins, nginx, s, work, load_cpu, proxy_cpu,
+                      edge_nginx=None if tls_skip else tools["nginx"])
         res["meta"]["nginx"] = stack.nginx_version
         res["idle"] = idle_figures(stack, bins, nginx)
         load = Load(bins["switchyard-loadgen"], wrk, load_cpu, s, work)
         preflight(stack, load)
+        if stack.edge_proc:
+            res["tls_upstream"].update(tls_probe(stack))
+            seen = res["tls_upstream"]["edge_protocols"]
+            log("TLS edge saw: " + ", ".join(
+                f"{tt.replace('-tls', '')}->edge {seen.get(tt, '?')}"
+                for tt in stack.tls_targets()))
         res.update(run_workloads(stack, load, s, log))
+        if stack.edge_proc:
+            res["tls_upstream"]["edge_log_lines_during_load"] = (
+                stack.edge_log_lines() - res["tls_upstream"]["edge_log_lines_before_load"])
         if not a.no_kube:
             res["control_plane"] = control_plane(stack, bins, s, proxy_cpu, log,
                                                  allow_start=not s.smoke)
@@ -1528,6 +2051,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not (a.no_micro or s.smoke):
         res["micro"] = run_micro(proxy_cpu, a.quick_micro, log)
     res["summary"] = summarize(res)
+    if not res["tls_upstream"].get("skipped"):
+        res["tls_upstream"]["ratios"] = tls_ratios(res["summary"])
     res["targets"] = verdicts(res)
     text = table(res)
     res["table"] = text

@@ -1,9 +1,10 @@
 """Smoke test of the benchmark harness behind `make bench` (bench/run.py).
 
 It runs the harness in `--smoke` mode on the debug binaries: every workload for a fraction of
-a second against a direct call, Switchyard and (when installed) nginx, then checks that the
-harness parsed its load generators, wrote its results file and prints the same table from
-it. No timing is asserted: speed is measured by `make bench`, never by a test.
+a second against a direct call, Switchyard and (when installed) nginx, and the TLS-upstream set
+through an nginx TLS + h2 edge, then checks that the harness parsed its load generators, wrote
+its results file and prints the same table from it. No timing is asserted: speed is measured by
+`make bench`, never by a test.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def test_every_workload_ran_against_every_target(smoke):
     assert {"chat", "stream", "stream_ttfb", "hold"} <= set(workloads)
     assert any(name.startswith("open_") for name in workloads)
     for name, per_target in workloads.items():
+        if name.startswith("tls_"):
+            continue  # test_tls_upstream_set_ran_through_the_edge
         expected = [t for t in targets if not (name == "hold" and t == "direct")]
         if name.startswith("open_"):
             # The open-loop workloads also measure a Switchyard started with --busy-poll.
@@ -65,6 +68,31 @@ def test_every_workload_ran_against_every_target(smoke):
     assert hold["max_open"] == res["meta"]["settings"]["hold_streams"], hold
     assert hold["proxy_rss_peak_bytes"] > 0
     assert res["idle"]["switchyard_rss_bytes"] > 0
+
+
+def test_tls_upstream_set_ran_through_the_edge(smoke):
+    _, _, res = smoke
+    tls = res["tls_upstream"]
+    if not res["meta"]["nginx"]:
+        assert tls.get("skipped"), tls
+        pytest.skip("nginx is not installed: no TLS edge")
+    assert not tls.get("skipped"), tls
+    workloads = {k: v for k, v in res["workloads"].items() if k.startswith("tls_")}
+    assert {"tls_chat", "tls_stream"} <= set(workloads)
+    assert any(name.startswith("tls_paced_") for name in workloads)
+    for name, per_target in workloads.items():
+        assert sorted(per_target) == ["direct-tls", "nginx-tls", "switchyard-tls"], name
+        for target, runs in per_target.items():
+            for r in runs:
+                assert r["ok"] > 0, f"{name} -> {target}: no request succeeded: {r}"
+                assert r["error_total"] == 0, f"{name} -> {target}: failed requests: {r}"
+    # What each client spoke to the edge, from the edge's own access log at warm-up; the load
+    # ran with that log off.
+    assert tls["edge_protocols"] == {"direct-tls": "HTTP/1.1", "nginx-tls": "HTTP/1.1",
+                                     "switchyard-tls": "HTTP/2.0"}
+    assert tls["edge_log_lines_during_load"] == 0
+    assert tls["ratios"]["tls_chat"]["throughput switchyard-tls/nginx-tls"] > 0
+    assert "8 TLS upstream (h2 via edge)" in res["table"]
 
 
 def test_results_carry_a_verdict_per_target(smoke):
