@@ -23,7 +23,8 @@ done
 
 "$BIN/switchyard-mock" --listen "$MOCK_ADDR" --api-key "$MOCK_API_KEY" --chunks 8 --chunk-delay-ms 60 &
 pids+=($!)
-"$BIN/switchyard" serve --config deploy/local --listen "$GW" --admin-listen "$ADMIN" &
+# deploy/local has no AIConsumer: serve without keys, explicitly (the default is closed).
+"$BIN/switchyard" serve --config deploy/local --listen "$GW" --admin-listen "$ADMIN" --require-auth=false &
 pids+=($!)
 
 for _ in $(seq 1 100); do

@@ -26,7 +26,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # The key the gateway sends upstream (the mock requires it) and the one the SDK presents to
-# the gateway. The gateway runs without AIConsumers, so it ignores the caller's key.
+# the gateway. The gateway runs without AIConsumers and with --require-auth=false, so it
+# ignores the caller's key.
 UPSTREAM_KEY = "sk-upstream-e2e-3f9c1a"
 CALLER_KEY = "caller-key"
 # The AWS credentials the mock verifies Bedrock SigV4 signatures with (AWS's documented
@@ -350,6 +351,8 @@ def gateway(mock: Mock, tmp_path_factory) -> Gateway:
             "--admin-listen", "127.0.0.1:0",
             "--drain-timeout", "1s",
             "--log-format", "json",
+            # No AIConsumers in this config: the gateway serves anyone only when told to.
+            "--require-auth=false",
         ],
         work / "gateway.log",
         child_env(RUST_LOG="info"),
@@ -437,9 +440,14 @@ def start_gateway(
     extra_args: Sequence[str] = (),
     extra_env: Optional[dict[str, str]] = None,
     name: str = "switchyard",
+    require_auth: Optional[bool] = False,
 ) -> Gateway:
     """Starts `switchyard serve` on `config` (YAML text) with both ports on 127.0.0.1:0 and
-    waits until it serves and is ready. The caller stops it with `gw.proc.stop()`."""
+    waits until it serves and is ready. The caller stops it with `gw.proc.stop()`.
+
+    `require_auth` is passed as `--require-auth=…`: off by default, as most test configs have
+    no AIConsumer (with one, keys are required regardless); `None` passes no flag, leaving the
+    binary's default (closed)."""
     config_dir = work / f"{name}-config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "switchyard.yaml").write_text(config)
@@ -452,6 +460,7 @@ def start_gateway(
             "--admin-listen", "127.0.0.1:0",
             "--drain-timeout", "1s",
             "--log-format", "json",
+            *([] if require_auth is None else [f"--require-auth={str(require_auth).lower()}"]),
             *extra_args,
         ],
         work / f"{name}.log",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UPSTREAM_KEY, Mock, http, start_gateway
+from conftest import UPSTREAM_KEY, Mock, gateway_config, http, start_gateway
 
 KEY_A1, KEY_A2 = "sk-team-a-first-7c1d", "sk-team-a-second-93ab"
 KEY_B, KEY_C, KEY_D = "sk-team-b-0f2e", "sk-team-c-55d0", "sk-team-d-unlimited-11aa"
@@ -30,11 +30,11 @@ def free_port() -> int:
 
 
 class Redis:
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, port: int | None = None):
         exe = shutil.which("redis-server")
         if not exe:
             pytest.fail("redis-server is not installed: apt-get install redis-server", pytrace=False)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(work)],
@@ -121,10 +121,13 @@ spec:
 
 def chat(gw, key, model="gpt-4o-mini", **extra) -> tuple[int, dict, dict]:
     body = {"model": model, "messages": [{"role": "user", "content": "hello"}], **extra}
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
     req = urllib.request.Request(
         f"{gw.base_url}/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+        headers=headers,
         method="POST",
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -152,6 +155,33 @@ def replicas(mock: Mock, redis: Redis, tmp_path_factory):
     yield gws
     for g in gws:
         g.proc.stop()
+
+
+def test_auth_is_required_by_default_and_open_only_when_asked(mock, tmp_path_factory):
+    """Without AIConsumers the binary refuses callers unless started with
+    `--require-auth=false`, which it warns about."""
+    work = tmp_path_factory.mktemp("require-auth")
+    cfg = gateway_config(mock.addr)
+    closed = start_gateway(work, cfg, name="default-closed", require_auth=None)
+    opened = start_gateway(work, cfg, name="explicitly-open", require_auth=False)
+    try:
+        status, _, body = chat(closed, None)
+        assert status == 401 and body["error"]["code"] == "missing_api_key", body
+        status, _, body = chat(closed, "sk-whatever")
+        assert status == 401 and body["error"]["code"] == "invalid_api_key", body
+        assert http("GET", f"{closed.base_url}/models")[0] == 401
+        assert "--require-auth=false" not in closed.proc.output()
+
+        assert chat(opened, None)[0] == 200
+        assert chat(opened, "sk-whatever")[0] == 200, "an open gateway ignores SDK keys"
+        warning = next(
+            json.loads(l) for l in opened.proc.output().splitlines()
+            if "--require-auth=false" in l
+        )
+        assert warning["level"] == "WARN", warning
+    finally:
+        closed.proc.stop()
+        opened.proc.stop()
 
 
 def test_keys_rotation_wrong_key_and_allow_list(replicas):
@@ -272,6 +302,104 @@ def test_redis_going_away_fails_open_or_closed(mock, tmp_path_factory):
             assert float(line.split()[1]) >= 1, line
             assert "limit counters unreachable" in gw.proc.output()
     finally:
+        open_gw.proc.stop()
+        closed_gw.proc.stop()
+        redis.stop()
+
+
+def test_redis_down_at_start_up_serves_per_failure_mode_then_limits_apply(mock, tmp_path_factory):
+    """Redis unreachable when the gateway starts: it starts anyway, answers per the failure
+    mode without waiting on Redis for each request (the breaker skips it), connects in the
+    background, and the shared limits hold once a redis-server comes up on that port."""
+    work = tmp_path_factory.mktemp("redis-late")
+    port = free_port()  # nothing listens here yet
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = config(mock)
+    open_gw = start_gateway(work, cfg, ["--redis-url", url, "--redis-failure-mode", "open"], name="late-open")
+    closed_gw = start_gateway(work, cfg, ["--redis-url", url, "--redis-failure-mode", "closed"], name="late-closed")
+    redis = None
+    try:
+        for gw in (open_gw, closed_gw):
+            assert "limit counters unreachable at start-up" in gw.proc.output()
+        # Each Redis call may take 0.5 s before it counts as failed: ten limited requests
+        # waiting on it would take 5 s or more. With the breaker open they answer at once.
+        started = time.monotonic()
+        for _ in range(10):
+            status, _, body = chat(open_gw, KEY_A1)
+            assert status == 200, f"fail-open must admit: {body}"
+        open_elapsed = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(10):
+            status, headers, body = chat(closed_gw, KEY_B)
+            assert status == 503 and body["error"]["code"] == "limits_unavailable", body
+            assert headers.get("retry-after") == "1"
+        closed_elapsed = time.monotonic() - started
+        assert open_elapsed < 3 and closed_elapsed < 3, (open_elapsed, closed_elapsed)
+        # Consumers without limits never touch Redis.
+        assert chat(closed_gw, KEY_D)[0] == 200
+
+        redis = Redis(work, port=port)
+        for gw in (open_gw, closed_gw):
+            gw.proc.wait_for(
+                lambda l: l if "limit counters reachable: connected to Redis" in l else None,
+                "the background connection to Redis", 15,
+            )
+        status, _, body = chat(closed_gw, KEY_B)
+        assert status == 200, f"fail-closed must admit once Redis is back: {body}"
+        # team-a's 5 requests per minute now hold across both replicas, through Redis (the
+        # 10 admitted while it was away were not counted anywhere).
+        statuses = [chat((open_gw, closed_gw)[i % 2], KEY_A1)[0] for i in range(8)]
+        # (6 at most: a minute boundary in the middle can round one request off the
+        # sliding estimate.)
+        assert 5 <= statuses.count(200) <= 6 and statuses.count(429) >= 2, statuses
+    finally:
+        open_gw.proc.stop()
+        closed_gw.proc.stop()
+        if redis:
+            redis.stop()
+
+
+def test_a_hung_redis_is_skipped_not_waited_on(mock, tmp_path_factory):
+    """Redis stops answering (SIGSTOP: connections stay open, replies never come). The first
+    call waits out its timeout and opens the breaker; later requests get the failure mode's
+    answer at once instead of each waiting 0.5 s. Once Redis answers again, a background probe
+    closes the breaker and the limits apply again."""
+    import signal
+
+    work = tmp_path_factory.mktemp("redis-hung")
+    redis = Redis(work)
+    cfg = config(mock)
+    open_gw = start_gateway(work, cfg, ["--redis-url", redis.url, "--redis-failure-mode", "open"], name="hung-open")
+    closed_gw = start_gateway(work, cfg, ["--redis-url", redis.url, "--redis-failure-mode", "closed"], name="hung-closed")
+    try:
+        assert chat(open_gw, KEY_B)[0] == 200
+        assert chat(closed_gw, KEY_B)[0] == 200
+        redis.proc.send_signal(signal.SIGSTOP)
+        # Ten limited requests each waiting out the 0.5 s Redis timeout would take 5 s.
+        started = time.monotonic()
+        for _ in range(10):
+            status, _, body = chat(open_gw, KEY_B)
+            assert status == 200, f"fail-open must admit: {body}"
+        open_elapsed = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(10):
+            status, _, body = chat(closed_gw, KEY_B)
+            assert status == 503 and body["error"]["code"] == "limits_unavailable", body
+        closed_elapsed = time.monotonic() - started
+        assert open_elapsed < 3 and closed_elapsed < 3, (open_elapsed, closed_elapsed)
+        for gw in (open_gw, closed_gw):
+            assert "limit counters unreachable: skipping Redis" in gw.proc.output()
+
+        redis.proc.send_signal(signal.SIGCONT)
+        # (team-a, whose window the commands queued in the stopped Redis did not fill.)
+        deadline = time.monotonic() + 10
+        while chat(closed_gw, KEY_A1)[0] != 200:
+            assert time.monotonic() < deadline, closed_gw.proc.output()
+            time.sleep(0.1)
+        assert "limit counters reachable again" in closed_gw.proc.output()
+    finally:
+        if redis.proc.poll() is None:
+            redis.proc.send_signal(signal.SIGCONT)
         open_gw.proc.stop()
         closed_gw.proc.stop()
         redis.stop()

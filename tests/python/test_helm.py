@@ -258,6 +258,13 @@ def test_features_render_what_they_promise():
     np = one(render(FEATURES["networkPolicy"]), "NetworkPolicy")["spec"]
     assert [r["ports"][0]["port"] for r in np["ingress"]] == ["http", "admin"]
 
+    # The binary requires auth unless told otherwise: the chart always says which, and
+    # keeps the admin port reachable for probes and scraping (the binary's default is loopback).
+    args = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--require-auth=true" in args and "--admin-listen=0.0.0.0:9090" in args
+    dep = one(render({"gateway": {"requireAuth": False}}), "Deployment")
+    assert "--require-auth=false" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
     c = container(render(FEATURES["redisUrl"]))
     assert env_of(c)["SWITCHYARD_REDIS_URL"] == "redis://redis:6379/0"
     assert "--redis-failure-mode=closed" in c["args"]
@@ -272,7 +279,7 @@ def test_features_render_what_they_promise():
     docs = render(FEATURES["extras"])
     c = container(docs)
     assert env_of(c)["RUST_LOG"] == "info"
-    assert {"--require-auth", "--no-access-log", "--reload-debounce=200ms"} <= set(c["args"])
+    assert {"--require-auth=true", "--no-access-log", "--reload-debounce=200ms"} <= set(c["args"])
     assert c["image"].endswith("@sha256:" + "a" * 64)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
@@ -442,6 +449,9 @@ def _sidecar_container(values: dict) -> tuple[dict, str]:
 def test_sidecar_snippet_is_a_valid_hardened_container():
     c, routes = _sidecar_container({})
     assert "--listen=127.0.0.1:8080" in c["args"], "the API stays inside the pod"
+    assert "--require-auth=false" in c["args"], "sidecar.requireAuth is off by default"
+    c_auth, _ = _sidecar_container({"sidecar": {"requireAuth": True}})
+    assert "--require-auth=true" in c_auth["args"]
     assert "--config=/etc/switchyard" in c["args"]
     assert c["volumeMounts"][0]["mountPath"] == "/etc/switchyard"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -7,6 +7,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -204,6 +205,35 @@ def test_genai_metrics_are_exported(otel_gateway, receiver):
     assert list(usage[-1].explicit_bounds)[:3] == [1.0, 4.0, 16.0]
 
 
+def test_metric_attributes_use_configured_model_names_not_the_clients(otel_gateway, receiver):
+    """Anyone can put any string in `model`: metrics carry the route's configured name (the
+    Prometheus `model` label's value), so their cardinality stays bounded; spans keep the raw one."""
+    made_up = f"gpt-{secrets.token_hex(6)}"  # matched by the `gpt-*` route
+    unknown = f"nope-{secrets.token_hex(6)}"  # matched by none
+    status, _, _ = post(otel_gateway, {"model": made_up, "messages": MESSAGES}, {})
+    assert status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        post(otel_gateway, {"model": unknown, "messages": MESSAGES}, {})
+    assert e.value.code == 404
+
+    def ours():
+        spans = [s for s in receiver.spans if s.kind == Span.SPAN_KIND_SERVER
+                 and attrs(s.attributes).get("gen_ai.request.model") in (made_up, unknown)]
+        points = receiver.metric_points("gen_ai.client.operation.duration")
+        glob = [p for p in points if attrs(p.attributes).get("gen_ai.request.model") == "gpt-*"]
+        not_found = [p for p in points if attrs(p.attributes).get("error.type") == "model_not_found"]
+        return (spans, glob, not_found) if len(spans) == 2 and glob and not_found else None
+
+    spans, _, not_found = wait_until(ours, "the requests' spans and metric points")
+    assert all("gen_ai.request.model" not in attrs(p.attributes) for p in not_found)
+    with receiver.lock:
+        exported = "\n".join(str(m) for m in receiver.metrics)
+    for raw in (made_up, unknown):
+        assert raw not in exported, f"the client's model string {raw!r} became a metric attribute"
+    # Spans may carry it: they are per request, not series.
+    assert {attrs(s.attributes)["gen_ai.request.model"] for s in spans} == {made_up, unknown}
+
+
 def test_failed_requests_carry_a_real_error_type(otel_gateway, receiver):
     status_code = None
     try:
@@ -216,10 +246,44 @@ def test_failed_requests_carry_a_real_error_type(otel_gateway, receiver):
         return [
             s for s in receiver.spans
             if s.kind == Span.SPAN_KIND_SERVER and attrs(s.attributes).get("error.type")
+            and attrs(s.attributes).get("gen_ai.request.model") == "rate-limited-model"
         ]
 
     span = wait_until(errored, "a span with error.type")[-1]
     assert attrs(span.attributes)["error.type"] in ("rate_limit_exceeded", "upstream_keys_exhausted")
+
+
+def test_admin_token_guards_debug_but_not_probes_or_metrics(mock, tmp_path_factory):
+    token = "adm-" + secrets.token_hex(8)
+    gw = start_gateway(
+        tmp_path_factory.mktemp("admin-token"),
+        gateway_config(mock.addr),
+        extra_env={"SWITCHYARD_ADMIN_TOKEN": token},
+        name="admin-token",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str, auth: str | None = None) -> int:
+        req = urllib.request.Request(f"{gw.admin_url}{path}")
+        if auth is not None:
+            req.add_header("authorization", auth)
+        try:
+            with opener.open(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        for path in ("/debug/routes", "/debug/spend"):
+            assert get(path) == 401, path
+            assert get(path, "Bearer wrong") == 401, path
+            assert get(path, f"Basic {token}") == 401, path
+            assert get(path, f"Bearer {token}") == 200, path
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert get(path) == 200, path
+        assert token not in gw.proc.output(), "the admin token was logged"
+    finally:
+        gw.proc.stop()
 
 
 def test_access_log_is_one_json_line_per_request(gateway, upstream):

@@ -367,11 +367,12 @@ def test_reasoning_round_trip_keeps_anthropic_signed_thinking(oai, upstream, str
     assert sent["messages"][1]["content"][0] == {
         "type": "thinking", "thinking": "Mock thinking about the request.", "signature": signature}
 
-    # Without the reasoning item the turn is refused upstream, as Anthropic would.
+    # Without the reasoning item Anthropic would refuse thinking for the tool-calling turn,
+    # so the effort, which only tunes deliberation, does not turn it on.
     without = [i for i in input_items if not (isinstance(i, dict) and i.get("type") == "reasoning")]
-    with pytest.raises(openai.BadRequestError) as e:
-        oai.responses.create(input=without, **kwargs)
-    assert "Expected `thinking`" in e.value.body["message"]
+    upstream.clear()
+    assert oai.responses.create(input=without, **kwargs).output_text == mock_text()
+    assert "thinking" not in only(upstream, "/v1/messages")["body"]
 
 
 # === errors, in OpenAI's shape ===
@@ -396,11 +397,21 @@ def test_previous_response_id_is_refused(oai, upstream):
     assert upstream.requests() == []
 
 
-def test_built_in_tools_are_refused(oai, upstream):
+def test_hosted_tools_are_left_out(oai, upstream):
+    # They run on OpenAI's servers, which no backend call reaches: the model answers without
+    # them (the response still echoes the caller's tools).
+    resp = oai.responses.create(
+        model="resp-anthropic", input="hi", tools=[WEATHER_TOOL, {"type": "web_search"}])
+    assert [t.type for t in resp.tools] == ["function", "web_search"]
+    assert [t["name"] for t in only(upstream, "/v1/messages")["body"]["tools"]] == ["get_weather"]
+
+
+def test_tools_the_client_runs_are_not_called_built_in(oai, upstream):
     with pytest.raises(openai.BadRequestError) as e:
         oai.responses.create(
-            model="resp-anthropic", input="hi", tools=[WEATHER_TOOL, {"type": "web_search"}])
+            model="resp-anthropic", input="hi", tools=[WEATHER_TOOL, {"type": "custom", "name": "apply_patch"}])
     assert e.value.body["param"] == "tools[1].type"
+    assert "built-in" not in e.value.body["message"]
     assert upstream.requests() == []
 
 

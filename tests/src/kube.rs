@@ -487,6 +487,8 @@ impl KubeGateway {
             "127.0.0.1:0",
             "--log-format",
             "json",
+            // Open unless a case adds consumers (or `--require-auth` in `extra`: last wins).
+            "--require-auth=false",
         ])
         .args(extra)
         .env("RUST_LOG", "info")

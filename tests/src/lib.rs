@@ -206,6 +206,9 @@ impl Gateway {
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
+                // Most cases run without AIConsumers: open explicitly (the binary defaults
+                // to closed); `extra` may say `--require-auth` again (the last one wins).
+                "--require-auth=false",
             ])
             .args(extra)
             .env("RUST_LOG", "info");
@@ -317,4 +320,132 @@ spec:
   backends: [{{backendRef: {{name: {backend}}}, model: {model}}}]
 "#
     )
+}
+
+/// What a [`RawUpstream`] does on a connection once it has read a request from it.
+#[derive(Clone, Debug)]
+pub enum RawReply {
+    /// Resets the connection (RST, by a zero linger) without a byte of answer.
+    Reset,
+    /// Closes the connection (FIN) without a byte of answer.
+    Close,
+    /// Writes these bytes as they are, then closes the connection.
+    Bytes(Vec<u8>),
+    /// Never answers, keeping the connection open.
+    Silent,
+}
+
+impl RawReply {
+    /// An HTTP/1.1 response with a JSON body and these extra header lines (`name: value`).
+    pub fn json(status: &str, headers: &[&str], body: &str) -> Self {
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+            body.len()
+        );
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        RawReply::Bytes(format!("{head}\r\n{body}").into_bytes())
+    }
+
+    /// A `200` with a chat completion of `model` saying "ok".
+    pub fn chat_ok(model: &str) -> Self {
+        let body = serde_json::json!({
+            "id": "chatcmpl-raw", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        });
+        Self::json("200 OK", &[], &body.to_string())
+    }
+}
+
+/// A bare TCP upstream on loopback for faults no HTTP server commits on purpose: the n-th
+/// connection gets the n-th reply of its script (the last one repeats) after its request
+/// (head and `content-length` body) has been read. Stops when dropped.
+pub struct RawUpstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    /// Starts answering by `script` (not empty), within the current tokio runtime.
+    pub async fn start(script: Vec<RawReply>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        assert!(!script.is_empty());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            // Silent connections are held here until the upstream is dropped.
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = script[n.min(script.len() - 1)].clone();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let complete = loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break true;
+                        }
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break false,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                };
+                if !complete {
+                    continue;
+                }
+                match reply {
+                    RawReply::Reset => {
+                        let _ = sock.set_zero_linger();
+                        drop(sock);
+                    }
+                    RawReply::Close => {
+                        let _ = sock.shutdown().await;
+                    }
+                    RawReply::Bytes(b) => {
+                        let _ = sock.write_all(&b).await;
+                        let _ = sock.shutdown().await;
+                    }
+                    RawReply::Silent => held.push(sock),
+                }
+            }
+        });
+        RawUpstream {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    /// `http://ADDR/v1`, for a ModelBackend endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -490,6 +490,70 @@ async fn the_gateway_identity_has_exactly_its_grants() {
     }
 }
 
+/// The only keyed AIConsumer losing its Secret must not open the gateway: once consumers are
+/// configured, a broken one leaves every request without a valid key refused, even on a
+/// gateway started with `--require-auth=false` (as the harness does).
+#[tokio::test]
+async fn a_consumer_losing_its_secret_keeps_the_gateway_closed() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("closed");
+    let up = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("a", &up.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["gpt-4o"], &[("a", 1)]));
+    ns.apply(&secret_yaml("team-key", "sk-team-closed"));
+    ns.apply(
+        r#"apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: team}
+spec:
+  keySecretRef: {name: team-key, key: apiKey}
+"#,
+    );
+    let gw = KubeGateway::start(cluster, &[&ns.name], "closed");
+    gw.wait_ready().await;
+    eventually("the consumer's key to be accepted", WAIT, || async {
+        gw.chat_as("gpt-4o", Some("sk-team-closed")).await.0 == 200
+    })
+    .await;
+    let (status, body) = gw.chat("gpt-4o").await;
+    assert_eq!(status, 401, "{body}");
+
+    ns.delete("secret", "team-key");
+    eventually(
+        "the consumer without its Secret to be refused",
+        WAIT,
+        || async { gw.chat_as("gpt-4o", Some("sk-team-closed")).await.0 == 401 },
+    )
+    .await;
+    ns.wait_condition(
+        "aiconsumer",
+        "team",
+        "ResolvedRefs",
+        "False",
+        "SecretNotFound",
+    )
+    .await;
+    for key in [None, Some("sk-team-closed"), Some("anything")] {
+        let (status, body) = gw.chat_as("gpt-4o", key).await;
+        assert_eq!(status, 401, "{key:?}: {body}");
+    }
+    let (status, body) = gw.chat("gpt-4o").await;
+    assert_eq!(body["error"]["code"], "missing_api_key", "{status} {body}");
+    // The consumer deleted as well: no consumers are configured any more, and the harness's
+    // `--require-auth=false` applies again.
+    ns.delete("aiconsumer", "team");
+    eventually(
+        "the gateway without consumers to serve openly",
+        WAIT,
+        || async { gw.chat("gpt-4o").await.0 == 200 },
+    )
+    .await;
+}
+
 /// A pod's projected ServiceAccount token as the caller's credential, checked through the
 /// real API server's TokenReview; and the consumer's spend written to its status.
 #[tokio::test]

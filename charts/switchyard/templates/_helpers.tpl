@@ -112,9 +112,7 @@ compares them).
     - --log-format={{ .Values.gateway.logFormat }}
     - --shutdown-delay={{ .Values.gateway.shutdownDelay }}
     - --drain-timeout={{ .Values.gateway.drainTimeout }}
-    {{- if .Values.sidecar.requireAuth }}
-    - --require-auth
-    {{- end }}
+    - --require-auth={{ if .Values.sidecar.requireAuth }}true{{ else }}false{{ end }}
     {{- if not .Values.gateway.accessLog }}
     - --no-access-log
     {{- end }}

@@ -5,8 +5,22 @@
 //! Tokens are reserved before the request from an estimate (prompt size and `max_tokens`)
 //! and corrected with the real usage afterwards, so long completions cannot burst far past
 //! the limit. Spend is added when usage is known and checked before the next request.
+//!
+//! Redis being away never stops the gateway: an unreachable Redis at start-up is connected
+//! in the background with back-off, and a circuit breaker ([`Breaker`]) skips Redis for a
+//! short cool-down after a failure, so requests get the failure mode's answer at once instead
+//! of each waiting out a timeout; a background probe closes it when Redis answers again.
+//!
+//! Every number that comes from a client (`max_tokens`) or an upstream (usage) is added with
+//! saturation, and clamped to what Redis's signed 64-bit integers hold before it is sent there.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
+};
 
 use redis::{aio::ConnectionManager, Script};
 use switchyard_providers::Usage;
@@ -67,16 +81,60 @@ pub struct Admitted {
 
 /// Admission control over the consumers' limits.
 pub struct Limits {
-    redis: Option<RedisStore>,
+    redis: Option<Arc<RedisStore>>,
     failure_mode: FailureMode,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
+/// How long each Redis call may take before it counts as a failure.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis is skipped after a failure before a background probe asks again.
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(1);
+/// Back-off of the background connection at start-up: first and longest wait.
+const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
 struct RedisStore {
-    conn: ConnectionManager,
+    client: redis::Client,
+    /// Set once the first connection is made; the manager reconnects by itself after that.
+    conn: OnceLock<ConnectionManager>,
     take: Script,
     timeout: Duration,
+    breaker: Breaker,
+}
+
+/// Why a Redis call gave no answer.
+#[derive(Debug)]
+enum StoreError {
+    /// Not tried: the breaker is open (or the first connection is still being made).
+    Skipped,
+    /// Tried and failed.
+    Redis(redis::RedisError),
+}
+
+/// A circuit breaker in front of Redis. Closed, every call goes to Redis. A failure opens it
+/// for a cool-down during which calls are not made at all (the failure mode applies at once);
+/// after the cool-down the first call to notice starts one background probe, and the breaker
+/// closes when the probe succeeds (or opens for another cool-down when it fails). Calls never
+/// wait for the probe. Times are in milliseconds on any monotonic clock.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// Until when calls are skipped; 0 = closed.
+    open_until: AtomicU64,
+    /// A probe (or the start-up connection) is running.
+    probing: AtomicBool,
+    cool_down_ms: u64,
+}
+
+/// What the breaker says about one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Call Redis.
+    Pass,
+    /// Skip Redis.
+    Skip,
+    /// Skip Redis, and start the probe: this caller won the right to.
+    SkipAndProbe,
 }
 
 /// Lua: check both sliding windows and charge them in one atomic step, so replicas sharing
@@ -112,25 +170,36 @@ impl Limits {
         }
     }
 
-    /// Limits shared through Redis. Connecting is lazy and retried by the connection
-    /// manager; an unreachable Redis at start-up is not fatal.
+    /// Limits shared through Redis. Only a malformed URL is an error: when Redis cannot be
+    /// reached at start-up the gateway serves per `failure_mode` while a background task
+    /// connects with back-off. Must be called within a Tokio runtime.
     pub async fn redis(
         url: &str,
         failure_mode: FailureMode,
         metrics: Arc<Metrics>,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_millis(500))
-            .set_response_timeout(Duration::from_millis(500))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let store = Arc::new(RedisStore {
+            client,
+            conn: OnceLock::new(),
+            take: Script::new(TAKE_SCRIPT),
+            timeout: REDIS_TIMEOUT,
+            breaker: Breaker::new(BREAKER_COOL_DOWN),
+        });
+        // One attempt now, so a healthy Redis is in use from the first request.
+        if let Err(e) = store.connect().await {
+            tracing::warn!(
+                error = %e,
+                mode = ?failure_mode,
+                "limit counters unreachable at start-up: serving per the failure mode, connecting in the background"
+            );
+            store
+                .breaker
+                .start_probe(switchyard_router::state::now_ms());
+            tokio::spawn(Arc::clone(&store).connect_in_background());
+        }
         Ok(Limits {
-            redis: Some(RedisStore {
-                conn,
-                take: Script::new(TAKE_SCRIPT),
-                timeout: Duration::from_millis(500),
-            }),
+            redis: Some(store),
             failure_mode,
             clock: Arc::new(SystemClock),
             metrics,
@@ -153,6 +222,9 @@ impl Limits {
         if !consumer.is_limited() {
             return Ok(Admitted::default());
         }
+        // The estimate holds the client's `max_tokens`: reserve at most what Redis's signed
+        // counters hold, the same figure here and there, so settling subtracts what was added.
+        let tokens = tokens.min(i64::MAX as u64);
         let now = self.clock.now_ms();
         if let Some(b) = consumer.budget {
             let (_, period, end) = budget_period(now, b.period);
@@ -191,9 +263,12 @@ impl Limits {
         }
     }
 
-    fn store_failed(&self, e: &redis::RedisError) -> Result<(), Refusal> {
+    fn store_failed(&self, e: &StoreError) -> Result<(), Refusal> {
         self.metrics.limits_store_errors.inc();
-        tracing::warn!(error = %e, mode = ?self.failure_mode, "limit counters unreachable");
+        // Outages are logged when the breaker opens (once per outage, not per request).
+        if let StoreError::Redis(e) = e {
+            tracing::debug!(error = %e, mode = ?self.failure_mode, "limit counters unreachable");
+        }
         match self.failure_mode {
             FailureMode::Open => Ok(()),
             FailureMode::Closed => Err(Refusal::Unavailable),
@@ -219,7 +294,7 @@ impl Limits {
             micro_usd,
         };
         let (day, period, _) = budget_period(now, consumer.period);
-        let actual = u.input_tokens + u.output_tokens;
+        let actual = u.input_tokens.saturating_add(u.output_tokens);
         // The local ledger is always kept: it backs /debug/spend without Redis. A request
         // that got no answer is only un-reserved, not billed.
         if usage.is_some() {
@@ -235,14 +310,18 @@ impl Limits {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
                     if let Some(r) = &this.redis {
-                        let delta = actual as i64 - admitted.taken.tokens as i64;
+                        let delta = token_delta(actual, admitted.taken.tokens);
                         let entry = usage.map(|_| entry);
                         let res = r
                             .settle(&consumer, admitted.taken.window, delta, period, day, entry)
                             .await;
-                        if let Err(e) = res {
-                            this.metrics.limits_store_errors.inc();
-                            tracing::warn!(error = %e, "settling usage in Redis failed");
+                        match res {
+                            Ok(()) => {}
+                            Err(StoreError::Skipped) => this.metrics.limits_store_errors.inc(),
+                            Err(StoreError::Redis(e)) => {
+                                this.metrics.limits_store_errors.inc();
+                                tracing::debug!(error = %e, "settling usage in Redis failed");
+                            }
                         }
                     }
                 });
@@ -273,7 +352,10 @@ impl Limits {
             let rows: Vec<serde_json::Value> = match &self.redis {
                 Some(r) => match r.ledger(&name, today).await {
                     Ok(rows) => rows,
-                    Err(e) => {
+                    Err(StoreError::Skipped) => vec![serde_json::json!({
+                        "error": "Redis is unreachable (reconnecting in the background)"
+                    })],
+                    Err(StoreError::Redis(e)) => {
                         vec![serde_json::json!({"error": format!("reading Redis failed: {e}")})]
                     }
                 },
@@ -345,9 +427,160 @@ impl SettleTarget {
     }
 }
 
+/// The signed 64-bit integer Redis stores, saturating: counters never wrap or get refused.
+fn redis_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Real minus reserved tokens, as the signed correction for Redis, without overflow.
+fn token_delta(actual: u64, reserved: u64) -> i64 {
+    let d = i128::from(actual) - i128::from(reserved);
+    i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+}
+
+// === impl Breaker ===
+
+impl Breaker {
+    pub(crate) fn new(cool_down: Duration) -> Self {
+        Breaker {
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            cool_down_ms: u64::try_from(cool_down.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether a call at `now` goes to Redis.
+    pub(crate) fn check(&self, now: u64) -> Gate {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Gate::Pass;
+        }
+        if now < until {
+            return Gate::Skip;
+        }
+        match self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Gate::SkipAndProbe,
+            Err(_) => Gate::Skip,
+        }
+    }
+
+    /// Notes a failed call at `now`: skip Redis for a cool-down. True when this opened a
+    /// closed breaker (the start of an outage, worth one log line).
+    pub(crate) fn trip(&self, now: u64) -> bool {
+        let until = now.saturating_add(self.cool_down_ms).max(1);
+        self.open_until.swap(until, Ordering::AcqRel) == 0
+    }
+
+    /// Opens the breaker with a probe already running (the start-up connection).
+    pub(crate) fn start_probe(&self, now: u64) {
+        self.probing.store(true, Ordering::Release);
+        self.trip(now);
+    }
+
+    /// The probe's verdict: closed again, or another cool-down.
+    pub(crate) fn probe_done(&self, ok: bool, now: u64) {
+        if ok {
+            self.open_until.store(0, Ordering::Release);
+        } else {
+            self.trip(now);
+        }
+        self.probing.store(false, Ordering::Release);
+    }
+}
+
 // === impl RedisStore ===
 
 impl RedisStore {
+    /// Makes the first connection (the manager reconnects by itself afterwards).
+    async fn connect(&self) -> redis::RedisResult<()> {
+        if self.conn.get().is_some() {
+            return Ok(());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        let conn = self
+            .with_timeout(ConnectionManager::new_with_config(
+                self.client.clone(),
+                config,
+            ))
+            .await?;
+        let _ = self.conn.set(conn);
+        Ok(())
+    }
+
+    /// Start-up with Redis away: retries the first connection with doubling back-off until it
+    /// is made, then closes the breaker.
+    async fn connect_in_background(self: Arc<Self>) {
+        let mut wait = CONNECT_BACKOFF.0;
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.connect().await {
+                Ok(()) => {
+                    tracing::info!("limit counters reachable: connected to Redis");
+                    self.breaker
+                        .probe_done(true, switchyard_router::state::now_ms());
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, retry_in = ?wait, "connecting to Redis failed");
+                    wait = (wait * 2).min(CONNECT_BACKOFF.1);
+                }
+            }
+        }
+    }
+
+    /// After a cool-down: one PING decides whether the breaker closes.
+    async fn probe(self: Arc<Self>) {
+        let ok = match self.conn.get() {
+            Some(conn) => {
+                let mut conn = conn.clone();
+                self.with_timeout(redis::cmd("PING").query_async::<()>(&mut conn))
+                    .await
+                    .is_ok()
+            }
+            None => self.connect().await.is_ok(),
+        };
+        self.breaker
+            .probe_done(ok, switchyard_router::state::now_ms());
+        if ok {
+            tracing::info!("limit counters reachable again: using Redis");
+        }
+    }
+
+    /// The connection to use for one call, or `Skipped` while the breaker is open.
+    fn conn(self: &Arc<Self>) -> Result<ConnectionManager, StoreError> {
+        match self.breaker.check(switchyard_router::state::now_ms()) {
+            Gate::Pass => self.conn.get().cloned().ok_or(StoreError::Skipped),
+            Gate::Skip => Err(StoreError::Skipped),
+            Gate::SkipAndProbe => {
+                tokio::spawn(Arc::clone(self).probe());
+                Err(StoreError::Skipped)
+            }
+        }
+    }
+
+    /// Notes the outcome of a call: a failure to reach Redis opens the breaker. An error
+    /// Redis itself answered (a reachable Redis) does not.
+    fn outcome<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if (e.is_io_error() || e.is_unrecoverable_error())
+                && self.breaker.trip(switchyard_router::state::now_ms())
+            {
+                tracing::warn!(
+                    error = %e,
+                    cool_down = ?BREAKER_COOL_DOWN,
+                    "limit counters unreachable: skipping Redis until a probe succeeds"
+                );
+            }
+            StoreError::Redis(e)
+        })
+    }
+
     async fn with_timeout<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -361,41 +594,42 @@ impl RedisStore {
         }
     }
 
-    async fn spend(&self, consumer: &str, period: u64) -> redis::RedisResult<u64> {
-        let mut conn = self.conn.clone();
+    async fn spend(self: &Arc<Self>, consumer: &str, period: u64) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
         let key = format!("sy:spend:{consumer}:{period}");
-        let v: Option<u64> = self
-            .with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
-            .await?;
+        let v: Option<u64> = self.outcome(
+            self.with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await,
+        )?;
         Ok(v.unwrap_or(0))
     }
 
     async fn take(
-        &self,
+        self: &Arc<Self>,
         consumer: &str,
         now: u64,
         rpm: Option<u64>,
         tpm: Option<u64>,
         tokens: u64,
-    ) -> redis::RedisResult<Result<Taken, LimitExceeded>> {
+    ) -> Result<Result<Taken, LimitExceeded>, StoreError> {
+        let mut conn = self.conn()?;
         let window = now / LIMIT_WINDOW_MS;
         let into = now % LIMIT_WINDOW_MS;
         let overlap = LIMIT_WINDOW_MS - into;
         let reset = Duration::from_millis(overlap);
         let key = |kind: &str, w: u64| format!("sy:rl:{kind}:{consumer}:{w}");
-        let mut conn = self.conn.clone();
         let mut inv = self.take.prepare_invoke();
         inv.key(key("r", window.saturating_sub(1)))
             .key(key("r", window))
             .key(key("t", window.saturating_sub(1)))
             .key(key("t", window))
             .arg(overlap)
-            .arg(rpm.map_or(-1, |l| l as i64))
-            .arg(tpm.map_or(-1, |l| l as i64))
-            .arg(tokens)
+            .arg(rpm.map_or(-1, redis_int))
+            .arg(tpm.map_or(-1, redis_int))
+            .arg(redis_int(tokens))
             .arg(2 * LIMIT_WINDOW_MS + 5_000);
         let (verdict, req_used, tok_used): (u8, u64, u64) =
-            self.with_timeout(inv.invoke_async(&mut conn)).await?;
+            self.outcome(self.with_timeout(inv.invoke_async(&mut conn)).await)?;
         let status = |limit: u64, used: u64| WindowStatus {
             limit,
             remaining: limit.saturating_sub(used),
@@ -414,15 +648,15 @@ impl RedisStore {
     }
 
     async fn settle(
-        &self,
+        self: &Arc<Self>,
         c: &SettleTarget,
         window: u64,
         token_delta: i64,
         period: u64,
         day: u64,
         e: Option<LedgerEntry>,
-    ) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
         let mut pipe = redis::pipe();
         if c.tokens_limited && token_delta != 0 && window != 0 {
             pipe.cmd("INCRBY")
@@ -431,10 +665,13 @@ impl RedisStore {
                 .ignore();
         }
         let Some(e) = e else {
-            return self.with_timeout(pipe.query_async::<()>(&mut conn)).await;
+            return self.outcome(self.with_timeout(pipe.query_async::<()>(&mut conn)).await);
         };
         let spend_key = format!("sy:spend:{}:{period}", c.name);
-        pipe.cmd("INCRBY").arg(&spend_key).arg(e.micro_usd).ignore();
+        pipe.cmd("INCRBY")
+            .arg(&spend_key)
+            .arg(redis_int(e.micro_usd))
+            .ignore();
         pipe.cmd("EXPIRE").arg(&spend_key).arg(40 * 86_400).ignore();
         let ledger_key = format!("sy:ledger:{}:{day}", c.name);
         for (field, n) in [
@@ -447,31 +684,32 @@ impl RedisStore {
             pipe.cmd("HINCRBY")
                 .arg(&ledger_key)
                 .arg(format!("{}|{field}", c.model))
-                .arg(n)
+                .arg(redis_int(n))
                 .ignore();
         }
         pipe.cmd("EXPIRE")
             .arg(&ledger_key)
             .arg(70 * 86_400)
             .ignore();
-        self.with_timeout(pipe.query_async::<()>(&mut conn)).await
+        self.outcome(self.with_timeout(pipe.query_async::<()>(&mut conn)).await)
     }
 
     async fn ledger(
-        &self,
+        self: &Arc<Self>,
         consumer: &str,
         today: u64,
-    ) -> redis::RedisResult<Vec<serde_json::Value>> {
-        let mut conn = self.conn.clone();
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut conn = self.conn()?;
         let mut rows = Vec::new();
         for day in today.saturating_sub(31)..=today {
-            let fields: Vec<(String, u64)> = self
-                .with_timeout(
+            let fields: Vec<(String, u64)> = self.outcome(
+                self.with_timeout(
                     redis::cmd("HGETALL")
                         .arg(format!("sy:ledger:{consumer}:{day}"))
                         .query_async(&mut conn),
                 )
-                .await?;
+                .await,
+            )?;
             let mut by_model: std::collections::BTreeMap<String, LedgerEntry> = Default::default();
             for (field, n) in fields {
                 let Some((model, what)) = field.rsplit_once('|') else {
@@ -552,6 +790,89 @@ mod tests {
             limits.admit(consumer, 10).await.is_ok(),
             "next day admits again"
         );
+    }
+
+    #[test]
+    fn the_breaker_skips_redis_for_a_cool_down_and_one_probe_closes_it() {
+        let b = Breaker::new(Duration::from_millis(1000));
+        assert_eq!(b.check(5), Gate::Pass);
+        assert!(b.trip(10), "the first failure opens it");
+        assert!(
+            !b.trip(20),
+            "later failures extend it, once logged is enough"
+        );
+        // During the cool-down nobody calls Redis (nor waits for it).
+        for now in [20, 500, 1019] {
+            assert_eq!(b.check(now), Gate::Skip, "{now}");
+        }
+        // After it, exactly one caller starts the probe; the rest still skip.
+        assert_eq!(b.check(1020), Gate::SkipAndProbe);
+        assert_eq!(b.check(1021), Gate::Skip);
+        // A failed probe means another cool-down, then another probe.
+        b.probe_done(false, 1100);
+        assert_eq!(b.check(1500), Gate::Skip);
+        assert_eq!(b.check(2100), Gate::SkipAndProbe);
+        b.probe_done(true, 2150);
+        assert_eq!(b.check(2151), Gate::Pass);
+        // Start-up with Redis away: open with the connection attempt as the probe.
+        let b = Breaker::new(Duration::from_millis(1000));
+        b.start_probe(0);
+        assert_eq!(
+            b.check(5000),
+            Gate::Skip,
+            "the start-up connection is the probe"
+        );
+        b.probe_done(true, 5000);
+        assert_eq!(b.check(5001), Gate::Pass);
+        // Clock values near the top never wrap to "closed".
+        let b = Breaker::new(Duration::MAX);
+        assert!(b.trip(u64::MAX - 1));
+        assert_eq!(b.check(u64::MAX - 1), Gate::Skip);
+    }
+
+    #[test]
+    fn numbers_sent_to_redis_fit_its_signed_integers() {
+        assert_eq!(redis_int(0), 0);
+        assert_eq!(redis_int(u64::from(u32::MAX)), i64::from(u32::MAX));
+        assert_eq!(redis_int(i64::MAX as u64), i64::MAX);
+        assert_eq!(redis_int(u64::MAX), i64::MAX);
+        for (actual, reserved, delta) in [
+            (10, 4, 6),
+            (4, 10, -6),
+            (u64::MAX, 0, i64::MAX),
+            (0, u64::MAX, i64::MIN),
+            (u64::MAX, u64::MAX, 0),
+            (u64::MAX, u64::MAX - 5, 5),
+            (u64::from(u32::MAX), u64::MAX, i64::MIN),
+        ] {
+            assert_eq!(token_delta(actual, reserved), delta, "{actual} {reserved}");
+        }
+    }
+
+    #[tokio::test]
+    async fn absurd_token_counts_settle_without_overflow() {
+        let t = table(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {k: sk-1}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIConsumer\nmetadata: {name: c}\nspec:\n  keySecretRef: {name: k, key: k}\n  budget: {usd: \"1.00\", period: day}\n  limits: {tokensPerMinute: 1000}\n",
+        );
+        let consumer = t.consumers().iter().next().unwrap();
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let limits = Arc::new(Limits::local(metrics));
+        let admitted = limits.admit(consumer, u64::MAX).await.unwrap();
+        limits.settle(
+            SettleTarget::new(consumer, Arc::from("m")),
+            admitted,
+            Some(Usage {
+                input_tokens: u64::MAX,
+                output_tokens: u64::MAX,
+                cached_input_tokens: u64::MAX,
+            }),
+            u64::MAX,
+        );
+        // The window is full and the budget spent: refused, not wrapped around to empty.
+        assert!(matches!(
+            limits.admit(consumer, 1).await,
+            Err(Refusal::Budget { .. })
+        ));
     }
 
     #[test]

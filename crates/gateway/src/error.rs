@@ -61,9 +61,10 @@ pub enum GatewayError {
     /// A valid ServiceAccount token whose account no AIConsumer lists.
     #[error("{0} is not a caller of this gateway: no AIConsumer lists it in spec.serviceAccounts")]
     ServiceAccountNotAllowed(String),
-    /// The API server could not be asked about a ServiceAccount token.
-    #[error("the ServiceAccount token could not be checked right now; retry shortly")]
-    TokenReviewUnavailable,
+    /// The API server could not be asked about a ServiceAccount token: unreachable, too slow,
+    /// or too many new tokens under review at once.
+    #[error("the ServiceAccount token could not be checked right now: {0}; retry shortly")]
+    TokenReviewUnavailable(&'static str),
     /// The caller may not use this model.
     #[error("you are not allowed to use model '{model}'")]
     ModelNotAllowed {
@@ -79,10 +80,11 @@ pub enum GatewayError {
     /// No routing table has been loaded yet.
     #[error("the gateway has not loaded its routing table yet")]
     NotReady,
-    /// The upstream could not be reached, or did not answer in time, on every attempt.
+    /// The upstream could not be reached, did not answer in time, or answered with something
+    /// that is not a response, on every attempt.
     #[error("upstream {backend} {kind}: {detail}")]
     Upstream {
-        /// `connect`, `tls`, `timeout` or `protocol`.
+        /// `connect`, `tls`, `timeout`, `protocol` or `invalid_response`.
         kind: UpstreamFailure,
         /// The backend's `namespace/name`.
         backend: String,
@@ -158,8 +160,11 @@ pub enum UpstreamFailure {
     Tls,
     /// No response (or body) in time.
     Timeout,
-    /// The connection broke or the response was malformed.
+    /// The connection broke (reset, closed) or what came back was not HTTP.
     Protocol,
+    /// A response in good HTTP whose body is not what the format promises (a 200 whose
+    /// body is not JSON, or is cut short).
+    InvalidResponse,
 }
 
 impl UpstreamFailure {
@@ -170,6 +175,7 @@ impl UpstreamFailure {
             UpstreamFailure::Tls => "tls",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Protocol => "protocol",
+            UpstreamFailure::InvalidResponse => "invalid_response",
         }
     }
 }
@@ -181,6 +187,7 @@ impl std::fmt::Display for UpstreamFailure {
             UpstreamFailure::Tls => "TLS handshake failed",
             UpstreamFailure::Timeout => "timed out",
             UpstreamFailure::Protocol => "failed",
+            UpstreamFailure::InvalidResponse => "sent an invalid response",
         })
     }
 }
@@ -202,14 +209,15 @@ impl GatewayError {
             GatewayError::Translate(_) | GatewayError::UnsupportedByBackend { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            GatewayError::NotReady | GatewayError::TokenReviewUnavailable => {
+            GatewayError::NotReady | GatewayError::TokenReviewUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamFailure::Connect | UpstreamFailure::Tls | UpstreamFailure::Protocol => {
-                    StatusCode::BAD_GATEWAY
-                }
+                UpstreamFailure::Connect
+                | UpstreamFailure::Tls
+                | UpstreamFailure::Protocol
+                | UpstreamFailure::InvalidResponse => StatusCode::BAD_GATEWAY,
             },
             // The upstream refused the gateway's own credentials: not the caller's problem,
             // and a 401 would make SDKs blame the caller's key.
@@ -223,6 +231,12 @@ impl GatewayError {
                 ..
             } if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS => {
                 StatusCode::BAD_GATEWAY
+            }
+            // A provider's 401 that is not about the key's validity (a restricted key missing
+            // a scope): the key may not do this. A 403 says so; a 401 would make SDKs blame
+            // the caller's own key.
+            GatewayError::UpstreamStatus { status, .. } if *status == StatusCode::UNAUTHORIZED => {
+                StatusCode::FORBIDDEN
             }
             GatewayError::UpstreamStatus { status, .. } => match status.as_u16() {
                 429 | 503 | 504 => *status,
@@ -276,7 +290,7 @@ impl GatewayError {
             | GatewayError::RateLimited { .. }
             | GatewayError::BudgetExceeded { .. } => ErrorSource::Caller,
             GatewayError::NotReady
-            | GatewayError::TokenReviewUnavailable
+            | GatewayError::TokenReviewUnavailable(_)
             | GatewayError::RouteTimeout
             | GatewayError::Saturated
             | GatewayError::LimitsUnavailable => ErrorSource::Gateway,
@@ -305,7 +319,7 @@ impl GatewayError {
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::InvalidKey | GatewayError::TokenRejected(_) => "invalid_api_key",
             GatewayError::ServiceAccountNotAllowed(_) => "service_account_not_allowed",
-            GatewayError::TokenReviewUnavailable => "token_review_unavailable",
+            GatewayError::TokenReviewUnavailable(_) => "token_review_unavailable",
             GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::NotReady => "not_ready",
@@ -314,6 +328,7 @@ impl GatewayError {
                 UpstreamFailure::Tls => "upstream_tls_error",
                 UpstreamFailure::Timeout => "upstream_timeout",
                 UpstreamFailure::Protocol => "upstream_protocol_error",
+                UpstreamFailure::InvalidResponse => "upstream_invalid_response",
             },
             GatewayError::UpstreamStatus { .. } if self.key_rejected() => "upstream_auth_failed",
             GatewayError::UpstreamStatus { code, .. } => {
@@ -391,9 +406,9 @@ impl GatewayError {
                 retry_after: Some(v),
                 ..
             } => Some(v.clone()),
-            GatewayError::Saturated | GatewayError::LimitsUnavailable => {
-                Some(HeaderValue::from_static("1"))
-            }
+            GatewayError::Saturated
+            | GatewayError::LimitsUnavailable
+            | GatewayError::TokenReviewUnavailable(_) => Some(HeaderValue::from_static("1")),
             GatewayError::RateLimited { reset_secs, .. }
             | GatewayError::BudgetExceeded { reset_secs, .. } => {
                 HeaderValue::try_from((*reset_secs).max(1).to_string()).ok()
@@ -489,6 +504,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unavailable_token_review_is_a_503_to_retry_in_a_second() {
+        let err =
+            GatewayError::TokenReviewUnavailable("too many new tokens are being checked at once");
+        let resp = err.to_response(Format::OpenAiChat);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let (s, v) = render(&err, Format::OpenAiChat).await;
+        assert_eq!(s, 503, "{v}");
+        assert_eq!(v["error"]["code"], "token_review_unavailable", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("too many new tokens"), "{message}");
+    }
+
+    #[tokio::test]
     async fn an_edge_refusal_is_the_upstreams_failure() {
         for status in [400, 403, 404, 407, 413] {
             let err = upstream_status(status, "text/html", NGINX_400);
@@ -535,6 +563,36 @@ mod tests {
             !v["error"]["message"].as_str().unwrap().contains('<'),
             "{v}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_that_may_not_do_this_is_no_invalid_key() {
+        // A restricted key missing a scope: the caller's request is refused (as a 403, so
+        // SDKs do not blame the caller's own key), and the key is not called invalid.
+        let scope = r#"{"error":{"message":"You have insufficient permissions for this operation. Missing scopes: model.request.","type":"invalid_request_error","param":null,"code":null}}"#;
+        let err = upstream_status(401, "application/json", scope);
+        assert!(!err.key_rejected());
+        let (s, v) = render(&err, Format::OpenAiChat).await;
+        assert_eq!(s, 403, "{v}");
+        let (s, v) = render(&err, Format::Anthropic).await;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (403, Some("permission_error"))
+        );
+        // A model the key has no access to: the provider's 403 and code, relayed.
+        let model = r#"{"error":{"message":"Project `p` does not have access to model `m`","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
+        let err = upstream_status(403, "application/json", model);
+        assert!(!err.key_rejected());
+        let (s, v) = render(&err, Format::OpenAiChat).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (403, Some("model_not_found"))
+        );
+        // An invalid key is the gateway's problem, never the caller's 401.
+        let invalid = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        let err = upstream_status(401, "application/json", invalid);
+        assert!(err.key_rejected());
+        assert_eq!(render(&err, Format::OpenAiChat).await.0, 502);
     }
 
     #[tokio::test]

@@ -6,9 +6,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use switchyard_providers::{
     anthropic,
     chat::TranslateError,
@@ -29,9 +29,9 @@ use crate::{
     inbound::{Encoded, Inbound, Plan},
     pool::UpstreamBody,
     record::Record,
-    relay::{Framing, Mode, SseRelay},
+    relay::{Framing, Mode, SseRelay, StallWatch},
     service::Shared,
-    upstream::earliest,
+    upstream::{earliest, AttemptError, TimeLimits},
 };
 
 /// How one target ended.
@@ -163,7 +163,8 @@ impl Shared {
                 retryable: true,
             };
         };
-        let call_deadline = earliest(deadline, backend.timeouts.total.map(|t| Instant::now() + t));
+        let limits = self.client.limits(&backend.timeouts, route.timeout);
+        let call_deadline = earliest(deadline, limits.total.map(|t| Instant::now() + t));
         let retry: Retry = route.retry;
         let mut attempt = 0;
         loop {
@@ -214,6 +215,7 @@ impl Shared {
                     key,
                     request_id,
                     &trace_headers,
+                    &limits,
                     call_deadline,
                 )
                 .await;
@@ -235,22 +237,54 @@ impl Shared {
                         k.state()
                             .observe_rate_limit(rate_limit_hint(resp.headers()));
                     }
-                    self.health(backend, backend.state().on_success(sent_at.elapsed()));
-                    return match self
-                        .respond(resp, decoded, translate_from, target, call_deadline, record)
+                    let latency = sent_at.elapsed();
+                    match self
+                        .respond(
+                            resp,
+                            decoded,
+                            translate_from,
+                            target,
+                            &limits,
+                            call_deadline,
+                            record,
+                        )
                         .await
                     {
-                        Ok(r) => TargetOutcome::Done(r),
-                        Err(err) => TargetOutcome::Failed {
-                            err,
-                            retryable: false,
-                        },
-                    };
+                        Ok(r) => {
+                            self.health(backend, backend.state().on_success(latency));
+                            if let Some(k) = key.filter(|k| k.state().on_success()) {
+                                tracing::info!(backend = %backend.name, key_index = k.index, "a disabled upstream key served a request again; it is back in service");
+                            }
+                            return TargetOutcome::Done(r);
+                        }
+                        // A 200 that turned out to be no answer (a body cut short, stalled or
+                        // not the format's JSON): nothing has reached the caller, so it is
+                        // retried and moved on from like any failure before the first byte.
+                        Err(e) => self.attempt_failed(backend, e, record),
+                    }
                 }
-                Ok(resp) => {
+                Ok(resp) => 'status: {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let body = collect_limited(resp.into_body(), 64 * 1024).await;
+                    let body = match collect_bounded(
+                        resp.into_body(),
+                        ERROR_BODY_LIMIT,
+                        limits.idle,
+                        call_deadline,
+                    )
+                    .await
+                    {
+                        Ok(b) => b,
+                        // Only its beginning is read (an edge's page may be long).
+                        Err(BodyFault::TooLarge(head)) => head,
+                        // A status whose body stalls or breaks halfway is no answer to act
+                        // on: a failure like one before the headers.
+                        Err(fault) => {
+                            let e =
+                                fault.attempt_error(&format!("answered {status}, but its body"));
+                            break 'status self.attempt_failed(backend, e, record);
+                        }
+                    };
                     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
                     // Whose error this is follows from who wrote the body: a provider's own
                     // 4xx is the caller's; an edge's or proxy's page is an upstream failure,
@@ -267,6 +301,9 @@ impl Shared {
                         header_str("x-amzn-errortype"),
                         backend.provider.as_str(),
                     );
+                    // Some providers quote the key they were given: never relayed nor logged.
+                    let message = backend.redact(&message).into_owned();
+                    let code = code.map(|c| backend.redact(&c).into_owned());
                     if origin == ErrorOrigin::Intermediary {
                         tracing::debug!(backend = %backend.name, %status, summary = %message, "upstream answered with a body in no provider's error format");
                     }
@@ -282,11 +319,17 @@ impl Shared {
                             Some(FailureClass::RateLimited)
                         }
                         UpstreamClass::KeyRejected => {
-                            // The upstream refused this key: take it out of the pool. Another
-                            // key, or another backend, may still serve the request.
+                            // The upstream refused this key as invalid: take it out of the
+                            // pool for a while (it is tried again after, see
+                            // `KeyState::disable`). Another key, or another backend, may still
+                            // serve the request. (A key that may not do *this*, a 403, is the
+                            // caller's error: `UpstreamClass::Caller`.)
                             if let Some(k) = key {
-                                tracing::error!(backend = %backend.name, key_index = k.index, %status, "upstream refused a key; disabling it");
-                                k.state().disable(format!("upstream answered {status}"));
+                                let reason = format!("upstream answered {status}");
+                                if let Some(period) = k.state().disable(reason) {
+                                    tracing::error!(backend = %backend.name, key_index = k.index, %status, retry_in = ?period, "upstream refused a key as invalid; disabled until then");
+                                    record.upstream_error("key_disabled");
+                                }
                             }
                             record.upstream_error("status_4xx");
                             Some(FailureClass::ServerError)
@@ -316,26 +359,11 @@ impl Shared {
                         code,
                         class: upstream_class,
                         origin,
-                        retry_after: headers.get(header::RETRY_AFTER).cloned(),
+                        retry_after: relayable_retry_after(&headers),
                     };
                     (err, class)
                 }
-                Err(e) => {
-                    record.upstream_error(e.kind.as_str());
-                    if e.kind != UpstreamFailure::Protocol || e.class().is_some() {
-                        self.health(backend, backend.state().on_failure());
-                    }
-                    tracing::debug!(backend = %backend.name, error = %e.detail, "upstream attempt failed");
-                    let class = e.class();
-                    (
-                        GatewayError::Upstream {
-                            kind: e.kind,
-                            backend: backend.name.to_string(),
-                            detail: e.detail,
-                        },
-                        class,
-                    )
-                }
+                Err(e) => self.attempt_failed(backend, e, record),
             };
             let retryable = class.is_some_and(|c| retry.retries(c));
             let out_of_time = call_deadline.is_some_and(|d| Instant::now() >= d);
@@ -374,6 +402,31 @@ impl Shared {
         }
     }
 
+    /// Records a failed attempt (before anything reached the caller): counted by kind,
+    /// against the backend's health unless it was no failure of the upstream's, and logged;
+    /// the error the caller gets if nothing else serves it, and its retry class.
+    fn attempt_failed(
+        &self,
+        backend: &switchyard_router::Backend,
+        e: AttemptError,
+        record: &mut Record,
+    ) -> (GatewayError, Option<FailureClass>) {
+        record.upstream_error(e.kind.as_str());
+        let class = e.class();
+        if class.is_some() {
+            self.health(backend, backend.state().on_failure());
+        }
+        // Connection errors and parse errors may quote what the upstream sent.
+        let detail = backend.redact(&e.detail).into_owned();
+        tracing::debug!(backend = %backend.name, error = %detail, "upstream attempt failed");
+        let err = GatewayError::Upstream {
+            kind: e.kind,
+            backend: backend.name.to_string(),
+            detail,
+        };
+        (err, class)
+    }
+
     fn health(&self, backend: &switchyard_router::Backend, change: HealthChange) {
         match change {
             HealthChange::None => {}
@@ -386,15 +439,20 @@ impl Shared {
         }
     }
 
+    /// The caller's response from a successful upstream answer: a stream relayed event by
+    /// event, or a whole body read (within `limits`), checked and translated. An `Err` is an
+    /// answer that turned out to be none, before anything was sent to the caller.
+    #[allow(clippy::too_many_arguments)]
     async fn respond(
         &self,
         resp: Response<UpstreamBody>,
         decoded: &Inbound<'_>,
         translate_from: Option<BackendFormat>,
         target: &Target,
+        limits: &TimeLimits,
         deadline: Option<Instant>,
         record: &mut Record,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> Result<Response<Body>, AttemptError> {
         let is_sse = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -422,14 +480,22 @@ impl Shared {
             };
             let framing =
                 Framing::for_format(translate_from.is_some_and(BackendFormat::event_stream_framed));
+            let watch = StallWatch::new(
+                Arc::clone(&self.metrics),
+                Arc::clone(&backend.name),
+                backend.provider.as_str(),
+                limits.idle,
+            );
             let relay = SseRelay::new(
                 resp.into_body(),
                 framing,
                 mode,
                 caller,
                 moved,
-                backend.timeouts.idle,
+                Arc::clone(backend),
+                Some(limits.idle),
                 deadline,
+                Some(watch),
             );
             let mut out = Response::new(BodyExt::boxed_unsync(relay));
             let h = out.headers_mut();
@@ -440,52 +506,57 @@ impl Shared {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             return Ok(out);
         }
-        let limit = self.config.max_response_bytes;
-        let body = Limited::new(resp.into_body(), limit).collect();
-        let collected = match deadline {
-            Some(d) => {
-                tokio::time::timeout_at(d, body)
-                    .await
-                    .map_err(|_| GatewayError::Upstream {
-                        kind: UpstreamFailure::Timeout,
-                        backend: backend.name.to_string(),
-                        detail: "the response body did not arrive in time".into(),
-                    })?
-            }
-            None => body.await,
+        let bytes = collect_bounded(
+            resp.into_body(),
+            self.config.max_response_bytes,
+            limits.idle,
+            deadline,
+        )
+        .await
+        .map_err(|fault| fault.attempt_error("the response body"))?;
+        let invalid = |what: &str| {
+            AttemptError::new(
+                UpstreamFailure::InvalidResponse,
+                format!(
+                    "answered 200 with a body ({} bytes) that is not {what}",
+                    bytes.len()
+                ),
+            )
         };
-        let bytes = collected
-            .map_err(|e| GatewayError::Upstream {
-                kind: UpstreamFailure::Protocol,
-                backend: backend.name.to_string(),
-                detail: e.to_string(),
-            })?
-            .to_bytes();
         match (translate_from, caller) {
             (Some(from), _) => {
                 let model = target.upstream_model(decoded.model());
                 let (out, usage, finish) = decoded
                     .translate_response(from, &bytes, model)
-                    .map_err(|e| GatewayError::Upstream {
-                        kind: UpstreamFailure::Protocol,
-                        backend: backend.name.to_string(),
-                        detail: format!("the response could not be translated: {e}"),
+                    .map_err(|e| {
+                        AttemptError::new(
+                            UpstreamFailure::InvalidResponse,
+                            format!("answered 200 with a body that could not be translated: {e}"),
+                        )
                     })?;
                 record.usage = usage;
                 record.finish_reason =
                     finish.map(|r| openai::chat::finish_to_openai(r).to_string());
                 Ok(json_response(StatusCode::OK, Bytes::from(out)))
             }
+            // Passed through unparsed: the scan that reads usage checks the body is the JSON
+            // object the format promises, in the same pass.
             (None, Format::OpenAiChat | Format::Responses) => {
                 let info = openai::inspect_response(&bytes);
+                if !info.well_formed {
+                    return Err(invalid("a JSON object"));
+                }
                 record.usage = info.usage;
                 record.finish_reason = info.finish_reason;
                 Ok(json_response(StatusCode::OK, bytes))
             }
             (None, Format::Anthropic) => {
+                let info = anthropic::inspect_response(&bytes);
+                if !info.well_formed {
+                    return Err(invalid("a JSON object"));
+                }
                 // count_tokens answers carry no usage, and nothing was generated.
                 if decoded.op() == Operation::Messages {
-                    let info = anthropic::inspect_response(&bytes);
                     record.usage = info.usage;
                     record.finish_reason = info.finish_reason;
                 }
@@ -508,20 +579,205 @@ fn count_tokens_estimate(decoded: &Inbound<'_>) -> Response<Body> {
     resp
 }
 
-/// `Retry-After` (seconds) or OpenAI's `retry-after-ms`.
+/// How much of an error body is read: enough for any provider's error, and for the title
+/// of an edge's page.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The longest rest an upstream's `Retry-After` may ask of a key here (its own header is
+/// relayed as it was, when it is a number).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` (seconds) or OpenAI's `retry-after-ms`. The upstream's number: NaN (or
+/// anything that is not a number of seconds) is ignored, and any other value saturates
+/// between 0 and [`MAX_RETRY_AFTER`], infinities included, so no value can panic.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    let secs = |s: f64| {
+        (!s.is_nan()).then(|| Duration::from_secs_f64(s.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64())))
+    };
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
+        if let Some(d) = secs(ms / 1000.0) {
+            return Some(d);
+        }
     }
     get("retry-after")
         .and_then(|v| v.parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
+        .and_then(secs)
 }
 
-async fn collect_limited(body: UpstreamBody, limit: usize) -> Bytes {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::new(),
+/// The upstream's `Retry-After` as it may be passed on to the caller: a whole number of
+/// seconds (a fraction rounded up), or an HTTP date as it came. Anything else (`NaN`, `-5`,
+/// `inf`) is dropped rather than relayed to SDKs that would choke on it.
+fn relayable_retry_after(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(header::RETRY_AFTER)?;
+    let s = v.to_str().ok()?.trim();
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return Some(v.clone());
+    }
+    if s.ends_with(" GMT") {
+        return Some(v.clone());
+    }
+    let f = s
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)?;
+    let whole = f.ceil().min(MAX_RETRY_AFTER.as_secs_f64()) as u64;
+    HeaderValue::try_from(whole.to_string()).ok()
+}
+
+/// Why a body could not be read whole.
+enum BodyFault {
+    /// No data for the idle timeout, or the deadline passed.
+    Timeout,
+    /// The connection broke or the framing was wrong.
+    Broken(String),
+    /// Longer than the limit; what was read up to it.
+    TooLarge(Bytes),
+}
+
+impl BodyFault {
+    /// The failed attempt: `what` (e.g. "the response body") stalled, broke or was too long.
+    fn attempt_error(self, what: &str) -> AttemptError {
+        match self {
+            BodyFault::Timeout => AttemptError::new(
+                UpstreamFailure::Timeout,
+                format!("{what} stopped arriving (idle or total timeout)"),
+            ),
+            BodyFault::Broken(e) => {
+                AttemptError::new(UpstreamFailure::Protocol, format!("{what} broke off: {e}"))
+            }
+            BodyFault::TooLarge(head) => AttemptError::new(
+                UpstreamFailure::InvalidResponse,
+                format!(
+                    "{what} is larger than the gateway's limit ({} bytes)",
+                    head.len()
+                ),
+            ),
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes, each wait for data bounded by `idle` and all
+/// of it by `deadline`: an upstream that stops sending halfway fails the read rather than
+/// holding the request (and its concurrency slot) forever. A body that comes in one frame
+/// (the common case) is not copied.
+async fn collect_bounded(
+    mut body: UpstreamBody,
+    limit: usize,
+    idle: Duration,
+    deadline: Option<Instant>,
+) -> Result<Bytes, BodyFault> {
+    let wake = |now: Instant| {
+        let at = now.checked_add(idle).unwrap_or(now);
+        deadline.map_or(at, |d| d.min(at))
+    };
+    let timer = tokio::time::sleep_until(wake(Instant::now()));
+    tokio::pin!(timer);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => return Err(BodyFault::Timeout),
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(BodyFault::Broken(e.to_string())),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+        };
+        let len = first.as_ref().map_or(0, Bytes::len) + more.as_ref().map_or(0, BytesMut::len);
+        if len + data.len() > limit {
+            let mut head = BytesMut::with_capacity(limit);
+            head.extend_from_slice(first.as_deref().unwrap_or_default());
+            if let Some(m) = &more {
+                head.extend_from_slice(m);
+            }
+            head.extend_from_slice(&data[..limit - len]);
+            return Err(BodyFault::TooLarge(head.freeze()));
+        }
+        match (&mut more, first.take()) {
+            (Some(m), _) => m.extend_from_slice(&data),
+            (None, Some(prev)) => {
+                let mut m = BytesMut::with_capacity(prev.len() + data.len() * 2);
+                m.extend_from_slice(&prev);
+                m.extend_from_slice(&data);
+                more = Some(m);
+            }
+            (None, None) => first = Some(data),
+        }
+        timer.as_mut().reset(wake(Instant::now()));
+    }
+    Ok(match (more, first) {
+        (Some(m), _) => m.freeze(),
+        (None, first) => first.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_never_panics_and_saturates() {
+        let secs = Duration::from_secs;
+        for (pairs, want) in [
+            (&[("retry-after", "7")][..], Some(secs(7))),
+            (&[("retry-after", "1.5")], Some(Duration::from_millis(1500))),
+            (
+                &[("retry-after-ms", "250")],
+                Some(Duration::from_millis(250)),
+            ),
+            (&[("retry-after", "NaN")], None),
+            (&[("retry-after", "nan")], None),
+            (&[("retry-after", "-NaN")], None),
+            (
+                &[("retry-after-ms", "NaN"), ("retry-after", "3")],
+                Some(secs(3)),
+            ),
+            (&[("retry-after", "inf")], Some(MAX_RETRY_AFTER)),
+            (&[("retry-after", "1e400")], Some(MAX_RETRY_AFTER)),
+            (
+                &[("retry-after", "99999999999999999999")],
+                Some(MAX_RETRY_AFTER),
+            ),
+            (&[("retry-after-ms", "infinity")], Some(MAX_RETRY_AFTER)),
+            (&[("retry-after", "-inf")], Some(secs(0))),
+            (&[("retry-after", "-5")], Some(secs(0))),
+            (&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], None),
+            (&[], None),
+        ] {
+            assert_eq!(retry_after(&headers(pairs)), want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_sensible_retry_after_is_relayed() {
+        for (value, want) in [
+            ("7", Some("7")),
+            ("1.2", Some("2")),
+            (
+                "Wed, 21 Oct 2015 07:28:00 GMT",
+                Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            ),
+            ("1e400", None),
+            ("NaN", None),
+            ("-5", None),
+            ("soon", None),
+        ] {
+            let got = relayable_retry_after(&headers(&[("retry-after", value)]));
+            assert_eq!(got.as_ref().map(|v| v.to_str().unwrap()), want, "{value}");
+        }
     }
 }

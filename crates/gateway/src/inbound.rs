@@ -2,10 +2,14 @@
 //! passthrough when caller and backend speak the same format (model rewritten, nothing else
 //! touched), or translation through the internal chat model when they do not.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use switchyard_providers::{
-    anthropic, openai, responses,
+    anthropic,
+    chat::{self, Dropped},
+    openai, responses,
     transcode::{self, BackendFormat, Format, Transcoder, Translated},
     Operation,
 };
@@ -20,15 +24,21 @@ pub(crate) enum Inbound<'a> {
         op: Operation,
         req: openai::Request<'a>,
         body: &'a [u8],
+        /// `body` in the chat model, decoded by the first target that translates it and kept
+        /// for the others (and for [`Inbound::dropped`]).
+        translated: OnceLock<chat::Request>,
     },
     /// `/v1/messages`, `/v1/messages/count_tokens`.
     Anthropic {
         op: Operation,
         req: anthropic::Request<'a>,
         body: &'a [u8],
-        /// The caller's `anthropic-version` / `anthropic-beta`, passed on to Anthropic backends.
+        /// The caller's `anthropic-version` / `anthropic-beta`, passed on to Anthropic backends
+        /// only: other backends never see the caller's headers.
         version: Option<HeaderValue>,
         beta: Option<HeaderValue>,
+        /// As for `OpenAi`.
+        translated: OnceLock<chat::Request>,
     },
     /// `/v1/responses`: decoded in full up front, since it is translated for every backend.
     Responses {
@@ -76,6 +86,7 @@ impl<'a> Inbound<'a> {
                     body,
                     version: headers.get("anthropic-version").cloned(),
                     beta: headers.get("anthropic-beta").cloned(),
+                    translated: OnceLock::new(),
                 }
             }
             Operation::Responses => Inbound::Responses {
@@ -89,6 +100,7 @@ impl<'a> Inbound<'a> {
                     op,
                     req: openai::Request::decode(op, body)?,
                     body,
+                    translated: OnceLock::new(),
                 }
             }
         })
@@ -148,6 +160,51 @@ impl<'a> Inbound<'a> {
             Inbound::Anthropic { req, .. } => req.estimated_input_tokens(),
             // The same rough measure as the other formats: request bytes / 4.
             Inbound::Responses { body, .. } => (body.len() as u64).div_ceil(4),
+        }
+    }
+
+    /// What translation left out of the caller's request because it only tunes the provider
+    /// (docs/forward-compatibility.md): known once a target has been translated for, and
+    /// only meaningful for a response from a translated target (`Encoded::translate_from`);
+    /// a passthrough target gets the request whole.
+    #[allow(
+        dead_code,
+        reason = "read by forward.rs for x-switchyard-dropped and the access log"
+    )]
+    pub fn dropped(&self) -> Option<&Dropped> {
+        match self {
+            Inbound::OpenAi { translated, .. } | Inbound::Anthropic { translated, .. } => {
+                translated.get().map(|r| &r.dropped)
+            }
+            Inbound::Responses { decoded, .. } => Some(&decoded.request.dropped),
+        }
+    }
+
+    /// [`Self::dropped`] as the `x-switchyard-dropped` response header's value, when anything
+    /// was left out.
+    #[allow(
+        dead_code,
+        reason = "read by forward.rs for x-switchyard-dropped and the access log"
+    )]
+    pub fn dropped_header(&self) -> Option<HeaderValue> {
+        self.dropped()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| HeaderValue::from_str(&d.header_value()).ok())
+    }
+
+    /// Refuses a Responses request that declared hosted tools (`web_search` …), for a route
+    /// whose `unsupportedTools` policy is `reject`; by default they are left out and named in
+    /// [`Self::dropped`]. Other callers' requests pass.
+    #[allow(
+        dead_code,
+        reason = "called by the route phase once AIRoute has unsupportedTools"
+    )]
+    pub fn reject_unsupported_tools(&self) -> Result<(), GatewayError> {
+        match self {
+            Inbound::Responses { decoded, .. } => decoded
+                .reject_unsupported_tools()
+                .map_err(GatewayError::Translate),
+            Inbound::OpenAi { .. } | Inbound::Anthropic { .. } => Ok(()),
         }
     }
 
@@ -217,17 +274,23 @@ impl<'a> Inbound<'a> {
                 }
             },
         };
-        let translate = |from: Format, body: &[u8]| -> Result<Encoded, GatewayError> {
-            transcode::request(
-                from,
-                to,
-                backend.dialect,
-                backend.provider.as_str(),
-                body,
-                upstream_model,
-            )
-            .map(translated)
-            .map_err(GatewayError::Translate)
+        // Decoded once, by the first target that translates; a refusal is not kept, so each
+        // target's error names its own provider.
+        let translate = |from: Format,
+                         body: &[u8],
+                         cache: &OnceLock<chat::Request>|
+         -> Result<Encoded, GatewayError> {
+            let req = match cache.get() {
+                Some(r) => r,
+                None => {
+                    let r = transcode::decode_request(from, backend.provider.as_str(), body)
+                        .map_err(GatewayError::Translate)?;
+                    cache.get_or_init(|| r)
+                }
+            };
+            transcode::encode_request(req, to, backend.dialect, upstream_model)
+                .map(translated)
+                .map_err(GatewayError::Translate)
         };
         let encoded = match (self, to) {
             // The hot path: OpenAI in, OpenAI dialect out, no model in between.
@@ -241,10 +304,11 @@ impl<'a> Inbound<'a> {
                 Inbound::OpenAi {
                     op: Operation::ChatCompletions,
                     body,
+                    translated,
                     ..
                 },
                 _,
-            ) => translate(Format::OpenAiChat, body)?,
+            ) => translate(Format::OpenAiChat, body, translated)?,
             (
                 Inbound::Anthropic {
                     op,
@@ -271,10 +335,11 @@ impl<'a> Inbound<'a> {
                 Inbound::Anthropic {
                     op: Operation::Messages,
                     body,
+                    translated,
                     ..
                 },
                 _,
-            ) => translate(Format::Anthropic, body)?,
+            ) => translate(Format::Anthropic, body, translated)?,
             // Always translated, OpenAI backends included: they serve it through Chat
             // Completions, so that no request depends on state kept at the provider.
             (Inbound::Responses { decoded, .. }, _) => translated(
@@ -284,5 +349,29 @@ impl<'a> Inbound<'a> {
             _ => return Err(unsupported()),
         };
         Ok(Plan::Call(encoded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_fields_become_one_header_value() {
+        let body = br#"{"model":"m","input":"hi","prompt_cache_key":"k","tools":[{"type":"web_search"}],"store":false}"#;
+        let inbound = Inbound::decode(Operation::Responses, body, &HeaderMap::new()).unwrap();
+        assert_eq!(
+            inbound.dropped_header().unwrap(),
+            "tools[0](web_search), prompt_cache_key"
+        );
+        assert!(matches!(
+            inbound.reject_unsupported_tools(),
+            Err(GatewayError::Translate(e)) if e.param() == "tools[0].type"
+        ));
+        // Nothing is known to be dropped before a target translates the request.
+        let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"context_management":{}}"#;
+        let inbound = Inbound::decode(Operation::Messages, body, &HeaderMap::new()).unwrap();
+        assert!(inbound.dropped().is_none() && inbound.dropped_header().is_none());
+        assert!(inbound.reject_unsupported_tools().is_ok());
     }
 }

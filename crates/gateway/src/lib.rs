@@ -26,6 +26,6 @@ pub use connect::TrustStore;
 pub use error::GatewayError;
 pub use server::{serve_admin, serve_gateway};
 pub use service::{Gateway, GatewayConfig};
-pub use service_account::{Review, ReviewError, ReviewFuture, TokenReviewer};
+pub use service_account::{Review, ReviewError, ReviewFailure, ReviewFuture, TokenReviewer};
 pub use tls::TlsReloader;
 pub use upstream::{ClientConfig, UpstreamClient};

@@ -17,6 +17,21 @@ use tokio::time::{Duration, Instant};
 /// Longest requested-model string kept for the access log: the client controls it.
 const MAX_LOGGED_MODEL: usize = 256;
 
+/// A cost in USD as whole micro-USD for the spend counters. The cost derives from the
+/// upstream's usage numbers: a negative or NaN figure charges nothing, an infinite or huge
+/// one charges the most Redis's signed counters hold (so a spent budget stays spent).
+fn micro_usd(cost_usd: f64) -> u64 {
+    const MAX: u64 = i64::MAX as u64;
+    let micro = cost_usd * 1e6;
+    if micro.is_nan() || micro <= 0.0 {
+        0
+    } else if micro >= MAX as f64 {
+        MAX
+    } else {
+        micro.round() as u64
+    }
+}
+
 /// What is known about a request, filled in phase by phase and recorded on drop.
 pub struct Record {
     metrics: Arc<Metrics>,
@@ -211,7 +226,7 @@ impl Drop for Record {
             },
         );
         if let Some((limits, target, admitted)) = self.settle.take() {
-            let micro = (cost * 1e6).round() as u64;
+            let micro = micro_usd(cost);
             let usage = self.usage.filter(|_| self.status.is_success());
             limits.settle(target, admitted, usage, micro);
         }
@@ -224,6 +239,7 @@ impl Drop for Record {
                     provider: self.genai_provider,
                     request_model: self.requested_model.as_deref().unwrap_or(""),
                     response_model: self.upstream_model.as_deref(),
+                    model,
                     route,
                     backend,
                     consumer,
@@ -238,6 +254,32 @@ impl Drop for Record {
                     attempts: self.attempts,
                 },
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_become_micro_usd_without_wrapping() {
+        let max = i64::MAX as u64;
+        for (cost, micro) in [
+            (0.0, 0),
+            (0.000_001, 1),
+            (1.5, 1_500_000),
+            (-1.0, 0),
+            (-0.0, 0),
+            (f64::NAN, 0),
+            (-f64::NAN, 0),
+            (f64::NEG_INFINITY, 0),
+            (f64::INFINITY, max),
+            (f64::MAX, max),
+            (u64::MAX as f64, max),
+            (9.3e12, max),
+        ] {
+            assert_eq!(micro_usd(cost), micro, "{cost}");
         }
     }
 }

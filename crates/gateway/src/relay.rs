@@ -2,10 +2,20 @@
 //! each complete event is forwarded as soon as it has arrived — unchanged when caller and
 //! backend share a format (except the extra usage chunk the gateway asked for on the client's
 //! behalf), or translated by a [`Transcoder`] when they do not.
+//!
+//! Every way a started stream can fail ends it with an error event in the caller's format,
+//! counted and logged: the upstream breaking off, going silent past the idle timeout, running
+//! past the total timeout, sending what is not its framing, or ending cleanly but early (no
+//! finish reason and no end-of-stream event: never passed off as a complete answer). A client
+//! that stops reading is noticed too (see [`StallWatch`]).
 
 use std::{
     future::Future as _,
     pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     task::{ready, Context, Poll},
 };
 
@@ -16,7 +26,12 @@ use switchyard_providers::{
     transcode::{Format, Observed, Transcoder},
     ErrorSource, OpenAiError,
 };
-use tokio::time::{Duration, Instant, Sleep};
+use switchyard_router::{state::now_ms, Backend, InFlight};
+use switchyard_telemetry::Metrics;
+use tokio::{
+    task::AbortHandle,
+    time::{Duration, Instant, Sleep},
+};
 
 use crate::{body::BoxError, pool::UpstreamBody, record::Record};
 
@@ -29,6 +44,8 @@ pin_project_lite::pin_project! {
         mode: Mode,
         format: Format,
         record: Record,
+        // For redacting its keys from the upstream's error events.
+        backend: Arc<Backend>,
         idle: Option<Duration>,
         idle_timer: Option<Pin<Box<Sleep>>>,
         deadline: Option<Pin<Box<Sleep>>>,
@@ -36,6 +53,110 @@ pin_project_lite::pin_project! {
         upstream_ended: bool,
         // Data arrived since the idle timer was last armed.
         fresh: bool,
+        // The upstream said its answer was complete (a finish reason, `[DONE]`,
+        // `message_stop`, or its own error event); translated streams keep this in the
+        // transcoder.
+        complete: bool,
+        // Shared with the stall watchdog, which holds the concurrency slot.
+        stall: Option<Arc<Stall>>,
+        watchdog: Option<AbortHandle>,
+    }
+
+    impl PinnedDrop for SseRelay {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(w) = this.watchdog.take() {
+                w.abort();
+            }
+            if let Some(st) = this.stall.as_deref() {
+                if st.stalled.load(Ordering::Acquire) {
+                    this.record.error_type = Some(CLIENT_STALLED.into());
+                }
+                // The slot is given back with the body, not when the watchdog task is gone.
+                drop(st.take_permit());
+            }
+        }
+    }
+}
+
+/// The access log's `error` for a stream whose client stopped reading it.
+const CLIENT_STALLED: &str = "client_stalled";
+
+/// What the relay needs to notice a client that stops reading. A client that takes no data
+/// leaves the relay unpolled (hyper polls a body only when it can write), so no timer inside
+/// the body can fire: a watchdog task per stream, aborted when the stream ends, checks instead
+/// that the client took the last frame handed to it within the idle timeout. If not, it gives
+/// the backend's concurrency slot back, counts `upstream_errors_total{kind="client_stalled"}`
+/// and logs; the body ends with an error the next time it is polled (hyper then drops the
+/// connection). The upstream connection stays open until then: only the body can close it.
+pub struct StallWatch {
+    metrics: Arc<Metrics>,
+    backend: Arc<str>,
+    provider: &'static str,
+    after: Duration,
+}
+
+/// The state the relay and its watchdog share.
+struct Stall {
+    /// `now_ms()` when a frame was last handed to the client's connection; 0 while the relay
+    /// is being polled or waits for the upstream.
+    handed_at: AtomicU64,
+    /// The watchdog gave up on the client.
+    stalled: AtomicBool,
+    permit: Mutex<Option<InFlight>>,
+}
+
+impl StallWatch {
+    /// Watches a stream of `backend` (of `provider`) for a client that takes nothing for
+    /// `after`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        backend: Arc<str>,
+        provider: &'static str,
+        after: Duration,
+    ) -> Self {
+        StallWatch {
+            metrics,
+            backend,
+            provider,
+            after,
+        }
+    }
+
+    async fn run(self, stall: Arc<Stall>, request_id: http::HeaderValue) {
+        let after_ms = u64::try_from(self.after.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        loop {
+            let handed = stall.handed_at.load(Ordering::Acquire);
+            let now = now_ms();
+            let waited = now.saturating_sub(handed);
+            if handed != 0 && waited >= after_ms {
+                stall.stalled.store(true, Ordering::Release);
+                drop(stall.take_permit());
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[&self.backend, self.provider, CLIENT_STALLED])
+                    .inc();
+                tracing::warn!(backend = %self.backend, request_id = request_id.to_str().unwrap_or(""), after = ?self.after, "the client stopped reading the stream; ending it and giving back the backend's slot");
+                return;
+            }
+            let wait = if handed == 0 {
+                after_ms
+            } else {
+                after_ms - waited
+            };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+}
+
+impl Stall {
+    fn take_permit(&self) -> Option<InFlight> {
+        match self.permit.lock() {
+            Ok(mut p) => p.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 }
 
@@ -107,35 +228,79 @@ pub enum Mode {
 
 impl SseRelay {
     /// Wraps an upstream stream cut into events by `framing`; `format` is the caller's (for
-    /// error events).
+    /// error events). With `watch`, the record's concurrency slot moves to a watchdog that
+    /// gives it back if the client stops reading (see [`StallWatch`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: UpstreamBody,
         framing: Framing,
         mode: Mode,
         format: Format,
-        record: Record,
+        mut record: Record,
+        backend: Arc<Backend>,
         idle: Option<Duration>,
         deadline: Option<Instant>,
+        watch: Option<StallWatch>,
     ) -> Self {
+        let (stall, watchdog) = match watch {
+            Some(w) => {
+                let stall = Arc::new(Stall {
+                    handed_at: AtomicU64::new(0),
+                    stalled: AtomicBool::new(false),
+                    permit: Mutex::new(record.permit.take()),
+                });
+                let task = tokio::spawn(w.run(Arc::clone(&stall), record.request_id.clone()));
+                (Some(stall), Some(task.abort_handle()))
+            }
+            None => (None, None),
+        };
         SseRelay {
             upstream,
             parser: framing,
             mode,
             format,
             record,
+            backend,
             idle,
             idle_timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             done: false,
             upstream_ended: false,
             fresh: false,
+            complete: false,
+            stall,
+            watchdog,
         }
     }
 }
 
-/// Decides what to do with one event: forward or translate it, and note usage and first token.
-fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Bytes> {
+/// Whether an upstream event is an error report (OpenAI's `{"error": …}` chunk, Anthropic's
+/// `event: error`): told by its first bytes, so other events cost nothing.
+fn is_error_event(ev: &sse::Event) -> bool {
+    if ev.event.as_deref() == Some(b"error") {
+        return true;
+    }
+    let d = ev.data.trim_ascii_start();
+    d.starts_with(b"{\"error\"") || d.starts_with(b"{\"type\":\"error\"")
+}
+
+/// `bytes` with the backend's keys redacted (an upstream's error event may quote them).
+fn redacted(backend: &Backend, bytes: Bytes) -> Bytes {
+    match backend.redact_bytes(&bytes) {
+        std::borrow::Cow::Borrowed(_) => bytes,
+        std::borrow::Cow::Owned(b) => Bytes::from(b),
+    }
+}
+
+/// Decides what to do with one event: forward or translate it, and note usage, first token
+/// and whether the upstream has completed its answer.
+fn on_event(
+    record: &mut Record,
+    mode: &mut Mode,
+    complete: &mut bool,
+    backend: &Backend,
+    ev: sse::Event,
+) -> Option<Bytes> {
     let client_wants_usage = match mode {
         Mode::OpenAi { client_wants_usage } => *client_wants_usage,
         Mode::Anthropic(decoder) => {
@@ -153,23 +318,38 @@ fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Byte
                     E::Start { usage, .. } => t.usage = usage.or(t.usage),
                     E::Usage(u) => t.usage = Some(u),
                     E::Text(_) | E::Reasoning(_) | E::ToolCallStart { .. } => t.content = true,
-                    E::Finish { reason, .. } => t.finish = Some(reason),
+                    E::Finish { reason, .. } => {
+                        t.finish = Some(reason);
+                        *complete = true;
+                    }
+                    E::Done | E::Error { .. } => *complete = true,
                     _ => {}
                 }
             }
             observe(record, t);
+            if is_error_event(&ev) {
+                return Some(redacted(backend, ev.raw));
+            }
             return Some(ev.raw);
         }
         Mode::Translate(t) => {
             let mut out = Vec::new();
+            let error = is_error_event(&ev);
             let seen = t.on_event(&ev.data, &mut out);
             observe(record, seen);
-            return (!out.is_empty()).then(|| Bytes::from(out));
+            let out = Bytes::from(out);
+            return (!out.is_empty()).then(|| if error { redacted(backend, out) } else { out });
         }
     };
     let data = &ev.data[..];
     if data.is_empty() || data == b"[DONE]" {
+        *complete |= !data.is_empty();
         return Some(ev.raw);
+    }
+    if is_error_event(&ev) {
+        // The upstream's own account of why it stops: it ends the answer, and is passed on.
+        *complete = true;
+        return Some(redacted(backend, ev.raw));
     }
     // After the first token only usage and the finish reason matter, and most chunks have
     // neither: those pass without a parse.
@@ -182,6 +362,7 @@ fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Byte
     }
     if info.finish_reason.is_some() {
         record.finish_reason = info.finish_reason;
+        *complete = true;
     }
     if info.has_content && record.ttft.is_none() {
         record.ttft = Some(record.start.elapsed());
@@ -192,8 +373,26 @@ fn on_event(record: &mut Record, mode: &mut Mode, ev: sse::Event) -> Option<Byte
     Some(ev.raw)
 }
 
-/// At upstream end: lets a transcoder close the caller's stream properly.
-fn on_end(record: &mut Record, mode: &mut Mode) -> Option<Bytes> {
+/// At the upstream's clean end: lets a transcoder close the caller's stream properly, if the
+/// upstream completed its answer; if it did not (no finish reason, no end-of-stream event),
+/// the stream was cut short, and the caller gets an error event rather than an ending made
+/// up for it.
+fn on_end(record: &mut Record, mode: &mut Mode, format: Format, complete: bool) -> Option<Bytes> {
+    let complete = match mode {
+        Mode::Translate(t) => t.is_done() || t.upstream_complete(),
+        Mode::OpenAi { .. } | Mode::Anthropic(_) => complete,
+    };
+    if !complete {
+        tracing::warn!(backend = ?record.backend, "the upstream stream ended before its answer was complete");
+        return Some(stream_failed(
+            record,
+            mode,
+            format,
+            "stream_truncated",
+            "the upstream stream ended before the answer was complete (no finish reason and no end of stream)",
+            "upstream_stream_truncated",
+        ));
+    }
     match mode {
         Mode::Translate(t) if !t.is_done() => {
             let mut out = Vec::new();
@@ -203,6 +402,21 @@ fn on_end(record: &mut Record, mode: &mut Mode) -> Option<Bytes> {
         }
         _ => None,
     }
+}
+
+/// Ends a started stream on an upstream failure: counted as `kind`, the access log's error
+/// set to `code`, and the caller's error event.
+fn stream_failed(
+    record: &mut Record,
+    mode: &mut Mode,
+    format: Format,
+    kind: &str,
+    message: &str,
+    code: &str,
+) -> Bytes {
+    record.upstream_error(kind);
+    record.error_type = Some(code.to_string());
+    error_event(mode, format, message, code)
 }
 
 fn observe(record: &mut Record, seen: Observed) {
@@ -251,10 +465,44 @@ impl HttpBody for SseRelay {
     type Error = BoxError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(st) = self.as_mut().project().stall.as_deref() {
+            if st.stalled.load(Ordering::Acquire) {
+                return Poll::Ready(Some(Err(
+                    "the client did not read the stream within the idle timeout".into(),
+                )));
+            }
+            st.handed_at.store(0, Ordering::Release);
+        }
+        let polled = self.as_mut().poll_relay(cx);
+        if let (Poll::Ready(Some(Ok(_))), Some(st)) =
+            (&polled, self.as_mut().project().stall.as_deref())
+        {
+            // Until the next poll, the client's connection has it: if that takes longer than
+            // the idle timeout, the client is not reading.
+            st.handed_at.store(now_ms(), Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.parser.pending() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl SseRelay {
+    fn poll_relay(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        let backend = &**this.backend;
         // Everything that has already arrived goes out as one frame: an upstream often sends
         // a burst of events at once, and passing them on one by one cost a write syscall and
         // a task switch each (measured: 26 writes per 20-chunk stream, 6x nginx's CPU). The
@@ -264,7 +512,7 @@ impl HttpBody for SseRelay {
         let mut out = Out::default();
         loop {
             while let Some(ev) = this.parser.next_event() {
-                if let Some(raw) = on_event(this.record, this.mode, ev) {
+                if let Some(raw) = on_event(this.record, this.mode, this.complete, backend, ev) {
                     out.push(raw);
                 }
             }
@@ -272,8 +520,9 @@ impl HttpBody for SseRelay {
                 let last = this
                     .parser
                     .finish()
-                    .and_then(|ev| on_event(this.record, this.mode, ev));
-                for raw in last.into_iter().chain(on_end(this.record, this.mode)) {
+                    .and_then(|ev| on_event(this.record, this.mode, this.complete, backend, ev));
+                let end = on_end(this.record, this.mode, *this.format, *this.complete);
+                for raw in last.into_iter().chain(end) {
                     out.push(raw);
                 }
                 *this.done = true;
@@ -290,10 +539,11 @@ impl HttpBody for SseRelay {
                     if let Ok(data) = frame.into_data() {
                         if let Err(e) = this.parser.push(&data) {
                             *this.done = true;
-                            this.record.upstream_error("protocol");
-                            out.push(error_event(
+                            out.push(stream_failed(
+                                this.record,
                                 this.mode,
                                 *this.format,
+                                "protocol",
                                 &format!("the upstream stream was malformed: {e}"),
                                 "upstream_protocol_error",
                             ));
@@ -307,11 +557,12 @@ impl HttpBody for SseRelay {
                     // Once the stream has started there is no retrying: end it with an error
                     // event in the caller's format rather than a silent cut.
                     *this.done = true;
-                    this.record.upstream_error("protocol");
                     tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
-                    out.push(error_event(
+                    out.push(stream_failed(
+                        this.record,
                         this.mode,
                         *this.format,
+                        "protocol",
                         "the upstream connection broke in the middle of the stream",
                         "upstream_stream_interrupted",
                     ));
@@ -324,10 +575,11 @@ impl HttpBody for SseRelay {
                     if let Some(t) = this.deadline.as_mut() {
                         if t.as_mut().poll(cx).is_ready() {
                             *this.done = true;
-                            this.record.upstream_error("timeout");
-                            return Poll::Ready(Some(Ok(Frame::data(error_event(
+                            return Poll::Ready(Some(Ok(Frame::data(stream_failed(
+                                this.record,
                                 this.mode,
                                 *this.format,
+                                "timeout",
                                 "the upstream stream did not finish within the total timeout",
                                 "upstream_timeout",
                             )))));
@@ -338,15 +590,22 @@ impl HttpBody for SseRelay {
                         // timer update each): idleness counts from the last batch.
                         if std::mem::take(this.fresh) {
                             if let Some(d) = *this.idle {
-                                t.as_mut().reset(Instant::now() + d);
+                                // Configured durations are capped at compile time; checked
+                                // anyway, as an overflow here would panic mid-stream.
+                                let now = Instant::now();
+                                let at = now.checked_add(d).unwrap_or_else(|| {
+                                    now + switchyard_router::MAX_CONFIGURED_DURATION
+                                });
+                                t.as_mut().reset(at);
                             }
                         }
                         ready!(t.as_mut().poll(cx));
                         *this.done = true;
-                        this.record.upstream_error("timeout");
-                        return Poll::Ready(Some(Ok(Frame::data(error_event(
+                        return Poll::Ready(Some(Ok(Frame::data(stream_failed(
+                            this.record,
                             this.mode,
                             *this.format,
+                            "timeout",
                             "the upstream stream went idle for longer than the backend's idle timeout",
                             "upstream_timeout",
                         )))));
@@ -355,14 +614,6 @@ impl HttpBody for SseRelay {
                 }
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.parser.pending() == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

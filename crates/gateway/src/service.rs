@@ -30,7 +30,7 @@ use crate::{
     error::{json_response, GatewayError},
     inbound::Inbound,
     record::Record,
-    service_account::{Review, ServiceAccountAuth, TokenReviewer},
+    service_account::{Review, ReviewFailure, ServiceAccountAuth, TokenReviewer},
     upstream::UpstreamClient,
 };
 
@@ -41,8 +41,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Largest non-streamed upstream response accepted, in bytes.
     pub max_response_bytes: usize,
-    /// Require a virtual key even when no AIConsumer holds one (then every request is
-    /// refused until consumers exist): for gateways that must never run open.
+    /// Require a virtual key even when no AIConsumer exists (then every request is refused
+    /// until consumers exist). On by default: a gateway runs open only when asked to. Once any
+    /// AIConsumer exists, valid or not, a key is required regardless.
     pub require_auth: bool,
     /// Keep the runtime's workers polling for I/O after each request instead of sleeping:
     /// lower added latency on virtual machines, paid in CPU (see [`BusyPoll`]).
@@ -54,7 +55,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
-            require_auth: false,
+            require_auth: true,
             busy_poll: None,
         }
     }
@@ -164,6 +165,13 @@ impl Gateway {
 
 /// Output tokens reserved for a request that sets no `max_tokens`, until usage is known.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+
+/// Tokens reserved before the request: the prompt estimate plus the caller's `max_tokens`
+/// (any number a client sends, up to `u64::MAX`), saturating rather than wrapping to a small
+/// reservation that would slip past the limit.
+fn token_estimate(input: u64, max_tokens: Option<u64>) -> u64 {
+    input.saturating_add(max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE))
+}
 
 /// Maps a refusal to its error, noting the reason for the rate-limited counter.
 fn refusal(r: Refusal, record: &mut Record) -> GatewayError {
@@ -322,8 +330,8 @@ impl Shared {
                 });
             }
             if c.is_limited() {
-                let estimate = decoded.estimated_input_tokens()
-                    + decoded.max_tokens().unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+                let estimate =
+                    token_estimate(decoded.estimated_input_tokens(), decoded.max_tokens());
                 let admitted = self
                     .limits
                     .admit(c, estimate)
@@ -413,10 +421,18 @@ impl Shared {
                 .by_service_account(&user)
                 .ok_or(GatewayError::ServiceAccountNotAllowed(user)),
             Ok(Review::Refused(reason)) => Err(GatewayError::TokenRejected(reason)),
-            Err(e) => {
-                tracing::warn!(error = %e, "TokenReview failed");
-                Err(GatewayError::TokenReviewUnavailable)
-            }
+            Err(e) => Err(GatewayError::TokenReviewUnavailable(match e {
+                ReviewFailure::Failed(e) => {
+                    tracing::warn!(error = %e, "TokenReview failed");
+                    "the Kubernetes API server could not be asked"
+                }
+                ReviewFailure::TimedOut(d) => {
+                    tracing::warn!(timeout = ?d, "TokenReview timed out");
+                    "the Kubernetes API server did not answer the TokenReview in time"
+                }
+                // A flood of unknown tokens: logged by nobody, counted by the error code.
+                ReviewFailure::Busy => "too many new tokens are being checked at once",
+            })),
         }
     }
 
@@ -469,6 +485,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_estimates_saturate_on_any_max_tokens() {
+        assert_eq!(token_estimate(10, None), 10 + DEFAULT_OUTPUT_ESTIMATE);
+        assert_eq!(token_estimate(10, Some(5)), 15);
+        for (input, max) in [
+            (10, Some(u64::MAX)),
+            (u64::MAX, Some(u64::MAX)),
+            (u64::MAX, None),
+            (1, Some(u64::MAX - 1)),
+        ] {
+            assert_eq!(token_estimate(input, max), u64::MAX, "{input} {max:?}");
+        }
+        assert_eq!(
+            token_estimate(u64::from(u32::MAX), Some(u64::from(u32::MAX))),
+            2 * u64::from(u32::MAX)
+        );
+    }
 
     #[test]
     fn generated_request_ids_are_32_random_hex_digits_and_a_sane_caller_id_is_kept() {

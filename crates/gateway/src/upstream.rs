@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
-use switchyard_router::{FailureClass, Target, UpstreamKey};
+use switchyard_router::{FailureClass, Target, Timeouts, UpstreamKey};
 use tokio::time::Instant;
 
 use crate::{
@@ -19,6 +19,17 @@ use crate::{
 pub struct ClientConfig {
     /// TCP connect timeout when a backend sets none.
     pub connect_timeout: Duration,
+    /// Request sent to response headers, when neither the backend (`timeouts.firstByte`) nor
+    /// the route (`timeout`) sets a limit. A non-streamed answer's headers come only once the
+    /// whole answer is generated, so this bounds a non-streamed generation: generous.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two chunks of a body (a stream's, or a slow error body's),
+    /// and longest a client may leave a stream unread, when the backend sets no
+    /// `timeouts.idle`.
+    pub idle_timeout: Duration,
+    /// The whole upstream call, body included, when neither the backend (`timeouts.total`)
+    /// nor the route (`timeout`) sets a limit.
+    pub total_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per upstream origin; more are closed as they come back.
@@ -27,10 +38,30 @@ pub struct ClientConfig {
     pub roots: TrustStore,
 }
 
+impl ClientConfig {
+    /// The time limits of a request to a backend with `timeouts` on a route whose own
+    /// timeout is `route_timeout` (see [`TimeLimits`]).
+    pub fn limits(&self, timeouts: &Timeouts, route_timeout: Option<Duration>) -> TimeLimits {
+        let t = timeouts;
+        let default = |d: Duration| route_timeout.is_none().then_some(d);
+        TimeLimits {
+            connect: t.connect.unwrap_or(self.connect_timeout),
+            first_byte: t.first_byte.or_else(|| default(self.first_byte_timeout)),
+            idle: t.idle.unwrap_or(self.idle_timeout),
+            total: t.total.or_else(|| default(self.total_timeout)),
+        }
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
+            // The OpenAI and Anthropic SDKs' own default: the gateway gives up no sooner than
+            // the caller would.
+            total_timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
             max_idle_per_origin: 256,
             roots: TrustStore::Webpki,
@@ -48,25 +79,67 @@ pub struct UpstreamClient {
     config: ClientConfig,
 }
 
+/// A backend's time limits for one request: its own `spec.timeouts`, else the client's
+/// defaults, except that a route with its own `timeout` lifts the default first-byte and
+/// total limits (its deadline bounds the call instead: a route that allows 30 minutes means
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// Request sent to response headers.
+    pub first_byte: Option<Duration>,
+    /// Between two chunks of a body; and how long a client may leave a stream unread.
+    pub idle: Duration,
+    /// The whole call, body included.
+    pub total: Option<Duration>,
+}
+
 /// Why an attempt failed before a usable response arrived.
 #[derive(Debug)]
 pub struct AttemptError {
-    /// Connect, timeout or protocol.
+    /// Connect, timeout, protocol or invalid response.
     pub kind: UpstreamFailure,
     /// Details for the log and the error message.
     pub detail: String,
+    /// Nothing was sent: the request could not be prepared (signed), which is no failure of
+    /// the upstream's.
+    local: bool,
 }
 
 impl AttemptError {
-    /// The retry class of this failure.
-    pub fn class(&self) -> Option<FailureClass> {
-        match self.kind {
-            // A refused certificate will be refused again; but another backend (a fallback)
-            // may well be reachable, as after any failure to connect.
-            UpstreamFailure::Connect | UpstreamFailure::Tls => Some(FailureClass::Connect),
-            UpstreamFailure::Timeout => Some(FailureClass::Timeout),
-            UpstreamFailure::Protocol => None,
+    /// An upstream failure.
+    pub fn new(kind: UpstreamFailure, detail: impl Into<String>) -> Self {
+        AttemptError {
+            kind,
+            detail: detail.into(),
+            local: false,
         }
+    }
+
+    /// The retry class of this failure; `None` for one that another attempt would not help
+    /// and that says nothing of the upstream's health.
+    pub fn class(&self) -> Option<FailureClass> {
+        (!self.local).then(|| failure_class(self.kind))
+    }
+}
+
+/// The retry class of an upstream failure (what `spec.retry.on` calls it). Every one counts
+/// against the backend's health.
+pub fn failure_class(kind: UpstreamFailure) -> FailureClass {
+    match kind {
+        // A refused certificate will be refused again; but another backend (a fallback)
+        // may well be reachable, as after any failure to connect.
+        UpstreamFailure::Connect | UpstreamFailure::Tls => FailureClass::Connect,
+        // A reset, an EOF or an answer that is not HTTP before any response byte reached the
+        // caller: the backend could not be talked to, as good as unreachable (a crashing
+        // server, a proxy or load balancer dropping the connection). The provider may have
+        // seen the request; an LLM call is retried after a lost answer like after any other
+        // failure.
+        UpstreamFailure::Protocol => FailureClass::Connect,
+        UpstreamFailure::Timeout => FailureClass::Timeout,
+        // A 200 whose body is no answer is a server error that wore the wrong status.
+        UpstreamFailure::InvalidResponse => FailureClass::ServerError,
     }
 }
 
@@ -89,10 +162,16 @@ impl UpstreamClient {
         })
     }
 
+    /// The time limits of a request to a backend with `timeouts` on a route whose own
+    /// timeout is `route_timeout` (see [`TimeLimits`]).
+    pub fn limits(&self, timeouts: &Timeouts, route_timeout: Option<Duration>) -> TimeLimits {
+        self.config.limits(timeouts, route_timeout)
+    }
+
     #[allow(clippy::too_many_arguments)]
     /// Sends one attempt to `target` at `uri` (one of the backend's, see
     /// [`switchyard_router::Backend::uri`]) and waits for the response headers, within the
-    /// backend's first-byte timeout and the request's deadline. `extra_headers` carries trace
+    /// first-byte limit of `limits` and the request's deadline. `extra_headers` carries trace
     /// context and provider headers (`anthropic-version`).
     pub async fn send(
         &self,
@@ -103,17 +182,12 @@ impl UpstreamClient {
         key: Option<&UpstreamKey>,
         request_id: &HeaderValue,
         extra_headers: &http::HeaderMap,
+        limits: &TimeLimits,
         deadline: Option<Instant>,
     ) -> Result<Response<UpstreamBody>, AttemptError> {
         let backend = &target.backend;
-        let limit = earliest(
-            backend.timeouts.first_byte.map(|d| Instant::now() + d),
-            deadline,
-        );
-        let connect_timeout = backend
-            .timeouts
-            .connect
-            .unwrap_or(self.config.connect_timeout);
+        let limit = earliest(limits.first_byte.map(|d| Instant::now() + d), deadline);
+        let connect_timeout = limits.connect;
         let build = || {
             let request = Request::new(Full::new(body.clone()));
             prepare(
@@ -146,20 +220,19 @@ impl UpstreamClient {
             Some(at) => match tokio::time::timeout_at(at, attempt).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    return Err(AttemptError {
-                        kind: UpstreamFailure::Timeout,
-                        detail: "no response headers in time".into(),
-                    })
+                    return Err(AttemptError::new(
+                        UpstreamFailure::Timeout,
+                        "no response headers in time",
+                    ))
                 }
             },
             None => attempt.await?,
         };
         result.map_err(|e| match e {
-            SendError::Connect { kind, detail } => AttemptError { kind, detail },
-            SendError::Protocol(e) | SendError::Unprocessed(e) => AttemptError {
-                kind: UpstreamFailure::Protocol,
-                detail: error_chain(&e),
-            },
+            SendError::Connect { kind, detail } => AttemptError::new(kind, detail),
+            SendError::Protocol(e) | SendError::Unprocessed(e) => {
+                AttemptError::new(UpstreamFailure::Protocol, error_chain(&e))
+            }
         })
     }
 }
@@ -217,6 +290,7 @@ fn prepare(
             .map_err(|e| AttemptError {
                 kind: UpstreamFailure::Protocol,
                 detail: format!("the request could not be signed: {e}"),
+                local: true,
             })?;
         req = Request::from_parts(parts, b);
     }
@@ -262,6 +336,71 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_limit_has_a_default_that_backend_and_route_override() {
+        let c = ClientConfig::default();
+        let secs = Duration::from_secs;
+        let none = Timeouts::default();
+        assert_eq!(
+            c.limits(&none, None),
+            TimeLimits {
+                connect: secs(10),
+                first_byte: Some(secs(300)),
+                idle: secs(120),
+                total: Some(secs(600)),
+            }
+        );
+        let backend = Timeouts {
+            connect: Some(secs(1)),
+            first_byte: Some(secs(2)),
+            idle: Some(secs(3)),
+            total: Some(secs(4)),
+        };
+        assert_eq!(
+            c.limits(&backend, Some(secs(3600))),
+            TimeLimits {
+                connect: secs(1),
+                first_byte: Some(secs(2)),
+                idle: secs(3),
+                total: Some(secs(4)),
+            }
+        );
+        // A route's own timeout replaces the default first-byte and total limits (a route
+        // allowing an hour means it); connect and idle keep theirs.
+        assert_eq!(
+            c.limits(&none, Some(secs(3600))),
+            TimeLimits {
+                connect: secs(10),
+                first_byte: None,
+                idle: secs(120),
+                total: None,
+            }
+        );
+    }
+
+    #[test]
+    fn every_upstream_failure_is_retryable_but_a_local_one() {
+        for (kind, class) in [
+            (UpstreamFailure::Connect, FailureClass::Connect),
+            (UpstreamFailure::Tls, FailureClass::Connect),
+            (UpstreamFailure::Protocol, FailureClass::Connect),
+            (UpstreamFailure::Timeout, FailureClass::Timeout),
+            (UpstreamFailure::InvalidResponse, FailureClass::ServerError),
+        ] {
+            assert_eq!(
+                AttemptError::new(kind, "x").class(),
+                Some(class),
+                "{kind:?}"
+            );
+        }
+        let unsigned = AttemptError {
+            kind: UpstreamFailure::Protocol,
+            detail: String::new(),
+            local: true,
+        };
+        assert_eq!(unsigned.class(), None);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {

@@ -39,6 +39,9 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Keys that are valid but always answered with 429, to exercise key pools.
     pub rate_limited_keys: Vec<String>,
+    /// Models no key may use: answered 403 `model_not_found`, as a provider answers a key
+    /// whose project has no access to the model.
+    pub forbidden_models: Vec<String>,
     pub defaults: Knobs,
     pub embedding_dims: u32,
     pub models: Vec<String>,
@@ -52,6 +55,7 @@ pub struct Config {
 pub struct App {
     api_keys: Vec<String>,
     rate_limited_keys: Vec<String>,
+    forbidden_models: Vec<String>,
     /// Requests seen per `x-mock-scenario`, for `x-mock-fail-first`.
     scenarios: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     defaults: Knobs,
@@ -106,6 +110,7 @@ impl App {
                 .filter(|k| !k.is_empty())
                 .collect(),
             rate_limited_keys: config.rate_limited_keys,
+            forbidden_models: config.forbidden_models,
             scenarios: Default::default(),
             defaults: config.defaults,
             embedding_dims: config.embedding_dims,
@@ -167,12 +172,18 @@ impl App {
         let gemini = parts.uri.path().starts_with("/v1beta/");
         let bedrock = parts.uri.path().starts_with("/model/");
         let raw = body.as_deref().unwrap_or_default();
+        let fault = knobs.as_ref().map(|k| k.fault).unwrap_or_default();
         let response = match knobs {
             Ok(knobs) => self.respond_v1(&parts, raw, &json, &knobs),
             Err(err) => Err(Box::new((ApiError::bad_knob(&err), HeaderMap::new()))),
         };
-        let response = response.unwrap_or_else(|failure| {
-            let (err, retry_after) = *failure;
+        let mut response = response.unwrap_or_else(|failure| {
+            let (mut err, retry_after) = *failure;
+            if fault.echo_key {
+                if let Some(key) = presented_key(&parts.headers) {
+                    err.message = echo_key(&err.message, &key).into();
+                }
+            }
             let mut r = if anthropic {
                 let mut r = json_response(crate::anthropic::error_body(&err));
                 *r.status_mut() = err.status;
@@ -194,6 +205,8 @@ impl App {
             r.headers_mut().extend(retry_after);
             r
         });
+
+        inject(&mut response, fault);
 
         // Recorded before the injected latency so a test can see a request that is still
         // in flight (e.g. one the gateway is about to time out).
@@ -240,6 +253,15 @@ impl App {
                 ApiError::method_not_allowed(&parts.method, path),
                 h,
             )));
+        }
+        if let Some(model) = json
+            .as_ref()
+            .ok()
+            .and_then(|b| b.get("model"))
+            .and_then(Value::as_str)
+            .filter(|m| self.forbidden_models.iter().any(|f| f == m))
+        {
+            return Err(plain(ApiError::model_forbidden(model)));
         }
         if self.presented_key_in(&parts.headers, &self.rate_limited_keys) {
             let mut h = HeaderMap::new();
@@ -707,6 +729,44 @@ fn embedding_inputs(input: Option<&Value>) -> Result<Vec<EmbeddingInput<'_>>, Ap
             .collect(),
         Some(_) => Err(invalid()),
     }
+}
+
+/// The faults of `x-mock-fault` that reshape an answer already made: a body cut short or
+/// stalled, a stream that just stops.
+fn inject(response: &mut Response<MockBody>, fault: crate::faults::Faults) {
+    let success = response.status().is_success();
+    let body = response.body_mut();
+    if fault.truncate_stream {
+        body.cut_cleanly();
+    }
+    let MockBody::Full(Some(bytes)) = body else {
+        return;
+    };
+    if fault.stall_body {
+        *body = MockBody::stalled(bytes);
+    } else if fault.malformed_json && success {
+        *body = MockBody::full(bytes.slice(..bytes.len() / 2));
+    }
+}
+
+/// The key a request presented, in whichever header its dialect uses.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()));
+    let key = bearer
+        .or_else(|| headers.get(X_API_KEY).map(HeaderValue::as_bytes))
+        .or_else(|| headers.get(API_KEY).map(HeaderValue::as_bytes))
+        .or_else(|| headers.get(X_GOOG_API_KEY).map(HeaderValue::as_bytes))?;
+    String::from_utf8(key.to_vec()).ok()
+}
+
+/// An error message that quotes the caller's credentials back, as some providers do: the
+/// key, the header it came in and its base64.
+fn echo_key(message: &str, key: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    format!("{message} (you sent '{key}', as 'Authorization: Bearer {key}', base64 {b64})")
 }
 
 fn bearer_token(value: &[u8]) -> Option<&[u8]> {

@@ -22,6 +22,8 @@ const RESET_FLUSH: Duration = Duration::from_millis(5);
 pub enum MockBody {
     Full(Option<Bytes>),
     Stream(SseBody),
+    /// Sends these bytes, then never finishes (`x-mock-fault: stall-body`).
+    Stalled(Option<Bytes>),
 }
 
 /// What a stream sends: the OpenAI plan built lazily (the benchmarks' hot path), or
@@ -74,6 +76,8 @@ pub struct SseBody {
     sleep: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     resetting: bool,
+    /// A cut ends the body cleanly instead of failing it (`x-mock-fault: truncate-stream`).
+    clean_cut: bool,
 }
 
 /// Why a body failed. Returning it makes hyper drop the connection (HTTP/1.1) or reset the
@@ -101,7 +105,20 @@ impl MockBody {
             sleep: None,
             waiting: false,
             resetting: false,
+            clean_cut: false,
         })
+    }
+
+    /// The first half of `body`, then nothing, ever: a body that stalls halfway.
+    pub fn stalled(body: &Bytes) -> Self {
+        Self::Stalled(Some(body.slice(..body.len() / 2)))
+    }
+
+    /// For a stream: end cleanly where a cut was asked for, rather than fail.
+    pub fn cut_cleanly(&mut self) {
+        if let Self::Stream(sse) = self {
+            sse.clean_cut = true;
+        }
     }
 
     pub fn frames(frames: VecDeque<Bytes>, reset_after: Option<u32>, delay: Duration) -> Self {
@@ -115,6 +132,7 @@ impl MockBody {
             sleep: None,
             waiting: false,
             resetting: false,
+            clean_cut: false,
         })
     }
 }
@@ -130,6 +148,11 @@ impl Body for MockBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(sse) => sse.poll_event(cx),
+            // No waker is kept: nothing will ever wake this body again.
+            Self::Stalled(bytes) => match bytes.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -137,13 +160,14 @@ impl Body for MockBody {
         match self {
             Self::Full(bytes) => bytes.is_none(),
             Self::Stream(sse) => sse.plan.is_end() && !sse.resetting,
+            Self::Stalled(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream(_) => SizeHint::default(),
+            Self::Stream(_) | Self::Stalled(_) => SizeHint::default(),
         }
     }
 }
@@ -166,6 +190,9 @@ impl SseBody {
         }
         match self.plan.next_event() {
             None => Poll::Ready(None),
+            // The stream just stops, as if the provider had finished: the terminating chunk
+            // goes out, but no finish reason and no `[DONE]` / `message_stop` came before it.
+            Some(StreamEvent::Reset) if self.clean_cut => Poll::Ready(None),
             Some(StreamEvent::Reset) => {
                 // Frames handed to hyper sit in its write buffer (HTTP/1.1) or in the
                 // connection task's queue (HTTP/2) and are dropped if the body fails at once;

@@ -18,6 +18,7 @@ const STATUS: HeaderName = HeaderName::from_static("x-mock-status");
 const RETRY_AFTER: HeaderName = HeaderName::from_static("x-mock-retry-after");
 const RESET_AFTER: HeaderName = HeaderName::from_static("x-mock-reset-after");
 const FAIL_FIRST: HeaderName = HeaderName::from_static("x-mock-fail-first");
+const FAULT: HeaderName = HeaderName::from_static("x-mock-fault");
 
 /// Everything that shapes one response besides its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,26 @@ pub struct Knobs {
     /// Fail only the first N requests of the request's `x-mock-scenario` (with `status`, or
     /// 500), then answer normally: "fails, then recovers".
     pub fail_first: Option<u32>,
+    /// Faults in an otherwise normal answer (`x-mock-fault`).
+    pub fault: Faults,
+}
+
+/// Faults `x-mock-fault` injects into an answer, named as a comma-separated list: the ways a
+/// provider (or something in front of it) breaks that a status code cannot express.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// `malformed-json`: a successful non-streamed reply is cut in half, so its body is not
+    /// JSON any more (status 200 and the JSON content type are kept).
+    pub malformed_json: bool,
+    /// `truncate-stream`: `x-mock-reset-after` ends the stream cleanly (the terminating
+    /// chunk is sent) instead of breaking the connection: a stream that just stops, with no
+    /// finish reason and no `[DONE]` / `message_stop`.
+    pub truncate_stream: bool,
+    /// `echo-key`: error messages quote the key the request presented, raw, as the
+    /// `Authorization` value and base64-encoded, as some providers do.
+    pub echo_key: bool,
+    /// `stall-body`: a non-streamed body (an error's too) stops halfway and never finishes.
+    pub stall_body: bool,
 }
 
 /// A knob header whose value cannot be used.
@@ -59,6 +80,7 @@ impl Knobs {
             retry_after: None,
             reset_after: None,
             fail_first: None,
+            fault: Faults::default(),
         }
     }
 
@@ -86,7 +108,35 @@ impl Knobs {
         if let Some(n) = number(headers, &FAIL_FIRST, u64::from(u32::MAX))? {
             knobs.fail_first = Some(narrow(n));
         }
+        if let Some(value) = headers.get(&FAULT) {
+            knobs.fault = Faults::parse(value.as_bytes())?;
+        }
         Ok(knobs)
+    }
+}
+
+// === impl Faults ===
+
+impl Faults {
+    fn parse(value: &[u8]) -> Result<Self, KnobError> {
+        let mut faults = Faults::default();
+        let value = std::str::from_utf8(value).unwrap_or("\u{fffd}");
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let flag = match name {
+                "malformed-json" => &mut faults.malformed_json,
+                "truncate-stream" => &mut faults.truncate_stream,
+                "echo-key" => &mut faults.echo_key,
+                "stall-body" => &mut faults.stall_body,
+                _ => {
+                    return Err(KnobError {
+                        header: FAULT,
+                        reason: "expected malformed-json, truncate-stream, echo-key or stall-body",
+                    })
+                }
+            };
+            *flag = true;
+        }
+        Ok(faults)
     }
 }
 
@@ -178,8 +228,28 @@ mod tests {
                 retry_after: Some(2),
                 reset_after: Some(1),
                 fail_first: None,
+                fault: Faults::default(),
             }
         );
+    }
+
+    #[test]
+    fn faults_are_a_list_of_names() {
+        let knobs = Knobs::defaults(0, 8, 0)
+            .with_headers(&headers(&[("x-mock-fault", "echo-key, stall-body")]))
+            .unwrap();
+        assert_eq!(
+            knobs.fault,
+            Faults {
+                echo_key: true,
+                stall_body: true,
+                ..Faults::default()
+            }
+        );
+        let err = Knobs::defaults(0, 8, 0)
+            .with_headers(&headers(&[("x-mock-fault", "echo-key,explode")]))
+            .unwrap_err();
+        assert_eq!(err.header, "x-mock-fault");
     }
 
     #[test]

@@ -63,6 +63,11 @@ struct Cli {
     #[arg(long)]
     rate_limited_key: Vec<String>,
 
+    /// A model no key may use: answered 403 `model_not_found` (in each dialect's shape), as a
+    /// provider answers a key without access to it; repeatable.
+    #[arg(long)]
+    forbidden_model: Vec<String>,
+
     /// Delay before response headers, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -313,6 +318,7 @@ impl Cli {
         Config {
             api_keys: self.api_key,
             rate_limited_keys: self.rate_limited_key,
+            forbidden_models: self.forbidden_model,
             defaults: Knobs::defaults(self.latency_ms, self.chunks, self.chunk_delay_ms),
             embedding_dims: self.embedding_dims,
             models,

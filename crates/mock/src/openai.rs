@@ -391,6 +391,17 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// A model the presented key may not use: OpenAI answers a project without access to a
+    /// model with 403 `model_not_found` (the key stays good for every other model).
+    pub fn model_forbidden(model: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!("Project `proj_switchyard_mock` does not have access to model `{model}`"),
+        )
+        .with_code("model_not_found")
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -42,6 +42,7 @@ async fn start_on(api_key: Option<&str>, tls: Option<tokio_rustls::TlsAcceptor>)
     let app = Arc::new(App::new(Config {
         api_keys: api_key.map(str::to_owned).into_iter().collect(),
         rate_limited_keys: vec![],
+        forbidden_models: vec!["forbidden".into()],
         defaults: Knobs::defaults(0, 8, 0),
         embedding_dims: 16,
         models: vec!["mock-model".into(), "other".into()],
@@ -204,6 +205,107 @@ async fn reset_after_cuts_the_connection_before_done() {
         1 + 2,
         "role chunk and two content chunks"
     );
+}
+
+#[tokio::test]
+async fn truncate_stream_ends_cleanly_without_a_finish() {
+    let server = start(None).await;
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            chat(true),
+            &[
+                ("x-mock-reset-after", "2"),
+                ("x-mock-fault", "truncate-stream"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.error.is_none(), "the body ends cleanly");
+    let body = String::from_utf8(reply.body.clone()).unwrap();
+    assert!(!body.contains("[DONE]") && !body.contains("\"finish_reason\":\"stop\""));
+    assert_eq!(reply.events().len(), 1 + 2);
+
+    let reply = server
+        .post(
+            "/v1/messages",
+            messages(true, false),
+            &[
+                ("x-mock-reset-after", "3"),
+                ("x-mock-fault", "truncate-stream"),
+            ],
+        )
+        .await;
+    assert!(reply.error.is_none());
+    let body = String::from_utf8(reply.body.clone()).unwrap();
+    assert!(
+        !body.contains("message_stop") && !body.contains("stop_reason\":\""),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_stalled_bodies_and_echoed_keys() {
+    let server = start(Some("sk-up")).await;
+    let auth = ("authorization", "Bearer sk-up");
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            chat(false),
+            &[auth, ("x-mock-fault", "malformed-json")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert!(serde_json::from_slice::<Value>(&reply.body).is_err());
+    assert!(reply.body.starts_with(b"{"));
+
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            chat(false),
+            &[auth, ("x-mock-status", "400"), ("x-mock-fault", "echo-key")],
+        )
+        .await;
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("'sk-up'"), "{message}");
+    assert!(message.contains("Bearer sk-up"), "{message}");
+    assert!(message.contains("c2stdXA="), "{message}");
+
+    // The head arrives, half the body, then nothing.
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = server
+        .request("POST", "/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header(auth.0, auth.1)
+        .header("x-mock-status", "500")
+        .header("x-mock-fault", "stall-body")
+        .body(Full::<Bytes>::from(chat(false).to_string()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"{\"error\""));
+    let rest = tokio::time::timeout(std::time::Duration::from_millis(200), body.frame()).await;
+    assert!(rest.is_err(), "the body must stall");
+
+    let reply = server
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "forbidden", "messages": [{"role": "user", "content": "hi"}]}),
+            &[auth],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"]["code"], "model_not_found");
 }
 
 #[tokio::test]

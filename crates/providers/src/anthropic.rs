@@ -149,9 +149,12 @@ impl WireUsage {
     pub fn to_usage(self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            input_tokens: self.input_tokens.unwrap_or(0)
-                + read
-                + self.cache_creation_input_tokens.unwrap_or(0),
+            // The upstream's numbers: saturate rather than wrap (or panic) on absurd ones.
+            input_tokens: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(read)
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0)),
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: read,
         }
@@ -170,10 +173,16 @@ impl WireUsage {
 }
 
 /// Usage and stop reason of a complete (non-streamed) Messages response, decoding only those
-/// two members (see [`crate::scan`]).
+/// two members (see [`crate::scan`]), and whether the body is well-formed, checked in the
+/// same pass.
 pub fn inspect_response(body: &[u8]) -> crate::openai::ResponseInfo {
     let mut info = crate::openai::ResponseInfo::default();
-    for (key, value) in crate::scan::members(body) {
+    let mut c = crate::scan::Cursor::new(body);
+    if !c.enter(b'{') {
+        return info;
+    }
+    while let Some(key) = c.key() {
+        let Some(value) = c.value() else { break };
         if crate::scan::key_is(key, "usage") {
             info.usage = serde_json::from_slice::<Option<WireUsage>>(value)
                 .ok()
@@ -183,6 +192,7 @@ pub fn inspect_response(body: &[u8]) -> crate::openai::ResponseInfo {
             info.finish_reason = serde_json::from_slice(value).ok().flatten();
         }
     }
+    info.well_formed = c.complete();
     info
 }
 

@@ -47,9 +47,11 @@ impl WireUsage {
     /// In the gateway's terms.
     pub fn to_usage(self) -> Usage {
         Usage {
-            input_tokens: self.input_tokens
-                + self.cache_read_input_tokens
-                + self.cache_write_input_tokens,
+            // The upstream's numbers: saturate rather than wrap (or panic) on absurd ones.
+            input_tokens: self
+                .input_tokens
+                .saturating_add(self.cache_read_input_tokens)
+                .saturating_add(self.cache_write_input_tokens),
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cache_read_input_tokens,
         }

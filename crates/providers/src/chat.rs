@@ -20,9 +20,11 @@ use crate::Usage;
 pub struct Request {
     /// The model the caller asked for (rewritten per target when encoding).
     pub model: String,
-    /// System instructions, in order. Formats with a single system string join them.
+    /// The system prompt: the instructions before the conversation, in order. Formats with a
+    /// single system string join them.
     pub system: Vec<Part>,
-    /// The conversation, oldest first, alternating as the caller sent it.
+    /// The conversation, oldest first, as the caller sent it. It may hold [`Role::System`]
+    /// turns after the first message (see [`Role::System`] for how each format carries them).
     pub messages: Vec<Message>,
     /// Tools the model may call.
     pub tools: Vec<Tool>,
@@ -44,14 +46,23 @@ pub struct Request {
     pub stop: Vec<String>,
     /// Whether the caller wants a stream.
     pub stream: bool,
-    /// Extended thinking / reasoning budget, when the caller asked for it.
+    /// Extended thinking, when the caller turned it on (Anthropic's `thinking`).
     pub thinking: Option<Thinking>,
-    /// OpenAI's reasoning effort (`minimal` … `high`), as the caller named it. Only OpenAI
-    /// chat backends have the setting; the others leave it out, which only changes how long
-    /// the model deliberates.
+    /// OpenAI's reasoning effort (`minimal` … `high`), as the caller named it. A caller sends
+    /// it only to models that take it, so OpenAI-dialect backends get it as it is; the others
+    /// turn it into a thinking budget, or leave it out, which only changes how long the model
+    /// deliberates.
     pub reasoning_effort: Option<String>,
+    /// Anthropic's `output_config.effort`, in OpenAI's words (`low`, `medium`, `high`; `max`
+    /// is read as `high`). Anthropic callers send it whatever the model, so unlike
+    /// `reasoning_effort` it reaches an OpenAI-dialect backend only when the model is one of
+    /// OpenAI's reasoning models (see [`Request::effort_for_openai`]).
+    pub effort: Option<String>,
     /// An opaque end-user id for abuse tracking (`user`, `metadata.user_id`).
     pub user: Option<String>,
+    /// What the decoder left out of the caller's request because it only tunes the provider
+    /// (see `docs/forward-compatibility.md`), named as the caller sent it.
+    pub dropped: Dropped,
 }
 
 impl Request {
@@ -59,24 +70,162 @@ impl Request {
     /// effort (`minimal` and `none` ask for no thinking). The scale is the one LiteLLM uses,
     /// so callers moving between gateways see the same spend.
     pub fn effort_budget(&self) -> Option<u64> {
-        match self.reasoning_effort.as_deref()? {
-            "low" => Some(1024),
-            "medium" => Some(2048),
-            "high" | "xhigh" => Some(4096),
-            _ => None,
+        budget_for_effort(self.reasoning_effort.as_deref()?)
+    }
+
+    /// The budget to give adaptive thinking on a backend that only takes budgets: the
+    /// caller's effort on the same scale, `medium` when it named none.
+    pub fn adaptive_budget(&self) -> u64 {
+        self.effort
+            .as_deref()
+            .or(self.reasoning_effort.as_deref())
+            .and_then(budget_for_effort)
+            .unwrap_or(2048)
+    }
+
+    /// A thinking budget for Claude (on Anthropic or Bedrock): the caller's own budget as
+    /// sent, or one made up from adaptive thinking or an OpenAI reasoning effort, but only
+    /// where that cannot make Claude refuse a request that was fine without it: thinking rules
+    /// out a changed temperature or top_k, a top_p under 0.95 and forced tool use, needs at
+    /// least 1024 tokens, under max_tokens, and a final assistant turn that called tools must
+    /// open with thinking Claude signed.
+    pub fn claude_thinking_budget(&self) -> Option<u64> {
+        let budget = match self.thinking {
+            Some(Thinking::Budget(b)) => return Some(b),
+            Some(Thinking::Adaptive) => self.adaptive_budget(),
+            None => self.effort_budget()?,
+        };
+        let compatible = self.temperature.is_none_or(|t| t >= 1.0)
+            && self.top_k.is_none()
+            && self.top_p.is_none_or(|p| p >= 0.95)
+            && !matches!(
+                self.tool_choice,
+                Some(ToolChoice::Required | ToolChoice::Tool(_))
+            )
+            && !self.ends_with_unsigned_tool_turn();
+        if !compatible {
+            return None;
         }
+        match self.max_tokens {
+            None => Some(budget),
+            Some(max) => Some(budget.min(max.saturating_sub(1))).filter(|b| *b >= 1024),
+        }
+    }
+
+    /// Whether the final assistant turn (as formats whose turns alternate join it) called
+    /// tools without opening with signed thinking: a turn from another provider, or one whose
+    /// reasoning the caller did not send back. Claude refuses such a turn with thinking on.
+    fn ends_with_unsigned_tool_turn(&self) -> bool {
+        let mut turn: Vec<&Message> = Vec::new();
+        for m in self.messages.iter().rev() {
+            match m.role {
+                Role::System => {}
+                Role::Assistant => turn.push(m),
+                Role::User if turn.is_empty() => {}
+                Role::User => break,
+            }
+        }
+        let mut parts = turn.iter().rev().flat_map(|m| m.content.iter());
+        let calls = parts.clone().any(|p| matches!(p, Part::ToolCall(_)));
+        // What the encoders leave out does not open the turn: empty text, unsigned reasoning.
+        let first = parts.find(|p| match p {
+            Part::Text(t) => !t.is_empty(),
+            Part::Reasoning {
+                signature,
+                redacted,
+                ..
+            } => signature.is_some() || redacted.is_some(),
+            _ => true,
+        });
+        calls && !matches!(first, Some(Part::Reasoning { .. }))
+    }
+
+    /// The `reasoning_effort` to send an OpenAI-dialect backend serving `model`: the caller's
+    /// own OpenAI setting as it is; otherwise one from Anthropic's effort or thinking, but
+    /// only for OpenAI's reasoning models, since the others refuse the parameter and these
+    /// settings only tune deliberation (see [`is_openai_reasoning_model`]).
+    pub fn effort_for_openai(&self, model: &str) -> Option<String> {
+        if let Some(e) = &self.reasoning_effort {
+            return Some(e.clone());
+        }
+        if !is_openai_reasoning_model(model) {
+            return None;
+        }
+        if let Some(e) = &self.effort {
+            return Some(e.clone());
+        }
+        match self.thinking? {
+            Thinking::Budget(b) => Some(effort_for_budget(b).to_string()),
+            // The model's own default is what adaptive thinking without an effort means.
+            Thinking::Adaptive => None,
+        }
+    }
+
+    /// The system prompt and every [`Role::System`] turn, in order: what formats with one
+    /// system instruction (Anthropic as a backend, Gemini, Bedrock) fold into it.
+    pub fn folded_system(&self) -> impl Iterator<Item = &Part> {
+        self.system.iter().chain(
+            self.messages
+                .iter()
+                .filter(|m| m.role == Role::System)
+                .flat_map(|m| m.content.iter()),
+        )
     }
 }
 
-/// Who wrote a message. System text lives in [`Request::system`]; tool results are
-/// [`Part::ToolResult`]s inside a user message (Anthropic's shape, and the only one that keeps
-/// several results of one turn together).
+/// The thinking budget standing for an effort level (LiteLLM's scale).
+fn budget_for_effort(effort: &str) -> Option<u64> {
+    match effort {
+        "low" => Some(1024),
+        "medium" => Some(2048),
+        "high" | "xhigh" => Some(4096),
+        _ => None,
+    }
+}
+
+/// The effort level standing for a thinking budget, on the same scale.
+fn effort_for_budget(budget: u64) -> &'static str {
+    match budget {
+        0..=1024 => "low",
+        1025..=2048 => "medium",
+        _ => "high",
+    }
+}
+
+/// Whether `model` names one of OpenAI's reasoning models (`o1`, `o3`, `o4-mini`, `gpt-5` and
+/// their dated or sized variants, `codex-…`, `gpt-oss`), the models that take
+/// `reasoning_effort`; a `provider/` prefix (OpenRouter's style) is looked through. A model
+/// the gateway cannot recognise (an Azure deployment name, a fine-tune) is not one: a
+/// setting the caller did not address to OpenAI is then left out rather than risk a 400.
+pub fn is_openai_reasoning_model(model: &str) -> bool {
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let family = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '.']))
+    };
+    // `gpt-5-chat-latest` and its kin are the non-reasoning chat models.
+    (family("o1") || family("o3") || family("o4-mini") || family("gpt-oss"))
+        || (name.starts_with("gpt-5") && !name.contains("-chat"))
+        || name.starts_with("codex-")
+}
+
+/// Who wrote a message. Tool results are [`Part::ToolResult`]s inside a user message
+/// (Anthropic's shape, and the only one that keeps several results of one turn together).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// The caller (and tool results).
     User,
     /// The model.
     Assistant,
+    /// Instructions inside the conversation, after its first message (an OpenAI `system` or
+    /// `developer` message, a Responses system/developer item, an Anthropic `system` turn).
+    /// Leading ones go to [`Request::system`]. OpenAI backends get them in place; formats
+    /// with one system instruction fold them into it ([`Request::folded_system`]).
+    System,
 }
 
 /// One turn of the conversation.
@@ -188,9 +337,34 @@ pub enum ResponseFormat {
 
 /// Extended thinking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Thinking {
-    /// Tokens the model may spend thinking.
-    pub budget_tokens: u64,
+pub enum Thinking {
+    /// At most this many tokens (Anthropic `enabled` with `budget_tokens`).
+    Budget(u64),
+    /// As much as the model sees fit (Anthropic `adaptive`), guided by [`Request::effort`].
+    Adaptive,
+}
+
+/// What to do with a tool that runs on a provider's servers (Responses' `web_search`,
+/// `file_search` …) when no backend the gateway can call runs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnsupportedTools {
+    /// Leave it out of the request and name it in [`Request::dropped`]: the model answers
+    /// without it.
+    #[default]
+    Drop,
+    /// Refuse the request with a 400 naming the tool.
+    Reject,
+}
+
+/// The names of what a decoder left out of the caller's request (`context_management`,
+/// `cache_control`, `tools[5](web_search)` …), in the order met, each once. The gateway shows
+/// them in `x-switchyard-dropped` and the access log, so names are kept short and safe for a
+/// header: visible ASCII without commas, at most [`Dropped::MAX_NAME`] bytes, and at most
+/// [`Dropped::MAX_NAMES`] of them (a caller can send any number of unknown fields).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    names: Vec<String>,
+    more: bool,
 }
 
 /// Why generation stopped, in the gateway's terms.
@@ -316,6 +490,55 @@ pub enum TranslateError {
     },
 }
 
+// === impl Dropped ===
+
+impl Dropped {
+    /// The longest name kept (longer ones are cut).
+    pub const MAX_NAME: usize = 64;
+    /// The most names kept; more end [`Self::header_value`] with `...`.
+    pub const MAX_NAMES: usize = 16;
+
+    /// Notes that `name` was left out.
+    pub fn push(&mut self, name: &str) {
+        let clean: String = name
+            .chars()
+            .map(|c| match c {
+                '!'..='~' if c != ',' => c,
+                _ => '?',
+            })
+            .take(Self::MAX_NAME)
+            .collect();
+        if self.names.contains(&clean) {
+            return;
+        }
+        if self.names.len() == Self::MAX_NAMES {
+            self.more = true;
+            return;
+        }
+        self.names.push(clean);
+    }
+
+    /// The names, in the order they were met.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The names as one header value: `context_management, cache_control`, with a last
+    /// `...` when more were left out than are kept. Always a valid header value.
+    pub fn header_value(&self) -> String {
+        let mut s = self.names.join(", ");
+        if self.more {
+            s.push_str(", ...");
+        }
+        s
+    }
+}
+
 impl TranslateError {
     /// The parameter at fault.
     pub fn param(&self) -> &str {
@@ -364,8 +587,17 @@ pub fn joined_text(parts: &[Part]) -> String {
 
 /// The conversation for a format whose user and assistant turns must alternate (Anthropic,
 /// Gemini, Bedrock): a message whose role repeats joins the previous turn, which also keeps
-/// a turn's tool results together. Messages with nothing to send are left out.
-pub(crate) struct Turns(Vec<(Role, Vec<Value>)>);
+/// a turn's tool results together. Messages with nothing to send are left out, and so are
+/// [`Role::System`] turns: these formats fold them into their system instruction
+/// ([`Request::folded_system`]), so the user turns around one join up.
+pub(crate) struct Turns(Vec<(Side, Vec<Value>)>);
+
+/// A side of a [`Turns`] conversation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    User,
+    Assistant,
+}
 
 impl Turns {
     pub(crate) fn with_capacity(n: usize) -> Self {
@@ -373,12 +605,17 @@ impl Turns {
     }
 
     pub(crate) fn push(&mut self, role: Role, blocks: Vec<Value>) {
+        let side = match role {
+            Role::User => Side::User,
+            Role::Assistant => Side::Assistant,
+            Role::System => return,
+        };
         if blocks.is_empty() {
             return;
         }
         match self.0.last_mut() {
-            Some((r, last)) if *r == role => last.extend(blocks),
-            _ => self.0.push((role, blocks)),
+            Some((s, last)) if *s == side => last.extend(blocks),
+            _ => self.0.push((side, blocks)),
         }
     }
 
@@ -394,8 +631,8 @@ impl Turns {
                 .map(|(role, blocks)| {
                     let mut o = serde_json::Map::with_capacity(2);
                     let role = match role {
-                        Role::User => "user",
-                        Role::Assistant => assistant,
+                        Side::User => "user",
+                        Side::Assistant => assistant,
                     };
                     o.insert("role".into(), role.into());
                     o.insert(key.into(), Value::Array(blocks));

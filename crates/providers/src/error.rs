@@ -224,7 +224,14 @@ pub fn read_upstream_error(
 ) -> UpstreamError {
     match parse_upstream_error(body, aws_error_type) {
         Some((message, code)) => UpstreamError {
-            class: classify(status, code.as_deref()),
+            class: match classify(status, code.as_deref()) {
+                // OpenAI answers a restricted key's missing scope with a 401 whose message
+                // says so: the key may not do this, which says nothing of other requests.
+                UpstreamClass::KeyRejected if status == 401 && lacks_permission(&message) => {
+                    UpstreamClass::Caller
+                }
+                class => class,
+            },
             message,
             code,
             origin: ErrorOrigin::Provider,
@@ -238,13 +245,31 @@ pub fn read_upstream_error(
     }
 }
 
+/// Whether a provider's refusal says the key lacks a permission or scope (rather than being
+/// invalid): OpenAI's "You have insufficient permissions for this operation. Missing scopes:
+/// …", and the like.
+fn lacks_permission(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "insufficient permission",
+        "missing scope",
+        "permission denied",
+        "not have access",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
 /// What kind of failure an upstream error is, whatever the provider: what the retry and
 /// fallback logic acts on, and whose fault it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamClass {
-    /// The request was wrong; another attempt would fail the same way.
+    /// The request was wrong, or asked for something the key may not do (a model, an
+    /// operation or a scope it has no access to); another attempt would fail the same way,
+    /// and the key stays good for other requests.
     Caller,
-    /// The upstream refused the gateway's key (its own problem, not the caller's).
+    /// The upstream refused the gateway's key as invalid (its own problem, not the caller's):
+    /// it fails every request, whatever is asked.
     KeyRejected,
     /// A rate limit or quota of the upstream account.
     RateLimited,
@@ -257,11 +282,30 @@ pub enum UpstreamClass {
 /// Classifies an upstream error from its status and the code [`parse_openai_error`] found.
 /// The status decides, except where a provider's status says less than its code: Gemini
 /// refuses a bad key with 400.
+///
+/// A key is only ever called invalid ([`UpstreamClass::KeyRejected`]) by a 401 or by a code
+/// that says so (OpenAI's `invalid_api_key`, Anthropic's `authentication_error`, Gemini's
+/// `API_KEY_INVALID`, AWS's signature and token errors): that is what takes a key out of
+/// service. A 403, `permission_error`, `model_not_found` or `AccessDeniedException` says the
+/// key may not do what this request asks (another model may be fine), which a caller can
+/// provoke at will: it is the caller's error for that request, and no key is disabled for it
+/// (else one caller asking for a model the keys cannot use would disable the whole pool).
 pub fn classify(status: u16, code: Option<&str>) -> UpstreamClass {
     match code {
-        Some("API_KEY_INVALID" | "API_KEY_EXPIRED" | "API_KEY_SERVICE_BLOCKED") => {
-            return UpstreamClass::KeyRejected
-        }
+        Some(
+            "API_KEY_INVALID"
+            | "API_KEY_EXPIRED"
+            | "API_KEY_SERVICE_BLOCKED"
+            | "invalid_api_key"
+            | "authentication_error",
+        ) => return UpstreamClass::KeyRejected,
+        Some(
+            "permission_error"
+            | "permission_denied"
+            | "PERMISSION_DENIED"
+            | "model_not_found"
+            | "AccessDeniedException",
+        ) => return UpstreamClass::Caller,
         Some("RESOURCE_EXHAUSTED") => return UpstreamClass::RateLimited,
         // Bedrock's: the names say more than the statuses (a quota is a 400, a model still
         // loading a 429, a bad signature or unknown access key a 403).
@@ -287,7 +331,7 @@ pub fn classify(status: u16, code: Option<&str>) -> UpstreamClass {
         _ => {}
     }
     match status {
-        401 | 403 | 407 => UpstreamClass::KeyRejected,
+        401 | 407 => UpstreamClass::KeyRejected,
         429 => UpstreamClass::RateLimited,
         503 | 529 => UpstreamClass::Overloaded,
         500..=599 => UpstreamClass::Upstream,

@@ -49,8 +49,13 @@ impl WireUsage {
     /// In the gateway's terms.
     pub fn to_usage(self) -> Usage {
         Usage {
-            input_tokens: self.prompt_token_count + self.tool_use_prompt_token_count,
-            output_tokens: self.candidates_token_count + self.thoughts_token_count,
+            // The upstream's numbers: saturate rather than wrap (or panic) on absurd ones.
+            input_tokens: self
+                .prompt_token_count
+                .saturating_add(self.tool_use_prompt_token_count),
+            output_tokens: self
+                .candidates_token_count
+                .saturating_add(self.thoughts_token_count),
             cached_input_tokens: self.cached_content_token_count,
         }
     }

@@ -15,6 +15,8 @@ pub mod sse;
 pub mod transcode;
 
 #[cfg(test)]
+mod client_tests;
+#[cfg(test)]
 mod test_util;
 
 pub use error::{ErrorSource, OpenAiError};

@@ -298,11 +298,16 @@ pub struct ResponseInfo {
     pub usage: Option<Usage>,
     /// The first choice's finish reason.
     pub finish_reason: Option<String>,
+    /// The body is one well-formed JSON object and nothing else: what every non-streamed
+    /// answer of the format promises. A body that is not (cut short, an HTML page behind a
+    /// 200) is the upstream's failure, never relayed as a success.
+    pub well_formed: bool,
 }
 
 /// Reads usage and the first finish reason from a complete (non-streamed) OpenAI response,
 /// in one pass that decodes only those two values (see [`crate::scan`]): the generated text
-/// around them is skipped, not parsed.
+/// around them is skipped, not parsed, though checked, so the same pass also says whether
+/// the body is well-formed.
 pub fn inspect_response(body: &[u8]) -> ResponseInfo {
     let mut info = ResponseInfo::default();
     let mut c = scan::Cursor::new(body);
@@ -331,6 +336,7 @@ pub fn inspect_response(body: &[u8]) -> ResponseInfo {
             break;
         }
     }
+    info.well_formed = c.complete();
     info
 }
 

@@ -5,9 +5,12 @@
 //! The Responses API is never a backend format: every backend, OpenAI included, is called
 //! through its chat API, so the gateway stays stateless. That decides what can be served:
 //! `previous_response_id`, conversations, stored prompts and background responses need state
-//! the gateway does not keep, and built-in tools (web search, file search, computer use …)
-//! run on OpenAI's servers; all are refused with a 400 naming the parameter. `store` is
-//! accepted and every response says `"store": false`.
+//! the gateway does not keep; they are refused with a 400 naming the parameter. Hosted tools
+//! (web search, file search, code interpreter …) run on OpenAI's servers, which no backend
+//! call reaches: they are left out and named, or refused, as the route's
+//! [`UnsupportedTools`] policy says. Tools the caller runs itself are function tools, flat or
+//! grouped in a `namespace` (see [`names`]). `store` is accepted and every response says
+//! `"store": false`.
 //!
 //! Reasoning crosses turns as `reasoning` items. Anthropic's thinking signature (or its
 //! redacted thinking) must come back unchanged on the next turn, so it travels in the item's
@@ -22,9 +25,12 @@ use crate::{
 };
 
 mod convert;
+pub mod names;
 mod stream;
 
-pub use convert::{decode_request, encode_response, Decoded};
+pub use crate::chat::UnsupportedTools;
+pub use convert::{decode_request, decode_request_with, encode_response, Decoded};
+pub use names::ToolNames;
 pub use stream::StreamEncoder;
 
 /// `encrypted_content` prefix of a reasoning item carrying an Anthropic thinking signature.
@@ -32,15 +38,30 @@ pub(crate) const SIGNATURE_PREFIX: &str = "switchyard:signature:";
 /// `encrypted_content` prefix of a reasoning item carrying Anthropic redacted thinking.
 pub(crate) const REDACTED_PREFIX: &str = "switchyard:redacted:";
 
-/// The request settings a response object repeats back (`tools`, `tool_choice`,
-/// `instructions` …), taken from the request with the API's defaults filled in.
+/// What a response repeats back of its request: the settings (`tools`, `tool_choice`,
+/// `instructions` …, with the API's defaults filled in), and the caller's own names for the
+/// tools it declared in a namespace, so the calls the model makes come back under them.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Echo(Map<String, Value>);
+pub struct Echo {
+    settings: Map<String, Value>,
+    names: ToolNames,
+}
 
 impl Echo {
     /// What a request that sets nothing gets echoed.
     pub fn default_settings() -> Self {
         Self::from_request(&Map::new())
+    }
+
+    /// The echo naming calls back with `names`.
+    pub(crate) fn with_names(mut self, names: ToolNames) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The caller's `(namespace, name)` for a tool name the model used.
+    pub(crate) fn caller_name<'a>(&'a self, name: &'a str) -> (Option<&'a str>, &'a str) {
+        self.names.caller_name(name)
     }
 
     /// The fields echoed, with defaults for what the request left out.
@@ -76,7 +97,10 @@ impl Echo {
         m.insert("top_p".into(), get("top_p", Value::Null));
         m.insert("truncation".into(), get("truncation", json!("disabled")));
         m.insert("user".into(), get("user", Value::Null));
-        Echo(m)
+        Echo {
+            settings: m,
+            names: ToolNames::default(),
+        }
     }
 }
 
@@ -135,7 +159,7 @@ pub(crate) fn usage_json(u: &Usage) -> Value {
         "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
         "output_tokens": u.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": u.input_tokens + u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
     })
 }
 
@@ -172,7 +196,7 @@ impl ResponseObject<'_> {
         m.insert("output".into(), Value::Array(self.output));
         m.insert("previous_response_id".into(), Value::Null);
         m.insert("store".into(), false.into());
-        for (k, v) in &self.echo.0 {
+        for (k, v) in &self.echo.settings {
             m.insert(k.clone(), v.clone());
         }
         m.insert(

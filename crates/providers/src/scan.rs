@@ -8,8 +8,13 @@
 //! brackets outside strings, and only the wanted values are decoded, exactly (by
 //! `serde_json`, or for plain integers by [`plain_u64`]).
 //!
-//! The walk does not validate what it skips: a malformed document yields the members before
-//! the fault and then ends.
+//! The walk validates what it skips, in the same pass: string escapes and control characters,
+//! literals, numbers, and the commas, colons and brackets of every nested container (each
+//! token is checked where the old bracket-counting skip jumped over it, at about the same
+//! cost). A malformed document yields the members before the fault and then ends, and
+//! [`Cursor::complete`] says whether the document was one well-formed JSON value. It is not a
+//! full validator in two respects: UTF-8 is not checked (nor are lone surrogates in `\u`
+//! escapes), and nesting deeper than [`MAX_DEPTH`] counts as malformed.
 
 /// A position in a JSON document, walked forward one member or element at a time. A value
 /// can be skipped (its span returned) or entered, so a wanted field deep inside is reached in
@@ -123,6 +128,13 @@ impl<'a> Cursor<'a> {
         self.i == usize::MAX
     }
 
+    /// Whether the walk has passed a whole value and only whitespace follows: after walking a
+    /// document's top-level object to its end (the `key` that returned `None`), whether the
+    /// document was well-formed JSON.
+    pub fn complete(&self) -> bool {
+        !self.failed() && self.after_value && ws(self.b, self.i) == self.b.len()
+    }
+
     fn fault<T>(&mut self) -> Option<T> {
         self.i = usize::MAX;
         None
@@ -212,59 +224,172 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
     (k < tail.len()).then_some(j + k)
 }
 
-/// The end (past the closing quote) of the string opening at `i`.
+/// A mask with the high bit set in (at least) the lowest byte of `v` below `n` (`n` <= 128),
+/// exact in the same way as [`flag`].
+#[inline(always)]
+fn below(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(ONES * u64::from(n)) & !v & (ONES << 7)
+}
+
+/// The end (past the closing quote) of the string opening at `i`; `None` if it is not closed,
+/// holds a control character or has an escape JSON does not define.
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        let k = find(b, j, |v| flag(v, b'"') | flag(v, b'\\'))?;
-        if b[k] == b'"' {
-            return Some(k + 1);
+        let k = find(b, j, |v| flag(v, b'"') | flag(v, b'\\') | below(v, 0x20))?;
+        match b[k] {
+            b'"' => return Some(k + 1),
+            b'\\' => {
+                j = match *b.get(k + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => k + 2,
+                    b'u' if b.get(k + 2..k + 6)?.iter().all(u8::is_ascii_hexdigit) => k + 6,
+                    _ => return None,
+                }
+            }
+            // A control character, which must be escaped in a string.
+            _ => return None,
         }
-        j = k + 2; // the escaped byte, whatever it is, cannot end the string
     }
 }
 
-/// The next quote or bracket from `j`. Clearing bit 5 folds `{` onto `[` and `}` onto `]`
-/// (and no other byte onto either).
-fn structural(b: &[u8], j: usize) -> Option<usize> {
-    find(b, j, |v| {
-        let folded = v & !(ONES * 0x20);
-        flag(v, b'"') | flag(folded, b'[') | flag(folded, b']')
-    })
-}
+/// Deepest nesting a skipped value may have; deeper counts as malformed (`serde_json`
+/// refuses documents nested deeper than 128 by default, so no client could read them).
+pub const MAX_DEPTH: usize = 1024;
 
-/// The end of the value starting at `i`.
+/// The end of the well-formed JSON value starting at `i`, or `None`.
 fn value_end(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
+        b'{' | b'[' => container_end(b, i),
+        _ => scalar_end(b, i),
+    }
+}
+
+/// The end of the string, literal or number starting at `i`.
+fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+    let literal = |lit: &[u8]| b[i..].starts_with(lit).then_some(i + lit.len());
+    match *b.get(i)? {
         b'"' => string_end(b, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                j = structural(b, j)?;
-                match b[j] {
-                    b'"' => {
-                        j = string_end(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    _ => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                }
-                j += 1;
-            }
+        b't' => literal(b"true"),
+        b'f' => literal(b"false"),
+        b'n' => literal(b"null"),
+        _ => number_end(b, i),
+    }
+}
+
+/// The end of the number starting at `i`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match *b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += digits(i),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return None;
         }
-        // A number, `true`, `false` or `null`: up to the next delimiter.
-        _ => {
-            let n = b[i..]
-                .iter()
-                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(b.len() - i);
-            (n > 0).then_some(i + n)
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    Some(i)
+}
+
+/// The end of the object or array opening at `i`, every token inside checked: one pass,
+/// iterative (a bit per open container says whether it is an object), so a deep document
+/// cannot exhaust the stack.
+fn container_end(b: &[u8], i: usize) -> Option<usize> {
+    enum Next {
+        /// `b[j]` opens a container.
+        Open,
+        /// A member (object) or element (array) starts at `b[j]`.
+        Member,
+        /// A value ended before `j`: a comma or the container's end comes next.
+        AfterValue,
+        /// `b[j]` closes the innermost container.
+        Close,
+    }
+    let mut objects = [0u64; MAX_DEPTH / 64];
+    let mut depth = 0usize;
+    let is_object = |objects: &[u64], depth: usize| {
+        let d = depth - 1;
+        objects[d / 64] & (1 << (d % 64)) != 0
+    };
+    let mut j = i;
+    let mut next = Next::Open;
+    loop {
+        match next {
+            Next::Open => {
+                if depth == MAX_DEPTH {
+                    return None;
+                }
+                let object = b[j] == b'{';
+                let (word, bit) = (depth / 64, 1u64 << (depth % 64));
+                if object {
+                    objects[word] |= bit;
+                } else {
+                    objects[word] &= !bit;
+                }
+                depth += 1;
+                j = ws(b, j + 1);
+                let close = if object { b'}' } else { b']' };
+                next = if b.get(j) == Some(&close) {
+                    Next::Close
+                } else {
+                    Next::Member
+                };
+            }
+            Next::Member => {
+                if is_object(&objects, depth) {
+                    if b.get(j) != Some(&b'"') {
+                        return None;
+                    }
+                    j = ws(b, string_end(b, j)?);
+                    if b.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j = ws(b, j + 1);
+                }
+                next = match *b.get(j)? {
+                    b'{' | b'[' => Next::Open,
+                    _ => {
+                        j = scalar_end(b, j)?;
+                        Next::AfterValue
+                    }
+                };
+            }
+            Next::AfterValue => {
+                j = ws(b, j);
+                next = match (*b.get(j)?, is_object(&objects, depth)) {
+                    (b',', _) => {
+                        j = ws(b, j + 1);
+                        Next::Member
+                    }
+                    (b'}', true) | (b']', false) => Next::Close,
+                    _ => return None,
+                };
+            }
+            Next::Close => {
+                depth -= 1;
+                j += 1;
+                if depth == 0 {
+                    return Some(j);
+                }
+                next = Next::AfterValue;
+            }
         }
     }
 }
@@ -385,6 +510,120 @@ mod tests {
         assert!(c.enter(b'{') && c.key().is_some() && c.value().is_some());
         assert_eq!(c.key(), None);
         assert!(c.failed());
+    }
+
+    /// Walks `doc` as a top-level object, skipping every value, as the inspect functions do.
+    fn well_formed(doc: &[u8]) -> bool {
+        let mut c = Cursor::new(doc);
+        if !c.enter(b'{') {
+            return false;
+        }
+        while c.key().is_some() {
+            if c.value().is_none() {
+                break;
+            }
+        }
+        c.complete()
+    }
+
+    /// What `serde_json` says of `doc` as a top-level object.
+    fn serde_says(doc: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(doc).is_ok()
+    }
+
+    #[test]
+    fn the_walk_tells_well_formed_documents_from_malformed_ones() {
+        let good: &[&[u8]] = &[
+            br#"{}"#,
+            br#" { "a" : [ 1 , -2.5e+3 , 0 , true , false , null , "x\"\\\/\b\f\n\r\t\u00e9" , { } , [ ] ] } "#,
+            br#"{"a":{"b":{"c":[[[]]]}},"d":"\u0041"}"#,
+            br#"{"n":-0.0,"m":1E9,"k":12}"#,
+        ];
+        for doc in good {
+            assert!(well_formed(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(serde_says(doc));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"[]",
+            b"null",
+            b"{",
+            br#"{"a":1"#,
+            br#"{"a":1}x"#,
+            br#"{"a":1}{}"#,
+            br#"{"a":tru}"#,
+            br#"{"a":[1,,2]}"#,
+            br#"{"a":[1,]}"#,
+            br#"{"a":{"b" 1}}"#,
+            br#"{"a":{"b":1,}}"#,
+            br#"{"a":[1}]}"#,
+            br#"{"a":{"b":1]}"#,
+            br#"{"a":01}"#,
+            br#"{"a":1.}"#,
+            br#"{"a":1e}"#,
+            br#"{"a":-}"#,
+            br#"{"a":+1}"#,
+            br#"{"a":"\x"}"#,
+            br#"{"a":"\u12"}"#,
+            b"{\"a\":\"tab\there\"}",
+            br#"{"a":[{"b":"c"}]"#,
+            br#"{"a" "b"}"#,
+        ];
+        for doc in bad {
+            assert!(!well_formed(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(!serde_says(doc), "{}", String::from_utf8_lossy(doc));
+        }
+        // Too deep to follow is malformed; deep but within reach is not.
+        let deep = |n: usize| {
+            [
+                b"{\"a\":".as_slice(),
+                &b"[".repeat(n),
+                &b"]".repeat(n),
+                b"}",
+            ]
+            .concat()
+        };
+        assert!(well_formed(&deep(MAX_DEPTH)));
+        assert!(!well_formed(&deep(MAX_DEPTH + 1)));
+    }
+
+    #[test]
+    fn the_walk_agrees_with_serde_json_on_mutated_documents() {
+        let base: &[&[u8]] = &[
+            br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"say \"hi\" {[}]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}"#,
+            br#"{"type":"message","content":[{"type":"text","text":"a\nb"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2},"x":[1.5,-3e2,true,false,null]}"#,
+        ];
+        // Bytes a mutation may write: every structural character and some that are not.
+        let alphabet = b"{}[]\",:\\ 01-.eE+tfnuxa\t\n";
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut checked = 0;
+        for doc in base {
+            for _ in 0..20_000 {
+                let mut d = doc.to_vec();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..d.len());
+                    match rng.u8(..3) {
+                        0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+                        1 => {
+                            d.remove(at);
+                        }
+                        _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                    }
+                }
+                // `serde_json` refuses lone surrogates, which the walk does not look for.
+                if d.windows(3).any(|w| w == br"\ud" || w == br"\uD") {
+                    continue;
+                }
+                assert_eq!(
+                    well_formed(&d),
+                    serde_says(&d),
+                    "{}",
+                    String::from_utf8_lossy(&d)
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30_000);
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Transcoder {
     /// A start event has gone to the encoder.
     started: bool,
     done: bool,
+    /// The upstream said its answer was complete: a finish reason, or its end-of-stream
+    /// event (`[DONE]`, `message_stop`).
+    complete: bool,
     /// The model named when the upstream's stream names none.
     model: Option<String>,
 }
@@ -136,6 +139,7 @@ impl Transcoder {
             events: Vec::with_capacity(4),
             started: false,
             done: false,
+            complete: false,
             model: None,
         }
     }
@@ -165,11 +169,23 @@ impl Transcoder {
             Decoder::Gemini(d) => d.decode(data, &mut self.events),
             Decoder::Bedrock(d) => d.decode(data, &mut self.events),
         }
+        self.complete |= self
+            .events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Finish { .. } | StreamEvent::Done));
         self.flush(out)
     }
 
+    /// Whether the upstream said its answer was complete (a finish reason, or its
+    /// end-of-stream event). A stream that ends without it was cut short: the caller must
+    /// get an error (see [`Self::error`]), not an ending [`Self::finish`] would make up.
+    pub fn upstream_complete(&self) -> bool {
+        self.complete
+    }
+
     /// The upstream ended: closes the caller's stream properly if the upstream did not
-    /// (some OpenAI-dialect servers end without `[DONE]`).
+    /// (some OpenAI-dialect servers end without `[DONE]`, Gemini never sends an end event).
+    /// Only for an upstream that finished its answer (see [`Self::upstream_complete`]).
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Observed {
         if !self.done {
             self.events.push(StreamEvent::Done);
@@ -309,12 +325,28 @@ pub fn request(
     body: &[u8],
     upstream_model: &str,
 ) -> Result<Vec<u8>, TranslateError> {
-    let req = match from {
-        Format::OpenAiChat => openai::chat::decode_request(body, target)?,
-        Format::Anthropic => anthropic::decode_request(body, target)?,
-        Format::Responses => responses::decode_request(body)?.request,
-    };
-    encode_request(&req, to, dialect, upstream_model)
+    encode_request(
+        &decode_request(from, target, body)?,
+        to,
+        dialect,
+        upstream_model,
+    )
+}
+
+/// Decodes a request in the caller's format `from` into the chat model, for translation to a
+/// backend of provider `target` (named in errors only: what decodes for one backend decodes
+/// for all, so the result may serve every target of a request). What it left out is in its
+/// [`chat::Request::dropped`]; a Responses request's hosted tools are left out too.
+pub fn decode_request(
+    from: Format,
+    target: &'static str,
+    body: &[u8],
+) -> Result<chat::Request, TranslateError> {
+    match from {
+        Format::OpenAiChat => openai::chat::decode_request(body, target),
+        Format::Anthropic => anthropic::decode_request(body, target),
+        Format::Responses => Ok(responses::decode_request(body)?.request),
+    }
 }
 
 /// Encodes an already decoded request in `to` for `upstream_model`.

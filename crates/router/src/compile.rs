@@ -507,7 +507,7 @@ fn build_backend(
     let dur =
         |v: &Option<String>, field: &str| -> Result<Option<std::time::Duration>, FieldError> {
             v.as_deref()
-                .map(parse_duration)
+                .map(|v| parse_duration(v).map(capped))
                 .transpose()
                 .map_err(|e| field_err(field, Reason::InvalidDuration, e.to_string()))
         };
@@ -787,7 +787,7 @@ fn compile_route(
         .as_ref()
         .and_then(|r| r.backoff.as_deref())
         .and_then(|b| parse_duration(b).ok())
-        .unwrap_or(Retry::DEFAULT.backoff);
+        .map_or(Retry::DEFAULT.backoff, capped);
     let retry = spec
         .retry
         .as_ref()
@@ -799,14 +799,32 @@ fn compile_route(
         targets,
         fallbacks,
         retry,
-        timeout: spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()),
+        timeout: spec
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .map(capped),
         strategy: spec.strategy.unwrap_or(Strategy::Weighted),
         budget: Default::default(),
     })
 }
 
+/// The longest duration a configured timeout or back-off takes effect with (24 h).
+///
+/// The data plane adds these to `Instant`s (deadlines, back-off wake-ups), which panics on
+/// overflow: `total: 999999999h` is accepted by the duration syntax, so it is capped here,
+/// once, rather than trusted at every addition. Nothing sensible waits longer.
+pub const MAX_CONFIGURED_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn capped(d: std::time::Duration) -> std::time::Duration {
+    d.min(MAX_CONFIGURED_DURATION)
+}
+
 fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
-    let mut consumers = Consumers::default();
+    let mut consumers = Consumers {
+        configured: !ctx.resources.consumers.is_empty(),
+        ..Consumers::default()
+    };
     let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.iter().collect();
     objs.sort_by_key(|c| ns_name(*c));
     for obj in objs {

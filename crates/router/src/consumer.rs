@@ -47,6 +47,9 @@ pub struct Consumers {
     pub(crate) by_digest: HashMap<[u8; 32], usize>,
     /// Keyed by the Kubernetes username, `system:serviceaccount:<namespace>:<name>`.
     pub(crate) by_service_account: HashMap<String, usize>,
+    /// Whether any AIConsumer resource exists, valid or not. Once one does, the gateway
+    /// requires a key: a consumer whose Secret went missing must not open the door.
+    pub(crate) configured: bool,
 }
 
 /// The username the API server gives a ServiceAccount's tokens.
@@ -62,10 +65,17 @@ pub fn digest(key: &[u8]) -> [u8; 32] {
 // === impl Consumers ===
 
 impl Consumers {
-    /// True when any consumer holds a key or a ServiceAccount: then every request must
-    /// present one.
+    /// True when any AIConsumer resource exists, valid or not, or any consumer holds a key or
+    /// a ServiceAccount: then every request must present a valid one. Fails closed: when the
+    /// last keyed consumer becomes invalid (its Secret deleted, a typo in its key reference),
+    /// nobody gets in, instead of everybody.
     pub fn auth_required(&self) -> bool {
-        !self.by_digest.is_empty() || !self.by_service_account.is_empty()
+        self.configured || !self.by_digest.is_empty() || !self.by_service_account.is_empty()
+    }
+
+    /// Whether any AIConsumer resource was given to the compiler, valid or not.
+    pub fn configured(&self) -> bool {
+        self.configured
     }
 
     /// True when some consumer accepts ServiceAccount tokens.

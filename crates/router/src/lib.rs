@@ -10,7 +10,7 @@ mod sign;
 pub mod state;
 mod table;
 
-pub use compile::{compile, Compiled, Diagnostic, Severity};
+pub use compile::{compile, Compiled, Diagnostic, Severity, MAX_CONFIGURED_DURATION};
 pub use consumer::{Consumer, Consumers};
 pub use egress::{Egress, Proxy};
 pub use handle::TableHandle;

@@ -33,6 +33,15 @@ pub const BASE_EJECTION: Duration = Duration::from_secs(5);
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// Time constant of the peak-EWMA latency estimate.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Longest a key rests on the upstream's word (Retry-After, a rate-limit reset): an upstream
+/// cannot take a key out for years, nor overflow the clock, with a huge value.
+pub const MAX_KEY_REST: Duration = Duration::from_secs(24 * 3600);
+/// First time a key the upstream refused as invalid stays out of service; doubled for each
+/// further refusal without a success between, up to [`MAX_KEY_DISABLE`]. After it the key is
+/// tried again (a probe): a key fixed upstream, or refused by mistake, comes back by itself.
+pub const BASE_KEY_DISABLE: Duration = Duration::from_secs(60);
+/// Longest a refused key stays out before it is tried again.
+pub const MAX_KEY_DISABLE: Duration = Duration::from_secs(30 * 60);
 
 /// Health and load of one backend, shared by every table that contains it.
 #[derive(Debug, Default)]
@@ -195,8 +204,11 @@ impl BackendState {
 pub struct KeyState {
     /// `now_ms()` until which the key rests after a 429 or a drained rate limit; 0 = never.
     resting_until: AtomicU64,
-    /// Set when the upstream refused the key (401/403); it stays out until the key changes.
-    disabled: AtomicBool,
+    /// `now_ms()` until which the key is out of service because the upstream refused it as
+    /// invalid; 0 = never disabled. Past it the key is tried again.
+    disabled_until: AtomicU64,
+    /// Refusals since the key last served a request: grows the disable period.
+    disables: AtomicU32,
     reason: Mutex<Option<String>>,
     /// Share of the upstream's rate limit left, in per-mille, from its headers (1000 = all).
     headroom_permille: AtomicU32,
@@ -224,6 +236,9 @@ pub struct KeyReport {
     /// Seconds until a resting key is used again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resting_for_secs: Option<u64>,
+    /// Seconds until a disabled key is tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_for_secs: Option<u64>,
     /// Why a key is disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -235,7 +250,8 @@ impl Default for KeyState {
     fn default() -> Self {
         KeyState {
             resting_until: AtomicU64::new(0),
-            disabled: AtomicBool::new(false),
+            disabled_until: AtomicU64::new(0),
+            disables: AtomicU32::new(0),
             reason: Mutex::new(None),
             headroom_permille: AtomicU32::new(1000),
         }
@@ -249,14 +265,22 @@ impl KeyState {
 
     /// Usable now.
     pub fn is_available(&self) -> bool {
-        // A key that never rested needs no clock read (one per key and pick otherwise).
-        let until = self.resting_until();
-        !self.disabled.load(Ordering::Acquire) && (until == 0 || until <= now_ms())
+        // A key that never rested nor was disabled needs no clock read (one per key and pick
+        // otherwise).
+        let until = self.resting_until().max(self.disabled_until());
+        until == 0 || until <= now_ms()
     }
 
-    /// Disabled for good (until the key changes).
+    /// Out of service now because the upstream refused it (until its disable period ends,
+    /// or the key changes).
     pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Acquire)
+        let until = self.disabled_until();
+        until != 0 && now_ms() < until
+    }
+
+    /// `now_ms()` until which the key is disabled (0 or past = not disabled).
+    pub fn disabled_until(&self) -> u64 {
+        self.disabled_until.load(Ordering::Acquire)
     }
 
     /// `now_ms()` until which the key rests (0 or past = not resting).
@@ -264,18 +288,51 @@ impl KeyState {
         self.resting_until.load(Ordering::Acquire)
     }
 
-    /// Rests the key for `d` (after a 429, for its Retry-After).
+    /// Rests the key for `d` (after a 429, for its Retry-After), at most [`MAX_KEY_REST`].
     pub fn rest(&self, d: Duration) {
-        let until = now_ms() + d.as_millis() as u64;
+        let ms = d.min(MAX_KEY_REST).as_millis() as u64;
+        let until = now_ms().saturating_add(ms);
         self.resting_until.fetch_max(until, Ordering::AcqRel);
     }
 
-    /// Takes the key out: the upstream refused it.
-    pub fn disable(&self, reason: String) {
-        self.disabled.store(true, Ordering::Release);
+    /// Takes the key out of service: the upstream refused it as invalid. It is tried again
+    /// after [`BASE_KEY_DISABLE`], doubled for each refusal in a row up to
+    /// [`MAX_KEY_DISABLE`]. Returns the period when the key was in service until now, and
+    /// `None` when it already was out (requests that took it before it was disabled, or
+    /// probes that raced, do not stretch the period nor report it twice).
+    pub fn disable(&self, reason: String) -> Option<Duration> {
+        let now = now_ms();
+        let until = self.disabled_until();
+        if until != 0 && now < until {
+            return None;
+        }
+        let n = self.disables.fetch_add(1, Ordering::AcqRel).min(16);
+        let period = BASE_KEY_DISABLE.saturating_mul(1 << n).min(MAX_KEY_DISABLE);
+        let next = now.saturating_add(period.as_millis() as u64);
+        if self
+            .disabled_until
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Another refusal disabled it meanwhile: that one counts, not this.
+            self.disables.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         if let Ok(mut r) = self.reason.lock() {
             *r = Some(reason);
         }
+        Some(period)
+    }
+
+    /// Records that the key served a request. True when it had been disabled: it is back in
+    /// service (and its next refusal starts again from [`BASE_KEY_DISABLE`]).
+    pub fn on_success(&self) -> bool {
+        // One load on the common path: a key never refused.
+        if self.disables.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.disabled_until.store(0, Ordering::Release);
+        self.disables.swap(0, Ordering::AcqRel) != 0
     }
 
     /// Relative weight multiplier in per-mille from the last rate-limit headers: keys running
@@ -290,8 +347,11 @@ impl KeyState {
             if remaining == 0 {
                 self.rest(hint.reset_after.unwrap_or(Duration::from_secs(1)));
             }
+            // In u128: the upstream's numbers may be anything up to u64::MAX.
             let permille = match hint.limit {
-                Some(limit) if limit > 0 => ((remaining.min(limit) * 1000) / limit) as u32,
+                Some(limit) if limit > 0 => {
+                    (u128::from(remaining.min(limit)) * 1000 / u128::from(limit)) as u32
+                }
                 _ => 1000,
             };
             // Never below 5%: a key with a little left is still better than none.
@@ -305,17 +365,23 @@ impl KeyState {
         let now = now_ms();
         let until = self.resting_until();
         let reason = self.reason.lock().ok().and_then(|r| r.clone());
-        let (state, resting_for_secs) = if self.is_disabled() {
-            ("disabled", None)
+        let disabled_until = self.disabled_until();
+        let (state, resting_for_secs, disabled_for_secs) = if disabled_until > now {
+            (
+                "disabled",
+                None,
+                Some((disabled_until - now).div_ceil(1000)),
+            )
         } else if until > now {
-            ("resting", Some((until - now).div_ceil(1000)))
+            ("resting", Some((until - now).div_ceil(1000)), None)
         } else {
-            ("healthy", None)
+            ("healthy", None, None)
         };
         KeyReport {
             index,
             state,
             resting_for_secs,
+            disabled_for_secs,
             reason: if state == "disabled" { reason } else { None },
         }
     }
@@ -385,9 +451,9 @@ impl RetryBudget {
     pub fn try_withdraw(&self) -> bool {
         let (ratio, floor) = (self.ratio, self.floor);
         self.with_window(|w| {
-            let requests = w.requests[0] + w.requests[1];
-            let retries = w.retries[0] + w.retries[1];
-            let allowed = (f64::from(requests) * ratio) as u32 + floor;
+            let requests = w.requests[0].saturating_add(w.requests[1]);
+            let retries = w.retries[0].saturating_add(w.retries[1]);
+            let allowed = ((f64::from(requests) * ratio) as u32).saturating_add(floor);
             if retries < allowed {
                 w.retries[1] += 1;
                 true
@@ -524,6 +590,17 @@ fn rfc3339_until(v: &str) -> Option<Duration> {
     let mut t = time.split(':').map(|p| p.parse::<i64>());
     let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
     // Days from civil (Howard Hinnant's algorithm).
+    // The upstream's timestamp: any field may be absurd, and the arithmetic below must not
+    // overflow on it. Out-of-range fields are not a time at all.
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
+        return None;
+    }
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -619,6 +696,32 @@ mod tests {
     }
 
     #[test]
+    fn a_disabled_key_is_tried_again_after_a_growing_cool_down() {
+        let k = KeyState::new();
+        assert!(!k.on_success(), "a key never refused is not restored");
+        assert_eq!(k.disable("401".into()), Some(BASE_KEY_DISABLE));
+        assert!(k.is_disabled() && !k.is_available());
+        assert_eq!(k.report(0).disabled_for_secs, Some(60));
+        // Requests that took the key before it was disabled do not stretch the period.
+        assert_eq!(k.disable("401".into()), None);
+        // The period passes: the key is tried again; refused again, it stays out longer.
+        k.disabled_until.store(1, Ordering::Release);
+        assert!(k.is_available() && !k.is_disabled());
+        assert_eq!(k.report(0).state, "healthy");
+        assert_eq!(k.disable("401".into()), Some(BASE_KEY_DISABLE * 2));
+        for _ in 0..10 {
+            k.disabled_until.store(1, Ordering::Release);
+            k.disable("401".into());
+        }
+        assert!(k.report(0).disabled_for_secs.unwrap() <= MAX_KEY_DISABLE.as_secs());
+        // A success after the period brings it back, and the next refusal starts over.
+        k.disabled_until.store(1, Ordering::Release);
+        assert!(k.on_success());
+        assert!(!k.on_success());
+        assert_eq!(k.disable("401".into()), Some(BASE_KEY_DISABLE));
+    }
+
+    #[test]
     fn budget_allows_floor_plus_ratio() {
         let b = RetryBudget::default();
         for _ in 0..100 {
@@ -626,6 +729,51 @@ mod tests {
         }
         let granted = (0..100).filter(|_| b.try_withdraw()).count();
         assert_eq!(granted, 10 + 20);
+    }
+
+    #[test]
+    fn upstream_numbers_never_overflow_key_state() {
+        // Rate-limit headers with the largest numbers an upstream could send.
+        for (remaining, limit, permille) in [
+            (u64::MAX, u64::MAX, 1000),
+            (u64::MAX / 2, u64::MAX, 499),
+            (u64::from(u32::MAX), u64::MAX, 50),
+            (1, u64::from(u32::MAX), 50),
+            (u64::MAX, 10, 1000),
+        ] {
+            let k = KeyState::new();
+            k.observe_rate_limit(RateLimitHint {
+                remaining: Some(remaining),
+                limit: Some(limit),
+                reset_after: Some(Duration::MAX),
+            });
+            assert_eq!(k.headroom_permille(), permille, "{remaining}/{limit}");
+        }
+        // A Retry-After of "forever" rests the key for a day at most.
+        for d in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX / 1000 + 1),
+            MAX_KEY_REST * 2,
+        ] {
+            let k = KeyState::new();
+            k.rest(d);
+            let secs = k.report(0).resting_for_secs.unwrap();
+            assert!(
+                secs <= MAX_KEY_REST.as_secs() && secs > MAX_KEY_REST.as_secs() - 60,
+                "{d:?}: {secs}"
+            );
+        }
+        // Timestamps far outside any calendar are not a time.
+        for v in [
+            "99999999999999-01-01T00:00:00Z",
+            "-9223372036854775808-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T9223372036854775807:00:00Z",
+            "2026-01-01T00:00:99Z",
+        ] {
+            assert_eq!(rfc3339_until(v), None, "{v}");
+        }
+        assert!(rfc3339_until("2099-12-31T23:59:60Z").is_some());
     }
 
     #[test]
@@ -733,7 +881,11 @@ pub struct Taken {
 /// how much of it still overlaps the last 60 s, plus the current one.
 fn sliding(prev: u64, cur: u64, into_window_ms: u64) -> u64 {
     let overlap = LIMIT_WINDOW_MS.saturating_sub(into_window_ms);
-    prev * overlap / LIMIT_WINDOW_MS + cur
+    // In u128: counts reserved from clients' `max_tokens` may be near u64::MAX.
+    let weighted = u128::from(prev) * u128::from(overlap) / u128::from(LIMIT_WINDOW_MS);
+    u64::try_from(weighted)
+        .unwrap_or(u64::MAX)
+        .saturating_add(cur)
 }
 
 // === impl ConsumerState ===
@@ -782,25 +934,27 @@ impl ConsumerState {
             remaining: limit.saturating_sub(used),
             reset,
         };
+        // Every sum saturates: `tokens` comes from the client's `max_tokens`, and a sum
+        // that wrapped would look small and slip past the limit.
         if let Some(limit) = requests_per_minute {
-            if req_used + 1 > limit {
+            if req_used.saturating_add(1) > limit {
                 return Err(LimitExceeded::Requests(status(limit, req_used)));
             }
         }
         if let Some(limit) = tokens_per_minute {
             // A request larger than the whole limit could never pass; let it through an
             // empty window rather than refuse it forever.
-            if tok_used > 0 && tok_used + tokens > limit {
+            if tok_used > 0 && tok_used.saturating_add(tokens) > limit {
                 return Err(LimitExceeded::Tokens(status(limit, tok_used)));
             }
         }
-        s.requests[1] += 1;
-        s.tokens[1] += tokens;
+        s.requests[1] = s.requests[1].saturating_add(1);
+        s.tokens[1] = s.tokens[1].saturating_add(tokens);
         Ok(Taken {
             window,
             tokens,
-            requests: requests_per_minute.map(|l| status(l, req_used + 1)),
-            token_status: tokens_per_minute.map(|l| status(l, tok_used + tokens)),
+            requests: requests_per_minute.map(|l| status(l, req_used.saturating_add(1))),
+            token_status: tokens_per_minute.map(|l| status(l, tok_used.saturating_add(tokens))),
         })
     }
 
@@ -814,7 +968,10 @@ impl ConsumerState {
         } else {
             return;
         };
-        s.tokens[slot] = (s.tokens[slot] + actual).saturating_sub(taken.tokens);
+        // `actual` is the upstream's usage and `taken.tokens` the client's `max_tokens`: any
+        // numbers. Exact in i128, then clamped to the counter's range.
+        let corrected = i128::from(s.tokens[slot]) + i128::from(actual) - i128::from(taken.tokens);
+        s.tokens[slot] = u64::try_from(corrected.max(0)).unwrap_or(u64::MAX);
     }
 
     /// Spend so far in `period` (an opaque period id), in micro-USD.
@@ -834,13 +991,17 @@ impl ConsumerState {
             s.spend_period = period;
             s.spend_micro_usd = 0;
         }
-        s.spend_micro_usd += entry.micro_usd;
+        // Usage and spend derive from the upstream's numbers: saturate, never wrap to a small
+        // spend that would reopen a spent budget.
+        s.spend_micro_usd = s.spend_micro_usd.saturating_add(entry.micro_usd);
         let e = s.ledger.entry((day, model.clone())).or_default();
-        e.requests += entry.requests;
-        e.input_tokens += entry.input_tokens;
-        e.output_tokens += entry.output_tokens;
-        e.cached_input_tokens += entry.cached_input_tokens;
-        e.micro_usd += entry.micro_usd;
+        e.requests = e.requests.saturating_add(entry.requests);
+        e.input_tokens = e.input_tokens.saturating_add(entry.input_tokens);
+        e.output_tokens = e.output_tokens.saturating_add(entry.output_tokens);
+        e.cached_input_tokens = e
+            .cached_input_tokens
+            .saturating_add(entry.cached_input_tokens);
+        e.micro_usd = e.micro_usd.saturating_add(entry.micro_usd);
         // Keep about two months of days.
         if s.ledger.len() > 4096 {
             let oldest_kept = day.saturating_sub(62);
@@ -945,6 +1106,77 @@ mod consumer_tests {
         // A request larger than the limit still passes an empty window.
         let fresh = ConsumerState::default();
         assert!(fresh.try_take(t, None, Some(100), 5000).is_ok());
+    }
+
+    #[test]
+    fn client_and_upstream_numbers_never_overflow_the_limiter() {
+        let t = 7 * LIMIT_WINDOW_MS + 30_000;
+        for limit in [1_000, u64::from(u32::MAX), u64::MAX - 1] {
+            let s = ConsumerState::default();
+            // A `max_tokens` of u64::MAX passes an empty window (like any request larger
+            // than the limit) and fills it: nothing more fits, however small.
+            let a = s
+                .try_take(t, Some(u64::MAX), Some(limit), u64::MAX)
+                .unwrap();
+            assert_eq!(a.token_status.unwrap().remaining, 0);
+            assert!(
+                matches!(
+                    s.try_take(t, Some(u64::MAX), Some(limit), 1),
+                    Err(LimitExceeded::Tokens(_))
+                ),
+                "limit {limit}"
+            );
+            // The upstream reports absurd usage: settled without wrapping.
+            s.settle_tokens(&a, u64::MAX);
+            // Half-way through the next window, half of a u64::MAX window still counts: more
+            // than any limit below u64::MAX / 2.
+            let next = t + LIMIT_WINDOW_MS;
+            let half_way = s.try_take(next, None, Some(limit), 1);
+            if limit < u64::MAX / 2 {
+                assert!(
+                    matches!(half_way, Err(LimitExceeded::Tokens(_))),
+                    "limit {limit}"
+                );
+            }
+            // Two windows on, it is forgotten.
+            assert!(s
+                .try_take(next + 2 * LIMIT_WINDOW_MS, None, Some(limit), 1)
+                .is_ok());
+        }
+        // Request counts saturate too.
+        let s = ConsumerState::default();
+        {
+            let mut inner = s.lock();
+            inner.window = t / LIMIT_WINDOW_MS;
+            inner.requests = [u64::MAX, u64::MAX];
+        }
+        assert!(matches!(
+            s.try_take(t, Some(u64::MAX - 1), None, 0),
+            Err(LimitExceeded::Requests(_))
+        ));
+        // At the top of the range it stays there rather than wrapping to an empty window.
+        let _ = s.try_take(t, None, None, u64::MAX);
+        assert_eq!(s.lock().requests[1], u64::MAX);
+        assert_eq!(sliding(u64::MAX, u64::MAX, 0), u64::MAX);
+        assert_eq!(sliding(u64::MAX, 0, LIMIT_WINDOW_MS / 2), u64::MAX / 2);
+    }
+
+    #[test]
+    fn spend_and_ledger_saturate() {
+        let model: Arc<str> = Arc::from("m");
+        let s = ConsumerState::default();
+        let huge = LedgerEntry {
+            requests: u64::MAX,
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            cached_input_tokens: u64::MAX,
+            micro_usd: u64::MAX,
+        };
+        s.record(1, 1, &model, huge);
+        s.record(1, 1, &model, huge);
+        // Never wraps to a small spend that would reopen a spent budget.
+        assert_eq!(s.spend(1), u64::MAX);
+        assert_eq!(s.ledger()[0].2, huge);
     }
 
     #[test]

@@ -293,10 +293,16 @@ pub enum KeyChoice<'a> {
     None,
     /// This key.
     Key(&'a UpstreamKey),
-    /// Every key is resting or disabled; the earliest rest ends in this long (`None` when all
-    /// are disabled).
+    /// Every key is resting or disabled; the first is usable again in this long.
     Exhausted(Option<Duration>),
 }
+
+/// What redacted text shows where a key was.
+pub const REDACTED: &str = "[redacted]";
+
+/// Keys shorter than this are not looked for in text: they would match ordinary words (and
+/// no provider issues keys that short).
+const MIN_REDACTED_LEN: usize = 4;
 
 // === impl UpstreamKey ===
 
@@ -305,6 +311,56 @@ impl UpstreamKey {
     pub fn state(&self) -> &Arc<KeyState> {
         self.state.get_or_init(|| Arc::new(KeyState::default()))
     }
+
+    /// The secret as configured: the header value without its `Bearer ` scheme. Only for
+    /// finding it in text to redact; it never leaves this crate.
+    fn secret(&self) -> &[u8] {
+        let v = self.header.as_bytes();
+        if self.name == http::header::AUTHORIZATION {
+            v.strip_prefix(b"Bearer ").unwrap_or(v)
+        } else {
+            v
+        }
+    }
+
+    /// The forms of the key an upstream may quote back: the key itself (which covers
+    /// `Bearer <key>` and any other wrapping) and its base64, standard and URL-safe, without
+    /// padding (which covers the padded forms but for their `=`).
+    fn needles(&self) -> [Vec<u8>; 3] {
+        use base64::Engine as _;
+        let secret = self.secret();
+        let b64 = |e: &base64::engine::GeneralPurpose| e.encode(secret).into_bytes();
+        [
+            secret.to_vec(),
+            b64(&base64::engine::general_purpose::STANDARD_NO_PAD),
+            b64(&base64::engine::general_purpose::URL_SAFE_NO_PAD),
+        ]
+    }
+}
+
+/// `text` with every occurrence of each needle replaced by [`REDACTED`]; `None` when there
+/// was none.
+fn redact_needles(text: &[u8], needles: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for needle in needles.iter().filter(|n| n.len() >= MIN_REDACTED_LEN) {
+        let hay = out.as_deref().unwrap_or(text);
+        if !hay.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(hay.len());
+        let mut i = 0;
+        while i < hay.len() {
+            if hay[i..].starts_with(needle) {
+                replaced.extend_from_slice(REDACTED.as_bytes());
+                i += needle.len();
+            } else {
+                replaced.push(hay[i]);
+                i += 1;
+            }
+        }
+        out = Some(replaced);
+    }
+    out
 }
 
 /// Backend time limits.
@@ -437,7 +493,7 @@ impl RoutingTable {
                 serde_json::json!({
                     "name": &*b.name,
                     "provider": b.provider.as_str(),
-                    "endpoint": b.endpoint,
+                    "endpoint": redact_url(&b.endpoint),
                     "models": models,
                     "keys": b.key_reports(),
                     "healthy": b.state().is_healthy(),
@@ -505,6 +561,43 @@ impl Route {
         }
         order
     }
+}
+
+/// `url` fit for showing: userinfo (`user:password@`) and any query string are replaced by
+/// `<redacted>`. Validation refuses both in endpoints today; this keeps `/debug/routes` safe
+/// should a URL with credentials ever reach the table (a generated endpoint, a relaxed rule).
+pub(crate) fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority.rfind('@');
+    let query = tail.find(['?', '#']);
+    if userinfo.is_none() && query.is_none() {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len());
+    if let Some(s) = scheme {
+        out.push_str(s);
+        out.push_str("://");
+    }
+    match userinfo {
+        Some(at) => {
+            out.push_str("<redacted>@");
+            out.push_str(&authority[at + 1..]);
+        }
+        None => out.push_str(authority),
+    }
+    match query {
+        Some(q) => {
+            out.push_str(&tail[..q]);
+            out.push_str("?<redacted>");
+        }
+        None => out.push_str(tail),
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Picks one of `candidates` by strategy.
@@ -668,13 +761,36 @@ impl Backend {
             }
         }
         let now = now_ms();
+        // A disabled key is tried again when its disable period ends.
         let soonest = self
             .keys
             .iter()
-            .filter(|k| !k.state().is_disabled())
-            .map(|k| k.state().resting_until())
+            .map(|k| k.state().resting_until().max(k.state().disabled_until()))
             .min();
         KeyChoice::Exhausted(soonest.map(|t| Duration::from_millis(t.saturating_sub(now))))
+    }
+
+    /// `text` (an upstream's error message, a connection error, a log detail) with every
+    /// form of this backend's keys in it replaced by [`REDACTED`]: some providers quote the
+    /// key they were given. Borrowed unchanged in the common case (no key in it).
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.redact_bytes(text.as_bytes()) {
+            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(text),
+            // Needles and replacement are whole UTF-8 sequences or ASCII, so the text stays
+            // UTF-8; lossy only to avoid trusting that.
+            std::borrow::Cow::Owned(b) => {
+                std::borrow::Cow::Owned(String::from_utf8_lossy(&b).into_owned())
+            }
+        }
+    }
+
+    /// [`Backend::redact`] over bytes (an SSE event as it is relayed).
+    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let needles: Vec<Vec<u8>> = self.keys.iter().flat_map(UpstreamKey::needles).collect();
+        match redact_needles(bytes, &needles) {
+            Some(b) => std::borrow::Cow::Owned(b),
+            None => std::borrow::Cow::Borrowed(bytes),
+        }
     }
 
     /// Whether a key other than the one at `index` is usable now (for retrying a 429 or a
@@ -696,5 +812,51 @@ impl Backend {
     /// Prices of a model at this backend.
     pub fn pricing(&self, model: &str) -> Pricing {
         self.models.get(model).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    fn key(name: HeaderName, value: &str) -> UpstreamKey {
+        UpstreamKey {
+            name,
+            header: HeaderValue::from_str(value).unwrap(),
+            weight: 1,
+            digest: [0; 32],
+            index: 0,
+            state: OnceLock::new(),
+        }
+    }
+
+    fn redact(keys: &[UpstreamKey], text: &str) -> String {
+        let needles: Vec<Vec<u8>> = keys.iter().flat_map(UpstreamKey::needles).collect();
+        match redact_needles(text.as_bytes(), &needles) {
+            Some(b) => String::from_utf8(b).unwrap(),
+            None => text.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_form_of_a_key_is_redacted() {
+        let keys = [
+            key(http::header::AUTHORIZATION, "Bearer sk-proj-a1/b2+c3"),
+            key(HeaderName::from_static("x-api-key"), "sk-ant-xyz"),
+        ];
+        // base64 of `sk-proj-a1/b2+c3`, standard and URL-safe.
+        let text = "Incorrect key sk-proj-a1/b2+c3 (Authorization: Bearer sk-proj-a1/b2+c3), \
+                    c2stcHJvai1hMS9iMitjMw== c2stcHJvai1hMS9iMitjMw, x-api-key sk-ant-xyz é";
+        let out = redact(&keys, text);
+        assert!(!out.contains("sk-proj") && !out.contains("sk-ant"), "{out}");
+        assert!(!out.contains("c2stcHJvai1hMS9iMitjMw"), "{out}");
+        assert_eq!(out.matches(REDACTED).count(), 5, "{out}");
+        assert!(out.starts_with("Incorrect key [redacted] (Authorization: Bearer [redacted])"));
+        assert!(out.ends_with("x-api-key [redacted] é"), "{out}");
+        // Text without a key is left alone; a key too short to tell from words is not
+        // looked for.
+        assert_eq!(redact(&keys, "nothing here"), "nothing here");
+        let short = [key(HeaderName::from_static("x-api-key"), "ab")];
+        assert_eq!(redact(&short, "about ab"), "about ab");
     }
 }

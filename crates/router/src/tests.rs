@@ -537,6 +537,112 @@ spec: {keySecretRef: {name: keys, key: team}, allow: ["m"]}
 }
 
 #[test]
+fn a_broken_consumer_never_opens_the_door() {
+    // No AIConsumer at all: the gateway may run open (when the binary allows it).
+    assert!(!build("").table.consumers().auth_required());
+    // The only consumer lost its Secret: it is refused, and auth stays required.
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: team}
+spec: {keySecretRef: {name: gone, key: team}}
+"#,
+    );
+    assert!(c.has_errors());
+    let consumers = c.table.consumers();
+    assert_eq!(consumers.iter().count(), 0);
+    assert!(consumers.configured());
+    assert!(
+        consumers.auth_required(),
+        "a broken consumer opened the gateway"
+    );
+    // A consumer with no key and no ServiceAccount also means "consumers are configured".
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {name: keyless}
+spec: {allow: [m]}
+"#,
+    );
+    assert!(c.table.consumers().auth_required());
+}
+
+#[test]
+fn urls_shown_in_debug_output_lose_their_credentials() {
+    use crate::table::redact_url;
+    for (url, shown) in [
+        ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
+        ("https://api.openai.com", "https://api.openai.com"),
+        (
+            "https://user:hunter2@api.example.com/v1",
+            "https://<redacted>@api.example.com/v1",
+        ),
+        (
+            "http://tok@10.0.0.1:8000",
+            "http://<redacted>@10.0.0.1:8000",
+        ),
+        // An '@' in the path is not userinfo; one in a password is (the last '@' wins).
+        ("http://h/v1/a@b", "http://h/v1/a@b"),
+        ("http://u:p@ss@h:1/x", "http://<redacted>@h:1/x"),
+        (
+            "https://g.example.com/v1?key=AIza-secret",
+            "https://g.example.com/v1?<redacted>",
+        ),
+        ("https://h/#frag", "https://h/?<redacted>"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn configured_durations_are_capped_so_instant_arithmetic_cannot_overflow() {
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: slow}
+spec:
+  provider: openai-compatible
+  endpoint: http://127.0.0.1:9/v1
+  models: [{name: m}]
+  timeouts: {connect: 5124095576030431h, firstByte: 99999999999s, idle: 2s, total: 2562047788015215h}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: r}
+spec:
+  match: {models: [m]}
+  backends: [{backendRef: {name: slow}}]
+  timeout: 5124095576030431h
+  retry: {attempts: 3, backoff: 5124095576030431h}
+"#,
+    );
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let route = c.table.route("m", &HeaderMap::new(), None).unwrap().route;
+    let cap = crate::MAX_CONFIGURED_DURATION;
+    assert_eq!(route.timeout, Some(cap));
+    assert_eq!(route.retry.backoff, cap);
+    let t = &route.targets[0].backend.timeouts;
+    assert_eq!(
+        (t.connect, t.first_byte, t.total),
+        (Some(cap), Some(cap), Some(cap))
+    );
+    assert_eq!(
+        t.idle,
+        Some(std::time::Duration::from_secs(2)),
+        "short ones are kept"
+    );
+    // What the data plane does with them cannot panic: a deadline, and the longest
+    // back-off (doubled six times, jittered by up to 1.5).
+    let now = std::time::Instant::now();
+    for d in [cap, route.retry.backoff.mul_f64(64.0 * 1.5)] {
+        assert!(now.checked_add(d).is_some());
+    }
+}
+
+#[test]
 fn pricing_cost() {
     let c = build(
         "apiVersion: switchyard.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: r}\nspec: {match: {models: [m]}, backends: [{backendRef: {name: a}, model: large}]}\n",

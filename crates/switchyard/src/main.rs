@@ -77,9 +77,19 @@ struct ServeArgs {
     /// Address of the API listener (HTTP/1.1 and h2c).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_LISTEN")]
     listen: SocketAddr,
-    /// Address of the admin listener (/metrics, /healthz, /readyz, /debug/routes).
-    #[arg(long, default_value = "0.0.0.0:9090", env = "SWITCHYARD_ADMIN_LISTEN")]
+    /// Address of the admin listener (/metrics, /healthz, /readyz, /debug/routes,
+    /// /debug/spend). Loopback by default: give `0.0.0.0:9090` for probes and scraping from
+    /// other hosts (the Helm chart does), and set `--admin-token` then.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9090",
+        env = "SWITCHYARD_ADMIN_LISTEN"
+    )]
     admin_listen: SocketAddr,
+    /// When set, `/debug/*` on the admin port requires `Authorization: Bearer <token>`;
+    /// `/metrics`, `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -115,8 +125,21 @@ struct ServeArgs {
     /// The PEM private key for `--tls-cert`.
     #[arg(long, requires = "tls_cert", env = "SWITCHYARD_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Refuse requests without a valid virtual key even when no AIConsumer holds one.
-    #[arg(long, env = "SWITCHYARD_REQUIRE_AUTH")]
+    /// Refuse requests without a valid virtual key (or ServiceAccount token) even when no
+    /// AIConsumer exists yet. On by default; `--require-auth=false` lets a gateway without
+    /// consumers serve anyone who reaches it (a warning is logged). Once any AIConsumer
+    /// exists, a key is required either way.
+    #[arg(
+        long,
+        env = "SWITCHYARD_REQUIRE_AUTH",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "require_auth"
+    )]
     require_auth: bool,
     /// Redis URL (`redis://host:6379/0`) for rate-limit, budget and ledger counters shared
     /// by every replica; without it they are kept per replica.
@@ -382,6 +405,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         reviewer,
     );
+    if !args.require_auth {
+        tracing::warn!(
+            listen = %args.listen,
+            "--require-auth=false: until an AIConsumer exists, anyone who can reach the \
+             listener is served with the backends' keys"
+        );
+    }
     let api = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -408,7 +438,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             metrics.clone(),
             draining.clone(),
             limits.clone(),
-        ),
+        )
+        .with_token(args.admin_token.as_deref().filter(|t| !t.is_empty())),
         admin_stopped,
     ));
     let api_task = tokio::spawn(switchyard_gateway::serve_gateway(
@@ -581,5 +612,51 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["switchyard", "serve", "--config", "x.yaml"]
+            .iter()
+            .chain(args)
+            .copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(a) => *a,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn secure_defaults_and_explicit_opt_outs() {
+        let d = serve_args(&[]);
+        assert!(d.require_auth, "auth is required unless turned off");
+        assert_eq!(d.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(d.admin_token, None);
+        for (args, want) in [
+            (&["--require-auth"][..], true),
+            (&["--require-auth=true"], true),
+            (&["--require-auth=false"], false),
+            (&["--require-auth=false", "--require-auth"], true),
+            (&["--require-auth", "--require-auth=false"], false),
+        ] {
+            assert_eq!(serve_args(args).require_auth, want, "{args:?}");
+        }
+        // A bare value after a space is not taken as the flag's: no silent opt-out.
+        let argv = [
+            "switchyard",
+            "serve",
+            "--config",
+            "x",
+            "--require-auth",
+            "false",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let a = serve_args(&["--admin-listen", "0.0.0.0:9090", "--admin-token", "t"]);
+        assert_eq!(a.admin_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(a.admin_token.as_deref(), Some("t"));
     }
 }

@@ -49,10 +49,16 @@ pub struct RequestOutcome<'a> {
     pub operation: &'static str,
     /// `gen_ai.provider.name` of the backend that served (or last failed).
     pub provider: &'a str,
-    /// The model the client asked for.
+    /// The model the client asked for, as it sent it: on the span only. Anyone can send any
+    /// string here, authenticated or not, so it never becomes a metric attribute.
     pub request_model: &'a str,
-    /// The model sent upstream.
+    /// The model sent upstream (the client's own when the route does not rewrite it): on the
+    /// span only, for the same reason.
     pub response_model: Option<&'a str>,
+    /// The configured model name or pattern the route matched (`""` when none did): the
+    /// `gen_ai.request.model` of the metrics, as the Prometheus `model` label, so their
+    /// cardinality stays bounded by the configuration.
+    pub model: &'a str,
     /// Route, backend, consumer (`namespace/name`).
     pub route: &'a str,
     /// Backend.
@@ -278,16 +284,16 @@ impl Otel {
 
     /// Ends the request span and records the GenAI metrics, once per logical request.
     pub fn end_request(&self, trace: RequestTrace, o: &RequestOutcome<'_>) {
-        let mut common = vec![
+        let span = trace.cx.span();
+        span.set_attributes([
             KeyValue::new("gen_ai.operation.name", o.operation),
             KeyValue::new("gen_ai.provider.name", o.provider.to_string()),
             KeyValue::new("gen_ai.request.model", o.request_model.to_string()),
-        ];
+        ]);
         if let Some(m) = o.response_model {
-            common.push(KeyValue::new("gen_ai.response.model", m.to_string()));
+            span.set_attribute(KeyValue::new("gen_ai.response.model", m.to_string()));
         }
-        let span = trace.cx.span();
-        span.set_attributes(common.iter().cloned());
+        let mut common = Self::metric_attributes(o);
         span.set_attributes([
             KeyValue::new("switchyard.route", o.route.to_string()),
             KeyValue::new("switchyard.backend", o.backend.to_string()),
@@ -341,6 +347,20 @@ impl Otel {
         }
     }
 
+    /// The attributes every GenAI metric point of a request carries: only values from the
+    /// configuration or fixed vocabularies (operation, provider, the route's configured model),
+    /// never a client-supplied string.
+    fn metric_attributes(o: &RequestOutcome<'_>) -> Vec<KeyValue> {
+        let mut attrs = vec![
+            KeyValue::new("gen_ai.operation.name", o.operation),
+            KeyValue::new("gen_ai.provider.name", o.provider.to_string()),
+        ];
+        if !o.model.is_empty() {
+            attrs.push(KeyValue::new("gen_ai.request.model", o.model.to_string()));
+        }
+        attrs
+    }
+
     /// Flushes and stops the exporters.
     pub fn shutdown(&self) {
         if let Err(e) = self.tracer_provider.shutdown() {
@@ -382,5 +402,49 @@ pub fn genai_provider_name(provider: &str, endpoint: &str) -> &'static str {
                 .find(|(needle, _)| host.contains(needle))
                 .map_or("openai", |(_, name)| name)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome<'a>(request_model: &'a str, model: &'a str) -> RequestOutcome<'a> {
+        RequestOutcome {
+            operation: "chat",
+            provider: "openai",
+            request_model,
+            response_model: Some(request_model),
+            model,
+            route: "default/r",
+            backend: "default/b",
+            consumer: "",
+            status: 200,
+            error_type: None,
+            input_tokens: Some(1),
+            output_tokens: Some(1),
+            finish_reason: None,
+            duration: Duration::from_millis(1),
+            ttfc: None,
+            cost_usd: 0.0,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn metric_attributes_never_carry_the_clients_model_string() {
+        let raw = "gpt-4o-made-up-by-the-client-7f3a";
+        let attrs = Otel::metric_attributes(&outcome(raw, "gpt-*"));
+        let shown = format!("{attrs:?}");
+        assert!(!shown.contains(raw), "{shown}");
+        assert!(attrs
+            .iter()
+            .any(|kv| kv.key.as_str() == "gen_ai.request.model" && kv.value.as_str() == "gpt-*"));
+        assert!(!attrs
+            .iter()
+            .any(|kv| kv.key.as_str() == "gen_ai.response.model"));
+        // No route matched: no model attribute at all.
+        let attrs = Otel::metric_attributes(&outcome(raw, ""));
+        assert!(!format!("{attrs:?}").contains("gen_ai.request.model"));
     }
 }

@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::{WireUsage, DEFAULT_MAX_TOKENS};
 use crate::chat::{
-    self, FinishReason, Image, Message, Part, Role, Thinking, Tool, ToolCall, ToolChoice,
-    TranslateError, Turns,
+    self, Dropped, FinishReason, Image, Message, Part, ResponseFormat, Role, Thinking, Tool,
+    ToolCall, ToolChoice, TranslateError, Turns,
 };
 
 // === requests ===
@@ -51,7 +51,9 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     Value::Array(blocks) => blocks
                         .iter()
                         .enumerate()
-                        .map(|(i, b)| decode_block(b, &format!("system[{i}]"), target))
+                        .map(|(i, b)| {
+                            decode_block(b, &format!("system[{i}]"), target, &mut req.dropped)
+                        })
                         .collect::<Result<_, _>>()?,
                     _ => {
                         return Err(TranslateError::invalid(
@@ -67,10 +69,13 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     let role = match m.get("role").and_then(Value::as_str) {
                         Some("user") => Role::User,
                         Some("assistant") => Role::Assistant,
+                        // A system turn inside the conversation (Claude Code's
+                        // `mid-conversation-system` beta): kept in place in the chat model.
+                        Some("system") => Role::System,
                         _ => {
                             return Err(TranslateError::invalid(
                                 format!("{p}.role"),
-                                "must be user or assistant",
+                                "must be user, assistant or system",
                             ))
                         }
                     };
@@ -79,7 +84,14 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                         Some(Value::Array(blocks)) => blocks
                             .iter()
                             .enumerate()
-                            .map(|(j, b)| decode_block(b, &format!("{p}.content[{j}]"), target))
+                            .map(|(j, b)| {
+                                decode_block(
+                                    b,
+                                    &format!("{p}.content[{j}]"),
+                                    target,
+                                    &mut req.dropped,
+                                )
+                            })
                             .collect::<Result<_, _>>()?,
                         _ => {
                             return Err(TranslateError::invalid(
@@ -88,6 +100,14 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             ))
                         }
                     };
+                    if role == Role::System {
+                        if let Some(j) = content.iter().position(|c| !matches!(c, Part::Text(_))) {
+                            return Err(TranslateError::invalid(
+                                format!("{p}.content[{j}]"),
+                                "a system turn can only hold text blocks",
+                            ));
+                        }
+                    }
                     req.messages.push(Message { role, content });
                 }
             }
@@ -96,14 +116,27 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     let p = format!("tools[{i}]");
                     match t.get("type").and_then(Value::as_str) {
                         None | Some("custom") => {}
-                        // Server tools (web search, code execution, bash, text editor …) run at
-                        // Anthropic; no other backend can run them.
+                        Some(ty) if is_anthropic_client_tool(ty) => {
+                            return Err(unsupported(
+                                format!("{p}.type"),
+                                "Anthropic-defined client tools (bash, text editor, computer, \
+                                 memory) have their schema built into Claude, so no other \
+                                 backend can be told their arguments; declare them as custom tools",
+                            ))
+                        }
+                        // Server tools (web search, web fetch, code execution, tool search …)
+                        // run at Anthropic. Refused rather than dropped: a fallback target on
+                        // an Anthropic backend can still serve the request as it is.
                         Some(_) => {
                             return Err(unsupported(
                                 format!("{p}.type"),
-                                "Anthropic server tools run only on Anthropic backends",
+                                "Anthropic server tools run on Anthropic's servers, so only \
+                                 Anthropic backends can serve them",
                             ))
                         }
+                    }
+                    if t.get("cache_control").is_some_and(|c| !c.is_null()) {
+                        req.dropped.push("cache_control");
                     }
                     req.tools.push(Tool {
                         name: str_of(field(t, "name", &p)?, &format!("{p}.name"))?.to_string(),
@@ -139,21 +172,23 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
             }
             "thinking" => match v.get("type").and_then(Value::as_str) {
                 Some("enabled") => {
-                    req.thinking = Some(Thinking {
-                        budget_tokens: u64_of(
-                            field(v, "budget_tokens", "thinking")?,
-                            "thinking.budget_tokens",
-                        )?,
-                    })
+                    req.thinking = Some(Thinking::Budget(u64_of(
+                        field(v, "budget_tokens", "thinking")?,
+                        "thinking.budget_tokens",
+                    )?))
                 }
+                Some("adaptive") => req.thinking = Some(Thinking::Adaptive),
                 Some("disabled") => {}
                 _ => {
                     return Err(TranslateError::invalid(
                         "thinking.type",
-                        "must be enabled or disabled",
+                        "must be enabled, adaptive or disabled",
                     ))
                 }
             },
+            "output_config" => decode_output_config(v, &mut req)?,
+            // The beta name of `output_config.format`.
+            "output_format" => req.response_format = decode_output_format(v, k)?,
             "metadata" => {
                 req.user = v.get("user_id").and_then(Value::as_str).map(str::to_string);
             }
@@ -163,9 +198,12 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     "this Anthropic feature runs only on Anthropic backends",
                 ))
             }
-            // Safe to drop: `service_tier` and `context_management`-free requests, and fields
-            // that only tune billing; unknown fields cannot be judged and are left out.
-            _ => {}
+            // Everything else only tunes the provider (`context_management` edits the context
+            // at Anthropic to save tokens, `service_tier`, `inference_geo`, a top-level
+            // `cache_control` …) or is new and cannot be judged: top-level fields are
+            // parameters, and the content lives in `system`, `messages` and `tools`, whose
+            // unknown kinds are refused. Left out and named (docs/forward-compatibility.md).
+            other => req.dropped.push(other),
         }
     }
     if let Some(d) = disable_parallel {
@@ -186,11 +224,79 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
     Ok(req)
 }
 
-fn decode_block(b: &Value, p: &str, target: &'static str) -> Result<Part, TranslateError> {
+/// `output_config`: `effort` tunes how much Claude spends (kept for backends with a
+/// reasoning setting), `format` constrains the answer (structured outputs); anything else in it
+/// is a new tuning knob, left out and named.
+fn decode_output_config(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError> {
+    let Value::Object(o) = v else {
+        return Err(TranslateError::invalid(
+            "output_config",
+            "must be an object",
+        ));
+    };
+    for (k, x) in o {
+        if x.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "effort" => {
+                req.effort = Some(
+                    match str_of(x, "output_config.effort")? {
+                        // OpenAI's scale tops out at `high` on every reasoning model.
+                        "max" => "high",
+                        e => e,
+                    }
+                    .to_string(),
+                )
+            }
+            "format" => req.response_format = decode_output_format(x, "output_config.format")?,
+            other => req.dropped.push(&format!("output_config.{other}")),
+        }
+    }
+    Ok(())
+}
+
+/// Structured outputs (`{"type": "json_schema", "schema": …}`) as the chat model's JSON
+/// schema format.
+fn decode_output_format(v: &Value, p: &str) -> Result<Option<ResponseFormat>, TranslateError> {
+    match v.get("type").and_then(Value::as_str) {
+        // Not `strict`: OpenAI's strict mode asks more of a schema (every property required,
+        // no additional properties) than Anthropic's structured outputs do.
+        Some("json_schema") => Ok(Some(ResponseFormat::JsonSchema {
+            name: "response".into(),
+            schema: field(v, "schema", p)?.clone(),
+            strict: None,
+        })),
+        _ => Err(TranslateError::invalid(
+            format!("{p}.type"),
+            "must be json_schema",
+        )),
+    }
+}
+
+/// The Anthropic-defined tools Claude calls and the client runs (`bash_20250124`,
+/// `text_editor_…`, `computer_…`, `memory_…`): their schemas are built into Claude.
+fn is_anthropic_client_tool(ty: &str) -> bool {
+    ["bash_", "text_editor_", "computer_", "memory_"]
+        .iter()
+        .any(|p| ty.starts_with(p))
+}
+
+/// One content block. `cache_control` on it has no equivalent elsewhere (OpenAI and Gemini
+/// cache prefixes by themselves) and is noted in `dropped`.
+fn decode_block(
+    b: &Value,
+    p: &str,
+    target: &'static str,
+    dropped: &mut Dropped,
+) -> Result<Part, TranslateError> {
     let t = b
         .get("type")
         .and_then(Value::as_str)
         .ok_or_else(|| TranslateError::invalid(format!("{p}.type"), "missing"))?;
+    if b.get("cache_control").is_some_and(|c| !c.is_null()) {
+        dropped.push("cache_control");
+    }
     Ok(match t {
         "text" => Part::Text(str_of(field(b, "text", p)?, &format!("{p}.text"))?.to_string()),
         "image" => {
@@ -268,7 +374,7 @@ fn decode_block(b: &Value, p: &str, target: &'static str) -> Result<Part, Transl
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .map(|(k, c)| decode_block(c, &format!("{p}.content[{k}]"), target))
+                    .map(|(k, c)| decode_block(c, &format!("{p}.content[{k}]"), target, dropped))
                     .collect::<Result<_, _>>()?,
                 Some(_) => {
                     return Err(TranslateError::invalid(
@@ -304,7 +410,7 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
     }
     let mut out = Map::new();
     out.insert("model".into(), model.into());
-    let thinking = thinking_budget(req);
+    let thinking = req.claude_thinking_budget();
     // Without a limit from the caller, the answer still gets its usual room after thinking
     // (Anthropic needs the budget under max_tokens).
     out.insert(
@@ -313,9 +419,10 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
             .unwrap_or(DEFAULT_MAX_TOKENS + thinking.unwrap_or(0))
             .into(),
     );
+    // System turns inside the conversation join the system prompt: the Messages API takes
+    // them in place only behind a beta, which translated requests do not ask for.
     let system: Vec<Value> = req
-        .system
-        .iter()
+        .folded_system()
         .filter_map(|p| match p {
             Part::Text(t) if !t.is_empty() => Some(json!({"type": "text", "text": t})),
             _ => None,
@@ -383,6 +490,8 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
             json!({"type": "enabled", "budget_tokens": b}),
         );
     }
+    // `effort` only sizes that budget: `output_config.effort` is refused by the Claude models
+    // without it, and only Anthropic callers (passed through, never translated) set it.
     if let Some(u) = &req.user {
         out.insert("metadata".into(), json!({"user_id": u}));
     }
@@ -390,31 +499,6 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
         out.insert("stream".into(), true.into());
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
-}
-
-/// The thinking budget to send: the caller's own, or one made up from an OpenAI reasoning
-/// effort, but only where that cannot make Anthropic refuse a request that was fine without
-/// it: thinking rules out a changed temperature or top_k, a top_p under 0.95 and forced tool
-/// use, and needs at least 1024 tokens, under max_tokens.
-fn thinking_budget(req: &chat::Request) -> Option<u64> {
-    if let Some(t) = req.thinking {
-        return Some(t.budget_tokens);
-    }
-    let budget = req.effort_budget()?;
-    let compatible = req.temperature.is_none_or(|t| t >= 1.0)
-        && req.top_k.is_none()
-        && req.top_p.is_none_or(|p| p >= 0.95)
-        && !matches!(
-            req.tool_choice,
-            Some(ToolChoice::Required | ToolChoice::Tool(_))
-        );
-    if !compatible {
-        return None;
-    }
-    match req.max_tokens {
-        None => Some(budget),
-        Some(max) => Some(budget.min(max.saturating_sub(1))).filter(|b| *b >= 1024),
-    }
 }
 
 /// One content block; `None` for what the Messages API would refuse and can safely go:

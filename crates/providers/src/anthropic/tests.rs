@@ -312,6 +312,29 @@ fn error_bodies() {
 }
 
 #[test]
+fn absurd_upstream_usage_saturates() {
+    for (input, read, write) in [
+        (u64::MAX, 1, 1),
+        (1, u64::MAX, u64::MAX),
+        (u64::from(u32::MAX), u64::MAX, 0),
+    ] {
+        let u = WireUsage {
+            input_tokens: Some(input),
+            output_tokens: Some(u64::MAX),
+            cache_creation_input_tokens: Some(write),
+            cache_read_input_tokens: Some(read),
+        }
+        .to_usage();
+        assert_eq!(u.input_tokens, u64::MAX);
+        assert_eq!(u.output_tokens, u64::MAX);
+        assert_eq!(
+            WireUsage::from_usage(&u).cache_read_input_tokens,
+            Some(read)
+        );
+    }
+}
+
+#[test]
 fn usage_both_ways() {
     let wire = WireUsage {
         input_tokens: Some(10),
@@ -334,5 +357,8 @@ fn usage_both_ways() {
     let info = anthropic::inspect_response(&fixture("anthropic/response.json"));
     assert_eq!(info.usage.map(|u| u.cached_input_tokens), Some(1800));
     assert_eq!(info.finish_reason.as_deref(), Some("tool_use"));
+    assert!(info.well_formed);
+    let body = fixture("anthropic/response.json");
+    assert!(!anthropic::inspect_response(&body[..body.len() / 2]).well_formed);
     let _ = openai::chat::finish_to_openai(crate::chat::FinishReason::Pause);
 }

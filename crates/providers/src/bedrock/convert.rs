@@ -15,9 +15,9 @@ const PROVIDER: &str = "bedrock";
 /// Encodes a Converse body. The model and streaming go in the URL (see [`super::path`]).
 pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, TranslateError> {
     let mut out = Map::new();
+    // Converse has one system prompt: system turns inside the conversation join it.
     let system: Vec<Value> = req
-        .system
-        .iter()
+        .folded_system()
         .filter_map(|p| match p {
             Part::Text(t) if !t.trim().is_empty() => Some(json!({"text": t})),
             _ => None,
@@ -195,11 +195,10 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
     if let Some(k) = req.top_k {
         extra.insert("top_k".into(), k.into());
     }
-    if let Some(b) = req
-        .thinking
-        .map(|t| t.budget_tokens)
-        .or_else(|| req.effort_budget())
-    {
+    // A budget made up from adaptive thinking or an effort only where Claude would not refuse
+    // it (see `claude_thinking_budget`): `enabled` with a budget is what every Claude model
+    // with thinking takes, where `adaptive` is refused by all but the newest.
+    if let Some(b) = req.claude_thinking_budget() {
         extra.insert(
             "thinking".into(),
             json!({"type": "enabled", "budget_tokens": b}),

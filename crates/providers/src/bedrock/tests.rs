@@ -144,11 +144,20 @@ fn tool_choice_and_settings() {
             v["inferenceConfig"],
             json!({"maxTokens": 9, "temperature": 1.0, "topP": 0.5, "stopSequences": ["S"]})
         );
-        assert_eq!(
-            v["additionalModelRequestFields"],
-            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}})
-        );
+        // A budget under max_tokens 9 beside a changed temperature is one Claude would
+        // refuse: the effort is not turned into one.
+        assert!(v.get("additionalModelRequestFields").is_none(), "{v}");
     }
+    let mut roomy = base(json!("auto"));
+    roomy["max_tokens"] = json!(4000);
+    for k in ["temperature", "top_p"] {
+        roomy.as_object_mut().unwrap().remove(k);
+    }
+    let v = from_caller(Format::OpenAiChat, &roomy).unwrap();
+    assert_eq!(
+        v["additionalModelRequestFields"],
+        json!({"thinking": {"type": "enabled", "budget_tokens": 1024}})
+    );
     // "none" without tool blocks: the tools are left out, so no call can happen.
     let v = from_caller(Format::OpenAiChat, &base(json!("none"))).unwrap();
     assert!(v.get("toolConfig").is_none());
@@ -223,6 +232,16 @@ fn stop_reasons_and_usage() {
             cached_input_tokens: 4
         }
     );
+}
+
+#[test]
+fn absurd_upstream_usage_saturates() {
+    let u: WireUsage = serde_json::from_value(json!({"inputTokens": u64::MAX,
+        "outputTokens": u64::MAX, "cacheReadInputTokens": u64::MAX,
+        "cacheWriteInputTokens": 1}))
+    .unwrap();
+    assert_eq!(u.to_usage().input_tokens, u64::MAX);
+    assert_eq!(u.to_usage().cached_input_tokens, u64::MAX);
 }
 
 // === streams ===
@@ -359,9 +378,11 @@ fn error_bodies_are_parsed_and_classified() {
         ),
         (
             403,
+            // The credentials may not use this model (or action): the request's refusal,
+            // not the key's; the signature and token errors below are the key's.
             "AccessDeniedException",
             "error_validation.json",
-            UpstreamClass::KeyRejected,
+            UpstreamClass::Caller,
         ),
         (
             403,

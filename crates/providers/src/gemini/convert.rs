@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::WireUsage;
 use crate::chat::{
-    self, FinishReason, Image, Part, ResponseFormat, ToolCall, ToolChoice, TranslateError, Turns,
+    self, FinishReason, Image, Part, ResponseFormat, Role, Thinking, ToolCall, ToolChoice,
+    TranslateError, Turns,
 };
 use crate::Usage;
 
@@ -23,9 +24,9 @@ pub(super) const FOREIGN_THOUGHT_SIGNATURE: &str = "skip_thought_signature_valid
 /// streaming (`streamGenerateContent`), so neither appears here.
 pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, TranslateError> {
     let mut out = Map::new();
+    // Gemini has one system instruction: system turns inside the conversation join it.
     let system: Vec<Value> = req
-        .system
-        .iter()
+        .folded_system()
         .filter_map(|p| match p {
             Part::Text(t) if !t.is_empty() => Some(json!({"text": t})),
             _ => None,
@@ -36,6 +37,9 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
     }
     let mut contents = Turns::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
+        if m.role == Role::System {
+            continue;
+        }
         let mut parts = Vec::with_capacity(m.content.len());
         let mut signed = false;
         for (j, part) in m.content.iter().enumerate() {
@@ -164,11 +168,18 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
             gen.insert("responseJsonSchema".into(), schema.clone());
         }
     }
-    if let Some(b) = req
-        .thinking
-        .map(|t| t.budget_tokens)
-        .or_else(|| req.effort_budget())
-    {
+    let budget = match req.thinking {
+        Some(Thinking::Budget(b)) => Some(i64::try_from(b).unwrap_or(i64::MAX)),
+        // Gemini's dynamic thinking (-1) is adaptive thinking; an effort sizes a budget.
+        Some(Thinking::Adaptive) if req.effort.is_none() && req.reasoning_effort.is_none() => {
+            Some(-1)
+        }
+        Some(Thinking::Adaptive) => Some(i64::try_from(req.adaptive_budget()).unwrap_or(i64::MAX)),
+        None => req
+            .effort_budget()
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+    };
+    if let Some(b) = budget {
         gen.insert(
             "thinkingConfig".into(),
             json!({"thinkingBudget": b, "includeThoughts": true}),

@@ -548,7 +548,21 @@ fn error_bodies_and_classes() {
     let denied =
         br#"{"error":{"code":403,"message":"Permission denied.","status":"PERMISSION_DENIED"}}"#;
     let (_, c) = parse_openai_error(denied).unwrap();
-    assert_eq!(classify(403, c.as_deref()), UpstreamClass::KeyRejected);
+    // A key that may not do this (without an API_KEY_* reason) stays in service.
+    assert_eq!(classify(403, c.as_deref()), UpstreamClass::Caller);
+}
+
+#[test]
+fn absurd_upstream_usage_saturates() {
+    let u = WireUsage {
+        prompt_token_count: u64::MAX,
+        candidates_token_count: u64::MAX,
+        cached_content_token_count: 0,
+        thoughts_token_count: u64::MAX,
+        tool_use_prompt_token_count: u64::MAX,
+    }
+    .to_usage();
+    assert_eq!((u.input_tokens, u.output_tokens), (u64::MAX, u64::MAX));
 }
 
 #[test]

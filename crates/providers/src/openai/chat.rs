@@ -40,6 +40,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
         why,
     };
     let mut req = chat::Request::default();
+    let mut safety_identifier = None;
     for (k, v) in &obj {
         if v.is_null() {
             continue;
@@ -133,6 +134,9 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                 })
             }
             "parallel_tool_calls" => req.parallel_tool_calls = v.as_bool(),
+            // Not OpenAI's, but vLLM's and others' in its dialect; Anthropic, Gemini and
+            // Bedrock take it too.
+            "top_k" => req.top_k = Some(u64_of(v, k)?),
             "response_format" => {
                 req.response_format = match v.get("type").and_then(Value::as_str) {
                     Some("text") => None,
@@ -160,6 +164,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                 }
             }
             "user" => req.user = v.as_str().map(str::to_string),
+            "safety_identifier" => safety_identifier = v.as_str().map(str::to_string),
             "reasoning_effort" => req.reasoning_effort = v.as_str().map(str::to_string),
             "n" if v.as_u64().is_some_and(|n| n > 1) => {
                 return Err(unsupported(
@@ -207,11 +212,20 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     "the deprecated functions API cannot be translated; use tools",
                 ))
             }
-            // Safe to drop: they tune sampling, caching, storage or billing, never the
-            // shape of the answer (`seed`, penalties, `store`, `metadata`, `service_tier`,
-            // `stream_options` — usage is always asked for upstream).
-            _ => {}
+            // Asked for in the upstream request whatever the caller sent.
+            "stream_options" => {}
+            // Settings that ask for nothing (one choice, no log probabilities, no bias, text).
+            "n" | "logprobs" | "logit_bias" | "modalities" => {}
+            // Everything else only tunes the provider, never the content of the answer
+            // (`seed`, penalties, `store`, `metadata`, `service_tier`, `prompt_cache_key`,
+            // `verbosity` …), or is new and cannot be judged: top-level fields are parameters,
+            // and the content lives in `messages` and `tools`, whose unknown kinds are
+            // refused. Left out and named (docs/forward-compatibility.md).
+            other => req.dropped.push(other),
         }
+    }
+    if req.user.is_none() {
+        req.user = safety_identifier;
     }
     if req.model.is_empty() {
         return Err(TranslateError::invalid(
@@ -239,11 +253,9 @@ fn decode_messages(
         let content = m.get("content").filter(|c| !c.is_null());
         match role {
             "system" | "developer" => {
-                // The Messages API and Gemini have one system prompt: system messages anywhere
-                // in the conversation are hoisted into it, in order.
                 if let Some(c) = content {
-                    req.system
-                        .extend(decode_content(c, &format!("{p}.content"), target)?);
+                    let parts = decode_content(c, &format!("{p}.content"), target)?;
+                    push_system(req, parts);
                 }
             }
             "user" => {
@@ -331,6 +343,16 @@ fn decode_messages(
         }
     }
     Ok(())
+}
+
+/// System (or developer) instructions: the system prompt while the conversation has not
+/// begun, a [`Role::System`] turn in place after that.
+pub(crate) fn push_system(req: &mut chat::Request, parts: Vec<Part>) {
+    if req.messages.is_empty() {
+        req.system.extend(parts);
+    } else {
+        push(req, Role::System, parts);
+    }
 }
 
 /// Appends to the last message when it has the same role (consecutive tool messages become
@@ -421,21 +443,27 @@ pub fn encode_request(
         Dialect::Compatible => "openai-compatible",
     };
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
-    if !req.system.is_empty() {
-        // One system message (some OpenAI-dialect servers' chat templates refuse a second),
-        // its pieces kept apart by a blank line rather than run together.
-        let system: Vec<&str> = req
-            .system
-            .iter()
-            .filter_map(|p| match p {
-                Part::Text(t) if !t.is_empty() => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
+    // OpenAI takes system messages anywhere, so system turns inside the conversation stay in
+    // place. Servers in its dialect get one leading system message holding them all: some of
+    // their chat templates refuse a system message anywhere else.
+    let in_place = dialect == Dialect::OpenAi;
+    let system: Vec<&str> = if in_place {
+        system_texts(req.system.iter())
+    } else {
+        system_texts(req.folded_system())
+    };
+    if !system.is_empty() {
+        // Its pieces kept apart by a blank line rather than run together.
         messages.push(json!({"role": "system", "content": system.join("\n\n")}));
     }
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
+            Role::System => {
+                let texts = system_texts(m.content.iter());
+                if in_place && !texts.is_empty() {
+                    messages.push(json!({"role": "system", "content": texts.join("\n\n")}));
+                }
+            }
             Role::User => {
                 let mut rest = Vec::new();
                 for (j, part) in m.content.iter().enumerate() {
@@ -601,16 +629,26 @@ pub fn encode_request(
     if let Some(u) = &req.user {
         out.insert("user".into(), u.clone().into());
     }
-    if let Some(e) = &req.reasoning_effort {
-        out.insert("reasoning_effort".into(), e.clone().into());
+    if let Some(e) = req.effort_for_openai(model) {
+        out.insert("reasoning_effort".into(), e.into());
     }
-    // `top_k` and `thinking` have no OpenAI chat parameter; both only tune how the model
-    // samples or deliberates, so leaving them out is safe.
+    // `top_k` has no OpenAI chat parameter, and `thinking` none beyond the effort above; both
+    // only tune how the model samples or deliberates, so leaving them out is safe.
     if req.stream {
         out.insert("stream".into(), true.into());
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// The non-empty texts of system parts.
+fn system_texts<'a>(parts: impl Iterator<Item = &'a Part>) -> Vec<&'a str> {
+    parts
+        .filter_map(|p| match p {
+            Part::Text(t) if !t.is_empty() => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn image_url(img: &Image) -> String {
@@ -783,7 +821,7 @@ fn usage_to_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
         "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
     })
 }

@@ -158,6 +158,7 @@ fn inspect_response_reads_what_a_full_parse_reads() {
                 cs.iter()
                     .find_map(|c| c["finish_reason"].as_str().map(str::to_string))
             }),
+            well_formed: true,
         }
     }
     let fixture = crate::test_util::fixture("openai/response.json");
@@ -204,4 +205,21 @@ fn inspect_response_reads_what_a_full_parse_reads() {
     for body in [&b""[..], b"[]", b"null", b"{\"usage\":", b"<html>"] {
         assert_eq!(inspect_response(body), ResponseInfo::default());
     }
+    // A body cut short, or with anything after the object, is not well-formed: whatever was
+    // read before the fault is still reported.
+    let whole = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[{"finish_reason":"stop","message":{"content":"hello"}}]}"#;
+    assert!(inspect_response(whole).well_formed);
+    for cut in [whole.len() - 1, whole.len() / 2, 10] {
+        let info = inspect_response(&whole[..cut]);
+        assert!(!info.well_formed, "{cut}");
+    }
+    let info = inspect_response(&whole[..whole.len() - 20]);
+    assert!(info.usage.is_some() && !info.well_formed);
+    let mut trailing = whole.to_vec();
+    trailing.extend_from_slice(b" <html>");
+    assert!(!inspect_response(&trailing).well_formed);
+    let mut inner = whole.to_vec();
+    let at = inner.len() - 10;
+    inner[at] = b'\x01';
+    assert!(!inspect_response(&inner).well_formed);
 }

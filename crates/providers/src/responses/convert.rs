@@ -4,33 +4,69 @@
 //! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
 //! (`input[2].content[0].type`) the way OpenAI's own errors do.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Map, Value};
 
 use super::{
-    item_id, response_id, status, Echo, ResponseObject, REDACTED_PREFIX, SIGNATURE_PREFIX,
+    item_id, names::ToolNames, response_id, status, Echo, ResponseObject, REDACTED_PREFIX,
+    SIGNATURE_PREFIX,
 };
 use crate::chat::access::{arr_of, f64_of, field, str_of, u64_of};
 use crate::chat::{
     self, arguments_object, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice, TranslateError,
+    UnsupportedTools,
 };
-use crate::openai::chat::{image_from_url, push, unix_now};
+use crate::openai::chat::{image_from_url, push, push_system, unix_now};
 
 /// A decoded Responses request: the chat request to send on, and what the response repeats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decoded {
     /// The request in the gateway's terms.
     pub request: chat::Request,
-    /// The settings the response object echoes.
+    /// The settings the response object echoes, and the caller's names for its tools.
     pub echo: Echo,
+    /// The hosted tools left out (`tools[i].type`), for [`Decoded::reject_unsupported_tools`].
+    hosted_tools: Vec<String>,
 }
 
 const STATELESS: &str =
     "the gateway keeps no state between requests; send the whole conversation in 'input'";
-const BUILT_IN_TOOL: &str =
-    "built-in tools run on OpenAI's servers and cannot be served through the gateway; declare a function tool instead";
+const HOSTED_TOOL: &str = "hosted tools (web search, file search, code interpreter, image \
+     generation, remote MCP) run on OpenAI's servers, which a request through the gateway never \
+     reaches, and this route refuses requests that declare them (unsupportedTools: reject)";
+const CLIENT_TOOL_ITEMS: &str = "this tool runs on the client, but the model calls it with \
+     its own output items (local_shell_call, computer_call, custom_tool_call …), which the \
+     backends' chat APIs cannot produce; declare it as a function tool";
 
-/// Decodes a `POST /v1/responses` body. Everything refused here is refused for every backend.
+// === impl Decoded ===
+
+impl Decoded {
+    /// Refuses the request if it declared hosted tools: what a route whose policy is
+    /// [`UnsupportedTools::Reject`] does once it is known (requests are decoded, with
+    /// [`UnsupportedTools::Drop`], before the route is looked up).
+    pub fn reject_unsupported_tools(&self) -> Result<(), TranslateError> {
+        match self.hosted_tools.first() {
+            Some(param) => Err(TranslateError::Refused {
+                param: param.clone(),
+                why: HOSTED_TOOL,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Decodes a `POST /v1/responses` body, leaving hosted tools out (named in
+/// [`chat::Request::dropped`]). Everything refused here is refused for every backend.
 pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
+    decode_request_with(body, UnsupportedTools::Drop)
+}
+
+/// Decodes a `POST /v1/responses` body, treating hosted tools as `policy` says.
+pub fn decode_request_with(
+    body: &[u8],
+    policy: UnsupportedTools,
+) -> Result<Decoded, TranslateError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = v else {
@@ -46,13 +82,24 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
     let mut req = chat::Request::default();
     let mut user = None;
     let mut safety_identifier = None;
+    // Tools first: calls in the input are named after them.
+    let mut names = ToolNames::default();
+    let mut hosted_tools = Vec::new();
+    if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
+        decode_tools(tools, &mut req, &mut names, &mut hosted_tools)?;
+        if policy == UnsupportedTools::Reject {
+            if let Some(param) = hosted_tools.first() {
+                return Err(refused(param, HOSTED_TOOL));
+            }
+        }
+    }
     for (k, v) in &obj {
         if v.is_null() {
             continue;
         }
         match k.as_str() {
             "model" => req.model = str_of(v, "model")?.to_string(),
-            "input" => decode_input(v, &mut req)?,
+            "input" => decode_input(v, &mut req, &names)?,
             "instructions" => {
                 // Instructions come before any system message of the input.
                 req.system
@@ -66,27 +113,33 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
             "max_output_tokens" => req.max_tokens = Some(u64_of(v, k)?),
             "temperature" => req.temperature = Some(f64_of(v, k)?),
             "top_p" => req.top_p = Some(f64_of(v, k)?),
-            "tools" => {
-                for (i, t) in arr_of(v, "tools")?.iter().enumerate() {
-                    req.tools.push(decode_tool(t, i)?);
-                }
-            }
-            "tool_choice" => req.tool_choice = Some(decode_tool_choice(v)?),
+            "tools" => {}
+            "tool_choice" => req.tool_choice = Some(decode_tool_choice(v, &names)?),
             "parallel_tool_calls" => {
                 req.parallel_tool_calls = Some(v.as_bool().ok_or_else(|| {
                     TranslateError::invalid("parallel_tool_calls", "must be a boolean")
                 })?)
             }
             "text" => {
-                if let Some(f) = v.get("format").filter(|f| !f.is_null()) {
-                    req.response_format = decode_format(f)?;
+                for (tk, tv) in v.as_object().into_iter().flatten() {
+                    match tk.as_str() {
+                        _ if tv.is_null() => {}
+                        "format" => req.response_format = decode_format(tv)?,
+                        // `verbosity` (GPT-5's answer length) and anything newer.
+                        other => req.dropped.push(&format!("text.{other}")),
+                    }
                 }
             }
             "reasoning" => {
-                req.reasoning_effort = v
-                    .get("effort")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
+                for (rk, rv) in v.as_object().into_iter().flatten() {
+                    match rk.as_str() {
+                        _ if rv.is_null() => {}
+                        "effort" => req.reasoning_effort = rv.as_str().map(str::to_string),
+                        // Summaries are what the gateway shows of any reasoning it gets.
+                        "summary" | "generate_summary" => {}
+                        other => req.dropped.push(&format!("reasoning.{other}")),
+                    }
+                }
             }
             "user" => user = v.as_str().map(str::to_string),
             "safety_identifier" => safety_identifier = v.as_str().map(str::to_string),
@@ -107,11 +160,23 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
             "top_logprobs" if v.as_u64().is_some_and(|n| n > 0) => {
                 return Err(refused(k, "log probabilities cannot be translated"))
             }
-            // Safe to drop: they tune storage (`store` is always false here), caching,
-            // or billing, never the shape of the answer (`store`, `metadata`, `include`,
-            // `service_tier`, `prompt_cache_key`, `truncation`, `reasoning.summary`,
-            // `max_tool_calls` — which counts built-in tool calls only, and those are refused).
-            _ => {}
+            // What the gateway itself does as asked: it stores nothing, echoes `metadata`,
+            // frames the stream, and returns Anthropic's signed reasoning encrypted.
+            "store" if v.as_bool() == Some(false) => {}
+            "background" | "top_logprobs" | "metadata" | "stream_options" => {}
+            "truncation" if v.as_str() == Some("disabled") => {}
+            "include"
+                if v.as_array().is_some_and(|a| {
+                    a.iter()
+                        .all(|i| i.as_str() == Some("reasoning.encrypted_content"))
+                }) => {}
+            // Everything else only tunes the provider, never the content of the answer
+            // (`store: true`, `service_tier`, `prompt_cache_key`, `truncation: auto`,
+            // `max_tool_calls`, other `include`s …), or is new and cannot be judged: top-level
+            // fields are parameters, and the content lives in `instructions`, `input` and
+            // `tools`, whose unknown kinds are refused. Left out and named
+            // (docs/forward-compatibility.md).
+            other => req.dropped.push(other),
         }
     }
     req.user = user.or(safety_identifier);
@@ -129,26 +194,99 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
     }
     Ok(Decoded {
         request: req,
-        echo: Echo::from_request(&obj),
+        echo: Echo::from_request(&obj).with_names(names),
+        hosted_tools,
     })
 }
 
-fn decode_tool(t: &Value, i: usize) -> Result<Tool, TranslateError> {
-    let p = format!("tools[{i}]");
-    let ty = str_of(field(t, "type", &p)?, &format!("{p}.type"))?;
-    if ty != "function" {
-        return Err(TranslateError::Refused {
-            param: format!("{p}.type"),
-            why: match ty {
-                "custom" => "custom (free-form) tools cannot be translated; declare a function tool",
-                "mcp" => "remote MCP tools are called by OpenAI's servers and cannot be served through the gateway",
-                _ => BUILT_IN_TOOL,
-            },
-        });
+/// Whether a tool of type `ty` runs on OpenAI's servers (the dated variants included).
+fn is_hosted_tool(ty: &str) -> bool {
+    ty.starts_with("web_search")
+        || matches!(
+            ty,
+            "file_search" | "code_interpreter" | "image_generation" | "mcp"
+        )
+}
+
+/// `tools`: function tools as they are, the function tools of a namespace flattened (their
+/// names made up in `names`), hosted tools left out and listed in `hosted` (as
+/// `tools[i].type`). Other tools the client runs but whose calls are special items are
+/// refused, and so are unknown kinds.
+fn decode_tools(
+    v: &Value,
+    req: &mut chat::Request,
+    names: &mut ToolNames,
+    hosted: &mut Vec<String>,
+) -> Result<(), TranslateError> {
+    let tools = arr_of(v, "tools")?;
+    // Made-up names must not repeat a name the caller gave a tool of its own.
+    let mut taken: HashSet<String> = tools
+        .iter()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    for (i, t) in tools.iter().enumerate() {
+        let p = format!("tools[{i}]");
+        let ty = str_of(field(t, "type", &p)?, &format!("{p}.type"))?;
+        match ty {
+            "function" => req.tools.push(function_tool(t, &p, None)?),
+            "namespace" => {
+                let ns = str_of(field(t, "name", &p)?, &format!("{p}.name"))?;
+                for (j, inner) in arr_of(field(t, "tools", &p)?, &format!("{p}.tools"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let ip = format!("{p}.tools[{j}]");
+                    let ity = str_of(field(inner, "type", &ip)?, &format!("{ip}.type"))?;
+                    if ity != "function" {
+                        return Err(TranslateError::Refused {
+                            param: format!("{ip}.type"),
+                            why: "only function tools can be translated inside a namespace",
+                        });
+                    }
+                    let name = str_of(field(inner, "name", &ip)?, &format!("{ip}.name"))?;
+                    let flat = names.flatten(ns, name, &mut taken);
+                    req.tools.push(function_tool(inner, &ip, Some(flat))?);
+                }
+            }
+            _ if is_hosted_tool(ty) => {
+                req.dropped.push(&format!("{p}({ty})"));
+                hosted.push(format!("{p}.type"));
+            }
+            _ => {
+                return Err(TranslateError::Refused {
+                    param: format!("{p}.type"),
+                    why: match ty {
+                        "custom" => {
+                            "custom tools take free-form text rather than JSON arguments, which \
+                             the backends' chat APIs cannot express; declare a function tool"
+                        }
+                        "local_shell"
+                        | "shell"
+                        | "apply_patch"
+                        | "computer_use_preview"
+                        | "computer" => CLIENT_TOOL_ITEMS,
+                        _ => {
+                            "unknown tool type: only function and namespace tools can be \
+                              translated"
+                        }
+                    },
+                })
+            }
+        }
     }
-    // The Responses function tool is flat: no `function` wrapper.
+    Ok(())
+}
+
+/// A function tool, named `name` instead of its own when given. The Responses function tool
+/// is flat: no `function` wrapper.
+fn function_tool(t: &Value, p: &str, name: Option<String>) -> Result<Tool, TranslateError> {
+    let name = match name {
+        Some(n) => n,
+        None => str_of(field(t, "name", p)?, &format!("{p}.name"))?.to_string(),
+    };
     Ok(Tool {
-        name: str_of(field(t, "name", &p)?, &format!("{p}.name"))?.to_string(),
+        name,
         description: t
             .get("description")
             .and_then(Value::as_str)
@@ -161,7 +299,7 @@ fn decode_tool(t: &Value, i: usize) -> Result<Tool, TranslateError> {
     })
 }
 
-fn decode_tool_choice(v: &Value) -> Result<ToolChoice, TranslateError> {
+fn decode_tool_choice(v: &Value, names: &ToolNames) -> Result<ToolChoice, TranslateError> {
     match v {
         Value::String(s) => match s.as_str() {
             "auto" => Ok(ToolChoice::Auto),
@@ -178,7 +316,12 @@ fn decode_tool_choice(v: &Value) -> Result<ToolChoice, TranslateError> {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| TranslateError::invalid("tool_choice.name", "missing"))?;
-                Ok(ToolChoice::Tool(name.to_string()))
+                Ok(ToolChoice::Tool(
+                    match o.get("namespace").and_then(Value::as_str) {
+                        Some(ns) => names.flat(ns, name),
+                        None => name.to_string(),
+                    },
+                ))
             }
             Some(_) => Err(TranslateError::Refused {
                 param: "tool_choice.type".into(),
@@ -215,7 +358,11 @@ fn decode_format(f: &Value) -> Result<Option<ResponseFormat>, TranslateError> {
     }
 }
 
-fn decode_input(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError> {
+fn decode_input(
+    v: &Value,
+    req: &mut chat::Request,
+    names: &ToolNames,
+) -> Result<(), TranslateError> {
     let items = match v {
         Value::String(s) => {
             push(req, Role::User, vec![Part::Text(s.clone())]);
@@ -242,9 +389,7 @@ fn decode_input(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError
                 let role = str_of(field(item, "role", &p)?, &format!("{p}.role"))?;
                 let content = decode_content(field(item, "content", &p)?, &format!("{p}.content"))?;
                 match role {
-                    // The Messages API and Gemini have one system prompt: system messages
-                    // anywhere in the input are hoisted into it, in order.
-                    "system" | "developer" => req.system.extend(content),
+                    "system" | "developer" => push_system(req, content),
                     "user" => push(req, Role::User, content),
                     "assistant" => push(req, Role::Assistant, content),
                     other => {
@@ -258,13 +403,17 @@ fn decode_input(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError
             "function_call" => {
                 let call_id = str_of(field(item, "call_id", &p)?, &format!("{p}.call_id"))?;
                 let name = str_of(field(item, "name", &p)?, &format!("{p}.name"))?;
+                let name = match item.get("namespace").and_then(Value::as_str) {
+                    Some(ns) => names.flat(ns, name),
+                    None => name.to_string(),
+                };
                 let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
                 push(
                     req,
                     Role::Assistant,
                     vec![Part::ToolCall(ToolCall {
                         id: call_id.to_string(),
-                        name: name.to_string(),
+                        name,
                         arguments: arguments_object(args),
                     })],
                 );
@@ -296,7 +445,8 @@ fn decode_input(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError
             _ => {
                 return Err(TranslateError::Refused {
                     param: format!("{p}.type"),
-                    why: "only messages, function calls, function call outputs and reasoning can be translated; built-in tool items cannot",
+                    why: "only messages, function calls, function call outputs and reasoning \
+                          items can be translated",
                 })
             }
         }
@@ -396,8 +546,14 @@ fn decode_content(c: &Value, p: &str) -> Result<Vec<Part>, TranslateError> {
 
 // === responses ===
 
-/// The output items of a complete response, in order: consecutive text becomes one message.
-pub(crate) fn output_items(resp_id: &str, content: &[Part], item_status: &str) -> Vec<Value> {
+/// The output items of a complete response, in order: consecutive text becomes one message,
+/// and calls are named as the caller declared the tools (`echo`).
+pub(crate) fn output_items(
+    resp_id: &str,
+    content: &[Part],
+    item_status: &str,
+    echo: &Echo,
+) -> Vec<Value> {
     let mut items: Vec<Value> = Vec::new();
     let mut text: Option<String> = None;
     let flush = |items: &mut Vec<Value>, text: &mut Option<String>| {
@@ -429,7 +585,7 @@ pub(crate) fn output_items(resp_id: &str, content: &[Part], item_status: &str) -
                 items.push(function_call_item(
                     &item_id("fc", resp_id, i),
                     &c.id,
-                    &c.name,
+                    echo.caller_name(&c.name),
                     &Value::Object(c.arguments.clone()).to_string(),
                     item_status,
                 ));
@@ -453,17 +609,22 @@ pub(crate) fn output_text(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": []})
 }
 
+/// A `function_call` item; `(namespace, name)` as the caller declared the tool.
 pub(crate) fn function_call_item(
     id: &str,
     call_id: &str,
-    name: &str,
+    (namespace, name): (Option<&str>, &str),
     arguments: &str,
     status: &str,
 ) -> Value {
-    json!({
+    let mut item = json!({
         "id": id, "type": "function_call", "status": status,
         "arguments": arguments, "call_id": call_id, "name": name,
-    })
+    });
+    if let (Some(ns), Some(o)) = (namespace, item.as_object_mut()) {
+        o.insert("namespace".into(), ns.into());
+    }
+    item
 }
 
 pub(crate) fn reasoning_item(
@@ -507,7 +668,7 @@ pub fn encode_response(resp: &chat::Response, echo: &Echo) -> Vec<u8> {
         model: &resp.model,
         status,
         incomplete_details,
-        output: output_items(&id, &resp.content, item_status),
+        output: output_items(&id, &resp.content, item_status, echo),
         usage: Some(resp.usage.unwrap_or_default()),
         echo,
     }

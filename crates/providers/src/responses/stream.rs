@@ -366,7 +366,7 @@ impl StreamEncoder {
                 name,
                 arguments,
                 ..
-            } => function_call_item(&id, call_id, name, arguments, status),
+            } => function_call_item(&id, call_id, self.echo.caller_name(name), arguments, status),
         }
     }
 
