@@ -728,3 +728,31 @@ def test_a_changed_ca_secret_is_trusted_without_a_restart(nginx, pki, upstream, 
         assert body["choices"][0]["message"]["content"] == mock_text()
     finally:
         gw.proc.stop()
+
+
+# === 1c. HTTP/1.1 over TLS when h2 is turned off ===
+
+
+def test_http1_over_tls_when_h2_is_off(nginx, pki, upstream, tmp_path_factory):
+    """`--upstream-http2=false`: only HTTP/1.1 is offered by ALPN; the edge then gets
+    origin-form HTTP/1.1 with Host, over TLS with the same SNI and certificate check."""
+    work = tmp_path_factory.mktemp("h1-tls-gw")
+    gw = start_gateway(work, edge_config(nginx, pki), extra_args=["--upstream-http2=false"],
+                       name="h1-tls-gw")
+    try:
+        mark = nginx.edge_log.mark()
+        for _ in range(3):
+            status, body = chat(gw, "edge-openai")
+            assert status == 200, body
+        entries = nginx.edge_log.wait_entries(mark, 3)
+        for e in entries:
+            assert e["request"] == "POST /v1/chat/completions HTTP/1.1", e
+            assert e["server_protocol"] == "HTTP/1.1", e
+            assert e["http_host"] == f"localhost:{nginx.edge_port}", e
+            assert e["ssl_server_name"] == "localhost", e
+        # Kept alive: the three went over one connection.
+        assert len({e["connection"] for e in entries}) == 1, entries
+        status, body = chat(gw, "edge-no-ca")
+        assert_certificate_refused(status, body)
+    finally:
+        gw.proc.stop()

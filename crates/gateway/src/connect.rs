@@ -108,21 +108,29 @@ pub(crate) struct Connector {
     tcp: HttpConnector,
     tls: Arc<ClientConfig>,
     env_proxy: Matcher,
+    /// Offer h2 by ALPN; when false, only HTTP/1.1 is offered, to every backend.
+    http2: bool,
 }
 
 impl Connector {
-    /// A connector trusting `roots` (for backends without their own CA) and following the
-    /// process's `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` (either case).
-    pub fn new(roots: RootCertStore) -> Result<Self, rustls::Error> {
+    /// A connector trusting `roots` (for backends without their own CA), offering h2 by ALPN
+    /// when `http2`, and following the process's `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` /
+    /// `NO_PROXY` (either case).
+    pub fn new(roots: RootCertStore, http2: bool) -> Result<Self, rustls::Error> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(Duration::from_secs(60)));
         let env_proxy = Matcher::from_env();
+        let mut tls = switchyard_router::egress::client_config(roots)?;
+        if !http2 {
+            tls = http1_only(&tls);
+        }
         Ok(Connector {
             tcp,
-            tls: switchyard_router::egress::client_config(roots)?,
+            tls,
             env_proxy,
+            http2,
         })
     }
 
@@ -191,8 +199,13 @@ impl Connector {
                 detail,
             })?,
         };
-        let config = egress.tls.as_ref().unwrap_or(&self.tls);
-        let stream = TlsConnector::from(Arc::clone(config))
+        let config = match &egress.tls {
+            // A backend's own CA: its configuration offers h2 too (built with the table).
+            Some(own) if !self.http2 => http1_only(own),
+            Some(own) => Arc::clone(own),
+            None => Arc::clone(&self.tls),
+        };
+        let stream = TlsConnector::from(config)
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| ConnectError {
@@ -214,6 +227,13 @@ impl Connector {
             .map_err(|e| error_chain(&e))?;
         tcp.call(uri).await.map_err(|e| error_chain(&e))
     }
+}
+
+/// `config` offering only HTTP/1.1 by ALPN.
+fn http1_only(config: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::clone(config);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// The name to verify the certificate of `uri`'s host against (an IP address is verified as

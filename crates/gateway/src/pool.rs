@@ -753,7 +753,7 @@ mod tests {
 
     fn pool(max_idle: usize) -> Pool {
         let roots = crate::connect::TrustStore::Webpki.roots().unwrap();
-        let connector = Connector::new(roots).unwrap();
+        let connector = Connector::new(roots, true).unwrap();
         Pool::new(connector, Duration::from_secs(30), max_idle)
     }
 
