@@ -110,6 +110,7 @@ class Settings:
         self.duration = a.duration if a.duration is not None else (0.3 if smoke else 10.0)
         self.warmup = a.warmup if a.warmup is not None else (0.1 if smoke else 1.0)
         self.rounds = a.rounds if a.rounds is not None else (1 if smoke else 3)
+        self.gateway_args: list[str] = list(a.gateway_arg or [])
         self.connections = 32
         self.chunks = 20
         self.rates = [float(r) for r in a.rates.split(",")] if a.rates else (
@@ -650,6 +651,8 @@ class Stack:
         # told to serve without one, as nginx does (and as gateways before that default did).
         if "--require-auth[=" in help_text:
             serve_flags.append("--require-auth=false")
+        # Extra `switchyard serve` flags from --gateway-arg (e.g. --upstream-http2=false).
+        serve_flags.extend(s.gateway_args)
         self.serve_flags = serve_flags
         (config / "bench.yaml").write_text(gateway_config(
             self.mock, s, (self.edge, self.pki["ca"].read_text()) if self.edge else None))
@@ -1950,6 +1953,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "workloads (default 5ms; 0 skips it)")
     p.add_argument("--access-log", action="store_true",
                    help="run both proxies with their access log on (default: both off)")
+    p.add_argument("--gateway-arg", action="append", metavar="ARG",
+                   help="an extra `switchyard serve` flag for every Switchyard under test "
+                        "(repeatable), e.g. --gateway-arg=--upstream-http2=false")
     p.add_argument("--no-tls-upstream", action="store_true",
                    help="skip the TLS-upstream set (Switchyard and nginx to an nginx TLS + h2 "
                         "edge in front of the mock)")
