@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -94,7 +95,16 @@ stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_
         backend("anthropic", "anthropic", f"http://{mock_addr}", "claude-mock"),
         backend("gemini", "gemini", f"http://{mock_addr}", "gemini-mock"),
         backend("bedrock", "bedrock", f"http://{mock_addr}", "anthropic.claude-opus-4-6-v1:0"),
-    ])
+    ]) + """\
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: cli-strict}
+spec:
+  match: {models: ["cli-strict"]}
+  unsupportedTools: reject
+  backends: [{backendRef: {name: openai}, model: "gpt-5.1-codex"}]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +302,82 @@ def test_hosted_tools_are_named_not_called_built_in(web, upstream):
     assert err["param"] == "tools[0].type"
     assert "built-in" not in err["message"] and "OpenAI's servers" not in err["message"]
     assert upstream.requests() == []
+
+
+# === What translation dropped ===
+
+
+def access_line(gw, request_id: str) -> dict:
+    """The access log line of the request with this id (written when the request ends)."""
+
+    def find(line: str):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        if isinstance(rec, dict) and rec.get("message") == "request" and rec.get("request_id") == request_id:
+            return rec
+        return None
+
+    return gw.proc.wait_for(find, f"the access log line of {request_id}", 10.0)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("route", ["cli-openai", "cli-anthropic"])
+def test_codex_is_told_what_was_dropped(gw, web, upstream, route, stream):
+    rid = "req-dropped-" + secrets.token_hex(4)
+    r = web.post("/v1/responses", json={**CODEX, "model": route, "stream": stream},
+                 headers={"authorization": f"Bearer {CALLER_KEY}", "x-request-id": rid})
+    assert r.status_code == 200, r.text
+    dropped = r.headers["x-switchyard-dropped"]
+    names = dropped.split(", ")
+    assert "tools[5](web_search)" in names and "prompt_cache_key" in names, dropped
+    # Settings the gateway honours itself are not listed.
+    assert not any(n.startswith(("store", "include", "reasoning")) for n in names), dropped
+    assert access_line(gw, rid)["dropped"] == dropped
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_claude_code_translated_is_told_what_was_dropped(gw, web, upstream, stream):
+    rid = "req-dropped-" + secrets.token_hex(4)
+    r = web.post("/v1/messages?beta=true", json={**CLAUDE_CODE, "model": "cli-openai", "stream": stream},
+                 headers={"x-api-key": CALLER_KEY, "anthropic-version": "2023-06-01",
+                          "anthropic-beta": BETAS, "x-request-id": rid})
+    assert r.status_code == 200, r.text
+    names = r.headers["x-switchyard-dropped"].split(", ")
+    assert "context_management" in names and "cache_control" in names, names
+    assert access_line(gw, rid)["dropped"] == r.headers["x-switchyard-dropped"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_passthrough_drops_nothing(gw, web, upstream, stream):
+    body = copy.deepcopy(CLAUDE_CODE)
+    body["stream"] = stream
+    for m in body["messages"]:
+        for b in m["content"] if isinstance(m["content"], list) else []:
+            if b.get("type") == "thinking":
+                b["signature"] = "mock-signature-0"
+    rid = "req-dropped-" + secrets.token_hex(4)
+    r = web.post("/v1/messages?beta=true", json={**body, "model": "cli-anthropic"},
+                 headers={"x-api-key": CALLER_KEY, "anthropic-version": "2023-06-01",
+                          "anthropic-beta": BETAS, "x-request-id": rid})
+    assert r.status_code == 200, r.text
+    # The Anthropic backend got every field the caller sent (context_management included).
+    assert "x-switchyard-dropped" not in r.headers
+    assert "context_management" in one(upstream, "/v1/messages")["body"]
+    assert "dropped" not in access_line(gw, rid)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_route_that_rejects_hosted_tools_says_which(web, upstream, stream):
+    r = codex(web, "cli-strict", {**CODEX, "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "tools[5].type", err
+    assert "unsupportedTools" in err["message"], err
+    assert "x-switchyard-dropped" not in r.headers
+    assert upstream.requests() == []
+    # Without hosted tools the same route serves the request.
+    tools = [t for t in CODEX["tools"] if t["type"] != "web_search"]
+    r = codex(web, "cli-strict", {**CODEX, "tools": tools, "stream": False})
+    assert r.status_code == 200, r.text

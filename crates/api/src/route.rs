@@ -44,6 +44,11 @@ pub struct AIRouteSpec {
     /// How a backend is chosen among the primary set (default `weighted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// What to do with tools a backend cannot run for the caller (hosted tools such as
+    /// web_search, file_search): drop them and name them in x-switchyard-dropped, or reject
+    /// the request with 400 (default `drop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported_tools: Option<UnsupportedTools>,
 }
 
 /// Which requests a route takes. All given conditions must hold.
@@ -152,6 +157,21 @@ impl Strategy {
             Strategy::Cheapest => "cheapest",
         }
     }
+}
+
+/// What to do with tools a backend cannot run for the caller (hosted tools such as
+/// web_search, file_search): drop them and name them in x-switchyard-dropped, or reject the
+/// request with 400.
+// The CRD takes its description from this comment, not the field's (as for `Strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnsupportedTools {
+    /// Leave them out of the request and name them in the `x-switchyard-dropped` response
+    /// header and the access log: the model answers without them.
+    #[default]
+    Drop,
+    /// Refuse the request with a 400 naming the tool (`tools[i].type`).
+    Reject,
 }
 
 /// Observed state of an AIRoute.

@@ -636,6 +636,7 @@ mod tests {
             retry: None,
             timeout: None,
             strategy: None,
+            unsupported_tools: None,
         }
     }
 

@@ -463,9 +463,14 @@ impl Shared {
             });
         let backend = &target.backend;
         let caller = decoded.format();
+        // What translation left out, for the caller (x-switchyard-dropped) and the access log.
+        // Set on every answer, so an earlier translated target's list never outlives it; a
+        // passthrough target got the request whole.
+        record.dropped = translate_from.and_then(|_| decoded.dropped_header());
         if decoded.stream() && is_sse {
             // The record (and the concurrency slot in it) moves into the body: it is written
             // when the stream ends.
+            let dropped = record.dropped.clone();
             let mut moved = record.take();
             moved.status = StatusCode::OK;
             let mode = match (translate_from, caller) {
@@ -504,6 +509,9 @@ impl Shared {
                 HeaderValue::from_static("text/event-stream"),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if let Some(d) = dropped {
+                h.insert(DROPPED, d);
+            }
             return Ok(out);
         }
         let bytes = collect_bounded(
@@ -537,7 +545,11 @@ impl Shared {
                 record.usage = usage;
                 record.finish_reason =
                     finish.map(|r| openai::chat::finish_to_openai(r).to_string());
-                Ok(json_response(StatusCode::OK, Bytes::from(out)))
+                let mut resp = json_response(StatusCode::OK, Bytes::from(out));
+                if let Some(d) = record.dropped.clone() {
+                    resp.headers_mut().insert(DROPPED, d);
+                }
+                Ok(resp)
             }
             // Passed through unparsed: the scan that reads usage checks the body is the JSON
             // object the format promises, in the same pass.
@@ -578,6 +590,10 @@ fn count_tokens_estimate(decoded: &Inbound<'_>) -> Response<Body> {
     );
     resp
 }
+
+/// Names what translation left out of the caller's request (docs/forward-compatibility.md),
+/// on an answer from a translated target only.
+const DROPPED: header::HeaderName = header::HeaderName::from_static("x-switchyard-dropped");
 
 /// How much of an error body is read: enough for any provider's error, and for the title
 /// of an edge's page.

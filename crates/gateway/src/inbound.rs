@@ -167,10 +167,6 @@ impl<'a> Inbound<'a> {
     /// (docs/forward-compatibility.md): known once a target has been translated for, and
     /// only meaningful for a response from a translated target (`Encoded::translate_from`);
     /// a passthrough target gets the request whole.
-    #[allow(
-        dead_code,
-        reason = "read by forward.rs for x-switchyard-dropped and the access log"
-    )]
     pub fn dropped(&self) -> Option<&Dropped> {
         match self {
             Inbound::OpenAi { translated, .. } | Inbound::Anthropic { translated, .. } => {
@@ -182,10 +178,6 @@ impl<'a> Inbound<'a> {
 
     /// [`Self::dropped`] as the `x-switchyard-dropped` response header's value, when anything
     /// was left out.
-    #[allow(
-        dead_code,
-        reason = "read by forward.rs for x-switchyard-dropped and the access log"
-    )]
     pub fn dropped_header(&self) -> Option<HeaderValue> {
         self.dropped()
             .filter(|d| !d.is_empty())
@@ -195,10 +187,6 @@ impl<'a> Inbound<'a> {
     /// Refuses a Responses request that declared hosted tools (`web_search` …), for a route
     /// whose `unsupportedTools` policy is `reject`; by default they are left out and named in
     /// [`Self::dropped`]. Other callers' requests pass.
-    #[allow(
-        dead_code,
-        reason = "called by the route phase once AIRoute has unsupportedTools"
-    )]
     pub fn reject_unsupported_tools(&self) -> Result<(), GatewayError> {
         match self {
             Inbound::Responses { decoded, .. } => decoded

@@ -73,6 +73,9 @@ pub struct Record {
     pub usage: Option<Usage>,
     /// Finish reason reported by the upstream.
     pub finish_reason: Option<String>,
+    /// What translation left out of the caller's request, as sent in `x-switchyard-dropped`
+    /// (only for an answer from a translated target).
+    pub dropped: Option<HeaderValue>,
     /// Prices of the served model.
     pub pricing: Pricing,
     /// The backend concurrency slot, held until the response (stream included) ends.
@@ -113,6 +116,7 @@ impl Record {
             ttft: None,
             usage: None,
             finish_reason: None,
+            dropped: None,
             pricing: Pricing::default(),
             permit: None,
             trace: None,
@@ -178,6 +182,9 @@ impl Record {
             cost_usd = cost,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1000.0),
+            // Absent, like the fields around it, unless something was dropped; the header
+            // value is visible ASCII, so `to_str` borrows it without a copy.
+            dropped = self.dropped.as_ref().and_then(|d| d.to_str().ok()),
             // The prometheus crate has no exemplars: the trace id here is what links a slow
             // request seen in the latency histogram (and found in this log) to its trace.
             trace_id = self.trace.as_ref().map(RequestTrace::trace_id),
@@ -281,5 +288,63 @@ mod tests {
         ] {
             assert_eq!(micro_usd(cost), micro, "{cost}");
         }
+    }
+
+    /// Collects the access log's `dropped` field, once per line.
+    #[derive(Default)]
+    struct AccessLines(std::sync::Mutex<Vec<Option<String>>>);
+
+    impl tracing::Subscriber for AccessLines {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            m.target() == "switchyard::access"
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            struct Dropped(Option<String>);
+            impl tracing::field::Visit for Dropped {
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    if f.name() == "dropped" {
+                        self.0 = Some(v.to_string());
+                    }
+                }
+                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+            }
+            let mut d = Dropped(None);
+            e.record(&mut d);
+            self.0.lock().unwrap().push(d.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn access_log_names_dropped_fields_only_when_there_are_some() {
+        let lines = Arc::new(AccessLines::default());
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        tracing::subscriber::with_default(Arc::clone(&lines), || {
+            let record = |dropped: Option<&'static str>| {
+                let mut r = Record::new(
+                    Arc::clone(&metrics),
+                    None,
+                    Instant::now(),
+                    HeaderValue::from_static("id"),
+                );
+                r.dropped = dropped.map(HeaderValue::from_static);
+                drop(r);
+            };
+            record(Some("tools[0](web_search), prompt_cache_key"));
+            record(None);
+        });
+        assert_eq!(
+            *lines.0.lock().unwrap(),
+            [
+                Some("tools[0](web_search), prompt_cache_key".to_string()),
+                None
+            ]
+        );
     }
 }

@@ -15,7 +15,9 @@ use switchyard_api::{
     validate::{self, FieldError, Reason},
     AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
 };
-use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat};
+use switchyard_providers::{
+    chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat,
+};
 
 use crate::{
     consumer::{self, Consumer, Consumers},
@@ -805,6 +807,10 @@ fn compile_route(
             .and_then(|t| parse_duration(t).ok())
             .map(capped),
         strategy: spec.strategy.unwrap_or(Strategy::Weighted),
+        unsupported_tools: match spec.unsupported_tools.unwrap_or_default() {
+            switchyard_api::UnsupportedTools::Drop => UnsupportedTools::Drop,
+            switchyard_api::UnsupportedTools::Reject => UnsupportedTools::Reject,
+        },
         budget: Default::default(),
     })
 }

@@ -9,7 +9,9 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde::Serialize;
 use switchyard_api::{route::RetryOn, MicroUsd, Provider, Strategy};
-use switchyard_providers::{openai::chat::Dialect, transcode::BackendFormat, Operation, Usage};
+use switchyard_providers::{
+    chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat, Operation, Usage,
+};
 
 use crate::{
     glob::Glob,
@@ -52,6 +54,9 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// How the primary backend is chosen.
     pub strategy: Strategy,
+    /// What to do with hosted tools (Responses' `web_search` …) no backend runs for the
+    /// caller: drop and name them, or refuse the request.
+    pub unsupported_tools: UnsupportedTools,
     /// Retry budget, bound from the state registry when the table is published.
     pub(crate) budget: OnceLock<Arc<RetryBudget>>,
 }
@@ -477,6 +482,10 @@ impl RoutingTable {
                     "headers": r.match_headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))).collect::<Vec<_>>(),
                     "consumers": r.match_consumers,
                     "strategy": r.strategy.as_str(),
+                    "unsupportedTools": match r.unsupported_tools {
+                        UnsupportedTools::Drop => "drop",
+                        UnsupportedTools::Reject => "reject",
+                    },
                     "backends": r.targets.iter().map(target).collect::<Vec<_>>(),
                     "fallbacks": r.fallbacks.iter().map(target).collect::<Vec<_>>(),
                     "retry": {"attempts": r.retry.attempts, "backoffMs": r.retry.backoff.as_millis() as u64},

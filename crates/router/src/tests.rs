@@ -160,6 +160,33 @@ spec:
 }
 
 #[test]
+fn unsupported_tools_policy_defaults_to_drop() {
+    use switchyard_providers::chat::UnsupportedTools;
+    let c = build(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: strict}
+spec: {match: {models: [s]}, unsupportedTools: reject, backends: [{backendRef: {name: a}, model: small}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: lenient}
+spec: {match: {models: [l]}, backends: [{backendRef: {name: a}, model: small}]}
+"#,
+    );
+    let policy = |m| {
+        c.table
+            .route(m, &HeaderMap::new(), None)
+            .unwrap()
+            .route
+            .unsupported_tools
+    };
+    assert_eq!(policy("s"), UnsupportedTools::Reject);
+    assert_eq!(policy("l"), UnsupportedTools::Drop);
+}
+
+#[test]
 fn bad_references_are_reported_and_left_out() {
     let c = build(
         r#"
