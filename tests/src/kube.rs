@@ -440,6 +440,30 @@ impl Namespace {
             })
             .collect()
     }
+
+    /// Events about object `name` in this namespace: `(reason, type, note)`.
+    pub fn event_notes(&self, name: &str) -> Vec<(String, String, String)> {
+        let out = self.cluster.kubectl(
+            &[
+                "get",
+                "events.v1.events.k8s.io",
+                "-n",
+                &self.name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| (s(&e["reason"]), s(&e["type"]), s(&e["note"])))
+            .collect()
+    }
 }
 
 impl Drop for Namespace {

@@ -644,3 +644,173 @@ spec:
     let printed = cluster.kubectl(&["get", "aiconsumers", "-n", &ns.name], None);
     assert!(printed.contains("SPEND"), "{printed}");
 }
+
+/// Requests the gateway's ledger (`/debug/spend`) holds for `consumer`, over every day.
+async fn ledger_requests(gw: &KubeGateway, consumer: &str) -> u64 {
+    let view: serde_json::Value = reqwest::get(gw.admin_url("/debug/spend"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    view["consumers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["consumer"] == consumer)
+        .flat_map(|c| c["days"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d["requests"].as_u64())
+        .sum()
+}
+
+/// An edit that makes a resource invalid is refused and its last accepted generation keeps
+/// serving, as local mode keeps the previous table: routing, the consumer's key and its
+/// counters carry on, and status and an Event say why. Fixed, the new generation takes over;
+/// deleted, it is gone.
+#[tokio::test]
+async fn an_invalid_edit_keeps_the_last_good_generation_serving() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("hold");
+    let up = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    ns.apply(&backend_yaml("a", &up.endpoint(), "key"));
+    ns.apply(&route_yaml("chat", &["gpt-4o"], &[("a", 1)]));
+    ns.apply(&secret_yaml("team-key", "sk-team-hold"));
+    let consumer = |usd: &str| {
+        format!(
+            r#"apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {{name: team}}
+spec:
+  keySecretRef: {{name: team-key, key: apiKey}}
+  budget: {{usd: "{usd}", period: day}}
+"#
+        )
+    };
+    ns.apply(&consumer("100"));
+    let gw = KubeGateway::start(cluster, &[&ns.name], "hold");
+    gw.wait_ready().await;
+    let key = Some("sk-team-hold");
+    eventually("the consumer's key to be accepted", WAIT, || async {
+        gw.chat_as("gpt-4o", key).await.0 == 200
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, body) = gw.chat_as("gpt-4o", key).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let team = format!("{}/team", ns.name);
+    eventually("the ledger to count 3 requests", WAIT, || async {
+        ledger_requests(&gw, &team).await == 3
+    })
+    .await;
+    ns.wait_condition("airoute", "chat", "Accepted", "True", "Accepted")
+        .await;
+    ns.wait_condition("aiconsumer", "team", "Accepted", "True", "Accepted")
+        .await;
+    ns.wait_condition("modelbackend", "a", "Accepted", "True", "Accepted")
+        .await;
+
+    // Edits the CRD schema lets through but the compiler refuses: a timeout that is no
+    // duration (in a route that also adds a model), a budget and a price that are no amounts.
+    let fixed_route = route_yaml("chat", &["gpt-4o", "gpt-5"], &[("a", 1)]);
+    ns.apply(&format!("{fixed_route}  timeout: soon\n"));
+    ns.apply(&consumer("plenty"));
+    ns.apply(&backend_yaml("a", &up.endpoint(), "key").replace("\"1.00\"", "\"cheap\""));
+    let refused = [
+        ("airoute", "chat", "InvalidDuration"),
+        ("aiconsumer", "team", "InvalidLimit"),
+        ("modelbackend", "a", "InvalidPricing"),
+    ];
+    for (kind, name, reason) in refused {
+        ns.wait_condition(kind, name, "Accepted", "False", reason)
+            .await;
+        let (_, _, message) = ns.condition(kind, name, "Accepted").unwrap();
+        assert!(
+            message.starts_with("generation 1 keeps serving; generation 2 was refused: "),
+            "{kind} {name}: {message}"
+        );
+        let obj = ns.get(kind, name).unwrap();
+        assert_eq!(obj["metadata"]["generation"], 2, "{obj}");
+        assert_eq!(
+            obj["status"]["observedGeneration"], 2,
+            "the refused generation was observed: {obj}"
+        );
+    }
+    // The backend's generation 1 serves.
+    ns.wait_condition("modelbackend", "a", "Ready", "True", "Ready")
+        .await;
+
+    // Generation 1 of each still serves: the route without gpt-5, the backend, the
+    // consumer's key, and its counters were not reset.
+    let (status, body) = gw.chat_as("gpt-4o", key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(up.requests().await.len(), 4);
+    let (status, body) = gw.chat_as("gpt-5", key).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = gw.chat("gpt-4o").await;
+    assert_eq!(status, 401, "{body}");
+    eventually("the ledger to count on from 3 to 4", WAIT, || async {
+        ledger_requests(&gw, &team).await == 4
+    })
+    .await;
+    for kind in ["ModelBackend", "AIRoute", "AIConsumer"] {
+        let series = format!("switchyard_config_held_resources{{kind=\"{kind}\"}}");
+        assert_eq!(gw.metric(&series).await, Some(1.0), "{series}");
+        let series = format!("switchyard_config_rejected_resources{{kind=\"{kind}\"}}");
+        assert_eq!(gw.metric(&series).await, Some(0.0), "{series}");
+    }
+    eventually(
+        "a Warning Event saying which generation serves",
+        WAIT,
+        || async {
+            ns.event_notes("chat").iter().any(|(reason, type_, note)| {
+                reason == "InvalidDuration"
+                    && type_ == "Warning"
+                    && note.starts_with("generation 1 keeps serving; generation 2 was refused: ")
+                    && note.contains("spec.timeout")
+            })
+        },
+    )
+    .await;
+
+    // Fixed: the new generations take over.
+    ns.apply(&fixed_route);
+    ns.apply(&consumer("50"));
+    ns.apply(&backend_yaml("a", &up.endpoint(), "key"));
+    for (kind, name, _) in refused {
+        ns.wait_condition(kind, name, "Accepted", "True", "Accepted")
+            .await;
+        eventually("observedGeneration 3", WAIT, || async {
+            ns.get(kind, name).unwrap()["status"]["observedGeneration"] == 3
+        })
+        .await;
+    }
+    eventually("the fixed route to serve gpt-5", WAIT, || async {
+        gw.chat_as("gpt-5", key).await.0 == 200
+    })
+    .await;
+    eventually("the ledger to count on past 4", WAIT, || async {
+        ledger_requests(&gw, &team).await >= 5
+    })
+    .await;
+    assert_eq!(
+        gw.metric(r#"switchyard_config_held_resources{kind="AIRoute"}"#)
+            .await,
+        Some(0.0)
+    );
+
+    // Refused again, then deleted: deleting still removes it.
+    ns.apply(&format!("{fixed_route}  timeout: soon\n"));
+    ns.wait_condition("airoute", "chat", "Accepted", "False", "InvalidDuration")
+        .await;
+    assert_eq!(gw.chat_as("gpt-5", key).await.0, 200);
+    ns.delete("airoute", "chat");
+    eventually("the deleted route to 404", WAIT, || async {
+        gw.chat_as("gpt-4o", key).await.0 == 404
+    })
+    .await;
+}

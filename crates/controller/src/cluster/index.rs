@@ -52,6 +52,8 @@ pub struct Index {
 pub trait Indexed: Resource + Sized {
     /// The index's map for this kind.
     fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>>;
+    /// The index's map for this kind, to read.
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>>;
 }
 
 // === impl Kind ===
@@ -64,6 +66,13 @@ impl Kind {
             Kind::AIRoute => "AIRoute",
             Kind::AIConsumer => "AIConsumer",
         }
+    }
+
+    /// The kind named `s` (as in [`Kind::as_str`]), if it is one.
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::ModelBackend, Kind::AIRoute, Kind::AIConsumer]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -132,6 +141,11 @@ impl Index {
         K::map(self).remove(&(namespace.to_string(), name.to_string()));
     }
 
+    /// The object `key` of kind `K`, if present.
+    pub fn get<K: Indexed>(&self, key: &ObjKey) -> Option<&Arc<K>> {
+        K::map_ref(self).get(key)
+    }
+
     /// The ModelBackends.
     pub fn backends(&self) -> impl Iterator<Item = &Arc<ModelBackend>> {
         self.backends.values()
@@ -159,10 +173,12 @@ impl Index {
         for (ns, name) in self.backends.values().flat_map(|b| backend_secret_refs(b)) {
             out.insert((ns, name));
         }
-        for c in self.consumers.values() {
-            if let (Some(ns), Some(r)) = (c.namespace(), &c.spec.key_secret_ref) {
-                out.insert((ns, r.name.clone()));
-            }
+        for (ns, name) in self
+            .consumers
+            .values()
+            .flat_map(|c| consumer_secret_refs(c))
+        {
+            out.insert((ns, name));
         }
         out
     }
@@ -183,6 +199,20 @@ impl Index {
             origins: BTreeMap::new(),
         }
     }
+}
+
+/// The `(namespace, name)` of every Secret an AIConsumer refers to: its key and its
+/// additional keys.
+pub fn consumer_secret_refs(c: &AIConsumer) -> Vec<ObjKey> {
+    let Some(ns) = c.namespace() else {
+        return vec![];
+    };
+    c.spec
+        .key_secret_ref
+        .iter()
+        .chain(&c.spec.additional_key_secret_refs)
+        .map(|r| (ns.clone(), r.name.clone()))
+        .collect()
 }
 
 /// The `(namespace, name)` of every Secret a ModelBackend refers to.
@@ -214,11 +244,17 @@ impl Indexed for ModelBackend {
     fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>> {
         &mut index.backends
     }
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
+        &index.backends
+    }
 }
 
 impl Indexed for AIRoute {
     fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>> {
         &mut index.routes
+    }
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
+        &index.routes
     }
 }
 
@@ -226,11 +262,17 @@ impl Indexed for AIConsumer {
     fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>> {
         &mut index.consumers
     }
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
+        &index.consumers
+    }
 }
 
 impl Indexed for Secret {
     fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>> {
         &mut index.secrets
+    }
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
+        &index.secrets
     }
 }
 
@@ -260,6 +302,32 @@ mod tests {
             .collect();
         assert_eq!(names, vec![key("ns", "b-key"), key("ns", "c-key")]);
         assert_eq!(r.secret_value("ns", "b-key", "apiKey"), Some(&b"sk-1"[..]));
+    }
+
+    #[test]
+    fn additional_consumer_keys_reach_compile() {
+        let mut index = Index::new(Namespaces::All);
+        let mut c = mk_consumer("ns", "c", "c-key");
+        c.spec
+            .additional_key_secret_refs
+            .push(switchyard_api::SecretKeyRef {
+                name: "c-next".into(),
+                key: "key".into(),
+            });
+        index.apply(c);
+        index.apply(mk_secret("ns", "c-key", "key", "vk-1"));
+        index.apply(mk_secret("ns", "c-next", "key", "vk-2"));
+        let refs: Vec<_> = index.referenced_secrets().into_iter().collect();
+        assert_eq!(refs, vec![key("ns", "c-key"), key("ns", "c-next")]);
+        let compiled = switchyard_router::compile(&index.resources(), 1);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let consumers = compiled.table.consumers();
+        assert!(consumers.authenticate(b"vk-1").is_some());
+        assert!(consumers.authenticate(b"vk-2").is_some());
     }
 
     #[test]

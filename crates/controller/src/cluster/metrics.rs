@@ -18,6 +18,9 @@ pub struct ControllerMetrics {
     pub leader: IntGauge,
     /// `switchyard_config_rejected_resources{kind}`: resources left out of the current table.
     pub rejected: IntGaugeVec,
+    /// `switchyard_config_held_resources{kind}`: resources whose newest generation was refused
+    /// while their last accepted one keeps serving.
+    pub held: IntGaugeVec,
 }
 
 impl ControllerMetrics {
@@ -61,17 +64,26 @@ impl ControllerMetrics {
             ),
             &["kind"],
         )?;
+        let held = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_config_held_resources",
+                "Resources whose newest generation was refused while their last accepted generation keeps serving, by kind.",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(propagation.clone()))?;
         registry.register(Box::new(watch_reconnects.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(held.clone()))?;
         Ok(ControllerMetrics {
             propagation,
             watch_reconnects,
             status_writes,
             leader,
             rejected,
+            held,
         })
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! reflectors (per kind × namespace) ─▶ trigger (generation filter; referenced Secrets only)
-//!   ─▶ debounce ─▶ Index ─▶ router::compile ─▶ TableHandle::store      (every replica)
+//!   ─▶ debounce ─▶ Index ─▶ router::compile (refused edits: again, with their LastGood version)
+//!                              ├─▶ TableHandle::store                            (every replica)
 //!                              └─▶ verdicts ─▶ one-slot channel ─▶ status writer (Lease holder)
 //! ```
 //!
 //! Unlike file mode, a resource with errors does not hold the others back: compile leaves
-//! it out, its status says why, and the rest is served. If the API server goes away the
+//! it out, its status says why, and the rest is served. An edit that makes a resource invalid
+//! does not take it out, though: its last accepted generation keeps serving and its status
+//! says why the new one was refused ([`compile_holding`]). If the API server goes away the
 //! last table keeps serving while the watches retry.
 //!
 //! Secrets are watched with a label selector (`switchyard.dev/secret=true` by default), so
@@ -16,6 +19,7 @@
 //! (service-account tokens, Helm release blobs, TLS keys); of those it sees, only the ones
 //! a resource references reach the compile step or trigger a rebuild.
 
+mod hold;
 mod index;
 mod lease;
 mod metrics;
@@ -40,15 +44,16 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use switchyard_api::{AIConsumer, AIRoute, ModelBackend};
-use switchyard_router::{compile, Severity, TableHandle};
+use switchyard_router::{Severity, TableHandle};
 use switchyard_telemetry::Metrics;
 use tokio::{sync::watch as channel, task::JoinSet};
 
+pub use hold::{compile_holding, Held, LastGood, Outcome};
 pub use index::{Index, Kind, Namespaces, ObjKey};
 pub use lease::LeaseConfig;
 pub use metrics::ControllerMetrics;
 pub use spend::{SpendFuture, SpendSource};
-pub use status::{verdicts, Hints, Verdict};
+pub use status::{mark_held, verdicts, Hints, Verdict};
 pub use token_review::{TokenReviews, DEFAULT_AUDIENCE};
 
 use watch::{GenerationFilter, Referenced, Trigger};
@@ -223,6 +228,7 @@ impl KubeSource {
             verdicts: &verdicts_tx,
             generation: 0,
             reported: HashSet::new(),
+            last_good: LastGood::default(),
         };
         let listed = tokio::select! {
             ok = stores.wait_ready() => Some(ok),
@@ -317,6 +323,9 @@ struct Rebuild<'a> {
     generation: u64,
     /// Diagnostics already logged, so each is logged once, not on every rebuild.
     reported: HashSet<String>,
+    /// The last version of each resource that compiled, to fall back on when an edit is
+    /// refused.
+    last_good: LastGood,
 }
 
 impl Rebuild<'_> {
@@ -328,36 +337,62 @@ impl Rebuild<'_> {
         self.stores.fill::<AIConsumer>(&mut index);
         // Publish the referenced Secrets *before* reading the Secret stores: a Secret event
         // handled after this sees the new set and triggers, one handled before is already
-        // in the stores read below. Either way no change is missed.
+        // in the stores read below. Either way no change is missed. Those of the versions
+        // kept to fall back on count too: a held version is rebuilt when its Secret changes.
         if let Ok(mut r) = self.referenced.write() {
-            *r = index.referenced_secrets();
+            let mut referenced = index.referenced_secrets();
+            referenced.extend(self.last_good.referenced_secrets());
+            *r = referenced;
         }
         self.stores.fill::<Secret>(&mut index);
 
         self.generation += 1;
-        let compiled = compile(&index.resources(), self.generation);
-        let mut reported = HashSet::new();
+        let outcome = compile_holding(&index, &self.last_good, self.generation);
+        self.last_good.update(&index, &outcome);
         for kind in [Kind::ModelBackend, Kind::AIRoute, Kind::AIConsumer] {
-            let rejected: HashSet<(&str, &str)> = compiled
+            let rejected: HashSet<(&str, &str)> = outcome
+                .compiled
                 .diagnostics
                 .iter()
                 .filter(|d| d.kind == kind.as_str() && d.severity == Severity::Error)
                 .map(|d| (d.namespace.as_str(), d.name.as_str()))
                 .collect();
-            self.source
-                .controller
+            let controller = &self.source.controller;
+            controller
                 .rejected
                 .with_label_values(&[kind.as_str()])
                 .set(rejected.len() as i64);
+            let held = outcome.held.iter().filter(|h| h.kind == kind).count();
+            controller
+                .held
+                .with_label_values(&[kind.as_str()])
+                .set(held as i64);
         }
-        for d in &compiled.diagnostics {
-            let line = d.to_string();
+        let mut reported = HashSet::new();
+        let held_lines = outcome.held.iter().map(|h| {
+            let generation = |g: Option<i64>| g.map_or_else(|| "?".into(), |g| g.to_string());
+            format!(
+                "{} {}/{}: generation {} refused, generation {} keeps serving",
+                h.kind,
+                h.key.0,
+                h.key.1,
+                generation(h.refused),
+                generation(h.serving)
+            )
+        });
+        for line in outcome
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .chain(held_lines)
+        {
             if !self.reported.contains(&line) {
                 tracing::warn!("{line}");
             }
             reported.insert(line);
         }
         self.reported = reported;
+        let compiled = outcome.compiled;
         let routes = compiled.table.route_count();
         self.source.table.store(compiled.table);
         let metrics = &self.source.metrics;
@@ -372,14 +407,17 @@ impl Rebuild<'_> {
         tracing::info!(
             generation = self.generation,
             routes,
-            problems = compiled.diagnostics.len(),
+            problems = outcome.diagnostics.len(),
+            held = outcome.held.len(),
+            compiles = outcome.compiles,
             "routing table loaded"
         );
         let hints = Hints {
             secret_selector: opts.secret_selector.clone(),
         };
-        self.verdicts
-            .send_replace(Arc::new(verdicts(&index, &compiled.diagnostics, &hints)));
+        let mut verdicts = verdicts(&index, &outcome.diagnostics, &hints);
+        mark_held(&mut verdicts, &outcome.held);
+        self.verdicts.send_replace(Arc::new(verdicts));
     }
 }
 

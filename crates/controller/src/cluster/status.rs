@@ -6,9 +6,12 @@
 //! - `Accepted`: the object is in the routing table. `False` with the first error's reason
 //!   (`InvalidPricing`, `BackendNotFound` …) when it was left out; `True` with reason
 //!   `ConflictingMatch` when some of its model patterns lose to an older route, `False` with
-//!   that reason when all of them do (it then serves nothing).
+//!   that reason when all of them do (it then serves nothing). Also `False`, with the
+//!   message starting "generation N keeps serving", when an edit was refused and the last
+//!   accepted generation serves in its place ([`super::compile_holding`]).
 //! - `ResolvedRefs`: every ModelBackend / Secret it names exists, is usable and may be used.
-//! - `Ready` (ModelBackends): follows `Accepted` until health checking exists.
+//! - `Ready` (ModelBackends): follows `Accepted` until health checking exists; `True` while an
+//!   earlier generation serves in place of a refused one.
 //!
 //! `lastTransitionTime` moves only when a condition's status flips; the verdict (type,
 //! status, reason of every condition) decides whether an Event is due.
@@ -18,7 +21,10 @@ use std::collections::BTreeMap;
 use switchyard_api::{AIConsumer, AIRoute, Condition, ModelBackend, Reason};
 use switchyard_router::{Diagnostic, Severity};
 
-use super::index::{backend_secret_refs, Index, Kind, ObjKey};
+use super::{
+    hold::Held,
+    index::{backend_secret_refs, Index, Kind, ObjKey},
+};
 
 /// The status one object should carry after a compile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +150,43 @@ pub fn verdicts(index: &Index, diagnostics: &[Diagnostic], hints: &Hints) -> Vec
         out.push(verdict(Kind::AIConsumer, &c.metadata, key, conditions));
     }
     out
+}
+
+/// Marks the verdicts of the resources held back ([`super::compile_holding`]): `Accepted`
+/// stays `False` with the refused generation's reason, its message first saying which
+/// generation keeps serving; a ModelBackend's `Ready` is `True`, as its previous generation
+/// serves. `observedGeneration` stays the refused one: it was observed.
+pub fn mark_held(verdicts: &mut [Verdict], held: &[Held]) {
+    for v in verdicts {
+        let Some(h) = held.iter().find(|h| h.kind == v.kind && h.key == v.key) else {
+            continue;
+        };
+        let serving = h.serving.map_or_else(
+            || "the previous generation".to_string(),
+            |g| format!("generation {g}"),
+        );
+        let refused = h.refused.map_or_else(
+            || "the new generation".to_string(),
+            |g| format!("generation {g}"),
+        );
+        for c in &mut v.conditions {
+            match c.type_.as_str() {
+                ACCEPTED => {
+                    c.message = format!(
+                        "{serving} keeps serving; {refused} was refused: {}",
+                        c.message
+                    );
+                }
+                READY => {
+                    c.status = "True".into();
+                    c.reason = READY.into();
+                    c.message =
+                        format!("Serving {serving}; {refused} was not accepted (see Accepted).");
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn obj_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
