@@ -88,7 +88,12 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
     let tool = if answered {
         None
     } else {
-        tools::choose(body.get("tools"), "input_schema", tool_header)
+        tools::choose(
+            body.get("tools"),
+            "input_schema",
+            tool_header,
+            knobs.tool_args.as_ref(),
+        )
     };
     let (pieces, stop_reason) = match (&tool, max_tokens) {
         (Some(_), _) => (0, "tool_use"),

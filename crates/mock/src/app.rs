@@ -601,7 +601,12 @@ fn chat_completions(
         .last()
         .is_some_and(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
     if !answered {
-        if let Some(call) = crate::tools::choose(body.get("tools"), "parameters", tool_header) {
+        if let Some(call) = crate::tools::choose(
+            body.get("tools"),
+            "parameters",
+            tool_header,
+            knobs.tool_args.as_ref(),
+        ) {
             let prompt_tokens = openai::estimate_tokens(chars);
             if body.get("stream").and_then(Value::as_bool) != Some(true) {
                 return Ok(json_response(crate::tools::openai_json(

@@ -432,7 +432,12 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
     let call = if answered {
         None
     } else {
-        tools::choose(Some(&Value::Array(specs)), "schema", tool_header)
+        tools::choose(
+            Some(&Value::Array(specs)),
+            "schema",
+            tool_header,
+            knobs.tool_args.as_ref(),
+        )
     };
     let max = obj
         .get("inferenceConfig")

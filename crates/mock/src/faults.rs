@@ -19,6 +19,7 @@ const RETRY_AFTER: HeaderName = HeaderName::from_static("x-mock-retry-after");
 const RESET_AFTER: HeaderName = HeaderName::from_static("x-mock-reset-after");
 const FAIL_FIRST: HeaderName = HeaderName::from_static("x-mock-fail-first");
 const FAULT: HeaderName = HeaderName::from_static("x-mock-fault");
+const TOOL_ARGS: HeaderName = HeaderName::from_static("x-mock-tool-args");
 
 /// Everything that shapes one response besides its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct Knobs {
     pub fail_first: Option<u32>,
     /// Faults in an otherwise normal answer (`x-mock-fault`).
     pub fault: Faults,
+    /// The arguments object of a tool call, instead of ones made up from the tool's schema
+    /// (`x-mock-tool-args`, JSON): lets a real agent client run the tool it is asked to.
+    pub tool_args: Option<serde_json::Value>,
 }
 
 /// Faults `x-mock-fault` injects into an answer, named as a comma-separated list: the ways a
@@ -81,6 +85,7 @@ impl Knobs {
             reset_after: None,
             fail_first: None,
             fault: Faults::default(),
+            tool_args: None,
         }
     }
 
@@ -110,6 +115,17 @@ impl Knobs {
         }
         if let Some(value) = headers.get(&FAULT) {
             knobs.fault = Faults::parse(value.as_bytes())?;
+        }
+        if let Some(value) = headers.get(&TOOL_ARGS) {
+            match serde_json::from_slice::<serde_json::Value>(value.as_bytes()) {
+                Ok(args @ serde_json::Value::Object(_)) => knobs.tool_args = Some(args),
+                _ => {
+                    return Err(KnobError {
+                        header: TOOL_ARGS,
+                        reason: "expected a JSON object",
+                    })
+                }
+            }
         }
         Ok(knobs)
     }
@@ -216,6 +232,7 @@ mod tests {
                 ("x-mock-status", "429"),
                 ("x-mock-retry-after", "2"),
                 ("x-mock-reset-after", "1"),
+                ("x-mock-tool-args", r#"{"file_path": "/tmp/a.txt"}"#),
             ]))
             .unwrap();
         assert_eq!(
@@ -229,6 +246,7 @@ mod tests {
                 reset_after: Some(1),
                 fail_first: None,
                 fault: Faults::default(),
+                tool_args: Some(serde_json::json!({"file_path": "/tmp/a.txt"})),
             }
         );
     }
@@ -263,6 +281,8 @@ mod tests {
             ("x-mock-status", "200"),
             ("x-mock-status", "600"),
             ("x-mock-status", "70000"),
+            ("x-mock-tool-args", "[1]"),
+            ("x-mock-tool-args", "{not json"),
         ] {
             let err = defaults
                 .with_headers(&headers(&[(name, value)]))

@@ -197,6 +197,7 @@ pub fn plan(
             Some(&Value::Array(declarations)),
             "parametersJsonSchema",
             tool_header,
+            knobs.tool_args.as_ref(),
         )
     };
     let max = obj

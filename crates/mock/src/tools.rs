@@ -20,8 +20,14 @@ pub struct Call {
 
 /// Picks the tool to call: the one `x-mock-tool-call` names, else the first offered.
 /// `schema_key` is where the dialect keeps the schema (`parameters` / `input_schema`); OpenAI
-/// nests each tool under `function`.
-pub fn choose(tools: Option<&Value>, schema_key: &str, header: Option<&str>) -> Option<Call> {
+/// nests each tool under `function`. The arguments are `args` (`x-mock-tool-args`) when
+/// given, else made up from the schema.
+pub fn choose(
+    tools: Option<&Value>,
+    schema_key: &str,
+    header: Option<&str>,
+    args: Option<&Value>,
+) -> Option<Call> {
     let tools = tools?.as_array()?;
     let defs: Vec<&Value> = tools
         .iter()
@@ -34,7 +40,10 @@ pub fn choose(tools: Option<&Value>, schema_key: &str, header: Option<&str>) -> 
         None => defs.first()?,
     };
     let name = def.get("name").and_then(Value::as_str)?.to_string();
-    let input = arguments(def.get(schema_key));
+    let input = match args {
+        Some(given) => given.clone(),
+        None => arguments(def.get(schema_key)),
+    };
     let text = input.to_string();
     Some(Call {
         id: format!("call_mock_{}", fastrand::u32(..)),
@@ -163,11 +172,21 @@ mod tests {
     fn pieces_concatenate_to_the_arguments() {
         let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
             "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]);
-        let call = choose(Some(&tools), "parameters", None).unwrap();
+        let call = choose(Some(&tools), "parameters", None, None).unwrap();
         assert_eq!(call.name, "get_weather");
         assert_eq!(call.input, json!({"city": "mock", "days": 1}));
         assert!(call.pieces.len() > 1);
         assert_eq!(call.pieces.concat(), call.input.to_string());
-        assert!(choose(Some(&tools), "parameters", Some("nope")).is_none());
+        assert!(choose(Some(&tools), "parameters", Some("nope"), None).is_none());
+    }
+
+    #[test]
+    fn given_arguments_replace_the_made_up_ones() {
+        let tools = json!([{"name": "Read", "input_schema": {
+            "type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "number"}}}}]);
+        let args = json!({"file_path": "/tmp/x/hello.txt"});
+        let call = choose(Some(&tools), "input_schema", Some("Read"), Some(&args)).unwrap();
+        assert_eq!(call.input, args);
+        assert_eq!(call.pieces.concat(), args.to_string());
     }
 }
