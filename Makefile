@@ -30,7 +30,14 @@ $(PY): tests/python/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $(PY)
 
-test-python: build $(PY)
+# The real agent CLIs (Claude Code, Codex) that tests/python/test_agent_clis.py runs, at the
+# versions the lock file pins.
+CLIENTS := tests/clients/node_modules/.package-lock.json
+$(CLIENTS): tests/clients/package.json tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund
+	touch $(CLIENTS)
+
+test-python: build $(PY) $(CLIENTS)
 	$(PY) -m pytest tests/python -q
 
 ## A real kube-apiserver + etcd on loopback for the cluster-mode tests (tests/k8s/README.md).
