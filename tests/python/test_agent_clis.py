@@ -4,8 +4,8 @@
   gateway: `/v1/messages` to anthropic (passthrough), openai, openai-compatible, gemini,
   azure-openai and bedrock.
 * Codex CLI (`@openai/codex`, `codex exec`) with a model provider whose `base_url` is the
-  gateway's `/v1` and `wire_api = "responses"`: `/v1/responses` to openai, openai-compatible,
-  anthropic, gemini, azure-openai and bedrock.
+  gateway's `/v1` and `wire_api = "responses"`: `/v1/responses` to openai and azure-openai
+  (passthrough to their own Responses API), openai-compatible, anthropic, gemini and bedrock.
 
 The CLIs are the versions pinned in `tests/clients/package.json` (`npm ci --prefix
 tests/clients`). Each runs with a temporary HOME, telemetry, auto-update and other
@@ -258,10 +258,17 @@ UPSTREAM = {
     "azure": ("/openai/deployments/gpt-4o-prod/chat/completions", '"role": "tool"'),
     "bedrock": ("/model/anthropic.claude-opus-4-6-v1%3A0/converse-stream", '"toolResult"'),
 }
+# Codex's Responses requests pass through to the backends that serve the Responses API
+# (Azure's v1 path names the deployment in the body), Codex's own items and all.
+CODEX_UPSTREAM = {
+    **UPSTREAM,
+    "openai": ("/v1/responses", '"type": "function_call_output"'),
+    "azure": ("/openai/v1/responses", '"type": "function_call_output"'),
+}
 
 
-def upstream_calls(mock, short: str) -> list[dict]:
-    path, _ = UPSTREAM[short]
+def upstream_calls(mock, short: str, paths: dict = UPSTREAM) -> list[dict]:
+    path, _ = paths[short]
     recs = mock.requests()
     calls = [r for r in recs if r["path"] == path]
     assert calls, f"no upstream call on {path}; the mock saw {[r['path'] for r in recs]}"
@@ -349,7 +356,7 @@ def test_codex_plain_turn(gw, upstream, work, short):
     assert texts and REPLY in texts[-1], failed("codex exec", r, gw)
     done = [e for e in events if e.get("type") == "turn.completed"]
     assert done and done[0]["usage"]["output_tokens"] > 0, failed("codex exec", r, gw)
-    assert len(upstream_calls(upstream, short)) == 1
+    assert len(upstream_calls(upstream, short, CODEX_UPSTREAM)) == 1
     # The backend's usage was read and priced (6 output tokens: the mock's six chunks).
     now_spend, now_output = spend_and_output(gw, f"cli-{short}")
     assert now_output - output == MOCK_CHUNKS and now_spend > spend
@@ -367,10 +374,10 @@ def test_codex_runs_a_command(gw, upstream, work, read_path, short):
     texts = [e["item"]["text"] for e in events
              if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"]
     assert texts and REPLY in texts[-1], failed("codex exec", r, gw)
-    calls = upstream_calls(upstream, short)
+    calls = upstream_calls(upstream, short, CODEX_UPSTREAM)
     assert len(calls) == 2, [c["path"] for c in calls]
     sent = json.dumps(calls[1]["body"])
-    assert UPSTREAM[short][1] in sent and SECRET in sent, sent[-3000:]
+    assert CODEX_UPSTREAM[short][1] in sent and SECRET in sent, sent[-3000:]
 
 
 # === The captured requests, replayed ===
@@ -419,4 +426,11 @@ def test_captured_codex_request_to_every_backend(gw, upstream, short):
     status, text = replay(gw, "/v1/responses", body, {})
     assert status == 200, text
     assert "response.completed" in text and "Mock" in text, text[-2000:]
-    assert len(upstream_calls(upstream, short)) == 1
+    calls = upstream_calls(upstream, short, CODEX_UPSTREAM)
+    assert len(calls) == 1
+    if short in ("openai", "azure"):
+        # Passthrough: the body the backend gets is Codex's, only the model renamed.
+        sent = calls[0]["body"]
+        assert sent["model"] == MODELS[short][1]
+        sent["model"] = body["model"]
+        assert sent == body

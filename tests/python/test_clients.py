@@ -6,7 +6,9 @@ issue until the CLI matrix captures real ones) through the gateway to every back
   20 tools; and `/v1/messages/count_tokens`.
 * Codex CLI on `/v1/responses`: a `namespace` tool, `web_search`, function calls (one
   namespaced), reasoning, `include`, `store: false`, `prompt_cache_key`; the model's call of a
-  namespaced tool comes back under the caller's namespace and name, plain and streamed.
+  namespaced tool comes back under the caller's namespace and name, plain and streamed. To an
+  `openai` backend it passes through to `/v1/responses` unchanged but for the model; to the
+  others it is translated.
 
 `switchyard-mock` plays every backend; its request log shows what the gateway sent.
 """
@@ -48,6 +50,8 @@ BACKENDS = {
     ),
 }
 TRANSLATED_FOR_CLAUDE = ["cli-openai", "cli-compatible", "cli-gemini", "cli-bedrock"]
+# Codex's route → its upstream paths: an `openai` backend serves the Responses API itself.
+CODEX_BACKENDS = {**BACKENDS, "cli-openai": ("/v1/responses", "/v1/responses")}
 
 
 def backend(name: str, provider: str, endpoint: str, model: str, extra: str = "") -> str:
@@ -252,7 +256,12 @@ def test_codex_request_on_every_backend(web, upstream, route, stream):
         tools = r.json()["tools"]
     # The response echoes the caller's own tools.
     assert [t["type"] for t in tools] == [t["type"] for t in CODEX["tools"]]
-    sent = json.dumps(one(upstream, BACKENDS[route][stream])["body"])
+    body = one(upstream, CODEX_BACKENDS[route][stream])["body"]
+    if route == "cli-openai":
+        # Passed through: Codex's request whole, hosted tool and all, only the model renamed.
+        assert body == {**CODEX, "stream": stream, "model": "gpt-5.1-codex"}
+        return
+    sent = json.dumps(body)
     assert "web_search" not in sent
     assert "multi_agent_v1__spawn_agent" in sent and "<collaboration_mode>" in sent
     assert "prompt_cache_key" not in sent
@@ -279,8 +288,13 @@ def test_codex_sees_its_own_namespace_and_name(web, upstream, route, stream):
     assert calls
     for call in calls:
         assert (call["namespace"], call["name"]) == ("multi_agent_v1", "wait"), call
-    # What the model called went upstream under the flat name.
-    assert NAMESPACED in json.dumps(one(upstream, BACKENDS[route][stream])["body"])
+    # What the model called went upstream under the flat name (passed through: as Codex
+    # declared it, in its namespace).
+    sent = one(upstream, CODEX_BACKENDS[route][stream])["body"]
+    if route == "cli-openai":
+        assert sent["tools"] == CODEX["tools"]
+    else:
+        assert NAMESPACED in json.dumps(sent)
 
     # Codex sends the call back with its output: the backend sees the flat name again.
     upstream.clear()
@@ -290,13 +304,17 @@ def test_codex_sees_its_own_namespace_and_name(web, upstream, route, stream):
     r = codex(web, route, body)
     assert r.status_code == 200, r.text
     assert r.json()["output"][-1]["type"] == "message"
-    assert json.dumps(one(upstream, BACKENDS[route][0])["body"]).count(NAMESPACED) >= 2
+    sent = one(upstream, CODEX_BACKENDS[route][0])["body"]
+    if route == "cli-openai":
+        assert sent["input"] == body["input"]
+    else:
+        assert json.dumps(sent).count(NAMESPACED) >= 2
 
 
 def test_hosted_tools_are_named_not_called_built_in(web, upstream):
     # `web_search` is left out (the default policy); a tool the client runs but cannot be
     # translated is refused without being called built-in.
-    r = codex(web, "cli-openai", {"input": "hi", "tools": [{"type": "local_shell"}]})
+    r = codex(web, "cli-compatible", {"input": "hi", "tools": [{"type": "local_shell"}]})
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "tools[0].type"
@@ -323,7 +341,7 @@ def access_line(gw, request_id: str) -> dict:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("route", ["cli-openai", "cli-anthropic"])
+@pytest.mark.parametrize("route", ["cli-compatible", "cli-anthropic"])
 def test_codex_is_told_what_was_dropped(gw, web, upstream, route, stream):
     rid = "req-dropped-" + secrets.token_hex(4)
     r = web.post("/v1/responses", json={**CODEX, "model": route, "stream": stream},
@@ -335,6 +353,16 @@ def test_codex_is_told_what_was_dropped(gw, web, upstream, route, stream):
     # Settings the gateway honours itself are not listed.
     assert not any(n.startswith(("store", "include", "reasoning")) for n in names), dropped
     assert access_line(gw, rid)["dropped"] == dropped
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_codex_passed_through_has_nothing_dropped(gw, web, upstream, stream):
+    rid = "req-dropped-" + secrets.token_hex(4)
+    r = web.post("/v1/responses", json={**CODEX, "model": "cli-openai", "stream": stream},
+                 headers={"authorization": f"Bearer {CALLER_KEY}", "x-request-id": rid})
+    assert r.status_code == 200, r.text
+    assert "x-switchyard-dropped" not in r.headers
+    assert not access_line(gw, rid).get("dropped")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

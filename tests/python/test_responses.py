@@ -1,8 +1,10 @@
 """The OpenAI Responses API (`POST /v1/responses`) through the official OpenAI Python SDK.
 
-The gateway is stateless: it serves the Responses API from every backend's chat API, OpenAI's
-included (through Chat Completions). Each test runs against an `openai-compatible`, an
-`azure-openai`, an `anthropic`, a `gemini` and a `bedrock` backend, all played by `switchyard-mock`, whose request log shows
+Backends that serve the Responses API themselves (`openai`, `azure-openai`) get the request
+passed through to their `/responses` (see test_responses_passthrough.py for what that keeps);
+every other backend serves it, statelessly, from its chat API. Each test runs against an
+`openai`, an `openai-compatible`, an `azure-openai`, an `anthropic`, a `gemini` and a `bedrock`
+backend, all played by `switchyard-mock`, whose request log shows
 what the gateway actually sent: plain, streaming (raw events and the SDK's `responses.stream`
 helper) and a function-call round trip; then the errors, in OpenAI's shape.
 """
@@ -37,12 +39,10 @@ WEATHER_TOOL = {
 # Route (the model the caller names) → the upstream path of a plain and of a streamed call.
 BACKENDS = {
     "resp-openai": ("/v1/chat/completions", "/v1/chat/completions"),
-    # provider `openai` (the same wire as openai-compatible, its own matrix column)
-    "resp-openai-native": ("/v1/chat/completions", "/v1/chat/completions"),
-    "resp-azure": (
-        "/openai/deployments/gpt-4o-prod/chat/completions",
-        "/openai/deployments/gpt-4o-prod/chat/completions",
-    ),
+    # provider `openai`: passed through to its own Responses API
+    "resp-openai-native": ("/v1/responses", "/v1/responses"),
+    # Azure's v1 Responses API: the deployment travels in the body's `model`
+    "resp-azure": ("/openai/v1/responses", "/openai/v1/responses"),
     "resp-anthropic": ("/v1/messages", "/v1/messages"),
     "resp-gemini": (
         "/v1beta/models/gemini-mock:generateContent",
@@ -179,9 +179,15 @@ def gw(mock, tmp_path_factory):
     g.proc.stop()
 
 
+# Routes whose backend serves the Responses API: the request reaches it unchanged.
+PASSTHROUGH = ("resp-openai-native", "resp-azure")
+
+
 def system_prompt(route: str, body: dict) -> str:
     """The system prompt as the backend's format carries it."""
-    if route in ("resp-openai", "resp-openai-native", "resp-azure"):
+    if route in PASSTHROUGH:
+        return body["instructions"]
+    if route == "resp-openai":
         return "".join(m["content"] for m in body["messages"] if m["role"] == "system")
     if route == "resp-anthropic":
         s = body.get("system", "")
@@ -223,8 +229,9 @@ def test_plain(oai, upstream, route):
     assert msg.content[0].type == "output_text" and msg.content[0].annotations == []
     assert resp.usage.output_tokens == MOCK_CHUNKS
     assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens
-    # Stateless: nothing is stored, whatever the caller asked; the settings are echoed.
-    assert resp.store is False
+    # Translated, nothing is stored, whatever the caller asked; passed through, the provider
+    # stores it as asked. The settings are echoed either way.
+    assert resp.store is (route in PASSTHROUGH)
     assert resp.instructions == "Be brief."
     assert resp.max_output_tokens == 50 and resp.metadata == {"ticket": "7"}
 
@@ -296,7 +303,11 @@ def test_function_call_round_trip(oai, upstream, route, stream):
     assert final.status == "completed"
 
     sent = only(upstream, BACKENDS[route][0])["body"]
-    if route in ("resp-openai", "resp-openai-native", "resp-azure"):
+    if route in PASSTHROUGH:
+        # The caller's items, unchanged: the provider pairs the output with its call.
+        assert sent["input"] == json.loads(json.dumps(input_items))
+        assert sent["input"][1]["type"] == "function_call"
+    elif route == "resp-openai":
         assert sent["messages"][1]["tool_calls"][0]["id"] == call.call_id
         assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.call_id, "content": "18°C, sunny"}
     elif route == "resp-anthropic":
@@ -313,10 +324,11 @@ def test_function_call_round_trip(oai, upstream, route, stream):
 
 
 def test_reasoning_effort_maps_to_each_backends_setting(oai, upstream):
+    # Azure serves the Responses API: `reasoning` reaches it as the caller set it.
     oai.responses.create(model="resp-azure", input="hi", reasoning={"effort": "low"}, max_output_tokens=100)
     body = only(upstream, BACKENDS["resp-azure"][0])["body"]
-    assert body["reasoning_effort"] == "low" and body["max_completion_tokens"] == 100
-    assert "thinking" not in body
+    assert body["reasoning"] == {"effort": "low"} and body["max_output_tokens"] == 100
+    assert body["model"] == "gpt-4o-prod" and "thinking" not in body
 
     upstream.clear()
     resp = oai.responses.create(model="resp-anthropic", input="hi", reasoning={"effort": "low"})

@@ -13,7 +13,7 @@ use switchyard_providers::{
     anthropic,
     chat::TranslateError,
     error::{read_upstream_error, ErrorOrigin, UpstreamClass, UpstreamError},
-    openai,
+    openai, responses,
     transcode::{BackendFormat, Format},
     Operation,
 };
@@ -133,12 +133,16 @@ impl Shared {
             Ok(Plan::Call(e)) => e,
             Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
             // A parameter this backend's format cannot carry may suit the next target (a
-            // fallback of another provider); a malformed request suits none.
+            // fallback of another provider), and so may one the gateway refuses to translate
+            // (`previous_response_id`: a backend serving the Responses API takes it); a
+            // malformed request suits none.
             Err(err) => {
                 let retryable = matches!(
                     err,
                     GatewayError::UnsupportedByBackend { .. }
-                        | GatewayError::Translate(TranslateError::Unsupported { .. })
+                        | GatewayError::Translate(
+                            TranslateError::Unsupported { .. } | TranslateError::Refused { .. }
+                        )
                 );
                 return TargetOutcome::Failed { err, retryable };
             }
@@ -477,10 +481,11 @@ impl Shared {
                 (Some(from), _) => Mode::Translate(Box::new(
                     decoded.transcoder(from, target.upstream_model(decoded.model())),
                 )),
-                // Responses callers are always translated (see `Inbound::plan`).
-                (None, Format::OpenAiChat | Format::Responses) => Mode::OpenAi {
+                (None, Format::OpenAiChat) => Mode::OpenAi {
                     client_wants_usage: decoded.client_wants_usage(),
                 },
+                // Passed through to a backend serving the Responses API (see `Inbound::plan`).
+                (None, Format::Responses) => Mode::Responses,
                 (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
             };
             let framing =
@@ -554,7 +559,10 @@ impl Shared {
             // Passed through unparsed: the scan that reads usage checks the body is the JSON
             // object the format promises, in the same pass.
             (None, Format::OpenAiChat | Format::Responses) => {
-                let info = openai::inspect_response(&bytes);
+                let info = match caller {
+                    Format::Responses => responses::inspect::inspect_response(&bytes),
+                    Format::OpenAiChat | Format::Anthropic => openai::inspect_response(&bytes),
+                };
                 if !info.well_formed {
                     return Err(invalid("a JSON object"));
                 }

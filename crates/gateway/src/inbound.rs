@@ -1,6 +1,7 @@
 //! The decoded inbound request and, per target, how it reaches the backend: byte-level
 //! passthrough when caller and backend speak the same format (model rewritten, nothing else
-//! touched), or translation through the internal chat model when they do not.
+//! touched; Responses callers too, towards backends that serve the Responses API), or
+//! translation through the internal chat model when they do not.
 
 use std::sync::OnceLock;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use switchyard_providers::{
     anthropic,
-    chat::{self, Dropped},
+    chat::{self, Dropped, TranslateError},
     openai, responses,
     transcode::{self, BackendFormat, Format, Transcoder, Translated},
     Operation,
@@ -40,9 +41,13 @@ pub(crate) enum Inbound<'a> {
         /// As for `OpenAi`.
         translated: OnceLock<chat::Request>,
     },
-    /// `/v1/responses`: decoded in full up front, since it is translated for every backend.
+    /// `/v1/responses`: split into raw fields for backends that serve the Responses API
+    /// (passed through), and decoded in full for the others, which get it translated.
     Responses {
-        decoded: Box<responses::Decoded>,
+        req: openai::Request<'a>,
+        /// The translation's decode; its refusal (`previous_response_id`, stored prompts …)
+        /// is the answer of every translated target, and of none passed through.
+        decoded: Result<Box<responses::Decoded>, TranslateError>,
         body: &'a [u8],
     },
 }
@@ -89,12 +94,15 @@ impl<'a> Inbound<'a> {
                     translated: OnceLock::new(),
                 }
             }
-            Operation::Responses => Inbound::Responses {
-                decoded: Box::new(
-                    responses::decode_request(body).map_err(GatewayError::Translate)?,
-                ),
-                body,
-            },
+            Operation::Responses => {
+                let decoded = responses::decode_request(body).map(Box::new);
+                match openai::Request::decode(op, body) {
+                    Ok(req) => Inbound::Responses { req, decoded, body },
+                    // Not even a JSON object with a model: the translation's error names
+                    // the parameter as OpenAI would.
+                    Err(e) => return Err(decoded.err().map_or(e.into(), GatewayError::Translate)),
+                }
+            }
             Operation::ChatCompletions | Operation::Completions | Operation::Embeddings => {
                 Inbound::OpenAi {
                     op,
@@ -126,7 +134,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => &req.model,
             Inbound::Anthropic { req, .. } => &req.model,
-            Inbound::Responses { decoded, .. } => &decoded.request.model,
+            Inbound::Responses { req, .. } => &req.model,
         }
     }
 
@@ -134,7 +142,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => req.stream,
             Inbound::Anthropic { req, .. } => req.stream,
-            Inbound::Responses { decoded, .. } => decoded.request.stream,
+            Inbound::Responses { req, .. } => req.stream,
         }
     }
 
@@ -150,7 +158,7 @@ impl<'a> Inbound<'a> {
         match self {
             Inbound::OpenAi { req, .. } => req.max_tokens,
             Inbound::Anthropic { req, .. } => req.max_tokens,
-            Inbound::Responses { decoded, .. } => decoded.request.max_tokens,
+            Inbound::Responses { req, .. } => req.max_tokens,
         }
     }
 
@@ -172,7 +180,7 @@ impl<'a> Inbound<'a> {
             Inbound::OpenAi { translated, .. } | Inbound::Anthropic { translated, .. } => {
                 translated.get().map(|r| &r.dropped)
             }
-            Inbound::Responses { decoded, .. } => Some(&decoded.request.dropped),
+            Inbound::Responses { decoded, .. } => decoded.as_ref().ok().map(|d| &d.request.dropped),
         }
     }
 
@@ -189,9 +197,16 @@ impl<'a> Inbound<'a> {
     /// [`Self::dropped`]. Other callers' requests pass.
     pub fn reject_unsupported_tools(&self) -> Result<(), GatewayError> {
         match self {
-            Inbound::Responses { decoded, .. } => decoded
+            Inbound::Responses {
+                decoded: Ok(decoded),
+                ..
+            } => decoded
                 .reject_unsupported_tools()
                 .map_err(GatewayError::Translate),
+            // Refused by every translated target anyway (see `plan`).
+            Inbound::Responses {
+                decoded: Err(_), ..
+            } => Ok(()),
             Inbound::OpenAi { .. } | Inbound::Anthropic { .. } => Ok(()),
         }
     }
@@ -200,9 +215,12 @@ impl<'a> Inbound<'a> {
     /// names the answering model where the upstream names none.
     pub fn transcoder(&self, from: BackendFormat, upstream_model: &str) -> Transcoder {
         match self {
-            Inbound::Responses { decoded, .. } => {
-                Transcoder::for_responses(from, decoded.echo.clone())
-            }
+            Inbound::Responses { decoded, .. } => Transcoder::for_responses(
+                from,
+                decoded
+                    .as_ref()
+                    .map_or_else(|_| responses::Echo::default_settings(), |d| d.echo.clone()),
+            ),
             _ => Transcoder::new(from, self.format(), self.client_wants_usage()),
         }
         .naming_model(upstream_model)
@@ -217,7 +235,10 @@ impl<'a> Inbound<'a> {
         upstream_model: &str,
     ) -> Result<Translated, switchyard_providers::chat::TranslateError> {
         let echo = match self {
-            Inbound::Responses { decoded, .. } => Some(&decoded.echo),
+            Inbound::Responses {
+                decoded: Ok(decoded),
+                ..
+            } => Some(&decoded.echo),
             _ => None,
         };
         transcode::response_naming_model(from, self.format(), echo, body, upstream_model)
@@ -328,12 +349,29 @@ impl<'a> Inbound<'a> {
                 },
                 _,
             ) => translate(Format::Anthropic, body, translated)?,
-            // Always translated, OpenAI backends included: they serve it through Chat
-            // Completions, so that no request depends on state kept at the provider.
-            (Inbound::Responses { decoded, .. }, _) => translated(
-                transcode::encode_request(&decoded.request, to, backend.dialect, upstream_model)
+            // Backends that serve the Responses API get it whole, so stored responses, hosted
+            // tools and reasoning items work as with the provider; `stream_options` is left
+            // alone (Responses streams always end with usage).
+            (Inbound::Responses { req, .. }, _) if backend.serves_responses() => Encoded {
+                body: Bytes::from(req.encode_model_only(upstream_model)),
+                upstream_op: Operation::Responses,
+                translate_from: None,
+                headers: Vec::new(),
+            },
+            (Inbound::Responses { decoded, .. }, _) => {
+                let decoded = decoded
+                    .as_ref()
+                    .map_err(|e| GatewayError::Translate(e.clone()))?;
+                translated(
+                    transcode::encode_request(
+                        &decoded.request,
+                        to,
+                        backend.dialect,
+                        upstream_model,
+                    )
                     .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
-            ),
+                )
+            }
             _ => return Err(unsupported()),
         };
         Ok(Plan::Call(encoded))
@@ -355,6 +393,19 @@ mod tests {
         assert!(matches!(
             inbound.reject_unsupported_tools(),
             Err(GatewayError::Translate(e)) if e.param() == "tools[0].type"
+        ));
+        // State the gateway keeps none of is refused only by targets that translate: the
+        // request decodes, for a backend serving the Responses API to take.
+        let body = br#"{"model":"m","input":"hi","previous_response_id":"resp_1","max_output_tokens":7,"stream":true}"#;
+        let inbound = Inbound::decode(Operation::Responses, body, &HeaderMap::new()).unwrap();
+        assert_eq!(
+            (inbound.model(), inbound.stream(), inbound.max_tokens()),
+            ("m", true, Some(7))
+        );
+        assert!(inbound.dropped().is_none() && inbound.reject_unsupported_tools().is_ok());
+        assert!(matches!(
+            Inbound::decode(Operation::Responses, b"[1]", &HeaderMap::new()),
+            Err(GatewayError::Translate(_))
         ));
         // Nothing is known to be dropped before a target translates the request.
         let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"context_management":{}}"#;

@@ -22,7 +22,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use switchyard_providers::{
-    anthropic, bedrock, eventstream, openai, sse,
+    anthropic, bedrock, eventstream, openai, responses, sse,
     transcode::{Format, Observed, Transcoder},
     ErrorSource, OpenAiError,
 };
@@ -222,6 +222,9 @@ pub enum Mode {
     },
     /// Anthropic to Anthropic: forward unchanged, decoding only to learn usage.
     Anthropic(Box<anthropic::StreamDecoder>),
+    /// Responses to a backend serving it: forward unchanged, reading usage from the final
+    /// `response.completed` (`.incomplete`, `.failed`) event.
+    Responses,
     /// Different formats: translate each event.
     Translate(Box<Transcoder>),
 }
@@ -303,6 +306,28 @@ fn on_event(
 ) -> Option<Bytes> {
     let client_wants_usage = match mode {
         Mode::OpenAi { client_wants_usage } => *client_wants_usage,
+        Mode::Responses => {
+            // Deltas carry no usage: after the first token they pass unread.
+            if record.ttft.is_some() && ev.event.as_deref().is_some_and(|e| e.ends_with(b".delta"))
+            {
+                return Some(ev.raw);
+            }
+            let info = responses::inspect::inspect_event(ev.event.as_deref(), &ev.data);
+            if info.usage.is_some() {
+                record.usage = info.usage;
+            }
+            if info.finish_reason.is_some() {
+                record.finish_reason = info.finish_reason;
+            }
+            if info.content && record.ttft.is_none() {
+                record.ttft = Some(record.start.elapsed());
+            }
+            *complete |= info.terminal;
+            if is_error_event(&ev) {
+                return Some(redacted(backend, ev.raw));
+            }
+            return Some(ev.raw);
+        }
         Mode::Anthropic(decoder) => {
             // Deltas carry neither usage nor the stop reason: after the first token they pass
             // undecoded.
@@ -380,7 +405,7 @@ fn on_event(
 fn on_end(record: &mut Record, mode: &mut Mode, format: Format, complete: bool) -> Option<Bytes> {
     let complete = match mode {
         Mode::Translate(t) => t.is_done() || t.upstream_complete(),
-        Mode::OpenAi { .. } | Mode::Anthropic(_) => complete,
+        Mode::OpenAi { .. } | Mode::Anthropic(_) | Mode::Responses => complete,
     };
     if !complete {
         tracing::warn!(backend = ?record.backend, "the upstream stream ended before its answer was complete");
@@ -451,8 +476,8 @@ fn error_event(mode: &mut Mode, format: Format, message: &str, code: &str) -> By
         Format::Anthropic => {
             anthropic::error_sse_event("api_error", &format!("{message} ({code})"))
         }
-        // Not reached (Responses streams are always translated); the event's shape still
-        // holds.
+        // A passed-through Responses stream (numbered by the upstream, whose numbering the
+        // gateway does not track): the API's error event.
         Format::Responses => {
             let v = serde_json::json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 0});
             Bytes::from(format!("event: error\ndata: {v}\n\n"))

@@ -74,6 +74,8 @@ enum Endpoint<'a> {
     Embeddings,
     Messages,
     CountTokens,
+    /// `/v1/responses`, or Azure's v1 `/openai/v1/responses` (deployment in the body).
+    Responses,
     Models,
     Model(&'a str),
     /// `/v1beta/models/{model}:generateContent` or `:streamGenerateContent`.
@@ -360,6 +362,14 @@ impl App {
             Endpoint::ChatCompletions => chat_completions(body, knobs, tool_header),
             Endpoint::Messages => messages(body, knobs, tool_header),
             Endpoint::CountTokens => crate::anthropic::count_tokens(body).map(json_response),
+            Endpoint::Responses => {
+                crate::responses::respond(body, knobs, tool_header).map(|a| match a {
+                    crate::responses::Answer::Json(b) => json_response(b),
+                    crate::responses::Answer::Frames(f) => {
+                        sse_response(MockBody::frames(f, knobs.reset_after, knobs.chunk_delay))
+                    }
+                })
+            }
             Endpoint::Completions => completions(body, knobs),
             Endpoint::Embeddings => self.embeddings(body),
             Endpoint::Models => openai::models_json(&self.models, self.models_created)
@@ -463,6 +473,7 @@ impl Endpoint<'_> {
             | Self::Embeddings
             | Self::Messages
             | Self::CountTokens
+            | Self::Responses
             | Self::Gemini { .. }
             | Self::Azure { .. }
             | Self::Bedrock { .. } => "POST",
@@ -479,6 +490,7 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
         "/v1/messages" => Some(Endpoint::Messages),
         "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         "/v1/models" => Some(Endpoint::Models),
+        "/v1/responses" | "/openai/v1/responses" => Some(Endpoint::Responses),
         _ => {
             if let Some(rest) = path.strip_prefix("/v1beta/models/") {
                 let (model, stream) = crate::gemini::parse_method(rest)?;
@@ -828,7 +840,8 @@ mod tests {
         );
         assert_eq!(route("/v1/models/a/b"), Some(Endpoint::Model("a/b")));
         assert_eq!(route("/v1/models/"), None);
-        assert_eq!(route("/v1/responses"), None);
+        assert_eq!(route("/v1/responses"), Some(Endpoint::Responses));
+        assert_eq!(route("/openai/v1/responses"), Some(Endpoint::Responses));
         assert_eq!(
             route("/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
             Some(Endpoint::Gemini {

@@ -28,6 +28,7 @@ mod faults;
 mod gemini;
 mod openai;
 mod record;
+mod responses;
 mod strict;
 mod tls;
 mod tools;

@@ -34,8 +34,8 @@ pub enum Operation {
     Messages,
     /// `POST /v1/messages/count_tokens` (Anthropic).
     CountTokens,
-    /// `POST /v1/responses` (OpenAI Responses). Never an upstream operation: it is always
-    /// translated to the backend's chat call.
+    /// `POST /v1/responses` (OpenAI Responses): passed through to backends that serve it
+    /// (OpenAI, Azure OpenAI), translated to the chat call of every other backend.
     Responses,
 }
 

@@ -142,6 +142,14 @@ impl<'a> Request<'a> {
                         client_wants_usage = so.include_usage.unwrap_or(false);
                     }
                 }
+                "max_output_tokens" if op == Operation::Responses => {
+                    max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
+                        DecodeError::Type {
+                            param: "max_output_tokens",
+                            expected: "a non-negative integer",
+                        }
+                    })?;
+                }
                 "max_tokens" | "max_completion_tokens" => {
                     max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
                         DecodeError::Type {
@@ -158,7 +166,9 @@ impl<'a> Request<'a> {
         if model.is_empty() {
             return Err(DecodeError::Missing("model"));
         }
-        if !has_input {
+        // A Responses request may leave `input` out (a stored prompt, or a turn that only
+        // continues `previous_response_id`): the provider judges it.
+        if !has_input && op != Operation::Responses {
             return Err(DecodeError::Missing(input_param));
         }
         if stream && !op.can_stream() {
@@ -209,6 +219,13 @@ impl<'a> Request<'a> {
         }
         out.push(b'}');
         out
+    }
+
+    /// Encodes the upstream body with only `model` replaced by `upstream_model`: for a
+    /// Responses passthrough, whose `stream_options` has no `include_usage` (its streams
+    /// always end with usage).
+    pub fn encode_model_only(&self, upstream_model: &str) -> Vec<u8> {
+        write_fields(&self.fields, upstream_model)
     }
 
     /// A rough token count of the prompt (bytes / 4), for limits that must act before the

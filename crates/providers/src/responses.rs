@@ -2,9 +2,11 @@
 //! the internal chat model (`convert`), complete responses and streams are encoded from it
 //! (`convert`, `stream`).
 //!
-//! The Responses API is never a backend format: every backend, OpenAI included, is called
-//! through its chat API, so the gateway stays stateless. That decides what can be served:
-//! `previous_response_id`, conversations, stored prompts and background responses need state
+//! Backends that serve the Responses API themselves (`openai`, `azure-openai`) get the request
+//! passed through, `model` rewritten and nothing else touched, so stored responses, hosted
+//! tools and reasoning items behave as with the provider; [`inspect`] reads usage from their
+//! answers. Every other backend is called through its chat API, statelessly. That decides
+//! what can be translated: `previous_response_id`, conversations, stored prompts and background responses need state
 //! the gateway does not keep; they are refused with a 400 naming the parameter. Hosted tools
 //! (web search, file search, code interpreter …) run on OpenAI's servers, which no backend
 //! call reaches: they are left out and named, or refused, as the route's
@@ -25,6 +27,7 @@ use crate::{
 };
 
 mod convert;
+pub mod inspect;
 pub mod names;
 mod stream;
 

@@ -10,14 +10,16 @@ use crate::{
     responses, Usage,
 };
 
-/// A chat wire format a caller speaks (and a backend may speak too, except Responses).
+/// A chat wire format a caller speaks (and a backend may speak too, except Responses, which
+/// is passed through whole to backends that serve it and never translated to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// OpenAI Chat Completions.
     OpenAiChat,
     /// Anthropic Messages.
     Anthropic,
-    /// OpenAI Responses (`/v1/responses`): callers only, served through every backend's chat API.
+    /// OpenAI Responses (`/v1/responses`): callers only; translated from every backend's chat
+    /// API, except towards backends that serve it (passed through, see `Backend::serves_responses`).
     Responses,
 }
 
@@ -41,8 +43,8 @@ impl From<Format> for BackendFormat {
         match f {
             Format::OpenAiChat => BackendFormat::OpenAiChat,
             Format::Anthropic => BackendFormat::Anthropic,
-            // No backend speaks it: its nearest backend format is Chat Completions, which is
-            // how OpenAI backends serve Responses callers.
+            // Never translated to: its nearest backend format is Chat Completions, which is
+            // how OpenAI-compatible backends serve Responses callers.
             Format::Responses => BackendFormat::OpenAiChat,
         }
     }

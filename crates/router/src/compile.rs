@@ -407,6 +407,18 @@ fn build_backend(
             ])
         }
     };
+    // Backends that serve the Responses API themselves get a Responses caller's request
+    // passed through. Azure serves it on its v1 path (`/openai/v1/responses`), which takes no
+    // `api-version` and names the deployment in the body's `model`. OpenAI-compatible servers
+    // mostly do not serve it, so they are called through Chat Completions.
+    let responses = match spec.provider {
+        Provider::OpenAi => Some(uri("/responses")?),
+        Provider::AzureOpenAi if endpoint.ends_with("/openai") => Some(uri("/v1/responses")?),
+        Provider::AzureOpenAi => Some(uri("/openai/v1/responses")?),
+        Provider::Anthropic | Provider::Gemini | Provider::Bedrock | Provider::OpenAiCompatible => {
+            None
+        }
+    };
     let (format, dialect) = match spec.provider {
         Provider::Anthropic => (BackendFormat::Anthropic, Dialect::Compatible),
         Provider::Gemini => (BackendFormat::Gemini, Dialect::Compatible),
@@ -560,6 +572,7 @@ fn build_backend(
         format,
         dialect,
         uris,
+        responses,
         keys,
         models,
         timeouts,

@@ -178,6 +178,9 @@ pub struct Backend {
     pub dialect: Dialect,
     /// Upstream URIs, built once (see [`Backend::uri`]).
     pub(crate) uris: Uris,
+    /// The backend's own Responses API URI, for backends that serve it (see
+    /// [`Backend::serves_responses`]).
+    pub(crate) responses: Option<Uri>,
     /// Upstream credentials, ready to send.
     pub(crate) keys: Vec<UpstreamKey>,
     /// Served models and their prices.
@@ -233,8 +236,8 @@ pub(crate) fn op_index(op: Operation) -> usize {
         Operation::Embeddings => 2,
         Operation::Messages => 3,
         Operation::CountTokens => 4,
-        // Never called upstream as such: a Responses request is translated and sent as the
-        // backend's chat call (see the gateway's inbound plan).
+        // Only backends that serve it are called with it, on their own URI
+        // (`Backend::responses`); other backends get it translated to their chat call.
         Operation::Responses => 0,
     }
 }
@@ -683,6 +686,7 @@ impl Backend {
         format: BackendFormat,
         dialect: Dialect,
         uris: Uris,
+        responses: Option<Uri>,
         keys: Vec<UpstreamKey>,
         models: HashMap<String, Pricing>,
         timeouts: Timeouts,
@@ -700,6 +704,7 @@ impl Backend {
             format,
             dialect,
             uris,
+            responses,
             keys,
             models,
             timeouts,
@@ -713,9 +718,18 @@ impl Backend {
         }
     }
 
+    /// Whether the backend serves the Responses API itself (OpenAI, Azure OpenAI): a
+    /// Responses caller's request then passes through to it rather than being translated.
+    pub fn serves_responses(&self) -> bool {
+        self.responses.is_some()
+    }
+
     /// The upstream URI for an operation on `model` (the model sent upstream), streamed or
     /// not. `None` when the model is part of the path and is not a plain name.
     pub fn uri(&self, op: Operation, model: &str, stream: bool) -> Option<Uri> {
+        if let (Operation::Responses, Some(uri)) = (op, &self.responses) {
+            return Some(uri.clone());
+        }
         let pick = |pair: &(Uri, Uri)| {
             if stream {
                 pair.1.clone()

@@ -395,6 +395,12 @@ spec: {match: {models: ["gpt-*"]}, backends: [{backendRef: {name: azure}}]}
         uri(&azure, Operation::Embeddings, "emb", false).as_deref(),
         Some("https://res.openai.azure.com/openai/deployments/emb/embeddings?api-version=2025-04-01-preview")
     );
+    // Azure serves the Responses API on its v1 path, deployment in the body, no api-version.
+    assert!(azure.serves_responses() && !gemini.serves_responses());
+    assert_eq!(
+        uri(&azure, Operation::Responses, "gpt-4o-prod", true).as_deref(),
+        Some("https://res.openai.azure.com/openai/v1/responses")
+    );
     // A model the backend does not list (the route forwards the caller's) goes in the path
     // only if it cannot change the path.
     for bad in ["../admin", "a/b", "x?y", ".hidden", "", "a b"] {
