@@ -117,6 +117,20 @@ FEATURES: dict[str, dict[str, Any]] = {
         "priorityClassName": "system-cluster-critical",
     },
     "preStop": {"preStopSleepSeconds": 5, "terminationGracePeriodSeconds": 80},
+    "listener": {
+        "gateway": {
+            "listener": {
+                "maxConnections": 2000,
+                "maxInFlight": 500,
+                "headerReadTimeout": "10s",
+                "bodyReadTimeout": "2m",
+                "requestReadTimeout": "3m",
+                "idleTimeout": "650s",
+                "maxHeaderBytes": 32768,
+                "http2": {"maxConcurrentStreams": 250, "keepAliveInterval": "0s", "keepAliveTimeout": "5s"},
+            }
+        }
+    },
     "sidecar": {"mode": "sidecar"},
 }
 
@@ -360,6 +374,9 @@ def test_deployment_is_hardened_and_drains():
         ({"replicaCount": "two"}, "/replicaCount"),
         ({"redis": {"failureMode": "maybe"}}, "/redis/failureMode"),
         ({"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
+        ({"gateway": {"listener": {"maxConections": 5}}}, "additional properties 'maxConections' not allowed"),
+        ({"gateway": {"listener": {"bodyReadTimeout": "0s"}}}, "/gateway/listener/bodyReadTimeout"),
+        ({"gateway": {"listener": {"maxInFlight": 0}}}, "/gateway/listener/maxInFlight"),
     ],
 )
 def test_values_typo_fails_clearly(values: dict, needle: str):
@@ -444,6 +461,42 @@ def _sidecar_container(values: dict) -> tuple[dict, str]:
     docs = render(_deep_merge({"mode": "sidecar"}, values))
     assert [d["kind"] for d in docs] == ["ConfigMap"], "sidecar mode renders only the routes"
     return c, docs[0]["data"]["routes.yaml"]
+
+
+LISTENER_FLAGS = {
+    "--max-connections": ("maxConnections",),
+    "--max-in-flight": ("maxInFlight",),
+    "--header-read-timeout": ("headerReadTimeout",),
+    "--body-read-timeout": ("bodyReadTimeout",),
+    "--request-read-timeout": ("requestReadTimeout",),
+    "--idle-timeout": ("idleTimeout",),
+    "--max-header-bytes": ("maxHeaderBytes",),
+    "--h2-max-concurrent-streams": ("http2", "maxConcurrentStreams"),
+    "--h2-keepalive-interval": ("http2", "keepAliveInterval"),
+    "--h2-keepalive-timeout": ("http2", "keepAliveTimeout"),
+}
+
+
+def test_listener_limits_render_as_flags_with_the_binarys_defaults():
+    """gateway.listener renders one flag each; its defaults are the binary's own (read from
+    `switchyard serve --help`), and set values reach the flags."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]["listener"]
+    help_text = subprocess.run(
+        [binary("switchyard"), "serve", "--help"], capture_output=True, text=True, timeout=30,
+        env=child_env(),
+    ).stdout
+    args = dict(a.split("=", 1) for a in container(render())["args"] if "=" in a)
+    custom = dict(a.split("=", 1) for a in container(render(FEATURES["listener"]))["args"] if "=" in a)
+    for flag, path in LISTENER_FLAGS.items():
+        default = values
+        set_value = FEATURES["listener"]["gateway"]["listener"]
+        for key in path:
+            default, set_value = default[key], set_value[key]
+        m = re.search(rf"^\s+{re.escape(flag)} <[A-Z0-9_]+>\n(.*?)\[default: ([^\]]+)\]", help_text, re.M | re.S)
+        assert m, f"{flag} not in `switchyard serve --help`"
+        assert str(default) == m.group(2), f"{flag}: chart {default!r}, binary {m.group(2)!r}"
+        assert args[flag] == str(default), flag
+        assert custom[flag] == str(set_value), flag
 
 
 def test_sidecar_snippet_is_a_valid_hardened_container():

@@ -32,6 +32,9 @@ pub enum GatewayError {
     /// The body could not be read from the client.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive in time (`--body-read-timeout`, `--request-read-timeout`).
+    #[error(transparent)]
+    BodyTimeout(#[from] crate::server::BodyTimedOut),
     /// The body is not a valid request.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -141,6 +144,9 @@ pub enum GatewayError {
     /// Every backend of the route is at its `maxConcurrency`.
     #[error("every backend for this model is at its concurrency limit; retry shortly")]
     Saturated,
+    /// The listener is at `--max-in-flight` requests: shed before any work is done.
+    #[error("the gateway is at its limit of requests in flight; retry shortly")]
+    Overloaded,
     /// Every upstream key of the backend is resting after rate limits, or disabled.
     #[error("every upstream key of backend {backend} is rate limited or disabled")]
     KeysExhausted {
@@ -200,6 +206,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead(_) | GatewayError::Decode(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MissingKey
             | GatewayError::InvalidKey
             | GatewayError::TokenRejected(_) => StatusCode::UNAUTHORIZED,
@@ -247,9 +254,9 @@ impl GatewayError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             GatewayError::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Saturated | GatewayError::LimitsUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Saturated
+            | GatewayError::LimitsUnavailable
+            | GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -278,6 +285,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed(_)
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::BodyRead(_)
+            | GatewayError::BodyTimeout(_)
             | GatewayError::Decode(_)
             | GatewayError::Translate(_)
             | GatewayError::UnsupportedByBackend { .. }
@@ -293,6 +301,7 @@ impl GatewayError {
             | GatewayError::TokenReviewUnavailable(_)
             | GatewayError::RouteTimeout
             | GatewayError::Saturated
+            | GatewayError::Overloaded
             | GatewayError::LimitsUnavailable => ErrorSource::Gateway,
             GatewayError::Upstream { .. }
             | GatewayError::UpstreamStatus { .. }
@@ -307,6 +316,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::BodyRead(_) => "body_read_error",
+            GatewayError::BodyTimeout(_) => "request_timeout",
             GatewayError::Decode(DecodeError::Json(_)) => "invalid_json",
             GatewayError::Decode(DecodeError::Missing(_)) => "missing_required_parameter",
             GatewayError::Decode(DecodeError::Type { .. }) => "invalid_type",
@@ -336,6 +346,7 @@ impl GatewayError {
             }
             GatewayError::RouteTimeout => "route_timeout",
             GatewayError::Saturated => "backend_saturated",
+            GatewayError::Overloaded => "gateway_overloaded",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::BudgetExceeded { .. } => switchyard_providers::error::INSUFFICIENT_QUOTA,
             GatewayError::LimitsUnavailable => "limits_unavailable",
@@ -407,6 +418,7 @@ impl GatewayError {
                 ..
             } => Some(v.clone()),
             GatewayError::Saturated
+            | GatewayError::Overloaded
             | GatewayError::LimitsUnavailable
             | GatewayError::TokenReviewUnavailable(_) => Some(HeaderValue::from_static("1")),
             GatewayError::RateLimited { reset_secs, .. }

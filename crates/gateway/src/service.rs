@@ -1,10 +1,15 @@
 //! The data-plane service: one straight line of phases per request.
 //!
 //! ```text
-//! endpoint → read body (limit) → decode → authenticate → route → admit (allow-list)
-//!   → for each target in the plan: encode → send (retry / fall back before first byte)
-//!   → relay response (SSE event by event, or whole JSON) → record (drop guard)
+//! endpoint → authenticate (headers only) → read body (limit) → decode → route
+//!   → admit (allow-list) → for each target in the plan: encode → send (retry / fall back
+//!   before first byte) → relay response (SSE event by event, or whole JSON) → record
+//!   (drop guard)
 //! ```
+//!
+//! Authentication comes first so that a caller who may not call never gets its body read:
+//! its request costs the gateway a header lookup, not up to `max_body_bytes` of reading and
+//! decoding.
 
 use std::{
     convert::Infallible,
@@ -128,14 +133,7 @@ impl Gateway {
             request_id.clone(),
         );
         // Errors are written in the format of the endpoint the caller used.
-        let path = req.uri().path();
-        let format = if path.starts_with("/v1/messages") {
-            Format::Anthropic
-        } else if path.starts_with("/v1/responses") {
-            Format::Responses
-        } else {
-            Format::OpenAiChat
-        };
+        let format = caller_format(req.uri().path());
         let result = match endpoint(req.method(), req.uri().path()) {
             Ok(Endpoint::Proxy(op)) => {
                 record.operation = op.as_str();
@@ -234,6 +232,17 @@ pub(crate) fn rate_limit_headers(
     }
 }
 
+/// The format of the endpoint at `path`: errors are written in it.
+pub(crate) fn caller_format(path: &str) -> Format {
+    if path.starts_with("/v1/messages") {
+        Format::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Format::Responses
+    } else {
+        Format::OpenAiChat
+    }
+}
+
 fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let (ep, allowed) = match path {
@@ -259,7 +268,7 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The caller's request id if it sent a sane one, else a fresh one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
             return v.clone();
@@ -302,14 +311,15 @@ impl Shared {
         B::Error: Into<crate::body::BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let bytes = self.read_body(&parts.headers, body).await?;
-        let decoded = Inbound::decode(op, &bytes, &parts.headers)?;
-        record.set_requested_model(decoded.model());
         let table = self.table.load_full();
         if table.generation() == 0 {
             return Err(GatewayError::NotReady);
         }
+        // From the headers alone, before a byte of the body is read.
         let consumer = self.authenticate(&table, &parts.headers, record).await?;
+        let bytes = self.read_body(&parts.headers, body).await?;
+        let decoded = Inbound::decode(op, &bytes, &parts.headers)?;
+        record.set_requested_model(decoded.model());
         let matched = table
             .route(
                 decoded.model(),
@@ -378,7 +388,10 @@ impl Shared {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(GatewayError::BodyTooLarge { limit })
             }
-            Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+            Err(e) => match e.downcast::<crate::server::BodyTimedOut>() {
+                Ok(timed_out) => Err(GatewayError::BodyTimeout(*timed_out)),
+                Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+            },
         }
     }
 

@@ -7,6 +7,7 @@ use std::{
     future::Future,
     io::Write,
     net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
     path::{Path, PathBuf},
     pin::Pin,
     process::ExitCode,
@@ -21,6 +22,7 @@ use switchyard_controller::{
     SpendFuture, SpendSource, TokenReviews,
 };
 use switchyard_gateway::{
+    server::{ListenerConfig, ListenerMetrics},
     Admin, BusyPoll, ClientConfig, FailureMode, Gateway, GatewayConfig, Limits, Review,
     ReviewError, ReviewFuture, TlsReloader, TokenReviewer, TrustStore, UpstreamClient,
 };
@@ -93,6 +95,8 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
+    #[command(flatten)]
+    listener: ListenerArgs,
     /// How long open requests (streams included) may finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -171,6 +175,67 @@ struct ServeArgs {
     log_format: LogFormat,
 }
 
+/// Limits and timeouts of the API listener: every wait on a client is bounded, and so is
+/// what clients can hold at once.
+#[derive(clap::Args)]
+struct ListenerArgs {
+    /// Connections open at once. A connection beyond it is accepted and closed at once (its
+    /// client can retry another replica), counted in `switchyard_connections_refused_total`.
+    #[arg(long, default_value = "10000")]
+    max_connections: NonZeroUsize,
+    /// Requests in flight at once (a stream until its last byte). A request beyond it is
+    /// answered `503` with `Retry-After: 1` in the caller's format, before any other work.
+    #[arg(long, default_value = "4096")]
+    max_in_flight: NonZeroUsize,
+    /// How long an HTTP/1.1 request head may take, from the connection's accept (TLS
+    /// handshake included) or from the next request's first byte; the connection is then
+    /// closed. Also bounds the TLS handshake and the h2c preface (at most 10 s).
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    header_read_timeout: Duration,
+    /// How long a request body may take to arrive, from its head: then `408`.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    body_read_timeout: Duration,
+    /// How long a whole request, head and body, may take to arrive: then `408`.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    request_read_timeout: Duration,
+    /// How long a connection with no request in flight is kept open (HTTP/1.1 keep-alive;
+    /// h2 then gets GOAWAY). Longer than the idle timeouts of the usual clients and load
+    /// balancers in front (60-90 s), so they close first.
+    #[arg(long, default_value = "120s", value_parser = parse_positive_duration)]
+    idle_timeout: Duration,
+    /// Largest request head in bytes: HTTP/1.1 request line and headers (`431` beyond), h2
+    /// header list.
+    #[arg(long, default_value = "65536")]
+    max_header_bytes: NonZeroUsize,
+    /// h2: streams a client may open at once on one connection.
+    #[arg(long, default_value = "100")]
+    h2_max_concurrent_streams: NonZeroU32,
+    /// h2: send a PING after this long without frames from the client (0s: never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    h2_keepalive_interval: Duration,
+    /// h2: close the connection when a PING goes unanswered this long.
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
+    h2_keepalive_timeout: Duration,
+}
+
+impl ListenerArgs {
+    fn config(&self) -> ListenerConfig {
+        ListenerConfig {
+            max_connections: self.max_connections.get(),
+            max_in_flight: self.max_in_flight.get(),
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            request_read_timeout: self.request_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes.get(),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams.get(),
+            h2_keepalive_interval: (!self.h2_keepalive_interval.is_zero())
+                .then_some(self.h2_keepalive_interval),
+            h2_keepalive_timeout: self.h2_keepalive_timeout,
+        }
+    }
+}
+
 /// Settings of cluster mode (`--kube`).
 #[derive(clap::Args)]
 struct ClusterArgs {
@@ -226,6 +291,14 @@ enum LogFormat {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     switchyard_api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A duration that must not be zero: a zero timeout would refuse every client.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0s".into()),
+        d => Ok(d),
+    }
 }
 
 fn main() -> ExitCode {
@@ -359,6 +432,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if otel.is_some() {
         tracing::info!("OpenTelemetry export on");
     }
+    let listener_metrics = Arc::new(ListenerMetrics::new(metrics.registry())?);
     let table = Arc::new(TableHandle::new());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -463,6 +537,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stopped(),
         args.drain_timeout,
         tls.clone(),
+        args.listener.config(),
+        listener_metrics,
     ));
     if let Some(tls) = tls {
         tokio::spawn(tls.watch(Duration::from_secs(5), stopped()));
@@ -673,5 +749,28 @@ mod tests {
         let a = serve_args(&["--admin-listen", "0.0.0.0:9090", "--admin-token", "t"]);
         assert_eq!(a.admin_listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(a.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn listener_flags_default_to_the_listeners_defaults_and_refuse_zero() {
+        assert_eq!(
+            format!("{:?}", serve_args(&[]).listener.config()),
+            format!("{:?}", ListenerConfig::default())
+        );
+        let off = serve_args(&["--h2-keepalive-interval", "0s"])
+            .listener
+            .config();
+        assert_eq!(off.h2_keepalive_interval, None);
+        for zero in [
+            &["--max-connections", "0"][..],
+            &["--max-in-flight", "0"],
+            &["--body-read-timeout", "0s"],
+            &["--header-read-timeout", "0ms"],
+            &["--idle-timeout", "0s"],
+            &["--h2-max-concurrent-streams", "0"],
+        ] {
+            let argv = ["switchyard", "serve", "--config", "x"].iter().chain(zero);
+            assert!(Cli::try_parse_from(argv).is_err(), "{zero:?}");
+        }
     }
 }
