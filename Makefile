@@ -22,8 +22,12 @@ demo: build
 ## Everything CI checks: formatting, clippy, Rust unit + end-to-end tests, OpenAI SDK tests.
 test: lint build test-rust test-python
 
+# The fuzz targets run here too, each on its seed corpus plus FUZZ_TEST_SECS of seeded
+# mutations (crates/providers/fuzz/README.md): about 30 s of the run on 2 cores.
+FUZZ_TEST_SECS ?= 3
+
 test-rust: build envtest
-	$(CARGO) test --workspace
+	SWITCHYARD_FUZZ_SECS=$(FUZZ_TEST_SECS) $(CARGO) test --workspace
 
 $(PY): tests/python/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +63,35 @@ fmt:
 ## Regenerate the CRD YAML (top level and the chart's copy) from crates/api.
 crds: build
 	target/debug/switchyard crds --out-dir crds --out-dir charts/switchyard/crds
+
+## Fuzzing, longer than `test` does and bounded in time (crates/providers/fuzz/README.md):
+## every target for FUZZ_SECS under the corpus runner (random seed, debug build so overflow
+## checks are on), the property tests with FUZZ_CASES cases each, then every target for
+## FUZZ_SECS under libFuzzer (cargo-fuzz on the stable toolchain, no sanitizer; installed from
+## crates.io if missing), two at a time. Failing inputs: $(TARGET_DIR)/tmp/fuzz-crashes/ and
+## $(TARGET_DIR)/fuzz/artifacts/; libFuzzer's corpus grows in $(TARGET_DIR)/fuzz/corpus/.
+FUZZ_SECS  ?= 30
+FUZZ_CASES ?= 5000
+FUZZ_DIR   := crates/providers/fuzz
+FUZZ_OUT   := $(abspath $(TARGET_DIR))/fuzz
+FUZZ_TARGETS := $(basename $(notdir $(wildcard $(FUZZ_DIR)/fuzz_targets/*.rs)))
+CARGO_FUZZ_VERSION := 0.13.2
+
+.PHONY: fuzz
+fuzz:
+	SWITCHYARD_FUZZ_SECS=$(FUZZ_SECS) SWITCHYARD_FUZZ_SEED=random PROPTEST_CASES=$(FUZZ_CASES) \
+		$(CARGO) test -p switchyard-providers --test integration
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p switchyard-router --test integration
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p switchyard-api --test integration
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	$(CARGO) fuzz build -s none --fuzz-dir $(FUZZ_DIR) --target-dir $(FUZZ_OUT)/build
+	@printf '%s\n' $(FUZZ_TARGETS) | xargs -P 2 -I{} sh -c '\
+		mkdir -p $(FUZZ_OUT)/corpus/{} $(FUZZ_OUT)/artifacts/{} $(FUZZ_OUT)/logs && \
+		if $(CARGO) fuzz run -s none --fuzz-dir $(FUZZ_DIR) --target-dir $(FUZZ_OUT)/build {} \
+			$(FUZZ_OUT)/corpus/{} $(FUZZ_DIR)/corpus/{} -- -max_total_time=$(FUZZ_SECS) \
+			-timeout=20 -artifact_prefix=$(FUZZ_OUT)/artifacts/{}/ > $(FUZZ_OUT)/logs/{}.log 2>&1; \
+		then echo "libfuzzer {}: $$(grep -o "Done [0-9]* runs.*" $(FUZZ_OUT)/logs/{}.log)"; \
+		else tail -40 $(FUZZ_OUT)/logs/{}.log; echo "libfuzzer {}: FAILED, see $(FUZZ_OUT)/artifacts/{}/"; exit 255; fi'
 
 ## Benchmarks (not part of `test`): Switchyard against a direct call to the mock and against
 ## nginx, interleaved in one run; prints one table with ratios and writes

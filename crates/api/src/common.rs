@@ -100,7 +100,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
         if !frac_part.is_empty() {
             let digits = frac_part.len().min(18) as u32;
             let frac: u128 = frac_part[..digits as usize].parse().map_err(|_| err())?;
-            nanos += frac * unit_nanos / 10u128.pow(digits);
+            // `frac * unit_nanos` stays far below u128::MAX (< 10^18 * 3.6 * 10^12); the sum
+            // with a whole part at the top of the range does not.
+            nanos = nanos
+                .checked_add(frac * unit_nanos / 10u128.pow(digits))
+                .ok_or_else(err)?;
         }
         total_nanos = total_nanos.checked_add(nanos).ok_or_else(err)?;
         rest = tail;

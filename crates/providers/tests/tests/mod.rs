@@ -1,0 +1,3 @@
+mod fuzz;
+mod round_trips;
+mod scanner;
