@@ -696,6 +696,7 @@ fn sample_response() -> chat::Response {
             input_tokens: 3,
             output_tokens: 2,
             cached_input_tokens: 0,
+            cache_write_tokens: 0,
         }),
     }
 }

@@ -148,25 +148,27 @@ impl WireUsage {
     /// In the gateway's terms.
     pub fn to_usage(self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
+        let write = self.cache_creation_input_tokens.unwrap_or(0);
         Usage {
             // The upstream's numbers: saturate rather than wrap (or panic) on absurd ones.
             input_tokens: self
                 .input_tokens
                 .unwrap_or(0)
                 .saturating_add(read)
-                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0)),
+                .saturating_add(write),
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: read,
+            cache_write_tokens: write,
         }
     }
 
-    /// From the gateway's terms (cache writes are not tracked separately, so they count as
-    /// ordinary input).
+    /// From the gateway's terms: reads and writes split out of the input, as Anthropic
+    /// reports them.
     pub fn from_usage(u: &Usage) -> Self {
         WireUsage {
-            input_tokens: Some(u.input_tokens.saturating_sub(u.cached_input_tokens)),
+            input_tokens: Some(u.uncached_input_tokens()),
             output_tokens: Some(u.output_tokens),
-            cache_creation_input_tokens: Some(0),
+            cache_creation_input_tokens: Some(u.cache_write_tokens),
             cache_read_input_tokens: Some(u.cached_input_tokens),
         }
     }

@@ -54,6 +54,7 @@ impl WireUsage {
                 .saturating_add(self.cache_write_input_tokens),
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cache_read_input_tokens,
+            cache_write_tokens: self.cache_write_input_tokens,
         }
     }
 }

@@ -57,6 +57,8 @@ impl WireUsage {
                 .candidates_token_count
                 .saturating_add(self.thoughts_token_count),
             cached_input_tokens: self.cached_content_token_count,
+            // Gemini's context caches are created by a separate call, never by a generation.
+            cache_write_tokens: 0,
         }
     }
 }

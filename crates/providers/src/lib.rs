@@ -84,6 +84,19 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Completion tokens, reasoning included.
     pub output_tokens: u64,
-    /// The part of `input_tokens` served from the provider's prompt cache.
+    /// The part of `input_tokens` served from the provider's prompt cache (a cache read).
     pub cached_input_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`): billed above plain
+    /// input by providers that charge for writes. Disjoint from `cached_input_tokens`.
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Input tokens neither read from nor written to the prompt cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cached_input_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
 }

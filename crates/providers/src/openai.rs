@@ -287,23 +287,32 @@ struct WireUsage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's name for the cached part of the prompt.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// Tokens written to the prompt cache: not OpenAI's (it does not charge for writes) but
+    /// the name relays (OpenRouter, this gateway) give Anthropic's cache writes in this format.
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Self {
+        let details = u.prompt_tokens_details.unwrap_or_default();
         Usage {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,
-            cached_input_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
+            cached_input_tokens: details
+                .cached_tokens
+                .or(u.prompt_cache_hit_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: details.cache_write_tokens.unwrap_or(0),
         }
     }
 }
@@ -366,7 +375,8 @@ fn usage(c: &mut scan::Cursor<'_>) -> Option<Usage> {
         if !c.enter(b'{') {
             return (c.value()? == b"null").then_some(None);
         }
-        let mut counts: [Option<u64>; 3] = [None; 3];
+        // prompt, completion, cached, cache writes, DeepSeek's cache hits.
+        let mut counts: [Option<u64>; 5] = [None; 5];
         let mut set = |slot: usize, raw: &[u8]| -> Option<()> {
             let n = scan::plain_u64(raw)?;
             counts[slot].replace(n).is_none().then_some(())
@@ -377,6 +387,8 @@ fn usage(c: &mut scan::Cursor<'_>) -> Option<Usage> {
                     let value = c.value()?;
                     if scan::key_is(key, "cached_tokens") && value != b"null" {
                         set(2, value)?;
+                    } else if scan::key_is(key, "cache_write_tokens") && value != b"null" {
+                        set(3, value)?;
                     }
                 }
                 continue;
@@ -386,6 +398,8 @@ fn usage(c: &mut scan::Cursor<'_>) -> Option<Usage> {
                 set(0, value)?;
             } else if scan::key_is(key, "completion_tokens") {
                 set(1, value)?;
+            } else if scan::key_is(key, "prompt_cache_hit_tokens") && value != b"null" {
+                set(4, value)?;
             } else if scan::key_is(key, "prompt_tokens_details") && value != b"null" {
                 return None; // neither an object nor null: serde_json rejects it
             }
@@ -396,7 +410,8 @@ fn usage(c: &mut scan::Cursor<'_>) -> Option<Usage> {
         Some(Some(Usage {
             input_tokens: counts[0].unwrap_or(0),
             output_tokens: counts[1].unwrap_or(0),
-            cached_input_tokens: counts[2].unwrap_or(0),
+            cached_input_tokens: counts[2].or(counts[4]).unwrap_or(0),
+            cache_write_tokens: counts[3].unwrap_or(0),
         }))
     }
     let start = *c;

@@ -153,13 +153,18 @@ pub(crate) fn status(finish: Option<FinishReason>) -> (&'static str, Value) {
     }
 }
 
-/// The Responses `usage` object. The internal usage does not split out reasoning tokens or
-/// cache writes: reasoning is counted in `output_tokens` (0 in the detail, as OpenAI reports
-/// for models that do not reason), and cache writes are left out rather than guessed.
+/// The Responses `usage` object. The internal usage does not split out reasoning tokens:
+/// reasoning is counted in `output_tokens` (0 in the detail, as OpenAI reports for models
+/// that do not reason). Cache writes, which OpenAI does not report, go in
+/// `input_tokens_details.cache_write_tokens` when there are any (as in chat's usage).
 pub(crate) fn usage_json(u: &Usage) -> Value {
+    let mut details = json!({"cached_tokens": u.cached_input_tokens});
+    if u.cache_write_tokens > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens);
+    }
     json!({
         "input_tokens": u.input_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "input_tokens_details": details,
         "output_tokens": u.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.input_tokens.saturating_add(u.output_tokens),

@@ -175,7 +175,8 @@ fn anthropic_response_to_openai() {
         Some(Usage {
             input_tokens: 3995,
             output_tokens: 503,
-            cached_input_tokens: 1800
+            cached_input_tokens: 1800,
+            cache_write_tokens: 100,
         })
     );
     golden(
@@ -197,7 +198,8 @@ fn openai_response_to_anthropic() {
         Some(Usage {
             input_tokens: 1117,
             output_tokens: 46,
-            cached_input_tokens: 1024
+            cached_input_tokens: 1024,
+            cache_write_tokens: 0,
         })
     );
     golden(
@@ -271,7 +273,8 @@ fn stream_usage_comes_from_message_start_and_message_delta() {
         Some(Usage {
             input_tokens: 872,
             output_tokens: 89,
-            cached_input_tokens: 400
+            cached_input_tokens: 400,
+            cache_write_tokens: 0,
         })
     );
     // The client did not ask for the usage chunk: none reaches it.
@@ -348,11 +351,13 @@ fn usage_both_ways() {
         Usage {
             input_tokens: 33,
             output_tokens: 5,
-            cached_input_tokens: 20
+            cached_input_tokens: 20,
+            cache_write_tokens: 3,
         }
     );
     let back = WireUsage::from_usage(&u);
-    assert_eq!(back.input_tokens, Some(13));
+    assert_eq!(back.input_tokens, Some(10));
+    assert_eq!(back.cache_creation_input_tokens, Some(3));
     assert_eq!(back.cache_read_input_tokens, Some(20));
     let info = anthropic::inspect_response(&fixture("anthropic/response.json"));
     assert_eq!(info.usage.map(|u| u.cached_input_tokens), Some(1800));

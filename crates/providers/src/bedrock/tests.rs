@@ -203,7 +203,8 @@ fn response_to_every_caller_format() {
             Some(Usage {
                 input_tokens: 50,
                 output_tokens: 62,
-                cached_input_tokens: 20
+                cached_input_tokens: 20,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -229,7 +230,8 @@ fn stop_reasons_and_usage() {
         Usage {
             input_tokens: 15,
             output_tokens: 7,
-            cached_input_tokens: 4
+            cached_input_tokens: 4,
+            cache_write_tokens: 6,
         }
     );
 }
@@ -279,7 +281,8 @@ fn stream_events() {
             StreamEvent::Usage(Usage {
                 input_tokens: 30,
                 output_tokens: 21,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
             }),
             StreamEvent::Done,
         ]

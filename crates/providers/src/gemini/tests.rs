@@ -310,7 +310,8 @@ fn gemini_response_to_openai() {
         Some(Usage {
             input_tokens: 1210,
             output_tokens: 212,
-            cached_input_tokens: 1024
+            cached_input_tokens: 1024,
+            cache_write_tokens: 0,
         })
     );
     assert_eq!(finish, Some(FinishReason::ToolCalls));
@@ -431,7 +432,8 @@ fn whole_function_calls_become_a_start_and_all_arguments() {
             StreamEvent::Usage(Usage {
                 input_tokens: 61,
                 output_tokens: 4,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
             }),
             StreamEvent::ToolCallStart {
                 index: 0,
@@ -458,7 +460,8 @@ fn whole_function_calls_become_a_start_and_all_arguments() {
             StreamEvent::Usage(Usage {
                 input_tokens: 61,
                 output_tokens: 30,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
             }),
         ]
     );
@@ -502,7 +505,8 @@ fn stream_errors_and_usage() {
         Some(Usage {
             input_tokens: 9,
             output_tokens: 48,
-            cached_input_tokens: 4
+            cached_input_tokens: 4,
+            cache_write_tokens: 0,
         })
     );
 }
@@ -580,7 +584,8 @@ fn usage_counts_thoughts_as_output() {
         Usage {
             input_tokens: 103,
             output_tokens: 15,
-            cached_input_tokens: 60
+            cached_input_tokens: 60,
+            cache_write_tokens: 0,
         }
     );
 }

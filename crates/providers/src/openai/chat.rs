@@ -813,16 +813,28 @@ fn usage_from_json(u: &Value) -> Usage {
     Usage {
         input_tokens: n(u.get("prompt_tokens")),
         output_tokens: n(u.get("completion_tokens")),
-        cached_input_tokens: n(u.pointer("/prompt_tokens_details/cached_tokens")),
+        cached_input_tokens: u
+            .pointer("/prompt_tokens_details/cached_tokens")
+            .or_else(|| u.get("prompt_cache_hit_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        cache_write_tokens: n(u.pointer("/prompt_tokens_details/cache_write_tokens")),
     }
 }
 
+/// OpenAI's `usage`. Cache writes (Anthropic's, Bedrock's) have no OpenAI field; they go in
+/// `prompt_tokens_details.cache_write_tokens`, the name OpenRouter gives them, and only
+/// when there are any, so an answer without them looks exactly like OpenAI's.
 fn usage_to_json(u: &Usage) -> Value {
+    let mut details = json!({"cached_tokens": u.cached_input_tokens});
+    if u.cache_write_tokens > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens);
+    }
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "prompt_tokens_details": details,
     })
 }
 

@@ -90,9 +90,15 @@ fn reads_usage_from_responses_and_chunks() {
         Some(Usage {
             input_tokens: 12,
             output_tokens: 5,
-            cached_input_tokens: 4
+            cached_input_tokens: 4,
+            cache_write_tokens: 0,
         })
     );
+    // Cache writes as this gateway and OpenRouter write them; DeepSeek's cache hits.
+    let body = br#"{"usage":{"prompt_tokens":12,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4,"cache_write_tokens":6}}}"#;
+    assert_eq!(inspect_response(body).usage.unwrap().cache_write_tokens, 6);
+    let body = br#"{"usage":{"prompt_tokens":12,"completion_tokens":5,"prompt_cache_hit_tokens":8,"prompt_cache_miss_tokens":4}}"#;
+    assert_eq!(inspect_response(body).usage.unwrap().cached_input_tokens, 8);
     let c = inspect_chunk(
         br#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#,
     );

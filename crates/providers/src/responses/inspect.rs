@@ -21,6 +21,8 @@ struct WireUsage {
 struct InputDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 /// What a streamed event told: usage, status and whether it ended the answer.
@@ -99,7 +101,12 @@ fn read_object(c: &mut scan::Cursor<'_>, info: &mut ResponseInfo) {
                     output_tokens: u.output_tokens,
                     cached_input_tokens: u
                         .input_tokens_details
+                        .as_ref()
                         .and_then(|d| d.cached_tokens)
+                        .unwrap_or(0),
+                    cache_write_tokens: u
+                        .input_tokens_details
+                        .and_then(|d| d.cache_write_tokens)
                         .unwrap_or(0),
                 });
         } else if scan::key_is(key, "status") {
@@ -137,7 +144,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 12,
                 output_tokens: 3,
-                cached_input_tokens: 4
+                cached_input_tokens: 4,
+                cache_write_tokens: 0,
             })
         );
         assert!(!inspect_response(&body[..body.len() - 1]).well_formed);

@@ -687,6 +687,7 @@ fn absurd_usage_totals_saturate() {
         input_tokens: u64::MAX,
         output_tokens: u64::MAX,
         cached_input_tokens: 0,
+        cache_write_tokens: 0,
     };
     assert_eq!(crate::responses::usage_json(&u)["total_tokens"], u64::MAX);
 }

@@ -293,6 +293,7 @@ pub fn answer() -> impl Strategy<Value = Answer> {
         input_tokens: u64::from(a.max(c)),
         output_tokens: u64::from(b),
         cached_input_tokens: u64::from(a.min(c)),
+        cache_write_tokens: 0,
     });
     (option::of(text()), vec(call(), 0..3), finish, usage).prop_map(
         |(text, calls, finish, usage)| Answer {

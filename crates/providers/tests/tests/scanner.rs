@@ -55,6 +55,7 @@ fn openai_expected(doc: &Map<String, Value>) -> (Option<Usage>, Option<String>) 
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: 0,
         });
     let finish = doc
         .get("choices")
@@ -104,6 +105,7 @@ fn responses_expected(doc: &Map<String, Value>) -> (Option<Usage>, Option<String
                 .input_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: 0,
         });
     let status = match doc.get("status").and_then(Value::as_str) {
         Some("completed") => Some("stop"),
