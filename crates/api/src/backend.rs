@@ -243,9 +243,22 @@ pub struct Pricing {
     /// USD per million output (completion) tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_per_million: Option<String>,
-    /// USD per million input tokens served from the provider's prompt cache.
+    /// USD per million input tokens read from the provider's prompt cache. The older name
+    /// of `cacheReadPerMillion`, which wins when both are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input_per_million: Option<String>,
+    /// USD per million input tokens read from the provider's prompt cache (OpenAI's cached
+    /// input, Anthropic's and Bedrock's cache reads, Gemini's cached content). When left out:
+    /// the built-in catalog's price for the model, else 0.1× input for Anthropic and
+    /// Bedrock, 0.25× for Gemini, 0.5× for the OpenAI dialects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_million: Option<String>,
+    /// USD per million input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`). When left out: the
+    /// catalog's price, else 1.25× input for Anthropic and Bedrock (the 5-minute lifetime;
+    /// 1-hour writes, billed at 2×, are not told apart), 1× input elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_million: Option<String>,
 }
 
 /// Time limits, as Go-style durations (`2s`, `500ms`).

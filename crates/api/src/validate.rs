@@ -48,6 +48,9 @@ pub enum Reason {
     InvalidTls,
     /// The forward proxy URL is not `http://host:port`.
     InvalidProxy,
+    /// A served model has no price in the resource nor in the built-in catalog: its spend is
+    /// reported as unknown, never as $0 (a warning; the model is served).
+    PricingUnknown,
 }
 
 impl Reason {
@@ -70,6 +73,7 @@ impl Reason {
             Reason::InvalidDocument => "InvalidDocument",
             Reason::InvalidTls => "InvalidTls",
             Reason::InvalidProxy => "InvalidProxy",
+            Reason::PricingUnknown => "PricingUnknown",
         }
     }
 }
@@ -338,6 +342,8 @@ pub fn model_backend(spec: &ModelBackendSpec) -> Vec<FieldError> {
                 ("inputPerMillion", &p.input_per_million),
                 ("outputPerMillion", &p.output_per_million),
                 ("cachedInputPerMillion", &p.cached_input_per_million),
+                ("cacheReadPerMillion", &p.cache_read_per_million),
+                ("cacheWritePerMillion", &p.cache_write_per_million),
             ];
             for (name, value) in prices {
                 if let Some(v) = value {

@@ -774,6 +774,7 @@ mod tests {
             input_tokens: 10,
             output_tokens: 5,
             cached_input_tokens: 0,
+            cache_write_tokens: 0,
         };
         limits.settle(
             SettleTarget::new(consumer, Arc::from("m")),
@@ -865,6 +866,7 @@ mod tests {
                 input_tokens: u64::MAX,
                 output_tokens: u64::MAX,
                 cached_input_tokens: u64::MAX,
+                cache_write_tokens: 0,
             }),
             u64::MAX,
         );

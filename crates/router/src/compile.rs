@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use kube_meta::{created, ns_name};
 use switchyard_api::{
     parse_duration, parse_price,
+    MicroUsd,
     validate::{self, FieldError, Reason},
     AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
 };
@@ -291,7 +292,26 @@ fn compile_backends(ctx: &mut Ctx<'_>) -> Vec<((String, String), Arc<Backend>)> 
             continue;
         }
         match build_backend(ctx, obj, &id) {
-            Ok(b) => out.push((id, Arc::new(b))),
+            Ok(b) => {
+                for (i, m) in obj.spec.models.iter().enumerate() {
+                    if b.models.get(&m.name).is_some_and(|p| !p.known) {
+                        ctx.report(
+                            "ModelBackend",
+                            &id,
+                            Severity::Warning,
+                            field_err(
+                                format!("spec.models[{i}].pricing"),
+                                Reason::PricingUnknown,
+                                format!(
+                                    "no price for model {:?} in the resource nor in the built-in catalog (`switchyard prices`): its spend is reported as unknown",
+                                    m.name
+                                ),
+                            ),
+                        );
+                    }
+                }
+                out.push((id, Arc::new(b)))
+            }
             Err(e) => ctx.report("ModelBackend", &id, Severity::Error, e),
         }
     }
@@ -489,33 +509,15 @@ fn build_backend(
     };
     let mut models = HashMap::new();
     for (i, m) in spec.models.iter().enumerate() {
-        let price =
-            |v: &Option<String>, name: &str| -> Result<switchyard_api::MicroUsd, FieldError> {
-                match v {
-                    None => Ok(Default::default()),
-                    Some(s) => parse_price(s).map_err(|e| {
-                        field_err(
-                            format!("spec.models[{i}].pricing.{name}"),
-                            Reason::InvalidPricing,
-                            e.to_string(),
-                        )
-                    }),
-                }
-            };
-        let pricing = match &m.pricing {
-            None => Pricing::default(),
-            Some(p) => {
-                let input = price(&p.input_per_million, "inputPerMillion")?;
-                Pricing {
-                    input,
-                    output: price(&p.output_per_million, "outputPerMillion")?,
-                    cached_input: match &p.cached_input_per_million {
-                        None => input,
-                        some => price(some, "cachedInputPerMillion")?,
-                    },
-                }
-            }
-        };
+        let pricing = resolve_pricing(spec.provider, &m.name, m.pricing.as_ref()).map_err(
+            |(name, e)| {
+                field_err(
+                    format!("spec.models[{i}].pricing.{name}"),
+                    Reason::InvalidPricing,
+                    e,
+                )
+            },
+        )?;
         models.insert(m.name.clone(), pricing);
     }
     let dur =
@@ -929,4 +931,66 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
         }
     }
     consumers
+}
+
+/// The prices of `model` at a backend of `provider`: each price given in `spec` wins, the
+/// rest come from the built-in catalog ([`crate::catalog`]), and cache prices missing from
+/// both follow from the input price by provider:
+///
+/// | provider | cache read | cache write |
+/// |---|---|---|
+/// | anthropic, bedrock | 0.1× input | 1.25× input (5-minute lifetime) |
+/// | gemini | 0.25× input | 1× input |
+/// | openai, azure-openai, openai-compatible | 0.5× input | 1× input |
+///
+/// (the lowest discount each provider publishes for its automatic caching, so spend is never
+/// under-reported). Unknown (`known: false`, all zero) when neither the resource nor the
+/// catalog gives an input or output price. An unparsable price names its field.
+pub(crate) fn resolve_pricing(
+    provider: Provider,
+    model: &str,
+    spec: Option<&switchyard_api::backend::Pricing>,
+) -> Result<Pricing, (&'static str, String)> {
+    let parse = |v: &Option<String>, name: &'static str| {
+        v.as_deref()
+            .map(|s| parse_price(s).map_err(|e| (name, e.to_string())))
+            .transpose()
+    };
+    let (input, output, read, write) = match spec {
+        Some(p) => (
+            parse(&p.input_per_million, "inputPerMillion")?,
+            parse(&p.output_per_million, "outputPerMillion")?,
+            match parse(&p.cache_read_per_million, "cacheReadPerMillion")? {
+                Some(r) => Some(r),
+                None => parse(&p.cached_input_per_million, "cachedInputPerMillion")?,
+            },
+            parse(&p.cache_write_per_million, "cacheWritePerMillion")?,
+        ),
+        None => (None, None, None, None),
+    };
+    let listed = crate::catalog::lookup(provider, model);
+    let input = input.or(listed.map(|l| l.input));
+    let output = output.or(listed.map(|l| l.output));
+    if input.is_none() && output.is_none() {
+        return Ok(Pricing::default());
+    }
+    let input = input.unwrap_or_default();
+    // Multipliers in thousandths of the input price.
+    let (read_permille, write_permille) = match provider {
+        Provider::Anthropic | Provider::Bedrock => (100, 1250),
+        Provider::Gemini => (250, 1000),
+        Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible => (500, 1000),
+    };
+    let scaled = |permille: u64| MicroUsd(input.0.saturating_mul(permille) / 1000);
+    Ok(Pricing {
+        input,
+        output: output.unwrap_or_default(),
+        cached_input: read
+            .or(listed.and_then(|l| l.cache_read))
+            .unwrap_or_else(|| scaled(read_permille)),
+        cache_write: write
+            .or(listed.and_then(|l| l.cache_write))
+            .unwrap_or_else(|| scaled(write_permille)),
+        known: true,
+    })
 }

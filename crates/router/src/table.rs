@@ -81,18 +81,36 @@ pub struct Pricing {
     pub input: MicroUsd,
     /// Output tokens.
     pub output: MicroUsd,
-    /// Cached input tokens (defaults to the input price).
+    /// Input tokens read from the prompt cache.
     pub cached_input: MicroUsd,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: MicroUsd,
+    /// Whether any price is known (from the resource or the built-in catalog): without one
+    /// spend is unknown, and reported as such rather than as $0.
+    pub known: bool,
 }
 
 impl Pricing {
-    /// The cost of `usage`, in USD.
+    /// The cost of `usage`, in USD (0 when no price is known: see [`Pricing::cost`]).
     pub fn cost_usd(&self, usage: &Usage) -> f64 {
-        let uncached = usage.input_tokens.saturating_sub(usage.cached_input_tokens);
-        let micro_per_million = uncached as f64 * self.input.0 as f64
+        let micro_per_million = usage.uncached_input_tokens() as f64 * self.input.0 as f64
             + usage.cached_input_tokens as f64 * self.cached_input.0 as f64
+            + usage.cache_write_tokens as f64 * self.cache_write.0 as f64
             + usage.output_tokens as f64 * self.output.0 as f64;
         micro_per_million / 1e12
+    }
+
+    /// The cost of `usage` in USD, `None` when the model has no known price.
+    pub fn cost(&self, usage: &Usage) -> Option<f64> {
+        self.known.then(|| self.cost_usd(usage))
+    }
+
+    /// What the prompt cache saved on `usage`, in USD: the cache reads at the input price
+    /// less their price as reads. (Cache writes cost extra where providers charge for them;
+    /// that premium is in the spend, not netted out here.)
+    pub fn saved_usd(&self, usage: &Usage) -> f64 {
+        let per_token = self.input.0.saturating_sub(self.cached_input.0);
+        usage.cached_input_tokens as f64 * per_token as f64 / 1e12
     }
 
     /// A single figure for comparing backends: input plus output price.
@@ -832,9 +850,15 @@ impl Backend {
             .collect()
     }
 
-    /// Prices of a model at this backend.
+    /// Prices of a model at this backend: as compiled for a model it lists, else the
+    /// built-in catalog's list price (a route forwarding the caller's model unchanged), else
+    /// unknown.
     pub fn pricing(&self, model: &str) -> Pricing {
-        self.models.get(model).copied().unwrap_or_default()
+        match self.models.get(model) {
+            Some(p) => *p,
+            None => crate::compile::resolve_pricing(self.provider, model, None)
+                .unwrap_or_default(),
+        }
     }
 }
 

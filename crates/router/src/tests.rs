@@ -690,8 +690,103 @@ fn pricing_cost() {
         input_tokens: 1_000_000,
         output_tokens: 500_000,
         cached_input_tokens: 0,
+        cache_write_tokens: 0,
     };
     assert!((t.pricing.cost_usd(&usage) - 7.5).abs() < 1e-9);
+}
+
+#[test]
+fn cache_prices_come_from_the_resource_the_catalog_or_the_provider_default() {
+    use switchyard_api::Provider;
+    let usd = |s: &str| switchyard_api::parse_price(s).unwrap();
+    let spec = |json: &str| -> switchyard_api::backend::Pricing { serde_json::from_str(json).unwrap() };
+    // Anthropic without cache prices: reads at 0.1x, writes at 1.25x input.
+    let p = crate::compile::resolve_pricing(
+        Provider::Anthropic,
+        "my-model",
+        Some(&spec(r#"{"inputPerMillion": "4", "outputPerMillion": "20"}"#)),
+    )
+    .unwrap();
+    assert_eq!((p.cached_input, p.cache_write, p.known), (usd("0.4"), usd("5"), true));
+    // OpenAI dialects: reads at 0.5x, writes at input.
+    let p = crate::compile::resolve_pricing(
+        Provider::OpenAiCompatible,
+        "x",
+        Some(&spec(r#"{"inputPerMillion": "2"}"#)),
+    )
+    .unwrap();
+    assert_eq!((p.cached_input, p.cache_write), (usd("1"), usd("2")));
+    // The catalog when the resource says nothing; the resource's price wins field by field;
+    // cacheReadPerMillion wins over its older name.
+    let p = crate::compile::resolve_pricing(Provider::Anthropic, "claude-haiku-4-5", None).unwrap();
+    assert_eq!(
+        (p.input, p.output, p.cached_input, p.cache_write),
+        (usd("1"), usd("5"), usd("0.10"), usd("1.25"))
+    );
+    let p = crate::compile::resolve_pricing(
+        Provider::Anthropic,
+        "claude-haiku-4-5",
+        Some(&spec(
+            r#"{"outputPerMillion": "6", "cachedInputPerMillion": "0.2", "cacheReadPerMillion": "0.3"}"#,
+        )),
+    )
+    .unwrap();
+    assert_eq!((p.input, p.output, p.cached_input), (usd("1"), usd("6"), usd("0.3")));
+    // Neither: unknown, and its cost is unknown rather than $0.
+    let p = crate::compile::resolve_pricing(Provider::OpenAi, "nobody-prices-this", None).unwrap();
+    assert!(!p.known);
+    let u = switchyard_providers::Usage {
+        input_tokens: 10,
+        ..Default::default()
+    };
+    assert_eq!(p.cost(&u), None);
+    // A bad price names its field.
+    let e = crate::compile::resolve_pricing(
+        Provider::OpenAi,
+        "m",
+        Some(&spec(r#"{"cacheWritePerMillion": "x"}"#)),
+    )
+    .unwrap_err();
+    assert_eq!(e.0, "cacheWritePerMillion");
+}
+
+#[test]
+fn cache_reads_and_writes_are_priced_and_savings_counted() {
+    // Claude Sonnet 4.5 list prices: $3 input, $3.75 writes, $0.30 reads, $15 output.
+    let p = crate::compile::resolve_pricing(
+        switchyard_api::Provider::Anthropic,
+        "claude-sonnet-4-5",
+        None,
+    )
+    .unwrap();
+    let u = switchyard_providers::Usage {
+        input_tokens: 1_000_000 + 2_000_000 + 400_000,
+        cached_input_tokens: 2_000_000,
+        cache_write_tokens: 400_000,
+        output_tokens: 100_000,
+    };
+    // 1M fresh × 3 + 2M reads × 0.30 + 0.4M writes × 3.75 + 0.1M out × 15.
+    let want = 3.0 + 0.6 + 1.5 + 1.5;
+    assert!((p.cost(&u).unwrap() - want).abs() < 1e-9, "{:?}", p.cost(&u));
+    // Saved: 2M reads × (3 − 0.30).
+    assert!((p.saved_usd(&u) - 5.4).abs() < 1e-9);
+}
+
+#[test]
+fn a_model_without_any_price_is_flagged_pricing_unknown() {
+    let c = build(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: ModelBackend\nmetadata: {name: nop}\nspec: {provider: openai-compatible, endpoint: 'http://127.0.0.1:1/v1', models: [{name: house-model}, {name: deepseek-chat}]}\n",
+    );
+    let flagged: Vec<_> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.error.reason == Reason::PricingUnknown)
+        .map(|d| (d.name.as_str(), d.severity, d.error.field.as_str()))
+        .collect();
+    assert_eq!(
+        flagged,
+        vec![("nop", crate::Severity::Warning, "spec.models[0].pricing")]
+    );
 }
 
 #[test]
@@ -726,6 +821,7 @@ spec: {match: {models: [c]}, backends: [{backendRef: {name: a}}]}
     let got: Vec<_> = c
         .diagnostics
         .iter()
+        .filter(|d| d.error.reason != Reason::PricingUnknown)
         .map(|d| (d.namespace.as_str(), d.name.as_str(), d.error.reason))
         .collect();
     // `same-ns` looks for `a` in its own namespace, team-b, where there is none.
@@ -902,7 +998,7 @@ spec:
   endpoint: https://edge.example:443/v1
   tls: {sni: edge.internal}
   proxy: {url: "http://127.0.0.1:3128"}
-  models: [{name: m}]
+  models: [{name: m, pricing: {inputPerMillion: "1"}}]
 "#,
     );
     assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
