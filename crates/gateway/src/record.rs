@@ -211,7 +211,10 @@ impl Drop for Record {
                 .inc();
         }
         let u = self.usage.unwrap_or_default();
-        let cost = self.usage.map_or(0.0, |u| self.pricing.cost_usd(&u));
+        // Unknown (not $0) when the model has usage but no price anywhere.
+        let priced = self.usage.map(|u| self.pricing.cost(&u));
+        let price_unknown = matches!(priced, Some(None));
+        let cost = priced.flatten().unwrap_or(0.0);
         m.record_request(
             &RequestLabels {
                 route,
@@ -228,8 +231,19 @@ impl Drop for Record {
                     let n = u.output_tokens;
                     (n > 1).then(|| elapsed.saturating_sub(ttft).as_secs_f64() / (n - 1) as f64)
                 }),
-                tokens: [u.input_tokens, u.output_tokens, u.cached_input_tokens],
+                tokens: [
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cached_input_tokens,
+                    u.cache_write_tokens,
+                ],
                 cost_usd: cost,
+                price_unknown,
+                saved_usd: if self.pricing.known {
+                    self.pricing.saved_usd(&u)
+                } else {
+                    0.0
+                },
             },
         );
         if let Some((limits, target, admitted)) = self.settle.take() {

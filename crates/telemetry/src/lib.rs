@@ -43,6 +43,12 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// `switchyard_spend_usd_total{route,model,backend,consumer}`.
     pub spend_usd: CounterVec,
+    /// `switchyard_cost_saved_usd_total{route,model,backend,consumer}`: what prompt-cache
+    /// reads saved against the input price.
+    pub cost_saved_usd: CounterVec,
+    /// `switchyard_spend_unknown_total{route,model,backend}`: requests with usage but no
+    /// known price, whose spend is left out of `spend_usd_total` rather than counted as $0.
+    pub spend_unknown: IntCounterVec,
     /// `switchyard_upstream_errors_total{backend,provider,kind}`.
     pub upstream_errors: IntCounterVec,
     /// `switchyard_retries_total{route,backend}`: extra attempts on the same backend.
@@ -122,7 +128,7 @@ impl Metrics {
         let tokens = IntCounterVec::new(
             Opts::new(
                 "switchyard_tokens_total",
-                "Tokens reported by upstreams, by type (input, output, cached_input).",
+                "Tokens reported by upstreams, by type (input, output, cache_read, cache_write); cache reads and writes are part of input.",
             ),
             &["route", "model", "backend", "provider", "consumer", "type"],
         )?;
@@ -132,6 +138,20 @@ impl Metrics {
                 "Spend in USD computed from usage and the backend's pricing.",
             ),
             &["route", "model", "backend", "consumer"],
+        )?;
+        let cost_saved_usd = CounterVec::new(
+            Opts::new(
+                "switchyard_cost_saved_usd_total",
+                "USD saved by prompt-cache reads: cache-read tokens times (input price - cache-read price).",
+            ),
+            &["route", "model", "backend", "consumer"],
+        )?;
+        let spend_unknown = IntCounterVec::new(
+            Opts::new(
+                "switchyard_spend_unknown_total",
+                "Requests with usage whose model has no known price (PricingUnknown): their spend is not in spend_usd_total.",
+            ),
+            &["route", "model", "backend"],
         )?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
@@ -193,6 +213,8 @@ impl Metrics {
         registry.register(Box::new(ratelimited.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(spend_usd.clone()))?;
+        registry.register(Box::new(cost_saved_usd.clone()))?;
+        registry.register(Box::new(spend_unknown.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
@@ -212,6 +234,8 @@ impl Metrics {
             ratelimited,
             tokens,
             spend_usd,
+            cost_saved_usd,
+            spend_unknown,
             upstream_errors,
             retries,
             fallbacks,

@@ -55,13 +55,18 @@ pub struct RequestSample {
     pub ttft: Option<f64>,
     /// Stream time per output token after the first, in seconds.
     pub per_token: Option<f64>,
-    /// Input, output and cached input tokens (a zero count adds nothing).
-    pub tokens: [u64; 3],
+    /// Input, output, cache-read and cache-write tokens (a zero count adds nothing).
+    pub tokens: [u64; 4],
     /// Spend in USD (zero adds nothing).
     pub cost_usd: f64,
+    /// The request had usage but its model no known price: counted in
+    /// `switchyard_spend_unknown_total`, its spend left out rather than counted as $0.
+    pub price_unknown: bool,
+    /// USD the prompt cache saved (zero adds nothing).
+    pub saved_usd: f64,
 }
 
-const TOKEN_TYPES: [&str; 3] = ["input", "output", "cached_input"];
+const TOKEN_TYPES: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 
 /// The children of one label set. Families a request may not touch are resolved when first
 /// used, so no series appears before it has a value.
@@ -69,8 +74,10 @@ struct Series {
     labels: [Box<str>; 6],
     requests: IntCounter,
     duration: Histogram,
-    tokens: [OnceCell<IntCounter>; 3],
+    tokens: [OnceCell<IntCounter>; 4],
     spend: OnceCell<Counter>,
+    saved: OnceCell<Counter>,
+    unknown: OnceCell<IntCounter>,
     ttft: OnceCell<Histogram>,
     per_token: OnceCell<Histogram>,
 }
@@ -125,6 +132,24 @@ impl Metrics {
                 })
                 .inc_by(sample.cost_usd);
         }
+        if sample.price_unknown {
+            series
+                .unknown
+                .get_or_init(|| {
+                    self.spend_unknown
+                        .with_label_values(&[route, model, backend])
+                })
+                .inc();
+        }
+        if sample.saved_usd > 0.0 {
+            series
+                .saved
+                .get_or_init(|| {
+                    self.cost_saved_usd
+                        .with_label_values(&[route, model, backend, consumer])
+                })
+                .inc_by(sample.saved_usd);
+        }
     }
 
     fn series(&self, labels: &RequestLabels<'_>) -> Rc<Series> {
@@ -149,6 +174,8 @@ impl Metrics {
                     .with_label_values(&[route, model, backend, status]),
                 tokens: Default::default(),
                 spend: OnceCell::new(),
+                saved: OnceCell::new(),
+                unknown: OnceCell::new(),
                 ttft: OnceCell::new(),
                 per_token: OnceCell::new(),
             });
@@ -183,8 +210,9 @@ mod tests {
         let m = Metrics::new(Registry::new()).unwrap();
         let plain = RequestSample {
             seconds: 0.5,
-            tokens: [10, 20, 0],
+            tokens: [10, 20, 4, 2],
             cost_usd: 0.25,
+            saved_usd: 0.5,
             ..Default::default()
         };
         m.record_request(&labels("default/chat", "200"), &plain);
@@ -192,7 +220,7 @@ mod tests {
         let stream = RequestSample {
             ttft: Some(0.1),
             per_token: Some(0.01),
-            tokens: [1, 0, 0],
+            tokens: [1, 0, 0, 0],
             ..plain
         };
         m.record_request(&labels("default/chat", "502"), &stream);
@@ -204,6 +232,9 @@ mod tests {
             format!("switchyard_requests_total{{{base},status=\"502\"}} 1"),
             format!("switchyard_tokens_total{{{base},type=\"input\"}} 21"),
             format!("switchyard_tokens_total{{{base},type=\"output\"}} 40"),
+            format!("switchyard_tokens_total{{{base},type=\"cache_read\"}} 8"),
+            format!("switchyard_tokens_total{{{base},type=\"cache_write\"}} 4"),
+            r#"switchyard_cost_saved_usd_total{backend="default/mock",consumer="team-a/app",model="gpt-4o",route="default/chat"} 1.5"#.into(),
             r#"switchyard_spend_usd_total{backend="default/mock",consumer="team-a/app",model="gpt-4o",route="default/chat"} 0.75"#.into(),
             r#"switchyard_request_duration_seconds_count{backend="default/mock",model="gpt-4o",route="default/chat",status="200"} 2"#.into(),
             r#"switchyard_time_to_first_token_seconds_count{backend="default/mock",model="gpt-4o",route="default/chat"} 1"#.into(),
@@ -213,7 +244,19 @@ mod tests {
             assert!(text.contains(&line), "missing {line}\n{text}");
         }
         // Zero counts and costs, and the stream histograms of plain requests, add no series.
-        assert!(!text.contains(r#"type="cached_input""#), "{text}");
+        assert!(!text.contains("switchyard_spend_unknown_total{"), "{text}");
+        m.record_request(
+            &labels("default/chat", "200"),
+            &RequestSample {
+                price_unknown: true,
+                ..Default::default()
+            },
+        );
+        let text = m.encode_text().unwrap();
+        assert!(
+            text.contains(r#"switchyard_spend_unknown_total{backend="default/mock",model="gpt-4o",route="default/chat"} 1"#),
+            "{text}"
+        );
         assert!(!text.contains(r#"route="default/other"} "#), "{text}");
         assert_eq!(
             text.matches("switchyard_spend_usd_total{").count(),
