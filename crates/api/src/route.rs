@@ -44,6 +44,18 @@ pub struct AIRouteSpec {
     /// How a backend is chosen among the primary set (default `weighted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Prompt-cache affinity: keep one conversation on one backend and upstream key, so the
+    /// provider's prompt cache warmed by one turn serves the next. `prefix` (the default)
+    /// keys a conversation by the caller's `x-switchyard-affinity` header, else OpenAI's
+    /// `prompt_cache_key`, else Anthropic's `metadata.user_id` (or OpenAI's
+    /// `safety_identifier` / `user`), else a hash of its cacheable prefix (system prompt,
+    /// tools, first message); `session` uses only the named keys; `none` picks at random by
+    /// weight on every request. Backends and keys are chosen by weighted rendezvous hashing,
+    /// so weights hold over many conversations and a conversation moves only when its
+    /// backend is unhealthy or at `maxConcurrency`, or its key is resting. Applies to the
+    /// `weighted` strategy (and among equally cheap backends with `cheapest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
     /// What to do with tools a backend cannot run for the caller (hosted tools such as
     /// web_search, file_search): drop them and name them in x-switchyard-dropped, or reject
     /// the request with 400 (default `drop`).
@@ -133,6 +145,19 @@ pub enum RetryOn {
     /// The connection to the upstream could not be made.
     #[serde(rename = "connect")]
     Connect,
+}
+
+/// Which requests count as one conversation for prompt-cache affinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// Named session keys, else the hash of the cacheable prefix.
+    #[default]
+    Prefix,
+    /// Named session keys only (header, `prompt_cache_key`, user/session ids).
+    Session,
+    /// No affinity: random by weight.
+    None,
 }
 
 /// How a backend is chosen among the primary set.

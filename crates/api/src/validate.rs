@@ -642,6 +642,7 @@ mod tests {
             retry: None,
             timeout: None,
             strategy: None,
+            affinity: None,
             unsupported_tools: None,
         }
     }

@@ -49,12 +49,15 @@ impl Shared {
         decoded: &Inbound<'_>,
         route: &Route,
         request_id: &HeaderValue,
+        affinity: Option<u64>,
         record: &mut Record,
     ) -> Result<Response<Body>, GatewayError> {
         let deadline = route.timeout.map(|t| record.start + t);
         let budget = route.budget();
         budget.deposit();
-        let plan = route.plan();
+        // With a conversation key, targets and keys in rendezvous order (see
+        // `crate::affinity`): the same conversation reaches the same backend and key.
+        let plan = route.plan_for(affinity);
         let mut last_err = None;
         let mut saturated = 0usize;
         for target in &plan {
@@ -76,7 +79,9 @@ impl Shared {
             }
             record.permit = Some(permit);
             let outcome = self
-                .try_target(op, decoded, route, target, request_id, deadline, record)
+                .try_target(
+                    op, decoded, route, target, request_id, deadline, affinity, record,
+                )
                 .await;
             match outcome {
                 TargetOutcome::Done(resp) => return Ok(resp),
@@ -113,6 +118,7 @@ impl Shared {
         target: &Target,
         request_id: &HeaderValue,
         deadline: Option<Instant>,
+        affinity: Option<u64>,
         record: &mut Record,
     ) -> TargetOutcome {
         let backend = &target.backend;
@@ -173,7 +179,7 @@ impl Shared {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let key = match backend.pick_key() {
+            let key = match backend.pick_key_for(affinity) {
                 KeyChoice::None => None,
                 KeyChoice::Key(k) => Some(k),
                 KeyChoice::Exhausted(wait) => {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admit;
+mod affinity;
 pub mod body;
 pub mod busy_poll;
 mod connect;

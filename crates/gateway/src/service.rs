@@ -361,8 +361,9 @@ impl Shared {
             }
         }
 
+        let affinity = crate::affinity::key(&decoded, &parts.headers, route.affinity);
         let mut resp = self
-            .forward(op, &decoded, route, request_id, record)
+            .forward(op, &decoded, route, request_id, affinity, record)
             .await?;
         if let Some(taken) = window_headers {
             rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);

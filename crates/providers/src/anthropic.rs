@@ -49,6 +49,11 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// The body's top-level fields, raw, in order (for the affinity key).
+    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &RawValue)> + Clone {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
     /// Decodes the body of a Messages (or count_tokens) request.
     pub fn decode(endpoint: Endpoint, body: &'a [u8]) -> Result<Self, DecodeError> {
         let fields = crate::openai::split_fields(body)?;

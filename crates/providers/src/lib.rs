@@ -2,6 +2,7 @@
 //! usage extraction and error shapes. Pure code, no I/O and no kube, so it stays cheap to
 //! fuzz and benchmark.
 
+pub mod affinity;
 pub mod anthropic;
 pub mod bedrock;
 pub mod chat;

@@ -91,6 +91,11 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// The body's top-level fields, raw, in order (for the affinity key).
+    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &RawValue)> + Clone {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
     /// Decodes the body of an OpenAI request for `op`.
     pub fn decode(op: Operation, body: &'a [u8]) -> Result<Self, DecodeError> {
         let fields = split_fields(body)?;

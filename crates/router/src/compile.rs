@@ -761,6 +761,7 @@ fn compile_route(
             .map(|m| backend.pricing(m))
             .unwrap_or_default();
         Some(Target {
+            seed: crate::table::target_seed(&backend.name, model.as_deref()),
             backend: Arc::clone(backend),
             model,
             weight: rb.weight.unwrap_or(1),
@@ -822,6 +823,7 @@ fn compile_route(
             .and_then(|t| parse_duration(t).ok())
             .map(capped),
         strategy: spec.strategy.unwrap_or(Strategy::Weighted),
+        affinity: spec.affinity.unwrap_or_default(),
         unsupported_tools: match spec.unsupported_tools.unwrap_or_default() {
             switchyard_api::UnsupportedTools::Drop => UnsupportedTools::Drop,
             switchyard_api::UnsupportedTools::Reject => UnsupportedTools::Reject,

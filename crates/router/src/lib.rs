@@ -19,12 +19,15 @@ pub use sign::{RequestSigner, Sigv4};
 pub use state::{
     BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,
 };
-/// The backend wire format, re-exported so the data plane need not depend on `switchyard-api`.
-pub use switchyard_api::Provider;
+/// The backend wire format and the route's affinity mode, re-exported so the data plane need
+/// not depend on `switchyard-api`.
+pub use switchyard_api::{Affinity, Provider};
 pub use table::{
     Backend, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable, Target,
     Timeouts, UpstreamKey,
 };
 
+#[cfg(test)]
+mod affinity_tests;
 #[cfg(test)]
 mod tests;

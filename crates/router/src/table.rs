@@ -54,6 +54,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// How the primary backend is chosen.
     pub strategy: Strategy,
+    /// Which requests count as one conversation, kept on one backend and key.
+    pub affinity: switchyard_api::Affinity,
     /// What to do with hosted tools (Responses' `web_search` …) no backend runs for the
     /// caller: drop and name them, or refuse the request.
     pub unsupported_tools: UnsupportedTools,
@@ -72,6 +74,9 @@ pub struct Target {
     pub weight: u32,
     /// Prices of `model` at this backend, if configured.
     pub pricing: Pricing,
+    /// This target's identity in rendezvous hashing (from its backend and model, so it
+    /// survives reloads and is the same on every replica).
+    pub(crate) seed: u64,
 }
 
 /// Prices per million tokens.
@@ -333,6 +338,14 @@ const MIN_REDACTED_LEN: usize = 4;
 // === impl UpstreamKey ===
 
 impl UpstreamKey {
+    /// The key's rendezvous identity: from its digest, so the same key has the same one on
+    /// every replica and across reloads, and the key itself is not used.
+    fn seed(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.digest[..8]);
+        u64::from_le_bytes(b)
+    }
+
     /// The key's runtime state.
     pub fn state(&self) -> &Arc<KeyState> {
         self.state.get_or_init(|| Arc::new(KeyState::default()))
@@ -565,13 +578,38 @@ impl Route {
     /// every backend is ejected, the least-bad one (whose ejection ends first) is tried rather
     /// than failing outright.
     pub fn plan(&self) -> Vec<&Target> {
+        self.plan_for(None)
+    }
+
+    /// [`Route::plan`] for a request of the conversation `affinity` (see
+    /// [`switchyard_providers::affinity`]): with the `weighted` strategy the healthy
+    /// primaries are ordered by weighted rendezvous hashing, best first, so the same
+    /// conversation finds the same order on every request and every replica, and the next
+    /// in that order when its first is saturated. Without a key it is [`Route::plan`].
+    pub fn plan_for(&self, affinity: Option<u64>) -> Vec<&Target> {
         let mut order: Vec<&Target> = Vec::with_capacity(self.targets.len() + self.fallbacks.len());
-        let healthy: Vec<&Target> = self
+        let mut healthy: Vec<&Target> = self
             .targets
             .iter()
             .filter(|t| t.weight > 0 && t.backend.state().is_healthy())
             .collect();
-        if let Some(first) = pick(self.strategy, &healthy) {
+        let affine = affinity.filter(|_| {
+            self.affinity != switchyard_api::Affinity::None
+                && matches!(self.strategy, Strategy::Weighted | Strategy::Cheapest)
+        });
+        if let (Some(key), true) = (affine, healthy.len() > 1) {
+            if self.strategy == Strategy::Cheapest {
+                // Affinity among the equally cheapest; the dearer ones keep their order.
+                if let Some(best) = healthy.iter().map(|t| t.pricing.rank()).min() {
+                    healthy.sort_by_key(|t| t.pricing.rank() != best);
+                }
+                let n = healthy.iter().filter(|t| healthy[0].pricing.rank() == t.pricing.rank()).count();
+                sort_by_rendezvous(&mut healthy[..n], key, |t| (t.seed, t.weight));
+            } else {
+                sort_by_rendezvous(&mut healthy, key, |t| (t.seed, t.weight));
+            }
+            order.extend(healthy);
+        } else if let Some(first) = pick(self.strategy, &healthy) {
             order.push(first);
             order.extend(healthy.iter().copied().filter(|t| !std::ptr::eq(*t, first)));
         }
@@ -628,6 +666,40 @@ pub(crate) fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
         None => out.push_str(tail),
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A target's rendezvous identity: FNV-1a of `backend\0model`, mixed.
+pub(crate) fn target_seed(backend: &str, model: Option<&str>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in backend
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(model.unwrap_or("").bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    switchyard_providers::affinity::mix(h)
+}
+
+/// The weighted rendezvous (highest-random-weight) score of an item for `key`: `weight /
+/// -ln(u)` with `u` uniform in (0, 1) from the pair's hash. The item with the highest score
+/// wins; over many keys each item wins in proportion to its weight, and removing an item
+/// moves only the keys it had won.
+pub(crate) fn rendezvous_score(key: u64, seed: u64, weight: u32) -> f64 {
+    let h = switchyard_providers::affinity::mix(key ^ seed);
+    // 53 random bits, centred in their interval so u is never 0 or 1.
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
+}
+
+/// Sorts `items` by rendezvous score for `key`, best first.
+pub(crate) fn sort_by_rendezvous<T>(items: &mut [T], key: u64, id: impl Fn(&T) -> (u64, u32)) {
+    items.sort_by(|a, b| {
+        let (sa, wa) = id(a);
+        let (sb, wb) = id(b);
+        rendezvous_score(key, sb, wb).total_cmp(&rendezvous_score(key, sa, wa))
+    });
 }
 
 /// Picks one of `candidates` by strategy.
@@ -779,8 +851,27 @@ impl Backend {
     /// scaled by the headroom its last rate-limit headers reported, so a key running dry is
     /// avoided before it answers 429.
     pub fn pick_key(&self) -> KeyChoice<'_> {
+        self.pick_key_for(None)
+    }
+
+    /// [`Backend::pick_key`] for a request of the conversation `affinity`: the available key
+    /// with the highest weighted rendezvous score (by configured weight, not headroom, so
+    /// the choice holds while the key is usable). Without a key, or when no key is
+    /// available, as [`Backend::pick_key`].
+    pub fn pick_key_for(&self, affinity: Option<u64>) -> KeyChoice<'_> {
         if self.keys.is_empty() {
             return KeyChoice::None;
+        }
+        if let Some(key) = affinity.filter(|_| self.keys.len() > 1) {
+            let best = self
+                .keys
+                .iter()
+                .filter(|k| k.weight > 0 && k.state().is_available())
+                .map(|k| (rendezvous_score(key, k.seed(), k.weight), k))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, k)) = best {
+                return KeyChoice::Key(k);
+            }
         }
         let mut total = 0u64;
         for k in &self.keys {

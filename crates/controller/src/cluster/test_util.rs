@@ -83,6 +83,7 @@ pub fn mk_route(ns: &str, name: &str, models: &[&str], backend: &str) -> AIRoute
             retry: None,
             timeout: None,
             strategy: None,
+            affinity: None,
             unsupported_tools: None,
         },
         status: None,

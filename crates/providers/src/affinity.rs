@@ -1,0 +1,192 @@
+//! Conversation affinity keys: what makes two requests "the same conversation", so that the
+//! gateway can send them to the same backend and upstream key and the provider's prompt
+//! cache, warmed by the first, serves the next.
+//!
+//! Read from the request's top-level fields as the inbound decode already split them (raw
+//! JSON, nothing re-parsed but the small values named), in order:
+//!
+//! 1. the caller's explicit key (the `x-switchyard-affinity` header, read by the gateway);
+//! 2. OpenAI's `prompt_cache_key`;
+//! 3. Anthropic's `metadata.user_id` (Claude Code puts its session id there), or OpenAI's
+//!    `user` / `safety_identifier`;
+//! 4. with [`Source::Prefix`], a hash of the cacheable prefix: the system prompt
+//!    (`system` / `instructions`), `tools`, and the first message (`messages[0]` /
+//!    `input[0]`, or the whole `input` when it is a string), each cut at
+//!    [`MAX_PREFIX_PART`] bytes. Every turn of a conversation repeats these, and a
+//!    provider's prompt cache is keyed by exactly this prefix.
+//!
+//! The hash is FNV-1a over at most a few kilobytes; no allocation.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Bytes of each prefix part hashed (the system prompt, the tools, the first message):
+/// enough to tell conversations apart, bounded so a huge prompt costs no more than this.
+pub const MAX_PREFIX_PART: usize = 4096;
+
+/// Where an affinity key may come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Only keys the caller names (header, `prompt_cache_key`, user/session ids).
+    Session,
+    /// Those, else the hash of the cacheable prefix.
+    Prefix,
+}
+
+/// The affinity key of a request from its top-level fields; `None` when it has none.
+pub fn from_fields<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a RawValue)> + Clone,
+    source: Source,
+) -> Option<u64> {
+    let get = |name: &str| fields.clone().find(|(k, _)| *k == name).map(|(_, v)| v);
+    let string = |v: &RawValue| -> Option<u64> {
+        let s: &str = serde_json::from_str(v.get()).ok()?;
+        (!s.is_empty()).then(|| hash_tagged(1, s.as_bytes()))
+    };
+    if let Some(h) = get("prompt_cache_key").and_then(string) {
+        return Some(h);
+    }
+    if let Some(meta) = get("metadata") {
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow, default)]
+            user_id: Option<&'a str>,
+        }
+        if let Ok(Meta { user_id: Some(u) }) = serde_json::from_str::<Meta<'_>>(meta.get()) {
+            if !u.is_empty() {
+                return Some(hash_tagged(2, u.as_bytes()));
+            }
+        }
+    }
+    for name in ["safety_identifier", "user"] {
+        if let Some(h) = get(name).and_then(string) {
+            return Some(h);
+        }
+    }
+    if source == Source::Session {
+        return None;
+    }
+    let mut h = Fnv::new(3);
+    let mut any = false;
+    for name in ["system", "instructions", "tools"] {
+        if let Some(v) = get(name) {
+            h.part(v.get().as_bytes());
+            any = true;
+        }
+    }
+    for name in ["messages", "input"] {
+        if let Some(v) = get(name) {
+            h.part(first_element(v.get().as_bytes()));
+            any = true;
+        }
+    }
+    any.then(|| h.finish())
+}
+
+/// A caller-given key (the header's value).
+pub fn from_explicit(key: &[u8]) -> Option<u64> {
+    (!key.is_empty()).then(|| hash_tagged(0, key))
+}
+
+/// The first element of a JSON array, or the whole value when it is not an array (a
+/// Responses `input` string).
+fn first_element(v: &[u8]) -> &[u8] {
+    let mut c = crate::scan::Cursor::new(v);
+    if c.enter(b'[') && c.element() {
+        if let Some(first) = c.value() {
+            return first;
+        }
+    }
+    v
+}
+
+fn hash_tagged(tag: u8, bytes: &[u8]) -> u64 {
+    let mut h = Fnv::new(tag);
+    h.part(bytes);
+    h.finish()
+}
+
+/// FNV-1a, 64-bit, with a final avalanche so nearby inputs spread over the rendezvous.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new(tag: u8) -> Self {
+        let mut f = Fnv(0xcbf2_9ce4_8422_2325);
+        f.byte(tag);
+        f
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        for &b in &bytes[..bytes.len().min(MAX_PREFIX_PART)] {
+            self.byte(b);
+        }
+        // A separator, so that parts cannot run into each other.
+        self.byte(0xff);
+    }
+
+    fn finish(&self) -> u64 {
+        mix(self.0)
+    }
+}
+
+/// splitmix64's finalizer: a cheap, well-spread 64-bit mix.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(body: &str, source: Source) -> Option<u64> {
+        let fields: Vec<(String, Box<RawValue>)> =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, RawValue::from_string(v.to_string()).unwrap()))
+                .collect();
+        from_fields(fields.iter().map(|(k, v)| (k.as_str(), &**v)), source)
+    }
+
+    #[test]
+    fn turns_of_one_conversation_share_a_key_and_others_do_not() {
+        let t1 = r#"{"model":"m","system":"be brief","tools":[{"name":"t"}],"messages":[{"role":"user","content":"hi"}]}"#;
+        let t2 = r#"{"model":"m","system":"be brief","tools":[{"name":"t"}],"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"},{"role":"user","content":"more"}]}"#;
+        let other = r#"{"model":"m","system":"be brief","tools":[{"name":"t"}],"messages":[{"role":"user","content":"another"}]}"#;
+        let a = key(t1, Source::Prefix).unwrap();
+        assert_eq!(Some(a), key(t2, Source::Prefix));
+        assert_ne!(Some(a), key(other, Source::Prefix));
+        // Sessions only: no named key, no affinity.
+        assert_eq!(key(t1, Source::Session), None);
+    }
+
+    #[test]
+    fn named_keys_win_in_order() {
+        let with_pck = r#"{"prompt_cache_key":"conv-1","user":"u","messages":[{"role":"user","content":"x"}]}"#;
+        let same_pck = r#"{"prompt_cache_key":"conv-1","messages":[{"role":"user","content":"y"}]}"#;
+        assert_eq!(key(with_pck, Source::Session), key(same_pck, Source::Prefix));
+        let claude = r#"{"metadata":{"user_id":"user_abc_session_42"},"messages":[]}"#;
+        assert!(key(claude, Source::Session).is_some());
+        let empty = r#"{"metadata":{"user_id":""},"messages":[]}"#;
+        assert_eq!(key(empty, Source::Session), None);
+        // The header's value is its own namespace: the same text as a prompt_cache_key
+        // does not collide by construction of the tag.
+        assert_ne!(from_explicit(b"conv-1"), key(same_pck, Source::Session));
+    }
+
+    #[test]
+    fn responses_input_string_and_array() {
+        let a = r#"{"instructions":"i","input":"hello"}"#;
+        let b = r#"{"instructions":"i","input":[{"role":"user","content":"hello"}]}"#;
+        let b2 = r#"{"instructions":"i","input":[{"role":"user","content":"hello"},{"role":"user","content":"again"}]}"#;
+        assert!(key(a, Source::Prefix).is_some());
+        assert_eq!(key(b, Source::Prefix), key(b2, Source::Prefix));
+    }
+}
