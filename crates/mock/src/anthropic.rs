@@ -49,6 +49,8 @@ pub struct Plan {
     stop_reason: &'static str,
     tool: Option<tools::Call>,
     thinking: bool,
+    /// What the simulated prompt cache read and wrote; `input_tokens` excludes both.
+    cache: crate::cache::CacheUsage,
 }
 
 /// What the mock thinks, and the prefix of the signatures it issues.
@@ -109,6 +111,7 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
         stop_reason,
         tool,
         thinking,
+        cache: Default::default(),
     })
 }
 
@@ -159,6 +162,25 @@ fn check_thinking(messages: &[Value], thinking: bool) -> Result<(), ApiError> {
 }
 
 impl Plan {
+    /// The model asked for.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Notes what the simulated prompt cache did for this request.
+    pub fn set_cache(&mut self, cache: crate::cache::CacheUsage) {
+        let write = cache.write.min(self.input_tokens);
+        let read = cache.read.min(self.input_tokens - write);
+        self.cache = crate::cache::CacheUsage { read, write };
+    }
+
+    /// Input tokens neither read from nor written to the cache: Anthropic's `input_tokens`.
+    fn uncached_input(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cache.read)
+            .saturating_sub(self.cache.write)
+    }
+
     fn output_tokens(&self) -> u64 {
         match &self.tool {
             Some(c) => c.pieces.len() as u64,
@@ -193,9 +215,9 @@ impl Plan {
             "stop_reason": self.stop_reason,
             "stop_sequence": null,
             "usage": {
-                "input_tokens": self.input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "input_tokens": self.uncached_input(),
+                "cache_creation_input_tokens": self.cache.write,
+                "cache_read_input_tokens": self.cache.read,
                 "output_tokens": self.output_tokens(),
             },
         });
@@ -211,8 +233,9 @@ impl Plan {
             json!({"type": "message_start", "message": {
                 "id": new_id("msg_"), "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": self.input_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": 1},
+                "usage": {"input_tokens": self.uncached_input(),
+                          "cache_creation_input_tokens": self.cache.write,
+                          "cache_read_input_tokens": self.cache.read, "output_tokens": 1},
             }}),
         );
         let index = u32::from(self.thinking);

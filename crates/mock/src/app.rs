@@ -44,6 +44,8 @@ pub struct Config {
     pub forbidden_models: Vec<String>,
     pub defaults: Knobs,
     pub embedding_dims: u32,
+    /// Lifetime of the simulated prompt cache's entries.
+    pub cache_ttl: std::time::Duration,
     pub models: Vec<String>,
     /// Credentials Bedrock requests must be signed with; without them Bedrock requests are
     /// only checked like the others (any key when no keys are configured).
@@ -65,6 +67,8 @@ pub struct App {
     models_created: u64,
     aws: Option<crate::bedrock::AwsCredentials>,
     log: RequestLog,
+    /// The simulated prompt cache, per (key, model).
+    prefix_cache: crate::cache::PrefixCache,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +124,7 @@ impl App {
             models_created: openai::unix_now(),
             aws: config.aws,
             log: RequestLog::new(),
+            prefix_cache: crate::cache::PrefixCache::new(config.cache_ttl),
         }
     }
 
@@ -359,8 +364,20 @@ impl App {
                 AzureOp::Completions => completions(body, knobs),
                 AzureOp::Embeddings => self.embeddings(body),
             },
-            Endpoint::ChatCompletions => chat_completions(body, knobs, tool_header),
-            Endpoint::Messages => messages(body, knobs, tool_header),
+            Endpoint::ChatCompletions => {
+                let cache = (
+                    &self.prefix_cache,
+                    presented_key(&parts.headers).unwrap_or_default(),
+                );
+                chat_completions_cached(body, knobs, tool_header, Some(cache))
+            }
+            Endpoint::Messages => {
+                let cache = (
+                    &self.prefix_cache,
+                    presented_key(&parts.headers).unwrap_or_default(),
+                );
+                messages(body, knobs, tool_header, Some(cache))
+            }
             Endpoint::CountTokens => crate::anthropic::count_tokens(body).map(json_response),
             Endpoint::Responses => {
                 crate::responses::respond(body, knobs, tool_header).map(|a| match a {
@@ -565,8 +582,19 @@ fn messages(
     body: &Value,
     knobs: &Knobs,
     tool_header: Option<&str>,
+    cache: Option<(&crate::cache::PrefixCache, String)>,
 ) -> Result<Response<MockBody>, ApiError> {
-    let plan = crate::anthropic::plan(body, knobs, tool_header)?;
+    let mut plan = crate::anthropic::plan(body, knobs, tool_header)?;
+    if let Some((cache, key)) = cache {
+        let blocks = crate::cache::boundaries(
+            body.get("tools"),
+            body.get("system"),
+            body.get("messages")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice),
+        );
+        plan.set_cache(cache.account(&key, plan.model(), &blocks, crate::cache::Rules::Anthropic));
+    }
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
         return Ok(json_response(plan.to_json()));
     }
@@ -589,6 +617,16 @@ fn chat_completions(
     body: &Value,
     knobs: &Knobs,
     tool_header: Option<&str>,
+) -> Result<Response<MockBody>, ApiError> {
+    chat_completions_cached(body, knobs, tool_header, None)
+}
+
+/// `POST /v1/chat/completions`, its prompt looked up in the simulated cache when one is given.
+fn chat_completions_cached(
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+    cache: Option<(&crate::cache::PrefixCache, String)>,
 ) -> Result<Response<MockBody>, ApiError> {
     let model = model(body)?;
     let messages = match body.get("messages") {
@@ -638,13 +676,21 @@ fn chat_completions(
             )));
         }
     }
-    let completion = Completion::new(
+    let mut completion = Completion::new(
         Api::Chat,
         model,
         openai::estimate_tokens(chars),
         knobs.chunks,
         max_tokens,
     );
+    if let Some((cache, key)) = cache {
+        let blocks = crate::cache::boundaries(body.get("tools"), None, messages);
+        completion.set_cached(
+            cache
+                .account(&key, model, &blocks, crate::cache::Rules::OpenAi)
+                .read,
+        );
+    }
     Ok(render(completion, body, knobs))
 }
 

@@ -24,6 +24,7 @@ mod anthropic;
 mod app;
 mod bedrock;
 mod body;
+mod cache;
 mod faults;
 mod gemini;
 mod openai;
@@ -80,6 +81,11 @@ struct Cli {
     /// Delay between stream chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+
+    /// How long the simulated prompt cache keeps a prefix after its last use, in seconds
+    /// (see `cache.rs`).
+    #[arg(long, default_value_t = 300)]
+    cache_ttl_secs: u64,
 
     /// Default embedding vector length.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -322,6 +328,7 @@ impl Cli {
             forbidden_models: self.forbidden_model,
             defaults: Knobs::defaults(self.latency_ms, self.chunks, self.chunk_delay_ms),
             embedding_dims: self.embedding_dims,
+            cache_ttl: std::time::Duration::from_secs(self.cache_ttl_secs),
             models,
             aws: self.aws_access_key_id.zip(self.aws_secret_access_key).map(
                 |(access_key_id, secret_access_key)| crate::bedrock::AwsCredentials {

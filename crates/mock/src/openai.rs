@@ -65,6 +65,8 @@ pub struct Completion {
     pieces: u32,
     finish_reason: &'static str,
     prompt_tokens: u64,
+    /// The part of the prompt the simulated cache served.
+    cached_tokens: u64,
 }
 
 /// The SSE event sequence of one streamed completion, produced lazily frame by frame.
@@ -486,7 +488,13 @@ impl Completion {
             pieces,
             finish_reason,
             prompt_tokens,
+            cached_tokens: 0,
         }
+    }
+
+    /// Notes the tokens the prompt cache served (never more than the prompt).
+    pub fn set_cached(&mut self, tokens: u64) {
+        self.cached_tokens = tokens.min(self.prompt_tokens);
     }
 
     pub fn usage(&self) -> Usage {
@@ -495,7 +503,9 @@ impl Completion {
             prompt_tokens: self.prompt_tokens,
             completion_tokens,
             total_tokens: self.prompt_tokens + completion_tokens,
-            prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: self.cached_tokens,
+            },
             completion_tokens_details: CompletionTokensDetails {
                 reasoning_tokens: 0,
             },

@@ -45,6 +45,7 @@ async fn start_on(api_key: Option<&str>, tls: Option<tokio_rustls::TlsAcceptor>)
         forbidden_models: vec!["forbidden".into()],
         defaults: Knobs::defaults(0, 8, 0),
         embedding_dims: 16,
+        cache_ttl: crate::cache::DEFAULT_TTL,
         models: vec!["mock-model".into(), "other".into()],
         aws: Some(crate::bedrock::AwsCredentials {
             access_key_id: AWS_KEY_ID.into(),
