@@ -375,6 +375,10 @@ impl App {
                 let cache = (
                     &self.prefix_cache,
                     presented_key(&parts.headers).unwrap_or_default(),
+                    parts
+                        .headers
+                        .get("x-mock-cache-mark")
+                        .is_some_and(|v| v == "last"),
                 );
                 messages(body, knobs, tool_header, Some(cache))
             }
@@ -582,17 +586,22 @@ fn messages(
     body: &Value,
     knobs: &Knobs,
     tool_header: Option<&str>,
-    cache: Option<(&crate::cache::PrefixCache, String)>,
+    cache: Option<(&crate::cache::PrefixCache, String, bool)>,
 ) -> Result<Response<MockBody>, ApiError> {
     let mut plan = crate::anthropic::plan(body, knobs, tool_header)?;
-    if let Some((cache, key)) = cache {
-        let blocks = crate::cache::boundaries(
+    if let Some((cache, key, mark_last)) = cache {
+        let mut blocks = crate::cache::boundaries(
             body.get("tools"),
             body.get("system"),
             body.get("messages")
                 .and_then(Value::as_array)
                 .map_or(&[][..], Vec::as_slice),
         );
+        // `x-mock-cache-mark: last` (set by a test's ModelBackend headers): as if the caller
+        // had marked its last block, for requests translated from a format that cannot.
+        if let (true, Some(last)) = (mark_last, blocks.last_mut()) {
+            last.marked = true;
+        }
         plan.set_cache(cache.account(&key, plan.model(), &blocks, crate::cache::Rules::Anthropic));
     }
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
