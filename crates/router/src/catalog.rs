@@ -110,6 +110,11 @@ fn index() -> &'static Index {
     })
 }
 
+/// The catalog file as compiled in, for `switchyard prices --json`.
+pub fn json() -> &'static str {
+    PRICES_JSON
+}
+
 /// The whole catalog, for `switchyard prices`.
 pub fn catalog() -> &'static Catalog {
     &index().catalog

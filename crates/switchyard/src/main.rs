@@ -54,6 +54,13 @@ enum Command {
         #[arg(long)]
         out_dir: Vec<PathBuf>,
     },
+    /// Print the built-in price catalog: the list prices used for a ModelBackend model whose
+    /// `pricing` is left out (USD per million tokens), with each entry's source and date.
+    Prices {
+        /// Print the catalog as JSON (the file compiled into the binary) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -307,6 +314,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Validate { config } => validate(&config),
         Command::Crds { out_dir } => crds(&out_dir),
+        Command::Prices { json } => prices(json),
     };
     match result {
         Ok(code) => code,
@@ -363,6 +371,43 @@ fn crds(out_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             std::fs::write(&path, switchyard_api::crd_yaml(crd)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prices(json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = switchyard_router::catalog::catalog();
+    let mut out = std::io::stdout().lock();
+    if json {
+        out.write_all(switchyard_router::catalog::json().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "# {}", catalog.about)?;
+    writeln!(out, "# catalog date: {}; USD per million tokens; '-' = not listed (the provider default applies: see docs/pricing.md)", catalog.date)?;
+    writeln!(
+        out,
+        "{:<13} {:<50} {:>8} {:>9} {:>10} {:>8}  {:<10}  source",
+        "provider", "model", "input", "cacheRead", "cacheWrite", "output", "date"
+    )?;
+    for e in &catalog.models {
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let mut names = e.model.clone();
+        for a in &e.aliases {
+            names.push_str(", ");
+            names.push_str(a);
+        }
+        writeln!(
+            out,
+            "{:<13} {:<50} {:>8} {:>9} {:>10} {:>8}  {:<10}  {}",
+            e.provider,
+            names,
+            e.input,
+            dash(&e.cache_read),
+            dash(&e.cache_write),
+            e.output,
+            e.date,
+            e.source
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
