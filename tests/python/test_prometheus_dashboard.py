@@ -88,6 +88,13 @@ TRAFFIC = [
     # Three per round: the fifth consecutive failure, in round two, ejects the backend.
     *[Call("only backend down: 502", KEY_APP, "broken-model", False, 502)] * 3,
     Call("unknown model: 404 (no route)", KEY_BATCH, "no-such-model", False, 404),
+    # A prompt above the mock's 1024-token caching minimum, twice a round: read from its
+    # prompt cache from the second request on, so the cache counters exist in round one and
+    # increase in round two (cache hit ratio, dollars saved).
+    *[Call("long prompt, cached upstream (default/cached)", KEY_BATCH, "cached-model", False,
+           200)] * 2,
+    Call("model without a price: spend unknown (default/unpriced)", KEY_BATCH, "unpriced-model",
+         False, 200),
     Call("no key: 401 (no route, no consumer)", None, "gpt-4o-mini", False, 401),
 ]
 
@@ -207,7 +214,27 @@ spec:
   models:
   - name: mock-model
     pricing: {{inputPerMillion: "0.15", outputPerMillion: "0.60"}}
+  # No price here nor in the built-in catalog: its spend is unknown (PricingUnknown).
+  - name: mock-unpriced
   timeouts: {{connect: 2s, firstByte: 10s, idle: 10s}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: cached}}
+spec:
+  match: {{models: ["cached-model"]}}
+  backends:
+  - backendRef: {{name: mock}}
+    model: mock-model
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: unpriced}}
+spec:
+  match: {{models: ["unpriced-model"]}}
+  backends:
+  - backendRef: {{name: mock}}
+    model: mock-unpriced
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: ModelBackend
@@ -421,8 +448,16 @@ scrape_configs:
 # === Traffic ===
 
 
+# Some 1500 mock tokens (characters / 4), the same every round.
+LONG_MESSAGES = [
+    {"role": "system", "content": "You are a patient assistant. " + "Context line. " * 430},
+    {"role": "user", "content": "Summarise the context."},
+]
+
+
 def send(gw: Gateway, call: Call) -> tuple[int, str, str]:
-    body = {"model": call.model, "messages": MESSAGES}
+    messages = LONG_MESSAGES if call.model == "cached-model" else MESSAGES
+    body = {"model": call.model, "messages": messages}
     if call.stream:
         body["stream"] = True
     req = urllib.request.Request(
