@@ -547,7 +547,7 @@ def test_examples_are_valid_local_manifests():
                          capture_output=True, text=True, timeout=30, env=child_env())
     assert res.returncode == 0, res.stderr + res.stdout
     kinds = sorted(d["kind"] for p in EXAMPLES.glob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d)
-    assert kinds == ["AIConsumer", "AIRoute", "AIRoute", *["ModelBackend"] * 4, *["Secret"] * 5]
+    assert kinds == ["AIBudget", "AIConsumer", "AIRoute", "AIRoute", *["ModelBackend"] * 4, *["Secret"] * 5]
 
 
 def test_sidecar_serves_the_rendered_routes(mock: Mock, tmp_path: Path):
@@ -781,9 +781,10 @@ def test_sidecar_configmap_dry_run(kube: Kube):
 # What the gateway needs (deploy/rbac/gateway-rbac.yaml): (verb, resource, subresource).
 NEEDED_ANYWHERE = [
     *[(v, r, "") for r in ("airoutes.switchyard.dev", "modelbackends.switchyard.dev",
-                           "aiconsumers.switchyard.dev") for v in ("get", "list", "watch")],
+                           "aiconsumers.switchyard.dev", "aibudgets.switchyard.dev")
+      for v in ("get", "list", "watch")],
     *[("patch", r, "status") for r in ("airoutes.switchyard.dev", "modelbackends.switchyard.dev",
-                                       "aiconsumers.switchyard.dev")],
+                                       "aiconsumers.switchyard.dev", "aibudgets.switchyard.dev")],
     ("get", "secrets", ""), ("list", "secrets", ""), ("watch", "secrets", ""),
     ("create", "events.events.k8s.io", ""), ("patch", "events.events.k8s.io", ""),
 ]
@@ -796,6 +797,7 @@ REFUSED = [
     ("create", "airoutes.switchyard.dev", ""), ("update", "airoutes.switchyard.dev", ""),
     ("patch", "airoutes.switchyard.dev", ""), ("delete", "airoutes.switchyard.dev", ""),
     ("delete", "modelbackends.switchyard.dev", ""), ("update", "aiconsumers.switchyard.dev", "status"),
+    ("create", "aibudgets.switchyard.dev", ""), ("delete", "aibudgets.switchyard.dev", ""),
     ("create", "secrets", ""), ("update", "secrets", ""), ("delete", "secrets", ""),
     ("list", "pods", ""), ("get", "configmaps", ""), ("create", "events", ""),
     ("delete", "events.events.k8s.io", ""), ("list", "namespaces", ""),

@@ -197,6 +197,13 @@ kind: AIConsumer
 metadata: {{name: batch}}
 spec:
   keySecretRef: {{name: consumer-keys, key: batch}}
+  budget: {{usd: "1000", period: month}}
+  budgetRef: {{name: platform}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIBudget
+metadata: {{name: platform}}
+spec: {{usd: "5000", period: month}}
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: AIConsumer
@@ -347,7 +354,7 @@ class DashboardGateway:
 def dashboard_gateway(mock: Mock, tmp_path_factory) -> DashboardGateway:
     work = tmp_path_factory.mktemp("dashboard-gateway")
     config = dashboard_gateway_config(mock.addr, f"127.0.0.1:{free_port()}")
-    gw = start_gateway(work, config, name="switchyard")
+    gw = start_gateway(work, config, ["--budget-metrics-interval", "1s"], name="switchyard")
     try:
         yield DashboardGateway(gw, work / "switchyard-config")
     finally:

@@ -57,6 +57,7 @@ static NEXT_NS: AtomicU32 = AtomicU32::new(0);
 
 /// The CRDs the tests install (the generated ones, as `kubectl apply` would).
 const CRDS: &[&str] = &[
+    "crds/aibudgets.switchyard.dev.yaml",
     "crds/aiconsumers.switchyard.dev.yaml",
     "crds/airoutes.switchyard.dev.yaml",
     "crds/modelbackends.switchyard.dev.yaml",

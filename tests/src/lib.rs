@@ -267,6 +267,50 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The sum of a metric's samples whose labels include every `name="value"` in `labels`
+    /// (0 when none is exposed yet).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    && labels.iter().all(|want| l.contains(want))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits (bounded) until the metric (as [`Gateway::metric`] sums it) satisfies `ok`.
+    pub async fn wait_metric(&self, name: &str, labels: &[&str], ok: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name, labels).await;
+            if ok(v) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} stayed at {v}; log:\n{}",
+                self.proc.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (bounded) until the gateway's log contains `text`.
+    pub async fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.proc.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {text:?}; log:\n{}",
+                self.proc.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until the config generation reaches `at_least`.
     pub async fn wait_generation(&self, at_least: i64) {
         let deadline = Instant::now() + Duration::from_secs(10);

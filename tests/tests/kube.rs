@@ -814,3 +814,129 @@ spec:
     })
     .await;
 }
+
+/// A shared AIBudget against the real API server: two AIConsumers draw on it, the gateway
+/// refuses once a request's reservation no longer fits, and the Lease holder writes spend and
+/// remaining to both levels' status, with an Event as spend crosses a threshold.
+#[tokio::test]
+async fn shared_budget_status_and_threshold_events() {
+    let _api = shared().await;
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.namespace("budget");
+    let up = Mock::start("", &[]);
+    ns.apply(&secret_yaml("key", "sk-test"));
+    // Input free, output $1 per million tokens; a request without max_tokens reserves the
+    // route's 10-token default: 10 micro-USD, a quarter of the team's 40.
+    ns.apply(&format!(
+        r#"apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: a}}
+spec:
+  provider: openai-compatible
+  endpoint: {}
+  auth: {{secretRef: {{name: key, key: apiKey}}}}
+  models: [{{name: mock-model, pricing: {{inputPerMillion: "0", outputPerMillion: "1.00"}}}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: chat}}
+spec:
+  match: {{models: [gpt-4o]}}
+  backends: [{{backendRef: {{name: a}}, model: mock-model}}]
+  defaultMaxOutputTokens: 10
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIBudget
+metadata: {{name: team}}
+spec: {{usd: "0.000040", period: month}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: callers
+  labels: {{switchyard.dev/secret: "true"}}
+stringData: {{kx: vk-team-x, ky: vk-team-y}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {{name: team-x}}
+spec:
+  keySecretRef: {{name: callers, key: kx}}
+  budgetRef: {{name: team}}
+  budget: {{usd: "1", period: day}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {{name: team-y}}
+spec:
+  keySecretRef: {{name: callers, key: ky}}
+  budgetRef: {{name: team}}
+"#,
+        up.endpoint()
+    ));
+    let gw = KubeGateway::start_with(
+        cluster,
+        &[&ns.name],
+        "budget",
+        &[
+            "--spend-status-interval",
+            "500ms",
+            "--budget-metrics-interval",
+            "200ms",
+        ],
+    );
+    gw.wait_ready().await;
+    ns.wait_condition("aiconsumer", "team-y", "Accepted", "True", "Accepted")
+        .await;
+    // Both callers spend from the team's budget until a reservation no longer fits.
+    let mut refused = None;
+    for i in 0..40 {
+        let key = if i % 2 == 0 { "vk-team-x" } else { "vk-team-y" };
+        let (status, body) = gw.chat_as("gpt-4o", Some(key)).await;
+        if status == 429 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = refused.expect("the shared budget never refused");
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    let team = format!("{}/team", ns.name);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&team),
+        "{body}"
+    );
+    // At the refusal, spend + 10 > 40: past 50 %, so status and an Event say so.
+    eventually("AIBudget status to show spend and remaining", WAIT, || async {
+        let st = &ns.get("aibudget", "team").unwrap()["status"];
+        let spend = st["spendUsd"].as_str().and_then(|s| s.parse::<f64>().ok());
+        let left = st["remainingUsd"].as_str().and_then(|s| s.parse::<f64>().ok());
+        matches!((spend, left), (Some(s), Some(l)) if s > 0.00002 && l < 0.00002)
+            && st["thresholdPercent"].as_u64().is_some_and(|t| t >= 50)
+            && st["consumers"].as_array().is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    eventually("a budget Event on the AIBudget", WAIT, || async {
+        ns.events().iter().any(|e| {
+            e.2 == "team" && (e.0 == "BudgetThreshold" || e.0 == "BudgetExhausted")
+        })
+    })
+    .await;
+    // The consumer with its own budget shows both figures too.
+    eventually("AIConsumer team-x status to show remaining", WAIT, || async {
+        let st = &ns.get("aiconsumer", "team-x").unwrap()["status"];
+        st["spendUsd"].as_str().is_some() && st["remainingUsd"].as_str().is_some()
+    })
+    .await;
+    let printed = cluster.kubectl(&["get", "aibudgets", "-n", &ns.name], None);
+    assert!(printed.contains("REMAINING"), "{printed}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_budget_remaining_usd{{budget=\"{team}\",kind=\"shared\"}}"
+        )),
+        "{metrics}"
+    );
+}

@@ -339,7 +339,13 @@ async fn max_concurrency_answers_503_instead_of_queueing() {
                 .as_u16()
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first request holds the backend's only slot.
+    gw.wait_metric(
+        "switchyard_backend_in_flight",
+        &[r#"backend="default/narrow""#],
+        |v| v >= 1.0,
+    )
+    .await;
     let resp = reqwest::Client::new()
         .post(gw.url("/v1/chat/completions"))
         .json(&chat(false))
@@ -474,11 +480,13 @@ async fn sigterm_lets_fifty_open_streams_finish() {
             .unwrap();
     }
     gw.proc.terminate();
-    // Readiness turns false while the streams drain.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    if let Ok(r) = reqwest::get(gw.admin_url("/readyz")).await {
-        assert_eq!(r.status(), 503);
-    }
+    // Readiness turns false while the streams drain, and the admin port answers until they
+    // have (it closes after the API listener).
+    gw.wait_log("shutting down: readiness false").await;
+    let ready = reqwest::get(gw.admin_url("/readyz"))
+        .await
+        .expect("the admin port serves while streams drain");
+    assert_eq!(ready.status(), 503);
     for s in streams {
         let body = s.await.unwrap();
         assert!(
@@ -984,9 +992,8 @@ async fn upstream_error_text_never_carries_the_key() {
         .await
         .iter()
         .any(|r| r.to_string().contains(KEY)));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.wait_log("request failed").await;
     let log = gw.proc.output();
-    assert!(log.contains("request failed"), "{log}");
     assert!(!log.contains(KEY) && !log.contains(KEY_BASE64), "{log}");
 }
 
@@ -1164,7 +1171,12 @@ async fn a_client_that_stops_reading_gives_back_the_slot() {
         String::from_utf8_lossy(&first[..n])
     );
     // The stream holds the only slot while the client reads nothing more.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.wait_metric(
+        "switchyard_backend_in_flight",
+        &[r#"backend="default/narrow""#],
+        |v| v >= 1.0,
+    )
+    .await;
     assert_eq!(call(&gw).await.0, 503);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

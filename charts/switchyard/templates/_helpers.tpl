@@ -74,10 +74,10 @@ compares them).
 */}}
 {{- define "switchyard.rbac.watchRules" -}}
 - apiGroups: ["switchyard.dev"]
-  resources: ["modelbackends", "airoutes", "aiconsumers"]
+  resources: ["modelbackends", "airoutes", "aiconsumers", "aibudgets"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["switchyard.dev"]
-  resources: ["modelbackends/status", "airoutes/status", "aiconsumers/status"]
+  resources: ["modelbackends/status", "airoutes/status", "aiconsumers/status", "aibudgets/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]

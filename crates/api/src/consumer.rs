@@ -21,6 +21,7 @@ use crate::common::{Condition, SecretKeyRef};
     printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".spec.budget.usd"}"#,
     printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.budget.period"}"#,
     printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.spendUsd"}"#,
+    printcolumn = r#"{"name":"Shared","type":"string","jsonPath":".spec.budgetRef.name","priority":1}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -48,6 +49,18 @@ pub struct AIConsumerSpec {
     /// A spending cap per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// A shared budget (an `AIBudget` in the same namespace) this caller also draws on: a
+    /// request must fit both this and `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ref: Option<BudgetRef>,
+}
+
+/// A reference to an `AIBudget` in the AIConsumer's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetRef {
+    /// The AIBudget's name.
+    pub name: String,
 }
 
 /// A ServiceAccount, by namespace and name.
@@ -107,4 +120,11 @@ pub struct AIConsumerStatus {
     /// Spend in the current budget period, in USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend_usd: Option<String>,
+    /// The budget minus the spend, in USD (never below 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_usd: Option<String>,
+    /// The highest threshold (50, 80, 100 % of the budget) reached in the current period;
+    /// an Event is recorded each time a higher one is crossed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_percent: Option<u32>,
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::{AIConsumer, AIRoute, ModelBackend};
+use crate::{AIBudget, AIConsumer, AIRoute, ModelBackend};
 
 /// The namespace given to documents without `metadata.namespace`, as `kubectl` does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -21,6 +21,8 @@ pub struct Resources {
     pub routes: Vec<AIRoute>,
     /// AIConsumer objects.
     pub consumers: Vec<AIConsumer>,
+    /// AIBudget objects.
+    pub budgets: Vec<AIBudget>,
     /// Secrets, with `stringData` already folded into `data` and env references expanded.
     pub secrets: Vec<Secret>,
     /// Where each object was read from, keyed by `(kind, namespace, name)`; empty for objects
@@ -159,7 +161,7 @@ impl Resources {
         let resource = format!("{} {namespace}/{name}", meta.kind);
         let ours = matches!(
             meta.kind.as_str(),
-            "ModelBackend" | "AIRoute" | "AIConsumer"
+            "ModelBackend" | "AIRoute" | "AIConsumer" | "AIBudget"
         );
         if ours && meta.api_version != GROUP_VERSION {
             return Err(Box::new(DocumentError {
@@ -203,6 +205,11 @@ impl Resources {
                 let mut obj: AIConsumer = typed(origin, &resource, value)?;
                 obj.metadata.namespace = Some(namespace);
                 self.consumers.push(obj);
+            }
+            "AIBudget" => {
+                let mut obj: AIBudget = typed(origin, &resource, value)?;
+                obj.metadata.namespace = Some(namespace);
+                self.budgets.push(obj);
             }
             _ => {
                 let mut obj: Secret = typed(origin, &resource, value)?;

@@ -3,6 +3,7 @@
 //! validation, and the local-file document model shared by file and Kubernetes sources.
 
 pub mod backend;
+pub mod budget;
 pub mod common;
 pub mod consumer;
 pub mod document;
@@ -14,6 +15,7 @@ pub use backend::{
     BedrockSettings, ModelBackend, ModelBackendSpec, ModelBackendStatus, Provider, SecretRef,
     AZURE_DEFAULT_API_VERSION,
 };
+pub use budget::{AIBudget, AIBudgetSpec, AIBudgetStatus};
 pub use common::{parse_duration, parse_price, Condition, MicroUsd, SecretKeyRef};
 pub use consumer::{AIConsumer, AIConsumerSpec, AIConsumerStatus};
 pub use document::{DocumentError, Origin, Resources};
@@ -28,7 +30,12 @@ pub const GROUP: &str = "switchyard.dev";
 
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AIConsumer::crd(), AIRoute::crd(), ModelBackend::crd()]
+    vec![
+        AIBudget::crd(),
+        AIConsumer::crd(),
+        AIRoute::crd(),
+        ModelBackend::crd(),
+    ]
 }
 
 /// One CRD as the YAML checked in under `crds/`, with a header saying it is generated.

@@ -61,6 +61,13 @@ pub struct AIRouteSpec {
     /// the request with 400 (default `drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsupported_tools: Option<UnsupportedTools>,
+    /// The output cap a budget reserves for a request that sets none (`max_tokens`,
+    /// `max_completion_tokens`, `max_output_tokens`): the request is admitted only if its
+    /// input plus this many output tokens, at the highest price among the route's backends
+    /// and fallbacks, fits the caller's budget (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub default_max_output_tokens: Option<u64>,
 }
 
 /// Which requests a route takes. All given conditions must hold.

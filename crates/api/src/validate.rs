@@ -32,6 +32,8 @@ pub enum Reason {
     BackendNotFound,
     /// A referenced Secret (or its key) does not exist.
     SecretNotFound,
+    /// A referenced AIBudget does not exist or was itself rejected.
+    BudgetNotFound,
     /// A reference into another namespace that the target does not allow.
     RefNotPermitted,
     /// A route targets a model its backend does not list.
@@ -65,6 +67,7 @@ impl Reason {
             Reason::InvalidHeader => "InvalidHeader",
             Reason::BackendNotFound => "BackendNotFound",
             Reason::SecretNotFound => "SecretNotFound",
+            Reason::BudgetNotFound => "BudgetNotFound",
             Reason::RefNotPermitted => "RefNotPermitted",
             Reason::ModelNotServed => "ModelNotServed",
             Reason::ConflictingMatch => "ConflictingMatch",
@@ -644,6 +647,7 @@ mod tests {
             strategy: None,
             affinity: None,
             unsupported_tools: None,
+            default_max_output_tokens: None,
         }
     }
 

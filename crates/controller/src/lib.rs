@@ -7,6 +7,6 @@ pub mod files;
 
 pub use cluster::{
     connect, ControllerMetrics, KubeOptions, KubeSource, LeaseConfig, Namespaces, SpendFuture,
-    SpendSource, TokenReviews, DEFAULT_AUDIENCE,
+    SharedSpendFuture, SpendSource, TokenReviews, DEFAULT_AUDIENCE,
 };
 pub use files::{load_path, FileSource, LoadError};

@@ -4,7 +4,24 @@
 //!
 //! Tokens are reserved before the request from an estimate (prompt size and `max_tokens`)
 //! and corrected with the real usage afterwards, so long completions cannot burst far past
-//! the limit. Spend is added when usage is known and checked before the next request.
+//! the limit.
+//!
+//! Budgets are reserved, then settled ([`switchyard_router::budget`]): admission holds the
+//! request's maximum cost on the consumer's own budget and on its shared AIBudget, only when
+//! it fits both, and the end of the request (answered, failed, or cancelled by the client
+//! dropping the connection) gives the reservation back and charges the actual cost. Without
+//! Redis this is per replica, in memory. With Redis it is one script per admission
+//! ([`ADMIT_SCRIPT`]: rate windows and both budget levels checked and charged together) and
+//! one per settlement ([`SETTLE_SCRIPT`]), so replicas sharing a budget cannot admit past it
+//! together.
+//!
+//! In Redis each budget level, per period, is four keys: `sy:spend:…` (settled micro-USD),
+//! `sy:held:…` (the sum of outstanding reservations), `sy:resv:…` (a hash: reservation id →
+//! micro-USD) and `sy:dl:…` (a sorted set: reservation id → deadline, epoch ms). A replica
+//! that crashes never settles its reservations; each one expires at its deadline
+//! (`--budget-reservation-ttl`, default 15 minutes, longer than a request is allowed to run):
+//! the next admission on that budget removes expired ids from the hash and subtracts them
+//! from the held sum, inside the same script, so the sum is always the hash's total.
 //!
 //! Redis being away never stops the gateway: an unreachable Redis at start-up is connected
 //! in the background with back-off, and a circuit breaker ([`Breaker`]) skips Redis for a
@@ -25,7 +42,11 @@ use std::{
 use redis::{aio::ConnectionManager, Script};
 use switchyard_providers::Usage;
 use switchyard_router::{
-    state::{budget_period, LedgerEntry, LimitExceeded, Taken, WindowStatus, LIMIT_WINDOW_MS},
+    budget::SharedBudget,
+    state::{
+        budget_period, BudgetLevel, LedgerEntry, LimitExceeded, Taken, WindowStatus,
+        LIMIT_WINDOW_MS,
+    },
     Consumer, ConsumerState,
 };
 use switchyard_telemetry::Metrics;
@@ -61,10 +82,16 @@ impl Clock for SystemClock {
 pub enum Refusal {
     /// Requests or tokens per minute.
     Limit(LimitExceeded),
-    /// The period's budget is spent.
+    /// The request's maximum cost does not fit what is left of a budget.
     Budget {
+        /// The shared AIBudget (`namespace/name`) that refused, or `None` for the consumer's own.
+        shared: Option<Arc<str>>,
         /// The cap in USD.
         cap_usd: f64,
+        /// What is left of it (cap − spend − reservations in flight), in USD.
+        remaining_usd: f64,
+        /// The request's reservation, in USD.
+        reserve_usd: f64,
         /// Until the period ends.
         reset: Duration,
     },
@@ -73,10 +100,25 @@ pub enum Refusal {
 }
 
 /// What admission charged, to be settled when usage is known.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Admitted {
     /// Windows charged.
     pub taken: Taken,
+    /// The budget reservation, when a budget applies and was reserved on.
+    pub reservation: Option<Reservation>,
+}
+
+/// A request's reservation on its budgets.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// Unique across replicas (`<replica>:<sequence>`): the id in Redis.
+    id: Arc<str>,
+    /// The maximum cost held, in micro-USD.
+    micro_usd: u64,
+    /// The own budget's period id the reservation was made in.
+    own: Option<u64>,
+    /// The shared budget and its period id.
+    shared: Option<(Arc<SharedBudget>, u64)>,
 }
 
 /// Admission control over the consumers' limits.
@@ -85,7 +127,17 @@ pub struct Limits {
     failure_mode: FailureMode,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    reservation_ttl: Duration,
+    /// This replica's random prefix of reservation ids, and the next sequence number.
+    replica: u64,
+    next_reservation: AtomicU64,
 }
+
+/// How long a reservation holds budget if its request never settles (its replica crashed).
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
+/// Largest integer Redis's Lua numbers (doubles) hold exactly: reservations and caps sent to
+/// the scripts are clamped to it (2^53 micro-USD is 9 billion USD).
+const LUA_EXACT: u64 = 1 << 53;
 
 /// How long each Redis call may take before it counts as a failure.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -98,7 +150,7 @@ struct RedisStore {
     client: redis::Client,
     /// Set once the first connection is made; the manager reconnects by itself after that.
     conn: OnceLock<ConnectionManager>,
-    take: Script,
+    admit: Script,
     timeout: Duration,
     breaker: Breaker,
 }
@@ -137,36 +189,115 @@ pub(crate) enum Gate {
     SkipAndProbe,
 }
 
-/// Lua: check both sliding windows and charge them in one atomic step, so replicas sharing
-/// Redis never admit past the limit together.
-const TAKE_SCRIPT: &str = r"
-local rp = tonumber(redis.call('GET', KEYS[1]) or '0')
-local rc = tonumber(redis.call('GET', KEYS[2]) or '0')
-local tp = tonumber(redis.call('GET', KEYS[3]) or '0')
-local tc = tonumber(redis.call('GET', KEYS[4]) or '0')
-local overlap = tonumber(ARGV[1])
+/// Lua: check the rate windows and every budget level, then charge them all, in one atomic
+/// step, so replicas sharing Redis never admit past a limit or a budget together.
+///
+/// KEYS: 1–4 the request and token windows (previous, current); then four per budget level
+/// (spend, held, reservations hash, deadlines sorted set). ARGV: 1 overlap of the previous
+/// window (ms), 2 rpm (-1 none), 3 tpm (-1 none), 4 tokens, 5 window key TTL (ms), 6 now
+/// (epoch ms), 7 the reservation's deadline, 8 its id, 9 its micro-USD, 10 reservation key
+/// TTL (ms), 11.. each level's cap. Returns {verdict, requests used, tokens used, spent,
+/// held}: verdict 0 admitted, 1 requests, 2 tokens, 3 + level the budget level that refused.
+pub const ADMIT_SCRIPT: &str = r"
 local rl = tonumber(ARGV[2])
 local tl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local ru = math.floor(rp * overlap / 60000) + rc
-local tu = math.floor(tp * overlap / 60000) + tc
-if rl >= 0 and ru + 1 > rl then return {1, ru, tu} end
-if tl >= 0 and tu > 0 and tu + n > tl then return {2, ru, tu} end
-redis.call('INCRBY', KEYS[2], 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('INCRBY', KEYS[4], n)
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-return {0, ru + 1, tu + n}
+local rated = rl >= 0 or tl >= 0
+local ru, tu = 0, 0
+if rated then
+  local overlap = tonumber(ARGV[1])
+  local rp = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local rc = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local tp = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local tc = tonumber(redis.call('GET', KEYS[4]) or '0')
+  ru = math.floor(rp * overlap / 60000) + rc
+  tu = math.floor(tp * overlap / 60000) + tc
+  if rl >= 0 and ru + 1 > rl then return {1, ru, tu, 0, 0} end
+  if tl >= 0 and tu > 0 and tu + n > tl then return {2, ru, tu, 0, 0} end
+end
+local levels = (#KEYS - 4) / 4
+local now = tonumber(ARGV[6])
+local amount = tonumber(ARGV[9])
+for l = 0, levels - 1 do
+  local k = 4 + l * 4
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 4], '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(gone) do
+    local a = redis.call('HGET', KEYS[k + 3], id)
+    if a then
+      redis.call('DECRBY', KEYS[k + 2], a)
+      redis.call('HDEL', KEYS[k + 3], id)
+    end
+    redis.call('ZREM', KEYS[k + 4], id)
+  end
+  local spent = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+  local held = math.max(0, tonumber(redis.call('GET', KEYS[k + 2]) or '0'))
+  if spent + held + amount > tonumber(ARGV[11 + l]) then
+    return {3 + l, ru, tu, spent, held}
+  end
+end
+if rated then
+  redis.call('INCRBY', KEYS[2], 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  redis.call('INCRBY', KEYS[4], n)
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
+for l = 0, levels - 1 do
+  local k = 4 + l * 4
+  redis.call('INCRBY', KEYS[k + 2], ARGV[9])
+  redis.call('HSET', KEYS[k + 3], ARGV[8], ARGV[9])
+  redis.call('ZADD', KEYS[k + 4], ARGV[7], ARGV[8])
+  for j = 2, 4 do redis.call('PEXPIRE', KEYS[k + j], ARGV[10]) end
+end
+return {0, ru + 1, tu + n, 0, 0}
+";
+
+/// Lua: settle one request on every budget level at once: give its reservation back (if it
+/// is still there: it may have expired) and charge the actual cost.
+///
+/// KEYS: four per level (spend of the current period; held, reservations and deadlines of
+/// the reservation's period). ARGV: 1 the reservation id, 2 spend key TTL (s), 3.. each
+/// level's charge in micro-USD.
+pub const SETTLE_SCRIPT: &str = r"
+for l = 0, #KEYS / 4 - 1 do
+  local k = l * 4
+  local a = redis.call('HGET', KEYS[k + 3], ARGV[1])
+  if a then
+    redis.call('DECRBY', KEYS[k + 2], a)
+    redis.call('HDEL', KEYS[k + 3], ARGV[1])
+    redis.call('ZREM', KEYS[k + 4], ARGV[1])
+  end
+  if tonumber(ARGV[3 + l]) > 0 then
+    redis.call('INCRBY', KEYS[k + 1], ARGV[3 + l])
+    redis.call('EXPIRE', KEYS[k + 1], ARGV[2])
+  end
+end
+return 0
 ";
 
 impl Limits {
     /// Limits kept in this process.
     pub fn local(metrics: Arc<Metrics>) -> Self {
+        Self::with_store(None, FailureMode::Open, metrics)
+    }
+
+    fn with_store(
+        redis: Option<Arc<RedisStore>>,
+        failure_mode: FailureMode,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // A random prefix per process, so reservation ids of replicas never collide.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(SystemClock.now_ms());
         Limits {
-            redis: None,
-            failure_mode: FailureMode::Open,
+            redis,
+            failure_mode,
             clock: Arc::new(SystemClock),
             metrics,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
+            replica: h.finish(),
+            next_reservation: AtomicU64::new(0),
         }
     }
 
@@ -182,7 +313,7 @@ impl Limits {
         let store = Arc::new(RedisStore {
             client,
             conn: OnceLock::new(),
-            take: Script::new(TAKE_SCRIPT),
+            admit: Script::new(ADMIT_SCRIPT),
             timeout: REDIS_TIMEOUT,
             breaker: Breaker::new(BREAKER_COOL_DOWN),
         });
@@ -198,12 +329,7 @@ impl Limits {
                 .start_probe(switchyard_router::state::now_ms());
             tokio::spawn(Arc::clone(&store).connect_in_background());
         }
-        Ok(Limits {
-            redis: Some(store),
-            failure_mode,
-            clock: Arc::new(SystemClock),
-            metrics,
-        })
+        Ok(Self::with_store(Some(store), failure_mode, metrics))
     }
 
     /// Replaces the clock (tests).
@@ -212,54 +338,130 @@ impl Limits {
         self
     }
 
+    /// How long an unsettled reservation holds budget in Redis (a crashed replica's).
+    pub fn with_reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl;
+        self
+    }
+
     /// Whether counters are shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.redis.is_some()
     }
 
-    /// Checks and charges `consumer`'s limits for one request estimated at `tokens`.
-    pub async fn admit(&self, consumer: &Consumer, tokens: u64) -> Result<Admitted, Refusal> {
+    /// Checks and charges `consumer`'s limits for one request estimated at `tokens`, and
+    /// reserves `max_micro_usd` (its maximum cost) on its budgets.
+    pub async fn admit(
+        &self,
+        consumer: &Consumer,
+        tokens: u64,
+        max_micro_usd: u64,
+    ) -> Result<Admitted, Refusal> {
         if !consumer.is_limited() {
             return Ok(Admitted::default());
         }
         // The estimate holds the client's `max_tokens`: reserve at most what Redis's signed
         // counters hold, the same figure here and there, so settling subtracts what was added.
         let tokens = tokens.min(i64::MAX as u64);
+        let amount = max_micro_usd.min(LUA_EXACT);
         let now = self.clock.now_ms();
-        if let Some(b) = consumer.budget {
-            let (_, period, end) = budget_period(now, b.period);
-            let spent = match &self.redis {
-                None => Ok(consumer.state().spend(period)),
-                Some(r) => r.spend(&consumer.name, period).await,
-            };
-            match spent {
-                Ok(spent) if spent >= b.micro_usd => {
-                    return Err(Refusal::Budget {
-                        cap_usd: b.micro_usd as f64 / 1e6,
-                        reset: Duration::from_millis(end.saturating_sub(now)),
-                    })
-                }
-                Ok(_) => {}
-                Err(e) => self.store_failed(&e)?,
-            }
-        }
+        let own = consumer.budget.map(|b| (b, budget_period(now, b.period)));
+        let shared = consumer
+            .shared_budget
+            .as_ref()
+            .map(|s| (s, budget_period(now, s.budget.period)));
+        let reservation = (own.is_some() || shared.is_some()).then(|| Reservation {
+            id: format!(
+                "{:016x}:{}",
+                self.replica,
+                self.next_reservation.fetch_add(1, Ordering::Relaxed)
+            )
+            .into(),
+            micro_usd: amount,
+            own: own.map(|(_, (_, p, _))| p),
+            shared: shared.map(|(s, (_, p, _))| (Arc::clone(s), p)),
+        });
         let (rpm, tpm) = (consumer.requests_per_minute, consumer.tokens_per_minute);
-        if rpm.is_none() && tpm.is_none() {
-            return Ok(Admitted::default());
-        }
-        let taken = match &self.redis {
-            None => consumer.state().try_take(now, rpm, tpm, tokens),
-            Some(r) => match r.take(&consumer.name, now, rpm, tpm, tokens).await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.store_failed(&e)?;
-                    return Ok(Admitted::default());
-                }
-            },
+        let refused = |level: BudgetLevel, spent: u64, held: u64| {
+            let (name, cap, end) = match level {
+                BudgetLevel::Own => match own {
+                    Some((b, (_, _, end))) => (None, b.micro_usd, end),
+                    None => (None, 0, now),
+                },
+                BudgetLevel::Shared => match shared {
+                    Some((s, (_, _, end))) => (Some(Arc::clone(&s.name)), s.budget.micro_usd, end),
+                    None => (None, 0, now),
+                },
+            };
+            let left = cap.saturating_sub(spent).saturating_sub(held);
+            Refusal::Budget {
+                shared: name,
+                cap_usd: cap as f64 / 1e6,
+                remaining_usd: left as f64 / 1e6,
+                reserve_usd: amount as f64 / 1e6,
+                reset: Duration::from_millis(end.saturating_sub(now)),
+            }
         };
-        match taken {
-            Ok(taken) => Ok(Admitted { taken }),
-            Err(e) => Err(Refusal::Limit(e)),
+        let Some(r) = &self.redis else {
+            let state = consumer.state();
+            if let Some(res) = &reservation {
+                let own_cap = own.map(|(b, (_, p, _))| (b.micro_usd, p));
+                let shared_cap = shared.map(|(s, (_, p, _))| (&**s.state(), s.budget.micro_usd, p));
+                if let Err(level) = state.reserve(own_cap, shared_cap, amount) {
+                    let (spent, held) = match (level, &res.shared) {
+                        (BudgetLevel::Shared, Some((s, p))) => {
+                            (s.state().spend(*p), s.state().held(*p))
+                        }
+                        _ => res.own.map_or((0, 0), |p| (state.spend(p), state.held(p))),
+                    };
+                    return Err(refused(level, spent, held));
+                }
+            }
+            let taken = if rpm.is_none() && tpm.is_none() {
+                Ok(Taken::default())
+            } else {
+                state.try_take(now, rpm, tpm, tokens)
+            };
+            return match taken {
+                Ok(taken) => Ok(Admitted { taken, reservation }),
+                Err(e) => {
+                    if let Some(res) = &reservation {
+                        release_local(state, res);
+                    }
+                    Err(Refusal::Limit(e))
+                }
+            };
+        };
+        let levels: Vec<(String, u64, u64)> = own
+            .map(|(b, (_, p, _))| (budget_key(&consumer.name, false), p, b.micro_usd))
+            .into_iter()
+            .chain(shared.map(|(s, (_, p, _))| (budget_key(&s.name, true), p, s.budget.micro_usd)))
+            .collect();
+        let call = AdmitCall {
+            consumer: &consumer.name,
+            now,
+            rpm,
+            tpm,
+            tokens,
+            levels: &levels,
+            reservation: reservation.as_ref(),
+            ttl_ms: u64::try_from(self.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        match r.admit(call).await {
+            Ok(Verdict::Admitted(taken)) => Ok(Admitted { taken, reservation }),
+            Ok(Verdict::Limit(e)) => Err(Refusal::Limit(e)),
+            Ok(Verdict::Budget(level, spent, held)) => {
+                // The levels are own-then-shared; with one level it is whichever exists.
+                let level = match (level, own.is_some()) {
+                    (0, true) => BudgetLevel::Own,
+                    _ => BudgetLevel::Shared,
+                };
+                Err(refused(level, spent, held))
+            }
+            Err(e) => {
+                self.store_failed(&e)?;
+                Ok(Admitted::default())
+            }
         }
     }
 
@@ -275,8 +477,10 @@ impl Limits {
         }
     }
 
-    /// Settles a request once usage is known: corrects the token reservation, adds spend,
-    /// and updates the ledger. Redis updates run in the background.
+    /// Settles a request once it has ended: corrects the token reservation, gives the budget
+    /// reservation back and charges the actual cost (nothing when `usage` is `None`: the
+    /// request failed or was cancelled before usage was known), and updates the ledger.
+    /// Redis updates run in the background.
     pub fn settle(
         self: &Arc<Self>,
         consumer: SettleTarget,
@@ -295,6 +499,7 @@ impl Limits {
         };
         let (day, period, _) = budget_period(now, consumer.period);
         let actual = u.input_tokens.saturating_add(u.output_tokens);
+        let charge = if usage.is_some() { micro_usd } else { 0 };
         // The local ledger is always kept: it backs /debug/spend without Redis. A request
         // that got no answer is only un-reserved, not billed.
         if usage.is_some() {
@@ -305,6 +510,21 @@ impl Limits {
                 if admitted.taken.tokens > 0 || consumer.tokens_limited {
                     consumer.state.settle_tokens(&admitted.taken, actual);
                 }
+                if let Some(res) = &admitted.reservation {
+                    if let Some(p) = res.own {
+                        consumer.state.release(p, res.micro_usd);
+                    }
+                }
+                // The consumer's own spend was charged by `record`; the shared one here.
+                let shared = admitted
+                    .reservation
+                    .as_ref()
+                    .and_then(|r| r.shared.clone().map(|(s, p)| (s, p, r.micro_usd)))
+                    .or_else(|| consumer.shared.clone().map(|s| (s, 0, 0)));
+                if let Some((s, held_period, held)) = shared {
+                    let (_, p, _) = budget_period(now, s.budget.period);
+                    s.state().settle(held_period, held, p, charge);
+                }
             }
             Some(_) => {
                 let this = Arc::clone(self);
@@ -312,10 +532,16 @@ impl Limits {
                     if let Some(r) = &this.redis {
                         let delta = token_delta(actual, admitted.taken.tokens);
                         let entry = usage.map(|_| entry);
-                        let res = r
-                            .settle(&consumer, admitted.taken.window, delta, period, day, entry)
-                            .await;
-                        match res {
+                        let call = SettleCall {
+                            target: &consumer,
+                            window: admitted.taken.window,
+                            token_delta: delta,
+                            now,
+                            day,
+                            entry,
+                            reservation: admitted.reservation.as_ref(),
+                        };
+                        match r.settle(call).await {
                             Ok(()) => {}
                             Err(StoreError::Skipped) => this.metrics.limits_store_errors.inc(),
                             Err(StoreError::Redis(e)) => {
@@ -336,7 +562,43 @@ impl Limits {
         let (_, period, _) = budget_period(self.clock.now_ms(), b.period);
         match &self.redis {
             None => Some(consumer.state().spend(period)),
-            Some(r) => r.spend(&consumer.name, period).await.ok(),
+            Some(r) => r
+                .spend(&budget_key(&consumer.name, false), period)
+                .await
+                .ok(),
+        }
+    }
+
+    /// Spend so far in a shared budget's current period, in micro-USD (as
+    /// [`Limits::period_spend`]).
+    pub async fn shared_spend(&self, budget: &SharedBudget) -> Option<u64> {
+        let (_, period, _) = budget_period(self.clock.now_ms(), budget.budget.period);
+        match &self.redis {
+            None => Some(budget.state().spend(period)),
+            Some(r) => r.spend(&budget_key(&budget.name, true), period).await.ok(),
+        }
+    }
+
+    /// Sets `switchyard_budget_remaining_usd` for every budget of `consumers`, from the
+    /// counters (Redis's when shared), and drops the series of budgets gone.
+    pub async fn refresh_budget_gauges(&self, consumers: &switchyard_router::Consumers) {
+        let gauge = &self.metrics.budget_remaining_usd;
+        gauge.reset();
+        let remaining = |cap: u64, spent: u64| cap.saturating_sub(spent) as f64 / 1e6;
+        for c in consumers.iter() {
+            let Some(b) = c.budget else { continue };
+            if let Some(spent) = self.period_spend(c).await {
+                gauge
+                    .with_label_values(&[&*c.name, "consumer"])
+                    .set(remaining(b.micro_usd, spent));
+            }
+        }
+        for b in consumers.budgets() {
+            if let Some(spent) = self.shared_spend(b).await {
+                gauge
+                    .with_label_values(&[&*b.name, "shared"])
+                    .set(remaining(b.budget.micro_usd, spent));
+            }
         }
     }
 
@@ -412,6 +674,8 @@ pub struct SettleTarget {
     pub tokens_limited: bool,
     /// The model label the request was routed by.
     pub model: Arc<str>,
+    /// The shared budget it draws on, charged even when nothing was reserved (Redis away).
+    pub shared: Option<Arc<SharedBudget>>,
 }
 
 impl SettleTarget {
@@ -423,8 +687,72 @@ impl SettleTarget {
             period: consumer.budget.map_or(Default::default(), |b| b.period),
             tokens_limited: consumer.tokens_per_minute.is_some(),
             model,
+            shared: consumer.shared_budget.clone(),
         }
     }
+}
+
+/// Gives a local reservation back on both levels, charging nothing.
+fn release_local(state: &ConsumerState, res: &Reservation) {
+    if let Some(p) = res.own {
+        state.release(p, res.micro_usd);
+    }
+    if let Some((s, p)) = &res.shared {
+        s.state().settle(*p, res.micro_usd, *p, 0);
+    }
+}
+
+/// The name a budget's Redis keys carry: the consumer's `namespace/name` (its keys predate
+/// shared budgets), or `aibudget:namespace/name`. Namespaces hold no `:`, so they never clash.
+fn budget_key(name: &str, shared: bool) -> String {
+    if shared {
+        format!("aibudget:{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The four Redis keys of one budget level: spend of `spend_period`, and held, reservations
+/// and deadlines of `held_period`.
+fn level_keys(name: &str, spend_period: u64, held_period: u64) -> [String; 4] {
+    [
+        format!("sy:spend:{name}:{spend_period}"),
+        format!("sy:held:{name}:{held_period}"),
+        format!("sy:resv:{name}:{held_period}"),
+        format!("sy:dl:{name}:{held_period}"),
+    ]
+}
+
+/// One admission as sent to Redis.
+struct AdmitCall<'a> {
+    consumer: &'a str,
+    now: u64,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    tokens: u64,
+    /// Budget levels: key name, period id, cap.
+    levels: &'a [(String, u64, u64)],
+    reservation: Option<&'a Reservation>,
+    ttl_ms: u64,
+}
+
+/// What Redis said to an admission.
+enum Verdict {
+    Admitted(Taken),
+    Limit(LimitExceeded),
+    /// The level (0-based, own before shared) that refused, its spend and reservations.
+    Budget(u64, u64, u64),
+}
+
+/// One settlement as sent to Redis.
+struct SettleCall<'a> {
+    target: &'a SettleTarget,
+    window: u64,
+    token_delta: i64,
+    now: u64,
+    day: u64,
+    entry: Option<LedgerEntry>,
+    reservation: Option<&'a Reservation>,
 }
 
 /// The signed 64-bit integer Redis stores, saturating: counters never wrap or get refused.
@@ -594,9 +922,9 @@ impl RedisStore {
         }
     }
 
-    async fn spend(self: &Arc<Self>, consumer: &str, period: u64) -> Result<u64, StoreError> {
+    async fn spend(self: &Arc<Self>, name: &str, period: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn()?;
-        let key = format!("sy:spend:{consumer}:{period}");
+        let key = format!("sy:spend:{name}:{period}");
         let v: Option<u64> = self.outcome(
             self.with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
                 .await,
@@ -604,93 +932,124 @@ impl RedisStore {
         Ok(v.unwrap_or(0))
     }
 
-    async fn take(
-        self: &Arc<Self>,
-        consumer: &str,
-        now: u64,
-        rpm: Option<u64>,
-        tpm: Option<u64>,
-        tokens: u64,
-    ) -> Result<Result<Taken, LimitExceeded>, StoreError> {
+    async fn admit(self: &Arc<Self>, c: AdmitCall<'_>) -> Result<Verdict, StoreError> {
         let mut conn = self.conn()?;
-        let window = now / LIMIT_WINDOW_MS;
-        let into = now % LIMIT_WINDOW_MS;
+        let window = c.now / LIMIT_WINDOW_MS;
+        let into = c.now % LIMIT_WINDOW_MS;
         let overlap = LIMIT_WINDOW_MS - into;
         let reset = Duration::from_millis(overlap);
+        let consumer = c.consumer;
         let key = |kind: &str, w: u64| format!("sy:rl:{kind}:{consumer}:{w}");
-        let mut inv = self.take.prepare_invoke();
+        let mut inv = self.admit.prepare_invoke();
         inv.key(key("r", window.saturating_sub(1)))
             .key(key("r", window))
             .key(key("t", window.saturating_sub(1)))
-            .key(key("t", window))
-            .arg(overlap)
-            .arg(rpm.map_or(-1, redis_int))
-            .arg(tpm.map_or(-1, redis_int))
-            .arg(redis_int(tokens))
-            .arg(2 * LIMIT_WINDOW_MS + 5_000);
-        let (verdict, req_used, tok_used): (u8, u64, u64) =
+            .key(key("t", window));
+        for (name, period, _) in c.levels {
+            for k in level_keys(name, *period, *period) {
+                inv.key(k);
+            }
+        }
+        let (id, amount) = c
+            .reservation
+            .map_or(("", 0), |r| (&*r.id, r.micro_usd.min(LUA_EXACT)));
+        inv.arg(overlap)
+            .arg(c.rpm.map_or(-1, redis_int))
+            .arg(c.tpm.map_or(-1, redis_int))
+            .arg(redis_int(c.tokens))
+            .arg(2 * LIMIT_WINDOW_MS + 5_000)
+            .arg(redis_int(c.now))
+            .arg(redis_int(c.now.saturating_add(c.ttl_ms)))
+            .arg(id)
+            .arg(amount)
+            // The keys outlive every reservation in them.
+            .arg(redis_int(c.ttl_ms.saturating_mul(2).max(60_000)));
+        for (_, _, cap) in c.levels {
+            inv.arg((*cap).min(LUA_EXACT));
+        }
+        let (verdict, req_used, tok_used, spent, held): (u64, u64, u64, u64, u64) =
             self.outcome(self.with_timeout(inv.invoke_async(&mut conn)).await)?;
         let status = |limit: u64, used: u64| WindowStatus {
             limit,
             remaining: limit.saturating_sub(used),
             reset,
         };
+        let rated = c.rpm.is_some() || c.tpm.is_some();
         Ok(match verdict {
-            1 => Err(LimitExceeded::Requests(status(rpm.unwrap_or(0), req_used))),
-            2 => Err(LimitExceeded::Tokens(status(tpm.unwrap_or(0), tok_used))),
-            _ => Ok(Taken {
-                window,
-                tokens,
-                requests: rpm.map(|l| status(l, req_used)),
-                token_status: tpm.map(|l| status(l, tok_used)),
+            0 => Verdict::Admitted(Taken {
+                window: if rated { window } else { 0 },
+                tokens: if rated { c.tokens } else { 0 },
+                requests: c.rpm.map(|l| status(l, req_used)),
+                token_status: c.tpm.map(|l| status(l, tok_used)),
             }),
+            1 => Verdict::Limit(LimitExceeded::Requests(status(
+                c.rpm.unwrap_or(0),
+                req_used,
+            ))),
+            2 => Verdict::Limit(LimitExceeded::Tokens(status(c.tpm.unwrap_or(0), tok_used))),
+            n => Verdict::Budget(n.saturating_sub(3), spent, held),
         })
     }
 
-    async fn settle(
-        self: &Arc<Self>,
-        c: &SettleTarget,
-        window: u64,
-        token_delta: i64,
-        period: u64,
-        day: u64,
-        e: Option<LedgerEntry>,
-    ) -> Result<(), StoreError> {
+    async fn settle(self: &Arc<Self>, call: SettleCall<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
+        let c = call.target;
         let mut pipe = redis::pipe();
-        if c.tokens_limited && token_delta != 0 && window != 0 {
+        if c.tokens_limited && call.token_delta != 0 && call.window != 0 {
             pipe.cmd("INCRBY")
-                .arg(format!("sy:rl:t:{}:{window}", c.name))
-                .arg(token_delta)
+                .arg(format!("sy:rl:t:{}:{}", c.name, call.window))
+                .arg(call.token_delta)
                 .ignore();
         }
-        let Some(e) = e else {
-            return self.outcome(self.with_timeout(pipe.query_async::<()>(&mut conn)).await);
-        };
-        let spend_key = format!("sy:spend:{}:{period}", c.name);
-        pipe.cmd("INCRBY")
-            .arg(&spend_key)
-            .arg(redis_int(e.micro_usd))
-            .ignore();
-        pipe.cmd("EXPIRE").arg(&spend_key).arg(40 * 86_400).ignore();
-        let ledger_key = format!("sy:ledger:{}:{day}", c.name);
-        for (field, n) in [
-            ("requests", e.requests),
-            ("input", e.input_tokens),
-            ("output", e.output_tokens),
-            ("cached", e.cached_input_tokens),
-            ("micro_usd", e.micro_usd),
-        ] {
-            pipe.cmd("HINCRBY")
+        // Own level (always: spend is kept for a budget added later), then the shared one.
+        let charge = call.entry.map_or(0, |e| redis_int(e.micro_usd));
+        let (_, own_period, _) = budget_period(call.now, c.period);
+        let own_held = call.reservation.and_then(|r| r.own).unwrap_or(own_period);
+        let mut levels = vec![level_keys(
+            &budget_key(&c.name, false),
+            own_period,
+            own_held,
+        )];
+        let shared = call
+            .reservation
+            .and_then(|r| r.shared.as_ref().map(|(s, p)| (s, *p)))
+            .or_else(|| c.shared.as_ref().map(|s| (s, 0)));
+        if let Some((s, held_period)) = shared {
+            let (_, p, _) = budget_period(call.now, s.budget.period);
+            let held_period = if held_period == 0 { p } else { held_period };
+            levels.push(level_keys(&budget_key(&s.name, true), p, held_period));
+        }
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(SETTLE_SCRIPT).arg(levels.len() * 4);
+        for k in levels.iter().flatten() {
+            eval.arg(k);
+        }
+        eval.arg(call.reservation.map_or("", |r| &*r.id))
+            .arg(40 * 86_400);
+        for _ in &levels {
+            eval.arg(charge);
+        }
+        pipe.add_command(eval).ignore();
+        if let Some(e) = call.entry {
+            let ledger_key = format!("sy:ledger:{}:{}", c.name, call.day);
+            for (field, n) in [
+                ("requests", e.requests),
+                ("input", e.input_tokens),
+                ("output", e.output_tokens),
+                ("cached", e.cached_input_tokens),
+                ("micro_usd", e.micro_usd),
+            ] {
+                pipe.cmd("HINCRBY")
+                    .arg(&ledger_key)
+                    .arg(format!("{}|{field}", c.model))
+                    .arg(redis_int(n))
+                    .ignore();
+            }
+            pipe.cmd("EXPIRE")
                 .arg(&ledger_key)
-                .arg(format!("{}|{field}", c.model))
-                .arg(redis_int(n))
+                .arg(70 * 86_400)
                 .ignore();
         }
-        pipe.cmd("EXPIRE")
-            .arg(&ledger_key)
-            .arg(70 * 86_400)
-            .ignore();
         self.outcome(self.with_timeout(pipe.query_async::<()>(&mut conn)).await)
     }
 
@@ -735,6 +1094,8 @@ impl RedisStore {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use switchyard_router::consumer::BudgetPeriod;
+
     use super::*;
 
     struct FakeClock(AtomicU64);
@@ -769,7 +1130,7 @@ mod tests {
         let noon = 20_781 * 86_400_000 + 12 * 3_600_000;
         let clock = Arc::new(FakeClock(AtomicU64::new(noon)));
         let limits = Arc::new(Limits::local(metrics).with_clock(clock.clone()));
-        let admitted = limits.admit(consumer, 10).await.unwrap();
+        let admitted = limits.admit(consumer, 10, 1).await.unwrap();
         let usage = Usage {
             input_tokens: 10,
             output_tokens: 5,
@@ -782,13 +1143,13 @@ mod tests {
             Some(usage),
             1_000_000,
         );
-        let Err(Refusal::Budget { reset, .. }) = limits.admit(consumer, 10).await else {
+        let Err(Refusal::Budget { reset, .. }) = limits.admit(consumer, 10, 1).await else {
             panic!("spent budget admitted")
         };
         assert_eq!(reset, Duration::from_secs(12 * 3600));
         clock.0.store(noon + 12 * 3_600_000, Ordering::Relaxed);
         assert!(
-            limits.admit(consumer, 10).await.is_ok(),
+            limits.admit(consumer, 10, 1).await.is_ok(),
             "next day admits again"
         );
     }
@@ -850,6 +1211,89 @@ mod tests {
         }
     }
 
+    const SHARED: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {a: sk-a, b: sk-b}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIBudget\nmetadata: {name: team}\nspec: {usd: \"0.000300\", period: day}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIConsumer\nmetadata: {name: a}\nspec:\n  keySecretRef: {name: k, key: a}\n  budgetRef: {name: team}\n  budget: {usd: \"0.000250\", period: day}\n  limits: {requestsPerMinute: 1000}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIConsumer\nmetadata: {name: b}\nspec:\n  keySecretRef: {name: k, key: b}\n  budgetRef: {name: team}\n";
+
+    #[tokio::test]
+    async fn reservations_cannot_overshoot_and_settle_to_the_actual_cost() {
+        let t = table(SHARED);
+        let consumers = t.consumers();
+        let (a, b) = (
+            consumers.get("default/a").unwrap(),
+            consumers.get("default/b").unwrap(),
+        );
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let limits = Arc::new(Limits::local(metrics));
+        let settle = |c: &Consumer, adm: Admitted, usage: Option<Usage>, micro: u64| {
+            limits.settle(SettleTarget::new(c, Arc::from("m")), adm, usage, micro);
+        };
+        // a: own 250, team 300. Two reservations of 100 fit a, the third does not (own).
+        let a1 = limits.admit(a, 0, 100).await.unwrap();
+        let a2 = limits.admit(a, 0, 100).await.unwrap();
+        let Err(Refusal::Budget {
+            shared,
+            remaining_usd,
+            ..
+        }) = limits.admit(a, 0, 100).await
+        else {
+            panic!("a third reservation fit a's 250")
+        };
+        assert_eq!((shared, remaining_usd), (None, 50e-6));
+        // b: only the team's 300, 200 of it held by a.
+        let b1 = limits.admit(b, 0, 100).await.unwrap();
+        let Err(Refusal::Budget { shared, .. }) = limits.admit(b, 0, 1).await else {
+            panic!("the team budget overshot")
+        };
+        assert_eq!(shared.as_deref(), Some("default/team"));
+        // a1 cost 30: 70 comes back on both levels. a2 failed: 100 comes back, nothing spent.
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        };
+        settle(a, a1, Some(usage), 30);
+        settle(a, a2, None, 0);
+        let team = b.shared_budget.as_ref().unwrap();
+        assert_eq!(limits.shared_spend(team).await, Some(30));
+        assert_eq!(limits.period_spend(a).await, Some(30));
+        // The team has 300 - 30 spent - 100 held (b1) = 170 left.
+        assert!(limits.admit(b, 0, 171).await.is_err());
+        let b2 = limits.admit(b, 0, 170).await.unwrap();
+        settle(b, b1, None, 0);
+        settle(b, b2, None, 0);
+        // A refusal by the rate limit gives the reservation back at once.
+        let t2 = table(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {k: sk-1}\n---\napiVersion: switchyard.dev/v1alpha1\nkind: AIConsumer\nmetadata: {name: c}\nspec:\n  keySecretRef: {name: k, key: k}\n  budget: {usd: \"0.000100\", period: day}\n  limits: {requestsPerMinute: 1}\n",
+        );
+        let c = t2.consumers().iter().next().unwrap();
+        let _first = limits.admit(c, 0, 10).await.unwrap();
+        assert!(matches!(
+            limits.admit(c, 0, 10).await,
+            Err(Refusal::Limit(LimitExceeded::Requests(_)))
+        ));
+        let (_, period, _) = budget_period(SystemClock.now_ms(), BudgetPeriod::Day);
+        assert_eq!(c.state().held(period), 10);
+    }
+
+    #[test]
+    fn reservation_cost_measured() {
+        // Local reservation plus settlement, two levels: the figure `make bench` would show.
+        let t = table(SHARED);
+        let b = t.consumers().get("default/b").unwrap();
+        let team = b.shared_budget.as_ref().unwrap();
+        let state = b.state();
+        let n = 200_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            state
+                .reserve(None, Some((&**team.state(), u64::MAX, 1)), 100)
+                .unwrap();
+            team.state().settle(1, 100, 1, 0);
+        }
+        let per = start.elapsed() / n;
+        eprintln!("reserve + settle (memory, shared level): {per:?} per request");
+        assert!(per < Duration::from_millis(1));
+    }
+
     #[tokio::test]
     async fn absurd_token_counts_settle_without_overflow() {
         let t = table(
@@ -858,7 +1302,7 @@ mod tests {
         let consumer = t.consumers().iter().next().unwrap();
         let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
         let limits = Arc::new(Limits::local(metrics));
-        let admitted = limits.admit(consumer, u64::MAX).await.unwrap();
+        let admitted = limits.admit(consumer, u64::MAX, 0).await.unwrap();
         limits.settle(
             SettleTarget::new(consumer, Arc::from("m")),
             admitted,
@@ -872,7 +1316,7 @@ mod tests {
         );
         // The window is full and the budget spent: refused, not wrapped around to empty.
         assert!(matches!(
-            limits.admit(consumer, 1).await,
+            limits.admit(consumer, 1, 1).await,
             Err(Refusal::Budget { .. })
         ));
     }

@@ -128,13 +128,19 @@ pub enum GatewayError {
         /// Seconds until the window resets.
         reset_secs: u64,
     },
-    /// The consumer's budget for the period is spent.
+    /// The request's maximum cost does not fit what is left of the consumer's budget.
     #[error(
-        "you exceeded your budget of {cap_usd} USD for this period; it resets in {reset_secs}s"
+        "this request may cost up to {reserve_usd} USD, more than the {remaining_usd} USD left of {budget} of {cap_usd} USD for this period; it resets in {reset_secs}s"
     )]
     BudgetExceeded {
+        /// Which budget: `your budget` or `the shared budget ns/name`.
+        budget: String,
         /// The cap.
         cap_usd: f64,
+        /// What is left (cap − spend − reservations in flight).
+        remaining_usd: f64,
+        /// The request's reservation.
+        reserve_usd: f64,
         /// Seconds until the period ends.
         reset_secs: u64,
     },

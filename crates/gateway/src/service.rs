@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{chat::UnsupportedTools, transcode::Format, Operation};
+use switchyard_router::budget::{max_cost_micro_usd, output_cap, reserve_prices};
 use switchyard_router::state::{LimitExceeded, WindowStatus};
 use switchyard_router::{RoutingTable, TableHandle};
 use switchyard_telemetry::{Metrics, Otel};
@@ -193,10 +194,22 @@ fn refusal(r: Refusal, record: &mut Record) -> GatewayError {
                 reset_secs: secs(s.reset),
             }
         }
-        Refusal::Budget { cap_usd, reset } => {
+        Refusal::Budget {
+            shared,
+            cap_usd,
+            remaining_usd,
+            reserve_usd,
+            reset,
+        } => {
             record.ratelimit_reason = Some("budget");
             GatewayError::BudgetExceeded {
+                budget: match shared {
+                    Some(name) => format!("the shared budget {name}"),
+                    None => "your budget".to_string(),
+                },
                 cap_usd,
+                remaining_usd,
+                reserve_usd,
                 reset_secs: secs(reset),
             }
         }
@@ -347,9 +360,16 @@ impl Shared {
             if c.is_limited() {
                 let estimate =
                     token_estimate(decoded.estimated_input_tokens(), decoded.max_tokens());
+                // The most it can cost: every body byte a token, the output cap, at the
+                // route's highest prices (switchyard_router::budget).
+                let max_cost = max_cost_micro_usd(
+                    bytes.len() as u64,
+                    output_cap(route, decoded.max_tokens()),
+                    reserve_prices(route),
+                );
                 let admitted = self
                     .limits
-                    .admit(c, estimate)
+                    .admit(c, estimate, max_cost)
                     .await
                     .map_err(|r| refusal(r, record))?;
                 window_headers = Some(admitted.taken);

@@ -14,13 +14,14 @@ use switchyard_api::{
     parse_duration, parse_price,
     MicroUsd,
     validate::{self, FieldError, Reason},
-    AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
+    AIBudget, AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
 };
 use switchyard_providers::{
     chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat,
 };
 
 use crate::{
+    budget::SharedBudget,
     consumer::{self, Consumer, Consumers},
     egress::{Egress, EgressError},
     glob::Glob,
@@ -828,6 +829,7 @@ fn compile_route(
             switchyard_api::UnsupportedTools::Drop => UnsupportedTools::Drop,
             switchyard_api::UnsupportedTools::Reject => UnsupportedTools::Reject,
         },
+        default_max_output_tokens: spec.default_max_output_tokens,
         budget: Default::default(),
     })
 }
@@ -848,6 +850,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
         configured: !ctx.resources.consumers.is_empty(),
         ..Consumers::default()
     };
+    let mut budgets = compile_budgets(ctx);
     let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.iter().collect();
     objs.sort_by_key(|c| ns_name(*c));
     for obj in objs {
@@ -903,6 +906,26 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
                 accounts.push(user);
             }
         }
+        let shared_budget = match &obj.spec.budget_ref {
+            None => None,
+            Some(r) => {
+                let key = format!("{}/{}", id.0, r.name);
+                match budgets.iter_mut().find(|b| *b.0.name == *key) {
+                    Some((b, members)) => {
+                        members.push(format!("{}/{}", id.0, id.1).into());
+                        Some(Arc::clone(b))
+                    }
+                    None => {
+                        errors.push(field_err(
+                            "spec.budgetRef.name",
+                            Reason::BudgetNotFound,
+                            format!("AIBudget {key} does not exist or is invalid"),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
         let budget = obj.spec.budget.as_ref().and_then(|b| {
             parse_price(&b.usd).ok().map(|usd| consumer::Budget {
                 micro_usd: usd.0,
@@ -923,6 +946,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
             requests_per_minute: obj.spec.limits.as_ref().and_then(|l| l.requests_per_minute),
             tokens_per_minute: obj.spec.limits.as_ref().and_then(|l| l.tokens_per_minute),
             budget,
+            shared_budget,
             state: Default::default(),
         });
         for d in digests {
@@ -932,7 +956,56 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
             consumers.by_service_account.insert(user, idx);
         }
     }
+    // Each shared budget learns its members; nothing else holds it yet, so it is unique.
+    consumers.budgets = budgets
+        .drain(..)
+        .map(|(b, members)| {
+            Arc::new(SharedBudget {
+                name: b.name.clone(),
+                budget: b.budget,
+                consumers: members,
+                state: Default::default(),
+            })
+        })
+        .collect();
+    for c in &mut consumers.list {
+        if let Some(b) = &c.shared_budget {
+            c.shared_budget = consumers.budgets.iter().find(|x| x.name == b.name).cloned();
+        }
+    }
     consumers
+}
+
+/// Every valid AIBudget, in (namespace, name) order, with the consumers found drawing on it
+/// (filled in by [`compile_consumers`]).
+fn compile_budgets(ctx: &mut Ctx<'_>) -> Vec<(Arc<SharedBudget>, Vec<Arc<str>>)> {
+    let mut objs: Vec<&AIBudget> = ctx.resources.budgets.iter().collect();
+    objs.sort_by_key(|b| ns_name(*b));
+    let mut out = Vec::new();
+    for obj in objs {
+        let id = ns_name(obj);
+        match parse_price(&obj.spec.usd) {
+            Ok(usd) => out.push((
+                Arc::new(SharedBudget {
+                    name: format!("{}/{}", id.0, id.1).into(),
+                    budget: consumer::Budget {
+                        micro_usd: usd.0,
+                        period: obj.spec.period,
+                    },
+                    consumers: Vec::new(),
+                    state: Default::default(),
+                }),
+                Vec::new(),
+            )),
+            Err(e) => ctx.report(
+                "AIBudget",
+                &id,
+                Severity::Error,
+                field_err("spec.usd", Reason::InvalidLimit, e.to_string()),
+            ),
+        }
+    }
+    out
 }
 
 /// The prices of `model` at a backend of `provider`: each price given in `spec` wins, the

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 pub use switchyard_api::consumer::BudgetPeriod;
 
-use crate::glob::Glob;
+use crate::{budget::SharedBudget, glob::Glob};
 
 /// One compiled AIConsumer.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub struct Consumer {
     pub tokens_per_minute: Option<u64>,
     /// Spending cap per period.
     pub budget: Option<Budget>,
+    /// The shared budget (`spec.budgetRef`) it also draws on.
+    pub shared_budget: Option<Arc<SharedBudget>>,
     /// Limiter, spend and ledger state, bound from the registry (survives reloads).
     pub(crate) state: std::sync::OnceLock<Arc<crate::state::ConsumerState>>,
 }
@@ -50,6 +52,8 @@ pub struct Consumers {
     /// Whether any AIConsumer resource exists, valid or not. Once one does, the gateway
     /// requires a key: a consumer whose Secret went missing must not open the door.
     pub(crate) configured: bool,
+    /// Every valid AIBudget, in (namespace, name) order.
+    pub(crate) budgets: Vec<Arc<SharedBudget>>,
 }
 
 /// The username the API server gives a ServiceAccount's tokens.
@@ -123,6 +127,16 @@ impl Consumers {
         self.list.iter()
     }
 
+    /// The AIBudget named `namespace/name`.
+    pub fn budget(&self, name: &str) -> Option<&Arc<SharedBudget>> {
+        self.budgets.iter().find(|b| &*b.name == name)
+    }
+
+    /// Every AIBudget.
+    pub fn budgets(&self) -> impl Iterator<Item = &Arc<SharedBudget>> {
+        self.budgets.iter()
+    }
+
     /// Names, for the debug view.
     pub fn names(&self) -> Vec<&str> {
         self.list.iter().map(|c| &*c.name).collect()
@@ -142,6 +156,7 @@ impl Consumer {
         self.requests_per_minute.is_some()
             || self.tokens_per_minute.is_some()
             || self.budget.is_some()
+            || self.shared_budget.is_some()
     }
 
     /// Whether this consumer may call `model` through `route` (its `namespace/name` or name).

@@ -1,6 +1,7 @@
 //! Switchyard's routing table: compiles resources and Secrets into an immutable table,
 //! matches requests to routes, and picks backends. No I/O.
 
+pub mod budget;
 pub mod catalog;
 mod compile;
 pub mod consumer;

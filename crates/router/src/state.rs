@@ -7,6 +7,8 @@
 //! for keys, by a digest of the key, so a rotated key starts fresh). The registry binds handles
 //! when a table is published and forgets entries whose backends are gone.
 
+pub use crate::budget::{BudgetCounter, BudgetState};
+
 use std::{
     collections::HashMap,
     sync::{
@@ -476,6 +478,7 @@ struct Registry {
     keys: HashMap<(Arc<str>, [u8; 32]), Arc<KeyState>>,
     budgets: HashMap<Arc<str>, Arc<RetryBudget>>,
     consumers: HashMap<Arc<str>, Arc<ConsumerState>>,
+    shared_budgets: HashMap<Arc<str>, Arc<BudgetState>>,
 }
 
 impl StateRegistry {
@@ -515,11 +518,18 @@ impl StateRegistry {
             let _ = c.state.set(state.clone());
             consumers.insert(c.name.clone(), state);
         }
+        let mut shared_budgets = HashMap::new();
+        for b in &table.consumers.budgets {
+            let state = reg.shared_budgets.get(&b.name).cloned().unwrap_or_default();
+            let _ = b.state.set(state.clone());
+            shared_budgets.insert(b.name.clone(), state);
+        }
         *reg = Registry {
             backends,
             keys,
             budgets,
             consumers,
+            shared_budgets,
         };
     }
 }
@@ -823,8 +833,8 @@ struct ConsumerInner {
     window: u64,
     requests: [u64; 2],
     tokens: [u64; 2],
-    spend_period: u64,
-    spend_micro_usd: u64,
+    /// Spend and reservations of the consumer's own budget.
+    budget: BudgetCounter,
     ledger: HashMap<(u64, Arc<str>), LedgerEntry>,
 }
 
@@ -842,6 +852,15 @@ pub struct LedgerEntry {
     pub cached_input_tokens: u64,
     /// Spend in micro-USD.
     pub micro_usd: u64,
+}
+
+/// Which budget refused a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetLevel {
+    /// The consumer's own `spec.budget`.
+    Own,
+    /// The shared AIBudget of its `spec.budgetRef`.
+    Shared,
 }
 
 /// A rate-limit window as seen by one request, for the `x-ratelimit-*` headers.
@@ -976,24 +995,54 @@ impl ConsumerState {
 
     /// Spend so far in `period` (an opaque period id), in micro-USD.
     pub fn spend(&self, period: u64) -> u64 {
-        let s = self.lock();
-        if s.spend_period == period {
-            s.spend_micro_usd
-        } else {
-            0
+        self.lock().budget.spent(period)
+    }
+
+    /// Reservations outstanding in `period`, in micro-USD.
+    pub fn held(&self, period: u64) -> u64 {
+        self.lock().budget.held(period)
+    }
+
+    /// Reserves `amount` micro-USD on the consumer's own budget (`own`: cap and period id)
+    /// and on its shared budget (`shared`: state, cap and period id) at once: both must have
+    /// room, or neither is charged. The consumer's lock is taken before the shared budget's,
+    /// always in that order, and neither is held across an await.
+    pub fn reserve(
+        &self,
+        own: Option<(u64, u64)>,
+        shared: Option<(&BudgetState, u64, u64)>,
+        amount: u64,
+    ) -> Result<(), BudgetLevel> {
+        let mut s = self.lock();
+        if let Some((cap, period)) = own {
+            if !s.budget.fits(period, cap, amount) {
+                return Err(BudgetLevel::Own);
+            }
         }
+        if let Some((state, cap, period)) = shared {
+            let mut b = state.lock();
+            if !b.fits(period, cap, amount) {
+                return Err(BudgetLevel::Shared);
+            }
+            b.hold(period, amount);
+        }
+        if let Some((_, period)) = own {
+            s.budget.hold(period, amount);
+        }
+        Ok(())
+    }
+
+    /// Gives back a reservation on the consumer's own budget made in `period`.
+    pub fn release(&self, period: u64, amount: u64) {
+        self.lock().budget.release(period, amount);
     }
 
     /// Adds spend to `period`, and the request to the ledger under `day` and `model`.
     pub fn record(&self, period: u64, day: u64, model: &Arc<str>, entry: LedgerEntry) {
         let mut s = self.lock();
-        if s.spend_period != period {
-            s.spend_period = period;
-            s.spend_micro_usd = 0;
-        }
         // Usage and spend derive from the upstream's numbers: saturate, never wrap to a small
         // spend that would reopen a spent budget.
-        s.spend_micro_usd = s.spend_micro_usd.saturating_add(entry.micro_usd);
+        s.budget.charge(period, entry.micro_usd);
         let e = s.ledger.entry((day, model.clone())).or_default();
         e.requests = e.requests.saturating_add(entry.requests);
         e.input_tokens = e.input_tokens.saturating_add(entry.input_tokens);

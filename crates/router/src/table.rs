@@ -59,6 +59,8 @@ pub struct Route {
     /// What to do with hosted tools (Responses' `web_search` …) no backend runs for the
     /// caller: drop and name them, or refuse the request.
     pub unsupported_tools: UnsupportedTools,
+    /// `spec.defaultMaxOutputTokens`: the output cap budgets reserve when a request sets none.
+    pub default_max_output_tokens: Option<u64>,
     /// Retry budget, bound from the state registry when the table is published.
     pub(crate) budget: OnceLock<Arc<RetryBudget>>,
 }

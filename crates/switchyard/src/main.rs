@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_controller::{
     load_path, ControllerMetrics, FileSource, KubeOptions, KubeSource, LeaseConfig, Namespaces,
-    SpendFuture, SpendSource, TokenReviews,
+    SharedSpendFuture, SpendFuture, SpendSource, TokenReviews,
 };
 use switchyard_gateway::{
     server::{ListenerConfig, ListenerMetrics},
@@ -174,6 +174,13 @@ struct ServeArgs {
     /// with 503.
     #[arg(long, value_enum, default_value_t = RedisFailureMode::Open)]
     redis_failure_mode: RedisFailureMode,
+    /// How long a budget reservation holds in Redis when its request never settles (the
+    /// replica holding it crashed): longer than any request may run.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    budget_reservation_ttl: Duration,
+    /// How often `switchyard_budget_remaining_usd` is refreshed from the budget counters.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    budget_metrics_interval: Duration,
     /// Turn off the access log (one JSON line per request on stdout).
     #[arg(long)]
     no_access_log: bool,
@@ -493,7 +500,22 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("configuring Redis for shared limits")?,
         None => Limits::local(metrics.clone()),
-    });
+    }
+    .with_reservation_ttl(args.budget_reservation_ttl));
+    {
+        // Every replica exports what is left of each budget (Redis's figure when shared).
+        let (limits, table) = (limits.clone(), table.clone());
+        let every = args.budget_metrics_interval.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let t = table.load_full();
+                limits.refresh_budget_gauges(t.consumers()).await;
+            }
+        });
+    }
 
     let (source, config_shown, reviewer) = match &args.config {
         Some(path) => {
@@ -725,6 +747,15 @@ impl SpendSource for TableSpend {
             let table = self.table.load_full();
             let c = table.consumers().get(consumer)?;
             self.limits.period_spend(c).await
+        })
+    }
+
+    fn shared_spend<'a>(&'a self, budget: &'a str) -> SharedSpendFuture<'a> {
+        Box::pin(async move {
+            let table = self.table.load_full();
+            let b = table.consumers().budget(budget)?;
+            let spent = self.limits.shared_spend(b).await?;
+            Some((spent, b.consumers.iter().map(|c| c.to_string()).collect()))
         })
     }
 }

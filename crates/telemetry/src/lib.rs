@@ -12,7 +12,7 @@ pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
 pub use series::{RequestLabels, RequestSample};
 
 use prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
 };
 
@@ -63,6 +63,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `switchyard_limits_store_errors_total`: failed calls to the shared limit counters.
     pub limits_store_errors: IntCounter,
+    /// `switchyard_budget_remaining_usd{budget,kind}`: what is left of each budget in its
+    /// period (cap minus settled spend), `kind` `consumer` or `shared`.
+    pub budget_remaining_usd: GaugeVec,
     /// `switchyard_config_generation`: the generation of the routing table being served.
     pub config_generation: IntGauge,
 }
@@ -199,6 +202,13 @@ impl Metrics {
             "switchyard_limits_store_errors_total",
             "Calls to the shared limit counters (Redis) that failed; requests were then admitted or refused per the failure mode.",
         )?;
+        let budget_remaining_usd = GaugeVec::new(
+            Opts::new(
+                "switchyard_budget_remaining_usd",
+                "What is left of a budget in its current period: the cap minus settled spend, in USD (kind=consumer for an AIConsumer's own budget, shared for an AIBudget).",
+            ),
+            &["budget", "kind"],
+        )?;
         let config_generation = IntGauge::new(
             "switchyard_config_generation",
             "Generation of the routing table currently served.",
@@ -223,6 +233,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(limits_store_errors.clone()))?;
+        registry.register(Box::new(budget_remaining_usd.clone()))?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             registry,
@@ -244,6 +255,7 @@ impl Metrics {
             config_reloads,
             config_generation,
             limits_store_errors,
+            budget_remaining_usd,
         })
     }
 

@@ -12,7 +12,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Resource, ResourceExt};
-use switchyard_api::{AIConsumer, AIRoute, ModelBackend, Resources};
+use switchyard_api::{AIBudget, AIConsumer, AIRoute, ModelBackend, Resources};
 
 /// `(namespace, name)`.
 pub type ObjKey = (String, String);
@@ -45,6 +45,7 @@ pub struct Index {
     backends: BTreeMap<ObjKey, Arc<ModelBackend>>,
     routes: BTreeMap<ObjKey, Arc<AIRoute>>,
     consumers: BTreeMap<ObjKey, Arc<AIConsumer>>,
+    budgets: BTreeMap<ObjKey, Arc<AIBudget>>,
     secrets: BTreeMap<ObjKey, Arc<Secret>>,
 }
 
@@ -190,6 +191,7 @@ impl Index {
             backends: self.backends.values().map(|b| (**b).clone()).collect(),
             routes: self.routes.values().map(|r| (**r).clone()).collect(),
             consumers: self.consumers.values().map(|c| (**c).clone()).collect(),
+            budgets: self.budgets.values().map(|b| (**b).clone()).collect(),
             secrets: self
                 .secrets
                 .iter()
@@ -264,6 +266,15 @@ impl Indexed for AIConsumer {
     }
     fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
         &index.consumers
+    }
+}
+
+impl Indexed for AIBudget {
+    fn map(index: &mut Index) -> &mut BTreeMap<ObjKey, Arc<Self>> {
+        &mut index.budgets
+    }
+    fn map_ref(index: &Index) -> &BTreeMap<ObjKey, Arc<Self>> {
+        &index.budgets
     }
 }
 

@@ -43,7 +43,7 @@ use kube::{
     Api, Client, Resource,
 };
 use serde::de::DeserializeOwned;
-use switchyard_api::{AIConsumer, AIRoute, ModelBackend};
+use switchyard_api::{AIBudget, AIConsumer, AIRoute, ModelBackend};
 use switchyard_router::{Severity, TableHandle};
 use switchyard_telemetry::Metrics;
 use tokio::{sync::watch as channel, task::JoinSet};
@@ -52,7 +52,7 @@ pub use hold::{compile_holding, Held, LastGood, Outcome};
 pub use index::{Index, Kind, Namespaces, ObjKey};
 pub use lease::LeaseConfig;
 pub use metrics::ControllerMetrics;
-pub use spend::{SpendFuture, SpendSource};
+pub use spend::{SharedSpendFuture, SpendFuture, SpendSource};
 pub use status::{mark_held, verdicts, Hints, Verdict};
 pub use token_review::{TokenReviews, DEFAULT_AUDIENCE};
 
@@ -104,6 +104,7 @@ pub(crate) struct Stores {
     backends: Vec<Store<ModelBackend>>,
     routes: Vec<Store<AIRoute>>,
     consumers: Vec<Store<AIConsumer>>,
+    budgets: Vec<Store<AIBudget>>,
     secrets: Vec<Store<Secret>>,
 }
 
@@ -169,10 +170,14 @@ impl KubeSource {
         let mut tasks = JoinSet::new();
         let mut stores = Stores::default();
         let scopes = self.options.namespaces.watch_scopes();
+        let budgets_served = self.budgets_served(&scopes).await;
         for scope in &scopes {
             self.spawn_crd::<ModelBackend>(&mut tasks, &mut stores, scope, &trigger);
             self.spawn_crd::<AIRoute>(&mut tasks, &mut stores, scope, &trigger);
             self.spawn_crd::<AIConsumer>(&mut tasks, &mut stores, scope, &trigger);
+            if budgets_served {
+                self.spawn_crd::<AIBudget>(&mut tasks, &mut stores, scope, &trigger);
+            }
             let mut config = watcher::Config::default();
             if let Some(sel) = &self.options.secret_selector {
                 config = config.labels(sel);
@@ -214,6 +219,7 @@ impl KubeSource {
                 Arc::clone(source),
                 *interval,
                 self.controller.clone(),
+                self.options.lease.identity.clone(),
                 leading_rx.clone(),
                 stop_rx.clone(),
             ));
@@ -258,6 +264,23 @@ impl KubeSource {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
         tasks.abort_all();
+    }
+
+    /// Whether the API server serves AIBudget. A cluster upgraded without its new CRD (Helm
+    /// does not upgrade CRDs) still serves everything else; consumers naming a budget are
+    /// then refused with `BudgetNotFound`. Only a 404 counts as not served.
+    async fn budgets_served(&self, scopes: &[Option<String>]) -> bool {
+        let api: Api<AIBudget> = match scopes.first().cloned().flatten() {
+            Some(ns) => Api::namespaced(self.client.clone(), &ns),
+            None => Api::all(self.client.clone()),
+        };
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::warn!("the AIBudget CRD is not installed: shared budgets are off (install crds/aibudgets.switchyard.dev.yaml)");
+                false
+            }
+            _ => true,
+        }
     }
 
     fn spawn_crd<K>(
@@ -335,6 +358,7 @@ impl Rebuild<'_> {
         self.stores.fill::<ModelBackend>(&mut index);
         self.stores.fill::<AIRoute>(&mut index);
         self.stores.fill::<AIConsumer>(&mut index);
+        self.stores.fill::<AIBudget>(&mut index);
         // Publish the referenced Secrets *before* reading the Secret stores: a Secret event
         // handled after this sees the new set and triggers, one handled before is already
         // in the stores read below. Either way no change is missed. Those of the versions
@@ -454,6 +478,7 @@ impl Stores {
         all(&self.backends).await
             && all(&self.routes).await
             && all(&self.consumers).await
+            && all(&self.budgets).await
             && all(&self.secrets).await
     }
 }
@@ -485,6 +510,16 @@ impl Stored for AIConsumer {
     }
     fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
         &mut s.consumers
+    }
+}
+
+impl Stored for AIBudget {
+    const LABEL: &'static str = "AIBudget";
+    fn stores(s: &Stores) -> &[Store<Self>] {
+        &s.budgets
+    }
+    fn stores_mut(s: &mut Stores) -> &mut Vec<Store<Self>> {
+        &mut s.budgets
     }
 }
 

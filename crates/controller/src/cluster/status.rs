@@ -76,6 +76,7 @@ pub const READY: &str = "Ready";
 const REF_REASONS: &[Reason] = &[
     Reason::BackendNotFound,
     Reason::SecretNotFound,
+    Reason::BudgetNotFound,
     Reason::RefNotPermitted,
     Reason::ModelNotServed,
 ];

@@ -85,6 +85,7 @@ pub fn mk_route(ns: &str, name: &str, models: &[&str], backend: &str) -> AIRoute
             strategy: None,
             affinity: None,
             unsupported_tools: None,
+            default_max_output_tokens: None,
         },
         status: None,
     }
@@ -103,6 +104,7 @@ pub fn mk_consumer(ns: &str, name: &str, secret: &str) -> AIConsumer {
             allow: vec![],
             limits: None,
             budget: None,
+            budget_ref: None,
         },
         status: None,
     }
