@@ -53,9 +53,11 @@ envtest:
 envtest-stop:
 	tests/k8s/envtest.sh stop
 
+## Formatting, clippy, and no module cycles inside the data plane (scripts/module_cycles.py).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) scripts/module_cycles.py crates/gateway/src
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,7 +19,9 @@ pub use budget::{AIBudget, AIBudgetSpec, AIBudgetStatus};
 pub use common::{parse_duration, parse_price, Condition, MicroUsd, SecretKeyRef};
 pub use consumer::{AIConsumer, AIConsumerSpec, AIConsumerStatus};
 pub use document::{DocumentError, Origin, Resources};
-pub use route::{Affinity, AIRoute, AIRouteSpec, AIRouteStatus, Strategy, UnsupportedTools};
+pub use route::{
+    AIRoute, AIRouteSpec, AIRouteStatus, Affinity, Strategy, UnsupportedTools, WebSearch,
+};
 pub use validate::{FieldError, Reason};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -154,7 +154,13 @@ pub enum RetryOn {
     Connect,
 }
 
-/// Which requests count as one conversation for prompt-cache affinity.
+/// Prompt-cache affinity: which requests count as one conversation, kept on one backend and
+/// upstream key so the provider's prompt cache warmed by one turn serves the next (weighted
+/// rendezvous hashing: weights hold in aggregate; a conversation moves only when its backend
+/// is unhealthy or saturated or its key resting). `prefix` (default): the
+/// `x-switchyard-affinity` header, else `prompt_cache_key`, else `metadata.user_id` (or
+/// `safety_identifier` / `user`), else a hash of the system prompt, tools and first message;
+/// `session`: the named keys only; `none`: random by weight. See docs/pricing.md.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Affinity {

@@ -646,6 +646,7 @@ mod tests {
             timeout: None,
             strategy: None,
             affinity: None,
+            web_search: None,
             unsupported_tools: None,
             default_max_output_tokens: None,
         }

@@ -34,7 +34,7 @@ pub enum GatewayError {
     BodyRead(String),
     /// The body did not arrive in time (`--body-read-timeout`, `--request-read-timeout`).
     #[error(transparent)]
-    BodyTimeout(#[from] crate::server::BodyTimedOut),
+    BodyTimeout(#[from] crate::body::BodyTimedOut),
     /// The body is not a valid request.
     #[error(transparent)]
     Decode(#[from] DecodeError),

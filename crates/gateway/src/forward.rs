@@ -135,7 +135,7 @@ impl Shared {
             Some(_) => target.pricing,
             None => backend.pricing(upstream_model),
         };
-        let encoded = match decoded.plan(backend, upstream_model) {
+        let encoded = match decoded.plan(backend, upstream_model, route) {
             Ok(Plan::Call(e)) => e,
             Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
             // A parameter this backend's format cannot carry may suit the next target (a
@@ -158,6 +158,7 @@ impl Shared {
             upstream_op,
             translate_from,
             headers: provider_headers,
+            dropped,
         } = encoded;
         let Some(uri) = backend.uri(upstream_op, upstream_model, decoded.stream()) else {
             // Only a model the backend does not list gets here (a route forwarding the
@@ -248,6 +249,11 @@ impl Shared {
                             .observe_rate_limit(rate_limit_hint(resp.headers()));
                     }
                     let latency = sent_at.elapsed();
+                    // What translation left out for this target, for the caller
+                    // (x-switchyard-dropped) and the access log. Set on every answer, so an
+                    // earlier translated target's list never outlives it; a passthrough
+                    // target got the request whole.
+                    record.dropped = dropped.clone();
                     match self
                         .respond(
                             resp,
@@ -473,10 +479,6 @@ impl Shared {
             });
         let backend = &target.backend;
         let caller = decoded.format();
-        // What translation left out, for the caller (x-switchyard-dropped) and the access log.
-        // Set on every answer, so an earlier translated target's list never outlives it; a
-        // passthrough target got the request whole.
-        record.dropped = translate_from.and_then(|_| decoded.dropped_header());
         if decoded.stream() && is_sse {
             // The record (and the concurrency slot in it) moves into the body: it is written
             // when the stream ends.

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use switchyard_providers::{
     anthropic,
-    chat::{self, Dropped, TranslateError},
+    chat::{self, Dropped, TranslateError, UnsupportedTools, WebSearch},
     openai, responses,
     transcode::{self, BackendFormat, Format, Transcoder, Translated},
     Operation,
 };
-use switchyard_router::Backend;
+use switchyard_router::{Backend, Route};
 
 use crate::error::GatewayError;
 
@@ -26,7 +26,7 @@ pub(crate) enum Inbound<'a> {
         req: openai::Request<'a>,
         body: &'a [u8],
         /// `body` in the chat model, decoded by the first target that translates it and kept
-        /// for the others (and for [`Inbound::dropped`]).
+        /// for the others.
         translated: OnceLock<chat::Request>,
     },
     /// `/v1/messages`, `/v1/messages/count_tokens`.
@@ -62,6 +62,11 @@ pub(crate) struct Encoded {
     pub translate_from: Option<BackendFormat>,
     /// Extra request headers for this provider.
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// What translation left out of the caller's request for this target (fields that only
+    /// tune the provider, tools it cannot run), as the `x-switchyard-dropped` response
+    /// header's value; `None` when nothing was, and always for a passthrough target, which
+    /// gets the request whole (docs/forward-compatibility.md).
+    pub dropped: Option<HeaderValue>,
 }
 
 /// What to do with a target.
@@ -171,46 +176,6 @@ impl<'a> Inbound<'a> {
         }
     }
 
-    /// What translation left out of the caller's request because it only tunes the provider
-    /// (docs/forward-compatibility.md): known once a target has been translated for, and
-    /// only meaningful for a response from a translated target (`Encoded::translate_from`);
-    /// a passthrough target gets the request whole.
-    pub fn dropped(&self) -> Option<&Dropped> {
-        match self {
-            Inbound::OpenAi { translated, .. } | Inbound::Anthropic { translated, .. } => {
-                translated.get().map(|r| &r.dropped)
-            }
-            Inbound::Responses { decoded, .. } => decoded.as_ref().ok().map(|d| &d.request.dropped),
-        }
-    }
-
-    /// [`Self::dropped`] as the `x-switchyard-dropped` response header's value, when anything
-    /// was left out.
-    pub fn dropped_header(&self) -> Option<HeaderValue> {
-        self.dropped()
-            .filter(|d| !d.is_empty())
-            .and_then(|d| HeaderValue::from_str(&d.header_value()).ok())
-    }
-
-    /// Refuses a Responses request that declared hosted tools (`web_search` …), for a route
-    /// whose `unsupportedTools` policy is `reject`; by default they are left out and named in
-    /// [`Self::dropped`]. Other callers' requests pass.
-    pub fn reject_unsupported_tools(&self) -> Result<(), GatewayError> {
-        match self {
-            Inbound::Responses {
-                decoded: Ok(decoded),
-                ..
-            } => decoded
-                .reject_unsupported_tools()
-                .map_err(GatewayError::Translate),
-            // Refused by every translated target anyway (see `plan`).
-            Inbound::Responses {
-                decoded: Err(_), ..
-            } => Ok(()),
-            Inbound::OpenAi { .. } | Inbound::Anthropic { .. } => Ok(()),
-        }
-    }
-
     /// The stream translator from a backend in `from` to this caller; `upstream_model`
     /// names the answering model where the upstream names none.
     pub fn transcoder(&self, from: BackendFormat, upstream_model: &str) -> Transcoder {
@@ -244,10 +209,20 @@ impl<'a> Inbound<'a> {
         transcode::response_naming_model(from, self.format(), echo, body, upstream_model)
     }
 
-    /// How to call `backend` with `upstream_model`: passthrough when the backend speaks the
-    /// caller's format, translation through the internal chat model when it does not. Only
-    /// the backend's format matters here, so a new provider of a known format needs nothing.
-    pub fn plan(&self, backend: &Backend, upstream_model: &str) -> Result<Plan, GatewayError> {
+    /// How to call `backend` with `upstream_model` on `route`: passthrough when the backend
+    /// speaks the caller's format, translation through the internal chat model when it does
+    /// not. Only the backend's format matters here, so a new provider of a known format needs
+    /// nothing. Tools that run on a provider's servers are judged here, per target: a
+    /// passthrough target gets them as sent, a translating one runs the caller's web search
+    /// on its own search when it has one and the route allows it (`webSearch: backend`), and
+    /// otherwise leaves them out or, on a route whose `unsupportedTools` is `reject`, refuses
+    /// the request (so a fallback that can take it is tried).
+    pub fn plan(
+        &self,
+        backend: &Backend,
+        upstream_model: &str,
+        route: &Route,
+    ) -> Result<Plan, GatewayError> {
         let unsupported = || GatewayError::UnsupportedByBackend {
             backend: backend.name.to_string(),
             provider: backend.provider.as_str(),
@@ -266,8 +241,9 @@ impl<'a> Inbound<'a> {
             h
         };
         let to = backend.format;
-        let translated = |body: Vec<u8>| Encoded {
+        let translated = |(body, dropped): (Vec<u8>, Option<HeaderValue>)| Encoded {
             body: Bytes::from(body),
+            dropped,
             // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
             upstream_op: match to {
                 BackendFormat::Anthropic => Operation::Messages,
@@ -297,7 +273,7 @@ impl<'a> Inbound<'a> {
                     cache.get_or_init(|| r)
                 }
             };
-            transcode::encode_request(req, to, backend.dialect, upstream_model)
+            encode_translated(req, to, backend, upstream_model, route)
                 .map(translated)
                 .map_err(GatewayError::Translate)
         };
@@ -308,6 +284,7 @@ impl<'a> Inbound<'a> {
                 upstream_op: *op,
                 translate_from: None,
                 headers: Vec::new(),
+                dropped: None,
             },
             (
                 Inbound::OpenAi {
@@ -332,6 +309,7 @@ impl<'a> Inbound<'a> {
                 upstream_op: *op,
                 translate_from: None,
                 headers: anthropic_headers(version.as_ref(), beta.as_ref()),
+                dropped: None,
             },
             (
                 Inbound::Anthropic {
@@ -357,19 +335,20 @@ impl<'a> Inbound<'a> {
                 upstream_op: Operation::Responses,
                 translate_from: None,
                 headers: Vec::new(),
+                dropped: None,
             },
             (Inbound::Responses { decoded, .. }, _) => {
                 let decoded = decoded
                     .as_ref()
                     .map_err(|e| GatewayError::Translate(e.clone()))?;
+                if route.unsupported_tools == UnsupportedTools::Reject {
+                    decoded
+                        .reject_tools_not_run(runs_web_search(route, to))
+                        .map_err(GatewayError::Translate)?;
+                }
                 translated(
-                    transcode::encode_request(
-                        &decoded.request,
-                        to,
-                        backend.dialect,
-                        upstream_model,
-                    )
-                    .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
+                    encode_translated(&decoded.request, to, backend, upstream_model, route)
+                        .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
                 )
             }
             _ => return Err(unsupported()),
@@ -378,39 +357,307 @@ impl<'a> Inbound<'a> {
     }
 }
 
+/// Whether a translating target of format `to` on `route` runs the caller's web search.
+fn runs_web_search(route: &Route, to: BackendFormat) -> bool {
+    route.backend_web_search && WebSearch::runs_on(to)
+}
+
+/// Encodes `req` for a translating target, with the `x-switchyard-dropped` value for it. The
+/// caller's web search goes along when the target runs it (the options it has no setting for
+/// named as dropped); otherwise it is left out and named, or refused on a route whose
+/// `unsupportedTools` is `reject`.
+fn encode_translated(
+    req: &chat::Request,
+    to: BackendFormat,
+    backend: &Backend,
+    upstream_model: &str,
+    route: &Route,
+) -> Result<(Vec<u8>, Option<HeaderValue>), TranslateError> {
+    let header = |d: &Dropped| {
+        (!d.is_empty())
+            .then(|| HeaderValue::from_str(&d.header_value()).ok())
+            .flatten()
+    };
+    let Some(search) = &req.web_search else {
+        let body = transcode::encode_request(req, to, backend.dialect, upstream_model)?;
+        return Ok((body, header(&req.dropped)));
+    };
+    if runs_web_search(route, to) {
+        let body = transcode::encode_request(req, to, backend.dialect, upstream_model)?;
+        let mut dropped = req.dropped.clone();
+        for name in search.options_lost_on(to) {
+            dropped.push(name);
+        }
+        return Ok((body, header(&dropped)));
+    }
+    if route.unsupported_tools == UnsupportedTools::Reject {
+        return Err(search.refusal());
+    }
+    // Only requests asking for a search the target cannot run pay for this copy.
+    let mut without = req.clone();
+    without.web_search = None;
+    without.dropped.push(&search.dropped_name());
+    let body = transcode::encode_request(&without, to, backend.dialect, upstream_model)?;
+    Ok((body, header(&without.dropped)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// Backends of each kind on the mock's address, and routes over them (model = route).
+    const TABLE: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: k}
+stringData: {k: sk-1}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: openai}
+spec: {provider: openai, endpoint: "http://127.0.0.1:9/v1", auth: {secretRef: {name: k, key: k}}, models: [{name: gpt}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: anthropic}
+spec: {provider: anthropic, endpoint: "http://127.0.0.1:9", auth: {secretRef: {name: k, key: k}}, models: [{name: claude}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: gemini}
+spec: {provider: gemini, endpoint: "http://127.0.0.1:9", auth: {secretRef: {name: k, key: k}}, models: [{name: gem}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: compat}
+spec: {provider: openai-compatible, endpoint: "http://127.0.0.1:9/v1", auth: {secretRef: {name: k, key: k}}, models: [{name: qwen}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: strict}
+spec:
+  match: {models: [strict]}
+  unsupportedTools: reject
+  backends: [{backendRef: {name: openai}, model: gpt}]
+  fallbacks: [{backendRef: {name: anthropic}, model: claude}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: lenient}
+spec:
+  match: {models: [lenient]}
+  backends: [{backendRef: {name: compat}, model: qwen}]
+  fallbacks: [{backendRef: {name: anthropic}, model: claude}, {backendRef: {name: gemini}, model: gem}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: search}
+spec:
+  match: {models: [search]}
+  webSearch: backend
+  unsupportedTools: reject
+  backends: [{backendRef: {name: compat}, model: qwen}]
+  fallbacks: [{backendRef: {name: anthropic}, model: claude}, {backendRef: {name: gemini}, model: gem}]
+"#;
+
+    fn table() -> switchyard_router::RoutingTable {
+        let mut r = switchyard_api::Resources::default();
+        let errs = r.parse_yaml(
+            "t.yaml",
+            TABLE,
+            &std::collections::HashMap::<String, String>::new(),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let c = switchyard_router::compile(&r, 1);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        c.table
+    }
+
+    /// Each of the route's targets in order (primary, then fallbacks), planned for `inbound`.
+    fn plans(
+        t: &switchyard_router::RoutingTable,
+        inbound: &Inbound<'_>,
+    ) -> Vec<Result<Encoded, GatewayError>> {
+        let route = t
+            .route(inbound.model(), &HeaderMap::new(), None)
+            .unwrap()
+            .route;
+        route
+            .targets
+            .iter()
+            .chain(&route.fallbacks)
+            .map(|target| {
+                let model = target.upstream_model(inbound.model());
+                inbound
+                    .plan(&target.backend, model, route)
+                    .map(|p| match p {
+                        Plan::Call(e) => e,
+                        Plan::Estimate => panic!("estimate"),
+                    })
+            })
+            .collect()
+    }
+
+    fn json(e: &Encoded) -> Value {
+        serde_json::from_slice(&e.body).unwrap()
+    }
+
+    fn dropped(e: &Encoded) -> Option<&str> {
+        e.dropped.as_ref().map(|d| d.to_str().unwrap())
+    }
+
+    fn refused_param(r: &Result<Encoded, GatewayError>) -> String {
+        match r {
+            Err(GatewayError::Translate(TranslateError::Refused { param, .. })) => param.clone(),
+            Err(e) => panic!("not a refusal: {e}"),
+            Ok(e) => panic!("not refused: {}", String::from_utf8_lossy(&e.body)),
+        }
+    }
+
+    fn decode(op: Operation, body: &str) -> Inbound<'_> {
+        Inbound::decode(op, body.as_bytes(), &HeaderMap::new()).unwrap()
+    }
 
     #[test]
-    fn dropped_fields_become_one_header_value() {
-        let body = br#"{"model":"m","input":"hi","prompt_cache_key":"k","tools":[{"type":"web_search"}],"store":false}"#;
-        let inbound = Inbound::decode(Operation::Responses, body, &HeaderMap::new()).unwrap();
-        assert_eq!(
-            inbound.dropped_header().unwrap(),
-            "tools[0](web_search), prompt_cache_key"
-        );
-        assert!(matches!(
-            inbound.reject_unsupported_tools(),
-            Err(GatewayError::Translate(e)) if e.param() == "tools[0].type"
-        ));
-        // State the gateway keeps none of is refused only by targets that translate: the
-        // request decodes, for a backend serving the Responses API to take.
-        let body = br#"{"model":"m","input":"hi","previous_response_id":"resp_1","max_output_tokens":7,"stream":true}"#;
-        let inbound = Inbound::decode(Operation::Responses, body, &HeaderMap::new()).unwrap();
+    fn dropped_fields_are_named_per_target() {
+        let t = table();
+        let body = r#"{"model":"lenient","input":"hi","prompt_cache_key":"k","tools":[{"type":"web_search"},{"type":"file_search"}],"store":false}"#;
+        let inbound = decode(Operation::Responses, body);
+        let p = plans(&t, &inbound);
+        // The search is left out for every translating target that does not run it (the
+        // route does not allow it), like the other hosted tools.
+        for e in &p {
+            let e = e.as_ref().unwrap();
+            assert_eq!(
+                dropped(e).unwrap(),
+                "tools[1](file_search), prompt_cache_key, tools[0](web_search)"
+            );
+            assert!(!String::from_utf8_lossy(&e.body).contains("search"));
+        }
+        // A passthrough target gets the request whole, and nothing is named.
+        let body = r#"{"model":"strict","input":"hi","prompt_cache_key":"k","tools":[{"type":"web_search"}]}"#;
+        let inbound = decode(Operation::Responses, body);
+        let e = plans(&t, &inbound).remove(0).unwrap();
+        assert_eq!((e.translate_from, dropped(&e)), (None, None));
+        assert_eq!(json(&e)["tools"][0]["type"], "web_search");
+        // State the gateway keeps none of is refused only by targets that translate.
+        let body = r#"{"model":"strict","input":"hi","previous_response_id":"resp_1","max_output_tokens":7,"stream":true}"#;
+        let inbound = decode(Operation::Responses, body);
         assert_eq!(
             (inbound.model(), inbound.stream(), inbound.max_tokens()),
-            ("m", true, Some(7))
+            ("strict", true, Some(7))
         );
-        assert!(inbound.dropped().is_none() && inbound.reject_unsupported_tools().is_ok());
+        let p = plans(&t, &inbound);
+        assert!(p[0].is_ok());
+        assert_eq!(refused_param(&p[1]), "previous_response_id");
         assert!(matches!(
             Inbound::decode(Operation::Responses, b"[1]", &HeaderMap::new()),
             Err(GatewayError::Translate(_))
         ));
-        // Nothing is known to be dropped before a target translates the request.
-        let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"context_management":{}}"#;
-        let inbound = Inbound::decode(Operation::Messages, body, &HeaderMap::new()).unwrap();
-        assert!(inbound.dropped().is_none() && inbound.dropped_header().is_none());
-        assert!(inbound.reject_unsupported_tools().is_ok());
+        // An Anthropic caller's provider-only fields, named for the targets that translate.
+        let body = r#"{"model":"lenient","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"context_management":{}}"#;
+        let inbound = decode(Operation::Messages, body);
+        let p = plans(&t, &inbound);
+        assert_eq!(dropped(p[0].as_ref().unwrap()), Some("context_management"));
+        assert_eq!(
+            dropped(p[1].as_ref().unwrap()),
+            None,
+            "anthropic: passthrough"
+        );
+    }
+
+    #[test]
+    fn reject_is_decided_per_target() {
+        let t = table();
+        // A Responses passthrough backend first keeps the hosted tools; the translating
+        // fallback refuses them, so the route still serves the request through the first.
+        let body = r#"{"model":"strict","input":"hi","tools":[{"type":"function","name":"f","parameters":{}},{"type":"web_search_preview"},{"type":"code_interpreter","container":{"type":"auto"}}]}"#;
+        let inbound = decode(Operation::Responses, body);
+        let p = plans(&t, &inbound);
+        let tools = json(p[0].as_ref().unwrap())["tools"].clone();
+        assert_eq!(tools[1]["type"], "web_search_preview");
+        assert_eq!(tools[2]["type"], "code_interpreter");
+        assert_eq!(refused_param(&p[1]), "tools[2].type");
+        // Only a web search: refused by the fallback, which the route does not let search.
+        let body = r#"{"model":"strict","input":"hi","tools":[{"type":"web_search"}]}"#;
+        let p = plans(&t, &decode(Operation::Responses, body));
+        assert!(p[0].is_ok());
+        assert_eq!(refused_param(&p[1]), "tools[0].type");
+        // Without hosted tools there is nothing to refuse.
+        let body = r#"{"model":"strict","input":"hi"}"#;
+        assert!(plans(&t, &decode(Operation::Responses, body))
+            .iter()
+            .all(Result::is_ok));
+        // The message names the policy and never calls the tools the client's own.
+        let body = r#"{"model":"strict","messages":[{"role":"user","content":"hi"}],"web_search_options":{}}"#;
+        let p = plans(&t, &decode(Operation::ChatCompletions, body));
+        // OpenAI in, OpenAI out: the hot path sends it as it is.
+        assert!(json(p[0].as_ref().unwrap())
+            .get("web_search_options")
+            .is_some());
+        let msg = p[1].as_ref().err().unwrap().to_string();
+        assert!(
+            msg.contains("web_search_options") && msg.contains("unsupportedTools: reject"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn web_search_runs_on_the_backends_own_search_where_the_route_allows() {
+        let t = table();
+        let body = r#"{"model":"search","input":"news?","tools":[{"type":"web_search","filters":{"allowed_domains":["example.com"]},"user_location":{"type":"approximate","country":"GB","city":"London"},"search_context_size":"low"}]}"#;
+        let inbound = decode(Operation::Responses, body);
+        let p = plans(&t, &inbound);
+        // openai-compatible has no search: refused (the route rejects what it cannot run),
+        // so the fallbacks are tried.
+        assert_eq!(refused_param(&p[0]), "tools[0].type");
+        // Anthropic: its server-side web search tool, with the filter and location.
+        let a = p[1].as_ref().unwrap();
+        assert_eq!(
+            json(a)["tools"],
+            serde_json::json!([{"type": "web_search_20250305", "name": "web_search",
+                "allowed_domains": ["example.com"],
+                "user_location": {"type": "approximate", "city": "London", "country": "GB"}}])
+        );
+        assert_eq!(dropped(a), None);
+        // Gemini: Google Search grounding, which takes neither: both named.
+        let g = p[2].as_ref().unwrap();
+        assert_eq!(json(g)["tools"], serde_json::json!([{"google_search": {}}]));
+        assert_eq!(
+            dropped(g),
+            Some("web_search.allowed_domains, web_search.user_location")
+        );
+        // An Anthropic caller's web search, translated for Gemini beside its function tools.
+        let body = r#"{"model":"search","max_tokens":50,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"f","input_schema":{"type":"object","properties":{"a":{"type":"string"}}}},{"type":"web_search_20250305","name":"web_search","max_uses":3}]}"#;
+        let p = plans(&t, &decode(Operation::Messages, body));
+        assert_eq!(refused_param(&p[0]), "tools[1].type");
+        // The Anthropic backend: passthrough, the caller's own tool as sent.
+        assert_eq!(json(p[1].as_ref().unwrap())["tools"][1]["max_uses"], 3);
+        let g = p[2].as_ref().unwrap();
+        let tools = json(g)["tools"].clone();
+        assert_eq!(tools[0]["functionDeclarations"][0]["name"], "f");
+        assert_eq!(tools[1], serde_json::json!({"google_search": {}}));
+        assert_eq!(dropped(g), Some("web_search.max_uses"));
+        // Chat's web_search_options, to Anthropic.
+        let body = r#"{"model":"search","messages":[{"role":"user","content":"hi"}],"web_search_options":{"search_context_size":"high","user_location":{"type":"approximate","approximate":{"country":"DE"}}}}"#;
+        let p = plans(&t, &decode(Operation::ChatCompletions, body));
+        // OpenAI in, OpenAI dialect out: the hot path passes it on untouched.
+        assert!(json(p[0].as_ref().unwrap())
+            .get("web_search_options")
+            .is_some());
+        assert_eq!(
+            json(p[1].as_ref().unwrap())["tools"],
+            serde_json::json!([{"type": "web_search_20250305", "name": "web_search",
+                "user_location": {"type": "approximate", "country": "DE"}}])
+        );
+        // On a route that does not allow it, Gemini leaves the search out and names it.
+        let body = r#"{"model":"lenient","messages":[{"role":"user","content":"hi"}],"web_search_options":{}}"#;
+        let p = plans(&t, &decode(Operation::ChatCompletions, body));
+        for e in &p[1..] {
+            let e = e.as_ref().unwrap();
+            assert_eq!(dropped(e), Some("web_search_options"));
+            assert!(json(e).get("tools").is_none() && json(e).get("web_search_options").is_none());
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod busy_poll;
 mod connect;
 pub mod error;
 mod forward;
+mod headers;
 mod inbound;
 pub mod pool;
 mod record;

@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use switchyard_providers::{chat::UnsupportedTools, transcode::Format, Operation};
+use switchyard_providers::{transcode::Format, Operation};
 use switchyard_router::budget::{max_cost_micro_usd, output_cap, reserve_prices};
 use switchyard_router::state::{LimitExceeded, WindowStatus};
 use switchyard_router::{RoutingTable, TableHandle};
@@ -345,11 +345,6 @@ impl Shared {
         let route = matched.route;
         record.route = Some(Arc::clone(&route.name));
         record.model = Some(Arc::clone(matched.model_label));
-        // Hosted tools were dropped at decode time (the route was not known yet); a route
-        // that refuses them says so now, before anything is admitted or sent.
-        if route.unsupported_tools == UnsupportedTools::Reject {
-            decoded.reject_unsupported_tools()?;
-        }
         let mut window_headers = None;
         if let Some(c) = consumer {
             if !c.allows(decoded.model(), &route.name) {

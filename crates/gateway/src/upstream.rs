@@ -274,7 +274,7 @@ fn prepare(
         }),
     );
     h.insert(header::USER_AGENT, USER_AGENT.clone());
-    h.insert(crate::service::X_REQUEST_ID.clone(), request_id.clone());
+    h.insert(crate::headers::X_REQUEST_ID.clone(), request_id.clone());
     if let Some(key) = key {
         h.insert(key.name.clone(), key.header.clone());
     }

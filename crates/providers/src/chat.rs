@@ -63,6 +63,12 @@ pub struct Request {
     /// What the decoder left out of the caller's request because it only tunes the provider
     /// (see `docs/forward-compatibility.md`), named as the caller sent it.
     pub dropped: Dropped,
+    /// A search of the web the provider runs while it answers, when the caller declared one
+    /// (Responses' `web_search` tool, Chat's `web_search_options`, Anthropic's
+    /// `web_search_20250305`). Only some backends run one ([`WebSearch::runs_on`]); the
+    /// gateway decides per target, by the route's settings, whether it is sent, left out or
+    /// refused, and encoders send it whenever it is here.
+    pub web_search: Option<WebSearch>,
 }
 
 impl Request {
@@ -344,6 +350,40 @@ pub enum Thinking {
     Adaptive,
 }
 
+/// A web search the caller asked the provider to run (see [`Request::web_search`]): the
+/// options every search tool shares. Anthropic's web search takes them all; Gemini's Google
+/// Search grounding none of them, so they are left out there (named by
+/// [`WebSearch::options_lost_on`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebSearch {
+    /// Where the caller declared it: `tools[3]`, `web_search_options`.
+    pub param: String,
+    /// The caller's tool type (`web_search`, `web_search_preview`, `web_search_20250305`),
+    /// or the parameter's name for Chat's `web_search_options`.
+    pub kind: String,
+    /// At most this many searches in one answer (Anthropic's `max_uses`).
+    pub max_uses: Option<u64>,
+    /// Only results from these domains.
+    pub allowed_domains: Vec<String>,
+    /// Never results from these domains.
+    pub blocked_domains: Vec<String>,
+    /// Where the user roughly is, to localize results.
+    pub user_location: Option<UserLocation>,
+}
+
+/// An approximate user location (every search tool's `user_location`, `type: approximate`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserLocation {
+    /// City name.
+    pub city: Option<String>,
+    /// Region or state.
+    pub region: Option<String>,
+    /// Two-letter ISO country code.
+    pub country: Option<String>,
+    /// IANA time zone.
+    pub timezone: Option<String>,
+}
+
 /// What to do with a tool that runs on a provider's servers (Responses' `web_search`,
 /// `file_search` …) when no backend the gateway can call runs it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -488,6 +528,106 @@ pub enum TranslateError {
         /// Why.
         why: &'static str,
     },
+}
+
+// === impl WebSearch ===
+
+impl WebSearch {
+    /// Whether a backend of format `to` runs a web search of its own: Anthropic's server-side
+    /// web search tool, Gemini's Google Search grounding.
+    pub fn runs_on(to: crate::transcode::BackendFormat) -> bool {
+        use crate::transcode::BackendFormat;
+        match to {
+            BackendFormat::Anthropic | BackendFormat::Gemini => true,
+            BackendFormat::OpenAiChat | BackendFormat::Bedrock => false,
+        }
+    }
+
+    /// The name in `x-switchyard-dropped` when the search is left out: `tools[3](web_search)`.
+    pub fn dropped_name(&self) -> String {
+        if self.param == self.kind {
+            self.param.clone()
+        } else {
+            format!("{}({})", self.param, self.kind)
+        }
+    }
+
+    /// The parameter a refusal names: `tools[3].type`, `web_search_options`.
+    pub fn refused_param(&self) -> String {
+        if self.param == self.kind {
+            self.param.clone()
+        } else {
+            format!("{}.type", self.param)
+        }
+    }
+
+    /// The refusal of a route whose `unsupportedTools` policy is `reject`, for a target that
+    /// does not run the search.
+    pub fn refusal(&self) -> TranslateError {
+        TranslateError::Refused {
+            param: self.refused_param(),
+            why: "web search runs on the provider's servers: this backend has none the gateway \
+                  can use (Anthropic and Gemini backends do, on a route that sets webSearch: \
+                  backend), and this route refuses requests that ask for it \
+                  (unsupportedTools: reject)",
+        }
+    }
+
+    /// The options a backend of format `to` has no setting for, as `web_search.NAME`: the
+    /// search still runs there, without them.
+    pub fn options_lost_on(&self, to: crate::transcode::BackendFormat) -> Vec<&'static str> {
+        use crate::transcode::BackendFormat;
+        let mut lost = Vec::new();
+        if to == BackendFormat::Gemini {
+            if self.max_uses.is_some() {
+                lost.push("web_search.max_uses");
+            }
+            if !self.allowed_domains.is_empty() {
+                lost.push("web_search.allowed_domains");
+            }
+            if !self.blocked_domains.is_empty() {
+                lost.push("web_search.blocked_domains");
+            }
+            if self.user_location.is_some() {
+                lost.push("web_search.user_location");
+            }
+        }
+        lost
+    }
+}
+
+// === impl UserLocation ===
+
+impl UserLocation {
+    /// Reads `{type: approximate, city, region, country, timezone}` (the `type` and unknown
+    /// fields are not checked: only the provider knows its newest kinds).
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let loc = UserLocation {
+            city: s("city"),
+            region: s("region"),
+            country: s("country"),
+            timezone: s("timezone"),
+        };
+        (loc != UserLocation::default()).then_some(loc)
+    }
+
+    /// `{type: approximate, …}` with the fields that are set.
+    pub fn to_json(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        o.insert("type".into(), "approximate".into());
+        for (k, v) in [
+            ("city", &self.city),
+            ("region", &self.region),
+            ("country", &self.country),
+            ("timezone", &self.timezone),
+        ] {
+            if let Some(v) = v {
+                o.insert(k.into(), v.clone().into());
+            }
+        }
+        Value::Object(o)
+    }
 }
 
 // === impl Dropped ===

@@ -341,7 +341,11 @@ fn codex_decodes_into_the_chat_model() {
     assert_eq!(req.reasoning_effort.as_deref(), Some("medium"));
     let mut dropped = req.dropped.names().to_vec();
     dropped.sort();
-    assert_eq!(dropped, ["prompt_cache_key", "tools[5](web_search)"]);
+    assert_eq!(dropped, ["prompt_cache_key"]);
+    // The web search is kept for the gateway to judge per target (run, left out or refused).
+    let search = req.web_search.as_ref().unwrap();
+    assert_eq!(search.dropped_name(), "tools[5](web_search)");
+    assert_eq!(search.refused_param(), "tools[5].type");
     // The response echoes the caller's own tools, namespace and web search included.
     let out = responses::encode_response(
         &chat::Response {
@@ -362,13 +366,16 @@ fn codex_decodes_into_the_chat_model() {
 #[test]
 fn codex_request_to_every_backend() {
     let d = codex();
+    // As the gateway sends it on a route that runs no web search (the default): without it.
+    let mut without_search = d.request.clone();
+    without_search.web_search = None;
     for (name, to, dialect, model) in BACKENDS {
         let model = if to == BackendFormat::OpenAiChat && dialect == Dialect::OpenAi {
             "gpt-5.1-codex"
         } else {
             model
         };
-        let v = encode(&d.request, to, dialect, model);
+        let v = encode(&without_search, to, dialect, model);
         golden(&format!("codex_request_to_{name}.json"), &v);
         let text = v.to_string();
         assert!(!text.contains("web_search"), "{name}: {text}");
@@ -631,7 +638,7 @@ fn content_the_backend_cannot_carry_is_refused_and_named() {
             "messages[0].content[0].type",
         ),
         (
-            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"code_execution_20250825","name":"code_execution"}]}"#,
             "tools[0].type",
         ),
         (
@@ -671,14 +678,125 @@ fn content_the_backend_cannot_carry_is_refused_and_named() {
 }
 
 #[test]
+fn web_search_becomes_the_backends_own_search() {
+    // The same search asked for in each caller format.
+    let location = chat::UserLocation {
+        city: Some("Paris".into()),
+        country: Some("FR".into()),
+        ..Default::default()
+    };
+    let responses_req = responses::decode_request(
+        json!({"model": "m", "input": "news?", "tools": [
+            {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}},
+            {"type": "web_search", "search_context_size": "low", "external_web_access": false,
+             "filters": {"allowed_domains": ["example.org"]},
+             "user_location": {"type": "approximate", "city": "Paris", "country": "FR"}}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+    .request;
+    let search = responses_req.web_search.clone().unwrap();
+    assert_eq!(
+        (search.param.as_str(), search.kind.as_str()),
+        ("tools[1]", "web_search")
+    );
+    assert_eq!(search.allowed_domains, ["example.org"]);
+    assert_eq!(search.user_location, Some(location.clone()));
+    assert!(responses_req.dropped.is_empty());
+    let anthropic_req = anthropic::decode_request(
+        json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "news?"}], "tools": [
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 2, "blocked_domains": ["spam.example"],
+             "user_location": {"type": "approximate", "city": "Paris", "country": "FR"}}]})
+        .to_string()
+        .as_bytes(),
+        "t",
+    )
+    .unwrap();
+    let search = anthropic_req.web_search.clone().unwrap();
+    assert_eq!(search.dropped_name(), "tools[0](web_search_20250305)");
+    assert_eq!(
+        (search.max_uses, search.blocked_domains.as_slice()),
+        (Some(2), &["spam.example".to_string()][..])
+    );
+    assert!(anthropic_req.tools.is_empty());
+    let chat_req = openai::chat::decode_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": "news?"}],
+               "web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}}}})
+        .to_string()
+        .as_bytes(),
+        "t",
+    )
+    .unwrap();
+    let search = chat_req.web_search.clone().unwrap();
+    assert_eq!(search.dropped_name(), "web_search_options");
+    assert_eq!(search.refused_param(), "web_search_options");
+    assert_eq!(search.user_location, Some(location));
+
+    // Anthropic: its server-side web search tool, after the function tools.
+    let v = encode(
+        &responses_req,
+        BackendFormat::Anthropic,
+        Dialect::OpenAi,
+        "claude",
+    );
+    assert_eq!(v["tools"][0]["name"], "f");
+    assert_eq!(
+        v["tools"][1],
+        json!({"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["example.org"],
+               "user_location": {"type": "approximate", "city": "Paris", "country": "FR"}})
+    );
+    let v = encode(
+        &anthropic_req,
+        BackendFormat::Anthropic,
+        Dialect::OpenAi,
+        "claude",
+    );
+    assert_eq!(v["tools"][0]["max_uses"], 2);
+    assert_eq!(v["tools"][0]["blocked_domains"], json!(["spam.example"]));
+    assert!(v.get("tool_choice").is_none());
+    // Gemini: Google Search grounding, beside the function declarations or alone; it has no
+    // setting for the options, which the gateway names as dropped.
+    let v = encode(
+        &responses_req,
+        BackendFormat::Gemini,
+        Dialect::OpenAi,
+        "gem",
+    );
+    assert_eq!(v["tools"][0]["functionDeclarations"][0]["name"], "f");
+    assert_eq!(v["tools"][1], json!({"google_search": {}}));
+    let v = encode(&chat_req, BackendFormat::Gemini, Dialect::OpenAi, "gem");
+    assert_eq!(v["tools"], json!([{"google_search": {}}]));
+    assert_eq!(
+        anthropic_req
+            .web_search
+            .as_ref()
+            .unwrap()
+            .options_lost_on(BackendFormat::Gemini),
+        [
+            "web_search.max_uses",
+            "web_search.blocked_domains",
+            "web_search.user_location"
+        ]
+    );
+    assert!(anthropic_req
+        .web_search
+        .as_ref()
+        .unwrap()
+        .options_lost_on(BackendFormat::Anthropic)
+        .is_empty());
+    // Only those two run one.
+    assert!(chat::WebSearch::runs_on(BackendFormat::Anthropic));
+    assert!(chat::WebSearch::runs_on(BackendFormat::Gemini));
+    assert!(!chat::WebSearch::runs_on(BackendFormat::OpenAiChat));
+    assert!(!chat::WebSearch::runs_on(BackendFormat::Bedrock));
+}
+
+#[test]
 fn hosted_tools_follow_the_routes_policy() {
     let body = client_fixture("codex-responses.json");
     let dropped = responses::decode_request(&body).unwrap();
-    assert!(dropped
-        .request
-        .dropped
-        .names()
-        .contains(&"tools[5](web_search)".to_string()));
+    assert!(dropped.request.web_search.is_some());
     let e = dropped.reject_unsupported_tools().unwrap_err();
     assert_eq!(e.param(), "tools[5].type");
     let e2 = responses::decode_request_with(&body, UnsupportedTools::Reject).unwrap_err();

@@ -829,6 +829,7 @@ fn compile_route(
             switchyard_api::UnsupportedTools::Drop => UnsupportedTools::Drop,
             switchyard_api::UnsupportedTools::Reject => UnsupportedTools::Reject,
         },
+        backend_web_search: spec.web_search == Some(switchyard_api::WebSearch::Backend),
         default_max_output_tokens: spec.default_max_output_tokens,
         budget: Default::default(),
     })

@@ -59,6 +59,9 @@ pub struct Route {
     /// What to do with hosted tools (Responses' `web_search` …) no backend runs for the
     /// caller: drop and name them, or refuse the request.
     pub unsupported_tools: UnsupportedTools,
+    /// `spec.webSearch: backend`: a caller's web search runs on the backend's own search
+    /// where it has one (Anthropic, Gemini) when the request is translated for it.
+    pub backend_web_search: bool,
     /// `spec.defaultMaxOutputTokens`: the output cap budgets reserve when a request sets none.
     pub default_max_output_tokens: Option<u64>,
     /// Retry budget, bound from the state registry when the table is published.
@@ -522,6 +525,7 @@ impl RoutingTable {
                         UnsupportedTools::Drop => "drop",
                         UnsupportedTools::Reject => "reject",
                     },
+                    "webSearch": if r.backend_web_search { "backend" } else { "unsupported" },
                     "backends": r.targets.iter().map(target).collect::<Vec<_>>(),
                     "fallbacks": r.fallbacks.iter().map(target).collect::<Vec<_>>(),
                     "retry": {"attempts": r.retry.attempts, "backoffMs": r.retry.backoff.as_millis() as u64},

@@ -173,6 +173,11 @@ apiVersion: switchyard.dev/v1alpha1
 kind: AIRoute
 metadata: {name: lenient}
 spec: {match: {models: [l]}, backends: [{backendRef: {name: a}, model: small}]}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {name: searching}
+spec: {match: {models: [w]}, webSearch: backend, backends: [{backendRef: {name: a}, model: small}]}
 "#,
     );
     let policy = |m| {
@@ -184,6 +189,15 @@ spec: {match: {models: [l]}, backends: [{backendRef: {name: a}, model: small}]}
     };
     assert_eq!(policy("s"), UnsupportedTools::Reject);
     assert_eq!(policy("l"), UnsupportedTools::Drop);
+    // A caller's web search runs on a backend's own search only where the route says so.
+    let search = |m| {
+        c.table
+            .route(m, &HeaderMap::new(), None)
+            .unwrap()
+            .route
+            .backend_web_search
+    };
+    assert!(search("w") && !search("l") && !search("s"));
 }
 
 #[test]

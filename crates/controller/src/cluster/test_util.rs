@@ -84,6 +84,7 @@ pub fn mk_route(ns: &str, name: &str, models: &[&str], backend: &str) -> AIRoute
             timeout: None,
             strategy: None,
             affinity: None,
+            web_search: None,
             unsupported_tools: None,
             default_max_output_tokens: None,
         },

@@ -15,17 +15,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Duration, Instant, Sleep};
 
 use super::{Expiry, Listener, ListenerMetrics};
+pub use crate::body::BodyTimedOut;
 use crate::body::BoxError;
-
-/// A request body that did not arrive in time: the error [`ReadBody`] ends with.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the request was not received within {limit} ({after:?})")]
-pub struct BodyTimedOut {
-    /// Which flag set the limit.
-    limit: &'static str,
-    /// The limit.
-    after: Duration,
-}
 
 pin_project! {
     /// A request body that must have arrived by a deadline: the earlier of the body read

@@ -124,9 +124,16 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                                  backend can be told their arguments; declare them as custom tools",
                             ))
                         }
-                        // Server tools (web search, web fetch, code execution, tool search …)
-                        // run at Anthropic. Refused rather than dropped: a fallback target on
-                        // an Anthropic backend can still serve the request as it is.
+                        // Web search: run by the backend's own search where it has one and
+                        // the route allows it, else left out or refused as the route says
+                        // (decided per target by the gateway).
+                        Some(ty) if ty.starts_with("web_search_") && req.web_search.is_none() => {
+                            req.web_search = Some(web_search_tool(t, &p, ty));
+                            continue;
+                        }
+                        // Other server tools (web fetch, code execution, tool search …) run at
+                        // Anthropic. Refused rather than dropped: a fallback target on an
+                        // Anthropic backend can still serve the request as it is.
                         Some(_) => {
                             return Err(unsupported(
                                 format!("{p}.type"),
@@ -271,6 +278,30 @@ fn decode_output_format(v: &Value, p: &str) -> Result<Option<ResponseFormat>, Tr
             format!("{p}.type"),
             "must be json_schema",
         )),
+    }
+}
+
+/// Anthropic's web search server tool (`web_search_20250305` and later): `max_uses`, the
+/// domain lists and the user's location.
+fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
+    let strings = |k: &str| -> Vec<String> {
+        t.get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    chat::WebSearch {
+        param: p.to_string(),
+        kind: ty.to_string(),
+        max_uses: t.get("max_uses").and_then(Value::as_u64),
+        allowed_domains: strings("allowed_domains"),
+        blocked_domains: strings("blocked_domains"),
+        user_location: t
+            .get("user_location")
+            .and_then(chat::UserLocation::from_json),
     }
 }
 
@@ -440,8 +471,8 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
         "messages".into(),
         messages.into_json("assistant", "content"),
     );
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
+    if !req.tools.is_empty() || req.web_search.is_some() {
+        let mut tools: Vec<Value> = req
             .tools
             .iter()
             .map(|t| {
@@ -454,6 +485,9 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
                 Value::Object(o)
             })
             .collect();
+        if let Some(w) = &req.web_search {
+            tools.push(web_search_json(w));
+        }
         out.insert("tools".into(), Value::Array(tools));
         let mut choice = match &req.tool_choice {
             None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
@@ -499,6 +533,28 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
         out.insert("stream".into(), true.into());
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// Anthropic's server-side web search tool for the caller's search. Anthropic refuses
+/// `allowed_domains` beside `blocked_domains`, as the callers' own APIs do, so both are sent
+/// as given and the provider's answer stands.
+fn web_search_json(w: &chat::WebSearch) -> Value {
+    let mut o = Map::new();
+    o.insert("type".into(), "web_search_20250305".into());
+    o.insert("name".into(), "web_search".into());
+    if let Some(n) = w.max_uses {
+        o.insert("max_uses".into(), n.into());
+    }
+    if !w.allowed_domains.is_empty() {
+        o.insert("allowed_domains".into(), w.allowed_domains.clone().into());
+    }
+    if !w.blocked_domains.is_empty() {
+        o.insert("blocked_domains".into(), w.blocked_domains.clone().into());
+    }
+    if let Some(l) = &w.user_location {
+        o.insert("user_location".into(), l.to_json());
+    }
+    Value::Object(o)
 }
 
 /// One content block; `None` for what the Messages API would refuse and can safely go:

@@ -115,7 +115,7 @@ fn refuses_what_the_target_cannot_express() {
         ),
         (
             Format::Anthropic,
-            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}),
             "tools[0].type",
         ),
     ];

@@ -123,7 +123,11 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 Value::Object(d)
             })
             .collect();
-        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        let mut tools = vec![json!({"functionDeclarations": decls})];
+        if req.web_search.is_some() {
+            tools.push(json!({"google_search": {}}));
+        }
+        out.insert("tools".into(), Value::Array(tools));
         // `parallel_tool_calls: false` has no Gemini setting; the caller still handles each
         // call it gets, so it is dropped.
         if let Some(choice) = &req.tool_choice {
@@ -138,6 +142,10 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 json!({"functionCallingConfig": config}),
             );
         }
+    } else if req.web_search.is_some() {
+        // Grounding with Google Search: Gemini's own web search. Its results come back as the
+        // candidate's `groundingMetadata`, and only the answer's text is read.
+        out.insert("tools".into(), json!([{"google_search": {}}]));
     }
     let mut gen = Map::new();
     if let Some(t) = req.temperature {

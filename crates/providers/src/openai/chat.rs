@@ -200,11 +200,18 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     "predicted outputs cannot be translated",
                 ))
             }
+            // Run by the backend's own search where it has one and the route allows it, else
+            // left out or refused as the route says (decided per target by the gateway);
+            // `search_context_size` only tunes OpenAI's search.
             "web_search_options" => {
-                return Err(unsupported(
-                    "web_search_options",
-                    "built-in web search cannot be translated",
-                ))
+                req.web_search = Some(chat::WebSearch {
+                    param: k.to_string(),
+                    kind: k.to_string(),
+                    user_location: v
+                        .pointer("/user_location/approximate")
+                        .and_then(chat::UserLocation::from_json),
+                    ..Default::default()
+                })
             }
             "functions" | "function_call" => {
                 return Err(unsupported(

@@ -32,9 +32,9 @@ pub struct Decoded {
 
 const STATELESS: &str =
     "the gateway keeps no state between requests; send the whole conversation in 'input'";
-const HOSTED_TOOL: &str = "hosted tools (web search, file search, code interpreter, image \
-     generation, remote MCP) run on OpenAI's servers, which a request through the gateway never \
-     reaches, and this route refuses requests that declare them (unsupportedTools: reject)";
+const HOSTED_TOOL: &str = "hosted tools (file search, code interpreter, image generation, \
+     remote MCP) run on OpenAI's servers, which only backends serving the Responses API reach, \
+     and this route refuses requests that declare them (unsupportedTools: reject)";
 const CLIENT_TOOL_ITEMS: &str = "this tool runs on the client, but the model calls it with \
      its own output items (local_shell_call, computer_call, custom_tool_call …), which the \
      backends' chat APIs cannot produce; declare it as a function tool";
@@ -43,15 +43,25 @@ const CLIENT_TOOL_ITEMS: &str = "this tool runs on the client, but the model cal
 
 impl Decoded {
     /// Refuses the request if it declared hosted tools: what a route whose policy is
-    /// [`UnsupportedTools::Reject`] does once it is known (requests are decoded, with
-    /// [`UnsupportedTools::Drop`], before the route is looked up).
+    /// [`UnsupportedTools::Reject`] does for a target that runs none of them (requests are
+    /// decoded, with [`UnsupportedTools::Drop`], before the route is looked up).
     pub fn reject_unsupported_tools(&self) -> Result<(), TranslateError> {
-        match self.hosted_tools.first() {
-            Some(param) => Err(TranslateError::Refused {
+        self.reject_tools_not_run(false)
+    }
+
+    /// [`Self::reject_unsupported_tools`] for a target that runs the caller's web search
+    /// when `web_search_runs` (an Anthropic or Gemini backend on a route that allows it), and
+    /// none of the other hosted tools.
+    pub fn reject_tools_not_run(&self, web_search_runs: bool) -> Result<(), TranslateError> {
+        if let Some(param) = self.hosted_tools.first() {
+            return Err(TranslateError::Refused {
                 param: param.clone(),
                 why: HOSTED_TOOL,
-            }),
-            None => Ok(()),
+            });
+        }
+        match &self.request.web_search {
+            Some(w) if !web_search_runs => Err(w.refusal()),
+            _ => Ok(()),
         }
     }
 }
@@ -90,6 +100,9 @@ pub fn decode_request_with(
         if policy == UnsupportedTools::Reject {
             if let Some(param) = hosted_tools.first() {
                 return Err(refused(param, HOSTED_TOOL));
+            }
+            if let Some(w) = &req.web_search {
+                return Err(w.refusal());
             }
         }
     }
@@ -249,6 +262,12 @@ fn decode_tools(
                     req.tools.push(function_tool(inner, &ip, Some(flat))?);
                 }
             }
+            // A web search: run by the backend's own search where it has one and the route
+            // allows it, else left out or refused like the other hosted tools (decided per
+            // target by the gateway).
+            _ if ty.starts_with("web_search") && req.web_search.is_none() => {
+                req.web_search = Some(web_search_tool(t, &p, ty));
+            }
             _ if is_hosted_tool(ty) => {
                 req.dropped.push(&format!("{p}({ty})"));
                 hosted.push(format!("{p}.type"));
@@ -276,6 +295,30 @@ fn decode_tools(
         }
     }
     Ok(())
+}
+
+/// A Responses `web_search` tool (`web_search_preview` and the dated kinds too): its domain
+/// filter and the user's location; `search_context_size` and `external_web_access` only tune
+/// OpenAI's search.
+fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    chat::WebSearch {
+        param: p.to_string(),
+        kind: ty.to_string(),
+        max_uses: None,
+        allowed_domains: strings(t.pointer("/filters/allowed_domains")),
+        blocked_domains: Vec::new(),
+        user_location: t
+            .get("user_location")
+            .and_then(chat::UserLocation::from_json),
+    }
 }
 
 /// A function tool, named `name` instead of its own when given. The Responses function tool
