@@ -118,13 +118,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct MicroUsd(pub u64);
 
-impl MicroUsd {
-    /// The amount in USD as a float, for metrics.
-    pub fn as_usd(self) -> f64 {
-        self.0 as f64 / 1_000_000.0
-    }
-}
-
 /// Parses a non-negative decimal USD amount with at most 6 fractional digits.
 pub fn parse_price(s: &str) -> Result<MicroUsd, ParseError> {
     let err = || ParseError::Price(s.to_string());

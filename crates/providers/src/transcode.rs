@@ -51,15 +51,6 @@ impl From<Format> for BackendFormat {
 }
 
 impl BackendFormat {
-    /// The same format as a caller format, when callers speak it.
-    pub fn as_caller(self) -> Option<Format> {
-        match self {
-            BackendFormat::OpenAiChat => Some(Format::OpenAiChat),
-            BackendFormat::Anthropic => Some(Format::Anthropic),
-            BackendFormat::Gemini | BackendFormat::Bedrock => None,
-        }
-    }
-
     /// Whether its streams are AWS event-stream messages rather than SSE events; each message
     /// goes to [`Transcoder::on_event`] as [`bedrock::envelope`] makes it.
     pub fn event_stream_framed(self) -> bool {
