@@ -56,6 +56,11 @@ pub struct AIRouteSpec {
     /// `weighted` strategy (and among equally cheap backends with `cheapest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Whether a web search the caller asks for (the Responses `web_search` tool, Chat's
+    /// `web_search_options`, Anthropic's `web_search_20250305`) runs on a translating
+    /// backend's own search (default `unsupported`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search: Option<WebSearch>,
     /// What to do with tools a backend cannot run for the caller (hosted tools such as
     /// web_search, file_search): drop them and name them in x-switchyard-dropped, or reject
     /// the request with 400 (default `drop`).
@@ -210,6 +215,25 @@ pub enum UnsupportedTools {
     Drop,
     /// Refuse the request with a 400 naming the tool (`tools[i].type`).
     Reject,
+}
+
+/// Whether a web search the caller asks for (the Responses `web_search` tool, Chat's
+/// `web_search_options`, Anthropic's `web_search_20250305`) runs on a translating backend's own
+/// search. Backends that serve the caller's API themselves (OpenAI and Azure OpenAI for
+/// Responses callers, Anthropic for Anthropic callers) always get the request as sent.
+// The CRD takes its description from this comment, not the field's (as for `Strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSearch {
+    /// Treated as any other tool the backend cannot run, as `unsupportedTools` says.
+    #[default]
+    Unsupported,
+    /// Run by the backend's own search where it has one: Anthropic's server-side web search
+    /// tool on Anthropic backends, Grounding with Google Search on Gemini backends (each
+    /// billed by the provider per search). Options a backend has no setting for (Gemini takes
+    /// no domain filter or location) are left out and named in `x-switchyard-dropped`. Other
+    /// backends treat it as `unsupported` does.
+    Backend,
 }
 
 /// Observed state of an AIRoute.
