@@ -49,6 +49,9 @@ pub struct Plan {
     stop_reason: &'static str,
     tool: Option<tools::Call>,
     thinking: bool,
+    /// The request offered the web search server tool and the answer is text: it searches
+    /// first, as Claude does (`server_tool_use`, `web_search_tool_result`, a cited answer).
+    web_search: bool,
     /// What the simulated prompt cache read and wrote; `input_tokens` excludes both.
     cache: crate::cache::CacheUsage,
 }
@@ -87,11 +90,12 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
                 .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
         })
     });
+    let (client_tools, web_search) = check_tools(body.get("tools"))?;
     let tool = if answered {
         None
     } else {
         tools::choose(
-            body.get("tools"),
+            client_tools.as_ref(),
             "input_schema",
             tool_header,
             knobs.tool_args.as_ref(),
@@ -109,11 +113,113 @@ pub fn plan(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Pl
         input_tokens: openai::estimate_tokens(chars),
         pieces,
         stop_reason,
+        web_search: web_search && tool.is_none(),
         tool,
         thinking,
         cache: Default::default(),
     })
 }
+
+/// The web search server tool's fields, as Anthropic's API reference lists them.
+const WEB_SEARCH_FIELDS: [&str; 9] = [
+    "type",
+    "name",
+    "max_uses",
+    "allowed_domains",
+    "blocked_domains",
+    "user_location",
+    "cache_control",
+    "defer_loading",
+    "strict",
+];
+
+/// Validates `tools` as Anthropic does: custom tools need a name and an `input_schema`; the
+/// web search server tool (`web_search_20250305`, `web_search_20260209`) must be named
+/// `web_search`, take only its own fields, not both domain lists, and an `approximate`
+/// location. Other server tools are not served here. Returns the client tools (what the
+/// model may call for the client) and whether web search was offered.
+fn check_tools(tools: Option<&Value>) -> Result<(Option<Value>, bool), ApiError> {
+    let Some(tools) = tools.filter(|t| !t.is_null()) else {
+        return Ok((None, false));
+    };
+    let list = tools
+        .as_array()
+        .ok_or_else(|| ApiError::invalid_request("tools: Input should be a valid list"))?;
+    let mut client = Vec::new();
+    let mut web_search = false;
+    for (i, t) in list.iter().enumerate() {
+        let bad = |what: &str| ApiError::invalid_request(format!("tools.{i}: {what}"));
+        match t.get("type").and_then(Value::as_str) {
+            None | Some("custom") => {
+                if t.get("name").and_then(Value::as_str).is_none() {
+                    return Err(bad("Field required: name"));
+                }
+                if !t.get("input_schema").is_some_and(Value::is_object) {
+                    return Err(bad("Field required: input_schema"));
+                }
+                client.push(t.clone());
+            }
+            Some("web_search_20250305" | "web_search_20260209") => {
+                check_web_search(t).map_err(|what| bad(&what))?;
+                web_search = true;
+            }
+            Some(other) => {
+                return Err(bad(&format!(
+                    "the mock serves no '{other}' tool (custom tools and web search only)"
+                )))
+            }
+        }
+    }
+    Ok((Some(Value::Array(client)), web_search))
+}
+
+/// One web search tool's fields; `Err` says what is wrong.
+fn check_web_search(t: &Value) -> Result<(), String> {
+    let o = t.as_object().ok_or("must be an object")?;
+    if let Some(k) = o.keys().find(|k| !WEB_SEARCH_FIELDS.contains(&k.as_str())) {
+        return Err(format!("{k}: Extra inputs are not permitted"));
+    }
+    if t.get("name").and_then(Value::as_str) != Some("web_search") {
+        return Err("name: Input should be 'web_search'".into());
+    }
+    if let Some(n) = t.get("max_uses") {
+        if n.as_u64().is_none_or(|n| n == 0) {
+            return Err("max_uses: Input should be greater than 0".into());
+        }
+    }
+    for k in ["allowed_domains", "blocked_domains"] {
+        if let Some(d) = t.get(k) {
+            if !d.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+                return Err(format!("{k}: Input should be a valid list of strings"));
+            }
+        }
+    }
+    if t.get("allowed_domains").is_some() && t.get("blocked_domains").is_some() {
+        return Err("Cannot specify both allowed_domains and blocked_domains".into());
+    }
+    if let Some(l) = t.get("user_location") {
+        let o = l
+            .as_object()
+            .ok_or("user_location: Input should be an object")?;
+        if l.get("type").and_then(Value::as_str) != Some("approximate") {
+            return Err("user_location.type: Input should be 'approximate'".into());
+        }
+        for (k, v) in o {
+            if !["type", "city", "region", "country", "timezone"].contains(&k.as_str()) {
+                return Err(format!("user_location.{k}: Extra inputs are not permitted"));
+            }
+            if !v.is_string() {
+                return Err(format!("user_location.{k}: Input should be a valid string"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the mock searched for, and the one result it found.
+const SEARCH_QUERY: &str = "mock web search";
+const SEARCH_URL: &str = "https://example.com/switchyard-mock";
+const SEARCH_TITLE: &str = "Switchyard mock search result";
 
 /// Anthropic's rules for thinking handed back: signatures must be its own, and with thinking
 /// on, the final assistant turn, when it called tools, must start with its thinking.
@@ -200,6 +306,17 @@ impl Plan {
             }
             None => vec![json!({"type": "text", "text": self.text()})],
         };
+        if self.web_search {
+            let id = new_id("srvtoolu_");
+            if let Some(text) = content.last_mut() {
+                text["citations"] = json!([citation()]);
+            }
+            content.insert(0, search_result(&id));
+            content.insert(
+                0,
+                json!({"type": "server_tool_use", "id": id, "name": "web_search", "input": {"query": SEARCH_QUERY}}),
+            );
+        }
         if self.thinking {
             content.insert(
                 0,
@@ -219,6 +336,7 @@ impl Plan {
                 "cache_creation_input_tokens": self.cache.write,
                 "cache_read_input_tokens": self.cache.read,
                 "output_tokens": self.output_tokens(),
+                "server_tool_use": {"web_search_requests": u32::from(self.web_search)},
             },
         });
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -238,7 +356,7 @@ impl Plan {
                           "cache_read_input_tokens": self.cache.read, "output_tokens": 1},
             }}),
         );
-        let index = u32::from(self.thinking);
+        let mut index = u32::from(self.thinking);
         if self.thinking {
             ev(
                 "content_block_start",
@@ -259,6 +377,32 @@ impl Plan {
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": 0}),
             );
+        }
+        if self.web_search {
+            let id = new_id("srvtoolu_");
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "server_tool_use", "id": id, "name": "web_search", "input": {}}}),
+            );
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": json!({"query": SEARCH_QUERY}).to_string()}}),
+            );
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            );
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index + 1, "content_block": search_result(&id)}),
+            );
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index + 1}),
+            );
+            index += 2;
         }
         match &self.tool {
             Some(c) => {
@@ -283,6 +427,13 @@ impl Plan {
                     "content_block": {"type": "text", "text": ""}}),
                 );
                 ev("ping", json!({"type": "ping"}));
+                if self.web_search {
+                    ev(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "citations_delta", "citation": citation()}}),
+                    );
+                }
                 for i in 0..self.pieces {
                     ev(
                         "content_block_delta",
@@ -300,11 +451,26 @@ impl Plan {
             "message_delta",
             json!({"type": "message_delta",
             "delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": self.output_tokens()}}),
+            "usage": {"output_tokens": self.output_tokens(),
+                      "server_tool_use": {"web_search_requests": u32::from(self.web_search)}}}),
         );
         ev("message_stop", json!({"type": "message_stop"}));
         out
     }
+}
+
+/// The `web_search_tool_result` block answering the search `id`.
+fn search_result(id: &str) -> Value {
+    json!({"type": "web_search_tool_result", "tool_use_id": id, "content": [{
+        "type": "web_search_result", "url": SEARCH_URL, "title": SEARCH_TITLE,
+        "encrypted_content": "mock-encrypted-content", "page_age": "1 day ago",
+    }]})
+}
+
+/// A citation of the search result, as text blocks carry them.
+fn citation() -> Value {
+    json!({"type": "web_search_result_location", "url": SEARCH_URL, "title": SEARCH_TITLE,
+           "encrypted_index": "mock-encrypted-index", "cited_text": "Mock search result text."})
 }
 
 /// `POST /v1/messages/count_tokens`.
@@ -355,4 +521,61 @@ fn new_id(prefix: &str) -> String {
     let mut id = String::from(prefix);
     id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(tools: Value) -> Value {
+        json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "news?"}], "tools": tools})
+    }
+
+    #[test]
+    fn web_search_is_checked_strictly_and_answered_with_a_search() {
+        let knobs = Knobs::defaults(0, 3, 0);
+        let ok = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2,
+            "allowed_domains": ["example.com"],
+            "user_location": {"type": "approximate", "city": "Paris", "country": "FR"}}]);
+        let plan = super::plan(&body(ok), &knobs, None).unwrap();
+        let v: Value = serde_json::from_slice(&plan.to_json()).unwrap();
+        let kinds: Vec<&str> = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["server_tool_use", "web_search_tool_result", "text"]);
+        assert_eq!(v["content"][1]["tool_use_id"], v["content"][0]["id"]);
+        assert_eq!(v["usage"]["server_tool_use"]["web_search_requests"], 1);
+        assert_eq!(v["stop_reason"], "end_turn");
+        let stream: String = plan
+            .frames()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert!(stream.contains("server_tool_use") && stream.contains("citations_delta"));
+        // Beside a custom tool, the custom tool is what the model calls for the client.
+        let both = json!([{"type": "web_search_20250305", "name": "web_search"},
+            {"name": "f", "input_schema": {"type": "object"}}]);
+        let plan = super::plan(&body(both), &knobs, None).unwrap();
+        let v: Value = serde_json::from_slice(&plan.to_json()).unwrap();
+        assert_eq!(v["content"][0]["type"], "tool_use");
+        assert_eq!(v["content"][0]["name"], "f");
+        // What Anthropic refuses.
+        for bad in [
+            json!({"type": "web_search_20250305", "name": "search"}),
+            json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 0}),
+            json!({"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["a"], "blocked_domains": ["b"]}),
+            json!({"type": "web_search_20250305", "name": "web_search", "user_location": {"type": "exact"}}),
+            json!({"type": "web_search_20250305", "name": "web_search", "search_context_size": "low"}),
+            json!({"type": "web_search", "name": "web_search"}),
+            json!({"name": "f"}),
+        ] {
+            let e = super::plan(&body(json!([bad])), &knobs, None)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 }

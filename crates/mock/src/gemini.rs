@@ -92,6 +92,8 @@ pub struct Plan {
     finish: &'static str,
     call: Option<tools::Call>,
     response_id: String,
+    /// Grounding with Google Search was asked for and the answer is text.
+    grounded: bool,
 }
 
 fn invalid(message: String) -> ApiError {
@@ -181,6 +183,7 @@ pub fn plan(
         .get("toolConfig")
         .and_then(|t| t.pointer("/functionCallingConfig/mode"))
         .and_then(Value::as_str);
+    let grounded = check_tools(obj.get("tools"))?;
     let declarations: Vec<Value> = obj
         .get("tools")
         .and_then(Value::as_array)
@@ -217,9 +220,54 @@ pub fn plan(
         prompt_tokens: openai::estimate_tokens(chars),
         pieces,
         finish,
+        grounded: grounded && call.is_none(),
         call,
         response_id,
     })
+}
+
+/// Validates `tools` as Gemini's proto JSON parser does: each entry an object of known tool
+/// kinds, `google_search` (or `googleSearch`) an object holding at most a `timeRangeFilter`.
+/// Returns whether Grounding with Google Search was asked for.
+fn check_tools(tools: Option<&Value>) -> Result<bool, ApiError> {
+    let Some(tools) = tools.filter(|t| !t.is_null()) else {
+        return Ok(false);
+    };
+    let list = tools.as_array().ok_or_else(|| {
+        invalid("Invalid JSON payload received. Invalid value at 'tools' (type.googleapis.com/google.ai.generativelanguage.v1beta.Tool)".into())
+    })?;
+    let mut grounded = false;
+    for (i, t) in list.iter().enumerate() {
+        let o = t.as_object().ok_or_else(|| {
+            invalid(format!(
+                "Invalid JSON payload received. Invalid value at 'tools[{i}]'"
+            ))
+        })?;
+        for (k, v) in o {
+            match k.as_str() {
+                "functionDeclarations" | "function_declarations" => {}
+                "googleSearch" | "google_search" => {
+                    let ok = v.as_object().is_some_and(|g| {
+                        g.keys()
+                            .all(|k| k == "timeRangeFilter" || k == "time_range_filter")
+                    });
+                    if !ok {
+                        return Err(invalid(format!(
+                            "Invalid JSON payload received. Invalid value at 'tools[{i}].google_search' (type.googleapis.com/google.ai.generativelanguage.v1beta.Tool.GoogleSearch)"
+                        )));
+                    }
+                    grounded = true;
+                }
+                "codeExecution" | "code_execution" | "urlContext" | "url_context" => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "Invalid JSON payload received. Unknown name \"{k}\" at 'tools[{i}]': Cannot find field."
+                    )))
+                }
+            }
+        }
+    }
+    Ok(grounded)
 }
 
 impl Plan {
@@ -243,6 +291,15 @@ impl Plan {
         let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
         if let Some(f) = finish {
             candidate["finishReason"] = json!(f);
+            if self.grounded {
+                // What Grounding with Google Search adds to the answer.
+                candidate["groundingMetadata"] = json!({
+                    "webSearchQueries": ["mock web search"],
+                    "groundingChunks": [{"web": {"uri": "https://example.com/switchyard-mock", "title": "example.com"}}],
+                    "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 4, "text": "Mock"}, "groundingChunkIndices": [0]}],
+                    "searchEntryPoint": {"renderedContent": "<div>mock</div>"},
+                });
+            }
         }
         json!({
             "candidates": [candidate],
@@ -302,4 +359,30 @@ fn data(v: &Value) -> Bytes {
     let _ = serde_json::to_writer(&mut out, v);
     out.extend_from_slice(b"\r\n\r\n");
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_search_is_checked_strictly_and_grounds_the_answer() {
+        let knobs = Knobs::defaults(0, 3, 0);
+        let body = |tools: Value| json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}], "tools": tools});
+        let plan = super::plan("gem", &body(json!([{"google_search": {}}])), &knobs, None).unwrap();
+        let v: Value = serde_json::from_slice(&plan.to_json()).unwrap();
+        assert!(v["candidates"][0]["groundingMetadata"]["webSearchQueries"].is_array());
+        assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+        for bad in [
+            json!([{"google_search": {"mode": "x"}}]),
+            json!([{"web_search": {}}]),
+            json!([{"google_search": true}]),
+            json!({"google_search": {}}),
+        ] {
+            let e = super::plan("gem", &body(bad.clone()), &knobs, None)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 }
