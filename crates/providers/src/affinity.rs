@@ -170,8 +170,12 @@ mod tests {
     #[test]
     fn named_keys_win_in_order() {
         let with_pck = r#"{"prompt_cache_key":"conv-1","user":"u","messages":[{"role":"user","content":"x"}]}"#;
-        let same_pck = r#"{"prompt_cache_key":"conv-1","messages":[{"role":"user","content":"y"}]}"#;
-        assert_eq!(key(with_pck, Source::Session), key(same_pck, Source::Prefix));
+        let same_pck =
+            r#"{"prompt_cache_key":"conv-1","messages":[{"role":"user","content":"y"}]}"#;
+        assert_eq!(
+            key(with_pck, Source::Session),
+            key(same_pck, Source::Prefix)
+        );
         let claude = r#"{"metadata":{"user_id":"user_abc_session_42"},"messages":[]}"#;
         assert!(key(claude, Source::Session).is_some());
         let empty = r#"{"metadata":{"user_id":""},"messages":[]}"#;

@@ -48,7 +48,11 @@ spec:
 
 fn table(extra: &str) -> crate::RoutingTable {
     let mut r = Resources::default();
-    let errs = r.parse_yaml("t.yaml", &format!("{POOL}{extra}"), &HashMap::<String, String>::new());
+    let errs = r.parse_yaml(
+        "t.yaml",
+        &format!("{POOL}{extra}"),
+        &HashMap::<String, String>::new(),
+    );
     assert!(errs.is_empty(), "{errs:?}");
     let c = compile(&r, 1);
     assert!(!c.has_errors(), "{:?}", c.diagnostics);
@@ -154,5 +158,9 @@ spec:
     let firsts: std::collections::HashSet<String> = (0..200)
         .map(|_| route.plan_for(Some(key(1)))[0].backend.name.to_string())
         .collect();
-    assert_eq!(firsts.len(), 2, "the same key went to one backend every time");
+    assert_eq!(
+        firsts.len(),
+        2,
+        "the same key went to one backend every time"
+    );
 }

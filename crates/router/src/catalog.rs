@@ -137,12 +137,9 @@ pub fn lookup(provider: Provider, model: &str) -> Option<ListPrice> {
     let idx = index();
     let find = |m: &str| {
         let listed = idx.by_id.get(m)?;
-        families(provider).iter().find_map(|f| {
-            listed
-                .iter()
-                .find(|(p, _)| p == f)
-                .map(|(_, price)| *price)
-        })
+        families(provider)
+            .iter()
+            .find_map(|f| listed.iter().find(|(p, _)| p == f).map(|(_, price)| *price))
     };
     find(model).or_else(|| model.split_once('@').and_then(|(m, _)| find(m)))
 }
