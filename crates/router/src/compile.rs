@@ -12,9 +12,9 @@ use http::{HeaderName, HeaderValue, Uri};
 use kube_meta::{created, ns_name};
 use switchyard_api::{
     parse_duration, parse_price,
-    MicroUsd,
     validate::{self, FieldError, Reason},
-    AIBudget, AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
+    AIBudget, AIConsumer, AIRoute, MicroUsd, ModelBackend, ModelBackendSpec, Provider, Resources,
+    Strategy,
 };
 use switchyard_providers::{
     chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat,
@@ -510,15 +510,14 @@ fn build_backend(
     };
     let mut models = HashMap::new();
     for (i, m) in spec.models.iter().enumerate() {
-        let pricing = resolve_pricing(spec.provider, &m.name, m.pricing.as_ref()).map_err(
-            |(name, e)| {
+        let pricing =
+            resolve_pricing(spec.provider, &m.name, m.pricing.as_ref()).map_err(|(name, e)| {
                 field_err(
                     format!("spec.models[{i}].pricing.{name}"),
                     Reason::InvalidPricing,
                     e,
                 )
-            },
-        )?;
+            })?;
         models.insert(m.name.clone(), pricing);
     }
     let dur =

@@ -86,6 +86,7 @@ pub struct Target {
 
 /// Prices per million tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Pricing {
     /// Input tokens.
     pub input: MicroUsd,
@@ -609,7 +610,10 @@ impl Route {
                 if let Some(best) = healthy.iter().map(|t| t.pricing.rank()).min() {
                     healthy.sort_by_key(|t| t.pricing.rank() != best);
                 }
-                let n = healthy.iter().filter(|t| healthy[0].pricing.rank() == t.pricing.rank()).count();
+                let n = healthy
+                    .iter()
+                    .filter(|t| healthy[0].pricing.rank() == t.pricing.rank())
+                    .count();
                 sort_by_rendezvous(&mut healthy[..n], key, |t| (t.seed, t.weight));
             } else {
                 sort_by_rendezvous(&mut healthy, key, |t| (t.seed, t.weight));
@@ -953,8 +957,7 @@ impl Backend {
     pub fn pricing(&self, model: &str) -> Pricing {
         match self.models.get(model) {
             Some(p) => *p,
-            None => crate::compile::resolve_pricing(self.provider, model, None)
-                .unwrap_or_default(),
+            None => crate::compile::resolve_pricing(self.provider, model, None).unwrap_or_default(),
         }
     }
 }

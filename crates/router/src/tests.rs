@@ -713,15 +713,21 @@ fn pricing_cost() {
 fn cache_prices_come_from_the_resource_the_catalog_or_the_provider_default() {
     use switchyard_api::Provider;
     let usd = |s: &str| switchyard_api::parse_price(s).unwrap();
-    let spec = |json: &str| -> switchyard_api::backend::Pricing { serde_json::from_str(json).unwrap() };
+    let spec =
+        |json: &str| -> switchyard_api::backend::Pricing { serde_json::from_str(json).unwrap() };
     // Anthropic without cache prices: reads at 0.1x, writes at 1.25x input.
     let p = crate::compile::resolve_pricing(
         Provider::Anthropic,
         "my-model",
-        Some(&spec(r#"{"inputPerMillion": "4", "outputPerMillion": "20"}"#)),
+        Some(&spec(
+            r#"{"inputPerMillion": "4", "outputPerMillion": "20"}"#,
+        )),
     )
     .unwrap();
-    assert_eq!((p.cached_input, p.cache_write, p.known), (usd("0.4"), usd("5"), true));
+    assert_eq!(
+        (p.cached_input, p.cache_write, p.known),
+        (usd("0.4"), usd("5"), true)
+    );
     // OpenAI dialects: reads at 0.5x, writes at input.
     let p = crate::compile::resolve_pricing(
         Provider::OpenAiCompatible,
@@ -745,7 +751,10 @@ fn cache_prices_come_from_the_resource_the_catalog_or_the_provider_default() {
         )),
     )
     .unwrap();
-    assert_eq!((p.input, p.output, p.cached_input), (usd("1"), usd("6"), usd("0.3")));
+    assert_eq!(
+        (p.input, p.output, p.cached_input),
+        (usd("1"), usd("6"), usd("0.3"))
+    );
     // Neither: unknown, and its cost is unknown rather than $0.
     let p = crate::compile::resolve_pricing(Provider::OpenAi, "nobody-prices-this", None).unwrap();
     assert!(!p.known);
