@@ -313,3 +313,105 @@ def test_access_log_is_one_json_line_per_request(gateway, upstream):
     log = gateway.proc.output()
     assert UPSTREAM_KEY not in log, "the upstream key leaked into the logs"
     assert "Tell me something" not in log, "prompt content leaked into the logs"
+
+
+def _concurrently(n: int, fn, workers: int = 8) -> list:
+    """Runs fn(i) for i in range(n) on a few threads; returns the results in order."""
+    out: list = [None] * n
+    nxt = iter(range(n))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            out[i] = fn(i)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_access_log_writes_every_line_by_shutdown(mock, tmp_path_factory):
+    """Lines are batched off the request path; SIGTERM's drain still writes every one of them,
+    including those of requests that ended a moment before the signal."""
+    gw = start_gateway(tmp_path_factory.mktemp("access-flush"), gateway_config(mock.addr))
+    prefix = "req-flush-" + secrets.token_hex(4)
+    n = 300
+    try:
+        statuses = _concurrently(n, lambda i: post(
+            gw, {"model": "gpt-4o-mini", "messages": MESSAGES}, {"x-request-id": f"{prefix}-{i}"})[0])
+        assert statuses == [200] * n
+    finally:
+        gw.proc.stop()
+    assert gw.proc.popen.returncode == 0, gw.proc.output()
+    ids = []
+    for line in gw.proc.output().splitlines():
+        if prefix in line:
+            ids.append(json.loads(line)["request_id"])
+    assert sorted(ids) == sorted(f"{prefix}-{i}" for i in range(n))
+
+
+def test_access_log_drops_and_counts_lines_when_stdout_blocks(mock, tmp_path_factory):
+    """stdout a pipe nobody reads: requests are still served at once, and the lines that do not
+    fit the buffer are dropped and counted in switchyard_access_log_dropped_total."""
+    import subprocess
+
+    from conftest import binary, child_env
+
+    work = tmp_path_factory.mktemp("access-blocked")
+    (work / "config").mkdir()
+    (work / "config" / "switchyard.yaml").write_text(gateway_config(mock.addr))
+    errlog = work / "stderr.log"
+    with open(errlog, "wb") as err:
+        proc = subprocess.Popen(
+            [str(binary("switchyard")), "serve", "--config", str(work / "config"),
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--drain-timeout", "1s", "--log-format", "json", "--require-auth=false",
+             "--access-log-buffer-bytes", "65536"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            env=child_env(RUST_LOG="info"),
+        )
+    try:
+        def serving():
+            for line in errlog.read_text(errors="replace").splitlines():
+                try:
+                    f = json.loads(line).get("fields", {})
+                except ValueError:
+                    continue
+                if f.get("message") == "switchyard serving":
+                    return f["listen"], f["admin"]
+            assert proc.poll() is None, errlog.read_text()
+            return None
+
+        listen, admin = wait_until(serving, "switchyard serving")
+        gw = Gateway(None, listen, admin)
+        wait_until(lambda: urllib.request.urlopen(f"{gw.admin_url}/readyz", timeout=2).status == 200,
+                   "ready")
+        n = 1500
+        started = time.monotonic()
+        statuses = _concurrently(n, lambda i: post(
+            gw, {"model": "gpt-4o-mini", "messages": MESSAGES}, {"x-request-id": f"blocked-{i}"})[0])
+        took = time.monotonic() - started
+        assert statuses == [200] * n
+        # 1500 lines are ~700 KB: the 64 KiB pipe and the 64 KiB buffer hold a fraction.
+        metrics = urllib.request.urlopen(f"{gw.admin_url}/metrics", timeout=5).read().decode()
+        dropped = [float(l.split()[-1]) for l in metrics.splitlines()
+                   if l.startswith("switchyard_access_log_dropped_total")]
+        assert dropped and dropped[0] >= n / 2, (dropped, took)
+        assert dropped[0] < n
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # The writer thread is stuck on the full pipe: the process may only exit once
+            # someone reads it.
+            proc.stdout.read()
+            proc.wait(timeout=10)
+        proc.stdout.close()

@@ -8,7 +8,8 @@ use http::{HeaderValue, StatusCode};
 use switchyard_providers::Usage;
 use switchyard_router::{InFlight, Pricing};
 use switchyard_telemetry::{
-    Metrics, Otel, RequestLabels, RequestOutcome, RequestSample, RequestTrace,
+    AccessLine, AccessLog, Metrics, Otel, RequestLabels, RequestOutcome, RequestSample,
+    RequestTrace,
 };
 
 use crate::admit::{Admitted, Limits, SettleTarget};
@@ -84,6 +85,8 @@ pub struct Record {
     pub trace: Option<RequestTrace>,
     /// The consumer's limits to settle with the real usage when the request ends.
     pub settle: Option<(Arc<Limits>, SettleTarget, Admitted)>,
+    /// Where the line goes when the request ends; `None` with the access log off.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Record {
@@ -121,6 +124,7 @@ impl Record {
             permit: None,
             trace: None,
             settle: None,
+            access_log: None,
         }
     }
 
@@ -161,35 +165,38 @@ impl Record {
             .inc();
     }
 
-    fn access_log(&self, elapsed: Duration, cost: f64) {
+    fn access_log(&self, elapsed: Duration, cost: Option<f64>) {
+        let Some(log) = &self.access_log else {
+            return;
+        };
         let u = self.usage.unwrap_or_default();
-        tracing::info!(
-            target: "switchyard::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            operation = self.operation,
-            consumer = self.consumer.as_deref().unwrap_or(""),
-            route = self.route.as_deref().unwrap_or(""),
-            requested_model = self.requested_model.as_deref().unwrap_or(""),
-            upstream_model = self.upstream_model.as_deref().unwrap_or(""),
-            backend = self.backend.as_deref().unwrap_or(""),
-            provider = self.provider,
-            attempts = self.attempts,
-            status = self.status.as_u16(),
-            error = self.error_type.as_deref().unwrap_or(""),
-            input_tokens = u.input_tokens,
-            output_tokens = u.output_tokens,
-            cached_input_tokens = u.cached_input_tokens,
-            cost_usd = cost,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1000.0),
+        // The prometheus crate has no exemplars: the trace id here is what links a slow
+        // request seen in the latency histogram (and found in this log) to its trace.
+        let trace_id = self.trace.as_ref().map(RequestTrace::trace_id);
+        log.log(&AccessLine {
+            request_id: self.request_id.to_str().unwrap_or(""),
+            operation: self.operation,
+            consumer: self.consumer.as_deref().unwrap_or(""),
+            route: self.route.as_deref().unwrap_or(""),
+            requested_model: self.requested_model.as_deref().unwrap_or(""),
+            upstream_model: self.upstream_model.as_deref().unwrap_or(""),
+            backend: self.backend.as_deref().unwrap_or(""),
+            provider: self.provider,
+            attempts: self.attempts,
+            status: self.status.as_u16(),
+            error: self.error_type.as_deref().unwrap_or(""),
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            cost_usd: cost,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            ttft_ms: self.ttft.map(|t| t.as_secs_f64() * 1000.0),
             // Absent, like the fields around it, unless something was dropped; the header
             // value is visible ASCII, so `to_str` borrows it without a copy.
-            dropped = self.dropped.as_ref().and_then(|d| d.to_str().ok()),
-            // The prometheus crate has no exemplars: the trace id here is what links a slow
-            // request seen in the latency histogram (and found in this log) to its trace.
-            trace_id = self.trace.as_ref().map(RequestTrace::trace_id),
-            "request"
-        );
+            dropped: self.dropped.as_ref().and_then(|d| d.to_str().ok()),
+            trace_id: trace_id.as_deref(),
+        });
     }
 }
 
@@ -251,7 +258,7 @@ impl Drop for Record {
             let usage = self.usage.filter(|_| self.status.is_success());
             limits.settle(target, admitted, usage, micro);
         }
-        self.access_log(elapsed, cost);
+        self.access_log(elapsed, (!price_unknown).then_some(cost));
         if let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) {
             otel.end_request(
                 trace,
@@ -304,57 +311,49 @@ mod tests {
         }
     }
 
-    /// Collects the access log's `dropped` field, once per line.
-    #[derive(Default)]
-    struct AccessLines(std::sync::Mutex<Vec<Option<String>>>);
+    /// Collects the access log's lines.
+    #[derive(Clone, Default)]
+    struct AccessLines(Arc<std::sync::Mutex<Vec<u8>>>);
 
-    impl tracing::Subscriber for AccessLines {
-        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
-            m.target() == "switchyard::access"
+    impl std::io::Write for AccessLines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
         }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, e: &tracing::Event<'_>) {
-            struct Dropped(Option<String>);
-            impl tracing::field::Visit for Dropped {
-                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
-                    if f.name() == "dropped" {
-                        self.0 = Some(v.to_string());
-                    }
-                }
-                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-            }
-            let mut d = Dropped(None);
-            e.record(&mut d);
-            self.0.lock().unwrap().push(d.0);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
     }
 
     #[test]
     fn access_log_names_dropped_fields_only_when_there_are_some() {
-        let lines = Arc::new(AccessLines::default());
+        let lines = AccessLines::default();
         let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
-        tracing::subscriber::with_default(Arc::clone(&lines), || {
-            let record = |dropped: Option<&'static str>| {
-                let mut r = Record::new(
-                    Arc::clone(&metrics),
-                    None,
-                    Instant::now(),
-                    HeaderValue::from_static("id"),
-                );
-                r.dropped = dropped.map(HeaderValue::from_static);
-                drop(r);
-            };
-            record(Some("tools[0](web_search), prompt_cache_key"));
-            record(None);
-        });
+        let log = Arc::new(AccessLog::new(metrics.registry(), lines.clone()).unwrap());
+        let record = |dropped: Option<&'static str>| {
+            let mut r = Record::new(
+                Arc::clone(&metrics),
+                None,
+                Instant::now(),
+                HeaderValue::from_static("id"),
+            );
+            r.access_log = Some(Arc::clone(&log));
+            r.dropped = dropped.map(HeaderValue::from_static);
+            drop(r);
+        };
+        record(Some("tools[0](web_search), prompt_cache_key"));
+        record(None);
+        log.shutdown();
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let dropped: Vec<Option<String>> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.get("dropped").map(|d| d.as_str().unwrap().to_string())
+            })
+            .collect();
         assert_eq!(
-            *lines.0.lock().unwrap(),
+            dropped,
             [
                 Some("tools[0](web_search), prompt_cache_key".to_string()),
                 None

@@ -26,7 +26,7 @@ use switchyard_providers::{transcode::Format, Operation};
 use switchyard_router::budget::{max_cost_micro_usd, output_cap, reserve_prices};
 use switchyard_router::state::{LimitExceeded, WindowStatus};
 use switchyard_router::{RoutingTable, TableHandle};
-use switchyard_telemetry::{Metrics, Otel};
+use switchyard_telemetry::{AccessLog, Metrics, Otel};
 use tokio::time::Instant;
 
 use crate::{
@@ -54,6 +54,8 @@ pub struct GatewayConfig {
     /// Keep the runtime's workers polling for I/O after each request instead of sleeping:
     /// lower added latency on virtual machines, paid in CPU (see [`BusyPoll`]).
     pub busy_poll: Option<BusyPoll>,
+    /// The access log, one line per request written off the request path; `None` when off.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +65,7 @@ impl Default for GatewayConfig {
             max_response_bytes: 64 * 1024 * 1024,
             require_auth: true,
             busy_poll: None,
+            access_log: None,
         }
     }
 }
@@ -133,6 +136,7 @@ impl Gateway {
             start,
             request_id.clone(),
         );
+        record.access_log = self.inner.config.access_log.clone();
         // Errors are written in the format of the endpoint the caller used.
         let format = caller_format(req.uri().path());
         let result = match endpoint(req.method(), req.uri().path()) {

@@ -27,7 +27,7 @@ use switchyard_gateway::{
     ReviewError, ReviewFuture, TlsReloader, TokenReviewer, TrustStore, UpstreamClient,
 };
 use switchyard_router::TableHandle;
-use switchyard_telemetry::Metrics;
+use switchyard_telemetry::{AccessLog, Metrics};
 use tokio::{net::TcpListener, sync::watch};
 
 /// Switchyard: one OpenAI-compatible endpoint in front of every model provider.
@@ -184,6 +184,10 @@ struct ServeArgs {
     /// Turn off the access log (one JSON line per request on stdout).
     #[arg(long)]
     no_access_log: bool,
+    /// Access log lines held in memory while stdout does not keep up, in bytes; beyond it new
+    /// lines are dropped and counted in switchyard_access_log_dropped_total.
+    #[arg(long, default_value_t = AccessLog::MAX_PENDING_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4096..))]
+    access_log_buffer_bytes: usize,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
     log_format: LogFormat,
@@ -419,66 +423,55 @@ fn prices(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Diagnostics go to stderr (text or JSON); the access log — one JSON line per request,
-/// target `switchyard::access` — goes to stdout through a non-blocking writer, so a slow
-/// stdout never blocks the request path (lines are dropped instead, and counted by the
-/// writer). The returned guard flushes it at exit.
-fn init_logging(
-    format: LogFormat,
-    access_log: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::{filter, fmt, prelude::*, EnvFilter, Layer};
-    const ACCESS: &str = "switchyard::access";
+/// Diagnostics go to stderr (text or JSON). The access log — one JSON line per request — is
+/// not a tracing layer: it goes to stdout through [`AccessLog`], batched off the request path.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter, Layer};
     // kube's client logs every failed connection attempt at ERROR while the API server is
     // away; the controller already says so once per outage (and counts reconnects).
     let env = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
-    let not_access = filter::filter_fn(|m| m.target() != ACCESS);
     let diagnostics = match format {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     }
-    .with_filter(env)
-    .with_filter(not_access);
-    // The non-blocking writer preallocates its queue: only build it when the log is on.
-    let (access, guard) = match access_log {
-        false => (None, None),
-        true => {
-            let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-            (Some((writer, ())), Some(guard))
-        }
-    };
-    let access = access.map(|(writer, ())| {
-        fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_target(false)
-            .with_writer(writer)
-            .with_filter(filter::Targets::new().with_target(ACCESS, tracing::Level::INFO))
-    });
-    tracing_subscriber::registry()
-        .with(diagnostics)
-        .with(access)
-        .init();
-    guard
+    .with_filter(env);
+    tracing_subscriber::registry().with(diagnostics).init();
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _log_guard = init_logging(args.log_format, !args.no_access_log);
+    init_logging(args.log_format);
     // The Kubernetes client's rustls needs a process-wide crypto provider; without one it
     // panics on the first connection. Installing fails only if one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+    let access_log = match args.no_access_log {
+        true => None,
+        false => Some(Arc::new(AccessLog::with_limits(
+            metrics.registry(),
+            std::io::stdout(),
+            args.access_log_buffer_bytes,
+        )?)),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args, metrics, access_log.clone()));
+    // Requests the drain timeout cut off end (and log their line) as the runtime drops its
+    // tasks; then every queued line is written before the process exits.
+    drop(runtime);
+    if let Some(log) = access_log {
+        log.shutdown();
+    }
+    result
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+async fn run(
+    args: ServeArgs,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
+) -> anyhow::Result<ExitCode> {
     // OTLP export when the standard OTEL_EXPORTER_OTLP_* variables are set.
     let otel = switchyard_telemetry::Otel::from_env()?.map(Arc::new);
     if otel.is_some() {
@@ -557,6 +550,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.max_body_bytes,
             require_auth: args.require_auth,
             busy_poll: (!args.busy_poll.is_zero()).then(|| BusyPoll::start(args.busy_poll)),
+            access_log,
             ..GatewayConfig::default()
         },
         reviewer,

@@ -5,9 +5,11 @@
 //! routing table) and from small fixed sets (status codes, token types), never from raw client
 //! input, so cardinality stays bounded.
 
+mod access_log;
 pub mod otel;
 mod series;
 
+pub use access_log::{AccessLine, AccessLog};
 pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
 pub use series::{RequestLabels, RequestSample};
 
