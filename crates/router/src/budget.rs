@@ -77,7 +77,7 @@ pub fn max_cost_micro_usd(input_tokens: u64, output_tokens: u64, prices: Reserve
 }
 
 /// The prices a request to `route` is reserved at: the highest among its targets and
-/// fallbacks, cached input included.
+/// fallbacks, cache reads and writes included (a cache write costs up to 1.25× input).
 pub fn reserve_prices(route: &Route) -> ReservePrices {
     route
         .targets
@@ -86,7 +86,11 @@ pub fn reserve_prices(route: &Route) -> ReservePrices {
         .fold(ReservePrices::default(), |acc, t| {
             let p = &t.pricing;
             ReservePrices {
-                input: acc.input.max(p.input.0).max(p.cached_input.0),
+                input: acc
+                    .input
+                    .max(p.input.0)
+                    .max(p.cached_input.0)
+                    .max(p.cache_write.0),
                 output: acc.output.max(p.output.0),
             }
         })
