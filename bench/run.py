@@ -66,6 +66,18 @@ MODEL = "mock-model"
 SLOW_MODEL = "slow-model"
 
 TARGETS = ("direct", "nginx", "switchyard")
+# The same two proxies with their access log off (workloads 1 and 2 only): what the log costs.
+LOG_OFF = ("nginx-nolog", "switchyard-nolog")
+# Streams whose chunks the mock writes one at a time, SEP_DELAY_MS apart (a model emitting
+# tokens), routed by this model name; the burst case (one write for the whole answer) is
+# workload 2.
+SEP_MODEL = "sep-model"
+# Agentic bodies (bench/bodies/): routed by model to an OpenAI-dialect backend or to an
+# Anthropic one, so each body goes through passthrough and through translation.
+AGENT_OPENAI = "agent-openai"
+AGENT_ANTHROPIC = "agent-anthropic"
+BODIES = BENCH / "bodies"
+ANTHROPIC_HEADERS = ["anthropic-version: 2023-06-01"]
 # The upstream-TLS set: the same load through a TLS + h2 "provider edge" in front of the mock.
 TLS_TARGETS = ("direct-tls", "nginx-tls", "switchyard-tls")
 # The model (and route) Switchyard sends to the edge, through a backend trusting its CA.
@@ -95,6 +107,14 @@ LIMITS = {
     "rss_growth_mib_max": 2.0,
     "lookup_growth_max": 1.5,
     "compile_10k_ms_max": 50.0,
+    # Issue 21: the same run, access log on for both proxies.
+    "throughput_vs_nginx_min": 1.0,
+    "access_log_cpu_us_max": 1.0,
+    "sep_chunk_cpu_vs_nginx_max": 1.0,
+    "agentic_passthrough_cpu_vs_nginx_max": 1.2,
+    "translation_us_max": 100.0,
+    "stream_event_ns_max": 1000.0,
+    "streams_rss_vs_nginx_max": 1.0,
 }
 
 
@@ -123,7 +143,15 @@ class Settings:
         self.hold_ramp_ms = 100 if smoke else 1000
         self.max_requests = 2_000_000
         self.timeout_s = 10.0
-        self.access_log = a.access_log
+        # Both proxies log every request by default, as they are deployed (nginx with a
+        # buffered log); the log-off rows measure each without it.
+        self.access_log = not a.no_access_log
+        self.sep_delay_ms = a.sep_delay_ms
+        self.agentic = not a.no_agentic
+        self.agentic_duration = a.agentic_duration if a.agentic_duration is not None else (
+            0.3 if smoke else max(1.0, round(self.duration / 3)))
+        self.hold_streams_big = a.hold_streams_big if a.hold_streams_big is not None else (
+            40 if smoke else 10000)
         # A second Switchyard with --busy-poll, measured on the open-loop workloads only.
         self.busy_poll = a.busy_poll
         self.kube_changes = 2 if smoke else 30
@@ -144,19 +172,29 @@ class Proc:
 
     running: list["Proc"] = []
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: Optional[dict] = None):
+    def __init__(self, name: str, argv: list[str], log: Path, env: Optional[dict] = None,
+                 stdout: Optional[Path] = None):
+        """With `stdout`, standard output goes to that file (opened for appending, so
+        `truncate_stdout` can empty it under the running process) and only stderr to `log`."""
         self.name = name
         self.log_path = log
         self._log = open(log, "wb")
+        self.stdout_path = stdout
+        self._out = open(stdout, "ab") if stdout else None
         self.popen = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._out or self._log,
+            stderr=self._log if self._out else subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
         Proc.running.append(self)
+
+    def truncate_stdout(self) -> None:
+        """Empties the stdout file (an access log), so long runs do not fill the disk."""
+        if self.stdout_path:
+            os.truncate(self.stdout_path, 0)
 
     @property
     def pid(self) -> int:
@@ -189,6 +227,8 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait(timeout=STOP_TIMEOUT_S)
         self._log.close()
+        if self._out:
+            self._out.close()
         if self in Proc.running:
             Proc.running.remove(self)
 
@@ -426,6 +466,51 @@ metadata: {{name: bench-slow}}
 spec:
   match: {{models: ["{SLOW_MODEL}"]}}
   backends: [{{backendRef: {{name: mock-slow}}, model: {MODEL}}}]
+---
+# The same mock writing each chunk of a stream on its own, {s.sep_delay_ms} ms apart.
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: mock-sep}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{mock}/v1
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}}}]
+  timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+  headers:
+    set: {{x-mock-chunk-delay-ms: "{s.sep_delay_ms}"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: bench-sep}}
+spec:
+  match: {{models: ["{SEP_MODEL}"]}}
+  backends: [{{backendRef: {{name: mock-sep}}, model: {MODEL}}}]
+---
+# The same mock as an Anthropic backend (its /v1/messages), for the agentic bodies.
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: mock-anthropic}}
+spec:
+  provider: anthropic
+  endpoint: http://{mock}
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}, pricing: {{inputPerMillion: "3", outputPerMillion: "15"}}}}]
+  timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: agent-openai}}
+spec:
+  match: {{models: ["{AGENT_OPENAI}"]}}
+  backends: [{{backendRef: {{name: mock}}, model: {MODEL}}}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: agent-anthropic}}
+spec:
+  match: {{models: ["{AGENT_ANTHROPIC}"]}}
+  backends: [{{backendRef: {{name: mock-anthropic}}, model: {MODEL}}}]
 """ + (tls_gateway_config(*edge) if edge else "")
 
 
@@ -464,15 +549,19 @@ spec:
 NGINX_CONF = """\
 # nginx as the floor for a proxy: a plain reverse proxy to the same mock, one worker (the same
 # one-core budget as Switchyard), upstream keep-alive, no buffering (streams pass through as
-# they come), no access log (unless --access-log; Switchyard's is then on too), and keep-alive
-# request limits lifted so neither side of nginx closes connections every 1000 requests.
+# they come), its access log on and buffered as it is deployed (64 KiB buffer, flushed every
+# second; off with --no-access-log, and on the log-off server), request bodies up to 128 KiB
+# kept in memory (the default 16 KiB would write agent-sized bodies to a temp file), and
+# keep-alive request limits lifted so neither side of nginx closes connections every 1000
+# requests.
 worker_processes 1;
 worker_rlimit_nofile {nofile};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log {access_log};
+    client_body_buffer_size 128k;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -489,9 +578,24 @@ http {{
     proxy_buffering off;
     proxy_set_header Connection "";
     proxy_set_header Authorization "Bearer {key}";
+    proxy_set_header x-api-key "{key}";
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ proxy_pass http://mock; }}
+    }}
+    server {{
+        listen 127.0.0.1:{nolog_port} backlog=4096;
+        access_log off;
+        location / {{ proxy_pass http://mock; }}
+    }}
+    server {{
+        listen 127.0.0.1:{sep_port} backlog=4096;
+        location / {{
+            proxy_pass http://mock;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_set_header x-mock-chunk-delay-ms "{sep_delay_ms}";
+        }}
     }}
     server {{
         listen 127.0.0.1:{slow_port} backlog=4096;
@@ -641,12 +745,13 @@ class Stack:
 
         config = work / "config"
         config.mkdir()
-        # The access log (one JSON line per request) is off by default, as nginx's is: both
-        # proxies are measured doing the same work. --access-log turns both on.
+        # The access log (one JSON line per request, to the log file here) is on, as nginx's
+        # is: both proxies are measured doing the same work. --no-access-log turns both off;
+        # the log-off rows run a second Switchyard without it either way.
         help_text = subprocess.run([bins["switchyard"], "serve", "--help"],
                                    capture_output=True, text=True).stdout
-        serve_flags = ["--no-access-log"] if (
-            not s.access_log and "--no-access-log" in help_text) else []
+        no_log = ["--no-access-log"] if "--no-access-log" in help_text else []
+        serve_flags = [] if s.access_log else list(no_log)
         # The bench config has no AIConsumer: a gateway that requires a key by default is
         # told to serve without one, as nginx does (and as gateways before that default did).
         if "--require-auth[=" in help_text:
@@ -667,10 +772,12 @@ class Stack:
 
         def start_gateway(name: str, extra: list) -> tuple[Proc, str, str]:
             """A `switchyard serve` on the bench config, once it says it is ready."""
+            # Its access log (stdout) goes to a file of its own, emptied between workloads.
             proc = Proc(name, pinned(proxy_cpu, [
                 bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
                 "--admin-listen", "127.0.0.1:0", "--log-format", "json", *serve_flags, *extra,
-            ]), work / f"{name}.log", dict(env, RUST_LOG="info"))
+            ]), work / f"{name}.log", dict(env, RUST_LOG="info"),
+                stdout=work / f"{name}.access.log")
             listen, admin = proc.wait_for(serving, "'switchyard serving'")
             wait_until(lambda: http_status(f"http://{admin}/readyz") == 200,
                        f"{name} /readyz", proc)
@@ -678,6 +785,12 @@ class Stack:
 
         self.gw_proc, self.gateway, self.admin = start_gateway("switchyard", [])
         self.gw_started = time.monotonic()
+        # The log-off twin, for workloads 1 and 2.
+        self.nolog_proc: Optional[Proc] = None
+        self.gateway_nolog: Optional[str] = None
+        if no_log:
+            self.nolog_proc, self.gateway_nolog, _ = start_gateway(
+                "switchyard-nolog", [] if no_log[0] in serve_flags else no_log)
 
         # The same gateway with busy polling, for the open-loop latency workloads. It sleeps
         # (costs nothing) except for its window after each of its own requests.
@@ -691,6 +804,7 @@ class Stack:
         self.nginx_version = None
         if nginx:
             port, slow_port = free_port(), free_port()
+            nolog_port, sep_port = free_port(), free_port()
             tls_port = free_port() if self.edge else None
             nprefix = work / "nginx"
             nprefix.mkdir()
@@ -699,7 +813,10 @@ class Stack:
                 prefix=nprefix, mock=self.mock, key=UPSTREAM_KEY, port=port,
                 nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 slow_port=slow_port, slow_chunks=s.slow_chunks, slow_delay_ms=s.slow_delay_ms,
-                access_log=f"{nprefix}/access.log" if s.access_log else "off",
+                nolog_port=nolog_port, sep_port=sep_port, sep_delay_ms=s.sep_delay_ms,
+                worker_connections=max(4096, 2 * max(s.hold_streams, s.hold_streams_big) + 256),
+                access_log=f"{nprefix}/access.log combined buffer=64k flush=1s" if s.access_log
+                else "off",
                 tls=NGINX_TLS_SERVER.format(edge=self.edge, port=tls_port, ca=self.pki["ca"])
                 if self.edge else ""))
             self.nginx_version = subprocess.run(
@@ -710,8 +827,11 @@ class Stack:
             ]), work / "nginx.log")
             self.nginx = f"127.0.0.1:{port}"
             self.nginx_slow = f"127.0.0.1:{slow_port}"
+            self.nginx_nolog = f"127.0.0.1:{nolog_port}"
+            self.nginx_sep = f"127.0.0.1:{sep_port}"
             self.nginx_tls = f"127.0.0.1:{tls_port}" if tls_port else None
-            wait_until(lambda: tcp_open(self.nginx) and tcp_open(self.nginx_slow) and (
+            wait_until(lambda: tcp_open(self.nginx) and tcp_open(self.nginx_slow) and tcp_open(
+                self.nginx_nolog) and tcp_open(self.nginx_sep) and (
                 not self.nginx_tls or tcp_open(self.nginx_tls)),
                        "nginx listening", self.nginx_proc)
             self.nginx_started = time.monotonic()
@@ -767,6 +887,11 @@ class Stack:
     def targets(self) -> list[str]:
         return [t for t in TARGETS if t != "nginx" or self.nginx_proc]
 
+    def log_off_targets(self) -> list[str]:
+        """The proxies with their access log off (workloads 1 and 2)."""
+        return [t for t, up in (("nginx-nolog", self.nginx_proc),
+                                ("switchyard-nolog", self.nolog_proc)) if up]
+
     def tls_targets(self) -> list[str]:
         """Targets of the TLS-upstream set (none without the edge)."""
         if not self.edge:
@@ -780,25 +905,35 @@ class Stack:
         """Targets of the open-loop workloads: also the busy-polling gateway, when started."""
         return self.targets() + ([BUSY] if self.busy_proc else [])
 
-    def url(self, target: str, slow: bool = False) -> str:
+    def url(self, target: str, slow: bool = False, sep: bool = False,
+            path: str = "/v1/chat/completions") -> str:
         if target == "direct-tls":
             # wrk verifies no certificate: the address is enough.
-            return f"https://{self.edge}/v1/chat/completions"
+            return f"https://{self.edge}{path}"
+        nginx = "nginx_slow" if slow else "nginx_sep" if sep else "nginx"
         host = {"direct": self.mock, "switchyard": self.gateway,
                 BUSY: self.gateway_busy, "switchyard-tls": self.gateway,
-                "nginx-tls": self.nginx_tls,
-                "nginx": getattr(self, "nginx_slow" if slow else "nginx", None)}[target]
-        return f"http://{host}/v1/chat/completions"
+                "switchyard-nolog": self.gateway_nolog,
+                "nginx-tls": self.nginx_tls, "nginx-nolog": getattr(self, "nginx_nolog", None),
+                "nginx": getattr(self, nginx, None)}[target]
+        return f"http://{host}{path}"
 
-    def headers(self, target: str, slow: bool = False) -> list[str]:
-        """Direct calls present the upstream key (and, for slow streams, the mock knobs)
-        themselves; through a proxy the caller presents its own key, which the proxy replaces."""
+    def headers(self, target: str, slow: bool = False, sep: bool = False,
+                anthropic: bool = False) -> list[str]:
+        """Direct calls present the upstream key (and, for slow or separate-chunk streams, the
+        mock knobs) themselves; through a proxy the caller presents its own key, which the
+        proxy replaces."""
+        extra = ANTHROPIC_HEADERS if anthropic else []
         if target not in ("direct", "direct-tls"):
-            return [CALLER_AUTH]
-        h = [f"Authorization: Bearer {UPSTREAM_KEY}"]
+            return [CALLER_AUTH, *extra]
+        h = [f"Authorization: Bearer {UPSTREAM_KEY}", *extra]
+        if anthropic:
+            h.append(f"x-api-key: {UPSTREAM_KEY}")
         if slow:
             h += [f"x-mock-chunks: {self.s.slow_chunks}",
                   f"x-mock-chunk-delay-ms: {self.s.slow_delay_ms}"]
+        if sep:
+            h.append(f"x-mock-chunk-delay-ms: {self.s.sep_delay_ms}")
         return h
 
     def meter(self, target: str) -> Optional[Meter]:
@@ -806,13 +941,27 @@ class Stack:
             return Meter(self.gw_proc.pid, with_children=False)
         if target == BUSY and self.busy_proc:
             return Meter(self.busy_proc.pid, with_children=False)
-        if target in ("nginx", "nginx-tls") and self.nginx_proc:
+        if target == "switchyard-nolog" and self.nolog_proc:
+            return Meter(self.nolog_proc.pid, with_children=False)
+        if target in ("nginx", "nginx-tls", "nginx-nolog") and self.nginx_proc:
             return Meter(self.nginx_proc.pid, with_children=True)
         return None
 
+    def truncate_logs(self) -> None:
+        """Empties the proxies' access logs between workloads (both append, so this is safe
+        under them): a full run writes a few GB of lines otherwise."""
+        for p in (self.gw_proc, self.nolog_proc, self.busy_proc):
+            if p:
+                p.truncate_stdout()
+        if self.nginx_proc:
+            try:
+                os.truncate(self.work / "nginx" / "access.log", 0)
+            except OSError:
+                pass
+
     def check_alive(self) -> None:
         for p in (self.mock_proc, self.gw_proc, self.nginx_proc, self.busy_proc,
-                  self.edge_proc):
+                  self.edge_proc, self.nolog_proc):
             if p and p.popen.poll() is not None:
                 raise BenchError(f"{p.name} exited ({p.popen.returncode}):\n{p.output()[-3000:]}")
 
@@ -1001,6 +1150,7 @@ def measured(stack: Stack, target: str, fn: Callable[[], dict], sample_rss: bool
     the requests in it: loadgen's in-process warm-up runs at the same load, so it does not
     skew the rate."""
     stack.check_alive()
+    stack.truncate_logs()
     if warm:
         warm()
     meter = stack.meter(target)
@@ -1029,20 +1179,30 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
         w.setdefault(name, {}).setdefault(target, []).append(r)
 
     rss_rounds: dict[str, list] = {"after_requests": [], "after_streams": []}
+    with_log_off = targets + stack.log_off_targets()
     for rnd in range(s.rounds):
         log(f"round {rnd + 1}/{s.rounds}")
-        for t in order(targets, rnd):
+        for t in order(with_log_off, rnd):
             log(f"  chat (non-streaming, c={s.connections}) -> {t}")
             add("chat", t, measured(stack, t, lambda: load.closed(
                 stack.url(t), stack.headers(t), body(False), s.duration, s.warmup),
                 warm=lambda: load.warm_closed(stack.url(t), stack.headers(t), body(False),
                                               s.warmup)))
-        for t in order(targets, rnd):
-            log(f"  stream ({s.chunks} chunks, c={s.connections}) -> {t}")
+        for t in order(with_log_off, rnd):
+            log(f"  stream ({s.chunks} chunks in one write, c={s.connections}) -> {t}")
             add("stream", t, measured(stack, t, lambda: load.closed(
                 stack.url(t), stack.headers(t), body(True), s.duration, s.warmup),
                 warm=lambda: load.warm_closed(stack.url(t), stack.headers(t), body(True),
                                               s.warmup)))
+        for t in order(targets, rnd):
+            log(f"  stream ({s.chunks} chunks written one at a time, {s.sep_delay_ms} ms apart, "
+                f"c={s.connections}) -> {t}")
+            model = SEP_MODEL if t == "switchyard" else MODEL
+            add("stream_sep", t, measured(stack, t, lambda: load.closed(
+                stack.url(t, sep=True), stack.headers(t, sep=True), body(True, model),
+                s.duration, s.warmup),
+                warm=lambda: load.warm_closed(stack.url(t, sep=True), stack.headers(t, sep=True),
+                                              body(True, model), s.warmup)))
         for t in order(targets, rnd):
             log(f"  stream TTFB (open loop {s.ttfb_rate:g}/s) -> {t}")
             add("stream_ttfb", t, measured(stack, t, lambda: load.loadgen_run(
@@ -1069,9 +1229,106 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
                 sample_rss=True))
         time.sleep(0.5 if s.smoke else 1.0)
         rss_rounds["after_streams"].append(rss_bytes(stack.gw_proc.pid))
+        if s.agentic:
+            run_agentic_round(stack, load, s, rnd, add, log)
+        big = hold_big_streams(s)
+        if big:
+            for t in order([t for t in targets if t != "direct"], rnd):
+                log(f"  {big} slow streams ({s.slow_chunks} x {s.slow_delay_ms} ms) -> {t}")
+                model = SLOW_MODEL if t == "switchyard" else MODEL
+                ramp = 100 if s.smoke else 2000
+                add("hold_big", t, measured(stack, t, lambda: load.loadgen_run(
+                    "hold", stack.url(t, slow=True), stack.headers(t, slow=True),
+                    body(True, model), ["--streams", big, "--ramp-ms", ramp],
+                    ramp / 1000 + s.slow_chunks * s.slow_delay_ms / 1000),
+                    sample_rss=True))
+            time.sleep(0.5 if s.smoke else 1.0)
         if stack.tls_targets():
             run_tls_round(stack, load, s, rnd, add, log)
     return {"workloads": w, "rss_rounds": rss_rounds}
+
+
+def hold_big_streams(s: Settings) -> int:
+    """The larger held-stream count, within the file descriptors a proxy has: each stream
+    holds a client and an upstream connection."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(0, min(s.hold_streams_big, (soft - 512) // 2))
+
+
+def agentic_body(name: str, stream: bool, model: str) -> str:
+    """One of bench/bodies/ with `stream` set as asked and `model` as the last key (where
+    openai-python puts it; Claude Code and Codex put it first, kept there)."""
+    d = json.loads((BODIES / name).read_text())
+    model_last = list(d)[-1] == "model"
+    d["stream"] = stream
+    if name.startswith("openai"):
+        d.pop("stream_options", None)
+        if stream:
+            d["stream_options"] = {"include_usage": True}
+    if model_last:
+        d.pop("model")
+    d["model"] = model
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+
+# The agentic workloads: (name, what the row shows, path, body file, the Switchyard route's
+# model, Anthropic headers, targets). Direct and nginx always pass the body through (nginx
+# cannot translate): on the translated rows they are the passthrough reference.
+AGENTIC = (
+    ("agent_openai_pass", "OpenAI 70 KB (model last), passthrough", "/v1/chat/completions",
+     "openai-70k-model-last.json", AGENT_OPENAI, False),
+    ("agent_claude_pass", "Claude Code 87 KB, Anthropic passthrough", "/v1/messages",
+     "claude-code.json", AGENT_ANTHROPIC, True),
+    ("agent_claude_to_openai", "Claude Code 87 KB, Anthropic -> OpenAI", "/v1/messages",
+     "claude-code.json", AGENT_OPENAI, True),
+    ("agent_openai_to_anthropic", "OpenAI 70 KB, OpenAI -> Anthropic", "/v1/chat/completions",
+     "openai-70k-model-last.json", AGENT_ANTHROPIC, False),
+    ("agent_codex_to_chat", "Codex 40 KB, Responses -> chat", "/v1/responses",
+     "codex.json", AGENT_OPENAI, False),
+)
+
+
+# A translated row's reference: the workload whose direct and nginx figures (the same body
+# passed through) it is shown against. Codex's Responses body has no passthrough row of its
+# own: direct and nginx send it to the mock's /v1/responses in its own workload.
+AGENTIC_REF = {"agent_claude_to_openai": "agent_claude_pass",
+               "agent_openai_to_anthropic": "agent_openai_pass"}
+
+
+def agentic_translated(name: str) -> bool:
+    return not name.endswith("_pass")
+
+
+def agentic_targets(stack: Stack, name: str) -> list[str]:
+    return ["switchyard"] if name in AGENTIC_REF else stack.targets()
+
+
+def run_agentic_round(stack: Stack, load: Load, s: Settings, rnd: int,
+                      add: Callable[[str, str, dict], None], log: Callable[[str], None]) -> None:
+    """Agent-sized bodies through passthrough and every translation, streaming and not, for
+    `agentic_duration` each. Direct and nginx run only on the passthrough rows: a translated
+    row is compared with the passthrough of the same body."""
+    for name, label, path, file, model, anthropic in AGENTIC:
+        for stream in (False, True):
+            wl = name + ("_stream" if stream else "")
+            targets = agentic_targets(stack, name)
+            for t in order(targets, rnd):
+                log(f"  {label}, {'streaming (one write)' if stream else 'non-streaming'} "
+                    f"-> {t}")
+                text = agentic_body(file, stream, model if t == "switchyard" else MODEL)
+                url, hdrs = stack.url(t, path=path), stack.headers(t, anthropic=anthropic)
+                if s.smoke:
+                    # Debug binaries translate an 87 KB body slowly: a few connections, so
+                    # some requests finish inside the short run.
+                    add(wl, t, measured(stack, t, lambda: load.loadgen_run(
+                        "closed", url, hdrs, text, [
+                            "--connections", 2, "--duration", max(1.0, s.agentic_duration),
+                            "--warmup", 0, "--max-requests", 1000],
+                        max(1.0, s.agentic_duration))))
+                    continue
+                add(wl, t, measured(stack, t, lambda: load.closed(
+                    url, hdrs, text, s.agentic_duration, s.warmup),
+                    warm=lambda: load.warm_closed(url, hdrs, text, s.warmup)))
 
 
 def run_tls_round(stack: Stack, load: Load, s: Settings, rnd: int,
@@ -1422,7 +1679,8 @@ def run_micro(cpu: Optional[int], quick: bool, log: Callable[[str], None]) -> di
     crit = target_dir() / "criterion"
     # Named bench targets only: the libraries' own test harnesses reject criterion's flags.
     targets = ["-p", "switchyard-router", "-p", "switchyard-providers",
-               "--bench", "routing", "--bench", "record", "--bench", "wire"]
+               "--bench", "routing", "--bench", "record", "--bench", "wire",
+               "--bench", "agentic"]
     log("micro-benchmarks: cargo bench --no-run")
     run_cmd([CARGO, "bench", *targets, "--no-run"], 3600, "cargo bench --no-run")
     timing = ["--warm-up-time", "0.5", "--measurement-time", "1"] if quick else \
@@ -1613,6 +1871,53 @@ def verdicts(res: dict) -> list[dict]:
         ms = c10k / 1e6
         v("compile 10 000 routes, ms", ms, f"< {LIMITS['compile_10k_ms_max']:g}",
           ms < LIMITS["compile_10k_ms_max"])
+    # Issue 21.
+    g = lambda wl, t, k: summ.get(wl, {}).get(t, {}).get(k)  # noqa: E731
+    for wl, label in (("chat", "non-streaming"), ("stream", "streaming, burst"),
+                      ("stream_sep", "streaming, chunks one at a time")):
+        r = ratio(g(wl, "switchyard", "rps"), g(wl, "nginx", "rps"))
+        if r is not None:
+            v(f"#21 throughput {label} switchyard/nginx", r,
+              f">= {LIMITS['throughput_vs_nginx_min']}", r >= LIMITS["throughput_vs_nginx_min"])
+    on, off = g("chat", "switchyard", "cpu_us_per_req"), g("chat", "switchyard-nolog",
+                                                            "cpu_us_per_req")
+    if on is not None and off is not None:
+        v("#21 access log CPU per request (log on - log off), us", on - off,
+          f"<= {LIMITS['access_log_cpu_us_max']}", on - off <= LIMITS["access_log_cpu_us_max"],
+          f"{on:.1f} vs {off:.1f} us; noisy: a difference of two measurements")
+    r = ratio(g("stream_sep", "switchyard", "cpu_us_per_req"),
+              g("stream_sep", "nginx", "cpu_us_per_req"))
+    if r is not None:
+        v("#21 per-chunk relay CPU, chunks one at a time, switchyard/nginx", r,
+          f"<= {LIMITS['sep_chunk_cpu_vs_nginx_max']}", r <= LIMITS["sep_chunk_cpu_vs_nginx_max"])
+    for wl in ("agent_openai_pass", "agent_openai_pass_stream", "agent_claude_pass",
+               "agent_claude_pass_stream"):
+        r = ratio(g(wl, "switchyard", "cpu_us_per_req"), g(wl, "nginx", "cpu_us_per_req"))
+        if r is not None:
+            v(f"#21 passthrough CPU {wl[6:]} switchyard/nginx", r,
+              f"<= {LIMITS['agentic_passthrough_cpu_vs_nginx_max']}",
+              r <= LIMITS["agentic_passthrough_cpu_vs_nginx_max"])
+    for key in ("claude_code_to_openai", "claude_code_to_gemini", "claude_code_to_bedrock",
+                "openai_70k_to_anthropic", "codex_responses_to_chat"):
+        m = micro.get(f"agentic/request/{key}", {}).get("median_ns")
+        if m:
+            v(f"#21 translation {key} (criterion), us", m / 1e3,
+              f"<= {LIMITS['translation_us_max']:g}", m / 1e3 <= LIMITS["translation_us_max"])
+    for key in ("anthropic_to_openai", "openai_to_anthropic", "anthropic_to_responses",
+                "openai_to_responses"):
+        m = micro.get(f"agentic/stream_event/{key}", {}).get("median_ns")
+        if m:
+            v(f"#21 stream translation {key}, ns per event", m,
+              f"<= {LIMITS['stream_event_ns_max']:g}", m <= LIMITS["stream_event_ns_max"])
+    r = ratio(g("hold", "switchyard", "rss_peak_bytes"), g("hold", "nginx", "rss_peak_bytes"))
+    if r is not None:
+        v("#21 RSS with 1000 open streams switchyard/nginx", r,
+          f"<= {LIMITS['streams_rss_vs_nginx_max']}", r <= LIMITS["streams_rss_vs_nginx_max"])
+    big = summ.get("hold_big", {}).get("switchyard", {})
+    if big:
+        v(f"#21 RSS with {big.get('max_open') or 0:.0f} open streams (reported), MiB",
+          (big.get("rss_peak_bytes") or 0) / MiB, "(none set)", None,
+          f"nginx {(g('hold_big', 'nginx', 'rss_peak_bytes') or 0) / MiB:.1f} MiB")
     cp = res.get("control_plane") or {}
     a2l = cp.get("apply_to_live_ms", {})
     if a2l.get("count"):
@@ -1649,18 +1954,32 @@ def table(res: dict) -> str:
     rows: list[tuple[str, ...]] = []
     head = ("workload / metric", "direct", "nginx", "switchyard", "switchyard vs nginx")
 
-    def row(label: str, key: str, unit: str, name: str, cmp: str = "") -> None:
+    def row(label: str, key: str, unit: str, name: str, cmp: str = "",
+            cols: tuple = TARGETS, scale: float = 1.0, ref: Optional[str] = None) -> None:
+        """One row: `cols` name the targets shown as direct, nginx and switchyard (the
+        log-off rows show the log-off twins); `cmp` adds switchyard vs nginx; `ref` takes
+        the direct and nginx columns from another workload (a translated row's passthrough)."""
         r = summ.get(name, {})
-        vals = [r.get(t, {}).get(key) for t in TARGETS]
+        vals = [r.get(t, {}).get(key) if t else None for t in cols]
+        if ref:
+            vals[0], vals[1] = (summ.get(ref, {}).get(t, {}).get(key) for t in cols[:2])
+        vals = [None if x is None else x / scale for x in vals]
         if all(x is None for x in vals):
             return
         extra = ""
         if cmp == "ratio":
             extra = fmt(ratio(vals[2], vals[1]), "x")
         elif cmp == "added":
-            s_add, n_add = added(summ, name, "switchyard", key), added(summ, name, "nginx", key)
+            s_add, n_add = added(summ, name, cols[2], key), added(summ, name, cols[1], key)
             extra = f"{signed(s_add)} vs {signed(n_add)} us added"
+        elif cmp == "ratios":  # vs nginx and vs direct
+            extra = (f"{fmt(ratio(vals[2], vals[1]), 'x')} nginx, "
+                     f"{fmt(ratio(vals[2], vals[0]), 'x')} direct")
         rows.append((label, *(fmt(x, unit) for x in vals), extra))
+
+    log_on = meta["settings"].get("access_log", False)
+    logs = ("access log on (nginx: buffer=64k flush=1s)" if log_on else "access log off")
+    off_cols = (None, "nginx-nolog", "switchyard-nolog")
 
     def section(title: str) -> None:
         rows.append((title, "", "", "", ""))
@@ -1668,17 +1987,33 @@ def table(res: dict) -> str:
     conns = meta["settings"]["connections"]
     if "chat" in summ:
         tool = next(iter(res["workloads"]["chat"].values()))[0].get("tool", "loadgen")
-        section(f"1 chat, non-streaming, {conns} connections ({tool})")
-        row("  throughput, req/s", "rps", "", "chat", "ratio")
+        section(f"1 chat, non-streaming, {conns} connections ({tool}), {logs}")
+        row("  throughput, req/s", "rps", "", "chat", "ratios")
         row("  latency p50, us", "p50_us", "us", "chat", "added")
         row("  latency p99, us", "p99_us", "us", "chat", "added")
         row("  proxy CPU per request, us", "cpu_us_per_req", "", "chat", "ratio")
+        row("  access log off: throughput, req/s", "rps", "", "chat", "ratio", off_cols)
+        row("  access log off: proxy CPU per request, us", "cpu_us_per_req", "", "chat",
+            "ratio", off_cols)
     if "stream" in summ:
-        section(f"2 chat, streaming {meta['settings']['chunks']} chunks, {conns} connections")
-        row("  throughput, streams/s", "rps", "", "stream", "ratio")
+        section(f"2 chat, streaming {meta['settings']['chunks']} chunks in one write (burst), "
+                f"{conns} connections, {logs}")
+        row("  throughput, streams/s", "rps", "", "stream", "ratios")
         row("  full stream p50, us", "p50_us", "us", "stream", "added")
         row("  full stream p99, us", "p99_us", "us", "stream", "added")
         row("  proxy CPU per stream, us", "cpu_us_per_req", "", "stream", "ratio")
+        row("  access log off: throughput, streams/s", "rps", "", "stream", "ratio", off_cols)
+        row("  access log off: proxy CPU per stream, us", "cpu_us_per_req", "", "stream",
+            "ratio", off_cols)
+    if "stream_sep" in summ:
+        st = meta["settings"]
+        section(f"2 chat, streaming {st['chunks']} chunks written one at a time "
+                f"{st.get('sep_delay_ms')} ms apart, {conns} connections, {logs}")
+        row("  throughput, streams/s", "rps", "", "stream_sep", "ratios")
+        row("  full stream p50, us", "p50_us", "us", "stream_sep", "added")
+        row("  proxy CPU per stream, us", "cpu_us_per_req", "", "stream_sep", "ratio")
+        row("  proxy CPU per chunk, us", "cpu_us_per_req", "", "stream_sep", "ratio",
+            scale=float(st["chunks"]))
     if "stream_ttfb" in summ:
         section(f"2 streaming at {meta['settings']['ttfb_rate']:g}/s open loop (loadgen)")
         row("  time to first byte p50, us", "ttfb_p50_us", "us", "stream_ttfb", "added")
@@ -1707,6 +2042,29 @@ def table(res: dict) -> str:
         row("  streams open at once", "max_open", "", "hold")
         row("  proxy peak RSS, MiB", "rss_peak_bytes", "MiB", "hold", "ratio")
         row("  proxy CPU, % of its core", "cpu_pct", "", "hold", "ratio")
+    if "hold_big" in summ:
+        st = meta["settings"]
+        section(f"4 {st.get('hold_streams_big')} slow streams asked for "
+                f"({st['slow_chunks']} chunks x {st['slow_delay_ms']} ms, chunks one at a time), "
+                f"{logs}")
+        row("  streams open at once", "max_open", "", "hold_big")
+        row("  proxy peak RSS, MiB", "rss_peak_bytes", "MiB", "hold_big", "ratio")
+        row("  proxy CPU, % of its core", "cpu_pct", "", "hold_big", "ratio")
+        row("  failed streams", "errors", "", "hold_big")
+    agentic = [a for a in AGENTIC if a[0] in summ or a[0] + "_stream" in summ]
+    if agentic:
+        section(f"9 agentic bodies, {conns} connections, {logs}; translated rows: switchyard "
+                "translates, nginx and direct pass the same body through")
+        for name, label, *_ in agentic:
+            for wl, shape in ((name, "non-streaming"), (name + "_stream",
+                                                        "streaming, one write")):
+                if wl not in summ:
+                    continue
+                # A translated row's direct and nginx columns: the same body passed through.
+                ref = wl.replace(name, AGENTIC_REF[name]) if name in AGENTIC_REF else None
+                row(f"  {label}, {shape}: req/s", "rps", "", wl, "ratios", ref=ref)
+                row(f"  {label}, {shape}: proxy CPU per request, us", "cpu_us_per_req", "",
+                    wl, "ratio", ref=ref)
     if idle:
         section("5 idle, after start-up")
         rows.append(("  RSS, MiB", "", fmt(idle.get("nginx_rss_bytes"), "MiB"),
@@ -1743,7 +2101,25 @@ def table(res: dict) -> str:
                 ("translate/stream/anthropic_to_openai",
                  "  stream translation Anthropic -> OpenAI, ns per event"),
                 ("telemetry/record/request", "  metrics per request, ns"),
-                ("telemetry/record/stream", "  metrics per stream, ns")):
+                ("telemetry/record/stream", "  metrics per stream, ns"),
+                ("telemetry/access_log/format", "  access log line, formatting, ns"),
+                ("telemetry/access_log/log", "  access log line, format + queue, ns"),
+                ("agentic/scan/openai_70k_model_last", "  scan 70 KB OpenAI body for model, ns"),
+                ("agentic/request/claude_code_to_openai",
+                 "  Claude Code request -> OpenAI, ns"),
+                ("agentic/request/claude_code_to_gemini",
+                 "  Claude Code request -> Gemini, ns"),
+                ("agentic/request/claude_code_to_bedrock",
+                 "  Claude Code request -> Bedrock, ns"),
+                ("agentic/request/openai_70k_to_anthropic",
+                 "  OpenAI 70 KB request -> Anthropic, ns"),
+                ("agentic/request/codex_responses_to_chat", "  Codex request -> chat, ns"),
+                ("agentic/stream_event/anthropic_to_openai",
+                 "  stream event Anthropic -> OpenAI, ns per event"),
+                ("agentic/stream_event/openai_to_anthropic",
+                 "  stream event OpenAI -> Anthropic, ns per event"),
+                ("agentic/stream_event/openai_to_responses",
+                 "  stream event OpenAI -> Responses, ns per event")):
             m = micro.get(key)
             if m:
                 per = (m.get("throughput") or {}).get("Elements") if "per event" in label else 1
@@ -1785,7 +2161,7 @@ def table(res: dict) -> str:
                 "exponential pauses (a Poisson stream;",
                 "   loadgen speaks plain HTTP only), timed from each request's sending. Latency "
                 "added over direct-tls."]
-    out += [rule, "targets (issue 9):"]
+    out += [rule, "targets (issue 9; #21: issue 21):"]
     for t in res.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
         val = "-" if t["value"] is None else (f"{t['value']:.2f}" if abs(t["value"]) < 100
@@ -1952,7 +2328,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="window of the extra busy-polling Switchyard on the open-loop "
                         "workloads (default 5ms; 0 skips it)")
     p.add_argument("--access-log", action="store_true",
-                   help="run both proxies with their access log on (default: both off)")
+                   help="(the default) both proxies log every request; kept for old scripts")
+    p.add_argument("--no-access-log", action="store_true",
+                   help="run both proxies with their access log off (the log-off rows run "
+                        "either way)")
+    p.add_argument("--sep-delay-ms", type=int, default=2,
+                   help="delay between the chunks of the separate-chunk streams (default 2)")
+    p.add_argument("--no-agentic", action="store_true",
+                   help="skip the agentic-body workloads (70-87 KB requests, translations)")
+    p.add_argument("--agentic-duration", type=float,
+                   help="measured seconds per agentic workload (default a third of --duration)")
+    p.add_argument("--hold-streams-big", type=int,
+                   help="the larger count of slow streams held open (default 10000; 0 skips; "
+                        "capped by the file-descriptor limit)")
     p.add_argument("--gateway-arg", action="append", metavar="ARG",
                    help="an extra `switchyard serve` flag for every Switchyard under test "
                         "(repeatable), e.g. --gateway-arg=--upstream-http2=false")
@@ -2107,6 +2495,25 @@ def preflight(stack: Stack, load: Load) -> None:
             if r["ok"] < 1 or r["error_total"]:
                 raise BenchError(f"preflight: {t} {'stream' if stream else 'chat'} "
                                  f"{'(slow) ' if slow else ''}failed: {json.dumps(r)[:800]}")
+    checks = [(t, stack.url(t, sep=True), stack.headers(t, sep=True),
+               body(True, SEP_MODEL if t == "switchyard" else MODEL), "separate chunks")
+              for t in stack.targets()]
+    checks += [(t, stack.url(t), stack.headers(t), body(True), "log off")
+               for t in stack.log_off_targets()]
+    if stack.s.agentic:
+        for name, label, path, file, model, anthropic in AGENTIC:
+            for t in agentic_targets(stack, name):
+                for stream in (False, True):
+                    checks.append((t, stack.url(t, path=path),
+                                   stack.headers(t, anthropic=anthropic),
+                                   agentic_body(file, stream,
+                                                model if t == "switchyard" else MODEL),
+                                   f"{label}{' stream' if stream else ''}"))
+    for t, url, hdrs, text, what in checks:
+        r = load.loadgen_run("closed", url, hdrs, text, [
+            "--connections", 1, "--duration", 0.05, "--warmup", 0, "--max-requests", 1], 5)
+        if r["ok"] < 1 or r["error_total"]:
+            raise BenchError(f"preflight: {t} {what} failed: {json.dumps(r)[:800]}")
 
 
 if __name__ == "__main__":

@@ -49,15 +49,24 @@ def test_every_workload_ran_against_every_target(smoke):
     _, _, res = smoke
     targets = ["direct", "switchyard"] + (["nginx"] if res["meta"]["nginx"] else [])
     workloads = res["workloads"]
-    assert {"chat", "stream", "stream_ttfb", "hold"} <= set(workloads)
+    assert {"chat", "stream", "stream_sep", "stream_ttfb", "hold", "hold_big"} <= set(workloads)
+    agentic = {"agent_openai_pass", "agent_claude_pass", "agent_claude_to_openai",
+               "agent_openai_to_anthropic", "agent_codex_to_chat"}
+    assert agentic | {a + "_stream" for a in agentic} <= set(workloads)
     assert any(name.startswith("open_") for name in workloads)
     for name, per_target in workloads.items():
         if name.startswith("tls_"):
             continue  # test_tls_upstream_set_ran_through_the_edge
-        expected = [t for t in targets if not (name == "hold" and t == "direct")]
+        expected = [t for t in targets if not (name.startswith("hold") and t == "direct")]
         if name.startswith("open_"):
             # The open-loop workloads also measure a Switchyard started with --busy-poll.
             expected.append("switchyard_busy_poll")
+        if name in ("chat", "stream"):
+            # ... and these the two proxies with their access log off.
+            expected += [f"{t}-nolog" for t in targets if t != "direct"]
+        if name.startswith(("agent_claude_to_openai", "agent_openai_to_anthropic")):
+            # Translations only Switchyard can do (shown against the passthrough rows).
+            expected = ["switchyard"]
         assert sorted(per_target) == sorted(expected), name
         for target, runs in per_target.items():
             for r in runs:
@@ -102,6 +111,8 @@ def test_results_carry_a_verdict_per_target(smoke):
     assert any("idle RSS" in n for n in names)
     assert any("--busy-poll" in n for n in names)
     assert any("control plane" in n for n in names), "item 7 must stay visible as a TODO"
+    assert any(n.startswith("#21 access log CPU") for n in names), names
+    assert any(n.startswith("#21 per-chunk relay CPU") for n in names), names
     for t in res["targets"]:
         assert t["met"] in (True, False, None)
 
