@@ -28,10 +28,7 @@ use switchyard_providers::{
 };
 use switchyard_router::{state::now_ms, Backend, InFlight};
 use switchyard_telemetry::Metrics;
-use tokio::{
-    task::AbortHandle,
-    time::{Duration, Instant, Sleep},
-};
+use tokio::time::{Duration, Instant, Sleep};
 
 use crate::{body::BoxError, pool::UpstreamBody, record::Record};
 
@@ -57,22 +54,19 @@ pin_project_lite::pin_project! {
         // `message_stop`, or its own error event); translated streams keep this in the
         // transcoder.
         complete: bool,
-        // Shared with the stall watchdog, which holds the concurrency slot.
+        // Shared with the stall sweeper, which may give the concurrency slot back.
         stall: Option<Arc<Stall>>,
-        watchdog: Option<AbortHandle>,
     }
 
     impl PinnedDrop for SseRelay {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(w) = this.watchdog.take() {
-                w.abort();
-            }
             if let Some(st) = this.stall.as_deref() {
                 if st.stalled.load(Ordering::Acquire) {
                     this.record.error_type = Some(CLIENT_STALLED.into());
                 }
-                // The slot is given back with the body, not when the watchdog task is gone.
+                // The slot is given back with the body; the sweeper forgets the stream at
+                // its next pass.
                 drop(st.take_permit());
             }
         }
@@ -84,11 +78,15 @@ const CLIENT_STALLED: &str = "client_stalled";
 
 /// What the relay needs to notice a client that stops reading. A client that takes no data
 /// leaves the relay unpolled (hyper polls a body only when it can write), so no timer inside
-/// the body can fire: a watchdog task per stream, aborted when the stream ends, checks instead
-/// that the client took the last frame handed to it within the idle timeout. If not, it gives
-/// the backend's concurrency slot back, counts `upstream_errors_total{kind="client_stalled"}`
-/// and logs; the body ends with an error the next time it is polled (hyper then drops the
-/// connection). The upstream connection stays open until then: only the body can close it.
+/// the body can fire: one sweeper thread per process (see [`Sweeper`]) checks every open stream
+/// a few times a second, and when a stream's client has not taken the last frame handed to it
+/// within the idle timeout, gives the backend's concurrency slot back, counts
+/// `upstream_errors_total{kind="client_stalled"}` and logs; the body ends with an error the
+/// next time it is polled (hyper then drops the connection). The upstream connection stays
+/// open until then: only the body can close it.
+///
+/// One shared sweeper rather than a task per stream: a task cost every stream a spawn, a
+/// timer, two polls and an abort (CPU and a few hundred bytes each), to watch for a rare event.
 pub struct StallWatch {
     metrics: Arc<Metrics>,
     backend: Arc<str>,
@@ -96,14 +94,18 @@ pub struct StallWatch {
     after: Duration,
 }
 
-/// The state the relay and its watchdog share.
+/// The state the relay and the sweeper share.
 struct Stall {
     /// `now_ms()` when a frame was last handed to the client's connection; 0 while the relay
     /// is being polled or waits for the upstream.
     handed_at: AtomicU64,
-    /// The watchdog gave up on the client.
+    /// The sweeper gave up on the client.
     stalled: AtomicBool,
     permit: Mutex<Option<InFlight>>,
+    /// How long the client may leave a frame untaken, in milliseconds (at least 1).
+    after_ms: u64,
+    watch: StallWatch,
+    request_id: http::HeaderValue,
 }
 
 impl StallWatch {
@@ -122,33 +124,6 @@ impl StallWatch {
             after,
         }
     }
-
-    async fn run(self, stall: Arc<Stall>, request_id: http::HeaderValue) {
-        let after_ms = u64::try_from(self.after.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        loop {
-            let handed = stall.handed_at.load(Ordering::Acquire);
-            let now = now_ms();
-            let waited = now.saturating_sub(handed);
-            if handed != 0 && waited >= after_ms {
-                stall.stalled.store(true, Ordering::Release);
-                drop(stall.take_permit());
-                self.metrics
-                    .upstream_errors
-                    .with_label_values(&[&self.backend, self.provider, CLIENT_STALLED])
-                    .inc();
-                tracing::warn!(backend = %self.backend, request_id = request_id.to_str().unwrap_or(""), after = ?self.after, "the client stopped reading the stream; ending it and giving back the backend's slot");
-                return;
-            }
-            let wait = if handed == 0 {
-                after_ms
-            } else {
-                after_ms - waited
-            };
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-    }
 }
 
 impl Stall {
@@ -156,6 +131,101 @@ impl Stall {
         match self.permit.lock() {
             Ok(mut p) => p.take(),
             Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// Gives up on the client if it has held a frame past the idle timeout; `true` when it
+    /// did (now or before): the stream needs no more watching.
+    fn check(&self, now: u64) -> bool {
+        if self.stalled.load(Ordering::Acquire) {
+            return true;
+        }
+        let handed = self.handed_at.load(Ordering::Acquire);
+        if handed == 0 || now.saturating_sub(handed) < self.after_ms {
+            return false;
+        }
+        self.stalled.store(true, Ordering::Release);
+        drop(self.take_permit());
+        let w = &self.watch;
+        w.metrics
+            .upstream_errors
+            .with_label_values(&[&w.backend, w.provider, CLIENT_STALLED])
+            .inc();
+        tracing::warn!(backend = %w.backend, request_id = self.request_id.to_str().unwrap_or(""), after = ?w.after, "the client stopped reading the stream; ending it and giving back the backend's slot");
+        true
+    }
+}
+
+/// The process's stall sweeper: a thread that wakes every [`Sweeper::PERIOD`] while streams
+/// are open (and sleeps while none are), checking each. A stream joins with one short lock;
+/// it never leaves explicitly — the sweeper drops streams that have ended (their `Weak` no
+/// longer upgrades). A thread rather than a task, so it serves every runtime (tests run many).
+struct Sweeper {
+    state: Mutex<SweepState>,
+}
+
+#[derive(Default)]
+struct SweepState {
+    streams: Vec<std::sync::Weak<Stall>>,
+    /// The thread parked with nothing to watch: the next stream unparks it.
+    parked: bool,
+    thread: Option<std::thread::Thread>,
+}
+
+impl Sweeper {
+    /// How often open streams are checked: a stall is noticed between the idle timeout and
+    /// this much later.
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn get() -> &'static Sweeper {
+        static SWEEPER: std::sync::OnceLock<Sweeper> = std::sync::OnceLock::new();
+        SWEEPER.get_or_init(|| Sweeper {
+            state: Mutex::new(SweepState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SweepState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn watch(&'static self, stall: &Arc<Stall>) {
+        let mut s = self.lock();
+        s.streams.push(Arc::downgrade(stall));
+        if s.thread.is_none() {
+            match std::thread::Builder::new()
+                .name("stall-sweeper".into())
+                .spawn(move || self.run())
+            {
+                Ok(h) => s.thread = Some(h.thread().clone()),
+                Err(e) => tracing::error!(error = %e, "cannot start the stall sweeper"),
+            }
+        } else if std::mem::take(&mut s.parked) {
+            if let Some(t) = &s.thread {
+                t.unpark();
+            }
+        }
+    }
+
+    fn run(&self) {
+        let mut streams = Vec::new();
+        loop {
+            {
+                let mut s = self.lock();
+                if s.streams.is_empty() {
+                    s.parked = true;
+                    drop(s);
+                    std::thread::park();
+                    continue;
+                }
+                std::mem::swap(&mut streams, &mut s.streams);
+            }
+            let now = now_ms();
+            // Checked without the lock, so streams starting meanwhile never wait on it.
+            streams.retain(|w| w.upgrade().is_some_and(|st| !st.check(now)));
+            self.lock().streams.append(&mut streams);
+            std::thread::sleep(Self::PERIOD);
         }
     }
 }
@@ -231,7 +301,7 @@ pub enum Mode {
 
 impl SseRelay {
     /// Wraps an upstream stream cut into events by `framing`; `format` is the caller's (for
-    /// error events). With `watch`, the record's concurrency slot moves to a watchdog that
+    /// error events). With `watch`, the record's concurrency slot moves to the stall sweeper, which
     /// gives it back if the client stops reading (see [`StallWatch`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -245,18 +315,20 @@ impl SseRelay {
         deadline: Option<Instant>,
         watch: Option<StallWatch>,
     ) -> Self {
-        let (stall, watchdog) = match watch {
-            Some(w) => {
-                let stall = Arc::new(Stall {
-                    handed_at: AtomicU64::new(0),
-                    stalled: AtomicBool::new(false),
-                    permit: Mutex::new(record.permit.take()),
-                });
-                let task = tokio::spawn(w.run(Arc::clone(&stall), record.request_id.clone()));
-                (Some(stall), Some(task.abort_handle()))
-            }
-            None => (None, None),
-        };
+        let stall = watch.map(|watch| {
+            let stall = Arc::new(Stall {
+                handed_at: AtomicU64::new(0),
+                stalled: AtomicBool::new(false),
+                permit: Mutex::new(record.permit.take()),
+                after_ms: u64::try_from(watch.after.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+                request_id: record.request_id.clone(),
+                watch,
+            });
+            Sweeper::get().watch(&stall);
+            stall
+        });
         SseRelay {
             upstream,
             parser: framing,
@@ -272,7 +344,6 @@ impl SseRelay {
             fresh: false,
             complete: false,
             stall,
-            watchdog,
         }
     }
 }

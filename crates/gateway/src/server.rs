@@ -403,9 +403,13 @@ impl Listener {
                     (now + c.body_read_timeout, Expiry::Body, c.body_read_timeout)
                 };
             let metrics = Arc::clone(&self.metrics);
-            Ok(handler(req.map(|b| {
+            // Boxed: hyper keeps the service's future inside the connection's task for the
+            // connection's whole life, so an inline handler future (the gateway's is several
+            // KiB) would be held by every open connection, streaming or idle; boxed, it is
+            // freed as soon as the response head is out.
+            Ok(Box::pin(handler(req.map(|b| {
                 ReadBody::new(b, deadline, expiry, after, metrics)
-            })))
+            }))))
         };
         async move {
             let resp = match work {
@@ -649,6 +653,12 @@ where
     tokio::pin!(conn);
     let mut closing = false;
     let mut idled = None;
+    // One timer for the connection's life, moved to each new deadline: a timer made per wait
+    // cost every request two registrations in the timer wheel (and a later deadline, the
+    // usual move from a head to the idle wait, is a cheap update of an armed timer).
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let waiting = state.waiting().map(|(wait, since, token)| match wait {
             Wait::Head => (since + config.header_read_timeout, Expiry::Header, token),
@@ -656,6 +666,12 @@ where
         });
         // While closing, only a head still matters: idleness is what closing waits for.
         let waiting = waiting.filter(|(_, e, _)| !closing || *e == Expiry::Header);
+        if let Some((at, ..)) = waiting {
+            if armed != Some(at) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
+        }
         tokio::select! {
             done = conn.as_mut() => return done.map(|()| idled),
             changed = stop.changed(), if !closing => {
@@ -664,7 +680,8 @@ where
                 closing = true;
             }
             () = state.changed.notified() => {}
-            () = sleep_until(waiting.map(|(at, ..)| at)) => {
+            () = timer.as_mut(), if waiting.is_some() => {
+                armed = None;
                 let Some((_, expiry, token)) = waiting else { continue };
                 if !state.still(token) {
                     continue;
@@ -680,13 +697,5 @@ where
                 }
             }
         }
-    }
-}
-
-/// Sleeps until `at`; forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
