@@ -48,7 +48,12 @@ pub fn mk_backend(ns: &str, name: &str, secret: Option<&str>) -> ModelBackend {
             }),
             models: vec![BackendModel {
                 name: "m".into(),
-                pricing: None,
+                // Priced, so that a backend with nothing wrong has no diagnostic at all (an
+                // unpriced model is a PricingUnknown warning).
+                pricing: Some(switchyard_api::backend::Pricing {
+                    input_per_million: Some("1".into()),
+                    ..Default::default()
+                }),
             }],
             timeouts: None,
             max_concurrency: None,
