@@ -109,7 +109,7 @@ kind: AIConsumer
 metadata: {{name: team-c}}
 spec:
   keySecretRef: {{name: consumer-keys, key: c}}
-  budget: {{usd: "0.000010", period: day}}
+  budget: {{usd: "0.000120", period: day}}
 ---
 apiVersion: switchyard.dev/v1alpha1
 kind: AIConsumer
@@ -243,13 +243,14 @@ def test_tokens_per_minute_hold_across_replicas(replicas, mock):
 
 def test_budget_exhaustion_and_ledger(replicas):
     g1, g2 = replicas
-    status, _, body = chat(g1, KEY_C)
+    # A request reserves its most: 94 body bytes at $1/M and max_tokens 10 at $2/M, 114
+    # micro-USD of the 120. It costs ~22 (10 input + 6 output tokens): the next reservation
+    # no longer fits, on either replica, until the day ends.
+    status, _, body = chat(g1, KEY_C, max_tokens=10)
     assert status == 200, body
-    # ~10 input + 6 output tokens cost more than the 10 micro-USD budget: the next request,
-    # on either replica, is refused until the day ends.
     deadline = time.monotonic() + 5
     while True:
-        status, headers, body = chat(g2, KEY_C)
+        status, headers, body = chat(g2, KEY_C, max_tokens=10)
         if status == 429 or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -909,26 +909,36 @@ spec:
         "{body}"
     );
     // At the refusal, spend + 10 > 40: past 50 %, so status and an Event say so.
-    eventually("AIBudget status to show spend and remaining", WAIT, || async {
-        let st = &ns.get("aibudget", "team").unwrap()["status"];
-        let spend = st["spendUsd"].as_str().and_then(|s| s.parse::<f64>().ok());
-        let left = st["remainingUsd"].as_str().and_then(|s| s.parse::<f64>().ok());
-        matches!((spend, left), (Some(s), Some(l)) if s > 0.00002 && l < 0.00002)
-            && st["thresholdPercent"].as_u64().is_some_and(|t| t >= 50)
-            && st["consumers"].as_array().is_some_and(|c| c.len() == 2)
-    })
+    eventually(
+        "AIBudget status to show spend and remaining",
+        WAIT,
+        || async {
+            let st = &ns.get("aibudget", "team").unwrap()["status"];
+            let spend = st["spendUsd"].as_str().and_then(|s| s.parse::<f64>().ok());
+            let left = st["remainingUsd"]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok());
+            matches!((spend, left), (Some(s), Some(l)) if s > 0.00002 && l < 0.00002)
+                && st["thresholdPercent"].as_u64().is_some_and(|t| t >= 50)
+                && st["consumers"].as_array().is_some_and(|c| c.len() == 2)
+        },
+    )
     .await;
     eventually("a budget Event on the AIBudget", WAIT, || async {
-        ns.events().iter().any(|e| {
-            e.2 == "team" && (e.0 == "BudgetThreshold" || e.0 == "BudgetExhausted")
-        })
+        ns.events()
+            .iter()
+            .any(|e| e.2 == "team" && (e.0 == "BudgetThreshold" || e.0 == "BudgetExhausted"))
     })
     .await;
     // The consumer with its own budget shows both figures too.
-    eventually("AIConsumer team-x status to show remaining", WAIT, || async {
-        let st = &ns.get("aiconsumer", "team-x").unwrap()["status"];
-        st["spendUsd"].as_str().is_some() && st["remainingUsd"].as_str().is_some()
-    })
+    eventually(
+        "AIConsumer team-x status to show remaining",
+        WAIT,
+        || async {
+            let st = &ns.get("aiconsumer", "team-x").unwrap()["status"];
+            st["spendUsd"].as_str().is_some() && st["remainingUsd"].as_str().is_some()
+        },
+    )
     .await;
     let printed = cluster.kubectl(&["get", "aibudgets", "-n", &ns.name], None);
     assert!(printed.contains("REMAINING"), "{printed}");

@@ -6,7 +6,7 @@ pub mod cluster;
 pub mod files;
 
 pub use cluster::{
-    connect, ControllerMetrics, KubeOptions, KubeSource, LeaseConfig, Namespaces, SpendFuture,
-    SharedSpendFuture, SpendSource, TokenReviews, DEFAULT_AUDIENCE,
+    connect, ControllerMetrics, KubeOptions, KubeSource, LeaseConfig, Namespaces,
+    SharedSpendFuture, SpendFuture, SpendSource, TokenReviews, DEFAULT_AUDIENCE,
 };
 pub use files::{load_path, FileSource, LoadError};

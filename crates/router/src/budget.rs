@@ -292,7 +292,10 @@ mod tests {
         // `c` names a budget that does not exist: refused, fails closed.
         assert_eq!(c.diagnostics.len(), 1, "{:?}", c.diagnostics);
         let d = &c.diagnostics[0];
-        assert_eq!((d.name.as_str(), d.error.reason), ("c", switchyard_api::Reason::BudgetNotFound));
+        assert_eq!(
+            (d.name.as_str(), d.error.reason),
+            ("c", switchyard_api::Reason::BudgetNotFound)
+        );
         let t = &c.table;
         let reg = crate::StateRegistry::default();
         reg.bind(t);
@@ -300,8 +303,14 @@ mod tests {
         assert!(consumers.get("default/c").is_none());
         let team = consumers.budget("default/team").unwrap();
         assert_eq!(team.budget.micro_usd, 1000);
-        assert_eq!(&*team.consumers, &[Arc::from("default/a"), Arc::from("default/b")]);
-        let (a, b) = (consumers.get("default/a").unwrap(), consumers.get("default/b").unwrap());
+        assert_eq!(
+            &*team.consumers,
+            &[Arc::from("default/a"), Arc::from("default/b")]
+        );
+        let (a, b) = (
+            consumers.get("default/a").unwrap(),
+            consumers.get("default/b").unwrap(),
+        );
         assert!(Arc::ptr_eq(a.shared_budget.as_ref().unwrap(), team));
         fn shared(c: &crate::Consumer) -> Option<(&BudgetState, u64, u64)> {
             let s = c.shared_budget.as_ref().unwrap();

@@ -488,13 +488,15 @@ async fn run(
         }
     };
 
-    let limits = Arc::new(match &args.redis_url {
-        Some(url) => Limits::redis(url, args.redis_failure_mode.into(), metrics.clone())
-            .await
-            .context("configuring Redis for shared limits")?,
-        None => Limits::local(metrics.clone()),
-    }
-    .with_reservation_ttl(args.budget_reservation_ttl));
+    let limits = Arc::new(
+        match &args.redis_url {
+            Some(url) => Limits::redis(url, args.redis_failure_mode.into(), metrics.clone())
+                .await
+                .context("configuring Redis for shared limits")?,
+            None => Limits::local(metrics.clone()),
+        }
+        .with_reservation_ttl(args.budget_reservation_ttl),
+    );
     {
         // Every replica exports what is left of each budget (Redis's figure when shared).
         let (limits, table) = (limits.clone(), table.clone());

@@ -14,8 +14,8 @@ pub use otel::{genai_provider_name, Otel, RequestOutcome, RequestTrace};
 pub use series::{RequestLabels, RequestSample};
 
 use prometheus::{
-    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// The error type of metric registration and encoding.

@@ -88,7 +88,10 @@ pub(crate) async fn run(
                     status.and_then(|s| s.threshold_percent),
                 );
                 let api: Api<AIConsumer> = Api::namespaced(client.clone(), &ns);
-                write(&api, &*obj, &name, &shown, current, None, &recorder, &metrics).await;
+                write(
+                    &api, &*obj, &name, &shown, current, None, &recorder, &metrics,
+                )
+                .await;
             }
         }
         for store in &stores.budgets {
@@ -111,7 +114,10 @@ pub(crate) async fn run(
                 let same_members = status.map(|s| &s.consumers) == Some(&members);
                 let api: Api<AIBudget> = Api::namespaced(client.clone(), &ns);
                 let members = (!same_members).then_some(members);
-                write(&api, &*obj, &name, &shown, current, members, &recorder, &metrics).await;
+                write(
+                    &api, &*obj, &name, &shown, current, members, &recorder, &metrics,
+                )
+                .await;
             }
         }
     }
@@ -265,7 +271,10 @@ mod tests {
         assert_eq!(Shown::new(7_000_000, cap, Some(50)).crossed, None);
         // Straight past two: the highest is announced.
         let s = Shown::new(12_000_000, cap, Some(50));
-        assert_eq!((s.threshold, s.crossed, s.remaining.as_str()), (100, Some(100), "0"));
+        assert_eq!(
+            (s.threshold, s.crossed, s.remaining.as_str()),
+            (100, Some(100), "0")
+        );
         // A new period: down to nothing, no Event.
         let s = Shown::new(0, cap, Some(100));
         assert_eq!((s.threshold, s.crossed), (0, None));
