@@ -756,6 +756,12 @@ class Stack:
         # told to serve without one, as nginx does (and as gateways before that default did).
         if "--require-auth[=" in help_text:
             serve_flags.append("--require-auth=false")
+        # Room for the larger held-stream workload: a stream is a request in flight (and a
+        # connection) until its last byte, and the defaults (4096, 10 000) would shed them.
+        big = hold_big_streams(s)
+        if big and "--max-in-flight" in help_text:
+            serve_flags += ["--max-in-flight", str(max(4096, big + 1024)),
+                            "--max-connections", str(max(10_000, big + 1024))]
         # Extra `switchyard serve` flags from --gateway-arg (e.g. --upstream-http2=false).
         serve_flags.extend(s.gateway_args)
         self.serve_flags = serve_flags
@@ -1078,10 +1084,10 @@ class Load:
         return r
 
     def loadgen_run(self, mode: str, url: str, headers: list[str], body_text: str,
-                    args: list, expected_s: float) -> dict:
+                    args: list, expected_s: float, timeout_s: Optional[float] = None) -> dict:
         argv = pinned(self.cpu, [
             self.loadgen, mode, "--url", url, "--body-file", self.body_file(body_text),
-            "--timeout", self.s.timeout_s, *args])
+            "--timeout", timeout_s or self.s.timeout_s, *args])
         for h in headers:
             argv += ["--header", h]
         return parse_loadgen(run_cmd(argv, expected_s + 2 * self.s.timeout_s + 30, "loadgen"))
@@ -1237,10 +1243,12 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
                 log(f"  {big} slow streams ({s.slow_chunks} x {s.slow_delay_ms} ms) -> {t}")
                 model = SLOW_MODEL if t == "switchyard" else MODEL
                 ramp = 100 if s.smoke else 2000
+                # Each stream may take well over its 3 s while the mock (sharing the load CPU)
+                # writes 10 000 streams' chunks: a timeout for the whole stream, not a chunk.
                 add("hold_big", t, measured(stack, t, lambda: load.loadgen_run(
                     "hold", stack.url(t, slow=True), stack.headers(t, slow=True),
                     body(True, model), ["--streams", big, "--ramp-ms", ramp],
-                    ramp / 1000 + s.slow_chunks * s.slow_delay_ms / 1000),
+                    ramp / 1000 + s.slow_chunks * s.slow_delay_ms / 1000, timeout_s=60.0),
                     sample_rss=True))
             time.sleep(0.5 if s.smoke else 1.0)
         if stack.tls_targets():
