@@ -148,5 +148,80 @@ fn compile_tables(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup, compile_tables);
+/// Prompt-cache affinity on the request path: the conversation key from a chat body's
+/// top-level fields (a 6 KB system prompt, tools, 10 turns), then the plan and key choice by
+/// weighted rendezvous over a 3:1 split whose heavier backend has four keys — against the
+/// plain weighted plan and key pick. Target: under 2 µs for all of it.
+fn affinity(c: &mut Criterion) {
+    use switchyard_providers::{affinity, openai, Operation};
+    let mut r = Resources::default();
+    let keys: BTreeMap<String, ByteString> = (0..4)
+        .map(|i| (format!("k{i}"), ByteString(format!("sk-pool-{i}").into_bytes())))
+        .collect();
+    r.secrets.push(Secret {
+        metadata: meta("pool"),
+        data: Some(keys),
+        ..Secret::default()
+    });
+    r.secrets.push(secret("solo"));
+    let pool = serde_json::from_value(json!({
+        "provider": "openai-compatible",
+        "endpoint": "http://127.0.0.1:9/v1",
+        "auth": {"keys": (0..4).map(|i| json!({"secretRef": {"name": "pool", "key": format!("k{i}")}})).collect::<Vec<_>>()},
+        "models": [{"name": "mock-model", "pricing": {"inputPerMillion": "1"}}],
+    }))
+    .expect("pool spec");
+    let mut pool = ModelBackend::new("pool", pool);
+    pool.metadata.namespace = Some("default".into());
+    r.backends.push(pool);
+    r.backends.push(backend("solo", "solo"));
+    let split = serde_json::from_value(json!({
+        "match": {"models": ["chat"]},
+        "backends": [
+            {"backendRef": {"name": "pool"}, "model": "mock-model", "weight": 3},
+            {"backendRef": {"name": "solo"}, "model": "mock-model", "weight": 1},
+        ],
+    }))
+    .expect("split spec");
+    let mut split = AIRoute::new("split", split);
+    split.metadata.namespace = Some("default".into());
+    r.routes.push(split);
+    let compiled = compile(&r, 1);
+    assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
+    let table = compiled.table;
+    let route = table.route("chat", &HeaderMap::new(), None).unwrap().route;
+    let mut messages = vec![json!({"role": "system", "content": "You are helpful. ".repeat(350)})];
+    for t in 0..10 {
+        messages.push(json!({"role": "user", "content": format!("question {t}")}));
+        messages.push(json!({"role": "assistant", "content": format!("answer {t}")}));
+    }
+    let body = serde_json::to_vec(&json!({
+        "model": "chat",
+        "messages": messages,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }))
+    .unwrap();
+    let req = openai::Request::decode(Operation::ChatCompletions, &body).unwrap();
+    let mut g = c.benchmark_group("router/affinity");
+    g.bench_function("key_from_prefix", |b| {
+        b.iter(|| affinity::from_fields(black_box(&req).raw_fields(), affinity::Source::Prefix))
+    });
+    let key = affinity::from_fields(req.raw_fields(), affinity::Source::Prefix);
+    assert!(key.is_some());
+    g.bench_function("plan_and_key", |b| {
+        b.iter(|| {
+            let plan = route.plan_for(black_box(key));
+            matches!(plan[0].backend.pick_key_for(key), switchyard_router::KeyChoice::Key(_))
+        })
+    });
+    g.bench_function("plan_and_key_without_affinity", |b| {
+        b.iter(|| {
+            let plan = route.plan_for(black_box(None));
+            matches!(plan[0].backend.pick_key_for(None), switchyard_router::KeyChoice::Key(_))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookup, compile_tables, affinity);
 criterion_main!(benches);
