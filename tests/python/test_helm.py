@@ -86,6 +86,7 @@ FEATURES: dict[str, dict[str, Any]] = {
     },
     "redisUrl": {"redis": {"url": "redis://redis:6379/0", "failureMode": "closed"}},
     "redisSecret": {"redis": {"existingSecret": {"name": "redis", "key": "url"}}},
+    "adminToken": {"adminToken": {"existingSecret": {"name": "admin", "key": "token"}}},
     "otel": {"otel": {"endpoint": "http://otel-collector:4317", "protocol": "grpc"}},
     "extras": {
         "extraEnv": [{"name": "RUST_LOG", "value": "info"}],
@@ -284,6 +285,11 @@ def test_features_render_what_they_promise():
     assert "--redis-failure-mode=closed" in c["args"]
     c = container(render(FEATURES["redisSecret"]))
     assert env_of(c)["SWITCHYARD_REDIS_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
+    # The admin token comes from a Secret, through the variable `--admin-token` reads; none
+    # by default.
+    c = container(render(FEATURES["adminToken"]))
+    assert env_of(c)["SWITCHYARD_ADMIN_TOKEN"] == {"secretKeyRef": {"name": "admin", "key": "token"}}
+    assert "SWITCHYARD_ADMIN_TOKEN" not in env_of(container(render({})))
 
     env = env_of(container(render(FEATURES["otel"])))
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"

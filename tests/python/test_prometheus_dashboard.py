@@ -3,13 +3,14 @@
 A real Prometheus server (Debian package `prometheus`) scrapes the gateway's admin port every
 second on loopback while traffic flows through the gateway: plain and streamed chat, two
 namespaces, two consumers, a fallback after a retried connect failure, an upstream 429, a 502,
-an unknown model, a missing key, and config reloads (one rejected). Then every PromQL
-expression of every panel and every variable query of `deploy/grafana/switchyard-dashboard.json`
-is evaluated through Prometheus's HTTP API, with Grafana's variables replaced as Grafana would
-with "All" selected. A query fails the test if it is invalid, returns no series, returns only
-NaN, shows no increase inside its rate window, names a legend label its series lack, misses a
-dashboard filter for a label its metric has, or does not show what the traffic produced (both
-consumers, every status, the ejected backend …). `promtool check metrics` checks the exposition.
+an unknown model, a missing key, an upstream key refused and then rotated, and config reloads
+(one rejected). Then every PromQL expression of every panel and every variable query of
+`deploy/grafana/switchyard-dashboard.json` is evaluated through Prometheus's HTTP API, with
+Grafana's variables replaced as Grafana would with "All" selected. A query fails the test if it
+is invalid, returns no series, returns only NaN, shows no increase inside its rate window,
+names a legend label its series lack, misses a dashboard filter for a label its metric has, or
+does not show what the traffic produced (both consumers, every status, the ejected backend …).
+`promtool check metrics` checks the exposition.
 
 Needs `prometheus` and `promtool` (Debian package `prometheus`; `$PROMETHEUS_BIN` and
 `$PROMTOOL_BIN` override the paths): without them the test fails, it does not skip.
@@ -59,6 +60,9 @@ GRAFANA_VARS = {
     "__range": "5m",
 }
 
+# The upstream key the mock refuses, with the rotation's number appended.
+REVOKED_KEY = "sk-upstream-revoked-"
+
 # Virtual keys of the two AIConsumers.
 KEY_BATCH = "sk-consumer-batch-5d1e"
 KEY_APP = "sk-consumer-app-93b0"
@@ -87,6 +91,7 @@ TRAFFIC = [
     Call("upstream answers 429", KEY_BATCH, "rate-limited-model", False, 429),
     # Three per round: the fifth consecutive failure, in round two, ejects the backend.
     *[Call("only backend down: 502", KEY_APP, "broken-model", False, 502)] * 3,
+    Call("the upstream refuses the key: disabled", KEY_BATCH, "revoked-model", False, 502),
     Call("unknown model: 404 (no route)", KEY_BATCH, "no-such-model", False, 404),
     # A prompt above the mock's 1024-token caching minimum, twice a round: read from its
     # prompt cache from the second request on, so the cache counters exist in round one and
@@ -270,6 +275,26 @@ spec:
   headers:
     set: {{x-mock-status: "429", x-mock-retry-after: "0"}}
 ---
+# The upstream refuses every key as invalid (401): the gateway disables the key. Between
+# rounds the test rotates the Secret, which puts a new key in service (a key restored).
+apiVersion: v1
+kind: Secret
+metadata: {{name: revoked-key}}
+stringData: {{apiKey: "{REVOKED_KEY}0"}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: revoked}}
+spec:
+  provider: openai-compatible
+  endpoint: {endpoint}
+  auth: {{secretRef: {{name: revoked-key, key: apiKey}}}}
+  models:
+  - name: mock-model
+  timeouts: {{connect: 2s, firstByte: 10s, idle: 10s}}
+  headers:
+    set: {{x-mock-status: "401"}}
+---
 # Nothing listens there: every attempt is a connect error.
 apiVersion: switchyard.dev/v1alpha1
 kind: ModelBackend
@@ -331,6 +356,15 @@ spec:
   match: {{models: ["rate-limited-model"]}}
   backends:
   - backendRef: {{name: mock-429}}
+    model: mock-model
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: revoked}}
+spec:
+  match: {{models: ["revoked-model"]}}
+  backends:
+  - backendRef: {{name: revoked}}
     model: mock-model
 ---
 apiVersion: switchyard.dev/v1alpha1
@@ -538,6 +572,22 @@ def reload_config(obs: DashboardGateway) -> None:
     wait_until(lambda: reloads("success") > ok1 or None, "a reload after the fix", RELOAD_WAIT_S)
 
 
+def rotate_revoked_key(obs: DashboardGateway, n: int) -> None:
+    """Rotates the Secret of the key the upstream refused: the new key is in service, which
+    the gateway counts as a key restored."""
+    gw = obs.gw
+
+    def restored() -> float:
+        return metric_sum(gw.metrics(), "switchyard_upstream_keys_restored_total",
+                          backend="default/revoked")
+
+    before = restored()
+    main = obs.config_dir / "switchyard.yaml"
+    main.write_text(main.read_text().replace(f'"{REVOKED_KEY}{n - 1}"', f'"{REVOKED_KEY}{n}"'))
+    wait_until(lambda: restored() > before or None, "a disabled key restored by its Secret",
+               RELOAD_WAIT_S)
+
+
 # === The dashboard ===
 
 
@@ -652,8 +702,10 @@ def observed(dashboard_gateway: DashboardGateway, prometheus: Prometheus) -> Obs
     # Reloads first, so that the rejected one's counter is scraped more than once by the end.
     reload_config(dashboard_gateway)
     one_round(gw)
+    rotate_revoked_key(dashboard_gateway, 1)
     settle(gw, prometheus, base + len(TRAFFIC))
     one_round(gw)
+    rotate_revoked_key(dashboard_gateway, 2)
     settle(gw, prometheus, base + 2 * len(TRAFFIC))
     # The reloads happened before the traffic, so this scrape holds them too; check anyway.
     gen = metric_sum(gw.metrics(), "switchyard_config_generation")
@@ -824,7 +876,7 @@ def test_namespace_filter_selects_routes_and_backends(observed: Observed):
 ALL_ROUTES = {"default/chat", "team-a/assistant", "default/fallback", "default/rate-limited",
               "default/broken"}
 ALL_BACKENDS = {"default/mock", "team-a/mock", "default/mock-429", "default/down",
-                "default/down-too"}
+                "default/down-too", "default/revoked"}
 
 # What the traffic must make visible, by (panel title, refId): label -> values it must show.
 EXPECTED = {

@@ -645,8 +645,8 @@ mod tests {
             retry: None,
             timeout: None,
             strategy: None,
-            affinity: None,
             web_search: None,
+            affinity: None,
             unsupported_tools: None,
             default_max_output_tokens: None,
         }

@@ -137,7 +137,7 @@ impl FileSource {
                     tracing::warn!("{w}");
                 }
                 let routes = loaded.compiled.table.route_count();
-                self.table.store(loaded.compiled.table);
+                crate::publish(&self.table, loaded.compiled.table, &self.metrics);
                 self.generation.store(generation, Ordering::Relaxed);
                 self.metrics
                     .config_reloads

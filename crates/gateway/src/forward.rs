@@ -270,6 +270,7 @@ impl Shared {
                             self.health(backend, backend.state().on_success(latency));
                             if let Some(k) = key.filter(|k| k.state().on_success()) {
                                 tracing::info!(backend = %backend.name, key_index = k.index, "a disabled upstream key served a request again; it is back in service");
+                                record.upstream_key_restored();
                             }
                             return TargetOutcome::Done(r);
                         }

@@ -165,6 +165,14 @@ impl Record {
             .inc();
     }
 
+    /// Counts a disabled upstream key back in service.
+    pub fn upstream_key_restored(&self) {
+        self.metrics
+            .upstream_keys_restored
+            .with_label_values(&[self.backend.as_deref().unwrap_or(""), self.provider])
+            .inc();
+    }
+
     fn access_log(&self, elapsed: Duration, cost: Option<f64>) {
         let Some(log) = &self.access_log else {
             return;

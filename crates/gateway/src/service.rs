@@ -281,7 +281,7 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
 
 /// Header names used on every request, built once: a name given as a string is parsed and
 /// validated each time, and one that is not a standard header is also allocated.
-pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) use crate::headers::X_REQUEST_ID;
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The caller's request id if it sent a sane one, else a fresh one.
@@ -408,7 +408,7 @@ impl Shared {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(GatewayError::BodyTooLarge { limit })
             }
-            Err(e) => match e.downcast::<crate::server::BodyTimedOut>() {
+            Err(e) => match e.downcast::<crate::body::BodyTimedOut>() {
                 Ok(timed_out) => Err(GatewayError::BodyTimeout(*timed_out)),
                 Err(e) => Err(GatewayError::BodyRead(e.to_string())),
             },

@@ -41,19 +41,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The path under the provider's base URL (which already ends in `/v1` for OpenAI; the
-    /// Anthropic paths are relative to a base URL without it, as Anthropic's SDKs use).
-    pub fn upstream_path(self) -> &'static str {
-        match self {
-            Operation::ChatCompletions => "/chat/completions",
-            Operation::Completions => "/completions",
-            Operation::Embeddings => "/embeddings",
-            Operation::Messages => "/v1/messages",
-            Operation::CountTokens => "/v1/messages/count_tokens",
-            Operation::Responses => "/responses",
-        }
-    }
-
     /// The name used in metrics and spans (GenAI semantic conventions' operation names).
     pub fn as_str(self) -> &'static str {
         match self {

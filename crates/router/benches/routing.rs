@@ -156,7 +156,12 @@ fn affinity(c: &mut Criterion) {
     use switchyard_providers::{affinity, openai, Operation};
     let mut r = Resources::default();
     let keys: BTreeMap<String, ByteString> = (0..4)
-        .map(|i| (format!("k{i}"), ByteString(format!("sk-pool-{i}").into_bytes())))
+        .map(|i| {
+            (
+                format!("k{i}"),
+                ByteString(format!("sk-pool-{i}").into_bytes()),
+            )
+        })
         .collect();
     r.secrets.push(Secret {
         metadata: meta("pool"),
@@ -211,13 +216,19 @@ fn affinity(c: &mut Criterion) {
     g.bench_function("plan_and_key", |b| {
         b.iter(|| {
             let plan = route.plan_for(black_box(key));
-            matches!(plan[0].backend.pick_key_for(key), switchyard_router::KeyChoice::Key(_))
+            matches!(
+                plan[0].backend.pick_key_for(key),
+                switchyard_router::KeyChoice::Key(_)
+            )
         })
     });
     g.bench_function("plan_and_key_without_affinity", |b| {
         b.iter(|| {
             let plan = route.plan_for(black_box(None));
-            matches!(plan[0].backend.pick_key_for(None), switchyard_router::KeyChoice::Key(_))
+            matches!(
+                plan[0].backend.pick_key_for(None),
+                switchyard_router::KeyChoice::Key(_)
+            )
         })
     });
     g.finish();

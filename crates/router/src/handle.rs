@@ -7,6 +7,15 @@ use tokio::sync::watch;
 
 use crate::{state::StateRegistry, table::RoutingTable};
 
+/// A key the upstream had refused that a new table no longer holds: its Secret changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedKey {
+    /// The backend's `namespace/name`.
+    pub backend: Arc<str>,
+    /// Its provider, the metric label.
+    pub provider: &'static str,
+}
+
 /// Holds the current [`RoutingTable`]. Producers `store` a whole new table; each request
 /// `load`s once (a lock-free pointer read) and keeps that snapshot for its whole life, so a
 /// swap never changes a request half-way.
@@ -44,11 +53,23 @@ impl TableHandle {
 
     /// Swaps in a new table and announces its generation. Backends, keys and routes that
     /// existed before keep their health, load, key and budget state.
-    pub fn store(&self, table: RoutingTable) {
-        self.state.bind(&table);
+    ///
+    /// Returns the backends of the new table whose refused key a Secret change replaced (one
+    /// entry per key), for the producer to log and count.
+    pub fn store(&self, table: RoutingTable) -> Vec<ReplacedKey> {
+        let replaced = self.state.bind(&table);
+        let replaced = replaced
+            .into_iter()
+            .filter_map(|i| table.backends.get(i))
+            .map(|b| ReplacedKey {
+                backend: b.name.clone(),
+                provider: b.provider.as_str(),
+            })
+            .collect();
         let generation = table.generation();
         self.current.store(Arc::new(table));
         self.generation.send_replace(generation);
+        replaced
     }
 
     /// True once a table has been loaded.

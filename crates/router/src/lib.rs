@@ -15,7 +15,7 @@ mod table;
 pub use compile::{compile, Compiled, Diagnostic, Severity, MAX_CONFIGURED_DURATION};
 pub use consumer::{Consumer, Consumers};
 pub use egress::{Egress, Proxy};
-pub use handle::TableHandle;
+pub use handle::{ReplacedKey, TableHandle};
 pub use sign::{RequestSigner, Sigv4};
 pub use state::{
     BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,

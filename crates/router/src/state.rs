@@ -484,7 +484,11 @@ struct Registry {
 impl StateRegistry {
     /// Binds every backend, key and route of `table` to its persistent state, creating what is
     /// new and dropping what no longer exists. Called once per table, before it is published.
-    pub fn bind(&self, table: &crate::RoutingTable) {
+    ///
+    /// Returns the backends (by index in `table.backends`) that lost a key the upstream had
+    /// refused, once per such key: its Secret changed, which is how an operator puts a fixed
+    /// key back in service, and it is reported like a key that came back by itself.
+    pub fn bind(&self, table: &crate::RoutingTable) -> Vec<usize> {
         let mut reg = match self.inner.lock() {
             Ok(r) => r,
             Err(poisoned) => poisoned.into_inner(),
@@ -518,6 +522,15 @@ impl StateRegistry {
             let _ = c.state.set(state.clone());
             consumers.insert(c.name.clone(), state);
         }
+        let mut replaced = Vec::new();
+        for (id, state) in &reg.keys {
+            if state.disabled_until() == 0 || keys.contains_key(id) {
+                continue;
+            }
+            if let Some(i) = table.backends.iter().position(|b| b.name == id.0) {
+                replaced.push(i);
+            }
+        }
         let mut shared_budgets = HashMap::new();
         for b in &table.consumers.budgets {
             let state = reg.shared_budgets.get(&b.name).cloned().unwrap_or_default();
@@ -531,6 +544,7 @@ impl StateRegistry {
             consumers,
             shared_budgets,
         };
+        replaced
     }
 }
 

@@ -790,7 +790,11 @@ fn cache_reads_and_writes_are_priced_and_savings_counted() {
     };
     // 1M fresh × 3 + 2M reads × 0.30 + 0.4M writes × 3.75 + 0.1M out × 15.
     let want = 3.0 + 0.6 + 1.5 + 1.5;
-    assert!((p.cost(&u).unwrap() - want).abs() < 1e-9, "{:?}", p.cost(&u));
+    assert!(
+        (p.cost(&u).unwrap() - want).abs() < 1e-9,
+        "{:?}",
+        p.cost(&u)
+    );
     // Saved: 2M reads × (3 − 0.30).
     assert!((p.saved_usd(&u) - 5.4).abs() < 1e-9);
 }
@@ -1047,4 +1051,40 @@ spec:
         p.egress.proxy.as_ref().unwrap().uri,
         "http://127.0.0.1:3128/"
     );
+}
+
+#[test]
+fn a_refused_key_replaced_by_its_secret_is_reported_once() {
+    let handle = crate::TableHandle::new();
+    let with_key = |key: &str| {
+        let mut r = Resources::default();
+        let text = BASE.replace("sk-upstream", key);
+        let errs = r.parse_yaml("t.yaml", &text, &HashMap::<String, String>::new());
+        assert!(errs.is_empty(), "{errs:?}");
+        compile(&r, 1).table
+    };
+    assert!(handle.store(with_key("sk-old")).is_empty());
+    // A key in service that is replaced is not a restore.
+    assert!(handle.store(with_key("sk-other")).is_empty());
+    let table = handle.load_full();
+    let a = table
+        .backends
+        .iter()
+        .find(|b| &*b.name == "default/a")
+        .unwrap();
+    assert!(a.keys[0]
+        .state()
+        .disable("upstream answered 401".into())
+        .is_some());
+    // The same key again (another reload): still disabled, nothing to report.
+    assert!(handle.store(with_key("sk-other")).is_empty());
+    let replaced = handle.store(with_key("sk-new"));
+    assert_eq!(
+        replaced,
+        vec![crate::ReplacedKey {
+            backend: "default/a".into(),
+            provider: "openai-compatible",
+        }]
+    );
+    assert!(handle.store(with_key("sk-newer")).is_empty());
 }

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub spend_unknown: IntCounterVec,
     /// `switchyard_upstream_errors_total{backend,provider,kind}`.
     pub upstream_errors: IntCounterVec,
+    /// `switchyard_upstream_keys_restored_total{backend,provider}`: a disabled upstream key
+    /// (counted as `upstream_errors_total{kind="key_disabled"}`) that served again.
+    pub upstream_keys_restored: IntCounterVec,
     /// `switchyard_retries_total{route,backend}`: extra attempts on the same backend.
     pub retries: IntCounterVec,
     /// `switchyard_fallbacks_total{route,backend}`: requests moved on to a fallback backend.
@@ -165,6 +168,13 @@ impl Metrics {
             ),
             &["backend", "provider", "kind"],
         )?;
+        let upstream_keys_restored = IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_keys_restored_total",
+                "Disabled upstream keys that served a request again after their retry period (a key disable is counted as upstream_errors_total{kind=\"key_disabled\"}).",
+            ),
+            &["backend", "provider"],
+        )?;
         let retries = IntCounterVec::new(
             Opts::new(
                 "switchyard_retries_total",
@@ -228,6 +238,7 @@ impl Metrics {
         registry.register(Box::new(cost_saved_usd.clone()))?;
         registry.register(Box::new(spend_unknown.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_keys_restored.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(backend_healthy.clone()))?;
@@ -250,6 +261,7 @@ impl Metrics {
             cost_saved_usd,
             spend_unknown,
             upstream_errors,
+            upstream_keys_restored,
             retries,
             fallbacks,
             backend_healthy,

@@ -418,8 +418,8 @@ impl Rebuild<'_> {
         self.reported = reported;
         let compiled = outcome.compiled;
         let routes = compiled.table.route_count();
-        self.source.table.store(compiled.table);
         let metrics = &self.source.metrics;
+        crate::publish(&self.source.table, compiled.table, metrics);
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(self.generation as i64);
         if let Some(t) = first_seen {
