@@ -107,7 +107,9 @@ metadata: {name: cli-strict}
 spec:
   match: {models: ["cli-strict"]}
   unsupportedTools: reject
-  backends: [{backendRef: {name: openai}, model: "gpt-5.1-codex"}]
+  # A translating target: a Responses passthrough (the `openai` backend) would keep the
+  # hosted tools, as unsupportedTools is decided per target (test_web_search.py).
+  backends: [{backendRef: {name: compatible}, model: "qwen3-coder"}]
 """
 
 
