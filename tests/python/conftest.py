@@ -34,6 +34,19 @@ CALLER_KEY = "caller-key"
 # example key pair, never a real one).
 AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+# The Secrets a config through every provider starts with: the upstream API key, and the AWS
+# credentials the Bedrock backend signs with.
+UPSTREAM_SECRETS = f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: upstream-key}}
+stringData: {{apiKey: "{UPSTREAM_KEY}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: aws}}
+stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_ACCESS_KEY}"}}
+"""
 
 # Content chunks per reply: streamed and non-streamed replies carry the same text.
 MOCK_CHUNKS = 6

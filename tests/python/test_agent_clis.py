@@ -27,10 +27,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
     MOCK_CHUNKS,
-    UPSTREAM_KEY,
+    UPSTREAM_SECRETS,
     child_env,
     start_gateway,
 )
@@ -99,17 +97,7 @@ spec:
 
 
 def config(mock_addr: str, read_path: Path) -> str:
-    docs = [f"""\
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key}}
-stringData: {{apiKey: "{UPSTREAM_KEY}"}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: aws}}
-stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_ACCESS_KEY}"}}
-"""]
+    docs = [UPSTREAM_SECRETS]
     for short, (provider, model) in MODELS.items():
         endpoint = f"http://{mock_addr}" + ("/v1" if provider in ("openai", "openai-compatible") else "")
         docs.append(backend(f"cli-{short}", provider, endpoint, model, NO_TOOL, None))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, CALLER_KEY, UPSTREAM_KEY, start_gateway
+from conftest import CALLER_KEY, UPSTREAM_SECRETS, start_gateway
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clients"
 CLAUDE_CODE = json.loads((FIXTURES / "claude-code-messages.json").read_text())
@@ -83,17 +83,7 @@ spec:
 
 
 def config(mock_addr: str) -> str:
-    return f"""\
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key}}
-stringData: {{apiKey: "{UPSTREAM_KEY}"}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: aws}}
-stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_ACCESS_KEY}"}}
-""" + "".join([
+    return UPSTREAM_SECRETS + "".join([
         backend("openai", "openai", f"http://{mock_addr}/v1", "gpt-5.1-codex"),
         backend("compatible", "openai-compatible", f"http://{mock_addr}/v1", "qwen3-coder"),
         backend("anthropic", "anthropic", f"http://{mock_addr}", "claude-mock"),

@@ -36,10 +36,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
     MOCK_CHUNKS,
-    UPSTREAM_KEY,
+    UPSTREAM_SECRETS,
     child_env,
     start_gateway,
 )
@@ -87,17 +85,7 @@ RESPONSES_UPSTREAM = {
 
 
 def config(mock_addr: str) -> str:
-    docs = [f"""\
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key}}
-stringData: {{apiKey: "{UPSTREAM_KEY}"}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: aws}}
-stringData: {{accessKeyId: "{AWS_ACCESS_KEY_ID}", secretAccessKey: "{AWS_SECRET_ACCESS_KEY}"}}
-"""]
+    docs = [UPSTREAM_SECRETS]
     headers = json.dumps({"x-mock-tool-args": json.dumps(TOOL_ARGS)})
     for short, (provider, model) in BACKENDS.items():
         endpoint = f"http://{mock_addr}" + ("/v1" if provider == "openai" else "")
