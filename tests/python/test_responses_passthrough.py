@@ -92,10 +92,10 @@ def gw(mock, tmp_path_factory):
     g.proc.stop()
 
 
-# What Codex sends and a translating gateway would refuse or leave out.
+# What Codex sends and a translating gateway would refuse or leave out (and
+# `previous_response_id`, of a response stored first: see `earlier`).
 EXTRAS = dict(
     instructions="Be brief.",
-    previous_response_id="resp_earlier",
     store=True,
     tools=[{"type": "web_search"}],
     include=["reasoning.encrypted_content"],
@@ -117,7 +117,15 @@ def tokens(gw, route: str, kind: str) -> float:
     return metric(gw, "switchyard_tokens_total", route, f'type="{kind}"')
 
 
-def sent_unchanged(upstream, route: str, stream: bool) -> dict:
+def earlier(oai, upstream, route: str) -> str:
+    """A response stored through `route` (the mock, like OpenAI, continues only what it
+    stored, under the same key), with the mock's request log cleared after it."""
+    rid = oai.responses.create(model=route, input="earlier").id
+    upstream.clear()
+    return rid
+
+
+def sent_unchanged(upstream, route: str, stream: bool, previous: str) -> dict:
     path, model = ROUTES[route]
     recs = upstream.requests(path)
     assert len(recs) == 1, f"expected one request to {path}, the mock saw {upstream.requests()!r}"
@@ -126,7 +134,7 @@ def sent_unchanged(upstream, route: str, stream: bool) -> dict:
     body = rec["body"]
     assert body["model"] == model
     expected = {k: v for k, v in EXTRAS.items() if k != "extra_body"}
-    expected.update(EXTRAS["extra_body"], model=model, input="hi")
+    expected.update(EXTRAS["extra_body"], model=model, input="hi", previous_response_id=previous)
     if stream:
         expected["stream"] = True
     # Nothing added (no stream_options), nothing dropped, nothing rewritten but the model.
@@ -137,17 +145,19 @@ def sent_unchanged(upstream, route: str, stream: bool) -> dict:
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_plain_passes_through(gw, oai, upstream, route):
+    previous = earlier(oai, upstream, route)
     before = (tokens(gw, route, "input"), tokens(gw, route, "output"))
     spend = metric(gw, "switchyard_spend_usd_total", "pt-openai")
-    raw = oai.responses.with_raw_response.create(model=route, input="hi", **EXTRAS)
+    raw = oai.responses.with_raw_response.create(model=route, input="hi",
+                                                 previous_response_id=previous, **EXTRAS)
     assert "x-switchyard-dropped" not in raw.headers
     resp = raw.parse()
     assert resp.status == "completed" and resp.output_text == mock_text()
     # The provider's own answer: its echo of the stored-response settings, its id.
-    assert resp.store is True and resp.previous_response_id == "resp_earlier"
+    assert resp.store is True and resp.previous_response_id == previous
     assert [t.type for t in resp.tools] == ["web_search"]
     assert resp.model == ROUTES[route][1]
-    sent_unchanged(upstream, route, stream=False)
+    sent_unchanged(upstream, route, stream=False, previous=previous)
     assert tokens(gw, route, "output") - before[1] == MOCK_CHUNKS
     assert tokens(gw, route, "input") - before[0] == resp.usage.input_tokens > 0
     if route == "pt-openai":  # the priced model
@@ -156,8 +166,10 @@ def test_plain_passes_through(gw, oai, upstream, route):
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_stream_passes_through(gw, oai, upstream, route):
+    previous = earlier(oai, upstream, route)
     before = tokens(gw, route, "output")
-    raw = oai.responses.with_raw_response.create(model=route, input="hi", stream=True, **EXTRAS)
+    raw = oai.responses.with_raw_response.create(model=route, input="hi", stream=True,
+                                                 previous_response_id=previous, **EXTRAS)
     assert "x-switchyard-dropped" not in raw.headers
     events = list(raw.parse())
     # The provider's events, relayed as they came.
@@ -166,7 +178,7 @@ def test_stream_passes_through(gw, oai, upstream, route):
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == mock_text()
     assert events[-1].response.usage.output_tokens == MOCK_CHUNKS
-    sent_unchanged(upstream, route, stream=True)
+    sent_unchanged(upstream, route, stream=True, previous=previous)
     assert tokens(gw, route, "output") - before == MOCK_CHUNKS
 
 

@@ -349,6 +349,52 @@ impl Limits {
         self.redis.is_some()
     }
 
+    /// A small value other replicas wrote with [`Limits::shared_put`] (e.g. which backend
+    /// and key stored a response); `None` when absent, without Redis, or when Redis cannot
+    /// answer in time (a miss, never an error: the caller goes on without it).
+    pub(crate) async fn shared_get(&self, key: &str) -> Option<String> {
+        let r = self.redis.as_ref()?;
+        let mut conn = r.conn().ok()?;
+        let got = r.outcome(
+            r.with_timeout(
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut conn),
+            )
+            .await,
+        );
+        match got {
+            Ok(v) => v,
+            Err(_) => {
+                self.metrics.limits_store_errors.inc();
+                None
+            }
+        }
+    }
+
+    /// Stores `value` under `key` for `ttl`, in the background (the request does not wait
+    /// for it). Nothing without Redis.
+    pub(crate) fn shared_put(&self, key: String, value: String, ttl: Duration) {
+        let Some(r) = self.redis.clone() else { return };
+        let metrics = Arc::clone(&self.metrics);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        tokio::spawn(async move {
+            let Ok(mut conn) = r.conn() else {
+                metrics.limits_store_errors.inc();
+                return;
+            };
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(&value).arg("PX").arg(ms);
+            let done = r.with_timeout(set.query_async::<()>(&mut conn)).await;
+            if let Err(e) = r.outcome(done) {
+                metrics.limits_store_errors.inc();
+                if let StoreError::Redis(e) = e {
+                    tracing::debug!(error = %e, "storing a shared value in Redis failed");
+                }
+            }
+        });
+    }
+
     /// Checks and charges `consumer`'s limits for one request estimated at `tokens`, and
     /// reserves `max_micro_usd` (its maximum cost) on its budgets.
     pub async fn admit(

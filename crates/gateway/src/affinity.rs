@@ -7,7 +7,17 @@ use http::{HeaderMap, HeaderName};
 use switchyard_providers::affinity::{from_explicit, from_fields, Source};
 use switchyard_router::Affinity;
 
-use crate::inbound::Inbound;
+use crate::{inbound::Inbound, owners::Owner};
+
+/// Where a request should go to be served well, or at all.
+#[derive(Debug, Default)]
+pub(crate) struct Sticky {
+    /// The conversation key: targets and keys in rendezvous order, for a warm prompt cache.
+    pub key: Option<u64>,
+    /// The backend and key that stored the response this request continues: the only
+    /// place that can serve it (see [`crate::owners`]).
+    pub owner: Option<Owner>,
+}
 
 /// The header a caller names its conversation with; it wins over anything in the body.
 /// Never sent upstream (no caller header is).

@@ -24,9 +24,11 @@ use switchyard_telemetry::genai_provider_name;
 use tokio::time::Instant;
 
 use crate::{
+    affinity::Sticky,
     body::Body,
     error::{json_response, GatewayError, UpstreamFailure},
     inbound::{Encoded, Inbound, Plan},
+    owners::Owner,
     pool::UpstreamBody,
     record::Record,
     relay::{Framing, Mode, SseRelay, StallWatch},
@@ -49,15 +51,20 @@ impl Shared {
         decoded: &Inbound<'_>,
         route: &Route,
         request_id: &HeaderValue,
-        affinity: Option<u64>,
+        sticky: &Sticky,
         record: &mut Record,
     ) -> Result<Response<Body>, GatewayError> {
         let deadline = route.timeout.map(|t| record.start + t);
         let budget = route.budget();
         budget.deposit();
-        // With a conversation key, targets and keys in rendezvous order (see
+        // A continuation of a stored response goes where it is stored (`crate::owners`);
+        // else, with a conversation key, targets and keys in rendezvous order (see
         // `crate::affinity`): the same conversation reaches the same backend and key.
-        let plan = route.plan_for(affinity);
+        let plan = sticky
+            .owner
+            .as_ref()
+            .and_then(|o| route.plan_pinned(&o.backend))
+            .unwrap_or_else(|| route.plan_for(sticky.key));
         let mut last_err = None;
         let mut saturated = 0usize;
         for target in &plan {
@@ -80,7 +87,7 @@ impl Shared {
             record.permit = Some(permit);
             let outcome = self
                 .try_target(
-                    op, decoded, route, target, request_id, deadline, affinity, record,
+                    op, decoded, route, target, request_id, deadline, sticky, record,
                 )
                 .await;
             match outcome {
@@ -118,7 +125,7 @@ impl Shared {
         target: &Target,
         request_id: &HeaderValue,
         deadline: Option<Instant>,
-        affinity: Option<u64>,
+        sticky: &Sticky,
         record: &mut Record,
     ) -> TargetOutcome {
         let backend = &target.backend;
@@ -174,13 +181,28 @@ impl Shared {
                 retryable: true,
             };
         };
+        // The key that stored the response this request continues, when it is this
+        // backend's: the only one that can serve it, resting or not.
+        let pinned_key = sticky
+            .owner
+            .as_ref()
+            .filter(|o| *o.backend == *backend.name)
+            .and_then(|o| o.key)
+            .and_then(|id| backend.key_by_id(id));
+        // An answer the provider stores, passed through with its id: remembered with its
+        // owner when the request ends well.
+        let stores = translate_from.is_none() && decoded.stored();
         let limits = self.client.limits(&backend.timeouts, route.timeout);
         let call_deadline = earliest(deadline, limits.total.map(|t| Instant::now() + t));
         let retry: Retry = route.retry;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let key = match backend.pick_key_for(affinity) {
+            let choice = match pinned_key {
+                Some(k) => KeyChoice::Key(k),
+                None => backend.pick_key_for(sticky.key),
+            };
+            let key = match choice {
                 KeyChoice::None => None,
                 KeyChoice::Key(k) => Some(k),
                 KeyChoice::Exhausted(wait) => {
@@ -195,6 +217,15 @@ impl Shared {
                     };
                 }
             };
+            record.stored_by = stores.then(|| {
+                (
+                    Arc::clone(&self.owners),
+                    Owner {
+                        backend: Arc::clone(&backend.name),
+                        key: key.map(|k| k.id()),
+                    },
+                )
+            });
             let sent_at = Instant::now();
             record.attempts += 1;
             let mut trace_headers = HeaderMap::new();
@@ -577,6 +608,7 @@ impl Shared {
                 }
                 record.usage = info.usage;
                 record.finish_reason = info.finish_reason;
+                record.response_id = info.response_id;
                 Ok(json_response(StatusCode::OK, bytes))
             }
             (None, Format::Anthropic) => {

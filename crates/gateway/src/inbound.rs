@@ -159,6 +159,27 @@ impl<'a> Inbound<'a> {
         }
     }
 
+    /// The stored response a Responses request continues (`previous_response_id`).
+    pub fn previous_response_id(&self) -> Option<&str> {
+        let Inbound::Responses { req, .. } = self else {
+            return None;
+        };
+        let (_, v) = req
+            .raw_fields()
+            .find(|(k, _)| *k == "previous_response_id")?;
+        serde_json::from_str::<Option<&str>>(v.get()).ok().flatten()
+    }
+
+    /// A Responses request the provider will store (`store` is not `false`), so that a
+    /// later request may continue it.
+    pub fn stored(&self) -> bool {
+        let Inbound::Responses { req, .. } = self else {
+            return false;
+        };
+        !req.raw_fields()
+            .any(|(k, v)| k == "store" && v.get().trim() == "false")
+    }
+
     pub fn max_tokens(&self) -> Option<u64> {
         match self {
             Inbound::OpenAi { req, .. } => req.max_tokens,

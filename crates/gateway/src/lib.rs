@@ -12,6 +12,7 @@ pub mod error;
 mod forward;
 mod headers;
 mod inbound;
+mod owners;
 pub mod pool;
 mod record;
 mod relay;

@@ -390,6 +390,9 @@ fn on_event(
             if info.finish_reason.is_some() {
                 record.finish_reason = info.finish_reason;
             }
+            if info.response_id.is_some() {
+                record.response_id = info.response_id;
+            }
             if info.content && record.ttft.is_none() {
                 record.ttft = Some(record.start.elapsed());
             }

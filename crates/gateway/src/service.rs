@@ -31,10 +31,12 @@ use tokio::time::Instant;
 
 use crate::{
     admit::{Limits, Refusal, SettleTarget},
+    affinity::Sticky,
     body::Body,
     busy_poll::BusyPoll,
     error::{json_response, GatewayError},
     inbound::Inbound,
+    owners::{ResponseOwners, LOCAL_CAPACITY},
     record::Record,
     service_account::{Review, ReviewFailure, ServiceAccountAuth, TokenReviewer},
     upstream::UpstreamClient,
@@ -82,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) otel: Option<Arc<Otel>>,
     pub(crate) limits: Arc<Limits>,
+    /// Which backend and key stored each Responses answer (see [`crate::owners`]).
+    pub(crate) owners: Arc<ResponseOwners>,
     pub(crate) config: GatewayConfig,
     /// ServiceAccount tokens are accepted only with a reviewer (cluster mode).
     pub(crate) service_accounts: Option<ServiceAccountAuth>,
@@ -106,12 +110,14 @@ impl Gateway {
         config: GatewayConfig,
         reviewer: Option<Arc<dyn TokenReviewer>>,
     ) -> Self {
+        let owners = Arc::new(ResponseOwners::new(Arc::clone(&limits), LOCAL_CAPACITY));
         Gateway {
             inner: Arc::new(Shared {
                 table,
                 client,
                 metrics,
                 otel,
+                owners,
                 limits,
                 config,
                 service_accounts: reviewer.map(ServiceAccountAuth::new),
@@ -380,9 +386,16 @@ impl Shared {
             }
         }
 
-        let affinity = crate::affinity::key(&decoded, &parts.headers, route.affinity);
+        let owner = match decoded.previous_response_id() {
+            Some(id) => self.owners.owner(id).await,
+            None => None,
+        };
+        let sticky = Sticky {
+            key: crate::affinity::key(&decoded, &parts.headers, route.affinity),
+            owner,
+        };
         let mut resp = self
-            .forward(op, &decoded, route, request_id, affinity, record)
+            .forward(op, &decoded, route, request_id, &sticky, record)
             .await?;
         if let Some(taken) = window_headers {
             rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);

@@ -69,6 +69,7 @@ pub struct App {
     log: RequestLog,
     /// The simulated prompt cache, per (key, model).
     prefix_cache: crate::cache::PrefixCache,
+    stored_responses: crate::responses::Stored,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +126,7 @@ impl App {
             aws: config.aws,
             log: RequestLog::new(),
             prefix_cache: crate::cache::PrefixCache::new(config.cache_ttl),
+            stored_responses: Default::default(),
         }
     }
 
@@ -384,7 +386,9 @@ impl App {
             }
             Endpoint::CountTokens => crate::anthropic::count_tokens(body).map(json_response),
             Endpoint::Responses => {
-                crate::responses::respond(body, knobs, tool_header).map(|a| match a {
+                let key = presented_key(&parts.headers).unwrap_or_default();
+                let stored = (&self.stored_responses, key.as_str());
+                crate::responses::respond(body, knobs, tool_header, stored).map(|a| match a {
                     crate::responses::Answer::Json(b) => json_response(b),
                     crate::responses::Answer::Frames(f) => {
                         sse_response(MockBody::frames(f, knobs.reset_after, knobs.chunk_delay))

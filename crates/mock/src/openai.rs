@@ -320,6 +320,14 @@ impl ApiError {
         Self::invalid_request("We could not parse the JSON body of your request.")
     }
 
+    /// OpenAI's answer to a `previous_response_id` it does not hold (never stored, stored
+    /// under another project's key, or expired).
+    pub fn previous_response_not_found(id: &str) -> Self {
+        Self::invalid_request(format!("Previous response with id '{id}' not found."))
+            .with_param("previous_response_id")
+            .with_code("previous_response_not_found")
+    }
+
     pub fn missing_model() -> Self {
         Self::invalid_request("you must provide a model parameter")
     }

@@ -4,7 +4,10 @@
 //! call's output; plain or streamed as the API streams (`response.created`, the item's
 //! deltas, `response.completed` with usage). Unknown fields are accepted, as OpenAI does.
 
-use std::collections::VecDeque;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Mutex,
+};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -18,13 +21,65 @@ pub enum Answer {
     Frames(VecDeque<Bytes>),
 }
 
-/// Plans the answer to a Responses request.
-pub fn respond(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result<Answer, ApiError> {
+/// The responses this server stored (`store` not false), per API key, as OpenAI keeps them
+/// per project: a `previous_response_id` is found only under the key that made it, so a
+/// continuation sent with another key or to another server is refused as the API refuses
+/// it (400 `previous_response_not_found`). Bounded: the oldest are forgotten first.
+#[derive(Debug, Default)]
+pub struct Stored {
+    inner: Mutex<StoredInner>,
+}
+
+#[derive(Debug, Default)]
+struct StoredInner {
+    ids: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+/// Responses kept before the oldest is forgotten.
+const MAX_STORED: usize = 100_000;
+
+impl Stored {
+    fn contains(&self, key: &str, id: &str) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.ids.contains(&(key.to_string(), id.to_string()))
+    }
+
+    fn insert(&self, key: &str, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (key.to_string(), id.to_string());
+        if inner.ids.insert(entry.clone()) {
+            inner.order.push_back(entry);
+        }
+        while inner.order.len() > MAX_STORED {
+            if let Some(old) = inner.order.pop_front() {
+                inner.ids.remove(&old);
+            }
+        }
+    }
+}
+
+/// Plans the answer to a Responses request; `stored` is the server's store and the key the
+/// request came with.
+pub fn respond(
+    body: &Value,
+    knobs: &Knobs,
+    tool_header: Option<&str>,
+    (stored, key): (&Stored, &str),
+) -> Result<Answer, ApiError> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .ok_or_else(ApiError::missing_model)?;
+    if let Some(previous) = body.get("previous_response_id").filter(|v| !v.is_null()) {
+        let Some(previous) = previous.as_str() else {
+            return Err(ApiError::invalid_type("previous_response_id", "a string"));
+        };
+        if !stored.contains(key, previous) {
+            return Err(ApiError::previous_response_not_found(previous));
+        }
+    }
     let input = body.get("input").cloned().unwrap_or(Value::Null);
     let prompt_tokens = openai::estimate_tokens(input.to_string().chars().count());
     let answered = input
@@ -72,7 +127,10 @@ pub fn respond(body: &Value, knobs: &Knobs, tool_header: Option<&str>) -> Result
             )
         })
         .flatten();
-    let id = format!("resp_mock{:08x}", fastrand::u32(..));
+    let id = format!("resp_mock{:016x}", fastrand::u64(..));
+    if body.get("store").and_then(Value::as_bool) != Some(false) {
+        stored.insert(key, &id);
+    }
     let (pieces, status): (Vec<String>, &str) = match &call {
         Some(c) => (c.pieces.clone(), "completed"),
         None => {

@@ -333,6 +333,8 @@ pub struct ResponseInfo {
     /// answer of the format promises. A body that is not (cut short, an HTML page behind a
     /// 200) is the upstream's failure, never relayed as a success.
     pub well_formed: bool,
+    /// A Responses API answer's `id` (read for that format only).
+    pub response_id: Option<String>,
 }
 
 /// Reads usage and the first finish reason from a complete (non-streamed) OpenAI response,

@@ -352,6 +352,12 @@ impl UpstreamKey {
         u64::from_le_bytes(b)
     }
 
+    /// A stable identity of the key (the same on every replica and across reloads, and not
+    /// the key): what a stored response is pinned to.
+    pub fn id(&self) -> u64 {
+        self.seed()
+    }
+
     /// The key's runtime state.
     pub fn state(&self) -> &Arc<KeyState> {
         self.state.get_or_init(|| Arc::new(KeyState::default()))
@@ -586,6 +592,18 @@ impl Route {
     /// than failing outright.
     pub fn plan(&self) -> Vec<&Target> {
         self.plan_for(None)
+    }
+
+    /// The plan of a request that continues a response stored by `backend` (a Responses
+    /// `previous_response_id`): only that backend holds it, so its first target is the
+    /// whole plan, healthy or not (any other would answer "not found"). `None` when the
+    /// route no longer has a target on that backend.
+    pub fn plan_pinned(&self, backend: &str) -> Option<Vec<&Target>> {
+        self.targets
+            .iter()
+            .chain(self.fallbacks.iter())
+            .find(|t| *t.backend.name == *backend)
+            .map(|t| vec![t])
     }
 
     /// [`Route::plan`] for a request of the conversation `affinity` (see
@@ -910,6 +928,12 @@ impl Backend {
             .map(|k| k.state().resting_until().max(k.state().disabled_until()))
             .min();
         KeyChoice::Exhausted(soonest.map(|t| Duration::from_millis(t.saturating_sub(now))))
+    }
+
+    /// The key whose [`UpstreamKey::id`] is `id`, usable or not (a stored response can be
+    /// continued only with the key that made it); `None` when the pool no longer has it.
+    pub fn key_by_id(&self, id: u64) -> Option<&UpstreamKey> {
+        self.keys.iter().find(|k| k.id() == id)
     }
 
     /// `text` (an upstream's error message, a connection error, a log detail) with every

@@ -165,6 +165,7 @@ fn inspect_response_reads_what_a_full_parse_reads() {
                     .find_map(|c| c["finish_reason"].as_str().map(str::to_string))
             }),
             well_formed: true,
+            response_id: None,
         }
     }
     let fixture = crate::test_util::fixture("openai/response.json");

@@ -37,6 +37,9 @@ pub struct EventInfo {
     pub terminal: bool,
     /// The event carries generated content (a `….delta`), for time to first token.
     pub content: bool,
+    /// The response's `id`, from a terminal event (what a later `previous_response_id`
+    /// names).
+    pub response_id: Option<String>,
 }
 
 /// Reads usage and status from a complete Responses API response object, and whether the
@@ -80,6 +83,7 @@ pub fn inspect_event(event: Option<&[u8]>, data: &[u8]) -> EventInfo {
             }
             out.usage = info.usage;
             out.finish_reason = info.finish_reason;
+            out.response_id = info.response_id;
         }
         b"error" => out.terminal = true,
         k => out.content = k.starts_with(b"response.") && k.ends_with(b".delta"),
@@ -87,7 +91,7 @@ pub fn inspect_event(event: Option<&[u8]>, data: &[u8]) -> EventInfo {
     out
 }
 
-/// Reads `usage` and `status` from the members of the response object being walked, leaving
+/// Reads `id`, `usage` and `status` from the members of the response object being walked, leaving
 /// the cursor past its end.
 fn read_object(c: &mut scan::Cursor<'_>, info: &mut ResponseInfo) {
     while let Some(key) = c.key() {
@@ -109,6 +113,8 @@ fn read_object(c: &mut scan::Cursor<'_>, info: &mut ResponseInfo) {
                         .and_then(|d| d.cache_write_tokens)
                         .unwrap_or(0),
                 });
+        } else if scan::key_is(key, "id") {
+            info.response_id = serde_json::from_slice::<String>(value).ok();
         } else if scan::key_is(key, "status") {
             info.finish_reason = serde_json::from_slice::<&str>(value)
                 .ok()
@@ -139,6 +145,7 @@ mod tests {
         let info = inspect_response(body);
         assert!(info.well_formed);
         assert_eq!(info.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(info.response_id.as_deref(), Some("resp_1"));
         assert_eq!(
             info.usage,
             Some(Usage {
@@ -154,10 +161,11 @@ mod tests {
 
     #[test]
     fn terminal_events_carry_usage_and_deltas_count_as_content() {
-        let done = br#"{"type":"response.incomplete","sequence_number":9,"response":{"status":"incomplete","usage":{"input_tokens":5,"output_tokens":2}}}"#;
+        let done = br#"{"type":"response.incomplete","sequence_number":9,"response":{"id":"resp_9","status":"incomplete","usage":{"input_tokens":5,"output_tokens":2}}}"#;
         for event in [Some(&b"response.incomplete"[..]), None] {
             let info = inspect_event(event, done);
             assert!(info.terminal && !info.content);
+            assert_eq!(info.response_id.as_deref(), Some("resp_9"));
             assert_eq!(info.finish_reason.as_deref(), Some("length"));
             assert_eq!(info.usage.map(|u| u.output_tokens), Some(2));
         }
