@@ -113,6 +113,8 @@ LIMITS = {
     "sep_chunk_cpu_vs_nginx_max": 1.0,
     "agentic_passthrough_cpu_vs_nginx_max": 1.2,
     "translation_us_max": 100.0,
+    # Issue 22: affinity, and the budget reservation kept locally, per request.
+    "cost_control_us_max": 2.0,
     "stream_event_ns_max": 1000.0,
     "streams_rss_vs_nginx_max": 1.0,
 }
@@ -1686,9 +1688,9 @@ def run_micro(cpu: Optional[int], quick: bool, log: Callable[[str], None]) -> di
     """`cargo bench` for the router and providers crates, then criterion's estimates."""
     crit = target_dir() / "criterion"
     # Named bench targets only: the libraries' own test harnesses reject criterion's flags.
-    targets = ["-p", "switchyard-router", "-p", "switchyard-providers",
+    targets = ["-p", "switchyard-router", "-p", "switchyard-providers", "-p", "switchyard-gateway",
                "--bench", "routing", "--bench", "record", "--bench", "wire",
-               "--bench", "agentic"]
+               "--bench", "agentic", "--bench", "admit"]
     log("micro-benchmarks: cargo bench --no-run")
     run_cmd([CARGO, "bench", *targets, "--no-run"], 3600, "cargo bench --no-run")
     timing = ["--warm-up-time", "0.5", "--measurement-time", "1"] if quick else \
@@ -1917,6 +1919,23 @@ def verdicts(res: dict) -> list[dict]:
         if m:
             v(f"#21 stream translation {key}, ns per event", m,
               f"<= {LIMITS['stream_event_ns_max']:g}", m <= LIMITS["stream_event_ns_max"])
+    # Issue 22: what affinity and the budget reservation add to a request (local; with Redis
+    # the reservation is one script round trip, shared with the rate windows).
+    mg = lambda k: micro.get(k, {}).get("median_ns")  # noqa: E731
+    aff = [mg("router/affinity/key_from_prefix"), mg("router/affinity/plan_and_key"),
+           mg("router/affinity/plan_and_key_without_affinity")]
+    res_ns = [mg("gateway/reservation/reserve_and_settle"), mg("gateway/reservation/block_on_ready"),
+              mg("gateway/reservation/max_cost")]
+    if all(x is not None for x in aff):
+        extra = aff[0] + aff[1] - aff[2]
+        v("#22 affinity per request (key + rendezvous plan - plain plan), us", extra / 1e3,
+          f"< {LIMITS['cost_control_us_max']:g}", extra / 1e3 < LIMITS["cost_control_us_max"],
+          f"key {aff[0]:.0f} ns, plan+key {aff[1]:.0f} ns vs {aff[2]:.0f} ns")
+    if all(x is not None for x in res_ns):
+        cost = res_ns[0] - res_ns[1]
+        v("#22 budget reserve + settle per request, local, us", cost / 1e3,
+          f"< {LIMITS['cost_control_us_max']:g}", cost / 1e3 < LIMITS["cost_control_us_max"],
+          f"{res_ns[0]:.0f} ns less block_on {res_ns[1]:.0f} ns; own + shared budget, rpm, tpm")
     r = ratio(g("hold", "switchyard", "rss_peak_bytes"), g("hold", "nginx", "rss_peak_bytes"))
     if r is not None:
         v("#21 RSS with 1000 open streams switchyard/nginx", r,
@@ -2127,7 +2146,15 @@ def table(res: dict) -> str:
                 ("agentic/stream_event/openai_to_anthropic",
                  "  stream event OpenAI -> Anthropic, ns per event"),
                 ("agentic/stream_event/openai_to_responses",
-                 "  stream event OpenAI -> Responses, ns per event")):
+                 "  stream event OpenAI -> Responses, ns per event"),
+                ("router/affinity/key_from_prefix", "  affinity key from a chat body's prefix, ns"),
+                ("router/affinity/plan_and_key", "  affinity plan + key (3:1 split, 4 keys), ns"),
+                ("router/affinity/plan_and_key_without_affinity",
+                 "  weighted plan + key, no affinity, ns"),
+                ("gateway/reservation/max_cost", "  budget reservation: max cost, ns"),
+                ("gateway/reservation/reserve_and_settle",
+                 "  budget reserve + settle, local (incl. block_on), ns"),
+                ("gateway/reservation/block_on_ready", "  (block_on of a ready future, ns)")):
             m = micro.get(key)
             if m:
                 per = (m.get("throughput") or {}).get("Elements") if "per event" in label else 1

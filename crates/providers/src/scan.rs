@@ -236,7 +236,7 @@ fn below(v: u64, n: u8) -> u64 {
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        let k = find(b, j, |v| flag(v, b'"') | flag(v, b'\\') | below(v, 0x20))?;
+        let k = string_stop(b, j)?;
         match b[k] {
             b'"' => return Some(k + 1),
             b'\\' => {
@@ -251,6 +251,35 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         }
     }
 }
+
+/// The first quote, backslash or control character from `j`. Most strings (keys, short
+/// values) end within a few words, found eight bytes at a time; past [`SHORT_STRING`] bytes
+/// (a system prompt, a tool result) `memchr2`'s SIMD search finds the next quote or backslash
+/// and the span before it is checked for control characters by a loop the compiler
+/// vectorizes: about 0.1 ns a byte instead of 0.5 (perf: the word loop was 84% of hashing
+/// a 4 KB prompt prefix for affinity).
+#[inline(always)]
+fn string_stop(b: &[u8], j: usize) -> Option<usize> {
+    let stop = |v| flag(v, b'"') | flag(v, b'\\') | below(v, 0x20);
+    let short_end = j.saturating_add(SHORT_STRING).min(b.len());
+    if let Some(k) = find(b.get(..short_end)?, j, stop) {
+        return Some(k);
+    }
+    let rest = b.get(short_end..)?;
+    let k = memchr::memchr2(b'"', b'\\', rest)?;
+    let control = rest[..k].iter().fold(false, |any, &c| any | (c < 0x20));
+    if control {
+        // The first control character stops the string (the caller rejects it).
+        return rest[..k]
+            .iter()
+            .position(|&c| c < 0x20)
+            .map(|p| short_end + p);
+    }
+    Some(short_end + k)
+}
+
+/// Bytes of a string searched word by word before the SIMD search takes over.
+const SHORT_STRING: usize = 32;
 
 /// Deepest nesting a skipped value may have; deeper counts as malformed (`serde_json`
 /// refuses documents nested deeper than 128 by default, so no client could read them).
@@ -592,6 +621,8 @@ mod tests {
         let base: &[&[u8]] = &[
             br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"say \"hi\" {[}]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}"#,
             br#"{"type":"message","content":[{"type":"text","text":"a\nb"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2},"x":[1.5,-3e2,true,false,null]}"#,
+            // Strings past the word-by-word search, so mutations reach the SIMD one.
+            br#"{"system":"You are a careful assistant: answer in full sentences, cite \"sources\", and never\nmake anything up. Keep answers short.","messages":[{"role":"user","content":"tell me about the weather in the mountains this weekend, please"}]}"#,
         ];
         // Bytes a mutation may write: every structural character and some that are not.
         let alphabet = b"{}[]\",:\\ 01-.eE+tfnuxa\t\n";
