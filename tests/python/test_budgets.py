@@ -357,3 +357,99 @@ def test_one_replica_without_redis_admits_exactly_n(mock, tmp_path_factory):
         assert spend_usd(gw, "default/local") <= N * reservation() / 1e6
     finally:
         gw.proc.stop()
+
+
+CAP = 77
+CAP_KEYS = {"capped": "sk-budget-capped-3a4b", "free": "sk-budget-free-5c6d"}
+
+
+def cap_config(mock: Mock) -> str:
+    def backend(name: str, provider: str, path: str) -> str:
+        return f"""---
+apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: {name}}}
+spec:
+  provider: {provider}
+  endpoint: http://{mock.addr}{path}
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: mock-model, pricing: {{inputPerMillion: "1", outputPerMillion: "2"}}}}]
+"""
+
+    def route(name: str, backend: str) -> str:
+        return f"""---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: {name}}}
+spec:
+  match: {{models: [{name}]}}
+  defaultMaxOutputTokens: {CAP}
+  backends: [{{backendRef: {{name: {backend}}}, model: mock-model}}]
+"""
+
+    keys = ", ".join(f'{k}: "{v}"' for k, v in CAP_KEYS.items())
+    return f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: upstream}}
+stringData: {{apiKey: "{UPSTREAM_KEY}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: cap-keys}}
+stringData: {{{keys}}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {{name: capped}}
+spec:
+  keySecretRef: {{name: cap-keys, key: capped}}
+  budget: {{usd: "100", period: day}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: AIConsumer
+metadata: {{name: free}}
+spec:
+  keySecretRef: {{name: cap-keys, key: free}}
+  limits: {{requestsPerMinute: 1000}}
+{backend("oai", "openai", "/v1")}{backend("compat", "openai-compatible", "/v1")}{backend("claude", "anthropic", "")}\
+{route("cap-openai", "oai")}{route("cap-compat", "compat")}{route("cap-anthropic", "claude")}"""
+
+
+def test_the_reserved_default_cap_is_what_the_upstream_is_held_to(mock, upstream, tmp_path_factory):
+    """A budgeted request that sets no output cap is reserved for the route's
+    `defaultMaxOutputTokens`; the upstream is sent that cap, in its own field, so the answer
+    cannot cost more than was reserved. Requests with their own cap, and consumers without a
+    budget, reach the upstream as they were."""
+    gw = start_gateway(tmp_path_factory.mktemp("budget-cap"), cap_config(mock), name="budget-cap")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def send(path: str, key: str, payload: dict) -> dict:
+        upstream.clear()
+        req = urllib.request.Request(f"{gw.base_url}{path}", data=json.dumps(payload).encode(),
+                                     headers={"content-type": "application/json",
+                                              "authorization": f"Bearer {key}"}, method="POST")
+        with opener.open(req, timeout=15) as resp:
+            assert resp.status == 200
+        [rec] = upstream.requests()
+        return rec["body"]
+
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    try:
+        sent = send("/chat/completions", CAP_KEYS["capped"], {"model": "cap-openai", **chat})
+        assert sent["max_completion_tokens"] == CAP and "max_tokens" not in sent
+        sent = send("/chat/completions", CAP_KEYS["capped"], {"model": "cap-compat", **chat})
+        assert sent["max_tokens"] == CAP and "max_completion_tokens" not in sent
+        sent = send("/chat/completions", CAP_KEYS["capped"], {"model": "cap-anthropic", **chat})
+        assert sent["max_tokens"] == CAP
+        sent = send("/responses", CAP_KEYS["capped"], {"model": "cap-openai", "input": "hi"})
+        assert sent["max_output_tokens"] == CAP
+        # The caller's own cap is reserved and sent as it was.
+        sent = send("/chat/completions", CAP_KEYS["capped"],
+                    {"model": "cap-openai", "max_tokens": 5, **chat})
+        assert sent["max_tokens"] == 5 and "max_completion_tokens" not in sent
+        # No budget, no reservation: nothing added.
+        sent = send("/chat/completions", CAP_KEYS["free"], {"model": "cap-openai", **chat})
+        assert "max_tokens" not in sent and "max_completion_tokens" not in sent
+    finally:
+        gw.proc.stop()

@@ -142,7 +142,15 @@ impl Shared {
             Some(_) => target.pricing,
             None => backend.pricing(upstream_model),
         };
-        let encoded = match decoded.plan(backend, upstream_model, route) {
+        // A budgeted request that set no output cap was reserved for the route's default:
+        // the upstream is held to it, so the answer cannot cost more than was reserved.
+        let reserved = record
+            .settle
+            .as_ref()
+            .is_some_and(|(_, _, admitted)| admitted.reservation.is_some());
+        let output_cap = (reserved && decoded.max_tokens().is_none())
+            .then(|| switchyard_router::budget::output_cap(route, None));
+        let encoded = match decoded.plan(backend, upstream_model, route, output_cap) {
             Ok(Plan::Call(e)) => e,
             Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
             // A parameter this backend's format cannot carry may suit the next target (a

@@ -238,11 +238,15 @@ impl<'a> Inbound<'a> {
     /// on its own search when it has one and the route allows it (`webSearch: backend`), and
     /// otherwise leaves them out or, on a route whose `unsupportedTools` is `reject`, refuses
     /// the request (so a fallback that can take it is tried).
+    /// How the request reaches `backend`. With `output_cap` (the output the budget reserved
+    /// for a request that set no cap of its own), the upstream is sent that cap, so the
+    /// answer cannot cost more than was reserved.
     pub fn plan(
         &self,
         backend: &Backend,
         upstream_model: &str,
         route: &Route,
+        output_cap: Option<u64>,
     ) -> Result<Plan, GatewayError> {
         let unsupported = || GatewayError::UnsupportedByBackend {
             backend: backend.name.to_string(),
@@ -289,8 +293,9 @@ impl<'a> Inbound<'a> {
             let req = match cache.get() {
                 Some(r) => r,
                 None => {
-                    let r = transcode::decode_request(from, backend.provider.as_str(), body)
+                    let mut r = transcode::decode_request(from, backend.provider.as_str(), body)
                         .map_err(GatewayError::Translate)?;
+                    r.max_tokens = r.max_tokens.or(output_cap);
                     cache.get_or_init(|| r)
                 }
             };
@@ -301,7 +306,10 @@ impl<'a> Inbound<'a> {
         let encoded = match (self, to) {
             // The hot path: OpenAI in, OpenAI dialect out, no model in between.
             (Inbound::OpenAi { req, op, .. }, BackendFormat::OpenAiChat) => Encoded {
-                body: Bytes::from(req.encode(upstream_model)),
+                body: Bytes::from(with_cap(
+                    req.encode(upstream_model),
+                    output_cap.and_then(|n| openai_cap_field(*op, backend.dialect).zip(Some(n))),
+                )),
                 upstream_op: *op,
                 translate_from: None,
                 headers: Vec::new(),
@@ -352,7 +360,10 @@ impl<'a> Inbound<'a> {
             // tools and reasoning items work as with the provider; `stream_options` is left
             // alone (Responses streams always end with usage).
             (Inbound::Responses { req, .. }, _) if backend.serves_responses() => Encoded {
-                body: Bytes::from(req.encode_model_only(upstream_model)),
+                body: Bytes::from(with_cap(
+                    req.encode_model_only(upstream_model),
+                    output_cap.map(|n| ("max_output_tokens", n)),
+                )),
                 upstream_op: Operation::Responses,
                 translate_from: None,
                 headers: Vec::new(),
@@ -367,8 +378,20 @@ impl<'a> Inbound<'a> {
                         .reject_tools_not_run(runs_web_search(route, to))
                         .map_err(GatewayError::Translate)?;
                 }
+                // Only a budgeted request without a cap of its own pays for this copy.
+                let capped;
+                let request = match output_cap.filter(|_| decoded.request.max_tokens.is_none()) {
+                    Some(n) => {
+                        capped = chat::Request {
+                            max_tokens: Some(n),
+                            ..decoded.request.clone()
+                        };
+                        &capped
+                    }
+                    None => &decoded.request,
+                };
                 translated(
-                    encode_translated(&decoded.request, to, backend, upstream_model, route)
+                    encode_translated(request, to, backend, upstream_model, route)
                         .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
                 )
             }
@@ -376,6 +399,38 @@ impl<'a> Inbound<'a> {
         };
         Ok(Plan::Call(encoded))
     }
+}
+
+/// The field an OpenAI-format upstream takes its output cap in: api.openai.com's reasoning
+/// models refuse `max_tokens` on chat, many compatible servers know only `max_tokens`;
+/// embeddings generate nothing.
+fn openai_cap_field(op: Operation, dialect: openai::chat::Dialect) -> Option<&'static str> {
+    match (op, dialect) {
+        (Operation::ChatCompletions, openai::chat::Dialect::OpenAi) => {
+            Some("max_completion_tokens")
+        }
+        (Operation::ChatCompletions | Operation::Completions, _) => Some("max_tokens"),
+        _ => None,
+    }
+}
+
+/// `body` (a JSON object, as every encoder writes it) with `"name":n` added first, or
+/// unchanged without a cap.
+fn with_cap(body: Vec<u8>, cap: Option<(&str, u64)>) -> Vec<u8> {
+    let Some((name, n)) = cap else { return body };
+    let Some(rest) = body.strip_prefix(b"{") else {
+        return body;
+    };
+    let mut out = Vec::with_capacity(body.len() + name.len() + 24);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(n.to_string().as_bytes());
+    if !rest.trim_ascii_start().starts_with(b"}") {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Whether a translating target of format `to` on `route` runs the caller's web search.
@@ -511,7 +566,7 @@ spec:
             .map(|target| {
                 let model = target.upstream_model(inbound.model());
                 inbound
-                    .plan(&target.backend, model, route)
+                    .plan(&target.backend, model, route, None)
                     .map(|p| match p {
                         Plan::Call(e) => e,
                         Plan::Estimate => panic!("estimate"),
@@ -538,6 +593,64 @@ spec:
 
     fn decode(op: Operation, body: &str) -> Inbound<'_> {
         Inbound::decode(op, body.as_bytes(), &HeaderMap::new()).unwrap()
+    }
+
+    #[test]
+    fn the_reserved_output_cap_is_sent_in_each_targets_own_field() {
+        let t = table();
+        let route_of = |m: &str| t.route(m, &HeaderMap::new(), None).unwrap().route;
+        let capped = |inbound: &Inbound<'_>, route: &str| -> Vec<Value> {
+            let route = route_of(route);
+            route
+                .targets
+                .iter()
+                .chain(&route.fallbacks)
+                .map(|target| {
+                    let model = target.upstream_model(inbound.model());
+                    match inbound
+                        .plan(&target.backend, model, route, Some(321))
+                        .unwrap()
+                    {
+                        Plan::Call(e) => json(&e),
+                        Plan::Estimate => panic!("estimate"),
+                    }
+                })
+                .collect()
+        };
+        let chat = decode(
+            Operation::ChatCompletions,
+            r#"{"model":"strict","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        // api.openai.com passthrough, then the translated Anthropic fallback.
+        let [openai, anthropic] = &capped(&chat, "strict")[..] else {
+            panic!("two targets")
+        };
+        assert_eq!(openai["max_completion_tokens"], 321);
+        assert!(openai.get("max_tokens").is_none());
+        assert_eq!(openai["messages"][0]["content"], "hi");
+        assert_eq!(anthropic["max_tokens"], 321);
+        let chat = decode(
+            Operation::ChatCompletions,
+            r#"{"model":"lenient","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let lenient = capped(&chat, "lenient");
+        let compat = &lenient[0];
+        assert_eq!(compat["max_tokens"], 321);
+        assert_eq!(lenient[2]["generationConfig"]["maxOutputTokens"], 321);
+        assert!(compat.get("max_completion_tokens").is_none());
+        let resp = decode(Operation::Responses, r#"{"model":"strict","input":"hi"}"#);
+        let [openai, anthropic] = &capped(&resp, "strict")[..] else {
+            panic!("two targets")
+        };
+        assert_eq!(openai["max_output_tokens"], 321);
+        assert_eq!(anthropic["max_tokens"], 321);
+        // Without a cap to hold the upstream to, the body is as the encoder wrote it.
+        assert_eq!(with_cap(b"{}".to_vec(), Some(("n", 1))), br#"{"n":1}"#);
+        assert_eq!(
+            with_cap(br#"{"a":1}"#.to_vec(), Some(("n", 2))),
+            br#"{"n":2,"a":1}"#
+        );
+        assert_eq!(with_cap(br#"{"a":1}"#.to_vec(), None), br#"{"a":1}"#);
     }
 
     #[test]
