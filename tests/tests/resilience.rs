@@ -286,7 +286,9 @@ async fn outlier_detection_ejects_a_failing_backend() {
     let mock = Mock::start(KEY, &[]);
     let cfg = backend("bad", &mock, "  headers: {set: {x-mock-status: \"503\"}}")
         + &backend("good", &mock, "")
-        + &route("  backends: [{backendRef: {name: bad}, model: mock-large}, {backendRef: {name: good}, model: mock-model}]");
+        // Random by weight: with affinity, the identical requests here would all follow
+        // their one conversation key to whichever backend it ranks first.
+        + &route("  affinity: none\n  backends: [{backendRef: {name: bad}, model: mock-large}, {backendRef: {name: good}, model: mock-model}]");
     let gw = start(&cfg, &[]);
     for _ in 0..40 {
         let (status, v) = call(&gw).await;
@@ -785,7 +787,8 @@ async fn a_resetting_backend_is_retried_and_ejected() {
     let raw = RawUpstream::start(vec![RawReply::Reset]).await;
     let cfg = backend_at("bad", &raw.endpoint(), "")
         + &backend("good", &mock, "")
-        + &route("  backends: [{backendRef: {name: bad}, model: mock-large}, {backendRef: {name: good}, model: mock-model}]");
+        // Random by weight, as above.
+        + &route("  affinity: none\n  backends: [{backendRef: {name: bad}, model: mock-large}, {backendRef: {name: good}, model: mock-model}]");
     let gw = start(&cfg, &[]);
     for _ in 0..40 {
         let (status, v) = call(&gw).await;

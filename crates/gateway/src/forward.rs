@@ -18,9 +18,10 @@ use switchyard_providers::{
     Operation,
 };
 use switchyard_router::{
-    state::rate_limit_hint, FailureClass, HealthChange, KeyChoice, Retry, Route, Target,
+    state::rate_limit_hint, Backend, FailureClass, HealthChange, KeyChoice, Retry, Route, Target,
+    UpstreamKey,
 };
-use switchyard_telemetry::genai_provider_name;
+use switchyard_telemetry::{genai_provider_name, Metrics};
 use tokio::time::Instant;
 
 use crate::{
@@ -28,13 +29,33 @@ use crate::{
     body::Body,
     error::{json_response, GatewayError, UpstreamFailure},
     inbound::{Encoded, Inbound, Plan},
-    owners::Owner,
+    owners::{Owner, ResponseOwners},
     pool::UpstreamBody,
     record::Record,
     relay::{Framing, Mode, SseRelay, StallWatch},
-    service::Shared,
-    upstream::{earliest, AttemptError, TimeLimits},
+    upstream::{earliest, AttemptError, Call, TimeLimits, UpstreamClient},
 };
+
+/// The request as the forward phase sees it: built once the route is known, read by every
+/// phase of every attempt (the mutable half, what is learnt, is the [`Record`]).
+pub(crate) struct RequestCtx<'r, 'b> {
+    pub op: Operation,
+    pub decoded: &'r Inbound<'b>,
+    pub route: &'r Route,
+    pub request_id: &'r HeaderValue,
+    /// Where the request should go to be served well, or at all.
+    pub sticky: Sticky,
+    /// The route's deadline, counted from the request's arrival.
+    pub deadline: Option<Instant>,
+}
+
+/// The forward phase: what it needs of the gateway, borrowed for one request.
+pub(crate) struct Forwarder<'a> {
+    pub client: &'a UpstreamClient,
+    pub metrics: &'a Arc<Metrics>,
+    pub owners: &'a Arc<ResponseOwners>,
+    pub max_response_bytes: usize,
+}
 
 /// How one target ended.
 enum TargetOutcome {
@@ -44,27 +65,162 @@ enum TargetOutcome {
     Failed { err: GatewayError, retryable: bool },
 }
 
-impl Shared {
+/// One target's request, made once and sent on every attempt.
+struct Prepared {
+    body: Bytes,
+    uri: http::Uri,
+    /// `Some(upstream format)` when the answer must be translated for the caller.
+    translate_from: Option<BackendFormat>,
+    /// Provider headers (`anthropic-version`), to which each attempt adds trace context.
+    headers: HeaderMap,
+    /// What translation left out for this target (`x-switchyard-dropped`).
+    dropped: Option<HeaderValue>,
+    limits: TimeLimits,
+    /// The earliest of the route's deadline and the backend's total timeout.
+    call_deadline: Option<Instant>,
+    /// The answer is one the provider stores: remembered with its owner (`crate::owners`).
+    stores: bool,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Again on this target, at once (another key of the pool is free).
+    RetryNow,
+    /// Again on this target after this back-off (before jitter).
+    RetryAfter(Duration),
+    /// Not on this target again; the next one may serve the request.
+    Fallback,
+    /// Not anywhere: the failure is the caller's answer.
+    GiveUp,
+}
+
+/// What an upstream's error status means for the attempt, from the status and who wrote the
+/// body alone; [`Forwarder::refused`] carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failure {
+    /// The retry class; `None` for the caller's own error, which no retry changes.
+    class: Option<FailureClass>,
+    /// `switchyard_upstream_errors_total{kind}`.
+    kind: &'static str,
+    /// What happens to the key that was sent.
+    key: KeyEffect,
+    /// It counts against the backend's health.
+    backend_failed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyEffect {
+    Keep,
+    /// Rested for the upstream's `Retry-After` (a 429).
+    Rest,
+    /// Out of the pool for a while (refused as invalid).
+    Disable,
+}
+
+/// Classifies an upstream error status.
+fn classify(status: StatusCode, class: UpstreamClass, origin: ErrorOrigin) -> Failure {
+    let failure = |class, kind, key, backend_failed| Failure {
+        class,
+        kind,
+        key,
+        backend_failed,
+    };
+    match class {
+        UpstreamClass::RateLimited => failure(
+            Some(FailureClass::RateLimited),
+            "status_429",
+            KeyEffect::Rest,
+            false,
+        ),
+        // Another key, or another backend, may still serve the request. (A key that may not
+        // do *this*, a 403, is the caller's error: `UpstreamClass::Caller`.)
+        UpstreamClass::KeyRejected => failure(
+            Some(FailureClass::ServerError),
+            "status_4xx",
+            KeyEffect::Disable,
+            false,
+        ),
+        // An intermediary's 4xx counts (and is retried) as an upstream failure but is
+        // labelled by its status.
+        UpstreamClass::Overloaded | UpstreamClass::Upstream => failure(
+            Some(FailureClass::ServerError),
+            if origin == ErrorOrigin::Intermediary && status.is_client_error() {
+                "status_4xx"
+            } else {
+                "status_5xx"
+            },
+            KeyEffect::Keep,
+            true,
+        ),
+        UpstreamClass::Caller => failure(None, "status_4xx", KeyEffect::Keep, false),
+    }
+}
+
+/// The retry decision after failed attempt number `attempt` (from 1) on a target: by the
+/// route's `policy`, whether the failure is of a class it retries, whether another key of
+/// the pool could take the request at once (a 429 or a refused key), and whether the time
+/// is up. Retrying also spends retry budget, which the caller withdraws.
+fn next_step(
+    attempt: u32,
+    policy: &Retry,
+    class: Option<FailureClass>,
+    another_key: bool,
+    out_of_time: bool,
+) -> Step {
+    if !class.is_some_and(|c| policy.retries(c)) || out_of_time {
+        return Step::GiveUp;
+    }
+    // A switch of key is not the backend failing again: it gets two tries more.
+    let attempts_left =
+        attempt < policy.attempts || (another_key && attempt < policy.attempts.saturating_add(2));
+    if !attempts_left {
+        return Step::Fallback;
+    }
+    if another_key {
+        return Step::RetryNow;
+    }
+    let doublings = attempt.saturating_sub(1).min(6);
+    Step::RetryAfter(policy.backoff.saturating_mul(1 << doublings))
+}
+
+/// The key for one attempt: the key that stored the response being continued, else the
+/// pool's choice (by the conversation key, or by weight and headroom). `Err` with the
+/// soonest a key is usable again when every one is resting or disabled.
+fn choose_key<'t>(
+    backend: &'t Backend,
+    pinned: Option<&'t UpstreamKey>,
+    conversation: Option<u64>,
+) -> Result<Option<&'t UpstreamKey>, Option<Duration>> {
+    if let Some(k) = pinned {
+        return Ok(Some(k));
+    }
+    match backend.pick_key_for(conversation) {
+        KeyChoice::None => Ok(None),
+        KeyChoice::Key(k) => Ok(Some(k)),
+        KeyChoice::Exhausted(wait) => Err(wait),
+    }
+}
+
+impl Forwarder<'_> {
+    /// Tries the route's targets in plan order until one answers.
     pub(crate) async fn forward(
         &self,
-        op: Operation,
-        decoded: &Inbound<'_>,
-        route: &Route,
-        request_id: &HeaderValue,
-        sticky: &Sticky,
+        ctx: &RequestCtx<'_, '_>,
         record: &mut Record,
     ) -> Result<Response<Body>, GatewayError> {
-        let deadline = route.timeout.map(|t| record.start + t);
+        let route = ctx.route;
         let budget = route.budget();
         budget.deposit();
         // A continuation of a stored response goes where it is stored (`crate::owners`);
         // else, with a conversation key, targets and keys in rendezvous order (see
         // `crate::affinity`): the same conversation reaches the same backend and key.
-        let plan = sticky
+        let plan = ctx
+            .sticky
             .owner
             .as_ref()
             .and_then(|o| route.plan_pinned(&o.backend))
-            .unwrap_or_else(|| route.plan_for(sticky.key));
+            .unwrap_or_else(|| route.plan_for(ctx.sticky.key));
         let mut last_err = None;
         let mut saturated = 0usize;
         for target in &plan {
@@ -85,16 +241,11 @@ impl Shared {
                     .inc();
             }
             record.permit = Some(permit);
-            let outcome = self
-                .try_target(
-                    op, decoded, route, target, request_id, deadline, sticky, record,
-                )
-                .await;
-            match outcome {
+            match self.try_target(ctx, target, record).await {
                 TargetOutcome::Done(resp) => return Ok(resp),
                 TargetOutcome::Failed { err, retryable } => {
                     record.permit = None;
-                    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                    let out_of_time = ctx.deadline.is_some_and(|d| Instant::now() >= d);
                     if out_of_time {
                         return Err(match err {
                             GatewayError::Upstream { .. } => GatewayError::RouteTimeout,
@@ -115,19 +266,123 @@ impl Shared {
         }
     }
 
-    /// Tries one target up to the route's attempt count.
-    #[allow(clippy::too_many_arguments)]
+    /// Tries one target up to the route's attempt count: prepare once, then per attempt
+    /// choose a key, send, and on failure decide the next step.
     async fn try_target(
         &self,
-        op: Operation,
-        decoded: &Inbound<'_>,
-        route: &Route,
+        ctx: &RequestCtx<'_, '_>,
         target: &Target,
-        request_id: &HeaderValue,
-        deadline: Option<Instant>,
-        sticky: &Sticky,
         record: &mut Record,
     ) -> TargetOutcome {
+        let backend = &target.backend;
+        let prepared = match self.prepare_attempt(ctx, target, record) {
+            Ok(p) => p,
+            Err(outcome) => return *outcome,
+        };
+        // The key that stored the response this request continues, when it is this
+        // backend's: the only one that can serve it, resting or not.
+        let pinned = ctx
+            .sticky
+            .owner
+            .as_ref()
+            .filter(|o| *o.backend == *backend.name)
+            .and_then(|o| o.key)
+            .and_then(|id| backend.key_by_id(id));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let key = match choose_key(backend, pinned, ctx.sticky.key) {
+                Ok(key) => key,
+                Err(wait) => {
+                    record.upstream_error("keys_exhausted");
+                    record.ratelimit_reason = Some("upstream");
+                    return TargetOutcome::Failed {
+                        err: GatewayError::KeysExhausted {
+                            backend: backend.name.to_string(),
+                            retry_after: wait,
+                        },
+                        retryable: true,
+                    };
+                }
+            };
+            record.stored_by = prepared.stores.then(|| {
+                (
+                    Arc::clone(self.owners),
+                    Owner {
+                        backend: Arc::clone(&backend.name),
+                        key: key.map(|k| k.id()),
+                    },
+                )
+            });
+            let sent_at = Instant::now();
+            let (err, class) = match self.send(ctx, target, &prepared, key, record).await {
+                Ok(resp) if resp.status().is_success() => {
+                    let latency = sent_at.elapsed();
+                    match self
+                        .answered(ctx, target, &prepared, (key, latency), resp, record)
+                        .await
+                    {
+                        Ok(r) => return TargetOutcome::Done(r),
+                        Err(failed) => failed,
+                    }
+                }
+                Ok(resp) => self.refused(backend, key, &prepared, resp, record).await,
+                Err(e) => self.attempt_failed(backend, e, record),
+            };
+            let key_problem =
+                matches!(class, Some(FailureClass::RateLimited)) || err.key_rejected();
+            let another_key =
+                key_problem && key.is_some_and(|k| backend.has_other_available_key(k.index));
+            let out_of_time = prepared.call_deadline.is_some_and(|d| Instant::now() >= d);
+            let step = next_step(attempt, &ctx.route.retry, class, another_key, out_of_time);
+            let backoff = match step {
+                Step::GiveUp => {
+                    return TargetOutcome::Failed {
+                        err,
+                        retryable: false,
+                    }
+                }
+                Step::Fallback => {
+                    return TargetOutcome::Failed {
+                        err,
+                        retryable: true,
+                    }
+                }
+                Step::RetryNow => None,
+                Step::RetryAfter(backoff) => Some(backoff),
+            };
+            if !ctx.route.budget().try_withdraw() {
+                return TargetOutcome::Failed {
+                    err,
+                    retryable: true,
+                };
+            }
+            self.metrics
+                .retries
+                .with_label_values(&[&ctx.route.name, &backend.name])
+                .inc();
+            if let Some(backoff) = backoff {
+                let wake = Instant::now() + backoff.mul_f64(0.5 + fastrand::f64());
+                if prepared.call_deadline.is_some_and(|d| wake >= d) {
+                    return TargetOutcome::Failed {
+                        err,
+                        retryable: true,
+                    };
+                }
+                tokio::time::sleep_until(wake).await;
+            }
+        }
+    }
+
+    /// What every attempt on `target` sends: the plan (encode or translate), the URI, the
+    /// price, the time limits. `Err` when the target cannot take the request at all.
+    fn prepare_attempt(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        target: &Target,
+        record: &mut Record,
+    ) -> Result<Prepared, Box<TargetOutcome>> {
+        let (decoded, route) = (ctx.decoded, ctx.route);
         let backend = &target.backend;
         record.backend = Some(Arc::clone(&backend.name));
         record.provider = backend.provider.as_str();
@@ -152,7 +407,11 @@ impl Shared {
             .then(|| switchyard_router::budget::output_cap(route, None));
         let encoded = match decoded.plan(backend, upstream_model, route, output_cap) {
             Ok(Plan::Call(e)) => e,
-            Ok(Plan::Estimate) => return TargetOutcome::Done(count_tokens_estimate(decoded)),
+            Ok(Plan::Estimate) => {
+                return Err(Box::new(TargetOutcome::Done(count_tokens_estimate(
+                    decoded,
+                ))))
+            }
             // A parameter this backend's format cannot carry may suit the next target (a
             // fallback of another provider), and so may one the gateway refuses to translate
             // (`previous_response_id`: a backend serving the Responses API takes it); a
@@ -165,7 +424,7 @@ impl Shared {
                             TranslateError::Unsupported { .. } | TranslateError::Refused { .. }
                         )
                 );
-                return TargetOutcome::Failed { err, retryable };
+                return Err(Box::new(TargetOutcome::Failed { err, retryable }));
             }
         };
         let Encoded {
@@ -178,7 +437,7 @@ impl Shared {
         let Some(uri) = backend.uri(upstream_op, upstream_model, decoded.stream()) else {
             // Only a model the backend does not list gets here (a route forwarding the
             // caller's model to a provider that puts it in the URL path).
-            return TargetOutcome::Failed {
+            return Err(Box::new(TargetOutcome::Failed {
                 err: GatewayError::Translate(TranslateError::Invalid {
                     param: "model".into(),
                     message: format!(
@@ -187,275 +446,204 @@ impl Shared {
                     ),
                 }),
                 retryable: true,
-            };
+            }));
         };
-        // The key that stored the response this request continues, when it is this
-        // backend's: the only one that can serve it, resting or not.
-        let pinned_key = sticky
-            .owner
-            .as_ref()
-            .filter(|o| *o.backend == *backend.name)
-            .and_then(|o| o.key)
-            .and_then(|id| backend.key_by_id(id));
-        // An answer the provider stores, passed through with its id: remembered with its
-        // owner when the request ends well.
-        let stores = translate_from.is_none() && decoded.stored();
         let limits = self.client.limits(&backend.timeouts, route.timeout);
-        let call_deadline = earliest(deadline, limits.total.map(|t| Instant::now() + t));
-        let retry: Retry = route.retry;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let choice = match pinned_key {
-                Some(k) => KeyChoice::Key(k),
-                None => backend.pick_key_for(sticky.key),
-            };
-            let key = match choice {
-                KeyChoice::None => None,
-                KeyChoice::Key(k) => Some(k),
-                KeyChoice::Exhausted(wait) => {
-                    record.upstream_error("keys_exhausted");
-                    record.ratelimit_reason = Some("upstream");
-                    return TargetOutcome::Failed {
-                        err: GatewayError::KeysExhausted {
-                            backend: backend.name.to_string(),
-                            retry_after: wait,
-                        },
-                        retryable: true,
-                    };
-                }
-            };
-            record.stored_by = stores.then(|| {
-                (
-                    Arc::clone(&self.owners),
-                    Owner {
-                        backend: Arc::clone(&backend.name),
-                        key: key.map(|k| k.id()),
-                    },
-                )
-            });
-            let sent_at = Instant::now();
-            record.attempts += 1;
-            let mut trace_headers = HeaderMap::new();
-            for (name, value) in &provider_headers {
-                trace_headers.insert(name.clone(), value.clone());
-            }
-            let span = match (record.otel().cloned(), record.trace.as_ref()) {
-                (Some(otel), Some(parent)) => {
-                    let span = otel.start_attempt(
-                        parent,
-                        op.as_str(),
-                        record.genai_provider,
-                        &backend.name,
-                        upstream_model,
-                        record.attempts,
-                    );
-                    otel.inject(&span, &mut trace_headers);
-                    Some((otel, span))
-                }
-                _ => None,
-            };
-            let outcome = self
-                .client
-                .send(
-                    target,
-                    &uri,
-                    body.clone(),
-                    decoded.stream(),
-                    key,
-                    request_id,
-                    &trace_headers,
-                    &limits,
-                    call_deadline,
-                )
-                .await;
-            if let Some((otel, span)) = span {
-                let (status, error) = match &outcome {
-                    Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-                    Ok(r) => (
-                        Some(r.status().as_u16()),
-                        Some(r.status().as_u16().to_string()),
-                    ),
-                    Err(e) => (None, Some(e.kind.as_str().to_string())),
-                };
-                otel.end_attempt(span, status, error.as_deref());
-            }
-            let (err, class) = match outcome {
-                Ok(resp) if resp.status().is_success() => {
-                    // Steering by rate-limit headers only matters with another key to steer to.
-                    if let Some(k) = key.filter(|k| backend.has_other_available_key(k.index)) {
-                        k.state()
-                            .observe_rate_limit(rate_limit_hint(resp.headers()));
-                    }
-                    let latency = sent_at.elapsed();
-                    // What translation left out for this target, for the caller
-                    // (x-switchyard-dropped) and the access log. Set on every answer, so an
-                    // earlier translated target's list never outlives it; a passthrough
-                    // target got the request whole.
-                    record.dropped = dropped.clone();
-                    match self
-                        .respond(
-                            resp,
-                            decoded,
-                            translate_from,
-                            target,
-                            &limits,
-                            call_deadline,
-                            record,
-                        )
-                        .await
-                    {
-                        Ok(r) => {
-                            self.health(backend, backend.state().on_success(latency));
-                            if let Some(k) = key.filter(|k| k.state().on_success()) {
-                                tracing::info!(backend = %backend.name, key_index = k.index, "a disabled upstream key served a request again; it is back in service");
-                                record.upstream_key_restored();
-                            }
-                            return TargetOutcome::Done(r);
-                        }
-                        // A 200 that turned out to be no answer (a body cut short, stalled or
-                        // not the format's JSON): nothing has reached the caller, so it is
-                        // retried and moved on from like any failure before the first byte.
-                        Err(e) => self.attempt_failed(backend, e, record),
-                    }
-                }
-                Ok(resp) => 'status: {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = match collect_bounded(
-                        resp.into_body(),
-                        ERROR_BODY_LIMIT,
-                        limits.idle,
-                        call_deadline,
-                    )
-                    .await
-                    {
-                        Ok(b) => b,
-                        // Only its beginning is read (an edge's page may be long).
-                        Err(BodyFault::TooLarge(head)) => head,
-                        // A status whose body stalls or breaks halfway is no answer to act
-                        // on: a failure like one before the headers.
-                        Err(fault) => {
-                            let e =
-                                fault.attempt_error(&format!("answered {status}, but its body"));
-                            break 'status self.attempt_failed(backend, e, record);
-                        }
-                    };
-                    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-                    // Whose error this is follows from who wrote the body: a provider's own
-                    // 4xx is the caller's; an edge's or proxy's page is an upstream failure,
-                    // summarized rather than relayed.
-                    let UpstreamError {
-                        message,
-                        code,
-                        class: upstream_class,
-                        origin,
-                    } = read_upstream_error(
-                        status.as_u16(),
-                        &body,
-                        header_str(header::CONTENT_TYPE.as_str()),
-                        header_str("x-amzn-errortype"),
-                        backend.provider.as_str(),
-                    );
-                    // Some providers quote the key they were given: never relayed nor logged.
-                    let message = backend.redact(&message).into_owned();
-                    let code = code.map(|c| backend.redact(&c).into_owned());
-                    if origin == ErrorOrigin::Intermediary {
-                        tracing::debug!(backend = %backend.name, %status, summary = %message, "upstream answered with a body in no provider's error format");
-                    }
-                    let class = match upstream_class {
-                        UpstreamClass::RateLimited => {
-                            if let Some(k) = key {
-                                let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                                k.state().rest(wait);
-                                k.state().observe_rate_limit(rate_limit_hint(&headers));
-                            }
-                            record.upstream_error("status_429");
-                            record.ratelimit_reason = Some("upstream");
-                            Some(FailureClass::RateLimited)
-                        }
-                        UpstreamClass::KeyRejected => {
-                            // The upstream refused this key as invalid: take it out of the
-                            // pool for a while (it is tried again after, see
-                            // `KeyState::disable`). Another key, or another backend, may still
-                            // serve the request. (A key that may not do *this*, a 403, is the
-                            // caller's error: `UpstreamClass::Caller`.)
-                            if let Some(k) = key {
-                                let reason = format!("upstream answered {status}");
-                                if let Some(period) = k.state().disable(reason) {
-                                    tracing::error!(backend = %backend.name, key_index = k.index, %status, retry_in = ?period, "upstream refused a key as invalid; disabled until then");
-                                    record.upstream_error("key_disabled");
-                                }
-                            }
-                            record.upstream_error("status_4xx");
-                            Some(FailureClass::ServerError)
-                        }
-                        UpstreamClass::Overloaded | UpstreamClass::Upstream => {
-                            // An intermediary's 4xx counts (and is retried) as an upstream
-                            // failure but is labelled by its status.
-                            let intermediary_4xx =
-                                origin == ErrorOrigin::Intermediary && status.is_client_error();
-                            record.upstream_error(if intermediary_4xx {
-                                "status_4xx"
-                            } else {
-                                "status_5xx"
-                            });
-                            self.health(backend, backend.state().on_failure());
-                            Some(FailureClass::ServerError)
-                        }
-                        UpstreamClass::Caller => {
-                            record.upstream_error("status_4xx");
-                            None
-                        }
-                    };
-                    let err = GatewayError::UpstreamStatus {
-                        status,
-                        backend: backend.name.to_string(),
-                        message,
-                        code,
-                        class: upstream_class,
-                        origin,
-                        retry_after: relayable_retry_after(&headers),
-                    };
-                    (err, class)
-                }
-                Err(e) => self.attempt_failed(backend, e, record),
-            };
-            let retryable = class.is_some_and(|c| retry.retries(c));
-            let out_of_time = call_deadline.is_some_and(|d| Instant::now() >= d);
-            let key_problem =
-                matches!(class, Some(FailureClass::RateLimited)) || err.key_rejected();
-            // A 429 or refused key is retried at once on the same backend with another key
-            // when the pool has one; other failures wait out the back-off.
-            let another_key =
-                key_problem && key.is_some_and(|k| backend.has_other_available_key(k.index));
-            let attempts_left =
-                attempt < retry.attempts || (another_key && attempt < retry.attempts + 2);
-            if !retryable || !attempts_left || out_of_time || !route.budget().try_withdraw() {
-                return TargetOutcome::Failed {
-                    err,
-                    retryable: retryable && !out_of_time,
-                };
-            }
-            self.metrics
-                .retries
-                .with_label_values(&[&route.name, &backend.name])
-                .inc();
-            if another_key {
-                continue;
-            }
-            let backoff = retry
-                .backoff
-                .mul_f64(f64::from(1u32 << (attempt - 1).min(6)));
-            let wake = Instant::now() + backoff.mul_f64(0.5 + fastrand::f64());
-            if call_deadline.is_some_and(|d| wake >= d) {
-                return TargetOutcome::Failed {
-                    err,
-                    retryable: true,
-                };
-            }
-            tokio::time::sleep_until(wake).await;
+        let call_deadline = earliest(ctx.deadline, limits.total.map(|t| Instant::now() + t));
+        let mut headers = HeaderMap::with_capacity(provider_headers.len());
+        for (name, value) in provider_headers {
+            headers.insert(name, value);
         }
+        Ok(Prepared {
+            body,
+            uri,
+            // An answer the provider stores, passed through with its id: remembered with
+            // its owner when the request ends well.
+            stores: translate_from.is_none() && decoded.stored(),
+            translate_from,
+            headers,
+            dropped,
+            limits,
+            call_deadline,
+        })
+    }
+
+    /// Sends one attempt and waits for the response headers, in its own span when OTel is on.
+    async fn send(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        target: &Target,
+        prepared: &Prepared,
+        key: Option<&UpstreamKey>,
+        record: &mut Record,
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
+        record.attempts += 1;
+        let mut headers = prepared.headers.clone();
+        let span = match (record.otel().cloned(), record.trace.as_ref()) {
+            (Some(otel), Some(parent)) => {
+                let span = otel.start_attempt(
+                    parent,
+                    ctx.op.as_str(),
+                    record.genai_provider,
+                    &target.backend.name,
+                    target.upstream_model(ctx.decoded.model()),
+                    record.attempts,
+                );
+                otel.inject(&span, &mut headers);
+                Some((otel, span))
+            }
+            _ => None,
+        };
+        let call = Call {
+            target,
+            uri: &prepared.uri,
+            body: prepared.body.clone(),
+            stream: ctx.decoded.stream(),
+            key,
+            request_id: ctx.request_id,
+            headers: &headers,
+        };
+        let outcome = self
+            .client
+            .send(&call, &prepared.limits, prepared.call_deadline)
+            .await;
+        if let Some((otel, span)) = span {
+            let (status, error) = match &outcome {
+                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                Ok(r) => (
+                    Some(r.status().as_u16()),
+                    Some(r.status().as_u16().to_string()),
+                ),
+                Err(e) => (None, Some(e.kind.as_str().to_string())),
+            };
+            otel.end_attempt(span, status, error.as_deref());
+        }
+        outcome
+    }
+
+    /// A 2xx answer: relayed (or read, checked and translated) for the caller. `Err` when it
+    /// turns out to be no answer (a body cut short, stalled or not the format's JSON):
+    /// nothing has reached the caller, so it is retried and moved on from like any failure
+    /// before the first byte.
+    /// `sent` is the key the attempt was sent with and the time to its response headers.
+    async fn answered(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        target: &Target,
+        prepared: &Prepared,
+        (key, latency): (Option<&UpstreamKey>, Duration),
+        resp: Response<UpstreamBody>,
+        record: &mut Record,
+    ) -> Result<Response<Body>, (GatewayError, Option<FailureClass>)> {
+        let backend = &target.backend;
+        // Steering by rate-limit headers only matters with another key to steer to.
+        if let Some(k) = key.filter(|k| backend.has_other_available_key(k.index)) {
+            k.state()
+                .observe_rate_limit(rate_limit_hint(resp.headers()));
+        }
+        // What translation left out for this target, for the caller (x-switchyard-dropped)
+        // and the access log. Set on every answer, so an earlier translated target's list
+        // never outlives it; a passthrough target got the request whole.
+        record.dropped = prepared.dropped.clone();
+        match self.respond(ctx, target, prepared, resp, record).await {
+            Ok(r) => {
+                health(backend, backend.state().on_success(latency));
+                if let Some(k) = key.filter(|k| k.state().on_success()) {
+                    tracing::info!(backend = %backend.name, key_index = k.index, "a disabled upstream key served a request again; it is back in service");
+                    record.upstream_key_restored();
+                }
+                Ok(r)
+            }
+            Err(e) => Err(self.attempt_failed(backend, e, record)),
+        }
+    }
+
+    /// An error status: its body read (bounded), classified, and the classification carried
+    /// out on the key, the backend's health and the metrics; the error the caller gets if
+    /// nothing else serves the request, and its retry class.
+    async fn refused(
+        &self,
+        backend: &Backend,
+        key: Option<&UpstreamKey>,
+        prepared: &Prepared,
+        resp: Response<UpstreamBody>,
+        record: &mut Record,
+    ) -> (GatewayError, Option<FailureClass>) {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = match collect_bounded(
+            resp.into_body(),
+            ERROR_BODY_LIMIT,
+            prepared.limits.idle,
+            prepared.call_deadline,
+        )
+        .await
+        {
+            Ok(b) => b,
+            // Only its beginning is read (an edge's page may be long).
+            Err(BodyFault::TooLarge(head)) => head,
+            // A status whose body stalls or breaks halfway is no answer to act on: a failure
+            // like one before the headers.
+            Err(fault) => {
+                let e = fault.attempt_error(&format!("answered {status}, but its body"));
+                return self.attempt_failed(backend, e, record);
+            }
+        };
+        let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // Whose error this is follows from who wrote the body: a provider's own 4xx is the
+        // caller's; an edge's or proxy's page is an upstream failure, summarized rather than
+        // relayed.
+        let UpstreamError {
+            message,
+            code,
+            class: upstream_class,
+            origin,
+        } = read_upstream_error(
+            status.as_u16(),
+            &body,
+            header_str(header::CONTENT_TYPE.as_str()),
+            header_str("x-amzn-errortype"),
+            backend.provider.as_str(),
+        );
+        // Some providers quote the key they were given: never relayed nor logged.
+        let message = backend.redact(&message).into_owned();
+        let code = code.map(|c| backend.redact(&c).into_owned());
+        if origin == ErrorOrigin::Intermediary {
+            tracing::debug!(backend = %backend.name, %status, summary = %message, "upstream answered with a body in no provider's error format");
+        }
+        let failure = classify(status, upstream_class, origin);
+        match (failure.key, key) {
+            (KeyEffect::Rest, Some(k)) => {
+                let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                k.state().rest(wait);
+                k.state().observe_rate_limit(rate_limit_hint(&headers));
+            }
+            // Tried again after its disable period (see `KeyState::disable`).
+            (KeyEffect::Disable, Some(k)) => {
+                if let Some(period) = k.state().disable(format!("upstream answered {status}")) {
+                    tracing::error!(backend = %backend.name, key_index = k.index, %status, retry_in = ?period, "upstream refused a key as invalid; disabled until then");
+                    record.upstream_error("key_disabled");
+                }
+            }
+            _ => {}
+        }
+        if failure.key == KeyEffect::Rest {
+            record.ratelimit_reason = Some("upstream");
+        }
+        if failure.backend_failed {
+            health(backend, backend.state().on_failure());
+        }
+        record.upstream_error(failure.kind);
+        let err = GatewayError::UpstreamStatus {
+            status,
+            backend: backend.name.to_string(),
+            message,
+            code,
+            class: upstream_class,
+            origin,
+            retry_after: relayable_retry_after(&headers),
+        };
+        (err, failure.class)
     }
 
     /// Records a failed attempt (before anything reached the caller): counted by kind,
@@ -463,14 +651,14 @@ impl Shared {
     /// the error the caller gets if nothing else serves it, and its retry class.
     fn attempt_failed(
         &self,
-        backend: &switchyard_router::Backend,
+        backend: &Backend,
         e: AttemptError,
         record: &mut Record,
     ) -> (GatewayError, Option<FailureClass>) {
         record.upstream_error(e.kind.as_str());
         let class = e.class();
         if class.is_some() {
-            self.health(backend, backend.state().on_failure());
+            health(backend, backend.state().on_failure());
         }
         // Connection errors and parse errors may quote what the upstream sent.
         let detail = backend.redact(&e.detail).into_owned();
@@ -483,32 +671,19 @@ impl Shared {
         (err, class)
     }
 
-    fn health(&self, backend: &switchyard_router::Backend, change: HealthChange) {
-        match change {
-            HealthChange::None => {}
-            HealthChange::Ejected(period) => {
-                tracing::warn!(backend = %backend.name, ?period, "backend ejected after repeated failures");
-            }
-            HealthChange::Restored => {
-                tracing::info!(backend = %backend.name, "backend back in service");
-            }
-        }
-    }
-
     /// The caller's response from a successful upstream answer: a stream relayed event by
     /// event, or a whole body read (within `limits`), checked and translated. An `Err` is an
     /// answer that turned out to be none, before anything was sent to the caller.
-    #[allow(clippy::too_many_arguments)]
     async fn respond(
         &self,
-        resp: Response<UpstreamBody>,
-        decoded: &Inbound<'_>,
-        translate_from: Option<BackendFormat>,
+        ctx: &RequestCtx<'_, '_>,
         target: &Target,
-        limits: &TimeLimits,
-        deadline: Option<Instant>,
+        prepared: &Prepared,
+        resp: Response<UpstreamBody>,
         record: &mut Record,
     ) -> Result<Response<Body>, AttemptError> {
+        let (decoded, translate_from) = (ctx.decoded, prepared.translate_from);
+        let (limits, deadline) = (&prepared.limits, prepared.call_deadline);
         let is_sse = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -539,7 +714,7 @@ impl Shared {
             let framing =
                 Framing::for_format(translate_from.is_some_and(BackendFormat::event_stream_framed));
             let watch = StallWatch::new(
-                Arc::clone(&self.metrics),
+                Arc::clone(self.metrics),
                 Arc::clone(&backend.name),
                 backend.provider.as_str(),
                 limits.idle,
@@ -569,7 +744,7 @@ impl Shared {
         }
         let bytes = collect_bounded(
             resp.into_body(),
-            self.config.max_response_bytes,
+            self.max_response_bytes,
             limits.idle,
             deadline,
         )
@@ -631,6 +806,19 @@ impl Shared {
                 }
                 Ok(json_response(StatusCode::OK, bytes))
             }
+        }
+    }
+}
+
+/// Logs a backend's change of health.
+fn health(backend: &Backend, change: HealthChange) {
+    match change {
+        HealthChange::None => {}
+        HealthChange::Ejected(period) => {
+            tracing::warn!(backend = %backend.name, ?period, "backend ejected after repeated failures");
+        }
+        HealthChange::Restored => {
+            tracing::info!(backend = %backend.name, "backend back in service");
         }
     }
 }
@@ -793,6 +981,132 @@ async fn collect_bounded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_statuses_are_classified_by_who_wrote_them() {
+        use ErrorOrigin::{Intermediary as Edge, Provider as Own};
+        use FailureClass::{RateLimited, ServerError};
+        use KeyEffect::{Disable, Keep, Rest};
+        use UpstreamClass as U;
+        let s = |n| StatusCode::from_u16(n).unwrap();
+        for (status, class, origin, want) in [
+            (
+                429,
+                U::RateLimited,
+                Own,
+                (Some(RateLimited), "status_429", Rest, false),
+            ),
+            (
+                401,
+                U::KeyRejected,
+                Own,
+                (Some(ServerError), "status_4xx", Disable, false),
+            ),
+            (
+                503,
+                U::Overloaded,
+                Own,
+                (Some(ServerError), "status_5xx", Keep, true),
+            ),
+            (
+                500,
+                U::Upstream,
+                Own,
+                (Some(ServerError), "status_5xx", Keep, true),
+            ),
+            // An edge's 4xx page: the upstream failed, labelled by its status.
+            (
+                403,
+                U::Upstream,
+                Edge,
+                (Some(ServerError), "status_4xx", Keep, true),
+            ),
+            (
+                502,
+                U::Upstream,
+                Edge,
+                (Some(ServerError), "status_5xx", Keep, true),
+            ),
+            // The caller's own mistake: relayed, never retried, nobody's health.
+            (400, U::Caller, Own, (None, "status_4xx", Keep, false)),
+            (403, U::Caller, Own, (None, "status_4xx", Keep, false)),
+        ] {
+            let (class_want, kind, key, backend_failed) = want;
+            assert_eq!(
+                classify(s(status), class, origin),
+                Failure {
+                    class: class_want,
+                    kind,
+                    key,
+                    backend_failed
+                },
+                "{status} {class:?} {origin:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_step_follows_the_policy_the_pool_and_the_clock() {
+        use FailureClass::{Connect, RateLimited, ServerError, Timeout};
+        let ms = Duration::from_millis;
+        let mut three = Retry::DEFAULT;
+        three.attempts = 3;
+        three.backoff = ms(100);
+        let one = Retry::DEFAULT;
+        // (attempt, policy, class, another key free, out of time) → step
+        for (attempt, policy, class, another_key, late, want) in [
+            // The caller's error: nowhere else either.
+            (1, &three, None, false, false, Step::GiveUp),
+            // Out of time: the failure is the answer.
+            (1, &three, Some(ServerError), false, true, Step::GiveUp),
+            (1, &three, Some(RateLimited), true, true, Step::GiveUp),
+            // Back-off doubles per attempt.
+            (
+                1,
+                &three,
+                Some(ServerError),
+                false,
+                false,
+                Step::RetryAfter(ms(100)),
+            ),
+            (
+                2,
+                &three,
+                Some(Timeout),
+                false,
+                false,
+                Step::RetryAfter(ms(200)),
+            ),
+            (3, &three, Some(Connect), false, false, Step::Fallback),
+            // One attempt per backend by default: straight to the next target.
+            (1, &one, Some(ServerError), false, false, Step::Fallback),
+            // A 429 or refused key with another key free: at once, two more tries.
+            (1, &one, Some(RateLimited), true, false, Step::RetryNow),
+            (2, &one, Some(RateLimited), true, false, Step::RetryNow),
+            (3, &one, Some(RateLimited), true, false, Step::Fallback),
+            (1, &one, Some(RateLimited), false, false, Step::Fallback),
+            // The doubling stops at 2^6.
+            (
+                40,
+                &{
+                    let mut r = three;
+                    r.attempts = 100;
+                    r
+                },
+                Some(ServerError),
+                false,
+                false,
+                Step::RetryAfter(ms(6_400)),
+            ),
+        ] {
+            assert_eq!(
+                next_step(attempt, policy, class, another_key, late),
+                want,
+                "attempt {attempt} of {}, {class:?}, another key {another_key}, late {late}",
+                policy.attempts
+            );
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -35,6 +35,7 @@ use crate::{
     body::Body,
     busy_poll::BusyPoll,
     error::{json_response, GatewayError},
+    forward::{Forwarder, RequestCtx},
     inbound::Inbound,
     owners::{ResponseOwners, LOCAL_CAPACITY},
     record::Record,
@@ -144,8 +145,8 @@ impl Gateway {
         );
         record.access_log = self.inner.config.access_log.clone();
         // Errors are written in the format of the endpoint the caller used.
-        let format = caller_format(req.uri().path());
-        let result = match endpoint(req.method(), req.uri().path()) {
+        let (format, endpoint) = endpoint(req.method(), req.uri().path());
+        let result = match endpoint {
             Ok(Endpoint::Proxy(op)) => {
                 record.operation = op.as_str();
                 if let Some(otel) = &self.inner.otel {
@@ -255,7 +256,8 @@ pub(crate) fn rate_limit_headers(
     }
 }
 
-/// The format of the endpoint at `path`: errors are written in it.
+/// The format errors to a request for `path` are written in, when nothing more is known of
+/// it (an unknown path under an API's prefix, or a request refused before it is read).
 pub(crate) fn caller_format(path: &str) -> Format {
     if path.starts_with("/v1/messages") {
         Format::Anthropic
@@ -266,7 +268,9 @@ pub(crate) fn caller_format(path: &str) -> Format {
     }
 }
 
-fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
+/// What a request is for, and the format its errors are written in: classified once, from
+/// the method and path.
+fn endpoint(method: &Method, path: &str) -> (Format, Result<Endpoint, GatewayError>) {
     let path = path.strip_suffix('/').unwrap_or(path);
     let (ep, allowed) = match path {
         "/v1/chat/completions" => (Endpoint::Proxy(Operation::ChatCompletions), Method::POST),
@@ -276,12 +280,25 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
         "/v1/messages/count_tokens" => (Endpoint::Proxy(Operation::CountTokens), Method::POST),
         "/v1/responses" => (Endpoint::Proxy(Operation::Responses), Method::POST),
         "/v1/models" => (Endpoint::Models, Method::GET),
-        other => return Err(GatewayError::NotFound(other.to_string())),
+        other => {
+            return (
+                caller_format(other),
+                Err(GatewayError::NotFound(other.to_string())),
+            )
+        }
+    };
+    let format = match ep {
+        Endpoint::Proxy(Operation::Messages | Operation::CountTokens) => Format::Anthropic,
+        Endpoint::Proxy(Operation::Responses) => Format::Responses,
+        Endpoint::Proxy(_) | Endpoint::Models => Format::OpenAiChat,
     };
     if method == allowed || (allowed == Method::GET && method == Method::HEAD) {
-        Ok(ep)
+        (format, Ok(ep))
     } else {
-        Err(GatewayError::MethodNotAllowed(method.to_string()))
+        (
+            format,
+            Err(GatewayError::MethodNotAllowed(method.to_string())),
+        )
     }
 }
 
@@ -390,13 +407,24 @@ impl Shared {
             Some(id) => self.owners.owner(id).await,
             None => None,
         };
-        let sticky = Sticky {
-            key: crate::affinity::key(&decoded, &parts.headers, route.affinity),
-            owner,
+        let ctx = RequestCtx {
+            op,
+            decoded: &decoded,
+            route,
+            request_id,
+            sticky: Sticky {
+                key: crate::affinity::key(&decoded, &parts.headers, route.affinity),
+                owner,
+            },
+            deadline: route.timeout.map(|t| record.start + t),
         };
-        let mut resp = self
-            .forward(op, &decoded, route, request_id, &sticky, record)
-            .await?;
+        let forwarder = Forwarder {
+            client: &self.client,
+            metrics: &self.metrics,
+            owners: &self.owners,
+            max_response_bytes: self.config.max_response_bytes,
+        };
+        let mut resp = forwarder.forward(&ctx, record).await?;
         if let Some(taken) = window_headers {
             rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);
         }

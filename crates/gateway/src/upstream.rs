@@ -174,39 +174,18 @@ impl UpstreamClient {
         self.config.limits(timeouts, route_timeout)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Sends one attempt to `target` at `uri` (one of the backend's, see
-    /// [`switchyard_router::Backend::uri`]) and waits for the response headers, within the
-    /// first-byte limit of `limits` and the request's deadline. `extra_headers` carries trace
-    /// context and provider headers (`anthropic-version`).
+    /// Sends `call` and waits for the response headers, within the first-byte limit of
+    /// `limits` and the request's deadline.
     pub async fn send(
         &self,
-        target: &Target,
-        uri: &http::Uri,
-        body: Bytes,
-        stream: bool,
-        key: Option<&UpstreamKey>,
-        request_id: &HeaderValue,
-        extra_headers: &http::HeaderMap,
+        call: &Call<'_>,
         limits: &TimeLimits,
         deadline: Option<Instant>,
     ) -> Result<Response<UpstreamBody>, AttemptError> {
-        let backend = &target.backend;
+        let backend = &call.target.backend;
         let limit = earliest(limits.first_byte.map(|d| Instant::now() + d), deadline);
         let connect_timeout = limits.connect;
-        let build = || {
-            let request = Request::new(Full::new(body.clone()));
-            prepare(
-                request,
-                target,
-                uri,
-                &body,
-                stream,
-                key,
-                request_id,
-                extra_headers,
-            )
-        };
+        let build = || prepare(Request::new(Full::new(call.body.clone())), call);
         let attempt = async {
             match self
                 .pool
@@ -243,19 +222,34 @@ impl UpstreamClient {
     }
 }
 
+/// One attempt's request to a target.
+pub struct Call<'a> {
+    pub target: &'a Target,
+    /// One of the backend's URIs (see [`switchyard_router::Backend::uri`]).
+    pub uri: &'a http::Uri,
+    pub body: Bytes,
+    pub stream: bool,
+    pub key: Option<&'a UpstreamKey>,
+    pub request_id: &'a HeaderValue,
+    /// Trace context and provider headers (`anthropic-version`).
+    pub headers: &'a HeaderMap,
+}
+
 /// The request as it goes upstream: method, URI, `Host`, the gateway's headers, the key, the
 /// backend's header changes, hop-by-hop headers removed, signed last.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     mut req: Request<Full<Bytes>>,
-    target: &Target,
-    uri: &http::Uri,
-    body: &Bytes,
-    stream: bool,
-    key: Option<&UpstreamKey>,
-    request_id: &HeaderValue,
-    extra_headers: &HeaderMap,
+    call: &Call<'_>,
 ) -> Result<Request<Full<Bytes>>, AttemptError> {
+    let Call {
+        target,
+        uri,
+        ref body,
+        stream,
+        key,
+        request_id,
+        headers: extra_headers,
+    } = *call;
     let backend = &target.backend;
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri.clone();
