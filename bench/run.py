@@ -117,6 +117,10 @@ LIMITS = {
     "cost_control_us_max": 2.0,
     "stream_event_ns_max": 1000.0,
     "streams_rss_vs_nginx_max": 1.0,
+    # Issue 21 item 3: the control plane at 10 000 routes.
+    "scale_rss_mib_max": 64.0,
+    "scale_status_s_max": 15.0,
+    "scale_apply_ms_max": 500.0,
 }
 
 
@@ -157,6 +161,11 @@ class Settings:
         # A second Switchyard with --busy-poll, measured on the open-loop workloads only.
         self.busy_poll = a.busy_poll
         self.kube_changes = 2 if smoke else 30
+        # The control plane at scale (#21 item 3): a new operator's 10 000 routes.
+        self.kube_scale_routes = a.kube_scale_routes if a.kube_scale_routes is not None else (
+            20 if smoke else 10000)
+        self.kube_scale_backends = max(1, self.kube_scale_routes // 10)
+        self.kube_scale_timeout_s = 120.0
         self.kube_timeout_s = 15.0
         # The upstream-TLS set runs in every round for half the duration (wrk counts whole
         # seconds) at the first open-loop rate: it adds about a fifth to the run.
@@ -1681,6 +1690,156 @@ def control_plane(stack: Stack, bins: dict[str, Path], s: Settings, cpu: Optiona
     return out
 
 
+def control_plane_scale(mock: str, switchyard: Path, env: dict, serve_flags: list, work: Path,
+                        s: "Settings", cpu: Optional[int], log: Callable[[str], None],
+                        allow_start: bool) -> dict:
+    """The control plane at scale (issue #21 item 3), as a new operator would meet it:
+    `kubectl apply` of `s.kube_scale_backends` ModelBackends and `s.kube_scale_routes`
+    AIRoutes, then `switchyard serve --kube` started on them. Measured: start to /readyz,
+    start to every object's status written (Accepted), RSS once converged, and create ->
+    routable for new routes among the 10 000."""
+    try:
+        cluster = Cluster(allow_start, log)
+    except Skip as e:
+        return {"skipped": str(e)}
+    ns = f"sy-scale-{os.getpid()}"
+    n_routes, n_backends = s.kube_scale_routes, s.kube_scale_backends
+    out: dict[str, Any] = {"namespace": ns, "routes": n_routes, "backends": n_backends}
+    procs: list[Proc] = []
+    try:
+        for crd in sorted((REPO / "crds").glob("*.yaml")):
+            cluster.kubectl(["apply", "--validate=false", "-f", crd])
+        cluster.kubectl(["wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES])
+        cluster.kubectl(["create", "namespace", ns])
+        docs = [cluster_manifests(mock)]
+        for b in range(n_backends):
+            docs.append(f"""apiVersion: switchyard.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: be-{b}}}
+spec:
+  provider: openai-compatible
+  endpoint: http://{mock}/v1
+  auth: {{secretRef: {{name: upstream, key: apiKey}}}}
+  models: [{{name: {MODEL}}}]
+""")
+        for r in range(n_routes):
+            docs.append(f"""apiVersion: switchyard.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: route-{r}}}
+spec:
+  match: {{models: [scale-model-{r}]}}
+  backends: [{{backendRef: {{name: be-{r % max(1, n_backends)}}}, model: {MODEL}}}]
+""")
+        manifest = work / "scale.yaml"
+        manifest.write_text("---\n".join(docs))
+        log(f"control plane at scale: kubectl apply of {n_backends} ModelBackends and "
+            f"{n_routes} AIRoutes")
+        t0 = time.perf_counter()
+        r = subprocess.run([cluster.env["KUBECTL"], "--kubeconfig", cluster.kubeconfig, "apply",
+                            "-n", ns, "-f", manifest], capture_output=True, text=True,
+                           timeout=3600)
+        if r.returncode != 0:
+            raise BenchError(f"kubectl apply: {r.stderr[-600:]}")
+        out["apply_seconds"] = time.perf_counter() - t0
+
+        started = time.perf_counter()
+        gw = Proc("switchyard (kube, scale)", pinned(cpu, [
+            switchyard, "serve", "--kube", "--kubeconfig", cluster.kubeconfig,
+            "--namespace", ns, "--lease-namespace", ns, "--identity", "bench-scale",
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json",
+            *serve_flags,
+        ]), work / "switchyard-kube-scale.log", dict(env, RUST_LOG="info"))
+        procs.append(gw)
+
+        def serving(line: str) -> Optional[tuple[str, str]]:
+            try:
+                fields = json.loads(line).get("fields", {})
+            except (ValueError, AttributeError):
+                return None
+            if fields.get("message") == "switchyard serving":
+                return fields["listen"], fields["admin"]
+            return None
+
+        addr, admin = gw.wait_for(serving, "'switchyard serving'", 120)
+        ready = poll_until(lambda: http_status(f"http://{admin}/readyz") == 200, 120)
+        if ready is None:
+            raise BenchError("kube-mode /readyz never turned ready at scale")
+        out["start_to_ready_s"] = ready - started
+        out["rss_ready_bytes"] = rss_bytes(gw.popen.pid)
+
+        proxy_proc = Proc("kubectl proxy", [
+            cluster.env["KUBECTL"], "--kubeconfig", cluster.kubeconfig, "proxy",
+            "--address", "127.0.0.1", "--port", "0"], work / "kubectl-proxy-scale.log")
+        procs.append(proxy_proc)
+        proxy = proxy_proc.wait_for(
+            lambda ln: (m := re.search(r"Starting to serve on (127\.0\.0\.1:\d+)", ln))
+            and m.group(1), "its address", 30)
+
+        def accepted(plural: str) -> int:
+            req = urllib.request.Request(
+                f"http://{proxy}/apis/switchyard.dev/v1alpha1/namespaces/{ns}/{plural}")
+            with _LOCAL.open(req, timeout=60) as resp:
+                items = json.loads(resp.read())["items"]
+            return sum(1 for i in items if any(
+                c.get("type") == "Accepted" and c.get("status") == "True"
+                for c in (i.get("status") or {}).get("conditions") or []))
+
+        total = n_routes + n_backends + 1
+        seen, series = 0, []
+        deadline = time.perf_counter() + s.kube_scale_timeout_s
+        while time.perf_counter() < deadline:
+            seen = accepted("airoutes") + accepted("modelbackends")
+            series.append((round(time.perf_counter() - started, 1), seen))
+            if seen >= total:
+                break
+            time.sleep(0.5)
+        out["statuses_written"] = seen
+        out["statuses_total"] = total
+        out["statuses_series"] = series[-20:]
+        if seen >= total:
+            out["start_to_all_status_s"] = series[-1][0]
+        out["rss_converged_bytes"] = rss_bytes(gw.popen.pid)
+
+        routes = f"/apis/switchyard.dev/v1alpha1/namespaces/{ns}/airoutes"
+        live: list[float] = []
+        failed = 0
+        for i in range(s.kube_changes):
+            name, model = f"scale-new-{i}", f"scale-new-model-{i}"
+            doc = {"apiVersion": "switchyard.dev/v1alpha1", "kind": "AIRoute",
+                   "metadata": {"name": name},
+                   "spec": {"match": {"models": [model]},
+                            "backends": [{"backendRef": {"name": "mock"}, "model": MODEL}]}}
+            t1 = time.perf_counter()
+            api(proxy, "POST", routes, doc)
+            t2 = poll_until(lambda: chat_status(addr, model) == 200, s.kube_timeout_s)
+            if t2 is None:
+                failed += 1
+            else:
+                live.append(t2 - t1)
+            time.sleep(0.05)
+        live.sort()
+        if live:
+            out["apply_to_live_ms"] = {
+                "count": len(live), "p50": 1e3 * live[len(live) // 2],
+                "p99": 1e3 * live[min(len(live) - 1, math.ceil(0.99 * len(live)) - 1)],
+                "max": 1e3 * live[-1]}
+        out["apply_to_live_failed"] = failed
+        out["rss_end_bytes"] = rss_bytes(gw.popen.pid)
+    except (BenchError, subprocess.TimeoutExpired) as e:
+        out["error"] = " / ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:300]
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        try:
+            cluster.kubectl(["delete", "-n", ns, "airoutes,modelbackends,secrets", "--all",
+                             "--wait=false"])
+            cluster.kubectl(["delete", "namespace", ns, "--wait=false"])
+        except (BenchError, subprocess.TimeoutExpired):
+            pass
+        cluster.stop_if_started()
+    return out
+
+
 # === Micro-benchmarks (criterion) ===
 
 
@@ -1954,6 +2113,26 @@ def verdicts(res: dict) -> list[dict]:
     else:
         v("control plane apply-to-live", None, "(none set)", None,
           "not measured: " + (cp.get("skipped") or cp.get("error") or "--no-kube"))
+    sc = res.get("control_plane_scale") or {}
+    n = sc.get("routes")
+    if sc.get("rss_converged_bytes"):
+        rss = sc["rss_converged_bytes"] / MiB
+        v(f"#21 RSS with {n} AIRoutes + {sc['backends']} ModelBackends, MiB", rss,
+          f"<= {LIMITS['scale_rss_mib_max']:g}", rss <= LIMITS["scale_rss_mib_max"],
+          f"at ready {sc.get('rss_ready_bytes', 0) / MiB:.1f}, end {sc.get('rss_end_bytes', 0) / MiB:.1f}; "
+          f"ready {sc.get('start_to_ready_s', 0):.1f} s after start")
+        t = sc.get("start_to_all_status_s")
+        v(f"#21 every status written after start, {n} routes, s", t,
+          f"<= {LIMITS['scale_status_s_max']:g}", t is not None and t <= LIMITS["scale_status_s_max"],
+          f"{sc.get('statuses_written')} of {sc.get('statuses_total')} Accepted")
+        a2l = sc.get("apply_to_live_ms", {})
+        if a2l.get("count"):
+            v(f"#21 apply-to-live p99 at {n} routes, ms", a2l["p99"],
+              f"<= {LIMITS['scale_apply_ms_max']:g}", a2l["p99"] <= LIMITS["scale_apply_ms_max"],
+              f"p50 {a2l['p50']:.0f} ms over {a2l['count']}; {sc.get('apply_to_live_failed')} never")
+    elif sc:
+        v("#21 control plane at scale", None, "(see issue)", None,
+          "not measured: " + (sc.get("skipped") or sc.get("error") or "?"))
     return out
 
 
@@ -2341,6 +2520,33 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def kube_scale_only(bins: dict[str, Path], s: Settings, log: Callable[[str], None],
+                    out_path: Optional[Path]) -> int:
+    """`--kube-scale-only`: a mock and the control plane at scale, nothing else."""
+    work = Path(tempfile.mkdtemp(prefix="switchyard-bench-scale-"))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
+           and k not in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE")}
+    try:
+        mock_proc = Proc("switchyard-mock", [
+            bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
+            "--models", MODEL], work / "mock.log", dict(env, RUST_LOG="warn"))
+        prefix = "switchyard-mock listening on http://"
+        mock = mock_proc.wait_for(
+            lambda ln: ln[ln.find(prefix) + len(prefix):].strip() if prefix in ln else None,
+            "its listening address")
+        res = control_plane_scale(mock, bins["switchyard"], env, ["--require-auth=false"], work,
+                                  s, None, log, allow_start=True)
+    finally:
+        Proc.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if out_path:
+        out_path.write_text(text)
+    return 0 if "error" not in res else 1
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true",
@@ -2385,6 +2591,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--tls-duration", type=float,
                    help="measured seconds per TLS-upstream run (default half of --duration)")
     p.add_argument("--quick-micro", action="store_true", help="shorter criterion runs")
+    p.add_argument("--kube-scale-routes", type=int,
+                   help="AIRoutes in the control-plane-at-scale run (default 10000; 0 skips it)")
+    p.add_argument("--kube-scale-only", action="store_true",
+                   help="run only the control plane at scale (a mock and a kube-mode "
+                        "Switchyard against the envtest API server) and print its figures")
     p.add_argument("--load-tool", choices=("auto", "wrk", "loadgen"), default="auto",
                    help="closed-loop load generator (auto: wrk when installed)")
     p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_OUT})")
@@ -2416,6 +2627,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         bin_dir = build_release()
     bins = binaries(bin_dir)
+
+    if a.kube_scale_only:
+        return kube_scale_only(bins, s, log, a.out)
 
     tls_skip = None
     if not s.tls_upstream:
@@ -2469,6 +2683,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not a.no_kube:
             res["control_plane"] = control_plane(stack, bins, s, proxy_cpu, log,
                                                  allow_start=not s.smoke)
+            if s.kube_scale_routes > 0:
+                res["control_plane_scale"] = control_plane_scale(
+                    stack.mock, bins["switchyard"], stack.env, stack.serve_flags, work, s,
+                    proxy_cpu, log, allow_start=not s.smoke)
         res["meta"]["switchyard_threads_end"] = threads(stack.gw_proc.pid)
         res["meta"]["switchyard_requests_by_status"] = gateway_counts(stack)
     finally:

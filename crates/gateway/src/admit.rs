@@ -372,27 +372,24 @@ impl Limits {
         }
     }
 
-    /// Stores `value` under `key` for `ttl`, in the background (the request does not wait
-    /// for it). Nothing without Redis.
-    pub(crate) fn shared_put(&self, key: String, value: String, ttl: Duration) {
-        let Some(r) = self.redis.clone() else { return };
-        let metrics = Arc::clone(&self.metrics);
+    /// Stores `value` under `key` for `ttl`, waiting for Redis (bounded by its timeout and
+    /// skipped while its breaker is open). Nothing without Redis.
+    pub(crate) async fn shared_put(&self, key: &str, value: &str, ttl: Duration) {
+        let Some(r) = self.redis.as_ref() else { return };
+        let Ok(mut conn) = r.conn() else {
+            self.metrics.limits_store_errors.inc();
+            return;
+        };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        tokio::spawn(async move {
-            let Ok(mut conn) = r.conn() else {
-                metrics.limits_store_errors.inc();
-                return;
-            };
-            let mut set = redis::cmd("SET");
-            set.arg(&key).arg(&value).arg("PX").arg(ms);
-            let done = r.with_timeout(set.query_async::<()>(&mut conn)).await;
-            if let Err(e) = r.outcome(done) {
-                metrics.limits_store_errors.inc();
-                if let StoreError::Redis(e) = e {
-                    tracing::debug!(error = %e, "storing a shared value in Redis failed");
-                }
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(value).arg("PX").arg(ms);
+        let done = r.with_timeout(set.query_async::<()>(&mut conn)).await;
+        if let Err(e) = r.outcome(done) {
+            self.metrics.limits_store_errors.inc();
+            if let StoreError::Redis(e) = e {
+                tracing::debug!(error = %e, "storing a shared value in Redis failed");
             }
-        });
+        }
     }
 
     /// Checks and charges `consumer`'s limits for one request estimated at `tokens`, and

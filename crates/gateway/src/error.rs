@@ -447,24 +447,13 @@ impl GatewayError {
             reset_secs,
         } = self
         {
-            for (name, value) in [
-                (format!("x-ratelimit-limit-{what}"), limit.to_string()),
-                (
-                    format!("x-ratelimit-remaining-{what}"),
-                    remaining.to_string(),
-                ),
-                (
-                    format!("x-ratelimit-reset-{what}"),
-                    format!("{reset_secs}s"),
-                ),
-            ] {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::try_from(name),
-                    HeaderValue::try_from(value),
-                ) {
-                    resp.headers_mut().insert(n, v);
-                }
-            }
+            crate::headers::put_rate_limit(
+                resp.headers_mut(),
+                what,
+                *limit,
+                *remaining,
+                *reset_secs,
+            );
         }
         resp
     }

@@ -791,7 +791,11 @@ impl Forwarder<'_> {
                 }
                 record.usage = info.usage;
                 record.finish_reason = info.finish_reason;
-                record.response_id = info.response_id;
+                if let (Some(id), Some((owners, owner))) =
+                    (info.response_id, record.stored_by.take())
+                {
+                    owners.remember_before_answering(&id, owner).await;
+                }
                 Ok(json_response(StatusCode::OK, bytes))
             }
             (None, Format::Anthropic) => {

@@ -89,18 +89,33 @@ impl ResponseOwners {
         format!("sy:resp:{id}")
     }
 
-    /// Notes that `owner` produced the stored response `id`.
-    pub(crate) fn remember(&self, id: &str, owner: Owner) {
+    /// Notes that `owner` produced the stored response `id`, here at once and in Redis in
+    /// the background: for a stream, whose id is known from its first event, long before
+    /// the caller can ask to continue it.
+    pub(crate) fn remember(self: &Arc<Self>, id: &str, owner: Owner) {
+        if self.remember_here(id, &owner) {
+            let this = Arc::clone(self);
+            let id = id.to_string();
+            tokio::spawn(async move { this.remember_shared(&id, &owner).await });
+        }
+    }
+
+    /// [`ResponseOwners::remember`], waiting for Redis: for an answer whose id is known only
+    /// as it is about to be returned, so that no replica can be asked to continue it first.
+    pub(crate) async fn remember_before_answering(&self, id: &str, owner: Owner) {
+        if self.remember_here(id, &owner) {
+            self.remember_shared(id, &owner).await;
+        }
+    }
+
+    /// The local half; whether Redis should be told too.
+    fn remember_here(&self, id: &str, owner: &Owner) -> bool {
         if id.is_empty() {
-            return;
+            return false;
         }
         let h = self.hasher.hash_one(id);
-        if self.shared.is_shared() {
-            self.shared
-                .shared_put(Self::redis_key(id), owner.encode(), OWNER_TTL);
-        }
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        if local.owners.insert(h, owner).is_none() {
+        if local.owners.insert(h, owner.clone()).is_none() {
             local.order.push_back(h);
         }
         while local.order.len() > self.capacity {
@@ -108,6 +123,13 @@ impl ResponseOwners {
                 local.owners.remove(&old);
             }
         }
+        self.shared.is_shared()
+    }
+
+    async fn remember_shared(&self, id: &str, owner: &Owner) {
+        self.shared
+            .shared_put(&Self::redis_key(id), &owner.encode(), OWNER_TTL)
+            .await;
     }
 
     /// The owner of the stored response `id`: from this process, else from Redis (one
@@ -156,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn remembered_until_the_capacity_forgets_the_oldest() {
-        let o = owners(2);
+        let o = Arc::new(owners(2));
         o.remember("resp_1", owner("ns/a", Some(1)));
         o.remember("resp_2", owner("ns/b", Some(2)));
         assert_eq!(o.owner("resp_1").await, Some(owner("ns/a", Some(1))));

@@ -88,11 +88,9 @@ pub struct Record {
     pub settle: Option<(Arc<Limits>, SettleTarget, Admitted)>,
     /// Where the line goes when the request ends; `None` with the access log off.
     pub access_log: Option<Arc<AccessLog>>,
-    /// For an answer the provider stores: where it is stored, remembered under
-    /// [`Record::response_id`] when the request ends well (see [`crate::owners`]).
+    /// For an answer the provider stores: where it is stored, remembered under the
+    /// answer's id as soon as that is read (see [`crate::owners`]).
     pub stored_by: Option<(Arc<ResponseOwners>, Owner)>,
-    /// The Responses answer's id, as the upstream reported it.
-    pub response_id: Option<String>,
 }
 
 impl Record {
@@ -132,7 +130,6 @@ impl Record {
             settle: None,
             access_log: None,
             stored_by: None,
-            response_id: None,
         }
     }
 
@@ -273,11 +270,6 @@ impl Drop for Record {
             let micro = micro_usd(cost);
             let usage = self.usage.filter(|_| self.status.is_success());
             limits.settle(target, admitted, usage, micro);
-        }
-        if self.status.is_success() && self.error_type.is_none() {
-            if let (Some((owners, owner)), Some(id)) = (self.stored_by.take(), &self.response_id) {
-                owners.remember(id, owner);
-            }
         }
         self.access_log(elapsed, (!price_unknown).then_some(cost));
         if let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) {

@@ -390,8 +390,10 @@ fn on_event(
             if info.finish_reason.is_some() {
                 record.finish_reason = info.finish_reason;
             }
-            if info.response_id.is_some() {
-                record.response_id = info.response_id;
+            if let Some(id) = info.response_id {
+                if let Some((owners, owner)) = record.stored_by.take() {
+                    owners.remember(&id, owner);
+                }
             }
             if info.content && record.ttft.is_none() {
                 record.ttft = Some(record.start.elapsed());

@@ -235,24 +235,10 @@ pub(crate) fn rate_limit_headers(
     tokens: Option<WindowStatus>,
 ) {
     for (what, status) in [("requests", requests), ("tokens", tokens)] {
-        let Some(s) = status else { continue };
-        let mut put = |name: String, value: String| {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::try_from(name),
-                HeaderValue::try_from(value),
-            ) {
-                h.insert(n, v);
-            }
-        };
-        put(format!("x-ratelimit-limit-{what}"), s.limit.to_string());
-        put(
-            format!("x-ratelimit-remaining-{what}"),
-            s.remaining.to_string(),
-        );
-        put(
-            format!("x-ratelimit-reset-{what}"),
-            format!("{}s", s.reset.as_millis().div_ceil(1000)),
-        );
+        if let Some(s) = status {
+            let reset = u64::try_from(s.reset.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+            crate::headers::put_rate_limit(h, what, s.limit, s.remaining, reset);
+        }
     }
 }
 

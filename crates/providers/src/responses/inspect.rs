@@ -85,6 +85,13 @@ pub fn inspect_event(event: Option<&[u8]>, data: &[u8]) -> EventInfo {
             out.finish_reason = info.finish_reason;
             out.response_id = info.response_id;
         }
+        // The id is known from the start: remembered before the answer can be continued.
+        b"response.created" => {
+            out.response_id = scan::members(data)
+                .find(|(k, _)| scan::key_is(k, "response"))
+                .and_then(|(_, r)| scan::members(r).find(|(k, _)| scan::key_is(k, "id")))
+                .and_then(|(_, v)| serde_json::from_slice::<String>(v).ok());
+        }
         b"error" => out.terminal = true,
         k => out.content = k.starts_with(b"response.") && k.ends_with(b".delta"),
     }
@@ -173,6 +180,10 @@ mod tests {
         let info = inspect_event(None, delta);
         assert!(info.content && !info.terminal && info.usage.is_none());
         assert!(!inspect_event(Some(b"response.created"), b"{}").terminal);
+        let created = br#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_7","status":"in_progress","output":[]}}"#;
+        let info = inspect_event(Some(b"response.created"), created);
+        assert_eq!(info.response_id.as_deref(), Some("resp_7"));
+        assert!(!info.terminal && info.usage.is_none());
         assert!(inspect_event(Some(b"error"), b"{}").terminal);
     }
 }
