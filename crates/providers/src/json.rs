@@ -79,12 +79,19 @@ impl<'a> Str<'a> {
         if let Str::Json(raw) = self {
             let s = raw.get();
             let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
-            // A visible ASCII character other than an escape's backslash is in the text as
-            // it is, and is not whitespace: only literals that open otherwise are decoded.
-            match inner.bytes().find(|b| *b != b' ') {
-                None => return true,
-                Some(b) if b.is_ascii_graphic() && b != b'\\' => return false,
-                Some(_) => {}
+            // Past leading spaces and `\n`, `\r`, `\t` escapes, a visible ASCII character other
+            // than an escape's backslash is in the text as it is, and is not whitespace: only
+            // literals that go on otherwise are decoded.
+            let b = inner.as_bytes();
+            let mut i = 0;
+            loop {
+                match (b.get(i), b.get(i.saturating_add(1))) {
+                    (None, _) => return true,
+                    (Some(b' '), _) => i = i.saturating_add(1),
+                    (Some(b'\\'), Some(b'n' | b'r' | b't')) => i = i.saturating_add(2),
+                    (Some(c), _) if c.is_ascii_graphic() && *c != b'\\' => return false,
+                    _ => break,
+                }
             }
         }
         self.as_str().trim().is_empty()
@@ -102,23 +109,18 @@ impl<'a> Str<'a> {
         }
     }
 
-    /// The inside of the JSON string literal for this text: what goes between the quotes.
-    fn write_inner(&self, out: &mut Vec<u8>) {
+    /// Appends the inside of the JSON string literal for this text (what goes between the
+    /// quotes).
+    fn push_inner(&self, out: &mut String) {
+        fn inner(lit: &str) -> &str {
+            lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default()
+        }
         match self {
-            Str::Json(raw) => {
-                let s = raw.get().as_bytes();
-                out.extend_from_slice(s.get(1..s.len().saturating_sub(1)).unwrap_or_default());
-            }
-            Str::Text(t) => {
-                let start = out.len();
-                // Writing a `str` to a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, t.as_ref());
-                // Drop the quotes serde_json wrote around it.
-                if out.len() >= start + 2 {
-                    out.pop();
-                    out.remove(start);
-                }
-            }
+            Str::Json(raw) => out.push_str(inner(raw.get())),
+            // Writing a `str` cannot fail.
+            Str::Text(t) => out.push_str(inner(
+                &serde_json::to_string(t.as_ref()).unwrap_or_default(),
+            )),
         }
     }
 
@@ -219,31 +221,33 @@ impl<'s, 'a> Joined<'s, 'a> {
     pub fn new(parts: Vec<&'s Str<'a>>, sep: &'static str, prefix: &'static str) -> Self {
         Joined { parts, sep, prefix }
     }
-    fn literal(&self) -> Vec<u8> {
+    fn literal(&self) -> String {
         let len: usize = self
             .parts
             .iter()
-            .map(|p| p.json_len())
+            .map(|p| p.json_len().saturating_add(self.sep.len()))
             .fold(self.prefix.len() + 2, usize::saturating_add);
-        let mut out = Vec::with_capacity(len.saturating_add(self.parts.len() * self.sep.len()));
-        out.push(b'"');
-        out.extend_from_slice(self.prefix.as_bytes());
+        let mut out = String::with_capacity(len);
+        out.push('"');
+        out.push_str(self.prefix);
         for (i, p) in self.parts.iter().enumerate() {
             if i > 0 {
-                out.extend_from_slice(self.sep.as_bytes());
+                out.push_str(self.sep);
             }
-            p.write_inner(&mut out);
+            p.push_inner(&mut out);
         }
-        out.push(b'"');
+        out.push('"');
         out
     }
 }
 
 impl Serialize for Joined<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let ([one], "") = (&self.parts[..], self.prefix) {
+            return one.serialize(s);
+        }
         // Checked as JSON again (a scan, no copy): a wrong `sep` must fail, not corrupt.
-        let lit = String::from_utf8(self.literal()).map_err(serde::ser::Error::custom)?;
-        let raw = RawValue::from_string(lit).map_err(serde::ser::Error::custom)?;
+        let raw = RawValue::from_string(self.literal()).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
@@ -454,6 +458,9 @@ mod tests {
             ("\"\u{3000}\"", true),
             (r#"" x ""#, false),
             (r#""\n x""#, false),
+            (r#""\n\t\r \\""#, false),
+            (r#""\n\\n""#, false),
+            (r#""\n\u0020\n""#, true),
             ("\"\u{e9}\"", false),
         ] {
             let r = raw(lit);

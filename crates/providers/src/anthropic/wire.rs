@@ -87,7 +87,10 @@ pub(super) struct ToolDef<'a> {
 
 /// Parses a Messages body.
 pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Checked once here rather than piece by piece: a raw piece borrowed from bytes is
+    // checked again when it is made. A body that is not UTF-8 is not JSON either.
+    let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let b = BodySeed.deserialize(&mut de)?;
     de.end()?;
     Ok(b)
