@@ -2,7 +2,9 @@
 //! gateway speaks another format (OpenAI → OpenAI stays a byte-level passthrough).
 //!
 //! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
-//! (`messages[2].content[0].type`) the way OpenAI's own errors do.
+//! (`messages[2].content[0].type`) the way OpenAI's own errors do. They are written from
+//! serde-derived structs instead, copying the texts and schemas other decoders borrowed from
+//! their caller's body (see [`crate::json`]).
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
