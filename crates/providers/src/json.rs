@@ -162,7 +162,10 @@ impl From<&Str<'_>> for Value {
 
 impl From<Str<'_>> for Value {
     fn from(s: Str<'_>) -> Self {
-        Value::from(&s)
+        match s {
+            Str::Text(t) => Value::String(t.into_owned()),
+            Str::Json(_) => Value::from(&s),
+        }
     }
 }
 

@@ -521,7 +521,7 @@ pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, T
                 let mut o = Map::new();
                 o.insert("name".into(), t.name.clone().into());
                 if let Some(d) = &t.description {
-                    o.insert("description".into(), d.clone().into());
+                    o.insert("description".into(), Value::from(d));
                 }
                 o.insert("input_schema".into(), t.parameters.to_value().into_owned());
                 Value::Object(o)

@@ -144,7 +144,7 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                 let mut spec = Map::new();
                 spec.insert("name".into(), t.name.clone().into());
                 if let Some(d) = t.description.as_ref().filter(|d| !d.is_empty()) {
-                    spec.insert("description".into(), d.clone().into());
+                    spec.insert("description".into(), Value::from(d));
                 }
                 let schema = if t.parameters.is_object() {
                     t.parameters.to_value().into_owned()

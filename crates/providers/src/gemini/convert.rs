@@ -106,7 +106,7 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                 let mut d = Map::new();
                 d.insert("name".into(), t.name.clone().into());
                 if let Some(desc) = &t.description {
-                    d.insert("description".into(), desc.clone().into());
+                    d.insert("description".into(), Value::from(desc));
                 }
                 // `parametersJsonSchema` takes JSON Schema as callers write it (the older
                 // `parameters` is an OpenAPI subset that refuses `additionalProperties`,
