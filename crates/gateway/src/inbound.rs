@@ -27,7 +27,7 @@ pub(crate) enum Inbound<'a> {
         body: &'a [u8],
         /// `body` in the chat model, decoded by the first target that translates it and kept
         /// for the others.
-        translated: OnceLock<chat::Request>,
+        translated: OnceLock<chat::Request<'a>>,
     },
     /// `/v1/messages`, `/v1/messages/count_tokens`.
     Anthropic {
@@ -39,7 +39,7 @@ pub(crate) enum Inbound<'a> {
         version: Option<HeaderValue>,
         beta: Option<HeaderValue>,
         /// As for `OpenAi`.
-        translated: OnceLock<chat::Request>,
+        translated: OnceLock<chat::Request<'a>>,
     },
     /// `/v1/responses`: split into raw fields for backends that serve the Responses API
     /// (passed through), and decoded in full for the others, which get it translated.
@@ -287,8 +287,8 @@ impl<'a> Inbound<'a> {
         // Decoded once, by the first target that translates; a refusal is not kept, so each
         // target's error names its own provider.
         let translate = |from: Format,
-                         body: &[u8],
-                         cache: &OnceLock<chat::Request>|
+                         body: &'a [u8],
+                         cache: &OnceLock<chat::Request<'a>>|
          -> Result<Encoded, GatewayError> {
             let req = match cache.get() {
                 Some(r) => r,
@@ -443,7 +443,7 @@ fn runs_web_search(route: &Route, to: BackendFormat) -> bool {
 /// named as dropped); otherwise it is left out and named, or refused on a route whose
 /// `unsupportedTools` is `reject`.
 fn encode_translated(
-    req: &chat::Request,
+    req: &chat::Request<'_>,
     to: BackendFormat,
     backend: &Backend,
     upstream_model: &str,

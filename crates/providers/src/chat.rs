@@ -13,21 +13,24 @@
 
 use serde_json::Value;
 
+pub use crate::json::{Json, Str};
 use crate::Usage;
 
 /// A chat request in the gateway's own terms.
+///
+/// Its text borrows from the caller's body where the decoder can (see [`Str`]), hence `'a`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The model the caller asked for (rewritten per target when encoding).
     pub model: String,
     /// The system prompt: the instructions before the conversation, in order. Formats with a
     /// single system string join them.
-    pub system: Vec<Part>,
+    pub system: Vec<Part<'a>>,
     /// The conversation, oldest first, as the caller sent it. It may hold [`Role::System`]
     /// turns after the first message (see [`Role::System`] for how each format carries them).
-    pub messages: Vec<Message>,
+    pub messages: Vec<Message<'a>>,
     /// Tools the model may call.
-    pub tools: Vec<Tool>,
+    pub tools: Vec<Tool<'a>>,
     /// How the model must use the tools.
     pub tool_choice: Option<ToolChoice>,
     /// `false` asks for at most one tool call per turn.
@@ -71,7 +74,7 @@ pub struct Request {
     pub web_search: Option<WebSearch>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// A thinking budget for backends that take one, from the caller's OpenAI reasoning
     /// effort (`minimal` and `none` ask for no thinking). The scale is the one LiteLLM uses,
     /// so callers moving between gateways see the same spend.
@@ -122,7 +125,7 @@ impl Request {
     /// tools without opening with signed thinking: a turn from another provider, or one whose
     /// reasoning the caller did not send back. Claude refuses such a turn with thinking on.
     fn ends_with_unsigned_tool_turn(&self) -> bool {
-        let mut turn: Vec<&Message> = Vec::new();
+        let mut turn: Vec<&Message<'a>> = Vec::new();
         for m in self.messages.iter().rev() {
             match m.role {
                 Role::System => {}
@@ -167,9 +170,75 @@ impl Request {
         }
     }
 
+    /// The same request owning all its text, free of the body it was decoded from.
+    pub fn into_owned(self) -> Request<'static> {
+        Request {
+            system: self.system.into_iter().map(Part::into_owned).collect(),
+            messages: self
+                .messages
+                .into_iter()
+                .map(|m| Message {
+                    role: m.role,
+                    content: m.content.into_iter().map(Part::into_owned).collect(),
+                })
+                .collect(),
+            tools: self
+                .tools
+                .into_iter()
+                .map(|t| Tool {
+                    name: t.name,
+                    description: t.description.map(Str::into_owned),
+                    parameters: t.parameters.into_owned(),
+                    strict: t.strict,
+                })
+                .collect(),
+            model: self.model,
+            tool_choice: self.tool_choice,
+            parallel_tool_calls: self.parallel_tool_calls,
+            response_format: self.response_format,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            max_tokens: self.max_tokens,
+            stop: self.stop,
+            stream: self.stream,
+            thinking: self.thinking,
+            reasoning_effort: self.reasoning_effort,
+            effort: self.effort,
+            user: self.user,
+            dropped: self.dropped,
+            web_search: self.web_search,
+        }
+    }
+
+    /// About how many bytes the request takes as JSON, to size an encoder's buffer once.
+    pub fn size_hint(&self) -> usize {
+        fn parts(ps: &[Part<'_>]) -> usize {
+            ps.iter()
+                .map(|p| match p {
+                    Part::Text(t) => t.json_len().saturating_add(32),
+                    Part::ToolResult { content, .. } => parts(content).saturating_add(64),
+                    _ => 256,
+                })
+                .fold(0, usize::saturating_add)
+        }
+        let tools = self.tools.iter().map(|t| {
+            let d = t.description.as_ref().map_or(0, Str::json_len);
+            d.saturating_add(t.parameters.json_len()).saturating_add(64)
+        });
+        self.messages
+            .iter()
+            .map(|m| parts(&m.content).saturating_add(32))
+            .chain(tools)
+            .fold(
+                parts(&self.system).saturating_add(1024),
+                usize::saturating_add,
+            )
+    }
+
     /// The system prompt and every [`Role::System`] turn, in order: what formats with one
     /// system instruction (Anthropic as a backend, Gemini, Bedrock) fold into it.
-    pub fn folded_system(&self) -> impl Iterator<Item = &Part> {
+    pub fn folded_system(&self) -> impl Iterator<Item = &Part<'a>> {
         self.system.iter().chain(
             self.messages
                 .iter()
@@ -236,29 +305,29 @@ pub enum Role {
 
 /// One turn of the conversation.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Message {
+pub struct Message<'a> {
     /// Author.
     pub role: Role,
     /// Content, in order.
-    pub content: Vec<Part>,
+    pub content: Vec<Part<'a>>,
 }
 
 /// One piece of message content.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Part {
+pub enum Part<'a> {
     /// Plain text.
-    Text(String),
+    Text(Str<'a>),
     /// An image.
     Image(Image),
     /// Model reasoning. `signature` (Anthropic) must go back unchanged on the next turn, or
     /// the upstream refuses the conversation.
     Reasoning {
         /// The reasoning text (empty for redacted reasoning).
-        text: String,
+        text: Str<'a>,
         /// Anthropic's signature over the block.
-        signature: Option<String>,
+        signature: Option<Str<'a>>,
         /// Anthropic's encrypted `redacted_thinking` data, when the block was redacted.
-        redacted: Option<String>,
+        redacted: Option<Str<'a>>,
     },
     /// A call the model made.
     ToolCall(ToolCall),
@@ -267,10 +336,39 @@ pub enum Part {
         /// The id of the call this answers.
         id: String,
         /// The result (text and images).
-        content: Vec<Part>,
+        content: Vec<Part<'a>>,
         /// Whether the tool failed.
         is_error: bool,
     },
+}
+
+impl Part<'_> {
+    /// The same part owning all its text.
+    pub fn into_owned(self) -> Part<'static> {
+        match self {
+            Part::Text(t) => Part::Text(t.into_owned()),
+            Part::Image(i) => Part::Image(i),
+            Part::Reasoning {
+                text,
+                signature,
+                redacted,
+            } => Part::Reasoning {
+                text: text.into_owned(),
+                signature: signature.map(Str::into_owned),
+                redacted: redacted.map(Str::into_owned),
+            },
+            Part::ToolCall(c) => Part::ToolCall(c),
+            Part::ToolResult {
+                id,
+                content,
+                is_error,
+            } => Part::ToolResult {
+                id,
+                content: content.into_iter().map(Part::into_owned).collect(),
+                is_error,
+            },
+        }
+    }
 }
 
 /// An image, by URL or inline.
@@ -300,13 +398,13 @@ pub struct ToolCall {
 
 /// A tool the model may call.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Tool {
+pub struct Tool<'a> {
     /// Name.
     pub name: String,
     /// What it does.
-    pub description: Option<String>,
+    pub description: Option<Str<'a>>,
     /// JSON Schema of the arguments (an object schema).
-    pub parameters: Value,
+    pub parameters: Json<'a>,
     /// OpenAI's `strict` (arguments must match the schema exactly), as the caller set it.
     /// Only OpenAI chat backends enforce it; the others leave it out, as they always have.
     pub strict: Option<bool>,
@@ -432,7 +530,7 @@ pub struct Response {
     /// The model that answered.
     pub model: String,
     /// The assistant's content: reasoning, text and tool calls, in order.
-    pub content: Vec<Part>,
+    pub content: Vec<Part<'static>>,
     /// Why it stopped.
     pub finish_reason: Option<FinishReason>,
     /// The matched stop sequence, when the provider says which.
@@ -715,11 +813,11 @@ pub fn arguments_object(text: &str) -> serde_json::Map<String, Value> {
 }
 
 /// The text of a list of parts (text parts only), joined without separators.
-pub fn joined_text(parts: &[Part]) -> String {
+pub fn joined_text(parts: &[Part<'_>]) -> String {
     let mut s = String::new();
     for p in parts {
         if let Part::Text(t) = p {
-            s.push_str(t);
+            s.push_str(&t.as_str());
         }
     }
     s

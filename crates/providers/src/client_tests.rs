@@ -76,7 +76,8 @@ const MID_SYSTEM: &str = "The user switched the permission mode to 'acceptEdits'
 
 #[test]
 fn claude_code_decodes_into_the_chat_model() {
-    let req = anthropic::decode_request(&client_fixture("claude-code-messages.json"), "x").unwrap();
+    let body = client_fixture("claude-code-messages.json");
+    let req = anthropic::decode_request(&body, "x").unwrap();
     // The system turn stays where the client put it.
     assert_eq!(req.messages[1].role, Role::System);
     assert!(matches!(&req.messages[1].content[..], [Part::Text(t)] if t.starts_with(MID_SYSTEM)));
@@ -95,7 +96,8 @@ fn claude_code_decodes_into_the_chat_model() {
 
 #[test]
 fn claude_code_request_to_every_other_backend() {
-    let req = anthropic::decode_request(&client_fixture("claude-code-messages.json"), "x").unwrap();
+    let body = client_fixture("claude-code-messages.json");
+    let req = anthropic::decode_request(&body, "x").unwrap();
     for (name, to, dialect, model) in BACKENDS {
         if to == BackendFormat::Anthropic {
             // Anthropic callers reach Anthropic backends by passthrough, never translated.
@@ -226,13 +228,15 @@ fn claude_code_request_to_every_other_backend() {
 
 #[test]
 fn anthropic_thinking_and_effort_per_backend() {
-    let decode = |extra: Value| -> chat::Request {
+    let decode = |extra: Value| -> chat::Request<'static> {
         let mut body = json!({"model": "m", "max_tokens": 8000,
             "messages": [{"role": "user", "content": "hi"}]});
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        anthropic::decode_request(body.to_string().as_bytes(), "x").unwrap()
+        anthropic::decode_request(body.to_string().as_bytes(), "x")
+            .unwrap()
+            .into_owned()
     };
     let openai = |r: &chat::Request| encode(r, BackendFormat::OpenAiChat, Dialect::OpenAi, "o3");
     let gemini = |r: &chat::Request| {
@@ -627,7 +631,9 @@ fn content_the_backend_cannot_carry_is_refused_and_named() {
     ] {
         assert_eq!(oai(body).unwrap_err().param(), param);
     }
-    let ant = |body: &str| anthropic::decode_request(body.as_bytes(), "openai");
+    fn ant(body: &str) -> Result<chat::Request<'_>, TranslateError> {
+        anthropic::decode_request(body.as_bytes(), "openai")
+    }
     for (body, param) in [
         (
             r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"mcp_servers":[{}]}"#,
@@ -704,15 +710,11 @@ fn web_search_becomes_the_backends_own_search() {
     assert_eq!(search.allowed_domains, ["example.org"]);
     assert_eq!(search.user_location, Some(location.clone()));
     assert!(responses_req.dropped.is_empty());
-    let anthropic_req = anthropic::decode_request(
-        json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "news?"}], "tools": [
+    let anthropic_body = json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "news?"}], "tools": [
             {"type": "web_search_20250305", "name": "web_search", "max_uses": 2, "blocked_domains": ["spam.example"],
              "user_location": {"type": "approximate", "city": "Paris", "country": "FR"}}]})
-        .to_string()
-        .as_bytes(),
-        "t",
-    )
-    .unwrap();
+    .to_string();
+    let anthropic_req = anthropic::decode_request(anthropic_body.as_bytes(), "t").unwrap();
     let search = anthropic_req.web_search.clone().unwrap();
     assert_eq!(search.dropped_name(), "tools[0](web_search_20250305)");
     assert_eq!(

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod error;
 pub mod eventstream;
 pub mod gemini;
+pub mod json;
 pub mod openai;
 pub mod responses;
 pub mod scan;

@@ -330,11 +330,11 @@ pub fn request(
 /// backend of provider `target` (named in errors only: what decodes for one backend decodes
 /// for all, so the result may serve every target of a request). What it left out is in its
 /// [`chat::Request::dropped`]; a Responses request's hosted tools are left out too.
-pub fn decode_request(
+pub fn decode_request<'a>(
     from: Format,
     target: &'static str,
-    body: &[u8],
-) -> Result<chat::Request, TranslateError> {
+    body: &'a [u8],
+) -> Result<chat::Request<'a>, TranslateError> {
     match from {
         Format::OpenAiChat => openai::chat::decode_request(body, target),
         Format::Anthropic => anthropic::decode_request(body, target),
@@ -344,7 +344,7 @@ pub fn decode_request(
 
 /// Encodes an already decoded request in `to` for `upstream_model`.
 pub fn encode_request(
-    req: &chat::Request,
+    req: &chat::Request<'_>,
     to: impl Into<BackendFormat>,
     dialect: Dialect,
     upstream_model: &str,

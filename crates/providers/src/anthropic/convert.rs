@@ -2,23 +2,37 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{WireUsage, DEFAULT_MAX_TOKENS};
+use super::{wire, WireUsage, DEFAULT_MAX_TOKENS};
 use crate::chat::{
-    self, Dropped, FinishReason, Image, Message, Part, ResponseFormat, Role, Thinking, Tool,
-    ToolCall, ToolChoice, TranslateError, Turns,
+    self, Dropped, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str, Thinking,
+    Tool, ToolCall, ToolChoice, TranslateError, Turns,
 };
 
 // === requests ===
 
 /// Decodes a Messages request for translation to `target` (a provider name, for errors).
-pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request, TranslateError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = v else {
-        return Err(TranslateError::invalid(
-            "",
-            "the body must be a JSON object",
-        ));
+/// Texts and tool schemas borrow from `body`.
+pub fn decode_request<'a>(
+    body: &'a [u8],
+    target: &'static str,
+) -> Result<chat::Request<'a>, TranslateError> {
+    let obj = match wire::parse(body) {
+        Ok(wire::Body::Object(obj)) => obj,
+        Ok(wire::Body::Other) => {
+            return Err(TranslateError::invalid(
+                "",
+                "the body must be a JSON object",
+            ))
+        }
+        // A `Value` parse says what is wrong as before (the one-pass parse accepts exactly
+        // what it does, but its messages differ).
+        Err(e) => {
+            let e = serde_json::from_slice::<Value>(body).err().unwrap_or(e);
+            return Err(TranslateError::invalid(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            ));
+        }
     };
     let unsupported = |param: String, why: &'static str| TranslateError::Unsupported {
         param,
@@ -27,46 +41,32 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
     };
     let mut req = chat::Request::default();
     let mut disable_parallel = None;
-    for (k, v) in &obj {
-        if v.is_null() {
-            continue;
-        }
-        match k.as_str() {
-            "model" => req.model = str_of(v, "model")?.to_string(),
-            "max_tokens" => req.max_tokens = Some(u64_of(v, "max_tokens")?),
-            "stream" => req.stream = v.as_bool().unwrap_or(false),
-            "temperature" => req.temperature = Some(f64_of(v, k)?),
-            "top_p" => req.top_p = Some(f64_of(v, k)?),
-            "top_k" => req.top_k = Some(u64_of(v, k)?),
-            "stop_sequences" => {
-                req.stop = arr_of(v, k)?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| str_of(s, &format!("stop_sequences[{i}]")).map(str::to_string))
-                    .collect::<Result<_, _>>()?
-            }
-            "system" => {
-                req.system = match v {
-                    Value::String(s) => vec![Part::Text(s.clone())],
-                    Value::Array(blocks) => blocks
-                        .iter()
+    for (k, top) in obj {
+        let v = match top {
+            wire::Top::Blocks(many) => {
+                req.system = match many {
+                    wire::Many::Text(s) => vec![Part::Text(s.into())],
+                    wire::Many::List(blocks) => blocks
+                        .into_iter()
                         .enumerate()
                         .map(|(i, b)| {
                             decode_block(b, &format!("system[{i}]"), target, &mut req.dropped)
                         })
                         .collect::<Result<_, _>>()?,
-                    _ => {
+                    wire::Many::Other(Value::Null) => continue,
+                    wire::Many::Other(_) => {
                         return Err(TranslateError::invalid(
                             "system",
                             "must be a string or an array of text blocks",
                         ))
                     }
-                }
+                };
+                continue;
             }
-            "messages" => {
-                for (i, m) in arr_of(v, "messages")?.iter().enumerate() {
+            wire::Top::Messages(wire::Many::List(messages)) => {
+                for (i, m) in messages.into_iter().enumerate() {
                     let p = format!("messages[{i}]");
-                    let role = match m.get("role").and_then(Value::as_str) {
+                    let role = match m.other.get("role").and_then(Value::as_str) {
                         Some("user") => Role::User,
                         Some("assistant") => Role::Assistant,
                         // A system turn inside the conversation (Claude Code's
@@ -79,10 +79,10 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             ))
                         }
                     };
-                    let content = match m.get("content") {
-                        Some(Value::String(s)) => vec![Part::Text(s.clone())],
-                        Some(Value::Array(blocks)) => blocks
-                            .iter()
+                    let content = match m.content {
+                        Some(wire::Many::Text(s)) => vec![Part::Text(s.into())],
+                        Some(wire::Many::List(blocks)) => blocks
+                            .into_iter()
                             .enumerate()
                             .map(|(j, b)| {
                                 decode_block(
@@ -110,11 +110,15 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                     }
                     req.messages.push(Message { role, content });
                 }
+                continue;
             }
-            "tools" => {
-                for (i, t) in arr_of(v, "tools")?.iter().enumerate() {
+            wire::Top::Messages(wire::Many::Other(Value::Null))
+            | wire::Top::Tools(wire::Many::Other(Value::Null)) => continue,
+            wire::Top::Messages(_) => return Err(TranslateError::invalid(k, "must be an array")),
+            wire::Top::Tools(wire::Many::List(tools)) => {
+                for (i, t) in tools.into_iter().enumerate() {
                     let p = format!("tools[{i}]");
-                    match t.get("type").and_then(Value::as_str) {
+                    match t.other.get("type").and_then(Value::as_str) {
                         None | Some("custom") => {}
                         Some(ty) if is_anthropic_client_tool(ty) => {
                             return Err(unsupported(
@@ -128,7 +132,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                         // the route allows it, else left out or refused as the route says
                         // (decided per target by the gateway).
                         Some(ty) if ty.starts_with("web_search_") && req.web_search.is_none() => {
-                            req.web_search = Some(web_search_tool(t, &p, ty));
+                            req.web_search = Some(web_search_tool(&t.other, &p, ty));
                             continue;
                         }
                         // Other server tools (web fetch, code execution, tool search …) run at
@@ -142,23 +146,46 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                             ))
                         }
                     }
-                    if t.get("cache_control").is_some_and(|c| !c.is_null()) {
+                    if t.other.get("cache_control").is_some_and(|c| !c.is_null()) {
                         req.dropped.push("cache_control");
                     }
+                    let name = t
+                        .other
+                        .get("name")
+                        .filter(|x| !x.is_null())
+                        .ok_or_else(|| TranslateError::invalid(format!("{p}.name"), "missing"))?;
                     req.tools.push(Tool {
-                        name: str_of(field(t, "name", &p)?, &format!("{p}.name"))?.to_string(),
-                        description: t
-                            .get("description")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                        parameters: t
-                            .get("input_schema")
-                            .filter(|s| s.is_object())
-                            .cloned()
-                            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                        name: str_of(name, &format!("{p}.name"))?.to_string(),
+                        description: t.description.and_then(Result::ok),
+                        parameters: match t.input_schema {
+                            Some(s) if s.get().starts_with('{') => Json::Raw(s),
+                            _ => json!({"type": "object", "properties": {}}).into(),
+                        },
                         strict: None,
                     });
                 }
+                continue;
+            }
+            wire::Top::Tools(_) => return Err(TranslateError::invalid(k, "must be an array")),
+            wire::Top::Other(v) => v,
+        };
+        if v.is_null() {
+            continue;
+        }
+        let v = &v;
+        match k.as_str() {
+            "model" => req.model = str_of(v, "model")?.to_string(),
+            "max_tokens" => req.max_tokens = Some(u64_of(v, "max_tokens")?),
+            "stream" => req.stream = v.as_bool().unwrap_or(false),
+            "temperature" => req.temperature = Some(f64_of(v, &k)?),
+            "top_p" => req.top_p = Some(f64_of(v, &k)?),
+            "top_k" => req.top_k = Some(u64_of(v, &k)?),
+            "stop_sequences" => {
+                req.stop = arr_of(v, &k)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| str_of(s, &format!("stop_sequences[{i}]")).map(str::to_string))
+                    .collect::<Result<_, _>>()?
             }
             "tool_choice" => {
                 req.tool_choice = Some(match v.get("type").and_then(Value::as_str) {
@@ -195,7 +222,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
             },
             "output_config" => decode_output_config(v, &mut req)?,
             // The beta name of `output_config.format`.
-            "output_format" => req.response_format = decode_output_format(v, k)?,
+            "output_format" => req.response_format = decode_output_format(v, &k)?,
             "metadata" => {
                 req.user = v.get("user_id").and_then(Value::as_str).map(str::to_string);
             }
@@ -234,7 +261,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
 /// `output_config`: `effort` tunes how much Claude spends (kept for backends with a
 /// reasoning setting), `format` constrains the answer (structured outputs); anything else in it
 /// is a new tuning knob, left out and named.
-fn decode_output_config(v: &Value, req: &mut chat::Request) -> Result<(), TranslateError> {
+fn decode_output_config(v: &Value, req: &mut chat::Request<'_>) -> Result<(), TranslateError> {
     let Value::Object(o) = v else {
         return Err(TranslateError::invalid(
             "output_config",
@@ -283,7 +310,7 @@ fn decode_output_format(v: &Value, p: &str) -> Result<Option<ResponseFormat>, Tr
 
 /// Anthropic's web search server tool (`web_search_20250305` and later): `max_uses`, the
 /// domain lists and the user's location.
-fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
+fn web_search_tool(t: &Map<String, Value>, p: &str, ty: &str) -> chat::WebSearch {
     let strings = |k: &str| -> Vec<String> {
         t.get(k)
             .and_then(Value::as_array)
@@ -315,12 +342,12 @@ fn is_anthropic_client_tool(ty: &str) -> bool {
 
 /// One content block. `cache_control` on it has no equivalent elsewhere (OpenAI and Gemini
 /// cache prefixes by themselves) and is noted in `dropped`.
-fn decode_block(
-    b: &Value,
+fn decode_block<'a>(
+    b: wire::Block<'a>,
     p: &str,
     target: &'static str,
     dropped: &mut Dropped,
-) -> Result<Part, TranslateError> {
+) -> Result<Part<'a>, TranslateError> {
     let t = b
         .get("type")
         .and_then(Value::as_str)
@@ -329,9 +356,21 @@ fn decode_block(
         dropped.push("cache_control");
     }
     Ok(match t {
-        "text" => Part::Text(str_of(field(b, "text", p)?, &format!("{p}.text"))?.to_string()),
+        "text" => match b.raw("text") {
+            None => return Err(TranslateError::invalid(format!("{p}.text"), "missing")),
+            Some(Err(_)) => {
+                return Err(TranslateError::invalid(
+                    format!("{p}.text"),
+                    "must be a string",
+                ))
+            }
+            Some(Ok(s)) => Part::Text(s.clone()),
+        },
         "image" => {
-            let s = field(b, "source", p)?;
+            let s = b
+                .get("source")
+                .filter(|x| !x.is_null())
+                .ok_or_else(|| TranslateError::invalid(format!("{p}.source"), "missing"))?;
             Part::Image(match s.get("type").and_then(Value::as_str) {
                 Some("base64") => Image::Base64 {
                     media_type: str_of(
@@ -362,30 +401,18 @@ fn decode_block(
             })
         }
         "thinking" => Part::Reasoning {
-            text: b
-                .get("thinking")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            signature: b
-                .get("signature")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            text: b.str("thinking").cloned().unwrap_or_default(),
+            signature: b.str("signature").cloned(),
             redacted: None,
         },
         "redacted_thinking" => Part::Reasoning {
-            text: String::new(),
+            text: Str::default(),
             signature: None,
-            redacted: Some(
-                b.get("data")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
+            redacted: Some(b.str("data").cloned().unwrap_or_default()),
         },
         "tool_use" => Part::ToolCall(ToolCall {
-            id: str_of(field(b, "id", p)?, &format!("{p}.id"))?.to_string(),
-            name: str_of(field(b, "name", p)?, &format!("{p}.name"))?.to_string(),
+            id: str_of(block_field(&b, "id", p)?, &format!("{p}.id"))?.to_string(),
+            name: str_of(block_field(&b, "name", p)?, &format!("{p}.name"))?.to_string(),
             arguments: match b.get("input") {
                 Some(Value::Object(m)) => m.clone(),
                 None | Some(Value::Null) => Map::new(),
@@ -398,23 +425,27 @@ fn decode_block(
             },
         }),
         "tool_result" => Part::ToolResult {
-            id: str_of(field(b, "tool_use_id", p)?, &format!("{p}.tool_use_id"))?.to_string(),
-            content: match b.get("content") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::String(s)) => vec![Part::Text(s.clone())],
-                Some(Value::Array(items)) => items
-                    .iter()
+            id: str_of(
+                block_field(&b, "tool_use_id", p)?,
+                &format!("{p}.tool_use_id"),
+            )?
+            .to_string(),
+            is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            content: match b.content {
+                None | Some(wire::Many::Other(Value::Null)) => Vec::new(),
+                Some(wire::Many::Text(s)) => vec![Part::Text(s.into())],
+                Some(wire::Many::List(items)) => items
+                    .into_iter()
                     .enumerate()
                     .map(|(k, c)| decode_block(c, &format!("{p}.content[{k}]"), target, dropped))
                     .collect::<Result<_, _>>()?,
-                Some(_) => {
+                Some(wire::Many::Other(_)) => {
                     return Err(TranslateError::invalid(
                         format!("{p}.content"),
                         "must be a string or an array",
                     ))
                 }
             },
-            is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
         },
         other => {
             return Err(TranslateError::Unsupported {
@@ -430,8 +461,19 @@ fn decode_block(
     })
 }
 
+/// A field of a block that must be there, as `access::field` reads a `Value`.
+fn block_field<'b>(
+    b: &'b wire::Block<'_>,
+    name: &str,
+    p: &str,
+) -> Result<&'b Value, TranslateError> {
+    b.get(name)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+}
+
 /// Encodes a Messages request for an Anthropic backend serving `model`.
-pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, TranslateError> {
     if req.response_format.is_some() {
         return Err(TranslateError::Unsupported {
             param: "response_format".into(),
@@ -479,9 +521,9 @@ pub fn encode_request(req: &chat::Request, model: &str) -> Result<Vec<u8>, Trans
                 let mut o = Map::new();
                 o.insert("name".into(), t.name.clone().into());
                 if let Some(d) = &t.description {
-                    o.insert("description".into(), d.clone().into());
+                    o.insert("description".into(), Value::from(d));
                 }
-                o.insert("input_schema".into(), t.parameters.clone());
+                o.insert("input_schema".into(), t.parameters.to_value().into_owned());
                 Value::Object(o)
             })
             .collect();
@@ -617,24 +659,29 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
                 b.get("text")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-                    .to_string(),
+                    .to_string()
+                    .into(),
             )),
             Some("thinking") => content.push(Part::Reasoning {
                 text: b
                     .get("thinking")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-                    .to_string(),
+                    .to_string()
+                    .into(),
                 signature: b
                     .get("signature")
                     .and_then(Value::as_str)
-                    .map(str::to_string),
+                    .map(|s| s.to_string().into()),
                 redacted: None,
             }),
             Some("redacted_thinking") => content.push(Part::Reasoning {
-                text: String::new(),
+                text: Str::default(),
                 signature: None,
-                redacted: b.get("data").and_then(Value::as_str).map(str::to_string),
+                redacted: b
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .map(|s| s.to_string().into()),
             }),
             Some("tool_use") => content.push(Part::ToolCall(ToolCall {
                 id: b

@@ -34,6 +34,123 @@ fn anthropic_request_to_openai() {
     );
 }
 
+/// The real Claude Code request the agentic bench translates (issue #21): its texts and
+/// schemas are copied from the body rather than decoded and escaped again, so the golden file
+/// (written by the `Value`-based translation this replaced) pins that nothing changed but
+/// spelling: schema keys keep the caller's order, escapes the caller's spelling.
+#[test]
+fn bench_claude_code_request_to_openai() {
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bench/bodies/claude-code.json"
+    ))
+    .unwrap();
+    let out = transcode::request(
+        Format::Anthropic,
+        Format::OpenAiChat,
+        Dialect::OpenAi,
+        "openai",
+        &body,
+        "upstream-model",
+    )
+    .unwrap();
+    golden(
+        "bench_claude_code_request_to_openai.json",
+        &serde_json::from_slice(&out).unwrap(),
+    );
+}
+
+/// The one-pass decoder accepts exactly the bodies a `Value` parse accepts, and refuses the
+/// others with its words: the pieces it keeps raw or skips are checked as a parse would.
+#[test]
+fn anthropic_decode_accepts_what_a_value_parse_accepts() {
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let msg = |content: &str| {
+        format!(
+            r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":{content}}}]}}"#
+        )
+    };
+    let tool = |schema: &str| {
+        format!(
+            r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"hi"}}],"tools":[{{"name":"t","input_schema":{schema},"description":"d"}}]}}"#
+        )
+    };
+    let bodies = [
+        msg(r#"[{"type":"text","text":"lone \ud800 surrogate"}]"#),
+        msg(r#"[{"type":"text","text":"pair \ud83d\ude00 ok"}]"#),
+        msg(r#"[{"type":"text","text":"x","extra":1e400}]"#),
+        msg(r#"[{"type":"thinking","thinking":"\udc00","signature":"s"}]"#),
+        msg(r#"[{"type":"text","text":"a","text":"b"}]"#),
+        msg(r#"[{"type":"text","text":"a","text":null}]"#),
+        msg(r#"[{"type":"text","text":5}]"#),
+        msg(r#"[{"type":"text","text":[[1e400]]}]"#),
+        msg(
+            r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"\ud800"}]}]"#,
+        ),
+        msg(r#"[5, {"type":"text","text":"x"}]"#),
+        msg(r#""plain \u00e9 string""#),
+        msg(r#"[{"type":"text","text":"x","cache_control":{"type":"ephemeral","n":1e400}}]"#),
+        msg(&format!(r#"[{{"type":"text","text":"x","z":{}}}]"#, deep(123))),
+        msg(&format!(r#"[{{"type":"text","text":{}}}]"#, deep(122))),
+        msg(&format!(r#"[{{"type":"text","text":{}}}]"#, deep(123))),
+        msg(&format!(r#"[{{"type":"text","text":{}}}]"#, deep(124))),
+        tool(&format!(
+            r#"{{"type":"object","properties":{{"a":{}}}}}"#,
+            deep(121)
+        )),
+        tool(&format!(
+            r#"{{"type":"object","properties":{{"a":{}}}}}"#,
+            deep(122)
+        )),
+        tool(&format!(
+            r#"{{"type":"object","properties":{{"a":{}}}}}"#,
+            deep(123)
+        )),
+        tool(r#"{"type":"object","x":1e400}"#),
+        tool(r#"{"type":"object","x":"\ud800"}"#),
+        tool("[1, 2]"),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"context_management":[1e400]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"system":[{"type":"text","text":"a\u0000"}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]} trailing"#.into(),
+        r#"[1, 2]"#.into(),
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\u{80}\"}]}".into(),
+    ];
+    let mut refused = 0;
+    for body in &bodies {
+        let by_value = serde_json::from_str::<Value>(body);
+        let decoded = anthropic::decode_request(body.as_bytes(), "openai");
+        match (&by_value, &decoded) {
+            (Err(e), Err(d)) => {
+                refused += 1;
+                assert_eq!(
+                    d.to_string(),
+                    format!("invalid request: the body is not valid JSON: {e}"),
+                    "{body}"
+                )
+            }
+            (Ok(_), Err(TranslateError::Invalid { message, .. })) => {
+                assert!(!message.contains("not valid JSON"), "{body}: {message}")
+            }
+            (Ok(_), _) => {}
+            (Err(e), Ok(_)) => panic!("{body}: accepted, but a Value parse says {e}"),
+        }
+    }
+    assert!(refused >= 10, "{refused}");
+    // Invalid UTF-8 outside any string, and inside one.
+    for body in [&b"{\"model\":\"m\",\xff}"[..], b"{\"model\":\"m\xff\"}"] {
+        let e = serde_json::from_slice::<Value>(body).unwrap_err();
+        let d = anthropic::decode_request(body, "openai").unwrap_err();
+        assert_eq!(
+            d.to_string(),
+            format!("invalid request: the body is not valid JSON: {e}")
+        );
+    }
+    // The last of a repeated key wins, as in a `Value` map.
+    let body = msg(r#"[{"type":"text","text":"a","text":"b"}]"#);
+    let req = anthropic::decode_request(body.as_bytes(), "openai").unwrap();
+    assert!(matches!(&req.messages[0].content[..], [Part::Text(t)] if t == "b"));
+}
+
 #[test]
 fn openai_request_to_anthropic() {
     let out = transcode::request(

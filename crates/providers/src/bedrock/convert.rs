@@ -13,13 +13,13 @@ const PROVIDER: &str = "bedrock";
 // === requests ===
 
 /// Encodes a Converse body. The model and streaming go in the URL (see [`super::path`]).
-pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, TranslateError> {
     let mut out = Map::new();
     // Converse has one system prompt: system turns inside the conversation join it.
     let system: Vec<Value> = req
         .folded_system()
         .filter_map(|p| match p {
-            Part::Text(t) if !t.trim().is_empty() => Some(json!({"text": t})),
+            Part::Text(t) if !t.is_blank() => Some(json!({"text": t})),
             _ => None,
         })
         .collect();
@@ -34,7 +34,7 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
             let p = || format!("messages[{i}].content[{j}]");
             match part {
                 // Bedrock refuses blank text blocks.
-                Part::Text(t) if t.trim().is_empty() => {}
+                Part::Text(t) if t.is_blank() => {}
                 Part::Text(t) => blocks.push(json!({"text": t})),
                 Part::Image(img) => blocks.push(image_block(img, &p())?),
                 Part::Reasoning {
@@ -144,10 +144,10 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 let mut spec = Map::new();
                 spec.insert("name".into(), t.name.clone().into());
                 if let Some(d) = t.description.as_ref().filter(|d| !d.is_empty()) {
-                    spec.insert("description".into(), d.clone().into());
+                    spec.insert("description".into(), Value::from(d));
                 }
                 let schema = if t.parameters.is_object() {
-                    t.parameters.clone()
+                    t.parameters.to_value().into_owned()
                 } else {
                     json!({"type": "object", "properties": {}})
                 };
@@ -253,7 +253,7 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
     {
         if let Some(t) = b.get("text").and_then(Value::as_str) {
             if !t.is_empty() {
-                content.push(Part::Text(t.to_string()));
+                content.push(Part::Text(t.to_string().into()));
             }
         } else if let Some(u) = b.get("toolUse") {
             let s = |k: &str| {
@@ -276,15 +276,15 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
             if let Some(rt) = r.get("reasoningText") {
                 let s = |k: &str| rt.get(k).and_then(Value::as_str).map(str::to_string);
                 content.push(Part::Reasoning {
-                    text: s("text").unwrap_or_default(),
-                    signature: s("signature"),
+                    text: s("text").unwrap_or_default().into(),
+                    signature: s("signature").map(Into::into),
                     redacted: None,
                 });
             } else if let Some(d) = r.get("redactedContent").and_then(Value::as_str) {
                 content.push(Part::Reasoning {
-                    text: String::new(),
+                    text: Default::default(),
                     signature: None,
-                    redacted: Some(d.to_string()),
+                    redacted: Some(d.to_string().into()),
                 });
             }
         }

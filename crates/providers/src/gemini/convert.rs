@@ -22,7 +22,7 @@ pub(super) const FOREIGN_THOUGHT_SIGNATURE: &str = "skip_thought_signature_valid
 
 /// Encodes a `generateContent` body. The model goes in the URL, not in the body, and so does
 /// streaming (`streamGenerateContent`), so neither appears here.
-pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, TranslateError> {
     let mut out = Map::new();
     // Gemini has one system instruction: system turns inside the conversation join it.
     let system: Vec<Value> = req
@@ -106,19 +106,19 @@ pub fn encode_request(req: &chat::Request, _model: &str) -> Result<Vec<u8>, Tran
                 let mut d = Map::new();
                 d.insert("name".into(), t.name.clone().into());
                 if let Some(desc) = &t.description {
-                    d.insert("description".into(), desc.clone().into());
+                    d.insert("description".into(), Value::from(desc));
                 }
                 // `parametersJsonSchema` takes JSON Schema as callers write it (the older
                 // `parameters` is an OpenAPI subset that refuses `additionalProperties`,
                 // `$ref` …). A function without arguments has no schema at all: Gemini
                 // refuses an object schema with no properties.
-                let has_properties = t
-                    .parameters
+                let parameters = t.parameters.to_value();
+                let has_properties = parameters
                     .get("properties")
                     .and_then(Value::as_object)
                     .is_some_and(|p| !p.is_empty());
                 if has_properties {
-                    d.insert("parametersJsonSchema".into(), t.parameters.clone());
+                    d.insert("parametersJsonSchema".into(), parameters.into_owned());
                 }
                 Value::Object(d)
             })
@@ -272,9 +272,9 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
         .flatten()
     {
         match decode_part(p) {
-            Some(Decoded::Text(t)) => content.push(Part::Text(t)),
+            Some(Decoded::Text(t)) => content.push(Part::Text(t.into())),
             Some(Decoded::Thought(t)) => content.push(Part::Reasoning {
-                text: t,
+                text: t.into(),
                 signature: None,
                 redacted: None,
             }),

@@ -2,14 +2,18 @@
 //! gateway speaks another format (OpenAI → OpenAI stays a byte-level passthrough).
 //!
 //! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
-//! (`messages[2].content[0].type`) the way OpenAI's own errors do.
+//! (`messages[2].content[0].type`) the way OpenAI's own errors do. They are written from
+//! serde-derived structs instead, copying the texts and schemas other decoders borrowed from
+//! their caller's body (see [`crate::json`]).
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::chat::{
-    self, arguments_object, FinishReason, Image, Message, Part, ResponseFormat, Role, StreamEvent,
-    Tool, ToolCall, ToolChoice, TranslateError,
+    self, arguments_object, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str,
+    StreamEvent, Tool, ToolCall, ToolChoice, TranslateError,
 };
+use crate::json::Joined;
 use crate::Usage;
 
 /// Differences between OpenAI itself and servers that speak its dialect.
@@ -25,7 +29,10 @@ pub enum Dialect {
 
 /// Decodes an OpenAI chat request for translation to `target` (a provider name, for errors).
 /// Parameters the internal model cannot carry and that change the answer are refused here.
-pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request, TranslateError> {
+pub fn decode_request(
+    body: &[u8],
+    target: &'static str,
+) -> Result<chat::Request<'static>, TranslateError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = v else {
@@ -93,10 +100,10 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
                         description: f
                             .get("description")
                             .and_then(Value::as_str)
-                            .map(str::to_string),
+                            .map(|d| d.to_string().into()),
                         parameters: match f.get("parameters") {
-                            Some(s) if s.is_object() => s.clone(),
-                            _ => json!({"type": "object", "properties": {}}),
+                            Some(s) if s.is_object() => s.clone().into(),
+                            _ => json!({"type": "object", "properties": {}}).into(),
                         },
                         strict: f.get("strict").and_then(Value::as_bool),
                     });
@@ -251,7 +258,7 @@ pub fn decode_request(body: &[u8], target: &'static str) -> Result<chat::Request
 
 fn decode_messages(
     v: &Value,
-    req: &mut chat::Request,
+    req: &mut chat::Request<'static>,
     target: &'static str,
 ) -> Result<(), TranslateError> {
     for (i, m) in arr_of(v, "messages")?.iter().enumerate() {
@@ -277,7 +284,7 @@ fn decode_messages(
                 if let Some(r) = m.get("reasoning_content").and_then(Value::as_str) {
                     if !r.is_empty() {
                         parts.push(Part::Reasoning {
-                            text: r.to_string(),
+                            text: r.to_string().into(),
                             signature: None,
                             redacted: None,
                         });
@@ -354,7 +361,7 @@ fn decode_messages(
 
 /// System (or developer) instructions: the system prompt while the conversation has not
 /// begun, a [`Role::System`] turn in place after that.
-pub(crate) fn push_system(req: &mut chat::Request, parts: Vec<Part>) {
+pub(crate) fn push_system<'a>(req: &mut chat::Request<'a>, parts: Vec<Part<'a>>) {
     if req.messages.is_empty() {
         req.system.extend(parts);
     } else {
@@ -364,7 +371,7 @@ pub(crate) fn push_system(req: &mut chat::Request, parts: Vec<Part>) {
 
 /// Appends to the last message when it has the same role (consecutive tool messages become
 /// one user turn holding every result, as the Messages API requires).
-pub(crate) fn push(req: &mut chat::Request, role: Role, parts: Vec<Part>) {
+pub(crate) fn push<'a>(req: &mut chat::Request<'a>, role: Role, parts: Vec<Part<'a>>) {
     match req.messages.last_mut() {
         Some(last) if last.role == role => last.content.extend(parts),
         _ => req.messages.push(Message {
@@ -374,22 +381,29 @@ pub(crate) fn push(req: &mut chat::Request, role: Role, parts: Vec<Part>) {
     }
 }
 
-fn decode_content(c: &Value, p: &str, target: &'static str) -> Result<Vec<Part>, TranslateError> {
+fn decode_content(
+    c: &Value,
+    p: &str,
+    target: &'static str,
+) -> Result<Vec<Part<'static>>, TranslateError> {
     match c {
-        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::String(s) => Ok(vec![Part::Text(s.clone().into())]),
         Value::Array(parts) => {
             let mut out = Vec::with_capacity(parts.len());
             for (j, part) in parts.iter().enumerate() {
                 let pp = format!("{p}[{j}]");
                 match part.get("type").and_then(Value::as_str) {
                     Some("text") => out.push(Part::Text(
-                        str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?.to_string(),
+                        str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?
+                            .to_string()
+                            .into(),
                     )),
                     Some("refusal") => out.push(Part::Text(
                         part.get("refusal")
                             .and_then(Value::as_str)
                             .unwrap_or_default()
-                            .to_string(),
+                            .to_string()
+                            .into(),
                     )),
                     Some("image_url") => {
                         let url = part
@@ -439,9 +453,11 @@ pub(crate) fn image_from_url(url: &str) -> Image {
     Image::Url(url.to_string())
 }
 
-/// Encodes a request for an OpenAI(-compatible) backend serving `model`.
+/// Encodes a request for an OpenAI(-compatible) backend serving `model`. Written straight from
+/// the chat model (texts and schemas borrowed from the caller's body are copied as they are,
+/// see [`crate::json`]), with keys in the sorted order a `Value` map would give them.
 pub fn encode_request(
-    req: &chat::Request,
+    req: &chat::Request<'_>,
     model: &str,
     dialect: Dialect,
 ) -> Result<Vec<u8>, TranslateError> {
@@ -454,21 +470,27 @@ pub fn encode_request(
     // place. Servers in its dialect get one leading system message holding them all: some of
     // their chat templates refuse a system message anywhere else.
     let in_place = dialect == Dialect::OpenAi;
-    let system: Vec<&str> = if in_place {
+    let system = if in_place {
         system_texts(req.system.iter())
     } else {
         system_texts(req.folded_system())
     };
     if !system.is_empty() {
         // Its pieces kept apart by a blank line rather than run together.
-        messages.push(json!({"role": "system", "content": system.join("\n\n")}));
+        messages.push(Out::System {
+            content: Joined::new(system, PARAGRAPH, ""),
+            role: "system",
+        });
     }
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System => {
                 let texts = system_texts(m.content.iter());
                 if in_place && !texts.is_empty() {
-                    messages.push(json!({"role": "system", "content": texts.join("\n\n")}));
+                    messages.push(Out::System {
+                        content: Joined::new(texts, PARAGRAPH, ""),
+                        role: "system",
+                    });
                 }
             }
             Role::User => {
@@ -480,37 +502,58 @@ pub fn encode_request(
                             content,
                             is_error,
                         } => {
-                            if content.iter().any(|p| !matches!(p, Part::Text(_))) {
-                                return Err(TranslateError::Unsupported {
-                                    param: format!("messages[{i}].content[{j}].content"),
-                                    provider,
-                                    why: "tool results can only carry text",
-                                });
+                            let mut texts = Vec::with_capacity(content.len());
+                            for p in content {
+                                match p {
+                                    Part::Text(t) => texts.push(t),
+                                    _ => {
+                                        return Err(TranslateError::Unsupported {
+                                            param: format!("messages[{i}].content[{j}].content"),
+                                            provider,
+                                            why: "tool results can only carry text",
+                                        })
+                                    }
+                                }
                             }
-                            let mut text = chat::joined_text(content);
-                            if *is_error && !text.starts_with("Error") {
-                                // OpenAI has no error flag on tool results: say it in words
-                                // so the model still knows the tool failed.
-                                text = format!("Error: {text}");
-                            }
-                            messages
-                                .push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                            // OpenAI has no error flag on tool results: say it in words so the
+                            // model still knows the tool failed.
+                            let prefix =
+                                if *is_error && !chat::joined_text(content).starts_with("Error") {
+                                    "Error: "
+                                } else {
+                                    ""
+                                };
+                            messages.push(Out::Tool {
+                                content: Joined::new(texts, "", prefix),
+                                role: "tool",
+                                tool_call_id: id,
+                            });
                         }
                         other => rest.push(other),
                     }
                 }
                 if !rest.is_empty() {
                     let content = if let [Part::Text(t)] = rest[..] {
-                        Value::String(t.clone())
+                        UserContent::Text(t)
                     } else {
                         let mut arr = Vec::with_capacity(rest.len());
                         for (j, p) in rest.into_iter().enumerate() {
                             arr.push(match p {
-                                Part::Text(t) => json!({"type": "text", "text": t}),
-                                Part::Image(img) => json!({"type": "image_url", "image_url": {"url": image_url(img)}}),
+                                Part::Text(t) => UserPart::Text {
+                                    text: t,
+                                    r#type: "text",
+                                },
+                                Part::Image(img) => UserPart::Image {
+                                    image_url: ImageUrl {
+                                        url: image_url(img),
+                                    },
+                                    r#type: "image_url",
+                                },
                                 // Only assistant turns carry these; a caller sending them in a
                                 // user turn has nothing the model could read.
-                                Part::Reasoning { .. } | Part::ToolCall(_) | Part::ToolResult { .. } => {
+                                Part::Reasoning { .. }
+                                | Part::ToolCall(_)
+                                | Part::ToolResult { .. } => {
                                     return Err(TranslateError::invalid(
                                         format!("messages[{i}].content[{j}]"),
                                         "this content block is only valid in assistant messages",
@@ -518,22 +561,28 @@ pub fn encode_request(
                                 }
                             });
                         }
-                        Value::Array(arr)
+                        UserContent::Parts(arr)
                     };
-                    messages.push(json!({"role": "user", "content": content}));
+                    messages.push(Out::User {
+                        content,
+                        role: "user",
+                    });
                 }
             }
             Role::Assistant => {
-                let mut text = String::new();
+                let mut text = Vec::new();
                 let mut calls = Vec::new();
                 for part in &m.content {
                     match part {
-                        Part::Text(t) => text.push_str(t),
-                        Part::ToolCall(c) => calls.push(json!({
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": Value::Object(c.arguments.clone()).to_string()},
-                        })),
+                        Part::Text(t) => text.push(t),
+                        Part::ToolCall(c) => calls.push(OutCall {
+                            function: OutFunction {
+                                arguments: serde_json::to_string(&c.arguments).unwrap_or_default(),
+                                name: &c.name,
+                            },
+                            id: &c.id,
+                            r#type: "function",
+                        }),
                         // The model's own earlier reasoning: OpenAI chat takes none back, and
                         // leaving it out does not change what the model is asked.
                         Part::Reasoning { .. } => {}
@@ -545,114 +594,193 @@ pub fn encode_request(
                         }
                     }
                 }
-                let mut msg = Map::new();
-                msg.insert("role".into(), "assistant".into());
-                msg.insert(
-                    "content".into(),
-                    if text.is_empty() && !calls.is_empty() {
-                        Value::Null
-                    } else {
-                        Value::String(text)
-                    },
-                );
-                if !calls.is_empty() {
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                }
-                messages.push(Value::Object(msg));
+                let empty = text.iter().all(|t| t.is_empty());
+                messages.push(Out::Assistant {
+                    content: (!empty || calls.is_empty()).then(|| Joined::new(text, "", "")),
+                    role: "assistant",
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                });
             }
         }
     }
-    let mut out = Map::new();
-    out.insert("model".into(), model.into());
-    out.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
+    let tools = (!req.tools.is_empty()).then(|| {
+        req.tools
             .iter()
-            .map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), t.name.clone().into());
-                if let Some(d) = &t.description {
-                    f.insert("description".into(), d.clone().into());
-                }
-                f.insert("parameters".into(), t.parameters.clone());
-                if let Some(s) = t.strict {
-                    f.insert("strict".into(), s.into());
-                }
-                json!({"type": "function", "function": f})
+            .map(|t| OutTool {
+                function: OutToolFunction {
+                    description: t.description.as_ref(),
+                    name: &t.name,
+                    parameters: &t.parameters,
+                    strict: t.strict,
+                },
+                r#type: "function",
             })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(p) = req.parallel_tool_calls {
-            out.insert("parallel_tool_calls".into(), p.into());
-        }
-    }
-    if let Some(tc) = &req.tool_choice {
-        out.insert(
-            "tool_choice".into(),
-            match tc {
-                ToolChoice::Auto => "auto".into(),
-                ToolChoice::None => "none".into(),
-                ToolChoice::Required => "required".into(),
-                ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
-            },
-        );
-    }
-    if let Some(rf) = &req.response_format {
-        out.insert(
-            "response_format".into(),
-            match rf {
-                ResponseFormat::JsonObject => json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema {
-                    name,
-                    schema,
-                    strict,
-                } => {
-                    let mut s = json!({"name": name, "schema": schema});
-                    if let (Some(st), Some(o)) = (strict, s.as_object_mut()) {
-                        o.insert("strict".into(), (*st).into());
-                    }
-                    json!({"type": "json_schema", "json_schema": s})
+            .collect::<Vec<_>>()
+    });
+    let max_tokens = |d: Dialect| req.max_tokens.filter(|_| dialect == d);
+    let body = Body {
+        max_completion_tokens: max_tokens(Dialect::OpenAi),
+        max_tokens: max_tokens(Dialect::Compatible),
+        messages,
+        model,
+        parallel_tool_calls: req.parallel_tool_calls.filter(|_| tools.is_some()),
+        reasoning_effort: req.effort_for_openai(model),
+        response_format: req.response_format.as_ref().map(|rf| match rf {
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let mut s = json!({"name": name, "schema": schema});
+                if let (Some(st), Some(o)) = (strict, s.as_object_mut()) {
+                    o.insert("strict".into(), (*st).into());
                 }
-            },
-        );
-    }
-    if let Some(t) = req.temperature {
-        out.insert("temperature".into(), t.into());
-    }
-    if let Some(t) = req.top_p {
-        out.insert("top_p".into(), t.into());
-    }
-    if let Some(n) = req.max_tokens {
-        let name = match dialect {
-            Dialect::OpenAi => "max_completion_tokens",
-            Dialect::Compatible => "max_tokens",
-        };
-        out.insert(name.into(), n.into());
-    }
-    if !req.stop.is_empty() {
-        out.insert("stop".into(), req.stop.clone().into());
-    }
-    if let Some(u) = &req.user {
-        out.insert("user".into(), u.clone().into());
-    }
-    if let Some(e) = req.effort_for_openai(model) {
-        out.insert("reasoning_effort".into(), e.into());
-    }
-    // `top_k` has no OpenAI chat parameter, and `thinking` none beyond the effort above; both
-    // only tune how the model samples or deliberates, so leaving them out is safe.
-    if req.stream {
-        out.insert("stream".into(), true.into());
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+                json!({"type": "json_schema", "json_schema": s})
+            }
+        }),
+        stop: (!req.stop.is_empty()).then_some(&req.stop[..]),
+        stream: req.stream.then_some(true),
+        stream_options: req.stream.then(|| json!({"include_usage": true})),
+        temperature: req.temperature,
+        tool_choice: req.tool_choice.as_ref().map(|tc| match tc {
+            ToolChoice::Auto => "auto".into(),
+            ToolChoice::None => "none".into(),
+            ToolChoice::Required => "required".into(),
+            ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+        }),
+        tools,
+        top_p: req.top_p,
+        // `top_k` has no OpenAI chat parameter, and `thinking` none beyond the effort above;
+        // both only tune how the model samples or deliberates, so leaving them out is safe.
+        user: req.user.as_deref(),
+    };
+    let mut out = Vec::with_capacity(req.size_hint());
+    serde_json::to_writer(&mut out, &body).map_err(|e| {
+        TranslateError::invalid("", format!("the request could not be written: {e}"))
+    })?;
+    Ok(out)
+}
+
+/// A blank line between two pieces of text, as spelled inside a JSON string.
+const PARAGRAPH: &str = "\\n\\n";
+
+/// The upstream body. Fields in sorted order: the order the `Value` map this replaced wrote.
+#[derive(Serialize)]
+struct Body<'r, 'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    messages: Vec<Out<'r, 'a>>,
+    model: &'r str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'r [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<OutTool<'r, 'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'r str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Out<'r, 'a> {
+    System {
+        content: Joined<'r, 'a>,
+        role: &'static str,
+    },
+    User {
+        content: UserContent<'r, 'a>,
+        role: &'static str,
+    },
+    Tool {
+        content: Joined<'r, 'a>,
+        role: &'static str,
+        tool_call_id: &'r str,
+    },
+    Assistant {
+        content: Option<Joined<'r, 'a>>,
+        role: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_calls: Option<Vec<OutCall<'r>>>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UserContent<'r, 'a> {
+    Text(&'r Str<'a>),
+    Parts(Vec<UserPart<'r, 'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UserPart<'r, 'a> {
+    Text {
+        text: &'r Str<'a>,
+        r#type: &'static str,
+    },
+    Image {
+        image_url: ImageUrl,
+        r#type: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct ImageUrl {
+    url: String,
+}
+
+#[derive(Serialize)]
+struct OutCall<'r> {
+    function: OutFunction<'r>,
+    id: &'r str,
+    r#type: &'static str,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'r> {
+    arguments: String,
+    name: &'r str,
+}
+
+#[derive(Serialize)]
+struct OutTool<'r, 'a> {
+    function: OutToolFunction<'r, 'a>,
+    r#type: &'static str,
+}
+
+#[derive(Serialize)]
+struct OutToolFunction<'r, 'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'r Str<'a>>,
+    name: &'r str,
+    parameters: &'r Json<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 /// The non-empty texts of system parts.
-fn system_texts<'a>(parts: impl Iterator<Item = &'a Part>) -> Vec<&'a str> {
+fn system_texts<'r, 'a: 'r>(parts: impl Iterator<Item = &'r Part<'a>>) -> Vec<&'r Str<'a>> {
     parts
         .filter_map(|p| match p {
-            Part::Text(t) if !t.is_empty() => Some(t.as_str()),
+            Part::Text(t) if !t.is_empty() => Some(t),
             _ => None,
         })
         .collect()
@@ -681,7 +809,7 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
             .filter(|r| !r.is_empty())
         {
             content.push(Part::Reasoning {
-                text: r.to_string(),
+                text: r.to_string().into(),
                 signature: None,
                 redacted: None,
             });
@@ -691,7 +819,7 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            content.push(Part::Text(t.to_string()));
+            content.push(Part::Text(t.to_string().into()));
         }
         if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
             for c in calls {
@@ -744,8 +872,8 @@ pub fn encode_response(resp: &chat::Response) -> Vec<u8> {
     let mut calls = Vec::new();
     for p in &resp.content {
         match p {
-            Part::Text(t) => text.get_or_insert_with(String::new).push_str(t),
-            Part::Reasoning { text, .. } => reasoning.push_str(text),
+            Part::Text(t) => text.get_or_insert_with(String::new).push_str(&t.as_str()),
+            Part::Reasoning { text, .. } => reasoning.push_str(&text.as_str()),
             Part::ToolCall(c) => calls.push(json!({
                 "id": c.id,
                 "type": "function",

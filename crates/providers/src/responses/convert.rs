@@ -23,7 +23,7 @@ use crate::openai::chat::{image_from_url, push, push_system, unix_now};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decoded {
     /// The request in the gateway's terms.
-    pub request: chat::Request,
+    pub request: chat::Request<'static>,
     /// The settings the response object echoes, and the caller's names for its tools.
     pub echo: Echo,
     /// The hosted tools left out (`tools[i].type`), for [`Decoded::reject_unsupported_tools`].
@@ -116,7 +116,7 @@ pub fn decode_request_with(
             "instructions" => {
                 // Instructions come before any system message of the input.
                 req.system
-                    .insert(0, Part::Text(str_of(v, "instructions")?.to_string()))
+                    .insert(0, Part::Text(str_of(v, "instructions")?.to_string().into()))
             }
             "stream" => {
                 req.stream = v
@@ -227,7 +227,7 @@ fn is_hosted_tool(ty: &str) -> bool {
 /// refused, and so are unknown kinds.
 fn decode_tools(
     v: &Value,
-    req: &mut chat::Request,
+    req: &mut chat::Request<'static>,
     names: &mut ToolNames,
     hosted: &mut Vec<String>,
 ) -> Result<(), TranslateError> {
@@ -323,7 +323,11 @@ fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
 
 /// A function tool, named `name` instead of its own when given. The Responses function tool
 /// is flat: no `function` wrapper.
-fn function_tool(t: &Value, p: &str, name: Option<String>) -> Result<Tool, TranslateError> {
+fn function_tool(
+    t: &Value,
+    p: &str,
+    name: Option<String>,
+) -> Result<Tool<'static>, TranslateError> {
     let name = match name {
         Some(n) => n,
         None => str_of(field(t, "name", p)?, &format!("{p}.name"))?.to_string(),
@@ -333,10 +337,10 @@ fn function_tool(t: &Value, p: &str, name: Option<String>) -> Result<Tool, Trans
         description: t
             .get("description")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(|d| d.to_string().into()),
         parameters: match t.get("parameters") {
-            Some(s) if s.is_object() => s.clone(),
-            _ => json!({"type": "object", "properties": {}}),
+            Some(s) if s.is_object() => s.clone().into(),
+            _ => json!({"type": "object", "properties": {}}).into(),
         },
         strict: t.get("strict").and_then(Value::as_bool),
     })
@@ -403,12 +407,12 @@ fn decode_format(f: &Value) -> Result<Option<ResponseFormat>, TranslateError> {
 
 fn decode_input(
     v: &Value,
-    req: &mut chat::Request,
+    req: &mut chat::Request<'static>,
     names: &ToolNames,
 ) -> Result<(), TranslateError> {
     let items = match v {
         Value::String(s) => {
-            push(req, Role::User, vec![Part::Text(s.clone())]);
+            push(req, Role::User, vec![Part::Text(s.clone().into())]);
             return Ok(());
         }
         Value::Array(items) => items,
@@ -499,7 +503,7 @@ fn decode_input(
 
 /// A reasoning item: its summary (or, failing that, its full reasoning text), and the
 /// Anthropic signature or redacted data it carries. `None` when there is nothing to pass on.
-fn decode_reasoning(item: &Value, p: &str) -> Result<Option<Part>, TranslateError> {
+fn decode_reasoning(item: &Value, p: &str) -> Result<Option<Part<'static>>, TranslateError> {
     let texts = |key: &str| -> Result<String, TranslateError> {
         let mut out = Vec::new();
         if let Some(parts) = item.get(key).filter(|v| !v.is_null()) {
@@ -525,16 +529,16 @@ fn decode_reasoning(item: &Value, p: &str) -> Result<Option<Part>, TranslateErro
         return Ok(None);
     }
     Ok(Some(Part::Reasoning {
-        text,
-        signature,
-        redacted,
+        text: text.into(),
+        signature: signature.map(Into::into),
+        redacted: redacted.map(Into::into),
     }))
 }
 
 /// Message content, or a function call's output: a string, or a list of content parts.
-fn decode_content(c: &Value, p: &str) -> Result<Vec<Part>, TranslateError> {
+fn decode_content(c: &Value, p: &str) -> Result<Vec<Part<'static>>, TranslateError> {
     let parts = match c {
-        Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
+        Value::String(s) => return Ok(vec![Part::Text(s.clone().into())]),
         Value::Array(parts) => parts,
         _ => {
             return Err(TranslateError::invalid(
@@ -549,13 +553,16 @@ fn decode_content(c: &Value, p: &str) -> Result<Vec<Part>, TranslateError> {
         let ty = str_of(field(part, "type", &pp)?, &format!("{pp}.type"))?;
         match ty {
             "input_text" | "output_text" | "text" => out.push(Part::Text(
-                str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?.to_string(),
+                str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?
+                    .to_string()
+                    .into(),
             )),
             "refusal" => out.push(Part::Text(
                 part.get("refusal")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-                    .to_string(),
+                    .to_string()
+                    .into(),
             )),
             "input_image" => {
                 if let Some(url) = part.get("image_url").and_then(Value::as_str) {
@@ -593,7 +600,7 @@ fn decode_content(c: &Value, p: &str) -> Result<Vec<Part>, TranslateError> {
 /// and calls are named as the caller declared the tools (`echo`).
 pub(crate) fn output_items(
     resp_id: &str,
-    content: &[Part],
+    content: &[Part<'_>],
     item_status: &str,
     echo: &Echo,
 ) -> Vec<Value> {
@@ -607,7 +614,7 @@ pub(crate) fn output_items(
     };
     for part in content {
         match part {
-            Part::Text(t) => text.get_or_insert_with(String::new).push_str(t),
+            Part::Text(t) => text.get_or_insert_with(String::new).push_str(&t.as_str()),
             Part::Reasoning {
                 text: r,
                 signature,
@@ -617,9 +624,9 @@ pub(crate) fn output_items(
                 let i = items.len();
                 items.push(reasoning_item(
                     &item_id("rs", resp_id, i),
-                    r,
-                    signature.as_deref(),
-                    redacted.as_deref(),
+                    &r.as_str(),
+                    signature.as_ref().map(|s| s.as_str()).as_deref(),
+                    redacted.as_ref().map(|s| s.as_str()).as_deref(),
                 ));
             }
             Part::ToolCall(c) => {

@@ -194,20 +194,20 @@ pub struct View {
 
 impl View {
     /// The view of a decoded request.
-    pub fn of(req: &chat::Request) -> View {
+    pub fn of(req: &chat::Request<'_>) -> View {
         let mut v = View {
             system: String::new(),
             turns: Vec::new(),
         };
         for p in req.folded_system() {
             if let Part::Text(t) = p {
-                v.system.push_str(t);
+                v.system.push_str(&t.as_str());
             }
         }
         for m in &req.messages {
             for p in &m.content {
                 let item = match p {
-                    Part::Text(t) => Item::Text(t.clone()),
+                    Part::Text(t) => Item::Text(t.as_str().into_owned()),
                     Part::ToolCall(c) => Item::Call(Call {
                         id: c.id.clone(),
                         name: c.name.clone(),
@@ -310,7 +310,7 @@ impl Answer {
     pub fn response(&self) -> chat::Response {
         let mut content = Vec::new();
         if let Some(t) = &self.text {
-            content.push(Part::Text(t.clone()));
+            content.push(Part::Text(t.clone().into()));
         }
         for c in &self.calls {
             content.push(Part::ToolCall(ToolCall {
@@ -348,7 +348,7 @@ pub fn response_items(r: &chat::Response) -> Vec<Item> {
     };
     for p in &r.content {
         match p {
-            Part::Text(t) => v.push(Role::Assistant, Item::Text(t.clone())),
+            Part::Text(t) => v.push(Role::Assistant, Item::Text(t.as_str().into_owned())),
             Part::ToolCall(c) => v.push(
                 Role::Assistant,
                 Item::Call(Call {

@@ -102,10 +102,11 @@ fn responses_request(c: &Conversation) -> Vec<u8> {
 }
 
 /// Encodes `req` for `to` and decodes it again as a caller of that format would send it.
-fn through(req: &chat::Request, to: Format) -> chat::Request {
+fn through(req: &chat::Request<'_>, to: Format) -> chat::Request<'static> {
     let body = transcode::encode_request(req, to, Dialect::OpenAi, "model-1").unwrap();
     transcode::decode_request(to, "fuzz", &body)
         .unwrap_or_else(|e| panic!("{to:?} does not decode its own encoding: {e}"))
+        .into_owned()
 }
 
 proptest! {

@@ -1,0 +1,350 @@
+//! A Messages request parsed in one pass into borrowed pieces: the texts, tool descriptions
+//! and schemas stay in the body (see [`crate::json`]); the small fields become `Value`s, which
+//! the decoder reads as it would read the whole body as one `Value`.
+//!
+//! Parsing only parses: whether a field has the right type is the decoder's to say, after the
+//! whole body is known to be JSON, so its errors come in the same order as before and a body
+//! that is not JSON is always refused as such. What is accepted as JSON is exactly what a
+//! `Value` parse accepts: every skipped or raw piece is checked ([`Strict`], [`Str::json`]).
+
+use std::{borrow::Cow, collections::BTreeMap, fmt, marker::PhantomData};
+
+use serde::de::{
+    self, value::MapAccessDeserializer, DeserializeSeed, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::{value::RawValue, Map, Value};
+
+use crate::json::{Str, Strict};
+
+/// A field that may be a string, a list of `T`, or something else (null, a wrong type: kept
+/// as a `Value` for the decoder to refuse).
+pub(super) enum Many<'a, T> {
+    Text(Cow<'a, str>),
+    List(Vec<T>),
+    Other(Value),
+}
+
+/// A top-level field.
+pub(super) enum Top<'a> {
+    Blocks(Many<'a, Block<'a>>),
+    Messages(Many<'a, Msg<'a>>),
+    Tools(Many<'a, ToolDef<'a>>),
+    Other(Value),
+}
+
+/// The body: its fields sorted by name, the last of a repeated name winning (how a `Value`
+/// map holds them), or the non-object the body was.
+pub(super) enum Body<'a> {
+    Object(BTreeMap<String, Top<'a>>),
+    Other,
+}
+
+/// A message: `content` parsed, every other field a `Value`.
+#[derive(Default)]
+pub(super) struct Msg<'a> {
+    pub content: Option<Many<'a, Block<'a>>>,
+    pub other: Map<String, Value>,
+}
+
+/// A content block: its large strings raw, a tool result's `content` parsed, the rest values.
+#[derive(Default)]
+pub(super) struct Block<'a> {
+    /// `text`, `thinking`, `signature`, `data`: string literals as [`Str::Json`], other values
+    /// as `Err(value)`.
+    pub strs: Vec<(&'static str, Result<Str<'a>, Value>)>,
+    pub content: Option<Many<'a, Block<'a>>>,
+    pub other: Map<String, Value>,
+}
+
+impl<'a> Block<'a> {
+    /// A string field as `Value::get(..).and_then(Value::as_str)` would see it.
+    pub fn str(&self, key: &str) -> Option<&Str<'a>> {
+        self.raw(key).and_then(|r| r.as_ref().ok())
+    }
+
+    /// Whether the field is there and not null.
+    pub fn raw(&self, key: &str) -> Option<&Result<Str<'a>, Value>> {
+        self.strs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Err(Value::Null)))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.other.get(key)
+    }
+}
+
+/// A tool definition: `description` and `input_schema` raw, the rest values.
+#[derive(Default)]
+pub(super) struct ToolDef<'a> {
+    pub description: Option<Result<Str<'a>, Value>>,
+    pub input_schema: Option<&'a RawValue>,
+    pub other: Map<String, Value>,
+}
+
+/// Parses a Messages body.
+pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
+    // Checked once here rather than piece by piece: a raw piece borrowed from bytes is
+    // checked again when it is made. A body that is not UTF-8 is not JSON either.
+    let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let b = BodySeed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(b)
+}
+
+fn err<E: de::Error>(e: serde_json::Error) -> E {
+    E::custom(e)
+}
+
+/// A string field kept raw: a literal as [`Str::Json`], anything else parsed to a `Value`.
+fn raw_str<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Result<Str<'a>, Value>, E> {
+    match Str::json(raw).map_err(err)? {
+        Ok(s) => Ok(Ok(s)),
+        Err(raw) => {
+            Strict(depth).check(raw).map_err(err)?;
+            Ok(Err(serde_json::from_str(raw.get()).map_err(err)?))
+        }
+    }
+}
+
+/// What a `Value` built from a map would hold, for fields parsed as values.
+fn value_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Value, A::Error> {
+    de::Deserialize::deserialize(MapAccessDeserializer::new(map))
+}
+
+// === seeds ===
+
+struct BodySeed;
+
+impl<'de> DeserializeSeed<'de> for BodySeed {
+    type Value = Body<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed {
+    type Value = Body<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = match k.as_str() {
+                "system" => Top::Blocks(map.next_value_seed(ManySeed::<Block>::at(1))?),
+                "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
+                "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
+                _ => Top::Other(map.next_value()?),
+            };
+            out.insert(k, v);
+        }
+        Ok(Body::Object(out))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+        while seq.next_element_seed(Strict(1))?.is_some() {}
+        Ok(Body::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+}
+
+/// Something parsed from a map at a known nesting depth (the containers around the map).
+trait FromMap<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A, depth: usize) -> Result<Self, A::Error>;
+}
+
+/// A [`Many`] of `T`, found inside `depth` containers.
+struct ManySeed<T> {
+    depth: usize,
+    t: PhantomData<T>,
+}
+
+impl<T> ManySeed<T> {
+    fn at(depth: usize) -> Self {
+        ManySeed {
+            depth,
+            t: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: FromMap<'de> + Default> DeserializeSeed<'de> for ManySeed<T> {
+    type Value = Many<'de, T>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: FromMap<'de> + Default> Visitor<'de> for ManySeed<T> {
+    type Value = Many<'de, T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // The list is one container deep, its items one more. An item that is not an object
+        // reads as an empty one, as `Value::get` reads it: the decoder names what it lacks.
+        let item = ItemSeed::<T>(self.depth + 1, PhantomData);
+        while let Some(t) = seq.next_element_seed(item)? {
+            out.push(t.unwrap_or_default());
+        }
+        Ok(Many::List(out))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Many::Text(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Many::Text(Cow::Owned(s.to_string())))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(Many::Other(value_from_map(map)?))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Many::Other(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Many::Other(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Many::Other(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Many::Other(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Many::Other(Value::Null))
+    }
+}
+
+/// One list item: `Some` when it is an object, `None` (checked) when not.
+struct ItemSeed<T>(usize, PhantomData<T>);
+
+impl<T> Clone for ItemSeed<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ItemSeed<T> {}
+
+impl<'de, T: FromMap<'de>> DeserializeSeed<'de> for ItemSeed<T> {
+    type Value = Option<T>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: FromMap<'de>> Visitor<'de> for ItemSeed<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::from_map(map, self.0 + 1).map(Some)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Strict(self.0).visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+impl<'de> FromMap<'de> for Msg<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut m = Msg::default();
+        while let Some(k) = map.next_key::<String>()? {
+            if k == "content" {
+                m.content = Some(map.next_value_seed(ManySeed::at(depth))?);
+            } else {
+                m.other.insert(k, map.next_value()?);
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl<'de> FromMap<'de> for Block<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut b = Block::default();
+        while let Some(k) = map.next_key::<String>()? {
+            let key = match k.as_str() {
+                "text" => "text",
+                "thinking" => "thinking",
+                "signature" => "signature",
+                "data" => "data",
+                "content" => {
+                    b.content = Some(map.next_value_seed(ManySeed::at(depth))?);
+                    continue;
+                }
+                _ => {
+                    b.other.insert(k, map.next_value()?);
+                    continue;
+                }
+            };
+            let raw: &'de RawValue = map.next_value()?;
+            b.strs.push((key, raw_str(raw, depth)?));
+        }
+        Ok(b)
+    }
+}
+
+impl<'de> FromMap<'de> for ToolDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut t = ToolDef::default();
+        while let Some(k) = map.next_key::<String>()? {
+            match k.as_str() {
+                "description" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    t.description = Some(raw_str(raw, depth)?);
+                }
+                "input_schema" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    Strict(depth).check(raw).map_err(err)?;
+                    t.input_schema = Some(raw);
+                }
+                _ => {
+                    t.other.insert(k, map.next_value()?);
+                }
+            }
+        }
+        Ok(t)
+    }
+}

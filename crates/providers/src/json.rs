@@ -1,0 +1,486 @@
+//! JSON pieces the chat model borrows from a caller's body rather than copying: translating a
+//! large agent request (tens of KB of prompts, tool descriptions and schemas) is then mostly
+//! copying bytes, where decoding every string into a `Value` and escaping it again cost
+//! ~3/4 of the time (issue #21).
+//!
+//! What a borrowed piece leaves unchecked (a `RawValue` is only scanned, not parsed), the
+//! decoders check with [`Strict`] and [`Str::json`], so a body is accepted or refused exactly
+//! as a `serde_json::Value` parse would.
+
+use std::{borrow::Cow, fmt};
+
+use serde::{
+    de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor},
+    Serialize, Serializer,
+};
+use serde_json::{value::RawValue, Value};
+
+/// Text in the chat model: either a JSON string literal as it was sent (quotes and escapes
+/// included), which a JSON encoder copies verbatim, or plain text.
+#[derive(Clone)]
+pub enum Str<'a> {
+    /// A JSON string literal, valid (surrogate escapes paired: see [`Str::json`]).
+    Json(&'a RawValue),
+    /// Plain text.
+    Text(Cow<'a, str>),
+}
+
+impl<'a> Str<'a> {
+    /// `raw` as text when it is a JSON string literal a `serde_json::Value` parse accepts;
+    /// `Err(raw)` when it is another JSON value. A literal the parse would refuse (a lone
+    /// surrogate escape) is an error.
+    pub fn json(raw: &'a RawValue) -> Result<Result<Self, &'a RawValue>, serde_json::Error> {
+        let s = raw.get();
+        if !s.starts_with('"') {
+            return Ok(Err(raw));
+        }
+        // Scanning a RawValue does not check `\u` escapes; decoding does. Only literals that
+        // have one pay for it.
+        if memchr::memmem::find(s.as_bytes(), b"\\u").is_some() {
+            serde_json::from_str::<String>(s)?;
+        }
+        Ok(Ok(Str::Json(raw)))
+    }
+
+    /// The text. Borrowed unless a JSON literal has escapes to undo.
+    pub fn as_str(&self) -> Cow<'_, str> {
+        match self {
+            Str::Text(t) => Cow::Borrowed(t),
+            Str::Json(raw) => {
+                let s = raw.get();
+                let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
+                if !inner.contains('\\') {
+                    return Cow::Borrowed(inner);
+                }
+                // `Str::json` checked that the literal decodes.
+                serde_json::from_str::<String>(s).map_or(Cow::Borrowed(""), Cow::Owned)
+            }
+        }
+    }
+
+    /// About how many bytes it takes as JSON.
+    pub fn json_len(&self) -> usize {
+        match self {
+            Str::Json(raw) => raw.get().len(),
+            Str::Text(t) => t.len().saturating_add(2),
+        }
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Str::Text(t) => t.is_empty(),
+            Str::Json(raw) => raw.get() == "\"\"",
+        }
+    }
+
+    /// Whether the text is empty or only whitespace (`str::trim`'s).
+    pub fn is_blank(&self) -> bool {
+        if let Str::Json(raw) = self {
+            let s = raw.get();
+            let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
+            // Past leading spaces and `\n`, `\r`, `\t` escapes, a visible ASCII character other
+            // than an escape's backslash is in the text as it is, and is not whitespace: only
+            // literals that go on otherwise are decoded.
+            let b = inner.as_bytes();
+            let mut i = 0;
+            loop {
+                match (b.get(i), b.get(i.saturating_add(1))) {
+                    (None, _) => return true,
+                    (Some(b' '), _) => i = i.saturating_add(1),
+                    (Some(b'\\'), Some(b'n' | b'r' | b't')) => i = i.saturating_add(2),
+                    (Some(c), _) if c.is_ascii_graphic() && *c != b'\\' => return false,
+                    _ => break,
+                }
+            }
+        }
+        self.as_str().trim().is_empty()
+    }
+
+    /// Whether the text starts with `prefix`, which must be plain ASCII without quotes or
+    /// backslashes (it is then spelled the same inside a literal, unless escaped).
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        match self {
+            Str::Text(t) => t.starts_with(prefix),
+            Str::Json(raw) if !raw.get().contains('\\') => {
+                raw.get().get(1..).is_some_and(|s| s.starts_with(prefix))
+            }
+            Str::Json(_) => self.as_str().starts_with(prefix),
+        }
+    }
+
+    /// Appends the inside of the JSON string literal for this text (what goes between the
+    /// quotes).
+    fn push_inner(&self, out: &mut String) {
+        fn inner(lit: &str) -> &str {
+            lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default()
+        }
+        match self {
+            Str::Json(raw) => out.push_str(inner(raw.get())),
+            // Writing a `str` cannot fail.
+            Str::Text(t) => out.push_str(inner(
+                &serde_json::to_string(t.as_ref()).unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// The owned equivalent, for a model that must outlive the body it borrowed from.
+    pub fn into_owned(self) -> Str<'static> {
+        Str::Text(Cow::Owned(self.as_str().into_owned()))
+    }
+}
+
+impl Default for Str<'_> {
+    fn default() -> Self {
+        Str::Text(Cow::Borrowed(""))
+    }
+}
+
+impl From<String> for Str<'_> {
+    fn from(s: String) -> Self {
+        Str::Text(Cow::Owned(s))
+    }
+}
+
+impl<'a> From<&'a str> for Str<'a> {
+    fn from(s: &'a str) -> Self {
+        Str::Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Str<'a> {
+    fn from(s: Cow<'a, str>) -> Self {
+        Str::Text(s)
+    }
+}
+
+impl From<&Str<'_>> for Value {
+    fn from(s: &Str<'_>) -> Self {
+        Value::String(s.as_str().into_owned())
+    }
+}
+
+impl From<Str<'_>> for Value {
+    fn from(s: Str<'_>) -> Self {
+        match s {
+            Str::Text(t) => Value::String(t.into_owned()),
+            Str::Json(_) => Value::from(&s),
+        }
+    }
+}
+
+impl PartialEq for Str<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<str> for Str<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Str<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Str<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Str<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// A JSON literal goes out as it came in (serde_json's writer copies a `RawValue`); into a
+/// `Value` it is decoded, so Value-building encoders see plain text either way.
+impl Serialize for Str<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Str::Json(raw) => raw.serialize(s),
+            Str::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+/// Texts joined by `sep` as one JSON string, each piece's literal copied as it is: escaping
+/// is per character, so escaped pieces concatenate.
+pub struct Joined<'s, 'a> {
+    parts: Vec<&'s Str<'a>>,
+    sep: &'static str,
+    prefix: &'static str,
+}
+
+impl<'s, 'a> Joined<'s, 'a> {
+    /// `parts` joined by `sep`, after `prefix`; both spelled as inside a JSON string (`\\n`
+    /// for a newline).
+    pub fn new(parts: Vec<&'s Str<'a>>, sep: &'static str, prefix: &'static str) -> Self {
+        Joined { parts, sep, prefix }
+    }
+    fn literal(&self) -> String {
+        let len: usize = self
+            .parts
+            .iter()
+            .map(|p| p.json_len().saturating_add(self.sep.len()))
+            .fold(self.prefix.len() + 2, usize::saturating_add);
+        let mut out = String::with_capacity(len);
+        out.push('"');
+        out.push_str(self.prefix);
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push_str(self.sep);
+            }
+            p.push_inner(&mut out);
+        }
+        out.push('"');
+        out
+    }
+}
+
+impl Serialize for Joined<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let ([one], "") = (&self.parts[..], self.prefix) {
+            return one.serialize(s);
+        }
+        // Checked as JSON again (a scan, no copy): a wrong `sep` must fail, not corrupt.
+        let raw = RawValue::from_string(self.literal()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// Opaque JSON in the chat model (a tool's schema): the caller's bytes when decoded from a
+/// body, or a value. Encoders that pass it on copy the bytes; those that look inside parse it.
+#[derive(Clone)]
+pub enum Json<'a> {
+    /// Valid JSON as sent (checked by [`Strict`]).
+    Raw(&'a RawValue),
+    /// A value.
+    Value(Value),
+}
+
+impl Json<'_> {
+    /// The value, parsed when it is raw.
+    pub fn to_value(&self) -> Cow<'_, Value> {
+        match self {
+            Json::Value(v) => Cow::Borrowed(v),
+            // Checked by `Strict` when it was decoded.
+            Json::Raw(raw) => Cow::Owned(serde_json::from_str(raw.get()).unwrap_or(Value::Null)),
+        }
+    }
+
+    /// About how many bytes it takes as JSON (a guess for a value).
+    pub fn json_len(&self) -> usize {
+        match self {
+            Json::Raw(raw) => raw.get().len(),
+            Json::Value(_) => 256,
+        }
+    }
+
+    /// Whether it is a JSON object.
+    pub fn is_object(&self) -> bool {
+        match self {
+            Json::Value(v) => v.is_object(),
+            Json::Raw(raw) => raw.get().starts_with('{'),
+        }
+    }
+
+    /// The owned equivalent.
+    pub fn into_owned(self) -> Json<'static> {
+        match self {
+            Json::Value(v) => Json::Value(v),
+            Json::Raw(_) => Json::Value(self.to_value().into_owned()),
+        }
+    }
+}
+
+impl Default for Json<'_> {
+    fn default() -> Self {
+        Json::Value(Value::Null)
+    }
+}
+
+impl From<Value> for Json<'_> {
+    fn from(v: Value) -> Self {
+        Json::Value(v)
+    }
+}
+
+impl PartialEq for Json<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for Json<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        *self.to_value() == *other
+    }
+}
+
+impl fmt::Debug for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_value(), f)
+    }
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Raw(raw) => raw.serialize(s),
+            Json::Value(v) => v.serialize(s),
+        }
+    }
+}
+
+/// serde_json's nesting limit for a `Value`: a container this many levels deep is refused.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Checks, without building anything, that a JSON value is one a `serde_json::Value` parse
+/// accepts (strings decode, numbers fit, nesting under [`MAX_DEPTH`] counting the `.0`
+/// containers around it). Used for what a decoder skips or keeps as raw bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct Strict(pub usize);
+
+impl Strict {
+    /// Checks a raw value found inside `self.0` containers.
+    pub(crate) fn check(self, raw: &RawValue) -> Result<(), serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        self.deserialize(&mut de)?;
+        de.end()
+    }
+
+    fn enter<E: de::Error>(self) -> Result<Strict, E> {
+        let depth = self.0.saturating_add(1);
+        if depth >= MAX_DEPTH {
+            return Err(E::custom("recursion limit exceeded"));
+        }
+        Ok(Strict(depth))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.enter()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.enter()?;
+        while map.next_key_seed(inner)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    /// `Strict` accepts exactly what a `Value` parse does, nesting limit included.
+    #[test]
+    fn strict_agrees_with_value() {
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        for s in [
+            r#"{"a": [1, 2.5, -3, "x\n", null, true]}"#.to_string(),
+            "1e400".into(),
+            r#""\ud800""#.into(),
+            r#""\ud83d\ude00""#.into(),
+            deep(127),
+            deep(128),
+            format!("{{\"a\":{}}}", deep(126)),
+            format!("{{\"a\":{}}}", deep(127)),
+        ] {
+            let by_value = serde_json::from_str::<Value>(&s).is_ok();
+            let by_strict = RawValue::from_string(s.clone())
+                .map_err(|_| ())
+                .and_then(|r| Strict(0).check(&r).map_err(|_| ()))
+                .is_ok();
+            assert_eq!(by_value, by_strict, "{s}");
+        }
+    }
+
+    #[test]
+    fn str_json_checks_surrogates_and_decodes() {
+        assert!(Str::json(&raw(r#""\ud800""#)).is_err());
+        let r = raw(r#""a\"b\u00e9""#);
+        let s = Str::json(&r).unwrap().unwrap();
+        assert_eq!(s.as_str(), "a\"bé");
+        assert!(Str::json(&raw("5")).unwrap().is_err());
+        assert!(Str::json(&raw(r#""""#)).unwrap().unwrap().is_empty());
+        for (lit, blank) in [
+            (r#""  ""#, true),
+            (r#"" \n\t ""#, true),
+            (r#""\u3000""#, true),
+            ("\"\u{3000}\"", true),
+            (r#"" x ""#, false),
+            (r#""\n x""#, false),
+            (r#""\n\t\r \\""#, false),
+            (r#""\n\\n""#, false),
+            (r#""\n\u0020\n""#, true),
+            ("\"\u{e9}\"", false),
+        ] {
+            let r = raw(lit);
+            assert_eq!(Str::json(&r).unwrap().unwrap().is_blank(), blank, "{lit}");
+        }
+    }
+
+    #[test]
+    fn joined_is_the_literal_of_the_joined_text() {
+        let a = raw(r#""x\ny""#);
+        let a = Str::json(&a).unwrap().unwrap();
+        let b = Str::from("q\"");
+        let j = Joined::new(vec![&a, &b], "\\n\\n", "Error: ");
+        let out = serde_json::to_string(&j).unwrap();
+        assert_eq!(
+            serde_json::from_str::<String>(&out).unwrap(),
+            "Error: x\ny\n\nq\""
+        );
+    }
+}
