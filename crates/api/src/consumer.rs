@@ -96,16 +96,8 @@ pub struct Budget {
     pub period: BudgetPeriod,
 }
 
-/// A budget period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetPeriod {
-    /// Resets at 00:00 UTC.
-    Day,
-    /// Resets on the first day of the month, 00:00 UTC.
-    #[default]
-    Month,
-}
+// The data plane uses it too, without depending on this crate.
+pub use switchyard_types::BudgetPeriod;
 
 /// Observed state of an AIConsumer.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -17,7 +17,8 @@ use std::{
 
 use notify::{RecursiveMode, Watcher};
 use switchyard_api::{document::EnvLookup, document::ProcessEnv, Resources};
-use switchyard_router::{compile, Compiled, Severity, TableHandle};
+use switchyard_compile::{compile, Compiled, Severity};
+use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
 use tokio::sync::mpsc;
 

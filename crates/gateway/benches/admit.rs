@@ -72,7 +72,7 @@ fn reservation(c: &mut Criterion) {
     let mut r = switchyard_api::Resources::default();
     let errs = r.parse_yaml("bench.yaml", CONFIG, &HashMap::<String, String>::new());
     assert!(errs.is_empty(), "{errs:?}");
-    let compiled = switchyard_router::compile(&r, 1);
+    let compiled = switchyard_compile::compile(&r, 1);
     assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
     let table = compiled.table;
     let consumer = table.consumers().iter().next().expect("a consumer");

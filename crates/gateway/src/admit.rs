@@ -1157,7 +1157,7 @@ mod tests {
             &std::collections::HashMap::<String, String>::new(),
         );
         assert!(errs.is_empty(), "{errs:?}");
-        let c = switchyard_router::compile(&r, 1);
+        let c = switchyard_compile::compile(&r, 1);
         assert!(!c.has_errors(), "{:?}", c.diagnostics);
         c.table
     }

@@ -545,7 +545,7 @@ spec:
             &std::collections::HashMap::<String, String>::new(),
         );
         assert!(errs.is_empty(), "{errs:?}");
-        let c = switchyard_router::compile(&r, 1);
+        let c = switchyard_compile::compile(&r, 1);
         assert!(!c.has_errors(), "{:?}", c.diagnostics);
         c.table
     }

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use serde_json::json;
 use switchyard_api::{AIRoute, ModelBackend, Resources};
-use switchyard_router::compile;
+use switchyard_compile::compile;
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// Glob routes in every table, so lookups that fall through to globs are measured too.

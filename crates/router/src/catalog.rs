@@ -11,7 +11,9 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
-use switchyard_api::{parse_price, MicroUsd, Provider};
+use switchyard_types::{parse_price, MicroUsd, Provider};
+
+use crate::table::Pricing;
 
 /// The catalog as shipped.
 const PRICES_JSON: &str = include_str!("../data/prices.json");
@@ -142,6 +144,62 @@ pub fn lookup(provider: Provider, model: &str) -> Option<ListPrice> {
             .find_map(|f| listed.iter().find(|(p, _)| p == f).map(|(_, price)| *price))
     };
     find(model).or_else(|| model.split_once('@').and_then(|(m, _)| find(m)))
+}
+
+/// The prices a ModelBackend gives for one of its models, each optional (`spec.models[].pricing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GivenPrices {
+    /// `inputPerMillion`.
+    pub input: Option<MicroUsd>,
+    /// `outputPerMillion`.
+    pub output: Option<MicroUsd>,
+    /// `cacheReadPerMillion`, else `cachedInputPerMillion`.
+    pub cache_read: Option<MicroUsd>,
+    /// `cacheWritePerMillion`.
+    pub cache_write: Option<MicroUsd>,
+}
+
+/// The prices of `model` at a backend of `provider`: each price `given` wins, the rest come
+/// from the catalog ([`lookup`]), and cache prices missing from both follow from the input
+/// price by provider:
+///
+/// | provider | cache read | cache write |
+/// |---|---|---|
+/// | anthropic, bedrock | 0.1× input | 1.25× input (5-minute lifetime) |
+/// | gemini | 0.25× input | 1× input |
+/// | openai, azure-openai, openai-compatible | 0.5× input | 1× input |
+///
+/// (the lowest discount each provider publishes for its automatic caching, so spend is never
+/// under-reported). Unknown (`known: false`, all zero) when neither `given` nor the catalog
+/// has an input or output price.
+pub fn resolve(provider: Provider, model: &str, given: GivenPrices) -> Pricing {
+    let listed = lookup(provider, model);
+    let input = given.input.or(listed.map(|l| l.input));
+    let output = given.output.or(listed.map(|l| l.output));
+    if input.is_none() && output.is_none() {
+        return Pricing::default();
+    }
+    let input = input.unwrap_or_default();
+    // Multipliers in thousandths of the input price.
+    let (read_permille, write_permille) = match provider {
+        Provider::Anthropic | Provider::Bedrock => (100, 1250),
+        Provider::Gemini => (250, 1000),
+        Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible => (500, 1000),
+    };
+    let scaled = |permille: u64| MicroUsd(input.0.saturating_mul(permille) / 1000);
+    Pricing {
+        input,
+        output: output.unwrap_or_default(),
+        cached_input: given
+            .cache_read
+            .or(listed.and_then(|l| l.cache_read))
+            .unwrap_or_else(|| scaled(read_permille)),
+        cache_write: given
+            .cache_write
+            .or(listed.and_then(|l| l.cache_write))
+            .unwrap_or_else(|| scaled(write_permille)),
+        known: true,
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use switchyard_api::consumer::BudgetPeriod;
+pub use switchyard_types::BudgetPeriod;
 
 use crate::{budget::SharedBudget, glob::Glob};
 
@@ -69,6 +69,32 @@ pub fn digest(key: &[u8]) -> [u8; 32] {
 // === impl Consumers ===
 
 impl Consumers {
+    /// The consumers of `list`, each with the key digests ([`digest`]) and ServiceAccount
+    /// usernames ([`service_account_username`]) it authenticates with, sorted by name; and
+    /// every shared budget, in (namespace, name) order. `configured`: whether any AIConsumer
+    /// resource exists, valid or not (see [`Consumers::auth_required`]).
+    pub fn new(
+        configured: bool,
+        list: Vec<(Consumer, Vec<[u8; 32]>, Vec<String>)>,
+        budgets: Vec<Arc<SharedBudget>>,
+    ) -> Self {
+        let mut consumers = Consumers {
+            configured,
+            budgets,
+            ..Consumers::default()
+        };
+        for (idx, (consumer, digests, accounts)) in list.into_iter().enumerate() {
+            consumers.list.push(consumer);
+            for d in digests {
+                consumers.by_digest.insert(d, idx);
+            }
+            for user in accounts {
+                consumers.by_service_account.insert(user, idx);
+            }
+        }
+        consumers
+    }
+
     /// True when any AIConsumer resource exists, valid or not, or any consumer holds a key or
     /// a ServiceAccount: then every request must present a valid one. Fails closed: when the
     /// last keyed consumer becomes invalid (its Secret deleted, a typo in its key reference),
@@ -146,6 +172,29 @@ impl Consumers {
 // === impl Consumer ===
 
 impl Consumer {
+    /// A consumer named `namespace/name` (`short_name`: its `metadata.name`), allowed the
+    /// models and routes matching `allow` (all when empty), with its limits.
+    pub fn new(
+        name: Arc<str>,
+        short_name: String,
+        allow: Vec<Glob>,
+        requests_per_minute: Option<u64>,
+        tokens_per_minute: Option<u64>,
+        budget: Option<Budget>,
+        shared_budget: Option<Arc<SharedBudget>>,
+    ) -> Self {
+        Consumer {
+            name,
+            short_name,
+            allow,
+            requests_per_minute,
+            tokens_per_minute,
+            budget,
+            shared_budget,
+            state: Default::default(),
+        }
+    }
+
     /// The consumer's limiter, spend and ledger state.
     pub fn state(&self) -> &Arc<crate::state::ConsumerState> {
         self.state.get_or_init(Default::default)

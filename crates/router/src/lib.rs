@@ -1,9 +1,9 @@
-//! Switchyard's routing table: compiles resources and Secrets into an immutable table,
-//! matches requests to routes, and picks backends. No I/O.
+//! Switchyard's routing table: an immutable table of routes, backends and consumers, request
+//! matching, backend and key picking, and the live state (health, limits, budgets) that
+//! survives reloads. No I/O, and no kube: `switchyard-compile` builds tables from resources.
 
 pub mod budget;
 pub mod catalog;
-mod compile;
 pub mod consumer;
 pub mod egress;
 pub mod glob;
@@ -12,7 +12,6 @@ mod sign;
 pub mod state;
 mod table;
 
-pub use compile::{compile, Compiled, Diagnostic, Severity, MAX_CONFIGURED_DURATION};
 pub use consumer::{Consumer, Consumers};
 pub use egress::{Egress, Proxy};
 pub use handle::{ReplacedKey, TableHandle};
@@ -20,15 +19,10 @@ pub use sign::{RequestSigner, Sigv4};
 pub use state::{
     BackendState, ConsumerState, HealthChange, InFlight, KeyState, RetryBudget, StateRegistry,
 };
-/// The backend wire format and the route's affinity mode, re-exported so the data plane need
-/// not depend on `switchyard-api`.
-pub use switchyard_api::{Affinity, Provider};
+/// The backend wire format and the route's affinity mode, re-exported so the gateway need
+/// not name `switchyard-types`.
+pub use switchyard_types::{Affinity, Provider};
 pub use table::{
-    Backend, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable, Target,
-    Timeouts, UpstreamKey,
+    Backend, BackendUris, FailureClass, KeyChoice, Matched, Pricing, Retry, Route, RoutingTable,
+    Target, Timeouts, UpstreamKey, MAX_CONFIGURED_DURATION,
 };
-
-#[cfg(test)]
-mod affinity_tests;
-#[cfg(test)]
-mod tests;

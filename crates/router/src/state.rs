@@ -555,7 +555,7 @@ pub fn rate_limit_hint(headers: &http::HeaderMap) -> RateLimitHint {
     let reset = |name: &str| -> Option<Duration> {
         let v = headers.get(name)?.to_str().ok()?.trim();
         // OpenAI: a Go-style duration ("1s", "6m0s", "20ms"); Anthropic: an RFC 3339 time.
-        if let Ok(d) = switchyard_api::parse_duration(v) {
+        if let Ok(d) = switchyard_types::parse_duration(v) {
             return Some(d);
         }
         rfc3339_until(v)
@@ -1088,12 +1088,12 @@ impl ConsumerState {
 /// Days since the Unix epoch, and the id and end of the budget period containing `now_ms`.
 pub fn budget_period(
     now_ms: u64,
-    period: switchyard_api::consumer::BudgetPeriod,
+    period: switchyard_types::consumer::BudgetPeriod,
 ) -> (u64, u64, u64) {
     let day = now_ms / 86_400_000;
     match period {
-        switchyard_api::consumer::BudgetPeriod::Day => (day, day, (day + 1) * 86_400_000),
-        switchyard_api::consumer::BudgetPeriod::Month => {
+        switchyard_types::consumer::BudgetPeriod::Day => (day, day, (day + 1) * 86_400_000),
+        switchyard_types::consumer::BudgetPeriod::Month => {
             let (y, m) = civil_year_month(day as i64);
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             let next = days_from_civil(ny, nm, 1) as u64 * 86_400_000;
@@ -1244,7 +1244,7 @@ mod consumer_tests {
 
     #[test]
     fn spend_resets_with_the_period() {
-        use switchyard_api::consumer::BudgetPeriod;
+        use switchyard_types::consumer::BudgetPeriod;
         let model: Arc<str> = Arc::from("m");
         let s = ConsumerState::default();
         // 2026-11-30T23:00:00Z and 2026-12-01T01:00:00Z.

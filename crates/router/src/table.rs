@@ -8,15 +8,22 @@ use std::{
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde::Serialize;
-use switchyard_api::{route::RetryOn, MicroUsd, Provider, Strategy};
 use switchyard_providers::{
     chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat, Operation, Usage,
 };
+use switchyard_types::{Affinity, MicroUsd, Provider, RetryOn, Strategy};
 
 use crate::{
     glob::Glob,
     state::{now_ms, BackendState, KeyState, RetryBudget},
 };
+
+/// The longest duration a configured timeout or back-off takes effect with (24 h).
+///
+/// The data plane adds these to `Instant`s (deadlines, back-off wake-ups), which panics on
+/// overflow: `total: 999999999h` is accepted by the duration syntax, so the compiler caps
+/// it, once, rather than trusting it at every addition. Nothing sensible waits longer.
+pub const MAX_CONFIGURED_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Index of a route in [`RoutingTable::routes`].
 pub(crate) type RouteId = usize;
@@ -55,7 +62,7 @@ pub struct Route {
     /// How the primary backend is chosen.
     pub strategy: Strategy,
     /// Which requests count as one conversation, kept on one backend and key.
-    pub affinity: switchyard_api::Affinity,
+    pub affinity: Affinity,
     /// What to do with hosted tools (Responses' `web_search` …) no backend runs for the
     /// caller: drop and name them, or refuse the request.
     pub unsupported_tools: UnsupportedTools,
@@ -168,11 +175,13 @@ impl Retry {
         on_connect: true,
     };
 
-    pub(crate) fn from_spec(spec: &switchyard_api::route::RetryPolicy, backoff: Duration) -> Self {
-        let has = |o| spec.on.contains(&o);
-        let all = spec.on.is_empty();
+    /// `attempts` per backend (at least 1), retrying the failures in `on` (every class when
+    /// empty).
+    pub fn new(attempts: u32, on: &[RetryOn], backoff: Duration) -> Self {
+        let has = |o| on.contains(&o);
+        let all = on.is_empty();
         Retry {
-            attempts: spec.attempts.max(1),
+            attempts: attempts.max(1),
             backoff,
             on_5xx: all || has(RetryOn::ServerError),
             on_429: all || has(RetryOn::RateLimited),
@@ -233,7 +242,45 @@ pub struct Backend {
     pub(crate) state: OnceLock<Arc<BackendState>>,
 }
 
-/// Where a backend's requests go.
+/// Where a backend's requests go, built when the table is compiled.
+#[derive(Debug)]
+pub struct BackendUris(Uris);
+
+impl BackendUris {
+    /// The model travels in the body: one URI per operation (chat completions, completions,
+    /// embeddings, messages, count tokens).
+    pub fn fixed(uris: [Uri; 5]) -> Self {
+        BackendUris(Uris::Fixed(uris))
+    }
+
+    /// The model is part of the path: `{prefix}{model}{suffix}`, with a (plain, streamed)
+    /// suffix per operation in [`BackendUris::fixed`]'s order, built now for each of
+    /// `models`. With `encode_model` the model is percent-encoded into its path segment;
+    /// without, only plain names are allowed. `Err(i)`: `models[i]` cannot be put in a URL.
+    pub fn per_model<'m>(
+        prefix: String,
+        suffixes: [(String, String); 5],
+        encode_model: bool,
+        models: impl IntoIterator<Item = &'m str>,
+    ) -> Result<Self, usize> {
+        let mut paths = ModelPaths {
+            prefix,
+            suffixes,
+            listed: HashMap::new(),
+            encode_model,
+        };
+        for (i, m) in models.into_iter().enumerate() {
+            let uris = (encode_model || is_plain_model_name(m))
+                .then(|| paths.build(m))
+                .flatten()
+                .ok_or(i)?;
+            paths.listed.insert(m.to_string(), uris);
+        }
+        Ok(BackendUris(Uris::PerModel(paths)))
+    }
+}
+
+/// What [`BackendUris`] holds.
 #[derive(Debug)]
 pub(crate) enum Uris {
     /// The model travels in the body: one URI per operation.
@@ -298,7 +345,7 @@ impl ModelPaths {
 }
 
 /// A model name that is safe to put in a URL path as one segment.
-pub(crate) fn is_plain_model_name(m: &str) -> bool {
+fn is_plain_model_name(m: &str) -> bool {
     m.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && m.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -344,6 +391,26 @@ const MIN_REDACTED_LEN: usize = 4;
 // === impl UpstreamKey ===
 
 impl UpstreamKey {
+    /// The key sent as `name: header` (mark the value sensitive), at `weight` in the pool, at
+    /// position `index`; `digest` is the key's SHA-256 ([`crate::consumer::digest`]), which
+    /// keeps its state across reloads.
+    pub fn new(
+        name: HeaderName,
+        header: HeaderValue,
+        weight: u32,
+        digest: [u8; 32],
+        index: usize,
+    ) -> Self {
+        UpstreamKey {
+            name,
+            header,
+            weight,
+            digest,
+            index,
+            state: OnceLock::new(),
+        }
+    }
+
     /// The key's rendezvous identity: from its digest, so the same key has the same one on
     /// every replica and across reloads, and the key itself is not used.
     fn seed(&self) -> u64 {
@@ -439,6 +506,33 @@ pub struct Matched<'t> {
 // === impl RoutingTable ===
 
 impl RoutingTable {
+    /// A table of `routes`, found by exact model name (`exact`: each name's candidate routes,
+    /// best first) or by glob (`globs`, in precedence order among equally specific ones), as
+    /// indexes into `routes`.
+    pub fn new(
+        generation: u64,
+        routes: Vec<Route>,
+        exact: HashMap<Arc<str>, Vec<usize>>,
+        mut globs: Vec<(Glob, usize)>,
+        backends: Vec<Arc<Backend>>,
+        consumers: crate::consumer::Consumers,
+    ) -> Self {
+        // Lookup takes the first glob that matches; a stable sort keeps route precedence
+        // among equally specific ones.
+        globs.sort_by_key(|(g, _)| g.specificity());
+        let mut models: Vec<Arc<str>> = exact.keys().cloned().collect();
+        models.sort_unstable();
+        RoutingTable {
+            generation,
+            routes,
+            exact,
+            globs,
+            backends,
+            consumers,
+            models,
+        }
+    }
+
     /// The generation this table was compiled as (0 = the empty table before any load).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -571,6 +665,46 @@ impl RoutingTable {
 // === impl Route ===
 
 impl Route {
+    /// A route taking requests with every header of `match_headers` and, when
+    /// `match_consumers` is not empty, from one of those consumers (by `metadata.name`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: Arc<str>,
+        match_headers: Vec<(HeaderName, HeaderValue)>,
+        match_consumers: Vec<String>,
+        targets: Vec<Target>,
+        fallbacks: Vec<Target>,
+        retry: Retry,
+        timeout: Option<Duration>,
+        strategy: Strategy,
+        affinity: Affinity,
+        unsupported_tools: UnsupportedTools,
+        backend_web_search: bool,
+        default_max_output_tokens: Option<u64>,
+    ) -> Self {
+        Route {
+            name,
+            match_headers,
+            match_consumers,
+            targets,
+            fallbacks,
+            retry,
+            timeout,
+            strategy,
+            affinity,
+            unsupported_tools,
+            backend_web_search,
+            default_max_output_tokens,
+            budget: OnceLock::new(),
+        }
+    }
+
+    /// Whether `other` takes the same requests for a model as this route (same headers, same
+    /// consumers), so that only one of them can ever serve it.
+    pub fn same_match(&self, other: &Route) -> bool {
+        self.match_headers == other.match_headers && self.match_consumers == other.match_consumers
+    }
+
     fn admits(&self, headers: &HeaderMap, consumer: Option<&str>) -> bool {
         let headers_ok = self
             .match_headers
@@ -619,7 +753,7 @@ impl Route {
             .filter(|t| t.weight > 0 && t.backend.state().is_healthy())
             .collect();
         let affine = affinity.filter(|_| {
-            self.affinity != switchyard_api::Affinity::None
+            self.affinity != Affinity::None
                 && matches!(self.strategy, Strategy::Weighted | Strategy::Cheapest)
         });
         if let (Some(key), true) = (affine, healthy.len() > 1) {
@@ -697,7 +831,7 @@ pub(crate) fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A target's rendezvous identity: FNV-1a of `backend\0model`, mixed.
-pub(crate) fn target_seed(backend: &str, model: Option<&str>) -> u64 {
+fn target_seed(backend: &str, model: Option<&str>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in backend
         .bytes()
@@ -787,6 +921,23 @@ fn weighted<'t, T>(items: &[&'t T], weight: impl Fn(&T) -> u64) -> Option<&'t T>
 // === impl Target ===
 
 impl Target {
+    /// Sends to `backend` as `model` (`None`: the client's model), at `weight` among the
+    /// primary set, priced at `pricing`.
+    pub fn new(
+        backend: Arc<Backend>,
+        model: Option<Arc<str>>,
+        weight: u32,
+        pricing: Pricing,
+    ) -> Self {
+        Target {
+            seed: target_seed(&backend.name, model.as_deref()),
+            backend,
+            model,
+            weight,
+            pricing,
+        }
+    }
+
     /// The model to send upstream: the route's rewrite, or the client's own.
     pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
         self.model.as_deref().unwrap_or(requested)
@@ -797,13 +948,13 @@ impl Target {
 
 impl Backend {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub fn new(
         name: Arc<str>,
         provider: Provider,
         endpoint: String,
         format: BackendFormat,
         dialect: Dialect,
-        uris: Uris,
+        uris: BackendUris,
         responses: Option<Uri>,
         keys: Vec<UpstreamKey>,
         models: HashMap<String, Pricing>,
@@ -821,7 +972,7 @@ impl Backend {
             endpoint,
             format,
             dialect,
-            uris,
+            uris: uris.0,
             responses,
             keys,
             models,
@@ -981,13 +1132,23 @@ impl Backend {
     pub fn pricing(&self, model: &str) -> Pricing {
         match self.models.get(model) {
             Some(p) => *p,
-            None => crate::compile::resolve_pricing(self.provider, model, None).unwrap_or_default(),
+            None => crate::catalog::resolve(self.provider, model, Default::default()),
         }
+    }
+
+    /// Whether the backend lists `model` (`spec.models`).
+    pub fn lists_model(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    /// The upstream keys, in pool order.
+    pub fn keys(&self) -> &[UpstreamKey] {
+        &self.keys
     }
 }
 
 #[cfg(test)]
-mod redact_tests {
+mod tests {
     use super::*;
 
     fn key(name: HeaderName, value: &str) -> UpstreamKey {
@@ -1029,5 +1190,44 @@ mod redact_tests {
         assert_eq!(redact(&keys, "nothing here"), "nothing here");
         let short = [key(HeaderName::from_static("x-api-key"), "ab")];
         assert_eq!(redact(&short, "about ab"), "about ab");
+    }
+
+    #[test]
+    fn urls_shown_in_debug_output_lose_their_credentials() {
+        for (url, shown) in [
+            ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
+            ("https://api.openai.com", "https://api.openai.com"),
+            (
+                "https://user:hunter2@api.example.com/v1",
+                "https://<redacted>@api.example.com/v1",
+            ),
+            (
+                "http://tok@10.0.0.1:8000",
+                "http://<redacted>@10.0.0.1:8000",
+            ),
+            // An '@' in the path is not userinfo; one in a password is (the last '@' wins).
+            ("http://h/v1/a@b", "http://h/v1/a@b"),
+            ("http://u:p@ss@h:1/x", "http://<redacted>@h:1/x"),
+            (
+                "https://g.example.com/v1?key=AIza-secret",
+                "https://g.example.com/v1?<redacted>",
+            ),
+            ("https://h/#frag", "https://h/?<redacted>"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn rendezvous_scores_win_in_proportion_to_weight() {
+        // Weights 3:1 win 75 % / 25 % of keys, within 1 % over 100k keys.
+        let key =
+            |i: u64| switchyard_providers::affinity::mix(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let n = 100_000;
+        let wins = (0..n)
+            .filter(|&i| rendezvous_score(key(i), 11, 3) > rendezvous_score(key(i), 22, 1))
+            .count();
+        let share = wins as f64 / n as f64;
+        assert!((share - 0.75).abs() < 0.01, "{share}");
     }
 }

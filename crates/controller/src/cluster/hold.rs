@@ -30,7 +30,7 @@ use std::{
 };
 
 use switchyard_api::{AIConsumer, AIRoute, ModelBackend};
-use switchyard_router::{compile, Compiled, Diagnostic, Severity};
+use switchyard_compile::{compile, Compiled, Diagnostic, Severity};
 
 use super::index::{backend_secret_refs, consumer_secret_refs, Index, Indexed, Kind, ObjKey};
 

@@ -1,5 +1,5 @@
 //! The objects the controller currently sees, as a plain struct with `apply`/`delete`, and
-//! its conversion into the [`Resources`] that [`switchyard_router::compile`] takes.
+//! its conversion into the [`Resources`] that [`switchyard_compile::compile`] takes.
 //!
 //! No I/O: the reflector stores are copied in here before each rebuild, and unit tests fill
 //! it with `mk_*` builders.
@@ -330,7 +330,7 @@ mod tests {
         index.apply(mk_secret("ns", "c-next", "key", "vk-2"));
         let refs: Vec<_> = index.referenced_secrets().into_iter().collect();
         assert_eq!(refs, vec![key("ns", "c-key"), key("ns", "c-next")]);
-        let compiled = switchyard_router::compile(&index.resources(), 1);
+        let compiled = switchyard_compile::compile(&index.resources(), 1);
         assert!(
             compiled.diagnostics.is_empty(),
             "{:?}",

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! reflectors (per kind × namespace) ─▶ trigger (generation filter; referenced Secrets only)
-//!   ─▶ debounce ─▶ Index ─▶ router::compile (refused edits: again, with their LastGood version)
+//!   ─▶ debounce ─▶ Index ─▶ switchyard_compile (refused edits: again, with their LastGood version)
 //!                              ├─▶ TableHandle::store                            (every replica)
 //!                              └─▶ verdicts ─▶ one-slot channel ─▶ status writer (Lease holder)
 //! ```
@@ -44,7 +44,8 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use switchyard_api::{AIBudget, AIConsumer, AIRoute, ModelBackend};
-use switchyard_router::{Severity, TableHandle};
+use switchyard_compile::Severity;
+use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
 use tokio::{sync::watch as channel, task::JoinSet};
 

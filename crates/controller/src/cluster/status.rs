@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use switchyard_api::{AIConsumer, AIRoute, Condition, ModelBackend, Reason};
-use switchyard_router::{Diagnostic, Severity};
+use switchyard_compile::{Diagnostic, Severity};
 
 use super::{
     hold::Held,

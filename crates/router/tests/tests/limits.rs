@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use fastrand::Rng;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use switchyard_api::consumer::BudgetPeriod;
-use switchyard_router::state::{
-    budget_period, rate_limit_hint, BackendState, ConsumerState, KeyState, LedgerEntry,
-    LimitExceeded, RateLimitHint, RetryBudget, Taken, LIMIT_WINDOW_MS, MAX_EJECTION,
-    MAX_KEY_DISABLE, MAX_KEY_REST,
+use switchyard_router::{
+    consumer::BudgetPeriod,
+    state::{
+        budget_period, rate_limit_hint, BackendState, ConsumerState, KeyState, LedgerEntry,
+        LimitExceeded, RateLimitHint, RetryBudget, Taken, LIMIT_WINDOW_MS, MAX_EJECTION,
+        MAX_KEY_DISABLE, MAX_KEY_REST,
+    },
 };
 
 fn cases() -> usize {

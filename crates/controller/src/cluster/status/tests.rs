@@ -1,5 +1,5 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use switchyard_router::compile;
+use switchyard_compile::compile;
 
 use super::*;
 use crate::cluster::{index::Namespaces, test_util::*};

@@ -1,36 +1,47 @@
 //! Compiles resources and their Secrets into a [`RoutingTable`], with a verdict per resource.
 //!
+//! The one place where the resource definitions (`switchyard-api`, with kube) meet the data
+//! plane (`switchyard-router`, without): the gateway only ever receives a built table.
+//!
 //! Both table sources (YAML files and the Kubernetes API) call [`compile`]. A resource with
 //! errors is left out of the table and reported; the rest still compiles, so one bad object
 //! cannot take routing down. The file source is stricter and refuses a reload that has any
 //! error, keeping the previous table; the controller serves the rest and writes the verdicts
 //! to status.
 
-use std::{cmp::Ordering as CmpOrdering, collections::HashMap, fmt, sync::Arc};
+use std::{
+    cmp::Ordering as CmpOrdering,
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+};
 
 use http::{HeaderName, HeaderValue, Uri};
 use kube_meta::{created, ns_name};
 use switchyard_api::{
     parse_duration, parse_price,
     validate::{self, FieldError, Reason},
-    AIBudget, AIConsumer, AIRoute, MicroUsd, ModelBackend, ModelBackendSpec, Provider, Resources,
-    Strategy,
+    AIBudget, AIConsumer, AIRoute, ModelBackend, ModelBackendSpec, Provider, Resources, Strategy,
 };
 use switchyard_providers::{
     chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat,
 };
-
-use crate::{
+use switchyard_router::{
     budget::SharedBudget,
+    catalog::{self, GivenPrices},
     consumer::{self, Consumer, Consumers},
     egress::{Egress, EgressError},
     glob::Glob,
-    sign::RequestSigner,
-    table::{
-        is_plain_model_name, Backend, ModelPaths, Pricing, Retry, Route, RouteId, RoutingTable,
-        Target, Timeouts, UpstreamKey, Uris,
-    },
+    Backend, BackendUris, Pricing, RequestSigner, Retry, Route, RoutingTable, Target, Timeouts,
+    UpstreamKey, MAX_CONFIGURED_DURATION,
 };
+
+#[cfg(test)]
+mod affinity_tests;
+#[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
+mod tests;
 
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -176,8 +187,8 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     routes_in.sort_by(|a, b| route_order(a, b));
 
     let mut routes: Vec<Route> = Vec::new();
-    let mut exact: HashMap<Arc<str>, Vec<RouteId>> = HashMap::new();
-    let mut globs: Vec<(Glob, RouteId)> = Vec::new();
+    let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+    let mut globs: Vec<(Glob, usize)> = Vec::new();
     for obj in routes_in {
         let id = ns_name(obj);
         let Some(route) = compile_route(&mut ctx, obj, &id, &by_name, &grants) else {
@@ -188,14 +199,12 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
             let shadowing = if Glob::is_glob(pattern) {
                 globs
                     .iter()
-                    .find(|(g, other)| g.as_str() == pattern && same_match(&routes[*other], &route))
+                    .find(|(g, other)| g.as_str() == pattern && routes[*other].same_match(&route))
                     .map(|(_, other)| *other)
             } else {
-                exact.get(pattern.as_str()).and_then(|ids| {
-                    ids.iter()
-                        .find(|o| same_match(&routes[**o], &route))
-                        .copied()
-                })
+                exact
+                    .get(pattern.as_str())
+                    .and_then(|ids| ids.iter().find(|o| routes[**o].same_match(&route)).copied())
             };
             if let Some(other) = shadowing {
                 ctx.report(
@@ -221,12 +230,7 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
         }
         routes.push(route);
     }
-    // Stable sort keeps route precedence among equally specific globs.
-    globs.sort_by_key(|(g, _)| g.specificity());
-
     let consumers = compile_consumers(&mut ctx);
-    let mut models: Vec<Arc<str>> = exact.keys().cloned().collect();
-    models.sort_unstable();
 
     let mut diagnostics = ctx.diagnostics;
     diagnostics.sort_by(|a, b| {
@@ -238,15 +242,14 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
         ))
     });
     Compiled {
-        table: RoutingTable {
+        table: RoutingTable::new(
             generation,
             routes,
             exact,
             globs,
-            backends: backends.into_iter().map(|(_, b)| b).collect(),
+            backends.into_iter().map(|(_, b)| b).collect(),
             consumers,
-            models,
-        },
+        ),
         diagnostics,
     }
 }
@@ -260,10 +263,6 @@ fn route_order(a: &AIRoute, b: &AIRoute) -> CmpOrdering {
         _ => CmpOrdering::Equal,
     };
     by_time.then_with(|| ns_name(a).cmp(&ns_name(b)))
-}
-
-fn same_match(a: &Route, b: &Route) -> bool {
-    a.match_headers == b.match_headers && a.match_consumers == b.match_consumers
 }
 
 fn compile_backends(ctx: &mut Ctx<'_>) -> Vec<((String, String), Arc<Backend>)> {
@@ -295,7 +294,7 @@ fn compile_backends(ctx: &mut Ctx<'_>) -> Vec<((String, String), Arc<Backend>)> 
         match build_backend(ctx, obj, &id) {
             Ok(b) => {
                 for (i, m) in obj.spec.models.iter().enumerate() {
-                    if b.models.get(&m.name).is_some_and(|p| !p.known) {
+                    if !b.pricing(&m.name).known {
                         ctx.report(
                             "ModelBackend",
                             &id,
@@ -354,7 +353,7 @@ fn build_backend(
         Provider::Anthropic => {
             let v1 = if endpoint.ends_with("/v1") { "" } else { "/v1" };
             let messages = uri(&format!("{v1}/messages"))?;
-            Uris::Fixed([
+            BackendUris::fixed([
                 messages.clone(),
                 messages.clone(),
                 messages.clone(),
@@ -419,7 +418,7 @@ fn build_backend(
         }
         _ => {
             let chat = uri("/chat/completions")?;
-            Uris::Fixed([
+            BackendUris::fixed([
                 chat.clone(),
                 uri("/completions")?,
                 uri("/embeddings")?,
@@ -494,14 +493,13 @@ fn build_backend(
                 )
             })?;
             header.set_sensitive(true);
-            keys.push(UpstreamKey {
+            keys.push(UpstreamKey::new(
                 name,
                 header,
                 weight,
-                digest: consumer::digest(key.as_bytes()),
+                consumer::digest(key.as_bytes()),
                 index,
-                state: Default::default(),
-            });
+            ));
         }
     }
     let signer = match spec.auth.as_ref().and_then(|a| a.aws_secret_ref.as_ref()) {
@@ -558,7 +556,7 @@ fn build_backend(
     let host = uri("")
         .ok()
         .as_ref()
-        .and_then(crate::egress::host_header)
+        .and_then(switchyard_router::egress::host_header)
         .ok_or_else(|| {
             field_err(
                 "spec.endpoint",
@@ -679,31 +677,19 @@ fn model_paths(
     prefix: String,
     suffixes: [(String, String); 5],
     encode_model: bool,
-) -> Result<Uris, FieldError> {
-    let mut paths = ModelPaths {
-        prefix,
-        suffixes,
-        listed: HashMap::new(),
-        encode_model,
-    };
-    for (i, m) in spec.models.iter().enumerate() {
-        let uris = (encode_model || is_plain_model_name(&m.name))
-            .then(|| paths.build(&m.name))
-            .flatten()
-            .ok_or_else(|| {
-                field_err(
-                    format!("spec.models[{i}].name"),
-                    Reason::InvalidModel,
-                    format!(
-                        "{:?} cannot be part of the request URL of provider {}",
-                        m.name,
-                        spec.provider.as_str()
-                    ),
-                )
-            })?;
-        paths.listed.insert(m.name.clone(), uris);
-    }
-    Ok(Uris::PerModel(paths))
+) -> Result<BackendUris, FieldError> {
+    let models = spec.models.iter().map(|m| m.name.as_str());
+    BackendUris::per_model(prefix, suffixes, encode_model, models).map_err(|i| {
+        field_err(
+            format!("spec.models[{i}].name"),
+            Reason::InvalidModel,
+            format!(
+                "{:?} cannot be part of the request URL of provider {}",
+                spec.models[i].name,
+                spec.provider.as_str()
+            ),
+        )
+    })
 }
 
 fn compile_route(
@@ -746,7 +732,7 @@ fn compile_route(
             return None;
         };
         if let Some(m) = &rb.model {
-            if !backend.models.contains_key(m) {
+            if !backend.lists_model(m) {
                 errors.push(field_err(
                     format!("{field}.model"),
                     Reason::ModelNotServed,
@@ -760,13 +746,12 @@ fn compile_route(
             .as_deref()
             .map(|m| backend.pricing(m))
             .unwrap_or_default();
-        Some(Target {
-            seed: crate::table::target_seed(&backend.name, model.as_deref()),
-            backend: Arc::clone(backend),
+        Some(Target::new(
+            Arc::clone(backend),
             model,
-            weight: rb.weight.unwrap_or(1),
+            rb.weight.unwrap_or(1),
             pricing,
-        })
+        ))
     };
     let targets: Vec<Target> = spec
         .backends
@@ -809,47 +794,38 @@ fn compile_route(
     let retry = spec
         .retry
         .as_ref()
-        .map_or(Retry::DEFAULT, |r| Retry::from_spec(r, backoff));
-    Some(Route {
-        name: format!("{}/{}", id.0, id.1).into(),
+        .map_or(Retry::DEFAULT, |r| Retry::new(r.attempts, &r.on, backoff));
+    Some(Route::new(
+        format!("{}/{}", id.0, id.1).into(),
         match_headers,
-        match_consumers: spec.match_.consumers.clone(),
+        spec.match_.consumers.clone(),
         targets,
         fallbacks,
         retry,
-        timeout: spec
-            .timeout
+        spec.timeout
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
             .map(capped),
-        strategy: spec.strategy.unwrap_or(Strategy::Weighted),
-        affinity: spec.affinity.unwrap_or_default(),
-        unsupported_tools: match spec.unsupported_tools.unwrap_or_default() {
+        spec.strategy.unwrap_or(Strategy::Weighted),
+        spec.affinity.unwrap_or_default(),
+        match spec.unsupported_tools.unwrap_or_default() {
             switchyard_api::UnsupportedTools::Drop => UnsupportedTools::Drop,
             switchyard_api::UnsupportedTools::Reject => UnsupportedTools::Reject,
         },
-        backend_web_search: spec.web_search == Some(switchyard_api::WebSearch::Backend),
-        default_max_output_tokens: spec.default_max_output_tokens,
-        budget: Default::default(),
-    })
+        spec.web_search == Some(switchyard_api::WebSearch::Backend),
+        spec.default_max_output_tokens,
+    ))
 }
-
-/// The longest duration a configured timeout or back-off takes effect with (24 h).
-///
-/// The data plane adds these to `Instant`s (deadlines, back-off wake-ups), which panics on
-/// overflow: `total: 999999999h` is accepted by the duration syntax, so it is capped here,
-/// once, rather than trusted at every addition. Nothing sensible waits longer.
-pub const MAX_CONFIGURED_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn capped(d: std::time::Duration) -> std::time::Duration {
     d.min(MAX_CONFIGURED_DURATION)
 }
 
 fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
-    let mut consumers = Consumers {
-        configured: !ctx.resources.consumers.is_empty(),
-        ..Consumers::default()
-    };
+    // Accepted consumers, with the key digests and ServiceAccounts they authenticate with.
+    let mut list: Vec<(Consumer, Vec<[u8; 32]>, Vec<String>)> = Vec::new();
+    let mut taken_digests: HashSet<[u8; 32]> = HashSet::new();
+    let mut taken_accounts: HashSet<String> = HashSet::new();
     let mut budgets = compile_budgets(ctx);
     let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.iter().collect();
     objs.sort_by_key(|c| ns_name(*c));
@@ -879,7 +855,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
                         continue;
                     }
                     let d = consumer::digest(key.as_bytes());
-                    if consumers.by_digest.contains_key(&d) || digests.contains(&d) {
+                    if taken_digests.contains(&d) || digests.contains(&d) {
                         errors.push(field_err(
                             field,
                             Reason::InvalidDocument,
@@ -896,7 +872,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
         for (i, sa) in obj.spec.service_accounts.iter().enumerate() {
             let ns = sa.namespace.as_deref().unwrap_or(&id.0);
             let user = consumer::service_account_username(ns, &sa.name);
-            if consumers.by_service_account.contains_key(&user) || accounts.contains(&user) {
+            if taken_accounts.contains(&user) || accounts.contains(&user) {
                 errors.push(field_err(
                     format!("spec.serviceAccounts[{i}]"),
                     Reason::InvalidDocument,
@@ -938,42 +914,30 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
             }
             continue;
         }
-        let idx = consumers.list.len();
-        consumers.list.push(Consumer {
-            name: format!("{}/{}", id.0, id.1).into(),
-            short_name: id.1.clone(),
-            allow: obj.spec.allow.iter().map(|a| Glob::new(a)).collect(),
-            requests_per_minute: obj.spec.limits.as_ref().and_then(|l| l.requests_per_minute),
-            tokens_per_minute: obj.spec.limits.as_ref().and_then(|l| l.tokens_per_minute),
+        let consumer = Consumer::new(
+            format!("{}/{}", id.0, id.1).into(),
+            id.1.clone(),
+            obj.spec.allow.iter().map(|a| Glob::new(a)).collect(),
+            obj.spec.limits.as_ref().and_then(|l| l.requests_per_minute),
+            obj.spec.limits.as_ref().and_then(|l| l.tokens_per_minute),
             budget,
             shared_budget,
-            state: Default::default(),
-        });
-        for d in digests {
-            consumers.by_digest.insert(d, idx);
-        }
-        for user in accounts {
-            consumers.by_service_account.insert(user, idx);
-        }
+        );
+        taken_digests.extend(digests.iter().copied());
+        taken_accounts.extend(accounts.iter().cloned());
+        list.push((consumer, digests, accounts));
     }
     // Each shared budget learns its members; nothing else holds it yet, so it is unique.
-    consumers.budgets = budgets
+    let budgets: Vec<Arc<SharedBudget>> = budgets
         .drain(..)
-        .map(|(b, members)| {
-            Arc::new(SharedBudget {
-                name: b.name.clone(),
-                budget: b.budget,
-                consumers: members,
-                state: Default::default(),
-            })
-        })
+        .map(|(b, members)| Arc::new(SharedBudget::new(b.name.clone(), b.budget, members)))
         .collect();
-    for c in &mut consumers.list {
+    for (c, _, _) in &mut list {
         if let Some(b) = &c.shared_budget {
-            c.shared_budget = consumers.budgets.iter().find(|x| x.name == b.name).cloned();
+            c.shared_budget = budgets.iter().find(|x| x.name == b.name).cloned();
         }
     }
-    consumers
+    Consumers::new(!ctx.resources.consumers.is_empty(), list, budgets)
 }
 
 /// Every valid AIBudget, in (namespace, name) order, with the consumers found drawing on it
@@ -986,15 +950,14 @@ fn compile_budgets(ctx: &mut Ctx<'_>) -> Vec<(Arc<SharedBudget>, Vec<Arc<str>>)>
         let id = ns_name(obj);
         match parse_price(&obj.spec.usd) {
             Ok(usd) => out.push((
-                Arc::new(SharedBudget {
-                    name: format!("{}/{}", id.0, id.1).into(),
-                    budget: consumer::Budget {
+                Arc::new(SharedBudget::new(
+                    format!("{}/{}", id.0, id.1).into(),
+                    consumer::Budget {
                         micro_usd: usd.0,
                         period: obj.spec.period,
                     },
-                    consumers: Vec::new(),
-                    state: Default::default(),
-                }),
+                    Vec::new(),
+                )),
                 Vec::new(),
             )),
             Err(e) => ctx.report(
@@ -1008,20 +971,9 @@ fn compile_budgets(ctx: &mut Ctx<'_>) -> Vec<(Arc<SharedBudget>, Vec<Arc<str>>)>
     out
 }
 
-/// The prices of `model` at a backend of `provider`: each price given in `spec` wins, the
-/// rest come from the built-in catalog ([`crate::catalog`]), and cache prices missing from
-/// both follow from the input price by provider:
-///
-/// | provider | cache read | cache write |
-/// |---|---|---|
-/// | anthropic, bedrock | 0.1× input | 1.25× input (5-minute lifetime) |
-/// | gemini | 0.25× input | 1× input |
-/// | openai, azure-openai, openai-compatible | 0.5× input | 1× input |
-///
-/// (the lowest discount each provider publishes for its automatic caching, so spend is never
-/// under-reported). Unknown (`known: false`, all zero) when neither the resource nor the
-/// catalog gives an input or output price. An unparsable price names its field.
-pub(crate) fn resolve_pricing(
+/// The prices of `model` at a backend of `provider`, from those `spec` gives and the built-in
+/// catalog ([`catalog::resolve`]). An unparsable price names its field.
+fn resolve_pricing(
     provider: Provider,
     model: &str,
     spec: Option<&switchyard_api::backend::Pricing>,
@@ -1031,41 +983,17 @@ pub(crate) fn resolve_pricing(
             .map(|s| parse_price(s).map_err(|e| (name, e.to_string())))
             .transpose()
     };
-    let (input, output, read, write) = match spec {
-        Some(p) => (
-            parse(&p.input_per_million, "inputPerMillion")?,
-            parse(&p.output_per_million, "outputPerMillion")?,
-            match parse(&p.cache_read_per_million, "cacheReadPerMillion")? {
+    let given = match spec {
+        Some(p) => GivenPrices {
+            input: parse(&p.input_per_million, "inputPerMillion")?,
+            output: parse(&p.output_per_million, "outputPerMillion")?,
+            cache_read: match parse(&p.cache_read_per_million, "cacheReadPerMillion")? {
                 Some(r) => Some(r),
                 None => parse(&p.cached_input_per_million, "cachedInputPerMillion")?,
             },
-            parse(&p.cache_write_per_million, "cacheWritePerMillion")?,
-        ),
-        None => (None, None, None, None),
+            cache_write: parse(&p.cache_write_per_million, "cacheWritePerMillion")?,
+        },
+        None => GivenPrices::default(),
     };
-    let listed = crate::catalog::lookup(provider, model);
-    let input = input.or(listed.map(|l| l.input));
-    let output = output.or(listed.map(|l| l.output));
-    if input.is_none() && output.is_none() {
-        return Ok(Pricing::default());
-    }
-    let input = input.unwrap_or_default();
-    // Multipliers in thousandths of the input price.
-    let (read_permille, write_permille) = match provider {
-        Provider::Anthropic | Provider::Bedrock => (100, 1250),
-        Provider::Gemini => (250, 1000),
-        Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible => (500, 1000),
-    };
-    let scaled = |permille: u64| MicroUsd(input.0.saturating_mul(permille) / 1000);
-    Ok(Pricing {
-        input,
-        output: output.unwrap_or_default(),
-        cached_input: read
-            .or(listed.and_then(|l| l.cache_read))
-            .unwrap_or_else(|| scaled(read_permille)),
-        cache_write: write
-            .or(listed.and_then(|l| l.cache_write))
-            .unwrap_or_else(|| scaled(write_permille)),
-        known: true,
-    })
+    Ok(catalog::resolve(provider, model, given))
 }
