@@ -17,6 +17,7 @@ use std::{
     },
     time::{Duration, Instant, SystemTime},
 };
+use switchyard_types::civil::{civil_from_days, days_from_civil};
 
 /// Milliseconds since an arbitrary process-wide origin: the clock for every timestamp kept in
 /// an atomic here.
@@ -1094,34 +1095,12 @@ pub fn budget_period(
     match period {
         switchyard_types::consumer::BudgetPeriod::Day => (day, day, (day + 1) * 86_400_000),
         switchyard_types::consumer::BudgetPeriod::Month => {
-            let (y, m) = civil_year_month(day as i64);
+            let (y, m, _) = civil_from_days(day as i64);
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             let next = days_from_civil(ny, nm, 1) as u64 * 86_400_000;
-            (day, (y * 12 + m) as u64, next)
+            (day, (y * 12 + i64::from(m)) as u64, next)
         }
     }
-}
-
-fn civil_year_month(days: i64) -> (i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! CRD schemas are unchanged.
 #![deny(missing_docs)]
 
+pub mod civil;
 pub mod consumer;
 pub mod provider;
 pub mod route;
