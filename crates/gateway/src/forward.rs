@@ -32,7 +32,7 @@ use crate::{
     owners::{Owner, ResponseOwners},
     pool::UpstreamBody,
     record::Record,
-    relay::{Framing, Mode, SseRelay, StallWatch},
+    relay::{Framing, Mode, RelayTimers, SseRelay, StallWatch},
     upstream::{earliest, AttemptError, Call, TimeLimits, UpstreamClient},
 };
 
@@ -184,6 +184,16 @@ fn next_step(
     Step::RetryAfter(policy.backoff.saturating_mul(1 << doublings))
 }
 
+/// The key that stored the response this request continues, when it is `backend`'s: the
+/// only one that can serve it, resting or not.
+fn pinned_key<'t>(ctx: &RequestCtx<'_, '_>, backend: &'t Backend) -> Option<&'t UpstreamKey> {
+    let owner = ctx.sticky.owner.as_ref()?;
+    if *owner.backend != *backend.name {
+        return None;
+    }
+    backend.key_by_id(owner.key?)
+}
+
 /// The key for one attempt: the key that stored the response being continued, else the
 /// pool's choice (by the conversation key, or by weight and headroom). `Err` with the
 /// soonest a key is usable again when every one is resting or disabled.
@@ -279,15 +289,7 @@ impl Forwarder<'_> {
             Ok(p) => p,
             Err(outcome) => return *outcome,
         };
-        // The key that stored the response this request continues, when it is this
-        // backend's: the only one that can serve it, resting or not.
-        let pinned = ctx
-            .sticky
-            .owner
-            .as_ref()
-            .filter(|o| *o.backend == *backend.name)
-            .and_then(|o| o.key)
-            .and_then(|id| backend.key_by_id(id));
+        let pinned = pinned_key(ctx, backend);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -296,30 +298,23 @@ impl Forwarder<'_> {
                 Err(wait) => {
                     record.upstream_error("keys_exhausted");
                     record.ratelimit_reason = Some("upstream");
+                    let err = GatewayError::KeysExhausted {
+                        backend: backend.name.to_string(),
+                        retry_after: wait,
+                    };
                     return TargetOutcome::Failed {
-                        err: GatewayError::KeysExhausted {
-                            backend: backend.name.to_string(),
-                            retry_after: wait,
-                        },
+                        err,
                         retryable: true,
                     };
                 }
             };
-            record.stored_by = prepared.stores.then(|| {
-                (
-                    Arc::clone(self.owners),
-                    Owner {
-                        backend: Arc::clone(&backend.name),
-                        key: key.map(|k| k.id()),
-                    },
-                )
-            });
+            record.stored_by = prepared.stores.then(|| self.owner(backend, key));
             let sent_at = Instant::now();
-            let (err, class) = match self.send(ctx, target, &prepared, key, record).await {
+            let failed = match self.send(ctx, target, &prepared, key, record).await {
                 Ok(resp) if resp.status().is_success() => {
-                    let latency = sent_at.elapsed();
+                    let sent = (key, sent_at.elapsed());
                     match self
-                        .answered(ctx, target, &prepared, (key, latency), resp, record)
+                        .answered(ctx, target, &prepared, sent, resp, record)
                         .await
                     {
                         Ok(r) => return TargetOutcome::Done(r),
@@ -329,49 +324,60 @@ impl Forwarder<'_> {
                 Ok(resp) => self.refused(backend, key, &prepared, resp, record).await,
                 Err(e) => self.attempt_failed(backend, e, record),
             };
-            let key_problem =
-                matches!(class, Some(FailureClass::RateLimited)) || err.key_rejected();
-            let another_key =
-                key_problem && key.is_some_and(|k| backend.has_other_available_key(k.index));
-            let out_of_time = prepared.call_deadline.is_some_and(|d| Instant::now() >= d);
-            let step = next_step(attempt, &ctx.route.retry, class, another_key, out_of_time);
-            let backoff = match step {
-                Step::GiveUp => {
-                    return TargetOutcome::Failed {
-                        err,
-                        retryable: false,
-                    }
-                }
-                Step::Fallback => {
-                    return TargetOutcome::Failed {
-                        err,
-                        retryable: true,
-                    }
-                }
-                Step::RetryNow => None,
-                Step::RetryAfter(backoff) => Some(backoff),
-            };
-            if !ctx.route.budget().try_withdraw() {
-                return TargetOutcome::Failed {
-                    err,
-                    retryable: true,
-                };
-            }
-            self.metrics
-                .retries
-                .with_label_values(&[&ctx.route.name, &backend.name])
-                .inc();
-            if let Some(backoff) = backoff {
-                let wake = Instant::now() + backoff.mul_f64(0.5 + fastrand::f64());
-                if prepared.call_deadline.is_some_and(|d| wake >= d) {
-                    return TargetOutcome::Failed {
-                        err,
-                        retryable: true,
-                    };
-                }
-                tokio::time::sleep_until(wake).await;
+            if let Some(outcome) = self
+                .after_failure(ctx, backend, &prepared, (attempt, key), failed)
+                .await
+            {
+                return outcome;
             }
         }
+    }
+
+    /// Where a stored answer sent with `key` to `backend` lives.
+    fn owner(&self, backend: &Backend, key: Option<&UpstreamKey>) -> (Arc<ResponseOwners>, Owner) {
+        let owner = Owner {
+            backend: Arc::clone(&backend.name),
+            key: key.map(|k| k.id()),
+        };
+        (Arc::clone(self.owners), owner)
+    }
+
+    /// After failed attempt number `attempt`, sent with `key`: `None` to try this target
+    /// again (the back-off waited out and the retry budget spent), else how it ended.
+    async fn after_failure(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        backend: &Backend,
+        prepared: &Prepared,
+        (attempt, key): (u32, Option<&UpstreamKey>),
+        (err, class): (GatewayError, Option<FailureClass>),
+    ) -> Option<TargetOutcome> {
+        let key_problem = matches!(class, Some(FailureClass::RateLimited)) || err.key_rejected();
+        let another_key =
+            key_problem && key.is_some_and(|k| backend.has_other_available_key(k.index));
+        let out_of_time = prepared.call_deadline.is_some_and(|d| Instant::now() >= d);
+        let failed = |retryable| Some(TargetOutcome::Failed { err, retryable });
+        let backoff = match next_step(attempt, &ctx.route.retry, class, another_key, out_of_time) {
+            Step::GiveUp => return failed(false),
+            Step::Fallback => return failed(true),
+            Step::RetryNow => None,
+            Step::RetryAfter(backoff) => Some(backoff),
+        };
+        if !ctx.route.budget().try_withdraw() {
+            return failed(true);
+        }
+        self.metrics
+            .retries
+            .with_label_values(&[&ctx.route.name, &backend.name])
+            .inc();
+        if let Some(backoff) = backoff {
+            let wake = Instant::now() + backoff.mul_f64(0.5 + fastrand::f64());
+            if prepared.call_deadline.is_some_and(|d| wake >= d) {
+                return failed(true);
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+        None
     }
 
     /// What every attempt on `target` sends: the plan (encode or translate), the URI, the
@@ -726,9 +732,11 @@ impl Forwarder<'_> {
                 caller,
                 moved,
                 Arc::clone(backend),
-                Some(limits.idle),
-                deadline,
-                Some(watch),
+                RelayTimers {
+                    idle: Some(limits.idle),
+                    deadline,
+                    watch: Some(watch),
+                },
             );
             let mut out = Response::new(BodyExt::boxed_unsync(relay));
             let h = out.headers_mut();

@@ -299,11 +299,21 @@ pub enum Mode {
     Translate(Box<Transcoder>),
 }
 
+/// How long a relayed stream may wait: for each piece of data, in all, and for a client that
+/// stops reading.
+pub struct RelayTimers {
+    /// The upstream's idle limit between pieces of data.
+    pub idle: Option<Duration>,
+    /// The request's deadline.
+    pub deadline: Option<Instant>,
+    /// With it, the record's concurrency slot moves to the stall sweeper, which gives it
+    /// back if the client stops reading (see [`StallWatch`]).
+    pub watch: Option<StallWatch>,
+}
+
 impl SseRelay {
     /// Wraps an upstream stream cut into events by `framing`; `format` is the caller's (for
-    /// error events). With `watch`, the record's concurrency slot moves to the stall sweeper, which
-    /// gives it back if the client stops reading (see [`StallWatch`]).
-    #[allow(clippy::too_many_arguments)]
+    /// error events).
     pub fn new(
         upstream: UpstreamBody,
         framing: Framing,
@@ -311,10 +321,13 @@ impl SseRelay {
         format: Format,
         mut record: Record,
         backend: Arc<Backend>,
-        idle: Option<Duration>,
-        deadline: Option<Instant>,
-        watch: Option<StallWatch>,
+        timers: RelayTimers,
     ) -> Self {
+        let RelayTimers {
+            idle,
+            deadline,
+            watch,
+        } = timers;
         let stall = watch.map(|watch| {
             let stall = Arc::new(Stall {
                 handed_at: AtomicU64::new(0),
