@@ -11,6 +11,7 @@ pub mod eventstream;
 pub mod gemini;
 pub mod json;
 pub mod openai;
+pub mod ratelimit;
 pub mod responses;
 pub mod scan;
 pub mod sse;

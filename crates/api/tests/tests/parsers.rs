@@ -207,7 +207,7 @@ fn durations_at_the_edge_of_the_range() {
 /// A fraction that carries the integer part's nanoseconds past `u128::MAX`: `parse_duration`
 /// adds the fraction's share unchecked (crates/api/src/common.rs, `nanos += …`), which panics
 /// in a debug build and wraps to a short duration in a release one. An upstream reaches it
-/// through its `x-ratelimit-reset-*` headers (`switchyard_router::state::rate_limit_hint`).
+/// through its `x-ratelimit-reset-*` headers (`switchyard_providers::ratelimit::rate_limit_hint`).
 /// Found by this test; the fix (`checked_add`) belongs to the crate's own code.
 #[test]
 fn a_fraction_past_the_range_is_refused() {
