@@ -19,6 +19,8 @@ mod relay;
 pub mod server;
 pub mod service;
 pub mod service_account;
+#[cfg(test)]
+mod service_tests;
 pub mod tls;
 pub mod upstream;
 
