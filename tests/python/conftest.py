@@ -191,34 +191,44 @@ class Mock:
         return recs
 
 
-@pytest.fixture(scope="session")
-def mock(tmp_path_factory) -> Mock:
-    exe = binary("switchyard-mock")
-    logs = tmp_path_factory.mktemp("mock")
+def start_mock(logs: Path, args: Sequence[str], **env: str) -> Mock:
+    """Starts `switchyard-mock` on 127.0.0.1:0 with `args` and waits for its address. The
+    caller stops it with `mock.proc.stop()`."""
     proc = Proc(
         "switchyard-mock",
+        [binary("switchyard-mock"), "--listen", "127.0.0.1:0", *args],
+        logs / "mock.log",
+        child_env(RUST_LOG="warn", **env),
+    )
+    prefix = "switchyard-mock listening on http://"
+
+    def find(line: str) -> Optional[str]:
+        i = line.find(prefix)
+        return line[i + len(prefix):].strip() if i >= 0 else None
+
+    try:
+        return Mock(proc, proc.wait_for(find, "its listening address", STARTUP_TIMEOUT_S))
+    except BaseException:
+        proc.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def mock(tmp_path_factory) -> Mock:
+    m = start_mock(
+        tmp_path_factory.mktemp("mock"),
         [
-            exe,
-            "--listen", "127.0.0.1:0",
             "--api-key", UPSTREAM_KEY,
             "--chunks", str(MOCK_CHUNKS),
             "--models", "mock-model,mock-instruct,mock-embed",
             "--aws-access-key-id", AWS_ACCESS_KEY_ID,
         ],
-        logs / "mock.log",
-        child_env(RUST_LOG="warn", MOCK_AWS_SECRET_ACCESS_KEY=AWS_SECRET_ACCESS_KEY),
+        MOCK_AWS_SECRET_ACCESS_KEY=AWS_SECRET_ACCESS_KEY,
     )
     try:
-        prefix = "switchyard-mock listening on http://"
-
-        def find(line: str) -> Optional[str]:
-            i = line.find(prefix)
-            return line[i + len(prefix):].strip() if i >= 0 else None
-
-        addr = proc.wait_for(find, "its listening address", STARTUP_TIMEOUT_S)
-        yield Mock(proc, addr)
+        yield m
     finally:
-        proc.stop()
+        m.proc.stop()
 
 
 # === Gateway ===

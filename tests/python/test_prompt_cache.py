@@ -22,7 +22,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Proc, binary, child_env, http, start_gateway, STARTUP_TIMEOUT_S
+from conftest import start_gateway, start_mock
 
 POOL_KEYS = [f"sk-pool-{i}-7c1e" for i in range(4)]
 SOLO_KEY = "sk-solo-9d2f"
@@ -40,21 +40,14 @@ A_IN, A_WRITE, A_READ, A_OUT = 3.00, 3.75, 0.30, 15.00
 
 @pytest.fixture(scope="module")
 def cache_mock(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("cache-mock")
-    argv = [binary("switchyard-mock"), "--listen", "127.0.0.1:0", "--chunks", "4"]
+    args = ["--chunks", "4"]
     for k in ALL_KEYS:
-        argv += ["--api-key", k]
-    proc = Proc("switchyard-mock", argv, logs / "mock.log", child_env(RUST_LOG="warn"))
-    prefix = "switchyard-mock listening on http://"
-
-    def find(line):
-        i = line.find(prefix)
-        return line[i + len(prefix):].strip() if i >= 0 else None
-
+        args += ["--api-key", k]
+    m = start_mock(tmp_path_factory.mktemp("cache-mock"), args)
     try:
-        yield proc.wait_for(find, "its listening address", STARTUP_TIMEOUT_S)
+        yield m.addr
     finally:
-        proc.stop()
+        m.proc.stop()
 
 
 def config(addr: str) -> str:

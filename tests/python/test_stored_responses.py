@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Proc, binary, child_env, http, start_gateway, STARTUP_TIMEOUT_S
+from conftest import http, start_gateway, start_mock
 from test_consumers import Redis
 
 POOL_KEYS = [f"sk-stored-pool-{i}-2b7d" for i in range(4)]
@@ -32,21 +32,14 @@ TURNS = 4
 
 @pytest.fixture(scope="module")
 def store_mock(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("stored-mock")
-    argv = [binary("switchyard-mock"), "--listen", "127.0.0.1:0", "--chunks", "3"]
+    args = ["--chunks", "3"]
     for k in ALL_KEYS:
-        argv += ["--api-key", k]
-    proc = Proc("switchyard-mock", argv, logs / "mock.log", child_env(RUST_LOG="warn"))
-    prefix = "switchyard-mock listening on http://"
-
-    def find(line):
-        i = line.find(prefix)
-        return line[i + len(prefix):].strip() if i >= 0 else None
-
+        args += ["--api-key", k]
+    m = start_mock(tmp_path_factory.mktemp("stored-mock"), args)
     try:
-        yield proc.wait_for(find, "its listening address", STARTUP_TIMEOUT_S)
+        yield m.addr
     finally:
-        proc.stop()
+        m.proc.stop()
 
 
 def config(addr: str) -> str:
