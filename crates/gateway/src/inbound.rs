@@ -401,15 +401,13 @@ impl<'a> Inbound<'a> {
     }
 }
 
-/// The field an OpenAI-format upstream takes its output cap in: api.openai.com's reasoning
-/// models refuse `max_tokens` on chat, many compatible servers know only `max_tokens`;
-/// embeddings generate nothing.
+/// The field an OpenAI-format upstream takes its output cap in: chat's depends on the
+/// dialect ([`openai::chat::Dialect::output_cap_field`]); legacy completions know only
+/// `max_tokens`; embeddings generate nothing.
 fn openai_cap_field(op: Operation, dialect: openai::chat::Dialect) -> Option<&'static str> {
-    match (op, dialect) {
-        (Operation::ChatCompletions, openai::chat::Dialect::OpenAi) => {
-            Some("max_completion_tokens")
-        }
-        (Operation::ChatCompletions | Operation::Completions, _) => Some("max_tokens"),
+    match op {
+        Operation::ChatCompletions => Some(dialect.output_cap_field()),
+        Operation::Completions => Some("max_tokens"),
         _ => None,
     }
 }

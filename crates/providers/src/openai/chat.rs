@@ -25,6 +25,17 @@ pub enum Dialect {
     Compatible,
 }
 
+impl Dialect {
+    /// The chat field this dialect takes the output cap in (the translating encoder below
+    /// writes the same one).
+    pub fn output_cap_field(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "max_completion_tokens",
+            Dialect::Compatible => "max_tokens",
+        }
+    }
+}
+
 // === requests ===
 
 /// Decodes an OpenAI chat request for translation to `target` (a provider name, for errors).
