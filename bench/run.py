@@ -718,6 +718,20 @@ def make_pki(work: Path) -> dict[str, Path]:
     return {"ca": work / "ca.pem", "cert": work / "edge.pem", "key": work / "edge.key"}
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without what would change how the processes under test behave."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
+            and k not in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE")}
+
+
+def mock_address(line: str) -> Optional[str]:
+    """The mock's listening address, from the line announcing it."""
+    prefix = "switchyard-mock listening on http://"
+    i = line.find(prefix)
+    return line[i + len(prefix):].strip() if i >= 0 else None
+
+
 class Stack:
     """The mock, Switchyard and (when installed) nginx, started once for the whole run; with
     `edge_nginx` also the TLS edge in front of the mock, Switchyard's `bench-tls` route to it
@@ -731,22 +745,14 @@ class Stack:
         self.work = work
         self.load_cpu = load_cpu
         self.proxy_cpu = proxy_cpu
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
-               and k not in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE")}
+        env = clean_env()
         self.env = env
 
         self.mock_proc = Proc("switchyard-mock", pinned(load_cpu, [
             bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
             "--chunks", str(s.chunks), "--models", MODEL,
         ]), work / "mock.log", dict(env, RUST_LOG="warn"))
-        prefix = "switchyard-mock listening on http://"
-
-        def mock_addr(line: str) -> Optional[str]:
-            i = line.find(prefix)
-            return line[i + len(prefix):].strip() if i >= 0 else None
-
-        self.mock = self.mock_proc.wait_for(mock_addr, "its listening address")
+        self.mock = self.mock_proc.wait_for(mock_address, "its listening address")
 
         self.edge_proc: Optional[Proc] = None
         self.edge: Optional[str] = None
@@ -2524,17 +2530,12 @@ def kube_scale_only(bins: dict[str, Path], s: Settings, log: Callable[[str], Non
                     out_path: Optional[Path]) -> int:
     """`--kube-scale-only`: a mock and the control plane at scale, nothing else."""
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-scale-"))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
-           and k not in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE")}
+    env = clean_env()
     try:
         mock_proc = Proc("switchyard-mock", [
             bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
             "--models", MODEL], work / "mock.log", dict(env, RUST_LOG="warn"))
-        prefix = "switchyard-mock listening on http://"
-        mock = mock_proc.wait_for(
-            lambda ln: ln[ln.find(prefix) + len(prefix):].strip() if prefix in ln else None,
-            "its listening address")
+        mock = mock_proc.wait_for(mock_address, "its listening address")
         res = control_plane_scale(mock, bins["switchyard"], env, ["--require-auth=false"], work,
                                   s, None, log, allow_start=True)
     finally:
