@@ -127,12 +127,14 @@ impl StatusWriter {
     /// Which objects need a write is decided here, in order; the writes themselves go out
     /// [`WRITES_IN_FLIGHT`] at a time (one after another, 10 000 new routes took 50 s).
     async fn sync(&mut self, verdicts: &[Verdict]) -> bool {
+        // One timestamp for the pass: any condition that flips now flipped at this time.
+        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let pending: Vec<Pending> = verdicts
             .iter()
             .filter_map(|v| match v.kind {
-                Kind::ModelBackend => self.pending::<ModelBackend>(v),
-                Kind::AIRoute => self.pending::<AIRoute>(v),
-                Kind::AIConsumer => self.pending::<AIConsumer>(v),
+                Kind::ModelBackend => self.pending::<ModelBackend>(v, &now),
+                Kind::AIRoute => self.pending::<AIRoute>(v, &now),
+                Kind::AIConsumer => self.pending::<AIConsumer>(v, &now),
             })
             .collect();
         let this = &*self;
@@ -175,7 +177,7 @@ impl StatusWriter {
 
     /// The write `v` needs, if any: none when the object is gone, was replaced or edited
     /// since (the rebuild that triggers brings a new verdict), or already says this.
-    fn pending<K>(&self, v: &Verdict) -> Option<Pending>
+    fn pending<K>(&self, v: &Verdict, now: &str) -> Option<Pending>
     where
         K: Stored + HasStatus + Resource<DynamicType = ()>,
     {
@@ -193,8 +195,7 @@ impl StatusWriter {
             }
             _ => obj.current(),
         };
-        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let conditions = merge_conditions(cur_conditions, &v.conditions, &now);
+        let conditions = merge_conditions(cur_conditions, &v.conditions, now);
         if cur_generation == v.generation && cur_conditions == conditions.as_slice() {
             return None;
         }
