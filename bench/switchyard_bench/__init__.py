@@ -13,3 +13,12 @@ what one run does).
     report     summary, verdicts and the printed table
     cli        the command line and one run from start to the results file
 """
+
+import sys
+from pathlib import Path
+
+# The process harness shared with the Python tests (tests/python/harness.py: starting the
+# mock and the gateway, waiting until they are ready, stopping them).
+_TESTS = str(Path(__file__).resolve().parents[2] / "tests" / "python")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from harness import child_env, start_mock
+
 from .kube import control_plane, control_plane_scale
 from .loadgen import Load
 from .micro import run_micro
-from .procs import BenchError, Proc, clean_env, mock_address, threads
+from .procs import BenchError, Proc, threads
 from .report import summarize, table, tls_ratios, verdicts
 from .settings import DEFAULT_OUT, LIMITS, MODEL, REPO, UPSTREAM_KEY, Settings
 from .stack import Stack
@@ -79,13 +81,11 @@ def kube_scale_only(bins: dict[str, Path], s: Settings, log: Callable[[str], Non
                     out_path: Optional[Path]) -> int:
     """`--kube-scale-only`: a mock and the control plane at scale, nothing else."""
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-scale-"))
-    env = clean_env()
+    env = child_env()
     try:
-        mock_proc = Proc("switchyard-mock", [
-            bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
-            "--models", MODEL], work / "mock.log", dict(env, RUST_LOG="warn"))
-        mock = mock_proc.wait_for(mock_address, "its listening address")
-        res = control_plane_scale(mock, bins["switchyard"], env, ["--require-auth=false"], work,
+        mock = start_mock(work / "mock.log", ["--api-key", UPSTREAM_KEY, "--models", MODEL],
+                          exe=bins["switchyard-mock"], proc_type=Proc)
+        res = control_plane_scale(mock.addr, bins["switchyard"], env, ["--require-auth=false"], work,
                                   s, None, log, allow_start=True)
     finally:
         Proc.stop_all()

@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from harness import LOCAL, http_status, serving_addresses, wait_until
+
 from .loadgen import body
-from .procs import _LOCAL, BenchError, Proc, http_status, pinned, rss_bytes, wait_until
+from .procs import BenchError, Proc, pinned, rss_bytes
 from .settings import MODEL, REPO, UPSTREAM_KEY, Settings
 from .stack import Stack
 
@@ -93,7 +95,7 @@ def chat_status(addr: str, model: str) -> Optional[int]:
                                  data=body(False, model).encode(),
                                  headers={"content-type": "application/json"})
     try:
-        with _LOCAL.open(req, timeout=5) as r:
+        with LOCAL.open(req, timeout=5) as r:
             r.read()
             return r.status
     except urllib.error.HTTPError as e:
@@ -108,7 +110,7 @@ def api(proxy: str, method: str, path: str, doc: Optional[dict] = None) -> int:
                                  data=json.dumps(doc).encode() if doc else None,
                                  headers={"content-type": "application/json"})
     try:
-        with _LOCAL.open(req, timeout=30) as r:
+        with LOCAL.open(req, timeout=30) as r:
             r.read()
             return r.status
     except urllib.error.HTTPError as e:
@@ -154,17 +156,7 @@ def control_plane(stack: Stack, bins: dict[str, Path], s: Settings, cpu: Optiona
             *stack.serve_flags,
         ]), stack.work / "switchyard-kube.log", dict(stack.env, RUST_LOG="info"))
         procs.append(gw)
-
-        def serving(line: str) -> Optional[tuple[str, str]]:
-            try:
-                fields = json.loads(line).get("fields", {})
-            except (ValueError, AttributeError):
-                return None
-            if fields.get("message") == "switchyard serving":
-                return fields["listen"], fields["admin"]
-            return None
-
-        addr, admin = gw.wait_for(serving, "'switchyard serving'", 60)
+        addr, admin = gw.wait_for(serving_addresses, "'switchyard serving'", 60)
         wait_until(lambda: http_status(f"http://{admin}/readyz") == 200, "kube-mode /readyz",
                    gw, 60)
         proxy_proc = Proc("kubectl proxy", [
@@ -293,17 +285,7 @@ spec:
             *serve_flags,
         ]), work / "switchyard-kube-scale.log", dict(env, RUST_LOG="info"))
         procs.append(gw)
-
-        def serving(line: str) -> Optional[tuple[str, str]]:
-            try:
-                fields = json.loads(line).get("fields", {})
-            except (ValueError, AttributeError):
-                return None
-            if fields.get("message") == "switchyard serving":
-                return fields["listen"], fields["admin"]
-            return None
-
-        addr, admin = gw.wait_for(serving, "'switchyard serving'", 120)
+        addr, admin = gw.wait_for(serving_addresses, "'switchyard serving'", 120)
         ready = poll_until(lambda: http_status(f"http://{admin}/readyz") == 200, 120)
         if ready is None:
             raise BenchError("kube-mode /readyz never turned ready at scale")
@@ -321,7 +303,7 @@ spec:
         def accepted(plural: str) -> int:
             req = urllib.request.Request(
                 f"http://{proxy}/apis/switchyard.dev/v1alpha1/namespaces/{ns}/{plural}")
-            with _LOCAL.open(req, timeout=60) as resp:
+            with LOCAL.open(req, timeout=60) as resp:
                 items = json.loads(resp.read())["items"]
             return sum(1 for i in items if any(
                 c.get("type") == "Accepted" and c.get("status") == "True"

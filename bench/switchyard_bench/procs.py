@@ -4,14 +4,13 @@ loopback HTTP and TCP probes the bench waits on."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
+
+import harness
+from harness import HarnessError
 
 from .settings import STARTUP_TIMEOUT_S, STOP_TIMEOUT_S
 
@@ -19,92 +18,24 @@ from .settings import STARTUP_TIMEOUT_S, STOP_TIMEOUT_S
 # === Processes ===
 
 
-class Proc:
-    """A child process with its output in a log file; always stopped by `stop_all`."""
+class Proc(harness.Proc):
+    """A child process (tests/python/harness.py) as the bench runs it: in a session of its own,
+    given longer to start and to stop, its failures quoting the end of its log. Every one is
+    stopped by `Proc.stop_all` at the end of a run."""
 
-    running: list["Proc"] = []
-
-    def __init__(self, name: str, argv: list[str], log: Path, env: Optional[dict] = None,
-                 stdout: Optional[Path] = None):
-        """With `stdout`, standard output goes to that file (opened for appending, so
-        `truncate_stdout` can empty it under the running process) and only stderr to `log`."""
-        self.name = name
-        self.log_path = log
-        self._log = open(log, "wb")
-        self.stdout_path = stdout
-        self._out = open(stdout, "ab") if stdout else None
-        self.popen = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=subprocess.DEVNULL,
-            stdout=self._out or self._log,
-            stderr=self._log if self._out else subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        Proc.running.append(self)
-
-    def truncate_stdout(self) -> None:
-        """Empties the stdout file (an access log), so long runs do not fill the disk."""
-        if self.stdout_path:
-            os.truncate(self.stdout_path, 0)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for(self, find: Callable[[str], Any], what: str, timeout: float = STARTUP_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.output().splitlines():
-                found = find(line)
-                if found is not None:
-                    return found
-            if self.popen.poll() is not None:
-                raise BenchError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n"
-                                 f"{self.output()[-3000:]}")
-            if time.monotonic() >= deadline:
-                raise BenchError(f"{self.name} did not report {what} in {timeout}s:\n"
-                                 f"{self.output()[-3000:]}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
-        self._log.close()
-        if self._out:
-            self._out.close()
-        if self in Proc.running:
-            Proc.running.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for p in list(reversed(cls.running)):
-            try:
-                p.stop()
-            except Exception as e:  # noqa: BLE001 - best effort at teardown
-                print(f"warning: stopping {p.name}: {e}", file=sys.stderr)
+    startup_timeout = STARTUP_TIMEOUT_S
+    stop_timeout = STOP_TIMEOUT_S
+    output_tail = 3000
+    new_session = True
 
 
-class BenchError(Exception):
-    """A setup or run failure with a message meant for the user."""
+# A setup or run failure with a message meant for the user; the same class as the harness's,
+# so a child that exits or never gets ready is one too.
+BenchError = HarnessError
 
 
 def pinned(cpu: Optional[int], argv: list) -> list:
     return (["taskset", "-c", str(cpu)] if cpu is not None else []) + list(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cmd(argv: list, timeout: float, what: str) -> str:
@@ -206,50 +137,3 @@ class Sampler:
         self._thread.join()
         self.wall = time.monotonic() - self.t0
         self.cpu_s = (self.meter.cpu() - self.cpu0) if self.meter else 0.0
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without what would change how the processes under test behave."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
-            and k not in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE")}
-
-
-def mock_address(line: str) -> Optional[str]:
-    """The mock's listening address, from the line announcing it."""
-    prefix = "switchyard-mock listening on http://"
-    i = line.find(prefix)
-    return line[i + len(prefix):].strip() if i >= 0 else None
-
-
-def wait_until(cond: Callable[[], bool], what: str, proc: Proc,
-               timeout: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc.popen.poll() is not None:
-            raise BenchError(f"{proc.name} exited before {what}:\n{proc.output()[-3000:]}")
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out waiting for {what}:\n{proc.output()[-3000:]}")
-        time.sleep(0.05)
-
-
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_status(url: str) -> Optional[int]:
-    try:
-        with _LOCAL.open(url, timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
-def tcp_open(addr: str) -> bool:
-    host, port = addr.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -3,7 +3,6 @@ busy-polling twins), nginx and the TLS edge."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -12,11 +11,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from harness import child_env, free_port, start_mock, start_serve, tcp_open, wait_until
+
 from .configs import EDGE_CONF, NGINX_CONF, NGINX_TLS_SERVER, gateway_config, make_pki
-from .procs import (
-    BenchError, Meter, Proc, children, clean_env, free_port, http_status, mock_address, pinned,
-    tcp_open, wait_until,
-)
+from .procs import BenchError, Meter, Proc, children, pinned
 from .settings import (
     ANTHROPIC_HEADERS, BUSY, CALLER_AUTH, MODEL, TARGETS, TLS_MODEL, TLS_TARGETS, UPSTREAM_KEY,
     Settings, hold_big_streams,
@@ -36,14 +34,13 @@ class Stack:
         self.work = work
         self.load_cpu = load_cpu
         self.proxy_cpu = proxy_cpu
-        env = clean_env()
+        env = child_env()
         self.env = env
 
-        self.mock_proc = Proc("switchyard-mock", pinned(load_cpu, [
-            bins["switchyard-mock"], "--listen", "127.0.0.1:0", "--api-key", UPSTREAM_KEY,
-            "--chunks", str(s.chunks), "--models", MODEL,
-        ]), work / "mock.log", dict(env, RUST_LOG="warn"))
-        self.mock = self.mock_proc.wait_for(mock_address, "its listening address")
+        mock = start_mock(work / "mock.log", [
+            "--api-key", UPSTREAM_KEY, "--chunks", str(s.chunks), "--models", MODEL,
+        ], exe=bins["switchyard-mock"], prefix=pinned(load_cpu, []), proc_type=Proc)
+        self.mock_proc, self.mock = mock.proc, mock.addr
 
         self.edge_proc: Optional[Proc] = None
         self.edge: Optional[str] = None
@@ -75,27 +72,15 @@ class Stack:
         self.serve_flags = serve_flags
         (config / "bench.yaml").write_text(gateway_config(
             self.mock, s, (self.edge, self.pki["ca"].read_text()) if self.edge else None))
-        def serving(line: str) -> Optional[tuple[str, str]]:
-            try:
-                fields = json.loads(line).get("fields", {})
-            except (ValueError, AttributeError):
-                return None
-            if fields.get("message") == "switchyard serving":
-                return fields["listen"], fields["admin"]
-            return None
 
         def start_gateway(name: str, extra: list) -> tuple[Proc, str, str]:
             """A `switchyard serve` on the bench config, once it says it is ready."""
             # Its access log (stdout) goes to a file of its own, emptied between workloads.
-            proc = Proc(name, pinned(proxy_cpu, [
-                bins["switchyard"], "serve", "--config", config, "--listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0", "--log-format", "json", *serve_flags, *extra,
-            ]), work / f"{name}.log", dict(env, RUST_LOG="info"),
-                stdout=work / f"{name}.access.log")
-            listen, admin = proc.wait_for(serving, "'switchyard serving'")
-            wait_until(lambda: http_status(f"http://{admin}/readyz") == 200,
-                       f"{name} /readyz", proc)
-            return proc, listen, admin
+            gw = start_serve(config, work / f"{name}.log", [*serve_flags, *extra], name=name,
+                             exe=bins["switchyard"], env=dict(env, RUST_LOG="info"),
+                             stdout=work / f"{name}.access.log", prefix=pinned(proxy_cpu, []),
+                             proc_type=Proc)
+            return gw.proc, gw.listen, gw.admin
 
         self.gw_proc, self.gateway, self.admin = start_gateway("switchyard", [])
         self.gw_started = time.monotonic()

@@ -14,8 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from harness import LOCAL
+
 from .loadgen import Load, body
-from .procs import _LOCAL, BenchError, Meter, Sampler, rss_bytes, threads
+from .procs import BenchError, Meter, Sampler, rss_bytes, threads
 from .settings import (
     AGENT_ANTHROPIC, AGENT_OPENAI, BODIES, BUSY, MODEL, PROBE_AGENT, SEP_MODEL, SLOW_MODEL,
     TLS_MODEL, Settings, hold_big_streams,
@@ -347,7 +349,7 @@ def gateway_counts(stack: Stack) -> dict[str, float]:
     went through the gateway and was answered as the load generators say."""
     out: dict[str, float] = {}
     try:
-        with _LOCAL.open(f"http://{stack.admin}/metrics", timeout=5) as r:
+        with LOCAL.open(f"http://{stack.admin}/metrics", timeout=5) as r:
             text = r.read().decode("utf-8", "replace")
     except OSError:
         return out

@@ -4,26 +4,37 @@ One `switchyard-mock` (the fake OpenAI upstream) and one `switchyard` gateway in
 are started per test session, as subprocesses on loopback ephemeral ports. Readiness is awaited
 with bounded timeouts and both processes are always stopped at teardown.
 
-Binaries come from `$SWITCHYARD_BIN_DIR`, else `<repo>/target/debug/`.
+Binaries come from `$SWITCHYARD_BIN_DIR`, else `<repo>/target/debug/`. Starting and stopping
+processes is harness.py's, shared with the benchmark; its names are re-exported here, where
+the test modules import them from.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Callable, Optional
+from typing import Optional, Sequence
 
 import anthropic
 import openai
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from harness import (  # noqa: F401 - re-exported for the test modules
+    REPO,
+    STARTUP_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Gateway,
+    HarnessError,
+    Mock,
+    Proc,
+    bin_dir,
+    binary,
+    child_env,
+    free_port,
+    http,
+    start_serve,
+)
+from harness import start_mock as _start_mock
 
 # The key the gateway sends upstream (the mock requires it) and the one the SDK presents to
 # the gateway. The gateway runs without AIConsumers and with --require-auth=false, so it
@@ -60,9 +71,6 @@ ROUTE_MODELS = {
     "rate-limited-model",
 }
 
-STARTUP_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 3.0
-
 # Never send loopback traffic through a proxy configured in the environment.
 for _var in ("NO_PROXY", "no_proxy"):
     _hosts = [h for h in os.environ.get(_var, "").split(",") if h]
@@ -71,146 +79,24 @@ for _var in ("NO_PROXY", "no_proxy"):
             _hosts.append(_h)
     os.environ[_var] = ",".join(_hosts)
 
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-
-# === HTTP helpers (stdlib only, for the mock's and the admin port's plain endpoints) ===
-
-
-def http(method: str, url: str, timeout: float = 5.0) -> tuple[int, str]:
-    """One plain HTTP request; returns (status, body text) without raising on 4xx/5xx."""
-    req = urllib.request.Request(url, method=method)
-    try:
-        with _LOCAL.open(req, timeout=timeout) as resp:
-            return resp.status, resp.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-
-
-# === Subprocess handling ===
-
-
-def bin_dir() -> Path:
-    env = os.environ.get("SWITCHYARD_BIN_DIR")
-    return Path(env) if env else REPO / "target" / "debug"
-
-
-def binary(name: str) -> Path:
-    path = bin_dir() / name
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(
-            f"{name} not found at {path}: run `cargo build --workspace --bins` first "
-            "(or point $SWITCHYARD_BIN_DIR at the folder holding the binaries)",
-            pytrace=False,
-        )
-    return path
-
-
-class Proc:
-    """A child process whose combined output goes to a log file that can be polled."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]):
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for(self, find: Callable[[str], Optional[object]], what: str, timeout: float):
-        """Polls the output until `find` returns a value for some line; bounded by `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.output().splitlines():
-                found = find(line)
-                if found is not None:
-                    return found
-            if self.popen.poll() is not None:
-                pytest.fail(
-                    f"{self.name} exited with {self.popen.returncode} before {what}:\n"
-                    f"{self.output()}",
-                    pytrace=False,
-                )
-            if time.monotonic() >= deadline:
-                pytest.fail(
-                    f"{self.name} did not report {what} within {timeout}s:\n{self.output()}",
-                    pytrace=False,
-                )
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
-        self._log.close()
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SWITCHYARD_", "MOCK_")) and k != "RUST_LOG"
-    }
-    env.update(extra)
-    return env
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A child that exited or never got ready (`HarnessError`) is reported by its message
+    and output alone, as `pytest.fail(..., pytrace=False)` would."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(HarnessError):
+        report.longrepr = str(call.excinfo.value)
 
 
 # === Mock upstream ===
 
 
-@dataclass
-class Mock:
-    proc: Proc
-    addr: str  # host:port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.addr}"
-
-    def clear(self) -> None:
-        status, body = http("DELETE", f"{self.url}/mock/requests")
-        assert status in (200, 204), f"clearing mock requests: {status} {body}"
-
-    def requests(self, path: Optional[str] = None) -> list[dict]:
-        status, body = http("GET", f"{self.url}/mock/requests")
-        assert status == 200, f"reading mock requests: {status} {body}"
-        recs = json.loads(body)
-        if path is not None:
-            recs = [r for r in recs if r["path"] == path]
-        return recs
-
-
 def start_mock(logs: Path, args: Sequence[str], **env: str) -> Mock:
-    """Starts `switchyard-mock` on 127.0.0.1:0 with `args` and waits for its address. The
-    caller stops it with `mock.proc.stop()`."""
-    proc = Proc(
-        "switchyard-mock",
-        [binary("switchyard-mock"), "--listen", "127.0.0.1:0", *args],
-        logs / "mock.log",
-        child_env(RUST_LOG="warn", **env),
-    )
-    prefix = "switchyard-mock listening on http://"
-
-    def find(line: str) -> Optional[str]:
-        i = line.find(prefix)
-        return line[i + len(prefix):].strip() if i >= 0 else None
-
-    try:
-        return Mock(proc, proc.wait_for(find, "its listening address", STARTUP_TIMEOUT_S))
-    except BaseException:
-        proc.stop()
-        raise
+    """Starts `switchyard-mock` on 127.0.0.1:0 with `args` and waits for its address (log
+    `<logs>/mock.log`). The caller stops it with `mock.proc.stop()`."""
+    return _start_mock(logs / "mock.log", args, **env)
 
 
 @pytest.fixture(scope="session")
@@ -338,80 +224,13 @@ spec:
 """
 
 
-@dataclass
-class Gateway:
-    proc: Proc
-    listen: str  # host:port of the API listener
-    admin: str  # host:port of the admin listener
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.listen}/v1"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{self.admin}"
-
-    def metrics(self) -> str:
-        status, body = http("GET", f"{self.admin_url}/metrics")
-        assert status == 200, f"/metrics: {status} {body}"
-        return body
-
-
 @pytest.fixture(scope="session")
 def gateway(mock: Mock, tmp_path_factory) -> Gateway:
-    exe = binary("switchyard")
-    work = tmp_path_factory.mktemp("gateway")
-    config_dir = work / "config"
-    config_dir.mkdir()
-    (config_dir / "switchyard.yaml").write_text(gateway_config(mock.addr))
-    proc = Proc(
-        "switchyard",
-        [
-            exe, "serve",
-            "--config", config_dir,
-            "--listen", "127.0.0.1:0",
-            "--admin-listen", "127.0.0.1:0",
-            "--drain-timeout", "1s",
-            "--log-format", "json",
-            # No AIConsumers in this config: the gateway serves anyone only when told to.
-            "--require-auth=false",
-        ],
-        work / "gateway.log",
-        child_env(RUST_LOG="info"),
-    )
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), gateway_config(mock.addr))
     try:
-
-        def find(line: str) -> Optional[tuple[str, str]]:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return None
-            fields = rec.get("fields") if isinstance(rec, dict) else None
-            if isinstance(fields, dict) and fields.get("message") == "switchyard serving":
-                return fields["listen"], fields["admin"]
-            return None
-
-        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
-        gw = Gateway(proc, listen, admin)
-
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                status, body = http("GET", f"{gw.admin_url}/readyz", timeout=1.0)
-            except OSError as e:
-                status, body = None, str(e)
-            if status == 200:
-                break
-            if proc.popen.poll() is not None or time.monotonic() >= deadline:
-                pytest.fail(
-                    f"switchyard not ready (last /readyz: {status} {body!r}):\n{proc.output()}",
-                    pytrace=False,
-                )
-            time.sleep(0.05)
         yield gw
     finally:
-        proc.stop()
+        gw.proc.stop()
 
 
 def openai_client(gw: Gateway) -> openai.OpenAI:
@@ -474,49 +293,11 @@ def start_gateway(
     config_dir = work / f"{name}-config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "switchyard.yaml").write_text(config)
-    proc = Proc(
-        name,
-        [
-            binary("switchyard"), "serve",
-            "--config", config_dir,
-            "--listen", "127.0.0.1:0",
-            "--admin-listen", "127.0.0.1:0",
-            "--drain-timeout", "1s",
-            "--log-format", "json",
-            *([] if require_auth is None else [f"--require-auth={str(require_auth).lower()}"]),
-            *extra_args,
-        ],
-        work / f"{name}.log",
-        child_env(RUST_LOG="info", **(extra_env or {})),
-    )
-
-    def find(line: str) -> Optional[tuple[str, str]]:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return None
-        fields = rec.get("fields") if isinstance(rec, dict) else None
-        if isinstance(fields, dict) and fields.get("message") == "switchyard serving":
-            return fields["listen"], fields["admin"]
-        return None
-
-    try:
-        listen, admin = proc.wait_for(find, "'switchyard serving'", STARTUP_TIMEOUT_S)
-        gw = Gateway(proc, listen, admin)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                status, _ = http("GET", f"{gw.admin_url}/readyz", timeout=1.0)
-            except OSError:
-                status = None
-            if status == 200:
-                return gw
-            if proc.popen.poll() is not None or time.monotonic() >= deadline:
-                pytest.fail(f"{name} not ready:\n{proc.output()}", pytrace=False)
-            time.sleep(0.05)
-    except BaseException:
-        proc.stop()
-        raise
+    return start_serve(config_dir, work / f"{name}.log", [
+        "--drain-timeout", "1s",
+        *([] if require_auth is None else [f"--require-auth={str(require_auth).lower()}"]),
+        *extra_args,
+    ], name=name, env=child_env(RUST_LOG="info", **(extra_env or {})))
 
 
 def collect_chat_stream(stream) -> tuple[str, list]:

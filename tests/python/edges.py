@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import pytest
 
 from conftest import STARTUP_TIMEOUT_S, Proc
+from harness import free_port
 
 # The names the edge certificate is valid for; 127.0.0.1 is not among them.
 EDGE_DNS_NAMES = ("localhost", "edge.switchyard.test")
@@ -39,14 +40,6 @@ LOG_WAIT_S = 3.0
 
 
 # === Processes and ports ===
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (servers that cannot report the port
-    they bound get one of these; `_start` retries if it was taken meanwhile)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tcp_open(port: int) -> bool:

@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 
 from conftest import UPSTREAM_KEY, Mock, gateway_config, http, start_gateway
+from harness import free_port
 
 KEY_A1, KEY_A2 = "sk-team-a-first-7c1d", "sk-team-a-second-93ab"
 KEY_B, KEY_C, KEY_D = "sk-team-b-0f2e", "sk-team-c-55d0", "sk-team-d-unlimited-11aa"
 ALL_KEYS = [KEY_A1, KEY_A2, KEY_B, KEY_C, KEY_D, UPSTREAM_KEY]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Redis:

@@ -52,6 +52,7 @@ from conftest import (  # noqa: E402
     child_env,
     http,
 )
+from harness import serving_addresses  # noqa: E402
 
 CHART = REPO / "charts" / "switchyard"
 RBAC_FILE = REPO / "deploy" / "rbac" / "gateway-rbac.yaml"
@@ -597,17 +598,7 @@ def test_sidecar_serves_the_rendered_routes(mock: Mock, tmp_path: Path):
     proc = Proc("switchyard-sidecar", [binary("switchyard"), *args], tmp_path / "sidecar.log",
                 child_env(UPSTREAM_API_KEY=UPSTREAM_KEY, RUST_LOG="info"))
     try:
-        def serving(line: str):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return None
-            f = rec.get("fields") if isinstance(rec, dict) else None
-            if isinstance(f, dict) and f.get("message") == "switchyard serving":
-                return f["listen"], f["admin"]
-            return None
-
-        listen, admin = proc.wait_for(serving, "'switchyard serving'", STARTUP_TIMEOUT_S)
+        listen, admin = proc.wait_for(serving_addresses, "'switchyard serving'", STARTUP_TIMEOUT_S)
         assert listen.startswith("127.0.0.1:")
         _wait_ready(f"http://{admin}", proc)
         import openai
@@ -946,17 +937,7 @@ def test_gateway_runs_with_only_the_chart_rbac(installed, mock: Mock, tmp_path: 
     proc = Proc("switchyard-kube", [binary("switchyard"), *args], tmp_path / "gateway.log",
                 child_env(POD_NAMESPACE=ns, POD_NAME=f"{release}-0", RUST_LOG="info"))
     try:
-        def serving(line: str):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return None
-            f = rec.get("fields") if isinstance(rec, dict) else None
-            if isinstance(f, dict) and f.get("message") == "switchyard serving":
-                return f["listen"], f["admin"]
-            return None
-
-        listen, admin = proc.wait_for(serving, "'switchyard serving'", 30)
+        listen, admin = proc.wait_for(serving_addresses, "'switchyard serving'", 30)
         deadline = time.monotonic() + 30
         while True:
             status, body = http("GET", f"http://{admin}/debug/routes")

@@ -23,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -37,6 +36,7 @@ from typing import Callable, Optional
 import pytest
 
 from conftest import REPO, UPSTREAM_KEY, Gateway, Mock, Proc, child_env, http, start_gateway
+from harness import free_port
 
 DASHBOARD = REPO / "deploy" / "grafana" / "switchyard-dashboard.json"
 APT_HINT = "install the Debian package: apt-get install -y --no-install-recommends prometheus"
@@ -116,12 +116,6 @@ def tool(name: str, env_var: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], Optional[object]], what: str, timeout: float, detail=lambda: ""):
