@@ -99,6 +99,30 @@ def start_mock(logs: Path, args: Sequence[str], **env: str) -> Mock:
     return _start_mock(logs / "mock.log", args, **env)
 
 
+def mock_with_keys(tmp_path_factory, name: str, keys: Sequence[str], chunks: int):
+    """A module's own mock that accepts each of `keys` (a key pool's and the others a test
+    tells apart in its request log), answering in `chunks` chunks: a generator for a
+    module-scoped fixture (`yield from`), yielding the mock's address."""
+    args = ["--chunks", str(chunks)]
+    for k in keys:
+        args += ["--api-key", k]
+    m = start_mock(tmp_path_factory.mktemp(name), args)
+    try:
+        yield m.addr
+    finally:
+        m.proc.stop()
+
+
+def keys_secret_data(keys: Sequence[str]) -> str:
+    """The `stringData` lines of a Secret holding `keys` as k0, k1, ... (indented two spaces)."""
+    return "\n".join(f'  k{i}: "{k}"' for i, k in enumerate(keys))
+
+
+def key_pool_refs(n: int, secret: str = "keys") -> str:
+    """An `auth.keys` list of the first `n` keys of `keys_secret_data` (indented four spaces)."""
+    return "\n".join(f"    - secretRef: {{name: {secret}, key: k{i}}}" for i in range(n))
+
+
 @pytest.fixture(scope="session")
 def mock(tmp_path_factory) -> Mock:
     m = start_mock(

@@ -22,7 +22,7 @@ import urllib.request
 
 import pytest
 
-from conftest import start_gateway, start_mock
+from conftest import key_pool_refs, keys_secret_data, mock_with_keys, start_gateway
 
 POOL_KEYS = [f"sk-pool-{i}-7c1e" for i in range(4)]
 SOLO_KEY = "sk-solo-9d2f"
@@ -40,22 +40,13 @@ A_IN, A_WRITE, A_READ, A_OUT = 3.00, 3.75, 0.30, 15.00
 
 @pytest.fixture(scope="module")
 def cache_mock(tmp_path_factory):
-    args = ["--chunks", "4"]
-    for k in ALL_KEYS:
-        args += ["--api-key", k]
-    m = start_mock(tmp_path_factory.mktemp("cache-mock"), args)
-    try:
-        yield m.addr
-    finally:
-        m.proc.stop()
+    yield from mock_with_keys(tmp_path_factory, "cache-mock", ALL_KEYS, chunks=4)
 
 
 def config(addr: str) -> str:
     ep = f"http://{addr}/v1"
-    secrets = "\n".join(f'  k{i}: "{k}"' for i, k in enumerate(ALL_KEYS))
-    pool_keys = "\n".join(
-        f"    - secretRef: {{name: keys, key: k{i}}}" for i in range(len(POOL_KEYS))
-    )
+    secrets = keys_secret_data(ALL_KEYS)
+    pool_keys = key_pool_refs(len(POOL_KEYS))
     price = f'{{inputPerMillion: "{IN}", cacheReadPerMillion: "{READ}", outputPerMillion: "{OUT}"}}'
     a_price = (
         f'{{inputPerMillion: "{A_IN}", cacheWritePerMillion: "{A_WRITE}", '

@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from conftest import http, start_gateway, start_mock
+from conftest import http, key_pool_refs, keys_secret_data, mock_with_keys, start_gateway
 from test_consumers import Redis
 
 POOL_KEYS = [f"sk-stored-pool-{i}-2b7d" for i in range(4)]
@@ -32,19 +32,12 @@ TURNS = 4
 
 @pytest.fixture(scope="module")
 def store_mock(tmp_path_factory):
-    args = ["--chunks", "3"]
-    for k in ALL_KEYS:
-        args += ["--api-key", k]
-    m = start_mock(tmp_path_factory.mktemp("stored-mock"), args)
-    try:
-        yield m.addr
-    finally:
-        m.proc.stop()
+    yield from mock_with_keys(tmp_path_factory, "stored-mock", ALL_KEYS, chunks=3)
 
 
 def config(addr: str) -> str:
-    secrets = "\n".join(f'  k{i}: "{k}"' for i, k in enumerate(ALL_KEYS))
-    pool = "\n".join(f"    - secretRef: {{name: keys, key: k{i}}}" for i in range(len(POOL_KEYS)))
+    secrets = keys_secret_data(ALL_KEYS)
+    pool = key_pool_refs(len(POOL_KEYS))
 
     def route(name: str, affinity: str) -> str:
         return f"""---
