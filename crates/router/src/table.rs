@@ -14,8 +14,11 @@ use switchyard_providers::{
 use switchyard_types::{Affinity, MicroUsd, Provider, RetryOn, Strategy};
 
 use crate::{
+    clock::now_ms,
     glob::Glob,
-    state::{now_ms, BackendState, KeyState, RetryBudget},
+    health::BackendState,
+    keys::{KeyReport, KeyState},
+    retry_budget::RetryBudget,
 };
 
 /// The longest duration a configured timeout or back-off takes effect with (24 h).
@@ -1119,7 +1122,7 @@ impl Backend {
     }
 
     /// Every key's state, for status and debugging; never the keys.
-    pub fn key_reports(&self) -> Vec<crate::state::KeyReport> {
+    pub fn key_reports(&self) -> Vec<KeyReport> {
         self.keys
             .iter()
             .map(|k| k.state().report(k.index))
