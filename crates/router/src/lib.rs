@@ -15,6 +15,7 @@ mod keys;
 mod ledger;
 mod limiter;
 mod period;
+mod pricing;
 mod retry_budget;
 mod sign;
 mod spend;
