@@ -53,12 +53,12 @@ envtest:
 envtest-stop:
 	tests/k8s/envtest.sh stop
 
-## Formatting, clippy, no module cycles inside the data plane (scripts/module_cycles.py), and
+## Formatting, clippy, no module cycles inside the data plane and the router (scripts/module_cycles.py), and
 ## no kube in the data plane's dependencies (resources become tables in switchyard-compile).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(PYTHON) scripts/module_cycles.py crates/gateway/src
+	$(PYTHON) scripts/module_cycles.py crates/gateway/src crates/router/src
 	@tree="$$($(CARGO) tree -p switchyard-gateway -e normal)" || exit 1; \
 	if echo "$$tree" | grep -E 'kube|k8s-openapi'; then \
 		echo "switchyard-gateway must not depend on kube or k8s-openapi (see above)"; exit 1; \

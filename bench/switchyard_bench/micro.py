@@ -16,10 +16,12 @@ from .tools import target_dir
 
 
 def run_micro(cpu: Optional[int], quick: bool, log: Callable[[str], None]) -> dict:
-    """`cargo bench` for the router and providers crates, then criterion's estimates."""
+    """`cargo bench` for the router, compile, providers and gateway crates, then criterion's
+    estimates."""
     crit = target_dir() / "criterion"
     # Named bench targets only: the libraries' own test harnesses reject criterion's flags.
-    targets = ["-p", "switchyard-router", "-p", "switchyard-providers", "-p", "switchyard-gateway",
+    targets = ["-p", "switchyard-router", "-p", "switchyard-compile", "-p", "switchyard-providers",
+               "-p", "switchyard-gateway",
                "--bench", "routing", "--bench", "record", "--bench", "wire",
                "--bench", "agentic", "--bench", "admit"]
     log("micro-benchmarks: cargo bench --no-run")

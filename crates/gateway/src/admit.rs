@@ -43,6 +43,7 @@ use redis::{aio::ConnectionManager, Script};
 use switchyard_providers::Usage;
 use switchyard_router::{
     budget::SharedBudget,
+    consumer::Budget,
     state::{
         budget_period, BudgetLevel, LedgerEntry, LimitExceeded, Taken, WindowStatus,
         LIMIT_WINDOW_MS,
@@ -403,6 +404,16 @@ impl Limits {
         if !consumer.is_limited() {
             return Ok(Admitted::default());
         }
+        let ask = self.ask(consumer, tokens, max_micro_usd);
+        match &self.redis {
+            None => ask.admit_local(),
+            Some(r) => self.admit_shared(r, ask).await,
+        }
+    }
+
+    /// What one request asks of `consumer`'s limits and budgets now: the clamped figures,
+    /// the budgets' periods and, when a budget applies, a fresh reservation.
+    fn ask<'c>(&self, consumer: &'c Consumer, tokens: u64, max_micro_usd: u64) -> Ask<'c> {
         // The estimate holds the client's `max_tokens`: reserve at most what Redis's signed
         // counters hold, the same figure here and there, so settling subtracts what was added.
         let tokens = tokens.min(i64::MAX as u64);
@@ -424,82 +435,54 @@ impl Limits {
             own: own.map(|(_, (_, p, _))| p),
             shared: shared.map(|(s, (_, p, _))| (Arc::clone(s), p)),
         });
-        let (rpm, tpm) = (consumer.requests_per_minute, consumer.tokens_per_minute);
-        let refused = |level: BudgetLevel, spent: u64, held: u64| {
-            let (name, cap, end) = match level {
-                BudgetLevel::Own => match own {
-                    Some((b, (_, _, end))) => (None, b.micro_usd, end),
-                    None => (None, 0, now),
-                },
-                BudgetLevel::Shared => match shared {
-                    Some((s, (_, _, end))) => (Some(Arc::clone(&s.name)), s.budget.micro_usd, end),
-                    None => (None, 0, now),
-                },
-            };
-            let left = cap.saturating_sub(spent).saturating_sub(held);
-            Refusal::Budget {
-                shared: name,
-                cap_usd: cap as f64 / 1e6,
-                remaining_usd: left as f64 / 1e6,
-                reserve_usd: amount as f64 / 1e6,
-                reset: Duration::from_millis(end.saturating_sub(now)),
-            }
-        };
-        let Some(r) = &self.redis else {
-            let state = consumer.state();
-            if let Some(res) = &reservation {
-                let own_cap = own.map(|(b, (_, p, _))| (b.micro_usd, p));
-                let shared_cap = shared.map(|(s, (_, p, _))| (&**s.state(), s.budget.micro_usd, p));
-                if let Err(level) = state.reserve(own_cap, shared_cap, amount) {
-                    let (spent, held) = match (level, &res.shared) {
-                        (BudgetLevel::Shared, Some((s, p))) => {
-                            (s.state().spend(*p), s.state().held(*p))
-                        }
-                        _ => res.own.map_or((0, 0), |p| (state.spend(p), state.held(p))),
-                    };
-                    return Err(refused(level, spent, held));
-                }
-            }
-            let taken = if rpm.is_none() && tpm.is_none() {
-                Ok(Taken::default())
-            } else {
-                state.try_take(now, rpm, tpm, tokens)
-            };
-            return match taken {
-                Ok(taken) => Ok(Admitted { taken, reservation }),
-                Err(e) => {
-                    if let Some(res) = &reservation {
-                        release_local(state, res);
-                    }
-                    Err(Refusal::Limit(e))
-                }
-            };
-        };
-        let levels: Vec<(String, u64, u64)> = own
+        Ask {
+            consumer,
+            now,
+            tokens,
+            amount,
+            own,
+            shared,
+            reservation,
+        }
+    }
+
+    /// Admission against Redis, shared by every replica: one script checks and charges the
+    /// windows and every budget level at once. An unreachable Redis admits or refuses as the
+    /// failure mode says.
+    async fn admit_shared(&self, r: &Arc<RedisStore>, ask: Ask<'_>) -> Result<Admitted, Refusal> {
+        let consumer = ask.consumer;
+        let levels: Vec<(String, u64, u64)> = ask
+            .own
             .map(|(b, (_, p, _))| (budget_key(&consumer.name, false), p, b.micro_usd))
             .into_iter()
-            .chain(shared.map(|(s, (_, p, _))| (budget_key(&s.name, true), p, s.budget.micro_usd)))
+            .chain(
+                ask.shared
+                    .map(|(s, (_, p, _))| (budget_key(&s.name, true), p, s.budget.micro_usd)),
+            )
             .collect();
         let call = AdmitCall {
             consumer: &consumer.name,
-            now,
-            rpm,
-            tpm,
-            tokens,
+            now: ask.now,
+            rpm: consumer.requests_per_minute,
+            tpm: consumer.tokens_per_minute,
+            tokens: ask.tokens,
             levels: &levels,
-            reservation: reservation.as_ref(),
+            reservation: ask.reservation.as_ref(),
             ttl_ms: u64::try_from(self.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
         };
         match r.admit(call).await {
-            Ok(Verdict::Admitted(taken)) => Ok(Admitted { taken, reservation }),
+            Ok(Verdict::Admitted(taken)) => Ok(Admitted {
+                taken,
+                reservation: ask.reservation,
+            }),
             Ok(Verdict::Limit(e)) => Err(Refusal::Limit(e)),
             Ok(Verdict::Budget(level, spent, held)) => {
                 // The levels are own-then-shared; with one level it is whichever exists.
-                let level = match (level, own.is_some()) {
+                let level = match (level, ask.own.is_some()) {
                     (0, true) => BudgetLevel::Own,
                     _ => BudgetLevel::Shared,
                 };
-                Err(refused(level, spent, held))
+                Err(ask.refused(level, spent, held))
             }
             Err(e) => {
                 self.store_failed(&e)?;
@@ -731,6 +714,92 @@ impl SettleTarget {
             tokens_limited: consumer.tokens_per_minute.is_some(),
             model,
             shared: consumer.shared_budget.clone(),
+        }
+    }
+}
+
+/// A budget period as [`budget_period`] gives it: (day, period id, period end in epoch ms).
+type PeriodAt = (u64, u64, u64);
+
+/// What one request asks of its consumer's limits and budgets ([`Limits::admit`]).
+struct Ask<'c> {
+    consumer: &'c Consumer,
+    /// Epoch milliseconds the windows and budget periods are read at.
+    now: u64,
+    /// The token estimate, clamped to what Redis's counters hold.
+    tokens: u64,
+    /// The reservation in micro-USD, clamped to what Lua's numbers hold exactly.
+    amount: u64,
+    /// The own budget and its period now.
+    own: Option<(Budget, PeriodAt)>,
+    /// The shared budget and its period now.
+    shared: Option<(&'c Arc<SharedBudget>, PeriodAt)>,
+    reservation: Option<Reservation>,
+}
+
+// === impl Ask ===
+
+impl Ask<'_> {
+    /// Admission on this replica alone: the budgets reserved on first (both or neither),
+    /// then the windows charged; a refused window gives the reservation back.
+    fn admit_local(self) -> Result<Admitted, Refusal> {
+        let consumer = self.consumer;
+        let state = consumer.state();
+        if let Some(res) = &self.reservation {
+            let own_cap = self.own.map(|(b, (_, p, _))| (b.micro_usd, p));
+            let shared_cap = self
+                .shared
+                .map(|(s, (_, p, _))| (&**s.state(), s.budget.micro_usd, p));
+            if let Err(level) = state.reserve(own_cap, shared_cap, self.amount) {
+                let (spent, held) = match (level, &res.shared) {
+                    (BudgetLevel::Shared, Some((s, p))) => {
+                        (s.state().spend(*p), s.state().held(*p))
+                    }
+                    _ => res.own.map_or((0, 0), |p| (state.spend(p), state.held(p))),
+                };
+                return Err(self.refused(level, spent, held));
+            }
+        }
+        let (rpm, tpm) = (consumer.requests_per_minute, consumer.tokens_per_minute);
+        let taken = if rpm.is_none() && tpm.is_none() {
+            Ok(Taken::default())
+        } else {
+            state.try_take(self.now, rpm, tpm, self.tokens)
+        };
+        match taken {
+            Ok(taken) => Ok(Admitted {
+                taken,
+                reservation: self.reservation,
+            }),
+            Err(e) => {
+                if let Some(res) = &self.reservation {
+                    release_local(state, res);
+                }
+                Err(Refusal::Limit(e))
+            }
+        }
+    }
+
+    /// The refusal of the budget at `level`, which holds `spent` and `held` now.
+    fn refused(&self, level: BudgetLevel, spent: u64, held: u64) -> Refusal {
+        let now = self.now;
+        let (name, cap, end) = match level {
+            BudgetLevel::Own => match self.own {
+                Some((b, (_, _, end))) => (None, b.micro_usd, end),
+                None => (None, 0, now),
+            },
+            BudgetLevel::Shared => match self.shared {
+                Some((s, (_, _, end))) => (Some(Arc::clone(&s.name)), s.budget.micro_usd, end),
+                None => (None, 0, now),
+            },
+        };
+        let left = cap.saturating_sub(spent).saturating_sub(held);
+        Refusal::Budget {
+            shared: name,
+            cap_usd: cap as f64 / 1e6,
+            remaining_usd: left as f64 / 1e6,
+            reserve_usd: self.amount as f64 / 1e6,
+            reset: Duration::from_millis(end.saturating_sub(now)),
         }
     }
 }

@@ -248,73 +248,17 @@ impl<'a> Inbound<'a> {
         route: &Route,
         output_cap: Option<u64>,
     ) -> Result<Plan, GatewayError> {
-        let unsupported = || GatewayError::UnsupportedByBackend {
-            backend: backend.name.to_string(),
-            provider: backend.provider.as_str(),
-            operation: self.op().as_str(),
+        let target = PlanTarget {
+            backend,
+            upstream_model,
+            route,
+            output_cap,
         };
-        let anthropic_headers = |version: Option<&HeaderValue>, beta: Option<&HeaderValue>| {
-            let mut h = vec![(
-                http::HeaderName::from_static("anthropic-version"),
-                version
-                    .cloned()
-                    .unwrap_or(HeaderValue::from_static(anthropic::API_VERSION)),
-            )];
-            if let Some(b) = beta {
-                h.push((http::HeaderName::from_static("anthropic-beta"), b.clone()));
-            }
-            h
-        };
-        let to = backend.format;
-        let translated = |(body, dropped): (Vec<u8>, Option<HeaderValue>)| Encoded {
-            body: Bytes::from(body),
-            dropped,
-            // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
-            upstream_op: match to {
-                BackendFormat::Anthropic => Operation::Messages,
-                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
-                    Operation::ChatCompletions
-                }
-            },
-            translate_from: Some(to),
-            headers: match to {
-                BackendFormat::Anthropic => anthropic_headers(None, None),
-                BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
-                    Vec::new()
-                }
-            },
-        };
-        // Decoded once, by the first target that translates; a refusal is not kept, so each
-        // target's error names its own provider.
-        let translate = |from: Format,
-                         body: &'a [u8],
-                         cache: &OnceLock<chat::Request<'a>>|
-         -> Result<Encoded, GatewayError> {
-            let req = match cache.get() {
-                Some(r) => r,
-                None => {
-                    let mut r = transcode::decode_request(from, backend.provider.as_str(), body)
-                        .map_err(GatewayError::Translate)?;
-                    r.max_tokens = r.max_tokens.or(output_cap);
-                    cache.get_or_init(|| r)
-                }
-            };
-            encode_translated(req, to, backend, upstream_model, route)
-                .map(translated)
-                .map_err(GatewayError::Translate)
-        };
-        let encoded = match (self, to) {
+        let encoded = match (self, backend.format) {
             // The hot path: OpenAI in, OpenAI dialect out, no model in between.
-            (Inbound::OpenAi { req, op, .. }, BackendFormat::OpenAiChat) => Encoded {
-                body: Bytes::from(with_cap(
-                    req.encode(upstream_model),
-                    output_cap.and_then(|n| openai_cap_field(*op, backend.dialect).zip(Some(n))),
-                )),
-                upstream_op: *op,
-                translate_from: None,
-                headers: Vec::new(),
-                dropped: None,
-            },
+            (Inbound::OpenAi { req, op, .. }, BackendFormat::OpenAiChat) => {
+                target.pass_openai(req, *op)
+            }
             (
                 Inbound::OpenAi {
                     op: Operation::ChatCompletions,
@@ -323,7 +267,7 @@ impl<'a> Inbound<'a> {
                     ..
                 },
                 _,
-            ) => translate(Format::OpenAiChat, body, translated)?,
+            ) => target.translate(Format::OpenAiChat, body, translated)?,
             (
                 Inbound::Anthropic {
                     op,
@@ -355,49 +299,170 @@ impl<'a> Inbound<'a> {
                     ..
                 },
                 _,
-            ) => translate(Format::Anthropic, body, translated)?,
-            // Backends that serve the Responses API get it whole, so stored responses, hosted
-            // tools and reasoning items work as with the provider; `stream_options` is left
-            // alone (Responses streams always end with usage).
-            (Inbound::Responses { req, .. }, _) if backend.serves_responses() => Encoded {
-                body: Bytes::from(with_cap(
-                    req.encode_model_only(upstream_model),
-                    output_cap.map(|n| ("max_output_tokens", n)),
-                )),
-                upstream_op: Operation::Responses,
-                translate_from: None,
-                headers: Vec::new(),
-                dropped: None,
-            },
-            (Inbound::Responses { decoded, .. }, _) => {
-                let decoded = decoded
-                    .as_ref()
-                    .map_err(|e| GatewayError::Translate(e.clone()))?;
-                if route.unsupported_tools == UnsupportedTools::Reject {
-                    decoded
-                        .reject_tools_not_run(runs_web_search(route, to))
-                        .map_err(GatewayError::Translate)?;
-                }
-                // Only a budgeted request without a cap of its own pays for this copy.
-                let capped;
-                let request = match output_cap.filter(|_| decoded.request.max_tokens.is_none()) {
-                    Some(n) => {
-                        capped = chat::Request {
-                            max_tokens: Some(n),
-                            ..decoded.request.clone()
-                        };
-                        &capped
-                    }
-                    None => &decoded.request,
-                };
-                translated(
-                    encode_translated(request, to, backend, upstream_model, route)
-                        .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?,
-                )
+            ) => target.translate(Format::Anthropic, body, translated)?,
+            (Inbound::Responses { req, .. }, _) if backend.serves_responses() => {
+                target.pass_responses(req)
             }
-            _ => return Err(unsupported()),
+            (Inbound::Responses { decoded, .. }, _) => target.translate_responses(decoded)?,
+            _ => {
+                return Err(GatewayError::UnsupportedByBackend {
+                    backend: backend.name.to_string(),
+                    provider: backend.provider.as_str(),
+                    operation: self.op().as_str(),
+                })
+            }
         };
         Ok(Plan::Call(encoded))
+    }
+}
+
+/// One target a request is planned for: the backend, the model it is asked for, the route,
+/// and the output cap the budget reserved (see [`Inbound::plan`]).
+struct PlanTarget<'t> {
+    backend: &'t Backend,
+    upstream_model: &'t str,
+    route: &'t Route,
+    output_cap: Option<u64>,
+}
+
+// === impl PlanTarget ===
+
+impl PlanTarget<'_> {
+    /// An OpenAI request to an OpenAI-format backend: the model rewritten and, for a budgeted
+    /// request without a cap of its own, the reserved cap added in the dialect's field.
+    fn pass_openai(&self, req: &openai::Request<'_>, op: Operation) -> Encoded {
+        let cap_field = openai_cap_field(op, self.backend.dialect);
+        Encoded {
+            body: Bytes::from(with_cap(
+                req.encode(self.upstream_model),
+                self.output_cap.and_then(|n| cap_field.zip(Some(n))),
+            )),
+            upstream_op: op,
+            translate_from: None,
+            headers: Vec::new(),
+            dropped: None,
+        }
+    }
+
+    /// Backends that serve the Responses API get it whole, so stored responses, hosted tools
+    /// and reasoning items work as with the provider; `stream_options` is left alone
+    /// (Responses streams always end with usage).
+    fn pass_responses(&self, req: &openai::Request<'_>) -> Encoded {
+        Encoded {
+            body: Bytes::from(with_cap(
+                req.encode_model_only(self.upstream_model),
+                self.output_cap.map(|n| ("max_output_tokens", n)),
+            )),
+            upstream_op: Operation::Responses,
+            translate_from: None,
+            headers: Vec::new(),
+            dropped: None,
+        }
+    }
+
+    /// A chat or messages request through the internal chat model. Decoded once, by the first
+    /// target that translates; a refusal is not kept, so each target's error names its own
+    /// provider.
+    fn translate<'a>(
+        &self,
+        from: Format,
+        body: &'a [u8],
+        cache: &OnceLock<chat::Request<'a>>,
+    ) -> Result<Encoded, GatewayError> {
+        let req = match cache.get() {
+            Some(r) => r,
+            None => {
+                let mut r = transcode::decode_request(from, self.backend.provider.as_str(), body)
+                    .map_err(GatewayError::Translate)?;
+                r.max_tokens = r.max_tokens.or(self.output_cap);
+                cache.get_or_init(|| r)
+            }
+        };
+        encode_translated(
+            req,
+            self.backend.format,
+            self.backend,
+            self.upstream_model,
+            self.route,
+        )
+        .map(|encoded| translated(self.backend.format, encoded))
+        .map_err(GatewayError::Translate)
+    }
+
+    /// A Responses request to a backend without the Responses API: its decode (or the decode's
+    /// refusal), tools it cannot run refused on a `reject` route, the reserved cap added.
+    fn translate_responses(
+        &self,
+        decoded: &Result<Box<responses::Decoded>, TranslateError>,
+    ) -> Result<Encoded, GatewayError> {
+        let to = self.backend.format;
+        let decoded = decoded
+            .as_ref()
+            .map_err(|e| GatewayError::Translate(e.clone()))?;
+        if self.route.unsupported_tools == UnsupportedTools::Reject {
+            decoded
+                .reject_tools_not_run(runs_web_search(self.route, to))
+                .map_err(GatewayError::Translate)?;
+        }
+        // Only a budgeted request without a cap of its own pays for this copy.
+        let capped;
+        let request = match self
+            .output_cap
+            .filter(|_| decoded.request.max_tokens.is_none())
+        {
+            Some(n) => {
+                capped = chat::Request {
+                    max_tokens: Some(n),
+                    ..decoded.request.clone()
+                };
+                &capped
+            }
+            None => &decoded.request,
+        };
+        let encoded = encode_translated(request, to, self.backend, self.upstream_model, self.route)
+            .map_err(|e| GatewayError::Translate(responses::caller_param(e)))?;
+        Ok(translated(to, encoded))
+    }
+}
+
+/// The headers an Anthropic backend gets: the caller's `anthropic-version` (else ours) and
+/// `anthropic-beta`, when the caller spoke Anthropic.
+fn anthropic_headers(
+    version: Option<&HeaderValue>,
+    beta: Option<&HeaderValue>,
+) -> Vec<(http::HeaderName, HeaderValue)> {
+    let mut h = vec![(
+        http::HeaderName::from_static("anthropic-version"),
+        version
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(anthropic::API_VERSION)),
+    )];
+    if let Some(b) = beta {
+        h.push((http::HeaderName::from_static("anthropic-beta"), b.clone()));
+    }
+    h
+}
+
+/// How a translated body (with its `x-switchyard-dropped` value) is sent to a backend of
+/// format `to`, whose response is translated back.
+fn translated(to: BackendFormat, (body, dropped): (Vec<u8>, Option<HeaderValue>)) -> Encoded {
+    Encoded {
+        body: Bytes::from(body),
+        dropped,
+        // The backend URI of a chat call: Messages for Anthropic, the chat one otherwise.
+        upstream_op: match to {
+            BackendFormat::Anthropic => Operation::Messages,
+            BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                Operation::ChatCompletions
+            }
+        },
+        translate_from: Some(to),
+        headers: match to {
+            BackendFormat::Anthropic => anthropic_headers(None, None),
+            BackendFormat::OpenAiChat | BackendFormat::Gemini | BackendFormat::Bedrock => {
+                Vec::new()
+            }
+        },
     }
 }
 

@@ -779,6 +779,27 @@ mod tests {
         pool.idle_count(uri.scheme().unwrap(), uri.authority().unwrap())
     }
 
+    /// Waits (bounded) until the pool's idle HTTP/1.1 connections have seen their upstream
+    /// close them: polled as `checkout` polls one (`Conn::usable`), none can take a request.
+    /// The next `checkout` then finds them ended however soon it comes.
+    async fn wait_upstream_closed(pool: &Pool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let closed = {
+                let mut idle = pool.inner.idle.lock().unwrap();
+                idle.values_mut().flatten().all(|i| !i.conn.usable())
+            };
+            if closed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the upstream's close never reached the pool"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_connection_read_to_its_end_is_reused() {
         let (uri, accepted) = upstream(false).await;
@@ -810,8 +831,7 @@ mod tests {
         let pool = pool(8);
         for _ in 0..3 {
             assert_eq!(ok(&pool, &uri).await, "ok");
-            // Let the upstream's FIN arrive.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            wait_upstream_closed(&pool).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

@@ -219,11 +219,29 @@ impl Drop for Record {
             return;
         }
         let elapsed = self.start.elapsed();
+        let (cost, price_unknown) = self.cost();
+        self.count(elapsed, cost, price_unknown);
+        self.settle_limits(cost);
+        self.access_log(elapsed, (!price_unknown).then_some(cost));
+        self.end_trace(elapsed, cost);
+    }
+}
+
+// The phases of recording, in the order `drop` runs them.
+impl Record {
+    /// The request's cost in USD (0 when unknown), and whether it is unknown: the model has
+    /// usage but no price anywhere (reported as unknown, not as $0).
+    fn cost(&self) -> (f64, bool) {
+        let priced = self.usage.map(|u| self.pricing.cost(&u));
+        let price_unknown = matches!(priced, Some(None));
+        (priced.flatten().unwrap_or(0.0), price_unknown)
+    }
+
+    /// Counts the request in the metrics: the caller's 429s by reason, and the request's
+    /// duration, tokens and cost.
+    fn count(&self, elapsed: Duration, cost: f64, price_unknown: bool) {
         let route = self.route.as_deref().unwrap_or("");
-        let model = self.model.as_deref().unwrap_or("");
-        let backend = self.backend.as_deref().unwrap_or("");
         let consumer = self.consumer.as_deref().unwrap_or("");
-        let status = self.status.as_str();
         let m = &self.metrics;
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             m.ratelimited
@@ -231,18 +249,14 @@ impl Drop for Record {
                 .inc();
         }
         let u = self.usage.unwrap_or_default();
-        // Unknown (not $0) when the model has usage but no price anywhere.
-        let priced = self.usage.map(|u| self.pricing.cost(&u));
-        let price_unknown = matches!(priced, Some(None));
-        let cost = priced.flatten().unwrap_or(0.0);
         m.record_request(
             &RequestLabels {
                 route,
-                model,
-                backend,
+                model: self.model.as_deref().unwrap_or(""),
+                backend: self.backend.as_deref().unwrap_or(""),
                 provider: self.provider,
                 consumer,
-                status,
+                status: self.status.as_str(),
             },
             &RequestSample {
                 seconds: elapsed.as_secs_f64(),
@@ -266,36 +280,45 @@ impl Drop for Record {
                 },
             },
         );
+    }
+
+    /// Settles the consumer's limits and budgets with the real usage and cost (none for a
+    /// failed request).
+    fn settle_limits(&mut self, cost: f64) {
         if let Some((limits, target, admitted)) = self.settle.take() {
             let micro = micro_usd(cost);
             let usage = self.usage.filter(|_| self.status.is_success());
             limits.settle(target, admitted, usage, micro);
         }
-        self.access_log(elapsed, (!price_unknown).then_some(cost));
-        if let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) {
-            otel.end_request(
-                trace,
-                &RequestOutcome {
-                    operation: self.operation,
-                    provider: self.genai_provider,
-                    request_model: self.requested_model.as_deref().unwrap_or(""),
-                    response_model: self.upstream_model.as_deref(),
-                    model,
-                    route,
-                    backend,
-                    consumer,
-                    status: self.status.as_u16(),
-                    error_type: self.error_type.as_deref(),
-                    input_tokens: self.usage.map(|u| u.input_tokens),
-                    output_tokens: self.usage.map(|u| u.output_tokens),
-                    finish_reason: self.finish_reason.as_deref(),
-                    duration: elapsed,
-                    ttfc: self.ttft,
-                    cost_usd: cost,
-                    attempts: self.attempts,
-                },
-            );
-        }
+    }
+
+    /// Ends the request's span, when OTel is on.
+    fn end_trace(&mut self, elapsed: Duration, cost: f64) {
+        let (Some(otel), Some(trace)) = (self.otel.as_ref(), self.trace.take()) else {
+            return;
+        };
+        otel.end_request(
+            trace,
+            &RequestOutcome {
+                operation: self.operation,
+                provider: self.genai_provider,
+                request_model: self.requested_model.as_deref().unwrap_or(""),
+                response_model: self.upstream_model.as_deref(),
+                model: self.model.as_deref().unwrap_or(""),
+                route: self.route.as_deref().unwrap_or(""),
+                backend: self.backend.as_deref().unwrap_or(""),
+                consumer: self.consumer.as_deref().unwrap_or(""),
+                status: self.status.as_u16(),
+                error_type: self.error_type.as_deref(),
+                input_tokens: self.usage.map(|u| u.input_tokens),
+                output_tokens: self.usage.map(|u| u.output_tokens),
+                finish_reason: self.finish_reason.as_deref(),
+                duration: elapsed,
+                ttfc: self.ttft,
+                cost_usd: cost,
+                attempts: self.attempts,
+            },
+        );
     }
 }
 

@@ -24,8 +24,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use http_body_util::{BodyExt, Limited};
 use switchyard_providers::{transcode::Format, Operation};
 use switchyard_router::budget::{max_cost_micro_usd, output_cap, reserve_prices};
-use switchyard_router::state::{LimitExceeded, WindowStatus};
-use switchyard_router::{RoutingTable, TableHandle};
+use switchyard_router::state::{LimitExceeded, Taken, WindowStatus};
+use switchyard_router::{Consumer, Matched, Route, RoutingTable, TableHandle};
 use switchyard_telemetry::{AccessLog, Metrics, Otel};
 use tokio::time::Instant;
 
@@ -324,6 +324,28 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     (!key.is_empty()).then_some(key)
 }
 
+/// The route for the decoded request (its model, headers and caller), noted in `record`.
+fn route<'t>(
+    table: &'t RoutingTable,
+    decoded: &Inbound<'_>,
+    headers: &HeaderMap,
+    consumer: Option<&Consumer>,
+    record: &mut Record,
+) -> Result<Matched<'t>, GatewayError> {
+    let matched = table
+        .route(
+            decoded.model(),
+            headers,
+            consumer.map(|c| c.short_name.as_str()),
+        )
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: decoded.model().to_string(),
+        })?;
+    record.route = Some(Arc::clone(&matched.route.name));
+    record.model = Some(Arc::clone(matched.model_label));
+    Ok(matched)
+}
+
 impl Shared {
     async fn proxy<B>(
         &self,
@@ -346,60 +368,95 @@ impl Shared {
         let bytes = self.read_body(&parts.headers, body).await?;
         let decoded = Inbound::decode(op, &bytes, &parts.headers)?;
         record.set_requested_model(decoded.model());
-        let matched = table
-            .route(
-                decoded.model(),
+        let matched = route(&table, &decoded, &parts.headers, consumer, record)?;
+        let taken = match consumer {
+            Some(c) => {
+                self.admit(c, &decoded, bytes.len(), &matched, record)
+                    .await?
+            }
+            None => None,
+        };
+        let mut resp = self
+            .forward(
+                op,
+                &decoded,
+                matched.route,
+                request_id,
                 &parts.headers,
-                consumer.map(|c| c.short_name.as_str()),
+                record,
             )
-            .ok_or_else(|| GatewayError::ModelNotFound {
-                model: decoded.model().to_string(),
-            })?;
-        let route = matched.route;
-        record.route = Some(Arc::clone(&route.name));
-        record.model = Some(Arc::clone(matched.model_label));
-        let mut window_headers = None;
-        if let Some(c) = consumer {
-            if !c.allows(decoded.model(), &route.name) {
-                return Err(GatewayError::ModelNotAllowed {
-                    model: decoded.model().to_string(),
-                });
-            }
-            if c.is_limited() {
-                let estimate =
-                    token_estimate(decoded.estimated_input_tokens(), decoded.max_tokens());
-                // The most it can cost: every body byte a token, the output cap, at the
-                // route's highest prices (switchyard_router::budget).
-                let max_cost = max_cost_micro_usd(
-                    bytes.len() as u64,
-                    output_cap(route, decoded.max_tokens()),
-                    reserve_prices(route),
-                );
-                let admitted = self
-                    .limits
-                    .admit(c, estimate, max_cost)
-                    .await
-                    .map_err(|r| refusal(r, record))?;
-                window_headers = Some(admitted.taken);
-                record.settle = Some((
-                    Arc::clone(&self.limits),
-                    SettleTarget::new(c, Arc::clone(matched.model_label)),
-                    admitted,
-                ));
-            }
+            .await?;
+        if let Some(taken) = taken {
+            rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);
         }
+        Ok(resp)
+    }
 
+    /// Whether `consumer` may use the matched route, and, when it is limited, its windows
+    /// charged and the request's maximum cost reserved on its budgets (settled when the
+    /// request is recorded). Returns what the windows took, for the rate-limit headers.
+    async fn admit(
+        &self,
+        consumer: &Consumer,
+        decoded: &Inbound<'_>,
+        body_len: usize,
+        matched: &Matched<'_>,
+        record: &mut Record,
+    ) -> Result<Option<Taken>, GatewayError> {
+        let route = matched.route;
+        if !consumer.allows(decoded.model(), &route.name) {
+            return Err(GatewayError::ModelNotAllowed {
+                model: decoded.model().to_string(),
+            });
+        }
+        if !consumer.is_limited() {
+            return Ok(None);
+        }
+        let estimate = token_estimate(decoded.estimated_input_tokens(), decoded.max_tokens());
+        // The most it can cost: every body byte a token, the output cap, at the route's
+        // highest prices (switchyard_router::budget).
+        let max_cost = max_cost_micro_usd(
+            body_len as u64,
+            output_cap(route, decoded.max_tokens()),
+            reserve_prices(route),
+        );
+        let admitted = self
+            .limits
+            .admit(consumer, estimate, max_cost)
+            .await
+            .map_err(|r| refusal(r, record))?;
+        let taken = admitted.taken;
+        record.settle = Some((
+            Arc::clone(&self.limits),
+            SettleTarget::new(consumer, Arc::clone(matched.model_label)),
+            admitted,
+        ));
+        Ok(Some(taken))
+    }
+
+    /// Sends the request to the route's targets (retrying and falling back as the route
+    /// says) and relays the answer, with the stored response it continues, if any, found
+    /// first.
+    async fn forward(
+        &self,
+        op: Operation,
+        decoded: &Inbound<'_>,
+        route: &Route,
+        request_id: &HeaderValue,
+        headers: &HeaderMap,
+        record: &mut Record,
+    ) -> Result<Response<Body>, GatewayError> {
         let owner = match decoded.previous_response_id() {
             Some(id) => self.owners.owner(id).await,
             None => None,
         };
         let ctx = RequestCtx {
             op,
-            decoded: &decoded,
+            decoded,
             route,
             request_id,
             sticky: Sticky {
-                key: crate::affinity::key(&decoded, &parts.headers, route.affinity),
+                key: crate::affinity::key(decoded, headers, route.affinity),
                 owner,
             },
             deadline: route.timeout.map(|t| record.start + t),
@@ -410,11 +467,7 @@ impl Shared {
             owners: &self.owners,
             max_response_bytes: self.config.max_response_bytes,
         };
-        let mut resp = forwarder.forward(&ctx, record).await?;
-        if let Some(taken) = window_headers {
-            rate_limit_headers(resp.headers_mut(), taken.requests, taken.token_status);
-        }
-        Ok(resp)
+        forwarder.forward(&ctx, record).await
     }
 
     async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, GatewayError>

@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::OnceLock};
 use serde::{Deserialize, Serialize};
 use switchyard_types::{parse_price, MicroUsd, Provider};
 
-use crate::table::Pricing;
+use crate::pricing::Pricing;
 
 /// The catalog as shipped.
 const PRICES_JSON: &str = include_str!("../data/prices.json");

@@ -3,14 +3,17 @@
 //! Keys are kept only as SHA-256 digests. A presented key is hashed, looked up by digest, and
 //! the digest compared in constant time; the key itself is never stored, logged or shown.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use switchyard_types::BudgetPeriod;
 
-use crate::{budget::SharedBudget, glob::Glob};
+use crate::{glob::Glob, spend::BudgetState};
 
 /// One compiled AIConsumer.
 #[derive(Debug)]
@@ -30,7 +33,7 @@ pub struct Consumer {
     /// The shared budget (`spec.budgetRef`) it also draws on.
     pub shared_budget: Option<Arc<SharedBudget>>,
     /// Limiter, spend and ledger state, bound from the registry (survives reloads).
-    pub(crate) state: std::sync::OnceLock<Arc<crate::state::ConsumerState>>,
+    pub(crate) state: std::sync::OnceLock<Arc<crate::consumer_state::ConsumerState>>,
 }
 
 /// A spending cap.
@@ -40,6 +43,19 @@ pub struct Budget {
     pub micro_usd: u64,
     /// When spend resets.
     pub period: BudgetPeriod,
+}
+
+/// One compiled AIBudget: a cap several consumers draw on.
+#[derive(Debug)]
+pub struct SharedBudget {
+    /// `namespace/name`, the metric label.
+    pub name: Arc<str>,
+    /// The cap and its period.
+    pub budget: Budget,
+    /// The consumers (`namespace/name`) drawing on it.
+    pub consumers: Vec<Arc<str>>,
+    /// Spend and reservations, bound from the registry (survives reloads).
+    pub(crate) state: OnceLock<Arc<BudgetState>>,
 }
 
 /// Every consumer, indexed by key digest and by ServiceAccount.
@@ -169,6 +185,25 @@ impl Consumers {
     }
 }
 
+// === impl SharedBudget ===
+
+impl SharedBudget {
+    /// The AIBudget `namespace/name`, with its cap and the consumers drawing on it.
+    pub fn new(name: Arc<str>, budget: Budget, consumers: Vec<Arc<str>>) -> Self {
+        SharedBudget {
+            name,
+            budget,
+            consumers,
+            state: OnceLock::new(),
+        }
+    }
+
+    /// Its spend and reservations on this replica.
+    pub fn state(&self) -> &Arc<BudgetState> {
+        self.state.get_or_init(Default::default)
+    }
+}
+
 // === impl Consumer ===
 
 impl Consumer {
@@ -196,7 +231,7 @@ impl Consumer {
     }
 
     /// The consumer's limiter, spend and ledger state.
-    pub fn state(&self) -> &Arc<crate::state::ConsumerState> {
+    pub fn state(&self) -> &Arc<crate::consumer_state::ConsumerState> {
         self.state.get_or_init(Default::default)
     }
 

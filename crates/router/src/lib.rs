@@ -4,11 +4,21 @@
 
 pub mod budget;
 pub mod catalog;
+mod clock;
 pub mod consumer;
+mod consumer_state;
 pub mod egress;
 pub mod glob;
 mod handle;
+mod health;
+mod keys;
+mod ledger;
+mod limiter;
+mod period;
+mod pricing;
+mod retry_budget;
 mod sign;
+mod spend;
 pub mod state;
 mod table;
 

@@ -7,15 +7,18 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use serde::Serialize;
 use switchyard_providers::{
-    chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat, Operation, Usage,
+    chat::UnsupportedTools, openai::chat::Dialect, transcode::BackendFormat, Operation,
 };
-use switchyard_types::{Affinity, MicroUsd, Provider, RetryOn, Strategy};
+use switchyard_types::{Affinity, Provider, RetryOn, Strategy};
 
+pub use crate::pricing::Pricing;
 use crate::{
+    clock::now_ms,
     glob::Glob,
-    state::{now_ms, BackendState, KeyState, RetryBudget},
+    health::BackendState,
+    keys::{KeyReport, KeyState},
+    retry_budget::RetryBudget,
 };
 
 /// The longest duration a configured timeout or back-off takes effect with (24 h).
@@ -89,52 +92,6 @@ pub struct Target {
     /// This target's identity in rendezvous hashing (from its backend and model, so it
     /// survives reloads and is the same on every replica).
     pub(crate) seed: u64,
-}
-
-/// Prices per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Pricing {
-    /// Input tokens.
-    pub input: MicroUsd,
-    /// Output tokens.
-    pub output: MicroUsd,
-    /// Input tokens read from the prompt cache.
-    pub cached_input: MicroUsd,
-    /// Input tokens written to the prompt cache.
-    pub cache_write: MicroUsd,
-    /// Whether any price is known (from the resource or the built-in catalog): without one
-    /// spend is unknown, and reported as such rather than as $0.
-    pub known: bool,
-}
-
-impl Pricing {
-    /// The cost of `usage`, in USD (0 when no price is known: see [`Pricing::cost`]).
-    pub fn cost_usd(&self, usage: &Usage) -> f64 {
-        let micro_per_million = usage.uncached_input_tokens() as f64 * self.input.0 as f64
-            + usage.cached_input_tokens as f64 * self.cached_input.0 as f64
-            + usage.cache_write_tokens as f64 * self.cache_write.0 as f64
-            + usage.output_tokens as f64 * self.output.0 as f64;
-        micro_per_million / 1e12
-    }
-
-    /// The cost of `usage` in USD, `None` when the model has no known price.
-    pub fn cost(&self, usage: &Usage) -> Option<f64> {
-        self.known.then(|| self.cost_usd(usage))
-    }
-
-    /// What the prompt cache saved on `usage`, in USD: the cache reads at the input price
-    /// less their price as reads. (Cache writes cost extra where providers charge for them;
-    /// that premium is in the spend, not netted out here.)
-    pub fn saved_usd(&self, usage: &Usage) -> f64 {
-        let per_token = self.input.0.saturating_sub(self.cached_input.0);
-        usage.cached_input_tokens as f64 * per_token as f64 / 1e12
-    }
-
-    /// A single figure for comparing backends: input plus output price.
-    fn rank(&self) -> u64 {
-        self.input.0.saturating_add(self.output.0)
-    }
 }
 
 /// Retry policy, compiled.
@@ -1119,7 +1076,7 @@ impl Backend {
     }
 
     /// Every key's state, for status and debugging; never the keys.
-    pub fn key_reports(&self) -> Vec<crate::state::KeyReport> {
+    pub fn key_reports(&self) -> Vec<KeyReport> {
         self.keys
             .iter()
             .map(|k| k.state().report(k.index))
