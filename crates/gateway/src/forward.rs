@@ -388,59 +388,17 @@ impl Forwarder<'_> {
         target: &Target,
         record: &mut Record,
     ) -> Result<Prepared, Box<TargetOutcome>> {
-        let (decoded, route) = (ctx.decoded, ctx.route);
         let backend = &target.backend;
-        record.backend = Some(Arc::clone(&backend.name));
-        record.provider = backend.provider.as_str();
-        if record.otel().is_some() {
-            // Only spans carry it, and finding it scans the endpoint's host.
-            record.genai_provider =
-                genai_provider_name(backend.provider.as_str(), &backend.endpoint);
-        }
-        let upstream_model = target.upstream_model(decoded.model());
-        record.upstream_model = Some(upstream_model.to_string());
-        record.pricing = match &target.model {
-            Some(_) => target.pricing,
-            None => backend.pricing(upstream_model),
-        };
-        // A budgeted request that set no output cap was reserved for the route's default:
-        // the upstream is held to it, so the answer cannot cost more than was reserved.
-        let reserved = record
-            .settle
-            .as_ref()
-            .is_some_and(|(_, _, admitted)| admitted.reservation.is_some());
-        let output_cap = (reserved && decoded.max_tokens().is_none())
-            .then(|| switchyard_router::budget::output_cap(route, None));
-        let encoded = match decoded.plan(backend, upstream_model, route, output_cap) {
-            Ok(Plan::Call(e)) => e,
-            Ok(Plan::Estimate) => {
-                return Err(Box::new(TargetOutcome::Done(count_tokens_estimate(
-                    decoded,
-                ))))
-            }
-            // A parameter this backend's format cannot carry may suit the next target (a
-            // fallback of another provider), and so may one the gateway refuses to translate
-            // (`previous_response_id`: a backend serving the Responses API takes it); a
-            // malformed request suits none.
-            Err(err) => {
-                let retryable = matches!(
-                    err,
-                    GatewayError::UnsupportedByBackend { .. }
-                        | GatewayError::Translate(
-                            TranslateError::Unsupported { .. } | TranslateError::Refused { .. }
-                        )
-                );
-                return Err(Box::new(TargetOutcome::Failed { err, retryable }));
-            }
-        };
+        let upstream_model = target.upstream_model(ctx.decoded.model());
+        name_target(record, target, upstream_model);
         let Encoded {
             body,
             upstream_op,
             translate_from,
             headers: provider_headers,
             dropped,
-        } = encoded;
-        let Some(uri) = backend.uri(upstream_op, upstream_model, decoded.stream()) else {
+        } = encode_for(ctx, target, upstream_model, record)?;
+        let Some(uri) = backend.uri(upstream_op, upstream_model, ctx.decoded.stream()) else {
             // Only a model the backend does not list gets here (a route forwarding the
             // caller's model to a provider that puts it in the URL path).
             return Err(Box::new(TargetOutcome::Failed {
@@ -454,7 +412,7 @@ impl Forwarder<'_> {
                 retryable: true,
             }));
         };
-        let limits = self.client.limits(&backend.timeouts, route.timeout);
+        let limits = self.client.limits(&backend.timeouts, ctx.route.timeout);
         let call_deadline = earliest(ctx.deadline, limits.total.map(|t| Instant::now() + t));
         let mut headers = HeaderMap::with_capacity(provider_headers.len());
         for (name, value) in provider_headers {
@@ -465,7 +423,7 @@ impl Forwarder<'_> {
             uri,
             // An answer the provider stores, passed through with its id: remembered with
             // its owner when the request ends well.
-            stores: translate_from.is_none() && decoded.stored(),
+            stores: translate_from.is_none() && ctx.decoded.stored(),
             translate_from,
             headers,
             dropped,
@@ -618,28 +576,7 @@ impl Forwarder<'_> {
             tracing::debug!(backend = %backend.name, %status, summary = %message, "upstream answered with a body in no provider's error format");
         }
         let failure = classify(status, upstream_class, origin);
-        match (failure.key, key) {
-            (KeyEffect::Rest, Some(k)) => {
-                let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                k.state().rest(wait);
-                k.state().observe_rate_limit(rate_limit_hint(&headers));
-            }
-            // Tried again after its disable period (see `KeyState::disable`).
-            (KeyEffect::Disable, Some(k)) => {
-                if let Some(period) = k.state().disable(format!("upstream answered {status}")) {
-                    tracing::error!(backend = %backend.name, key_index = k.index, %status, retry_in = ?period, "upstream refused a key as invalid; disabled until then");
-                    record.upstream_error("key_disabled");
-                }
-            }
-            _ => {}
-        }
-        if failure.key == KeyEffect::Rest {
-            record.ratelimit_reason = Some("upstream");
-        }
-        if failure.backend_failed {
-            health(backend, backend.state().on_failure());
-        }
-        record.upstream_error(failure.kind);
+        carry_out(&failure, backend, key, status, &headers, record);
         let err = GatewayError::UpstreamStatus {
             status,
             backend: backend.name.to_string(),
@@ -688,8 +625,6 @@ impl Forwarder<'_> {
         resp: Response<UpstreamBody>,
         record: &mut Record,
     ) -> Result<Response<Body>, AttemptError> {
-        let (decoded, translate_from) = (ctx.decoded, prepared.translate_from);
-        let (limits, deadline) = (&prepared.limits, prepared.call_deadline);
         let is_sse = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -698,58 +633,87 @@ impl Forwarder<'_> {
                 v.starts_with("text/event-stream")
                     || v.starts_with("application/vnd.amazon.eventstream")
             });
+        if ctx.decoded.stream() && is_sse {
+            return Ok(self.relay(ctx, target, prepared, resp, record));
+        }
+        self.answer_whole(ctx, target, prepared, resp, record).await
+    }
+
+    /// A stream, relayed event by event: the record (and the concurrency slot in it) moves
+    /// into the body and is written when the stream ends.
+    fn relay(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        target: &Target,
+        prepared: &Prepared,
+        resp: Response<UpstreamBody>,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let (decoded, translate_from) = (ctx.decoded, prepared.translate_from);
+        let (limits, deadline) = (&prepared.limits, prepared.call_deadline);
         let backend = &target.backend;
         let caller = decoded.format();
-        if decoded.stream() && is_sse {
-            // The record (and the concurrency slot in it) moves into the body: it is written
-            // when the stream ends.
-            let dropped = record.dropped.clone();
-            let mut moved = record.take();
-            moved.status = StatusCode::OK;
-            let mode = match (translate_from, caller) {
-                (Some(from), _) => Mode::Translate(Box::new(
-                    decoded.transcoder(from, target.upstream_model(decoded.model())),
-                )),
-                (None, Format::OpenAiChat) => Mode::OpenAi {
-                    client_wants_usage: decoded.client_wants_usage(),
-                },
-                // Passed through to a backend serving the Responses API (see `Inbound::plan`).
-                (None, Format::Responses) => Mode::Responses,
-                (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
-            };
-            let framing =
-                Framing::for_format(translate_from.is_some_and(BackendFormat::event_stream_framed));
-            let watch = StallWatch::new(
-                Arc::clone(self.metrics),
-                Arc::clone(&backend.name),
-                backend.provider.as_str(),
-                limits.idle,
-            );
-            let relay = SseRelay::new(
-                resp.into_body(),
-                framing,
-                mode,
-                caller,
-                moved,
-                Arc::clone(backend),
-                RelayTimers {
-                    idle: Some(limits.idle),
-                    deadline,
-                    watch: Some(watch),
-                },
-            );
-            let mut out = Response::new(BodyExt::boxed_unsync(relay));
-            let h = out.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            if let Some(d) = dropped {
-                h.insert(DROPPED, d);
-            }
-            return Ok(out);
+        let dropped = record.dropped.clone();
+        let mut moved = record.take();
+        moved.status = StatusCode::OK;
+        let mode = match (translate_from, caller) {
+            (Some(from), _) => Mode::Translate(Box::new(
+                decoded.transcoder(from, target.upstream_model(decoded.model())),
+            )),
+            (None, Format::OpenAiChat) => Mode::OpenAi {
+                client_wants_usage: decoded.client_wants_usage(),
+            },
+            // Passed through to a backend serving the Responses API (see `Inbound::plan`).
+            (None, Format::Responses) => Mode::Responses,
+            (None, Format::Anthropic) => Mode::Anthropic(Box::default()),
+        };
+        let framing =
+            Framing::for_format(translate_from.is_some_and(BackendFormat::event_stream_framed));
+        let watch = StallWatch::new(
+            Arc::clone(self.metrics),
+            Arc::clone(&backend.name),
+            backend.provider.as_str(),
+            limits.idle,
+        );
+        let relay = SseRelay::new(
+            resp.into_body(),
+            framing,
+            mode,
+            caller,
+            moved,
+            Arc::clone(backend),
+            RelayTimers {
+                idle: Some(limits.idle),
+                deadline,
+                watch: Some(watch),
+            },
+        );
+        let mut out = Response::new(BodyExt::boxed_unsync(relay));
+        let h = out.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(d) = dropped {
+            h.insert(DROPPED, d);
         }
+        out
+    }
+
+    /// A whole answer, read within the attempt's limits, checked, and translated when the
+    /// caller speaks another format.
+    async fn answer_whole(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        target: &Target,
+        prepared: &Prepared,
+        resp: Response<UpstreamBody>,
+        record: &mut Record,
+    ) -> Result<Response<Body>, AttemptError> {
+        let (decoded, translate_from) = (ctx.decoded, prepared.translate_from);
+        let (limits, deadline) = (&prepared.limits, prepared.call_deadline);
+        let caller = decoded.format();
         let bytes = collect_bounded(
             resp.into_body(),
             self.max_response_bytes,
@@ -770,22 +734,7 @@ impl Forwarder<'_> {
         match (translate_from, caller) {
             (Some(from), _) => {
                 let model = target.upstream_model(decoded.model());
-                let (out, usage, finish) = decoded
-                    .translate_response(from, &bytes, model)
-                    .map_err(|e| {
-                        AttemptError::new(
-                            UpstreamFailure::InvalidResponse,
-                            format!("answered 200 with a body that could not be translated: {e}"),
-                        )
-                    })?;
-                record.usage = usage;
-                record.finish_reason =
-                    finish.map(|r| openai::chat::finish_to_openai(r).to_string());
-                let mut resp = json_response(StatusCode::OK, Bytes::from(out));
-                if let Some(d) = record.dropped.clone() {
-                    resp.headers_mut().insert(DROPPED, d);
-                }
-                Ok(resp)
+                translated_answer(decoded, from, &bytes, model, record)
             }
             // Passed through unparsed: the scan that reads usage checks the body is the JSON
             // object the format promises, in the same pass.
@@ -818,6 +767,123 @@ impl Forwarder<'_> {
                 }
                 Ok(json_response(StatusCode::OK, bytes))
             }
+        }
+    }
+}
+
+/// An upstream's whole answer translated into the caller's format, its usage and finish
+/// reason recorded.
+fn translated_answer(
+    decoded: &Inbound<'_>,
+    from: BackendFormat,
+    bytes: &[u8],
+    model: &str,
+    record: &mut Record,
+) -> Result<Response<Body>, AttemptError> {
+    let (out, usage, finish) = decoded
+        .translate_response(from, bytes, model)
+        .map_err(|e| {
+            AttemptError::new(
+                UpstreamFailure::InvalidResponse,
+                format!("answered 200 with a body that could not be translated: {e}"),
+            )
+        })?;
+    record.usage = usage;
+    record.finish_reason = finish.map(|r| openai::chat::finish_to_openai(r).to_string());
+    let mut resp = json_response(StatusCode::OK, Bytes::from(out));
+    if let Some(d) = record.dropped.clone() {
+        resp.headers_mut().insert(DROPPED, d);
+    }
+    Ok(resp)
+}
+
+/// Carries out what an error status means for the key that got it (rested after a rate
+/// limit, disabled when refused as invalid), for the backend's health, and for the record.
+fn carry_out(
+    failure: &Failure,
+    backend: &Backend,
+    key: Option<&UpstreamKey>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    record: &mut Record,
+) {
+    match (failure.key, key) {
+        (KeyEffect::Rest, Some(k)) => {
+            let wait = retry_after(headers).unwrap_or(Duration::from_secs(1));
+            k.state().rest(wait);
+            k.state().observe_rate_limit(rate_limit_hint(headers));
+        }
+        // Tried again after its disable period (see `KeyState::disable`).
+        (KeyEffect::Disable, Some(k)) => {
+            if let Some(period) = k.state().disable(format!("upstream answered {status}")) {
+                tracing::error!(backend = %backend.name, key_index = k.index, %status, retry_in = ?period, "upstream refused a key as invalid; disabled until then");
+                record.upstream_error("key_disabled");
+            }
+        }
+        _ => {}
+    }
+    if failure.key == KeyEffect::Rest {
+        record.ratelimit_reason = Some("upstream");
+    }
+    if failure.backend_failed {
+        health(backend, backend.state().on_failure());
+    }
+    record.upstream_error(failure.kind);
+}
+
+/// Names the attempt's target in the record: backend, provider, upstream model and the price
+/// the answer will be charged at.
+fn name_target(record: &mut Record, target: &Target, upstream_model: &str) {
+    let backend = &target.backend;
+    record.backend = Some(Arc::clone(&backend.name));
+    record.provider = backend.provider.as_str();
+    if record.otel().is_some() {
+        // Only spans carry it, and finding it scans the endpoint's host.
+        record.genai_provider = genai_provider_name(backend.provider.as_str(), &backend.endpoint);
+    }
+    record.upstream_model = Some(upstream_model.to_string());
+    record.pricing = match &target.model {
+        Some(_) => target.pricing,
+        None => backend.pricing(upstream_model),
+    };
+}
+
+/// The request in `target`'s format (passed through or translated). `Err` ends the attempt:
+/// an answer the gateway gives itself (a token-count estimate), or a request this target
+/// cannot take.
+fn encode_for(
+    ctx: &RequestCtx<'_, '_>,
+    target: &Target,
+    upstream_model: &str,
+    record: &Record,
+) -> Result<Encoded, Box<TargetOutcome>> {
+    let decoded = ctx.decoded;
+    // A budgeted request that set no output cap was reserved for the route's default: the
+    // upstream is held to it, so the answer cannot cost more than was reserved.
+    let reserved = record
+        .settle
+        .as_ref()
+        .is_some_and(|(_, _, admitted)| admitted.reservation.is_some());
+    let output_cap = (reserved && decoded.max_tokens().is_none())
+        .then(|| switchyard_router::budget::output_cap(ctx.route, None));
+    match decoded.plan(&target.backend, upstream_model, ctx.route, output_cap) {
+        Ok(Plan::Call(e)) => Ok(e),
+        Ok(Plan::Estimate) => Err(Box::new(TargetOutcome::Done(count_tokens_estimate(
+            decoded,
+        )))),
+        // A parameter this backend's format cannot carry may suit the next target (a
+        // fallback of another provider), and so may one the gateway refuses to translate
+        // (`previous_response_id`: a backend serving the Responses API takes it); a malformed
+        // request suits none.
+        Err(err) => {
+            let retryable = matches!(
+                err,
+                GatewayError::UnsupportedByBackend { .. }
+                    | GatewayError::Translate(
+                        TranslateError::Unsupported { .. } | TranslateError::Refused { .. }
+                    )
+            );
+            Err(Box::new(TargetOutcome::Failed { err, retryable }))
         }
     }
 }

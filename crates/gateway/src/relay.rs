@@ -34,6 +34,7 @@ use crate::{body::BoxError, pool::UpstreamBody, record::Record};
 
 pin_project_lite::pin_project! {
     /// The relaying body. Dropping it (client gone, or stream done) records the request.
+    #[project = RelayProj]
     pub struct SseRelay {
         #[pin]
         upstream: UpstreamBody,
@@ -388,63 +389,13 @@ fn on_event(
     backend: &Backend,
     ev: sse::Event,
 ) -> Option<Bytes> {
-    let client_wants_usage = match mode {
-        Mode::OpenAi { client_wants_usage } => *client_wants_usage,
-        Mode::Responses => {
-            // Deltas carry no usage: after the first token they pass unread.
-            if record.ttft.is_some() && ev.event.as_deref().is_some_and(|e| e.ends_with(b".delta"))
-            {
-                return Some(ev.raw);
-            }
-            let info = responses::inspect::inspect_event(ev.event.as_deref(), &ev.data);
-            if info.usage.is_some() {
-                record.usage = info.usage;
-            }
-            if info.finish_reason.is_some() {
-                record.finish_reason = info.finish_reason;
-            }
-            if let Some(id) = info.response_id {
-                if let Some((owners, owner)) = record.stored_by.take() {
-                    owners.remember(&id, owner);
-                }
-            }
-            if info.content && record.ttft.is_none() {
-                record.ttft = Some(record.start.elapsed());
-            }
-            *complete |= info.terminal;
-            if is_error_event(&ev) {
-                return Some(redacted(backend, ev.raw));
-            }
-            return Some(ev.raw);
+    match mode {
+        Mode::OpenAi { client_wants_usage } => {
+            on_openai_event(record, *client_wants_usage, complete, backend, ev)
         }
+        Mode::Responses => Some(on_responses_event(record, complete, backend, ev)),
         Mode::Anthropic(decoder) => {
-            // Deltas carry neither usage nor the stop reason: after the first token they pass
-            // undecoded.
-            if record.ttft.is_some() && ev.event.as_deref() == Some(b"content_block_delta") {
-                return Some(ev.raw);
-            }
-            let mut events = Vec::new();
-            decoder.decode(&ev.data, &mut events);
-            let mut t = Observed::default();
-            for e in events {
-                use switchyard_providers::chat::StreamEvent as E;
-                match e {
-                    E::Start { usage, .. } => t.usage = usage.or(t.usage),
-                    E::Usage(u) => t.usage = Some(u),
-                    E::Text(_) | E::Reasoning(_) | E::ToolCallStart { .. } => t.content = true,
-                    E::Finish { reason, .. } => {
-                        t.finish = Some(reason);
-                        *complete = true;
-                    }
-                    E::Done | E::Error { .. } => *complete = true,
-                    _ => {}
-                }
-            }
-            observe(record, t);
-            if is_error_event(&ev) {
-                return Some(redacted(backend, ev.raw));
-            }
-            return Some(ev.raw);
+            Some(on_anthropic_event(record, decoder, complete, backend, ev))
         }
         Mode::Translate(t) => {
             let mut out = Vec::new();
@@ -452,9 +403,20 @@ fn on_event(
             let seen = t.on_event(&ev.data, &mut out);
             observe(record, seen);
             let out = Bytes::from(out);
-            return (!out.is_empty()).then(|| if error { redacted(backend, out) } else { out });
+            (!out.is_empty()).then(|| if error { redacted(backend, out) } else { out })
         }
-    };
+    }
+}
+
+/// An OpenAI chat chunk, passed through; `None` for the usage chunk the gateway asked for
+/// on behalf of a client that did not.
+fn on_openai_event(
+    record: &mut Record,
+    client_wants_usage: bool,
+    complete: &mut bool,
+    backend: &Backend,
+    ev: sse::Event,
+) -> Option<Bytes> {
     let data = &ev.data[..];
     if data.is_empty() || data == b"[DONE]" {
         *complete |= !data.is_empty();
@@ -485,6 +447,78 @@ fn on_event(
         return None;
     }
     Some(ev.raw)
+}
+
+/// A Responses event, passed through: usage, finish, the stored response's id and the first
+/// token noted on the way.
+fn on_responses_event(
+    record: &mut Record,
+    complete: &mut bool,
+    backend: &Backend,
+    ev: sse::Event,
+) -> Bytes {
+    // Deltas carry no usage: after the first token they pass unread.
+    if record.ttft.is_some() && ev.event.as_deref().is_some_and(|e| e.ends_with(b".delta")) {
+        return ev.raw;
+    }
+    let info = responses::inspect::inspect_event(ev.event.as_deref(), &ev.data);
+    if info.usage.is_some() {
+        record.usage = info.usage;
+    }
+    if info.finish_reason.is_some() {
+        record.finish_reason = info.finish_reason;
+    }
+    if let Some(id) = info.response_id {
+        if let Some((owners, owner)) = record.stored_by.take() {
+            owners.remember(&id, owner);
+        }
+    }
+    if info.content && record.ttft.is_none() {
+        record.ttft = Some(record.start.elapsed());
+    }
+    *complete |= info.terminal;
+    if is_error_event(&ev) {
+        return redacted(backend, ev.raw);
+    }
+    ev.raw
+}
+
+/// An Anthropic event, passed through, decoded only as far as usage, the stop reason and the
+/// first token need.
+fn on_anthropic_event(
+    record: &mut Record,
+    decoder: &mut anthropic::StreamDecoder,
+    complete: &mut bool,
+    backend: &Backend,
+    ev: sse::Event,
+) -> Bytes {
+    // Deltas carry neither usage nor the stop reason: after the first token they pass
+    // undecoded.
+    if record.ttft.is_some() && ev.event.as_deref() == Some(b"content_block_delta") {
+        return ev.raw;
+    }
+    let mut events = Vec::new();
+    decoder.decode(&ev.data, &mut events);
+    let mut t = Observed::default();
+    for e in events {
+        use switchyard_providers::chat::StreamEvent as E;
+        match e {
+            E::Start { usage, .. } => t.usage = usage.or(t.usage),
+            E::Usage(u) => t.usage = Some(u),
+            E::Text(_) | E::Reasoning(_) | E::ToolCallStart { .. } => t.content = true,
+            E::Finish { reason, .. } => {
+                t.finish = Some(reason);
+                *complete = true;
+            }
+            E::Done | E::Error { .. } => *complete = true,
+            _ => {}
+        }
+    }
+    observe(record, t);
+    if is_error_event(&ev) {
+        return redacted(backend, ev.raw);
+    }
+    ev.raw
 }
 
 /// At the upstream's clean end: lets a transcoder close the caller's stream properly, if the
@@ -616,7 +650,6 @@ impl SseRelay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        let backend = &**this.backend;
         // Everything that has already arrived goes out as one frame: an upstream often sends
         // a burst of events at once, and passing them on one by one cost a write syscall and
         // a task switch each (measured: 26 writes per 20-chunk stream, 6x nginx's CPU). The
@@ -626,15 +659,15 @@ impl SseRelay {
         let mut out = Out::default();
         loop {
             while let Some(ev) = this.parser.next_event() {
-                if let Some(raw) = on_event(this.record, this.mode, this.complete, backend, ev) {
+                if let Some(raw) = on_event(this.record, this.mode, this.complete, this.backend, ev)
+                {
                     out.push(raw);
                 }
             }
             if *this.upstream_ended && !*this.done {
-                let last = this
-                    .parser
-                    .finish()
-                    .and_then(|ev| on_event(this.record, this.mode, this.complete, backend, ev));
+                let last = this.parser.finish().and_then(|ev| {
+                    on_event(this.record, this.mode, this.complete, this.backend, ev)
+                });
                 let end = on_end(this.record, this.mode, *this.format, *this.complete);
                 for raw in last.into_iter().chain(end) {
                     out.push(raw);
@@ -649,86 +682,104 @@ impl SseRelay {
             }
 
             match this.upstream.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        if let Err(e) = this.parser.push(&data) {
-                            *this.done = true;
-                            out.push(stream_failed(
-                                this.record,
-                                this.mode,
-                                *this.format,
-                                "protocol",
-                                &format!("the upstream stream was malformed: {e}"),
-                                "upstream_protocol_error",
-                            ));
-                            continue;
-                        }
-                        *this.fresh = true;
-                    }
-                }
-                Poll::Ready(None) => *this.upstream_ended = true,
-                Poll::Ready(Some(Err(e))) => {
-                    // Once the stream has started there is no retrying: end it with an error
-                    // event in the caller's format rather than a silent cut.
-                    *this.done = true;
-                    tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
-                    out.push(stream_failed(
-                        this.record,
-                        this.mode,
-                        *this.format,
-                        "protocol",
-                        "the upstream connection broke in the middle of the stream",
-                        "upstream_stream_interrupted",
-                    ));
-                }
+                Poll::Ready(frame) => on_upstream(&mut this, frame, &mut out),
                 Poll::Pending => {
                     if let Some(b) = out.take() {
                         // The upstream's waker is registered; send what we have now.
                         return Poll::Ready(Some(Ok(Frame::data(b))));
                     }
-                    if let Some(t) = this.deadline.as_mut() {
-                        if t.as_mut().poll(cx).is_ready() {
-                            *this.done = true;
-                            return Poll::Ready(Some(Ok(Frame::data(stream_failed(
-                                this.record,
-                                this.mode,
-                                *this.format,
-                                "timeout",
-                                "the upstream stream did not finish within the total timeout",
-                                "upstream_timeout",
-                            )))));
-                        }
-                    }
-                    if let Some(t) = this.idle_timer.as_mut() {
-                        // Re-armed once per wait rather than per chunk (a clock read and a
-                        // timer update each): idleness counts from the last batch.
-                        if std::mem::take(this.fresh) {
-                            if let Some(d) = *this.idle {
-                                // Configured durations are capped at compile time; checked
-                                // anyway, as an overflow here would panic mid-stream.
-                                let now = Instant::now();
-                                let at = now.checked_add(d).unwrap_or_else(|| {
-                                    now + switchyard_router::MAX_CONFIGURED_DURATION
-                                });
-                                t.as_mut().reset(at);
-                            }
-                        }
-                        ready!(t.as_mut().poll(cx));
-                        *this.done = true;
-                        return Poll::Ready(Some(Ok(Frame::data(stream_failed(
-                            this.record,
-                            this.mode,
-                            *this.format,
-                            "timeout",
-                            "the upstream stream went idle for longer than the backend's idle timeout",
-                            "upstream_timeout",
-                        )))));
-                    }
-                    return Poll::Pending;
+                    let timed_out = ready!(poll_timers(&mut this, cx));
+                    return Poll::Ready(Some(Ok(Frame::data(timed_out))));
                 }
             }
         }
     }
+}
+
+/// What the upstream body yielded: data for the parser, its end, or a break, which ends the
+/// caller's stream with an error event in its format rather than a silent cut (once the
+/// stream has started there is no retrying).
+fn on_upstream(
+    this: &mut RelayProj<'_>,
+    frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+    out: &mut Out,
+) {
+    match frame {
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                if let Err(e) = this.parser.push(&data) {
+                    *this.done = true;
+                    out.push(stream_failed(
+                        this.record,
+                        this.mode,
+                        *this.format,
+                        "protocol",
+                        &format!("the upstream stream was malformed: {e}"),
+                        "upstream_protocol_error",
+                    ));
+                    return;
+                }
+                *this.fresh = true;
+            }
+        }
+        None => *this.upstream_ended = true,
+        Some(Err(e)) => {
+            *this.done = true;
+            tracing::warn!(backend = ?this.record.backend, error = %e, "upstream stream broke");
+            out.push(stream_failed(
+                this.record,
+                this.mode,
+                *this.format,
+                "protocol",
+                "the upstream connection broke in the middle of the stream",
+                "upstream_stream_interrupted",
+            ));
+        }
+    }
+}
+
+/// While the upstream is silent: `Ready` with the caller's error event when the total or the
+/// idle timeout has passed (the stream then ends), else `Pending` with both timers armed.
+fn poll_timers(this: &mut RelayProj<'_>, cx: &mut Context<'_>) -> Poll<Bytes> {
+    if let Some(t) = this.deadline.as_mut() {
+        if t.as_mut().poll(cx).is_ready() {
+            *this.done = true;
+            return Poll::Ready(stream_failed(
+                this.record,
+                this.mode,
+                *this.format,
+                "timeout",
+                "the upstream stream did not finish within the total timeout",
+                "upstream_timeout",
+            ));
+        }
+    }
+    let Some(t) = this.idle_timer.as_mut() else {
+        return Poll::Pending;
+    };
+    // Re-armed once per wait rather than per chunk (a clock read and a timer update each):
+    // idleness counts from the last batch.
+    if std::mem::take(this.fresh) {
+        if let Some(d) = *this.idle {
+            // Configured durations are capped at compile time; checked anyway, as an
+            // overflow here would panic mid-stream.
+            let now = Instant::now();
+            let at = now
+                .checked_add(d)
+                .unwrap_or_else(|| now + switchyard_router::MAX_CONFIGURED_DURATION);
+            t.as_mut().reset(at);
+        }
+    }
+    ready!(t.as_mut().poll(cx));
+    *this.done = true;
+    Poll::Ready(stream_failed(
+        this.record,
+        this.mode,
+        *this.format,
+        "timeout",
+        "the upstream stream went idle for longer than the backend's idle timeout",
+        "upstream_timeout",
+    ))
 }
 
 /// Upper bound on one coalesced frame.
