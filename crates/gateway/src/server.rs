@@ -659,6 +659,13 @@ where
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Made once (and the notification again only after it fires): futures made per turn of
+    // the loop registered as waiters (a lock and a list insert each) and deregistered again
+    // several times per request.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let notified = state.changed.notified();
+    tokio::pin!(notified);
     loop {
         let waiting = state.waiting().map(|(wait, since, token)| match wait {
             Wait::Head => (since + config.header_read_timeout, Expiry::Header, token),
@@ -674,12 +681,12 @@ where
         }
         tokio::select! {
             done = conn.as_mut() => return done.map(|()| idled),
-            changed = stop.changed(), if !closing => {
+            changed = stopped.as_mut(), if !closing => {
                 let _ = changed;
                 graceful(conn.as_mut());
                 closing = true;
             }
-            () = state.changed.notified() => {}
+            () = notified.as_mut() => notified.set(state.changed.notified()),
             () = timer.as_mut(), if waiting.is_some() => {
                 armed = None;
                 let Some((_, expiry, token)) = waiting else { continue };
