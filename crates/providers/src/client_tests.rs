@@ -618,7 +618,9 @@ fn unknown_top_level_fields_are_dropped_and_named() {
 
 #[test]
 fn content_the_backend_cannot_carry_is_refused_and_named() {
-    let oai = |body: &str| openai::chat::decode_request(body.as_bytes(), "anthropic");
+    let oai = |body: &str| {
+        openai::chat::decode_request(body.as_bytes(), "anthropic").map(chat::Request::into_owned)
+    };
     for (body, param) in [
         (
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2}"#,
@@ -722,14 +724,10 @@ fn web_search_becomes_the_backends_own_search() {
         (Some(2), &["spam.example".to_string()][..])
     );
     assert!(anthropic_req.tools.is_empty());
-    let chat_req = openai::chat::decode_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "news?"}],
-               "web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}}}})
-        .to_string()
-        .as_bytes(),
-        "t",
-    )
-    .unwrap();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "news?"}],
+           "web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}}}})
+    .to_string();
+    let chat_req = openai::chat::decode_request(body.as_bytes(), "t").unwrap();
     let search = chat_req.web_search.clone().unwrap();
     assert_eq!(search.dropped_name(), "web_search_options");
     assert_eq!(search.refused_param(), "web_search_options");
