@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::wire;
+use super::wire::{self, FunctionCall};
 use crate::chat::{
     self, arguments_object, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError,
@@ -323,15 +323,23 @@ fn field_of<'v>(
         .ok_or_else(|| TranslateError::invalid(format!("{}.{name}", p()), "missing"))
 }
 
-/// `access::field` with a path made only for an error.
-fn field_at<'v>(
-    v: &'v Value,
+/// A string field parsed by `wire::SmallStr`, read as `str_of(field(..))` reads a `Value`.
+fn small_str<'v>(
+    f: &'v Option<Result<std::borrow::Cow<'_, str>, Value>>,
     name: &str,
     p: impl FnOnce() -> String,
-) -> Result<&'v Value, TranslateError> {
-    v.get(name)
-        .filter(|x| !x.is_null())
-        .ok_or_else(|| TranslateError::invalid(format!("{}.{name}", p()), "missing"))
+) -> Result<&'v str, TranslateError> {
+    match f {
+        Some(Ok(s)) => Ok(s),
+        None | Some(Err(Value::Null)) => Err(TranslateError::invalid(
+            format!("{}.{name}", p()),
+            "missing",
+        )),
+        Some(Err(_)) => Err(TranslateError::invalid(
+            format!("{}.{name}", p()),
+            "must be a string",
+        )),
+    }
 }
 
 /// `access::str_of` with a path made only for an error.
@@ -348,7 +356,7 @@ fn decode_messages<'a>(
     for (i, m) in messages.into_iter().enumerate() {
         let p = || format!("messages[{i}]");
         let pc = || format!("messages[{i}].content");
-        let role = str_at(field_of(&m.other, "role", p)?, || format!("{}.role", p()))?;
+        let role = small_str(&m.role, "role", p)?;
         let content = m
             .content
             .filter(|c| !matches!(c, wire::Content::Other(Value::Null)));
@@ -380,27 +388,42 @@ fn decode_messages<'a>(
                 if let Some(c) = content {
                     parts.extend(decode_content(c, &pc, target)?);
                 }
-                if let Some(calls) = m.other.get("tool_calls").filter(|c| !c.is_null()) {
-                    let calls = calls.as_array().ok_or_else(|| {
-                        TranslateError::invalid(format!("{}.tool_calls", p()), "must be an array")
-                    })?;
-                    for (j, c) in calls.iter().enumerate() {
-                        let cp = || format!("{}.tool_calls[{j}]", p());
-                        let f = field_at(c, "function", cp)?;
-                        let args = f.get("arguments").and_then(Value::as_str).unwrap_or("");
-                        parts.push(Part::ToolCall(ToolCall {
-                            id: c
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            name: str_at(
-                                field_at(f, "name", || format!("{}.function", cp()))?,
-                                || format!("{}.function.name", cp()),
-                            )?
-                            .to_string(),
-                            arguments: arguments_object(args),
-                        }));
+                match m.tool_calls {
+                    None | Some(wire::Many::Other(Value::Null)) => {}
+                    Some(wire::Many::List(calls)) => {
+                        for (j, c) in calls.into_iter().enumerate() {
+                            let cp = || format!("{}.tool_calls[{j}]", p());
+                            let f = match c.function {
+                                None | Some(Err(Value::Null)) => {
+                                    return Err(TranslateError::invalid(
+                                        format!("{}.function", cp()),
+                                        "missing",
+                                    ))
+                                }
+                                // Not an object: it has no name.
+                                Some(Err(_)) => FunctionCall::default(),
+                                Some(Ok(f)) => f,
+                            };
+                            let args = match &f.arguments {
+                                Some(Ok(a)) => a,
+                                _ => "",
+                            };
+                            parts.push(Part::ToolCall(ToolCall {
+                                id: match c.id {
+                                    Some(Ok(id)) => id.into_owned(),
+                                    _ => String::new(),
+                                },
+                                name: small_str(&f.name, "name", || format!("{}.function", cp()))?
+                                    .to_string(),
+                                arguments: arguments_object(args),
+                            }));
+                        }
+                    }
+                    Some(_) => {
+                        return Err(TranslateError::invalid(
+                            format!("{}.tool_calls", p()),
+                            "must be an array",
+                        ))
                     }
                 }
                 if m.other.get("function_call").is_some_and(|f| !f.is_null()) {
@@ -413,9 +436,7 @@ fn decode_messages<'a>(
                 push(req, Role::Assistant, parts);
             }
             "tool" => {
-                let id = str_at(field_of(&m.other, "tool_call_id", p)?, || {
-                    format!("{}.tool_call_id", p())
-                })?;
+                let id = small_str(&m.tool_call_id, "tool_call_id", p)?;
                 let content = match content {
                     Some(c) => decode_content(c, &pc, target)?,
                     None => Vec::new(),

@@ -281,6 +281,21 @@ fn chat_decode_accepts_what_a_value_parse_accepts() {
         assistant(r#""reasoning_content":[1e400]"#),
         assistant(&format!(r#""reasoning_content":{}"#, deep(125))),
         assistant(&format!(r#""reasoning_content":{}"#, deep(126))),
+        assistant(r#""tool_calls":[{"id":"c","type":1e400,"function":{"name":"f"}}]"#),
+        assistant(r#""tool_calls":[{"id":"\ud800","function":{"name":"f"}}]"#),
+        assistant(r#""tool_calls":[{"function":{"name":"f","x":[1e400]}}]"#),
+        assistant(r#""tool_calls":[{"function":{"name":"f","arguments":"\udc00"}}]"#),
+        assistant(&format!(
+            r#""tool_calls":[{{"function":{{"name":"f","x":{}}}}}]"#,
+            deep(121)
+        )),
+        assistant(&format!(
+            r#""tool_calls":[{{"function":{{"name":"f","x":{}}}}}]"#,
+            deep(122)
+        )),
+        assistant(&format!(r#""tool_calls":[{{"function":{}}}]"#, deep(123))),
+        assistant(&format!(r#""tool_calls":[{{"function":{}}}]"#, deep(124))),
+        assistant(r#""role":"assistant","tool_call_id":[1e400]"#),
         tool(r#"{"name":"t","description":"\ud800"}"#),
         tool(r#"{"name":"t","description":{"a":1e400}}"#),
         tool(r#"{"name":"t","parameters":{"type":"object","x":1e400}}"#),

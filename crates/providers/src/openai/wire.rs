@@ -8,7 +8,7 @@
 //! accepted as JSON is exactly what a `Value` parse accepts: every raw piece is checked
 //! ([`Strict`], [`Str::json`]).
 
-use std::{collections::BTreeMap, fmt, marker::PhantomData};
+use std::{borrow::Cow, collections::BTreeMap, fmt, marker::PhantomData};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
@@ -41,13 +41,33 @@ pub(super) enum Content<'a> {
     Other(Value),
 }
 
-/// A message: `content` and `reasoning_content` raw, every other field a `Value`.
+/// A message: `content` and `reasoning_content` raw, `role` and `tool_call_id` borrowed when
+/// they are strings, every other field a `Value`.
 #[derive(Default)]
 pub(super) struct Msg<'a> {
     pub content: Option<Content<'a>>,
     /// A string literal as [`Str::Json`], another value as `Err(value)`.
     pub reasoning_content: Option<Result<Str<'a>, Value>>,
+    pub role: Option<Result<Cow<'a, str>, Value>>,
+    pub tool_call_id: Option<Result<Cow<'a, str>, Value>>,
+    pub tool_calls: Option<Many<'a, CallDef<'a>>>,
     pub other: Map<String, Value>,
+}
+
+/// A tool call in an assistant message: what the decoder reads of it, the rest checked and
+/// skipped.
+#[derive(Default)]
+pub(super) struct CallDef<'a> {
+    pub id: Option<Result<Cow<'a, str>, Value>>,
+    /// Parsed when it is an object.
+    pub function: Option<Result<FunctionCall<'a>, Value>>,
+}
+
+/// A tool call's `function`.
+#[derive(Default)]
+pub(super) struct FunctionCall<'a> {
+    pub name: Option<Result<Cow<'a, str>, Value>>,
+    pub arguments: Option<Result<Cow<'a, str>, Value>>,
 }
 
 /// A content part: `text` raw, the rest values.
@@ -179,23 +199,110 @@ impl<'de> Visitor<'de> for PartsSeed {
 
 impl<'de> FromMap<'de> for Msg<'de> {
     fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        const KEYS: &[&str] = &[
+            "content",
+            "reasoning_content",
+            "role",
+            "tool_call_id",
+            "tool_calls",
+        ];
         let mut m = Msg::default();
-        while let Some(k) = map.next_key::<String>()? {
-            match k.as_str() {
-                "content" => {
+        while let Some(k) = map.next_key_seed(KeySeed(KEYS))? {
+            match k {
+                Key::Known("content") => {
                     let raw: &'de RawValue = map.next_value()?;
                     m.content = Some(content(raw, depth)?);
                 }
-                "reasoning_content" => {
+                Key::Known("reasoning_content") => {
                     let raw: &'de RawValue = map.next_value()?;
                     m.reasoning_content = Some(raw_str(raw, depth)?);
                 }
-                _ => {
+                Key::Known("role") => m.role = Some(map.next_value_seed(SmallStr)?),
+                Key::Known("tool_calls") => {
+                    m.tool_calls = Some(map.next_value_seed(ManySeed::at(depth))?)
+                }
+                Key::Known(_) => m.tool_call_id = Some(map.next_value_seed(SmallStr)?),
+                Key::Other(k) => {
                     m.other.insert(k, map.next_value()?);
                 }
             }
         }
         Ok(m)
+    }
+}
+
+/// A map key: one of `.0` (no copy), or another.
+struct KeySeed(&'static [&'static str]);
+
+enum Key {
+    Known(&'static str),
+    Other(String),
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+        Ok(match self.0.iter().find(|k| **k == s) {
+            Some(k) => Key::Known(k),
+            None => Key::Other(s.to_string()),
+        })
+    }
+}
+
+/// A short string field, borrowed when the body spells it without escapes; another value
+/// as the `Value` it is.
+struct SmallStr;
+
+impl<'de> DeserializeSeed<'de> for SmallStr {
+    type Value = Result<Cow<'de, str>, Value>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SmallStr {
+    type Value = Result<Cow<'de, str>, Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Owned(s.to_string())))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Err(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Err(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Value::Null))
     }
 }
 
@@ -219,7 +326,7 @@ impl<'de> FromMap<'de> for ToolDef<'de> {
         let mut t = ToolDef::default();
         while let Some(k) = map.next_key::<String>()? {
             if k == "function" {
-                t.function = Some(map.next_value_seed(FunctionSeed(depth))?);
+                t.function = Some(map.next_value_seed(ObjectSeed::at(depth))?);
             } else {
                 t.other.insert(k, map.next_value()?);
             }
@@ -251,24 +358,30 @@ impl<'de> FromMap<'de> for FunctionDef<'de> {
     }
 }
 
-/// A tool's `function` found inside `.0` containers: parsed when it is an object, a `Value`
-/// otherwise.
-struct FunctionSeed(usize);
+/// A value found inside `.0` containers: parsed as a `T` when it is an object, a `Value`
+/// otherwise (whose content the decoders only tell from null).
+struct ObjectSeed<T>(usize, PhantomData<T>);
 
-impl<'de> DeserializeSeed<'de> for FunctionSeed {
-    type Value = Result<FunctionDef<'de>, Value>;
+impl<T> ObjectSeed<T> {
+    fn at(depth: usize) -> Self {
+        ObjectSeed(depth, PhantomData)
+    }
+}
+
+impl<'de, T: FromMap<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+    type Value = Result<T, Value>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for FunctionSeed {
-    type Value = Result<FunctionDef<'de>, Value>;
+impl<'de, T: FromMap<'de>> Visitor<'de> for ObjectSeed<T> {
+    type Value = Result<T, Value>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        FunctionDef::from_map(map, self.0 + 1).map(Ok)
+        T::from_map(map, self.0 + 1).map(Ok)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         Strict(self.0).visit_seq(seq)?;
@@ -291,5 +404,33 @@ impl<'de> Visitor<'de> for FunctionSeed {
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Err(Value::Null))
+    }
+}
+
+impl<'de> FromMap<'de> for CallDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut c = CallDef::default();
+        while let Some(k) = map.next_key_seed(KeySeed(&["id", "function"]))? {
+            match k {
+                Key::Known("id") => c.id = Some(map.next_value_seed(SmallStr)?),
+                Key::Known(_) => c.function = Some(map.next_value_seed(ObjectSeed::at(depth))?),
+                Key::Other(_) => map.next_value_seed(Strict(depth))?,
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl<'de> FromMap<'de> for FunctionCall<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut f = FunctionCall::default();
+        while let Some(k) = map.next_key_seed(KeySeed(&["name", "arguments"]))? {
+            match k {
+                Key::Known("name") => f.name = Some(map.next_value_seed(SmallStr)?),
+                Key::Known(_) => f.arguments = Some(map.next_value_seed(SmallStr)?),
+                Key::Other(_) => map.next_value_seed(Strict(depth))?,
+            }
+        }
+        Ok(f)
     }
 }
