@@ -303,8 +303,10 @@ fn anthropic_thinking_and_effort_per_backend() {
 
 // === Codex → every backend ===
 
-fn codex() -> responses::Decoded {
-    responses::decode_request(&client_fixture("codex-responses.json")).unwrap()
+fn codex() -> responses::Decoded<'static> {
+    responses::decode_request(&client_fixture("codex-responses.json"))
+        .unwrap()
+        .into_owned()
 }
 
 #[test]
@@ -480,7 +482,9 @@ fn namespaced_calls_come_back_under_the_callers_names() {
         let input = next["input"].as_array_mut().unwrap();
         input.push(calls[0].clone());
         input.push(json!({"type": "function_call_output", "call_id": calls[0]["call_id"], "output": "done"}));
-        let again = responses::decode_request(next.to_string().as_bytes()).unwrap();
+        let again = responses::decode_request(next.to_string().as_bytes())
+            .unwrap()
+            .into_owned();
         let v = encode(
             &again.request,
             BackendFormat::OpenAiChat,
@@ -663,7 +667,9 @@ fn content_the_backend_cannot_carry_is_refused_and_named() {
     // Client-run Anthropic tools are refused without calling them server tools.
     let e = ant(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"bash_20250124","name":"bash"}]}"#).unwrap_err();
     assert!(!e.to_string().contains("server"), "{e}");
-    let resp = |body: Value| responses::decode_request(body.to_string().as_bytes());
+    let resp = |body: Value| {
+        responses::decode_request(body.to_string().as_bytes()).map(responses::Decoded::into_owned)
+    };
     for (tool, param) in [
         (
             json!({"type": "custom", "name": "apply_patch"}),
@@ -703,6 +709,7 @@ fn web_search_becomes_the_backends_own_search() {
         .as_bytes(),
     )
     .unwrap()
+    .into_owned()
     .request;
     let search = responses_req.web_search.clone().unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@
 //! Parsing only parses: whether a field has the right type is the decoder's to say, after the
 //! whole body is known to be JSON, so its errors come in the same order as before. What is
 //! accepted as JSON is exactly what a `Value` parse accepts: every raw piece is checked
-//! ([`Strict`], [`Str::json`]).
+//! ([`Strict`], [`Str::json`]). Its content and key seeds serve the Responses decoder too.
 
 use std::{borrow::Cow, collections::BTreeMap, fmt, marker::PhantomData};
 
@@ -32,7 +32,7 @@ pub(super) enum Body<'a> {
 }
 
 /// A message's (or a tool message's) `content`.
-pub(super) enum Content<'a> {
+pub(crate) enum Content<'a> {
     /// A string, as its literal.
     Text(Str<'a>),
     /// A list of content parts.
@@ -72,7 +72,7 @@ pub(super) struct FunctionCall<'a> {
 
 /// A content part: `text` raw, the rest values.
 #[derive(Default)]
-pub(super) struct PartDef<'a> {
+pub(crate) struct PartDef<'a> {
     pub text: Option<Result<Str<'a>, Value>>,
     pub other: Map<String, Value>,
 }
@@ -153,7 +153,7 @@ impl<'de> Visitor<'de> for BodySeed {
 }
 
 /// A `content` found inside `depth` containers.
-fn content<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Content<'a>, E> {
+pub(crate) fn content<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Content<'a>, E> {
     let s = raw.get();
     if s.starts_with('"') {
         return match Str::json(raw).map_err(err)? {
@@ -161,13 +161,15 @@ fn content<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Content<
             Err(_) => Err(E::custom("a string literal that is not a string")),
         };
     }
-    // Checked where it is (nesting counted from the body), then parsed on its own.
-    Strict(depth).check(raw).map_err(err)?;
     if s.starts_with('[') {
+        // Parsed on its own: every piece is checked at its depth in the body (`PartDef`), so
+        // the nesting limit counts from the body, not from the list.
         let mut de = serde_json::Deserializer::from_str(s);
         let parts = PartsSeed(depth).deserialize(&mut de).map_err(err)?;
         return Ok(Content::Parts(parts));
     }
+    // Checked where it is (nesting counted from the body), then parsed on its own.
+    Strict(depth).check(raw).map_err(err)?;
     Ok(Content::Other(serde_json::from_str(s).map_err(err)?))
 }
 
@@ -232,9 +234,9 @@ impl<'de> FromMap<'de> for Msg<'de> {
 }
 
 /// A map key: one of `.0` (no copy), or another.
-struct KeySeed(&'static [&'static str]);
+pub(crate) struct KeySeed(pub(crate) &'static [&'static str]);
 
-enum Key {
+pub(crate) enum Key {
     Known(&'static str),
     Other(String),
 }
@@ -261,7 +263,7 @@ impl<'de> Visitor<'de> for KeySeed {
 
 /// A short string field, borrowed when the body spells it without escapes; another value
 /// as the `Value` it is.
-struct SmallStr;
+pub(crate) struct SmallStr;
 
 impl<'de> DeserializeSeed<'de> for SmallStr {
     type Value = Result<Cow<'de, str>, Value>;
@@ -310,11 +312,13 @@ impl<'de> FromMap<'de> for PartDef<'de> {
     fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
         let mut p = PartDef::default();
         while let Some(k) = map.next_key::<String>()? {
+            let raw: &'de RawValue = map.next_value()?;
             if k == "text" {
-                let raw: &'de RawValue = map.next_value()?;
                 p.text = Some(raw_str(raw, depth)?);
             } else {
-                p.other.insert(k, map.next_value()?);
+                Strict(depth).check(raw).map_err(err)?;
+                p.other
+                    .insert(k, serde_json::from_str(raw.get()).map_err(err)?);
             }
         }
         Ok(p)
@@ -360,10 +364,10 @@ impl<'de> FromMap<'de> for FunctionDef<'de> {
 
 /// A value found inside `.0` containers: parsed as a `T` when it is an object, a `Value`
 /// otherwise (whose content the decoders only tell from null).
-struct ObjectSeed<T>(usize, PhantomData<T>);
+pub(crate) struct ObjectSeed<T>(usize, PhantomData<T>);
 
 impl<T> ObjectSeed<T> {
-    fn at(depth: usize) -> Self {
+    pub(crate) fn at(depth: usize) -> Self {
         ObjectSeed(depth, PhantomData)
     }
 }
