@@ -873,7 +873,7 @@ impl<'r, 'a> Turns<'r, 'a> {
                         Side::User => "user",
                         Side::Assistant => assistant,
                     };
-                    Out::obj([(key, Out::Array(blocks)), ("role", Out::Text(role))])
+                    Out::Turn(key, blocks, role)
                 })
                 .collect(),
         )

@@ -419,6 +419,8 @@ pub(crate) enum Out<'r, 'a> {
     Joined(Joined<'r, 'a>),
     Array(Vec<Out<'r, 'a>>),
     Object(Vec<(&'static str, Out<'r, 'a>)>),
+    /// `{key: [items], "role": role}`: a conversation turn, without an object to allocate.
+    Turn(&'static str, Vec<Out<'r, 'a>>, &'static str),
 }
 
 impl<'r, 'a> Out<'r, 'a> {
@@ -469,6 +471,12 @@ impl Serialize for Out<'_, '_> {
                 for (k, v) in fields {
                     map.serialize_entry(k, v)?;
                 }
+                map.end()
+            }
+            Out::Turn(key, items, role) => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry(key, items)?;
+                map.serialize_entry("role", role)?;
                 map.end()
             }
         }
