@@ -474,8 +474,8 @@ fn block_field<'b>(
 }
 
 /// Encodes a Messages request for an Anthropic backend serving `model`. Written straight from
-/// the chat model ([`Out`]): texts and schemas borrowed from the caller's body are copied as
-/// they are.
+/// the chat model (a `json::Out` tree): texts and schemas borrowed from the caller's body are
+/// copied as they are.
 pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, TranslateError> {
     if req.response_format.is_some() {
         return Err(TranslateError::Unsupported {

@@ -1,10 +1,11 @@
 //! OpenAI Chat Completions ⇄ the internal chat model, used only when the other side of the
 //! gateway speaks another format (OpenAI → OpenAI stays a byte-level passthrough).
 //!
-//! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
+//! Requests are parsed in one pass into borrowed pieces (`openai::wire`: texts and schemas stay
+//! in the caller's body) and read so that an error can name the exact parameter path
 //! (`messages[2].content[0].type`) the way OpenAI's own errors do. They are written from
-//! serde-derived structs instead, copying the texts and schemas other decoders borrowed from
-//! their caller's body (see [`crate::json`]).
+//! serde-derived structs, copying the texts and schemas decoders borrowed from their caller's
+//! body (see [`crate::json`]).
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -41,7 +42,7 @@ impl Dialect {
 
 /// Decodes an OpenAI chat request for translation to `target` (a provider name, for errors).
 /// Parameters the internal model cannot carry and that change the answer are refused here.
-/// Texts and tool schemas borrow from `body` (parsed in one pass, see [`super::wire`]).
+/// Texts and tool schemas borrow from `body` (parsed in one pass, see `openai::wire`).
 pub fn decode_request<'a>(
     body: &'a [u8],
     target: &'static str,

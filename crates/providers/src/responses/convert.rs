@@ -80,7 +80,7 @@ impl Decoded<'_> {
 
 /// Decodes a `POST /v1/responses` body, leaving hosted tools out (named in
 /// [`chat::Request::dropped`]). Everything refused here is refused for every backend.
-/// Texts and tool schemas borrow from `body` (parsed in one pass, see [`super::wire`]).
+/// Texts and tool schemas borrow from `body` (parsed in one pass, see `responses::wire`).
 pub fn decode_request(body: &[u8]) -> Result<Decoded<'_>, TranslateError> {
     decode_request_with(body, UnsupportedTools::Drop)
 }

@@ -763,6 +763,43 @@ fn decode_accepts_what_a_value_parse_accepts() {
             r#"{{"type":"namespace","name":"n","tools":[{{"type":"function","name":"f","x":{}}}]}}"#,
             deep(122)
         )),
+        tool(r#"{"type":"function","name":"f","x":1e400}"#),
+        tool(r#"{"type":"function","name":"\udc00"}"#),
+        tool(r#"5, "\ud800""#),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","x":{}}}"#,
+            deep(124)
+        )),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","x":{}}}"#,
+            deep(125)
+        )),
+        tool(&deep(125)),
+        tool(&deep(126)),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{}}}"#,
+            deep(124)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{}}}"#,
+            deep(125)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{{"a":{}}}}}"#,
+            deep(123)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{{"a":{}}}}}"#,
+            deep(124)
+        )),
+        format!(
+            r#"{{"model":"m","input":"hi","tools":{{"a":{}}}}}"#,
+            deep(125)
+        ),
+        format!(
+            r#"{{"model":"m","input":"hi","tools":{{"a":{}}}}}"#,
+            deep(126)
+        ),
         r#"{"model":"m","input":"hi","instructions":"\ud800"}"#.into(),
         r#"{"model":"m","input":"hi","instructions":[1e400]}"#.into(),
         r#"{"model":"m","input":"hi","metadata":{"a":1e400}}"#.into(),
