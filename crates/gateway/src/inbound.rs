@@ -47,7 +47,7 @@ pub(crate) enum Inbound<'a> {
         req: openai::Request<'a>,
         /// The translation's decode; its refusal (`previous_response_id`, stored prompts …)
         /// is the answer of every translated target, and of none passed through.
-        decoded: Result<Box<responses::Decoded>, TranslateError>,
+        decoded: Result<Box<responses::Decoded<'a>>, TranslateError>,
         body: &'a [u8],
     },
 }

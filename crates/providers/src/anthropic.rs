@@ -17,7 +17,7 @@ use crate::{openai::DecodeError, Usage};
 
 mod convert;
 mod stream;
-mod wire;
+pub(crate) mod wire;
 
 pub use convert::{decode_request, decode_response, encode_request, encode_response};
 pub use stream::{StreamDecoder, StreamEncoder};

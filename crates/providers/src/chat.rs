@@ -13,6 +13,7 @@
 
 use serde_json::Value;
 
+use crate::json::Out;
 pub use crate::json::{Json, Str};
 use crate::Usage;
 
@@ -828,7 +829,7 @@ pub fn joined_text(parts: &[Part<'_>]) -> String {
 /// a turn's tool results together. Messages with nothing to send are left out, and so are
 /// [`Role::System`] turns: these formats fold them into their system instruction
 /// ([`Request::folded_system`]), so the user turns around one join up.
-pub(crate) struct Turns(Vec<(Side, Vec<Value>)>);
+pub(crate) struct Turns<'r, 'a>(Vec<(Side, Vec<Out<'r, 'a>>)>);
 
 /// A side of a [`Turns`] conversation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -837,12 +838,12 @@ enum Side {
     Assistant,
 }
 
-impl Turns {
+impl<'r, 'a> Turns<'r, 'a> {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Turns(Vec::with_capacity(n))
     }
 
-    pub(crate) fn push(&mut self, role: Role, blocks: Vec<Value>) {
+    pub(crate) fn push(&mut self, role: Role, blocks: Vec<Out<'r, 'a>>) {
         let side = match role {
             Role::User => Side::User,
             Role::Assistant => Side::Assistant,
@@ -861,20 +862,18 @@ impl Turns {
         self.0.is_empty()
     }
 
-    /// `[{"role": …, key: [blocks]}]`, the assistant's role named as the format names it.
-    pub(crate) fn into_json(self, assistant: &str, key: &str) -> Value {
-        Value::Array(
+    /// `[{key: [blocks], "role": …}]`, the assistant's role named as the format names it
+    /// (`key` sorts before `role`: `content`, `parts`).
+    pub(crate) fn into_out(self, assistant: &'static str, key: &'static str) -> Out<'r, 'a> {
+        Out::Array(
             self.0
                 .into_iter()
                 .map(|(role, blocks)| {
-                    let mut o = serde_json::Map::with_capacity(2);
                     let role = match role {
                         Side::User => "user",
                         Side::Assistant => assistant,
                     };
-                    o.insert("role".into(), role.into());
-                    o.insert(key.into(), Value::Array(blocks));
-                    Value::Object(o)
+                    Out::Turn(key, blocks, role)
                 })
                 .collect(),
         )

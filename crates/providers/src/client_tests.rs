@@ -303,8 +303,10 @@ fn anthropic_thinking_and_effort_per_backend() {
 
 // === Codex → every backend ===
 
-fn codex() -> responses::Decoded {
-    responses::decode_request(&client_fixture("codex-responses.json")).unwrap()
+fn codex() -> responses::Decoded<'static> {
+    responses::decode_request(&client_fixture("codex-responses.json"))
+        .unwrap()
+        .into_owned()
 }
 
 #[test]
@@ -480,7 +482,9 @@ fn namespaced_calls_come_back_under_the_callers_names() {
         let input = next["input"].as_array_mut().unwrap();
         input.push(calls[0].clone());
         input.push(json!({"type": "function_call_output", "call_id": calls[0]["call_id"], "output": "done"}));
-        let again = responses::decode_request(next.to_string().as_bytes()).unwrap();
+        let again = responses::decode_request(next.to_string().as_bytes())
+            .unwrap()
+            .into_owned();
         let v = encode(
             &again.request,
             BackendFormat::OpenAiChat,
@@ -618,7 +622,9 @@ fn unknown_top_level_fields_are_dropped_and_named() {
 
 #[test]
 fn content_the_backend_cannot_carry_is_refused_and_named() {
-    let oai = |body: &str| openai::chat::decode_request(body.as_bytes(), "anthropic");
+    let oai = |body: &str| {
+        openai::chat::decode_request(body.as_bytes(), "anthropic").map(chat::Request::into_owned)
+    };
     for (body, param) in [
         (
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2}"#,
@@ -661,7 +667,9 @@ fn content_the_backend_cannot_carry_is_refused_and_named() {
     // Client-run Anthropic tools are refused without calling them server tools.
     let e = ant(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"bash_20250124","name":"bash"}]}"#).unwrap_err();
     assert!(!e.to_string().contains("server"), "{e}");
-    let resp = |body: Value| responses::decode_request(body.to_string().as_bytes());
+    let resp = |body: Value| {
+        responses::decode_request(body.to_string().as_bytes()).map(responses::Decoded::into_owned)
+    };
     for (tool, param) in [
         (
             json!({"type": "custom", "name": "apply_patch"}),
@@ -701,6 +709,7 @@ fn web_search_becomes_the_backends_own_search() {
         .as_bytes(),
     )
     .unwrap()
+    .into_owned()
     .request;
     let search = responses_req.web_search.clone().unwrap();
     assert_eq!(
@@ -722,14 +731,10 @@ fn web_search_becomes_the_backends_own_search() {
         (Some(2), &["spam.example".to_string()][..])
     );
     assert!(anthropic_req.tools.is_empty());
-    let chat_req = openai::chat::decode_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "news?"}],
-               "web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}}}})
-        .to_string()
-        .as_bytes(),
-        "t",
-    )
-    .unwrap();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "news?"}],
+           "web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}}}})
+    .to_string();
+    let chat_req = openai::chat::decode_request(body.as_bytes(), "t").unwrap();
     let search = chat_req.web_search.clone().unwrap();
     assert_eq!(search.dropped_name(), "web_search_options");
     assert_eq!(search.refused_param(), "web_search_options");

@@ -109,6 +109,36 @@ impl<'a> Str<'a> {
         }
     }
 
+    /// Whether the text, past JSON whitespace, starts with `{` or `[` (so that it might parse
+    /// as a JSON object or array); `None` when that cannot be told cheaply (the text is all
+    /// whitespace, or a literal spells its first character with an escape).
+    pub fn opens_container(&self) -> Option<bool> {
+        let first = match self {
+            Str::Text(t) => t
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .bytes()
+                .next()?,
+            Str::Json(raw) => {
+                let s = raw.get();
+                let b = s
+                    .get(1..s.len().saturating_sub(1))
+                    .unwrap_or_default()
+                    .as_bytes();
+                let mut i = 0;
+                loop {
+                    match (b.get(i), b.get(i.saturating_add(1))) {
+                        (None, _) => return None,
+                        (Some(b' '), _) => i = i.saturating_add(1),
+                        (Some(b'\\'), Some(b'n' | b'r' | b't')) => i = i.saturating_add(2),
+                        (Some(b'\\'), _) => return None,
+                        (Some(c), _) => break *c,
+                    }
+                }
+            }
+        };
+        Some(matches!(first, b'{' | b'['))
+    }
+
     /// Appends the inside of the JSON string literal for this text (what goes between the
     /// quotes).
     fn push_inner(&self, out: &mut String) {
@@ -210,6 +240,12 @@ impl Serialize for Str<'_> {
     }
 }
 
+impl fmt::Debug for Joined<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.parts).finish()
+    }
+}
+
 /// Texts joined by `sep` as one JSON string, each piece's literal copied as it is: escaping
 /// is per character, so escaped pieces concatenate.
 pub struct Joined<'s, 'a> {
@@ -291,6 +327,21 @@ impl Json<'_> {
         }
     }
 
+    /// Whether it is an object whose field `key` is a non-empty object (the last such field
+    /// when the key repeats, as a `Value` holds it). Raw JSON is scanned, not built.
+    pub fn has_nonempty_object(&self, key: &str) -> bool {
+        match self {
+            Json::Value(v) => v
+                .get(key)
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty()),
+            Json::Raw(raw) => {
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                de::Deserializer::deserialize_any(&mut de, FieldProbe(key)).unwrap_or(false)
+            }
+        }
+    }
+
     /// The owned equivalent.
     pub fn into_owned(self) -> Json<'static> {
         match self {
@@ -336,6 +387,209 @@ impl Serialize for Json<'_> {
             Json::Raw(raw) => raw.serialize(s),
             Json::Value(v) => v.serialize(s),
         }
+    }
+}
+
+/// A JSON document an encoder writes: a tree like `Value`, but its texts, schemas and
+/// arguments borrowed from the chat model (a literal from the caller's body is copied as it
+/// is, see [`Str`]) and its keys static, so building it copies no text and writing it escapes
+/// only what was not already a literal. Objects keep their keys in the order given: encoders
+/// give them sorted, the order the `Value` maps this replaced wrote.
+#[derive(Debug)]
+pub(crate) enum Out<'r, 'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    /// Text to escape.
+    Text(&'r str),
+    /// Owned text to escape.
+    String(String),
+    /// A chat-model text.
+    Str(&'r Str<'a>),
+    /// Chat-model JSON (a schema).
+    Json(&'r Json<'a>),
+    /// A value (small settings, tool-call arguments).
+    Value(&'r Value),
+    /// An owned value.
+    Owned(Value),
+    /// A tool call's arguments.
+    Args(&'r serde_json::Map<String, Value>),
+    /// Texts joined as one string.
+    Joined(Joined<'r, 'a>),
+    Array(Vec<Out<'r, 'a>>),
+    Object(Vec<(&'static str, Out<'r, 'a>)>),
+    /// `{key: [items], "role": role}`: a conversation turn, without an object to allocate.
+    Turn(&'static str, Vec<Out<'r, 'a>>, &'static str),
+}
+
+impl<'r, 'a> Out<'r, 'a> {
+    /// An object of these fields, in this order.
+    pub(crate) fn obj<const N: usize>(fields: [(&'static str, Out<'r, 'a>); N]) -> Self {
+        Out::Object(Vec::from(fields))
+    }
+
+    /// A number as `Value::from(f64)` writes it (`null` when not finite).
+    pub(crate) fn f64(x: f64) -> Self {
+        Out::Owned(Value::from(x))
+    }
+
+    /// The document as bytes, `hint` bytes reserved.
+    pub(crate) fn to_vec(&self, hint: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(hint);
+        // Only a raw piece that is not JSON could fail, and every one was checked.
+        let _ = serde_json::to_writer(&mut out, self);
+        out
+    }
+}
+
+impl Serialize for Out<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Out::Null => s.serialize_unit(),
+            Out::Bool(b) => s.serialize_bool(*b),
+            Out::U64(n) => s.serialize_u64(*n),
+            Out::I64(n) => s.serialize_i64(*n),
+            Out::Text(t) => s.serialize_str(t),
+            Out::String(t) => s.serialize_str(t),
+            Out::Str(t) => t.serialize(s),
+            Out::Json(j) => j.serialize(s),
+            Out::Value(v) => v.serialize(s),
+            Out::Owned(v) => v.serialize(s),
+            Out::Args(m) => m.serialize(s),
+            Out::Joined(j) => j.serialize(s),
+            Out::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(i)?;
+                }
+                seq.end()
+            }
+            Out::Object(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Out::Turn(key, items, role) => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry(key, items)?;
+                map.serialize_entry("role", role)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Reads an object, telling whether its field `.0` is a non-empty object.
+struct FieldProbe<'k>(&'k str);
+
+impl<'de> Visitor<'de> for FieldProbe<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(is_key) = map.next_key_seed(KeyIs(self.0))? {
+            if is_key {
+                found = map.next_value_seed(NonEmptyObject)?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// A map key: whether it is `.0`.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<bool, E> {
+        Ok(s == self.0)
+    }
+}
+
+/// A value: whether it is an object with at least one field.
+struct NonEmptyObject;
+
+impl<'de> DeserializeSeed<'de> for NonEmptyObject {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NonEmptyObject {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut any = false;
+        while map.next_key::<de::IgnoredAny>()?.is_some() {
+            map.next_value::<de::IgnoredAny>()?;
+            any = true;
+        }
+        Ok(any)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
     }
 }
 
@@ -468,6 +722,54 @@ mod tests {
         ] {
             let r = raw(lit);
             assert_eq!(Str::json(&r).unwrap().unwrap().is_blank(), blank, "{lit}");
+        }
+    }
+
+    /// `has_nonempty_object` on raw JSON reads it as a `Value` would (last repeated key wins).
+    #[test]
+    fn raw_field_probe_agrees_with_value() {
+        for s in [
+            r#"{"type":"object","properties":{"a":{}}}"#,
+            r#"{"properties":{}}"#,
+            r#"{"properties":{"a":1},"properties":{}}"#,
+            r#"{"properties":{},"properties":{"a":1}}"#,
+            r#"{"propert\u0069es":{"a":1}}"#,
+            r#"{"properties":[1]}"#,
+            r#"{"x":{"properties":{"a":1}}}"#,
+            r#"[{"properties":{"a":1}}]"#,
+            r#""properties""#,
+        ] {
+            let r = raw(s);
+            let by_value = Json::Value(serde_json::from_str(s).unwrap());
+            assert_eq!(
+                Json::Raw(&r).has_nonempty_object("properties"),
+                by_value.has_nonempty_object("properties"),
+                "{s}"
+            );
+        }
+    }
+
+    /// `opens_container` says no only for texts a JSON parse cannot read as an object or array.
+    #[test]
+    fn opens_container_is_safe() {
+        for (lit, want) in [
+            (r#""{\"a\": 1}""#, Some(true)),
+            (r#"" \n\t[1]""#, Some(true)),
+            (r#""plain""#, Some(false)),
+            (r#""\n 5""#, Some(false)),
+            (r#""\u007b}""#, None),
+            (r#"" \n ""#, None),
+            (r#""""#, None),
+        ] {
+            let r = raw(lit);
+            let s = Str::json(&r).unwrap().unwrap();
+            assert_eq!(s.opens_container(), want, "{lit}");
+            let text = Str::from(s.as_str().into_owned());
+            assert_eq!(
+                text.opens_container(),
+                want.or(text.opens_container()),
+                "{lit}"
+            );
         }
     }
 

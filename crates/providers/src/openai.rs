@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::{scan, Operation, Usage};
 
 pub mod chat;
+pub(crate) mod wire;
 
 /// A request the gateway cannot accept, with the parameter at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@
 //! `encrypted_content` under a `switchyard:` prefix; content without that prefix (a real
 //! OpenAI blob) means nothing to another provider and is not passed on.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, value::RawValue, Map, Value};
 
 use crate::{
     chat::{FinishReason, TranslateError},
@@ -30,6 +30,7 @@ mod convert;
 pub mod inspect;
 pub mod names;
 mod stream;
+mod wire;
 
 pub use crate::chat::UnsupportedTools;
 pub use convert::{decode_request, decode_request_with, encode_response, Decoded};
@@ -47,13 +48,43 @@ pub(crate) const REDACTED_PREFIX: &str = "switchyard:redacted:";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Echo {
     settings: Map<String, Value>,
+    /// Settings echoed as the caller sent them (`tools`, `instructions`: often most of a
+    /// request's bytes), read into values only when a response is written.
+    raw: Vec<(&'static str, RawJson)>,
     names: ToolNames,
+}
+
+/// JSON kept as its bytes; equal when the values are.
+#[derive(Clone, Debug)]
+struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    fn value(&self) -> Value {
+        // Checked when the request was decoded.
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
 }
 
 impl Echo {
     /// What a request that sets nothing gets echoed.
     pub fn default_settings() -> Self {
         Self::from_request(&Map::new())
+    }
+
+    /// The echo repeating these settings as they were sent (a key given here wins over
+    /// the same key in the settings).
+    pub(crate) fn with_raw(mut self, raw: Vec<(&'static str, &RawValue)>) -> Self {
+        self.raw = raw
+            .into_iter()
+            .map(|(k, v)| (k, RawJson(v.to_owned())))
+            .collect();
+        self
     }
 
     /// The echo naming calls back with `names`.
@@ -102,6 +133,7 @@ impl Echo {
         m.insert("user".into(), get("user", Value::Null));
         Echo {
             settings: m,
+            raw: Vec::new(),
             names: ToolNames::default(),
         }
     }
@@ -206,6 +238,9 @@ impl ResponseObject<'_> {
         m.insert("store".into(), false.into());
         for (k, v) in &self.echo.settings {
             m.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &self.echo.raw {
+            m.insert((*k).to_string(), v.value());
         }
         m.insert(
             "usage".into(),

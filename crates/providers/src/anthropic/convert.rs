@@ -7,6 +7,7 @@ use crate::chat::{
     self, Dropped, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str, Thinking,
     Tool, ToolCall, ToolChoice, TranslateError, Turns,
 };
+use crate::json::Out;
 
 // === requests ===
 
@@ -472,7 +473,9 @@ fn block_field<'b>(
         .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
 }
 
-/// Encodes a Messages request for an Anthropic backend serving `model`.
+/// Encodes a Messages request for an Anthropic backend serving `model`. Written straight from
+/// the chat model (a `json::Out` tree): texts and schemas borrowed from the caller's body are
+/// copied as they are.
 pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, TranslateError> {
     if req.response_format.is_some() {
         return Err(TranslateError::Unsupported {
@@ -481,56 +484,51 @@ pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, T
             why: "the Messages API has no JSON mode; ask for JSON in the prompt or use a tool",
         });
     }
-    let mut out = Map::new();
-    out.insert("model".into(), model.into());
+    let mut out = Vec::with_capacity(16);
+    out.push(("model", Out::Text(model)));
     let thinking = req.claude_thinking_budget();
     // Without a limit from the caller, the answer still gets its usual room after thinking
     // (Anthropic needs the budget under max_tokens).
-    out.insert(
-        "max_tokens".into(),
-        req.max_tokens
-            .unwrap_or(DEFAULT_MAX_TOKENS + thinking.unwrap_or(0))
-            .into(),
-    );
+    out.push((
+        "max_tokens",
+        Out::U64(
+            req.max_tokens
+                .unwrap_or(DEFAULT_MAX_TOKENS.saturating_add(thinking.unwrap_or(0))),
+        ),
+    ));
     // System turns inside the conversation join the system prompt: the Messages API takes
     // them in place only behind a beta, which translated requests do not ask for.
-    let system: Vec<Value> = req
+    let system: Vec<Out> = req
         .folded_system()
         .filter_map(|p| match p {
-            Part::Text(t) if !t.is_empty() => Some(json!({"type": "text", "text": t})),
+            Part::Text(t) if !t.is_empty() => Some(text_block(t)),
             _ => None,
         })
         .collect();
     if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
+        out.push(("system", Out::Array(system)));
     }
     // The Messages API wants user and assistant turns to alternate: neighbours merge.
     let mut messages = Turns::with_capacity(req.messages.len());
     for m in &req.messages {
         messages.push(m.role, m.content.iter().filter_map(encode_block).collect());
     }
-    out.insert(
-        "messages".into(),
-        messages.into_json("assistant", "content"),
-    );
+    out.push(("messages", messages.into_out("assistant", "content")));
     if !req.tools.is_empty() || req.web_search.is_some() {
-        let mut tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut o = Map::new();
-                o.insert("name".into(), t.name.clone().into());
-                if let Some(d) = &t.description {
-                    o.insert("description".into(), Value::from(d));
-                }
-                o.insert("input_schema".into(), t.parameters.to_value().into_owned());
-                Value::Object(o)
-            })
-            .collect();
-        if let Some(w) = &req.web_search {
-            tools.push(web_search_json(w));
+        let mut tools: Vec<Out> = Vec::with_capacity(req.tools.len() + 1);
+        for t in &req.tools {
+            let mut o = Vec::with_capacity(3);
+            if let Some(d) = &t.description {
+                o.push(("description", Out::Str(d)));
+            }
+            o.push(("input_schema", Out::Json(&t.parameters)));
+            o.push(("name", Out::Text(&t.name)));
+            tools.push(Out::Object(o));
         }
-        out.insert("tools".into(), Value::Array(tools));
+        if let Some(w) = &req.web_search {
+            tools.push(Out::Owned(web_search_json(w)));
+        }
+        out.push(("tools", Out::Array(tools)));
         let mut choice = match &req.tool_choice {
             None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
             Some(ToolChoice::None) => json!({"type": "none"}),
@@ -543,38 +541,45 @@ pub fn encode_request(req: &chat::Request<'_>, model: &str) -> Result<Vec<u8>, T
             }
         }
         if req.tool_choice.is_some() || req.parallel_tool_calls == Some(false) {
-            out.insert("tool_choice".into(), choice);
+            out.push(("tool_choice", Out::Owned(choice)));
         }
     }
     if let Some(t) = req.temperature {
         // OpenAI's range is 0–2, Anthropic's 0–1: anything above 1 means "as random as
         // possible", which 1 is on the Anthropic side.
-        out.insert("temperature".into(), t.clamp(0.0, 1.0).into());
+        out.push(("temperature", Out::f64(t.clamp(0.0, 1.0))));
     }
     if let Some(t) = req.top_p {
-        out.insert("top_p".into(), t.into());
+        out.push(("top_p", Out::f64(t)));
     }
     if let Some(k) = req.top_k {
-        out.insert("top_k".into(), k.into());
+        out.push(("top_k", Out::U64(k)));
     }
     if !req.stop.is_empty() {
-        out.insert("stop_sequences".into(), req.stop.clone().into());
+        out.push((
+            "stop_sequences",
+            Out::Array(req.stop.iter().map(|s| Out::Text(s)).collect()),
+        ));
     }
     if let Some(b) = thinking {
-        out.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": b}),
-        );
+        out.push((
+            "thinking",
+            Out::obj([
+                ("budget_tokens", Out::U64(b)),
+                ("type", Out::Text("enabled")),
+            ]),
+        ));
     }
     // `effort` only sizes that budget: `output_config.effort` is refused by the Claude models
     // without it, and only Anthropic callers (passed through, never translated) set it.
     if let Some(u) = &req.user {
-        out.insert("metadata".into(), json!({"user_id": u}));
+        out.push(("metadata", Out::obj([("user_id", Out::Text(u))])));
     }
     if req.stream {
-        out.insert("stream".into(), true.into());
+        out.push(("stream", Out::Bool(true)));
     }
-    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+    out.sort_by_key(|(k, _)| *k);
+    Ok(Out::Object(out).to_vec(req.size_hint()))
 }
 
 /// Anthropic's server-side web search tool for the caller's search. Anthropic refuses
@@ -599,44 +604,72 @@ fn web_search_json(w: &chat::WebSearch) -> Value {
     Value::Object(o)
 }
 
+/// `{"text": t, "type": "text"}`.
+fn text_block<'r, 'a>(t: &'r Str<'a>) -> Out<'r, 'a> {
+    Out::obj([("text", Out::Str(t)), ("type", Out::Text("text"))])
+}
+
 /// One content block; `None` for what the Messages API would refuse and can safely go:
 /// empty text, and reasoning without a signature (it came from another provider, and
 /// Anthropic only accepts its own signed thinking back).
-fn encode_block(p: &Part) -> Option<Value> {
+fn encode_block<'r, 'a>(p: &'r Part<'a>) -> Option<Out<'r, 'a>> {
     Some(match p {
         Part::Text(t) if t.is_empty() => return None,
-        Part::Text(t) => json!({"type": "text", "text": t}),
-        Part::Image(Image::Url(u)) => json!({"type": "image", "source": {"type": "url", "url": u}}),
-        Part::Image(Image::Base64 { media_type, data }) => {
-            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
-        }
+        Part::Text(t) => text_block(t),
+        Part::Image(Image::Url(u)) => Out::obj([
+            (
+                "source",
+                Out::obj([("type", Out::Text("url")), ("url", Out::Text(u))]),
+            ),
+            ("type", Out::Text("image")),
+        ]),
+        Part::Image(Image::Base64 { media_type, data }) => Out::obj([
+            (
+                "source",
+                Out::obj([
+                    ("data", Out::Text(data)),
+                    ("media_type", Out::Text(media_type)),
+                    ("type", Out::Text("base64")),
+                ]),
+            ),
+            ("type", Out::Text("image")),
+        ]),
         Part::Reasoning {
             redacted: Some(d), ..
-        } => json!({"type": "redacted_thinking", "data": d}),
+        } => Out::obj([
+            ("data", Out::Str(d)),
+            ("type", Out::Text("redacted_thinking")),
+        ]),
         Part::Reasoning {
             text,
             signature: Some(s),
             ..
-        } => {
-            json!({"type": "thinking", "thinking": text, "signature": s})
-        }
+        } => Out::obj([
+            ("signature", Out::Str(s)),
+            ("thinking", Out::Str(text)),
+            ("type", Out::Text("thinking")),
+        ]),
         Part::Reasoning { .. } => return None,
-        Part::ToolCall(c) => {
-            json!({"type": "tool_use", "id": c.id, "name": c.name, "input": Value::Object(c.arguments.clone())})
-        }
+        Part::ToolCall(c) => Out::obj([
+            ("id", Out::Text(&c.id)),
+            ("input", Out::Args(&c.arguments)),
+            ("name", Out::Text(&c.name)),
+            ("type", Out::Text("tool_use")),
+        ]),
         Part::ToolResult {
             id,
             content,
             is_error,
         } => {
-            let content: Vec<Value> = content.iter().filter_map(encode_block).collect();
-            let mut o = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+            let content: Vec<Out> = content.iter().filter_map(encode_block).collect();
+            let mut o = Vec::with_capacity(4);
+            o.push(("content", Out::Array(content)));
             if *is_error {
-                if let Some(m) = o.as_object_mut() {
-                    m.insert("is_error".into(), true.into());
-                }
+                o.push(("is_error", Out::Bool(true)));
             }
-            o
+            o.push(("tool_use_id", Out::Text(id)));
+            o.push(("type", Out::Text("tool_result")));
+            Out::Object(o)
         }
     })
 }
@@ -735,7 +768,7 @@ pub fn decode_response(body: &[u8]) -> Result<chat::Response, TranslateError> {
 
 /// Encodes a Messages response for an Anthropic caller.
 pub fn encode_response(resp: &chat::Response) -> Vec<u8> {
-    let content: Vec<Value> = resp
+    let content: Vec<Out> = resp
         .content
         .iter()
         .filter_map(|p| match p {
@@ -745,21 +778,37 @@ pub fn encode_response(resp: &chat::Response) -> Vec<u8> {
                 text,
                 signature: None,
                 redacted: None,
-            } => Some(json!({"type": "thinking", "thinking": text, "signature": ""})),
+            } => Some(Out::obj([
+                ("signature", Out::Text("")),
+                ("thinking", Out::Str(text)),
+                ("type", Out::Text("thinking")),
+            ])),
             other => encode_block(other),
         })
         .collect();
-    let body = json!({
-        "id": message_id(&resp.id),
-        "type": "message",
-        "role": "assistant",
-        "model": resp.model,
-        "content": content,
-        "stop_reason": resp.finish_reason.map(finish_to_anthropic).unwrap_or("end_turn"),
-        "stop_sequence": resp.stop_sequence,
-        "usage": WireUsage::from_usage(&resp.usage.unwrap_or_default()),
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+    let usage = serde_json::to_value(WireUsage::from_usage(&resp.usage.unwrap_or_default()))
+        .unwrap_or_default();
+    let body = Out::obj([
+        ("content", Out::Array(content)),
+        ("id", Out::String(message_id(&resp.id))),
+        ("model", Out::Text(&resp.model)),
+        ("role", Out::Text("assistant")),
+        (
+            "stop_reason",
+            Out::Text(
+                resp.finish_reason
+                    .map(finish_to_anthropic)
+                    .unwrap_or("end_turn"),
+            ),
+        ),
+        (
+            "stop_sequence",
+            resp.stop_sequence.as_deref().map_or(Out::Null, Out::Text),
+        ),
+        ("type", Out::Text("message")),
+        ("usage", Out::Owned(usage)),
+    ]);
+    body.to_vec(256)
 }
 
 pub(super) fn message_id(id: &str) -> String {

@@ -11,7 +11,7 @@ use crate::{
     openai::{self, chat::Dialect},
     sse,
     test_util::{fixture, golden, normalise, sse_events, transcode},
-    transcode::{self, Format, Transcoder},
+    transcode::{self, BackendFormat, Format, Transcoder},
     Usage,
 };
 
@@ -58,6 +58,78 @@ fn bench_claude_code_request_to_openai() {
         "bench_claude_code_request_to_openai.json",
         &serde_json::from_slice(&out).unwrap(),
     );
+}
+
+/// Every other translation the agentic bench measures (issue #21), pinned by golden files
+/// the `Value`-building decoders and encoders wrote before they were replaced by borrowing
+/// ones: outputs must stay JSON-equal.
+#[test]
+fn bench_bodies_translate_as_before() {
+    let body = |name: &str| {
+        std::fs::read(format!(
+            "{}/../../bench/bodies/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    for (golden_name, from, to, file) in [
+        (
+            "claude_code",
+            Format::Anthropic,
+            BackendFormat::Gemini,
+            "claude-code.json",
+        ),
+        (
+            "claude_code",
+            Format::Anthropic,
+            BackendFormat::Bedrock,
+            "claude-code.json",
+        ),
+        (
+            "openai_70k",
+            Format::OpenAiChat,
+            BackendFormat::Anthropic,
+            "openai-70k-model-last.json",
+        ),
+        (
+            "openai_70k",
+            Format::OpenAiChat,
+            BackendFormat::Gemini,
+            "openai-70k-model-last.json",
+        ),
+        (
+            "codex",
+            Format::Responses,
+            BackendFormat::OpenAiChat,
+            "codex.json",
+        ),
+        (
+            "codex",
+            Format::Responses,
+            BackendFormat::Anthropic,
+            "codex.json",
+        ),
+    ] {
+        let out = transcode::request(
+            from,
+            to,
+            Dialect::OpenAi,
+            "x",
+            &body(file),
+            "upstream-model",
+        )
+        .unwrap_or_else(|e| panic!("{golden_name} to {to:?}: {e}"));
+        let to_name = match to {
+            BackendFormat::OpenAiChat => "openai",
+            BackendFormat::Anthropic => "anthropic",
+            BackendFormat::Gemini => "gemini",
+            BackendFormat::Bedrock => "bedrock",
+        };
+        golden(
+            &format!("bench_{golden_name}_request_to_{to_name}.json"),
+            &serde_json::from_slice(&out).unwrap(),
+        );
+    }
 }
 
 /// The one-pass decoder accepts exactly the bodies a `Value` parse accepts, and refuses the

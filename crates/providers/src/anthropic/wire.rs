@@ -1,4 +1,5 @@
-//! A Messages request parsed in one pass into borrowed pieces: the texts, tool descriptions
+//! A Messages request parsed in one pass into borrowed pieces (the seeds for lists of
+//! objects, [`ManySeed`] and [`FromMap`], serve the OpenAI chat decoder too): the texts, tool descriptions
 //! and schemas stay in the body (see [`crate::json`]); the small fields become `Value`s, which
 //! the decoder reads as it would read the whole body as one `Value`.
 //!
@@ -18,7 +19,7 @@ use crate::json::{Str, Strict};
 
 /// A field that may be a string, a list of `T`, or something else (null, a wrong type: kept
 /// as a `Value` for the decoder to refuse).
-pub(super) enum Many<'a, T> {
+pub(crate) enum Many<'a, T> {
     Text(Cow<'a, str>),
     List(Vec<T>),
     Other(Value),
@@ -96,12 +97,15 @@ pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
     Ok(b)
 }
 
-fn err<E: de::Error>(e: serde_json::Error) -> E {
+pub(crate) fn err<E: de::Error>(e: serde_json::Error) -> E {
     E::custom(e)
 }
 
 /// A string field kept raw: a literal as [`Str::Json`], anything else parsed to a `Value`.
-fn raw_str<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Result<Str<'a>, Value>, E> {
+pub(crate) fn raw_str<'a, E: de::Error>(
+    raw: &'a RawValue,
+    depth: usize,
+) -> Result<Result<Str<'a>, Value>, E> {
     match Str::json(raw).map_err(err)? {
         Ok(s) => Ok(Ok(s)),
         Err(raw) => {
@@ -170,18 +174,19 @@ impl<'de> Visitor<'de> for BodySeed {
 }
 
 /// Something parsed from a map at a known nesting depth (the containers around the map).
-trait FromMap<'de>: Sized {
+pub(crate) trait FromMap<'de>: Sized {
+    /// Parses the map, whose values are inside `depth` containers.
     fn from_map<A: MapAccess<'de>>(map: A, depth: usize) -> Result<Self, A::Error>;
 }
 
 /// A [`Many`] of `T`, found inside `depth` containers.
-struct ManySeed<T> {
+pub(crate) struct ManySeed<T> {
     depth: usize,
     t: PhantomData<T>,
 }
 
 impl<T> ManySeed<T> {
-    fn at(depth: usize) -> Self {
+    pub(crate) fn at(depth: usize) -> Self {
         ManySeed {
             depth,
             t: PhantomData,
@@ -238,7 +243,7 @@ impl<'de, T: FromMap<'de> + Default> Visitor<'de> for ManySeed<T> {
 }
 
 /// One list item: `Some` when it is an object, `None` (checked) when not.
-struct ItemSeed<T>(usize, PhantomData<T>);
+pub(crate) struct ItemSeed<T>(pub(crate) usize, pub(crate) PhantomData<T>);
 
 impl<T> Clone for ItemSeed<T> {
     fn clone(&self) -> Self {

@@ -4,8 +4,10 @@ use serde_json::{json, Map, Value};
 
 use super::WireUsage;
 use crate::chat::{
-    self, FinishReason, Image, Part, ResponseFormat, ToolCall, ToolChoice, TranslateError, Turns,
+    self, FinishReason, Image, Part, ResponseFormat, Str, ToolCall, ToolChoice, TranslateError,
+    Turns,
 };
+use crate::json::Out;
 use crate::Usage;
 
 const PROVIDER: &str = "bedrock";
@@ -14,17 +16,17 @@ const PROVIDER: &str = "bedrock";
 
 /// Encodes a Converse body. The model and streaming go in the URL (see [`super::path`]).
 pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, TranslateError> {
-    let mut out = Map::new();
+    let mut out = Vec::with_capacity(6);
     // Converse has one system prompt: system turns inside the conversation join it.
-    let system: Vec<Value> = req
+    let system: Vec<Out> = req
         .folded_system()
         .filter_map(|p| match p {
-            Part::Text(t) if !t.is_blank() => Some(json!({"text": t})),
+            Part::Text(t) if !t.is_blank() => Some(text_block(t)),
             _ => None,
         })
         .collect();
     if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
+        out.push(("system", Out::Array(system)));
     }
     let mut messages = Turns::with_capacity(req.messages.len());
     let mut has_tool_blocks = false;
@@ -35,29 +37,39 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
             match part {
                 // Bedrock refuses blank text blocks.
                 Part::Text(t) if t.is_blank() => {}
-                Part::Text(t) => blocks.push(json!({"text": t})),
-                Part::Image(img) => blocks.push(image_block(img, &p())?),
+                Part::Text(t) => blocks.push(text_block(t)),
+                Part::Image(img) => blocks.push(Out::Owned(image_block(img, &p())?)),
                 Part::Reasoning {
                     redacted: Some(data),
                     ..
-                } => blocks.push(json!({"reasoningContent": {"redactedContent": data}})),
+                } => blocks.push(Out::obj([(
+                    "reasoningContent",
+                    Out::obj([("redactedContent", Out::Str(data))]),
+                )])),
                 Part::Reasoning {
                     text,
                     signature: Some(sig),
                     ..
-                } => blocks.push(json!({"reasoningContent": {
-                    "reasoningText": {"text": text, "signature": sig}
-                }})),
+                } => blocks.push(Out::obj([(
+                    "reasoningContent",
+                    Out::obj([(
+                        "reasoningText",
+                        Out::obj([("signature", Out::Str(sig)), ("text", Out::Str(text))]),
+                    )]),
+                )])),
                 // Unsigned reasoning (another provider's summary) cannot be replayed: the
                 // model would refuse it, and leaving it out does not change what is asked.
                 Part::Reasoning { .. } => {}
                 Part::ToolCall(c) => {
                     has_tool_blocks = true;
-                    blocks.push(json!({"toolUse": {
-                        "toolUseId": c.id,
-                        "name": c.name,
-                        "input": Value::Object(c.arguments.clone()),
-                    }}));
+                    blocks.push(Out::obj([(
+                        "toolUse",
+                        Out::obj([
+                            ("input", Out::Args(&c.arguments)),
+                            ("name", Out::Text(&c.name)),
+                            ("toolUseId", Out::Text(&c.id)),
+                        ]),
+                    )]));
                 }
                 Part::ToolResult {
                     id,
@@ -69,10 +81,11 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                     for (k, c) in content.iter().enumerate() {
                         match c {
                             Part::Text(t) if t.is_empty() => {}
-                            Part::Text(t) => inner.push(json!({"text": t})),
-                            Part::Image(img) => {
-                                inner.push(image_block(img, &format!("{}.content[{k}]", p()))?)
-                            }
+                            Part::Text(t) => inner.push(text_block(t)),
+                            Part::Image(img) => inner.push(Out::Owned(image_block(
+                                img,
+                                &format!("{}.content[{k}]", p()),
+                            )?)),
                             _ => {
                                 return Err(TranslateError::Unsupported {
                                     param: format!("{}.content[{k}]", p()),
@@ -83,14 +96,16 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                         }
                     }
                     if inner.is_empty() {
-                        inner.push(json!({"text": ""}));
+                        inner.push(Out::obj([("text", Out::Text(""))]));
                     }
-                    let mut r = json!({"toolUseId": id, "content": inner});
+                    let mut r = Vec::with_capacity(3);
+                    r.push(("content", Out::Array(inner)));
                     // Only failures are marked: `status` is not accepted by every model.
                     if *is_error {
-                        r["status"] = "error".into();
+                        r.push(("status", Out::Text("error")));
                     }
-                    blocks.push(json!({ "toolResult": r }));
+                    r.push(("toolUseId", Out::Text(id)));
+                    blocks.push(Out::obj([("toolResult", Out::Object(r))]));
                 }
             }
         }
@@ -103,27 +118,27 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
             "Bedrock needs at least one message with content",
         ));
     }
-    out.insert(
-        "messages".into(),
-        messages.into_json("assistant", "content"),
-    );
+    out.push(("messages", messages.into_out("assistant", "content")));
 
-    let mut inference = Map::new();
+    let mut inference = Vec::new();
     if let Some(n) = req.max_tokens {
-        inference.insert("maxTokens".into(), n.into());
+        inference.push(("maxTokens", Out::U64(n)));
+    }
+    if !req.stop.is_empty() {
+        inference.push((
+            "stopSequences",
+            Out::Array(req.stop.iter().map(|s| Out::Text(s)).collect()),
+        ));
     }
     if let Some(t) = req.temperature {
         // Bedrock's models take 0–1; OpenAI callers may send up to 2.
-        inference.insert("temperature".into(), t.clamp(0.0, 1.0).into());
+        inference.push(("temperature", Out::f64(t.clamp(0.0, 1.0))));
     }
     if let Some(t) = req.top_p {
-        inference.insert("topP".into(), t.into());
-    }
-    if !req.stop.is_empty() {
-        inference.insert("stopSequences".into(), req.stop.clone().into());
+        inference.push(("topP", Out::f64(t)));
     }
     if !inference.is_empty() {
-        out.insert("inferenceConfig".into(), Value::Object(inference));
+        out.push(("inferenceConfig", Out::Object(inference)));
     }
 
     let no_tools = matches!(req.tool_choice, Some(ToolChoice::None));
@@ -137,38 +152,38 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                 why: "Converse cannot forbid tool calls in a conversation that already has some",
             });
         }
-        let tools: Vec<Value> = req
+        let tools: Vec<Out> = req
             .tools
             .iter()
             .map(|t| {
-                let mut spec = Map::new();
-                spec.insert("name".into(), t.name.clone().into());
+                let mut spec = Vec::with_capacity(3);
                 if let Some(d) = t.description.as_ref().filter(|d| !d.is_empty()) {
-                    spec.insert("description".into(), Value::from(d));
+                    spec.push(("description", Out::Str(d)));
                 }
                 let schema = if t.parameters.is_object() {
-                    t.parameters.to_value().into_owned()
+                    Out::Json(&t.parameters)
                 } else {
-                    json!({"type": "object", "properties": {}})
+                    Out::Owned(json!({"type": "object", "properties": {}}))
                 };
-                spec.insert("inputSchema".into(), json!({ "json": schema }));
-                json!({ "toolSpec": spec })
+                spec.push(("inputSchema", Out::obj([("json", schema)])));
+                spec.push(("name", Out::Text(&t.name)));
+                Out::obj([("toolSpec", Out::Object(spec))])
             })
             .collect();
-        let mut config = Map::new();
-        config.insert("tools".into(), Value::Array(tools));
+        let mut config = Vec::with_capacity(2);
         // `parallel_tool_calls: false` has no Converse setting; the caller still handles each
         // call it gets, so it is dropped.
         match &req.tool_choice {
             None | Some(ToolChoice::Auto) | Some(ToolChoice::None) => {}
             Some(ToolChoice::Required) => {
-                config.insert("toolChoice".into(), json!({"any": {}}));
+                config.push(("toolChoice", Out::Owned(json!({"any": {}}))));
             }
             Some(ToolChoice::Tool(n)) => {
-                config.insert("toolChoice".into(), json!({"tool": {"name": n}}));
+                config.push(("toolChoice", Out::Owned(json!({"tool": {"name": n}}))));
             }
         }
-        out.insert("toolConfig".into(), Value::Object(config));
+        config.push(("tools", Out::Array(tools)));
+        out.push(("toolConfig", Out::Object(config)));
     } else if has_tool_blocks {
         return Err(TranslateError::invalid(
             "tools",
@@ -191,24 +206,33 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
 
     // Model-specific settings go in `additionalModelRequestFields`, under the names the
     // model's own API uses; these are Anthropic Claude's, the models with these settings.
-    let mut extra = Map::new();
-    if let Some(k) = req.top_k {
-        extra.insert("top_k".into(), k.into());
-    }
+    let mut extra = Vec::new();
     // A budget made up from adaptive thinking or an effort only where Claude would not refuse
     // it (see `claude_thinking_budget`): `enabled` with a budget is what every Claude model
     // with thinking takes, where `adaptive` is refused by all but the newest.
     if let Some(b) = req.claude_thinking_budget() {
-        extra.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": b}),
-        );
+        extra.push((
+            "thinking",
+            Out::obj([
+                ("budget_tokens", Out::U64(b)),
+                ("type", Out::Text("enabled")),
+            ]),
+        ));
+    }
+    if let Some(k) = req.top_k {
+        extra.push(("top_k", Out::U64(k)));
     }
     if !extra.is_empty() {
-        out.insert("additionalModelRequestFields".into(), Value::Object(extra));
+        out.push(("additionalModelRequestFields", Out::Object(extra)));
     }
     // `user` has no Converse field; it only tags the request for abuse tracking.
-    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+    out.sort_by_key(|(k, _)| *k);
+    Ok(Out::Object(out).to_vec(req.size_hint()))
+}
+
+/// `{"text": t}`.
+fn text_block<'r, 'a>(t: &'r Str<'a>) -> Out<'r, 'a> {
+    Out::obj([("text", Out::Str(t))])
 }
 
 fn image_block(img: &Image, param: &str) -> Result<Value, TranslateError> {

@@ -5,9 +5,10 @@ use serde_json::{json, Map, Value};
 
 use super::WireUsage;
 use crate::chat::{
-    self, FinishReason, Image, Part, ResponseFormat, Role, Thinking, ToolCall, ToolChoice,
+    self, FinishReason, Image, Part, ResponseFormat, Role, Str, Thinking, ToolCall, ToolChoice,
     TranslateError, Turns,
 };
+use crate::json::{Joined, Out};
 use crate::Usage;
 
 const PROVIDER: &str = "gemini";
@@ -23,17 +24,20 @@ pub(super) const FOREIGN_THOUGHT_SIGNATURE: &str = "skip_thought_signature_valid
 /// Encodes a `generateContent` body. The model goes in the URL, not in the body, and so does
 /// streaming (`streamGenerateContent`), so neither appears here.
 pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, TranslateError> {
-    let mut out = Map::new();
+    let mut out = Vec::with_capacity(6);
     // Gemini has one system instruction: system turns inside the conversation join it.
-    let system: Vec<Value> = req
+    let system: Vec<Out> = req
         .folded_system()
         .filter_map(|p| match p {
-            Part::Text(t) if !t.is_empty() => Some(json!({"text": t})),
+            Part::Text(t) if !t.is_empty() => Some(Out::obj([("text", Out::Str(t))])),
             _ => None,
         })
         .collect();
     if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": system}));
+        out.push((
+            "systemInstruction",
+            Out::obj([("parts", Out::Array(system))]),
+        ));
     }
     let mut contents = Turns::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -46,22 +50,27 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
             let p = || format!("messages[{i}].content[{j}]");
             match part {
                 Part::Text(t) if t.is_empty() => {}
-                Part::Text(t) => parts.push(json!({"text": t})),
-                Part::Image(img) => parts.push(image_part(img, &p())?),
+                Part::Text(t) => parts.push(Out::obj([("text", Out::Str(t))])),
+                Part::Image(img) => parts.push(Out::Owned(image_part(img, &p())?)),
                 // Gemini's thoughts are summaries it does not take back; leaving them out does
                 // not change what the model is asked.
                 Part::Reasoning { .. } => {}
                 Part::ToolCall(c) => {
-                    let mut fc = json!({"functionCall": {"name": c.name, "args": Value::Object(c.arguments.clone())}});
+                    let mut fc = Vec::with_capacity(2);
+                    fc.push((
+                        "functionCall",
+                        Out::obj([
+                            ("args", Out::Args(&c.arguments)),
+                            ("name", Out::Text(&c.name)),
+                        ]),
+                    ));
                     // Only the first call of a turn carries a signature in Gemini's own
                     // answers, and only that one is checked.
                     if !signed {
                         signed = true;
-                        if let Some(o) = fc.as_object_mut() {
-                            o.insert("thoughtSignature".into(), FOREIGN_THOUGHT_SIGNATURE.into());
-                        }
+                        fc.push(("thoughtSignature", Out::Text(FOREIGN_THOUGHT_SIGNATURE)));
                     }
-                    parts.push(fc);
+                    parts.push(Out::Object(fc));
                 }
                 Part::ToolResult {
                     id,
@@ -74,17 +83,26 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                             format!("no earlier assistant tool call has the id '{id}'"),
                         )
                     })?;
-                    if content.iter().any(|c| !matches!(c, Part::Text(_))) {
-                        return Err(TranslateError::Unsupported {
-                            param: format!("{}.content", p()),
-                            provider: PROVIDER,
-                            why: "tool results can only carry text",
-                        });
+                    let mut texts = Vec::with_capacity(content.len());
+                    for c in content {
+                        match c {
+                            Part::Text(t) => texts.push(t),
+                            _ => {
+                                return Err(TranslateError::Unsupported {
+                                    param: format!("{}.content", p()),
+                                    provider: PROVIDER,
+                                    why: "tool results can only carry text",
+                                })
+                            }
+                        }
                     }
-                    parts.push(json!({"functionResponse": {
-                        "name": name,
-                        "response": tool_response(&chat::joined_text(content), *is_error),
-                    }}));
+                    parts.push(Out::obj([(
+                        "functionResponse",
+                        Out::obj([
+                            ("name", Out::Text(name)),
+                            ("response", tool_response(texts, *is_error)),
+                        ]),
+                    )]));
                 }
             }
         }
@@ -97,37 +115,32 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
             "Gemini needs at least one message with content",
         ));
     }
-    out.insert("contents".into(), contents.into_json("model", "parts"));
+    out.push(("contents", contents.into_out("model", "parts")));
     if !req.tools.is_empty() {
-        let decls: Vec<Value> = req
+        let decls: Vec<Out> = req
             .tools
             .iter()
             .map(|t| {
-                let mut d = Map::new();
-                d.insert("name".into(), t.name.clone().into());
+                let mut d = Vec::with_capacity(3);
                 if let Some(desc) = &t.description {
-                    d.insert("description".into(), Value::from(desc));
+                    d.push(("description", Out::Str(desc)));
                 }
+                d.push(("name", Out::Text(&t.name)));
                 // `parametersJsonSchema` takes JSON Schema as callers write it (the older
                 // `parameters` is an OpenAPI subset that refuses `additionalProperties`,
                 // `$ref` …). A function without arguments has no schema at all: Gemini
                 // refuses an object schema with no properties.
-                let parameters = t.parameters.to_value();
-                let has_properties = parameters
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .is_some_and(|p| !p.is_empty());
-                if has_properties {
-                    d.insert("parametersJsonSchema".into(), parameters.into_owned());
+                if t.parameters.has_nonempty_object("properties") {
+                    d.push(("parametersJsonSchema", Out::Json(&t.parameters)));
                 }
-                Value::Object(d)
+                Out::Object(d)
             })
             .collect();
-        let mut tools = vec![json!({"functionDeclarations": decls})];
+        let mut tools = vec![Out::obj([("functionDeclarations", Out::Array(decls))])];
         if req.web_search.is_some() {
-            tools.push(json!({"google_search": {}}));
+            tools.push(Out::Owned(json!({"google_search": {}})));
         }
-        out.insert("tools".into(), Value::Array(tools));
+        out.push(("tools", Out::Array(tools)));
         // `parallel_tool_calls: false` has no Gemini setting; the caller still handles each
         // call it gets, so it is dropped.
         if let Some(choice) = &req.tool_choice {
@@ -137,43 +150,46 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
                 ToolChoice::Required => json!({"mode": "ANY"}),
                 ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
             };
-            out.insert(
-                "toolConfig".into(),
-                json!({"functionCallingConfig": config}),
-            );
+            out.push((
+                "toolConfig",
+                Out::Owned(json!({"functionCallingConfig": config})),
+            ));
         }
     } else if req.web_search.is_some() {
         // Grounding with Google Search: Gemini's own web search. Its results come back as the
         // candidate's `groundingMetadata`, and only the answer's text is read.
-        out.insert("tools".into(), json!([{"google_search": {}}]));
+        out.push(("tools", Out::Owned(json!([{"google_search": {}}]))));
     }
-    let mut gen = Map::new();
+    let mut gen = Vec::new();
     if let Some(t) = req.temperature {
         // Gemini's range is 0–2, like OpenAI's.
-        gen.insert("temperature".into(), t.into());
+        gen.push(("temperature", Out::f64(t)));
     }
     if let Some(t) = req.top_p {
-        gen.insert("topP".into(), t.into());
+        gen.push(("topP", Out::f64(t)));
     }
     if let Some(k) = req.top_k {
-        gen.insert("topK".into(), k.into());
+        gen.push(("topK", Out::U64(k)));
     }
     if let Some(n) = req.max_tokens {
-        gen.insert("maxOutputTokens".into(), n.into());
+        gen.push(("maxOutputTokens", Out::U64(n)));
     }
     if !req.stop.is_empty() {
-        gen.insert("stopSequences".into(), req.stop.clone().into());
+        gen.push((
+            "stopSequences",
+            Out::Array(req.stop.iter().map(|s| Out::Text(s)).collect()),
+        ));
     }
     match &req.response_format {
         None => {}
         Some(ResponseFormat::JsonObject) => {
-            gen.insert("responseMimeType".into(), "application/json".into());
+            gen.push(("responseMimeType", Out::Text("application/json")));
         }
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
-            gen.insert("responseMimeType".into(), "application/json".into());
+            gen.push(("responseMimeType", Out::Text("application/json")));
             // JSON Schema as sent (not the OpenAPI-subset `responseSchema`), so nothing has
             // to be stripped or rewritten.
-            gen.insert("responseJsonSchema".into(), schema.clone());
+            gen.push(("responseJsonSchema", Out::Value(schema)));
         }
     }
     let budget = match req.thinking {
@@ -188,16 +204,21 @@ pub fn encode_request(req: &chat::Request<'_>, _model: &str) -> Result<Vec<u8>, 
             .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
     };
     if let Some(b) = budget {
-        gen.insert(
-            "thinkingConfig".into(),
-            json!({"thinkingBudget": b, "includeThoughts": true}),
-        );
+        gen.push((
+            "thinkingConfig",
+            Out::obj([
+                ("includeThoughts", Out::Bool(true)),
+                ("thinkingBudget", Out::I64(b)),
+            ]),
+        ));
     }
     if !gen.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(gen));
+        gen.sort_by_key(|(k, _)| *k);
+        out.push(("generationConfig", Out::Object(gen)));
     }
     // `user` has no Gemini field; it only tags the request for abuse tracking.
-    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+    out.sort_by_key(|(k, _)| *k);
+    Ok(Out::Object(out).to_vec(req.size_hint()))
 }
 
 /// The function an earlier tool call with `id` named: the latest one, since ids made up for
@@ -213,14 +234,19 @@ fn called_function<'a>(earlier: &'a [chat::Message], id: &str) -> Option<&'a str
 
 /// A function response must be a JSON object. A tool that answered with an object is passed
 /// as it is; anything else goes under `output` (or `error`), the keys Gemini documents for it.
-fn tool_response(text: &str, is_error: bool) -> Value {
-    let value = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(o)) if !is_error => return Value::Object(o),
-        Ok(v @ (Value::Object(_) | Value::Array(_))) => v,
-        _ => Value::String(text.to_string()),
-    };
+/// Text that cannot be a JSON object or array (most tool output) is copied as it is.
+fn tool_response<'r, 'a>(texts: Vec<&'r Str<'a>>, is_error: bool) -> Out<'r, 'a> {
     let key = if is_error { "error" } else { "output" };
-    json!({ key: value })
+    if texts.first().and_then(|t| t.opens_container()) == Some(false) {
+        return Out::obj([(key, Out::Joined(Joined::new(texts, "", "")))]);
+    }
+    let text: String = texts.iter().map(|t| t.as_str()).collect();
+    let value = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) if !is_error => return Out::Owned(Value::Object(o)),
+        Ok(v @ (Value::Object(_) | Value::Array(_))) => v,
+        _ => Value::String(text),
+    };
+    Out::Owned(json!({ key: value }))
 }
 
 fn image_part(img: &Image, param: &str) -> Result<Value, TranslateError> {

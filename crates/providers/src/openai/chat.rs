@@ -1,14 +1,16 @@
 //! OpenAI Chat Completions ⇄ the internal chat model, used only when the other side of the
 //! gateway speaks another format (OpenAI → OpenAI stays a byte-level passthrough).
 //!
-//! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
+//! Requests are parsed in one pass into borrowed pieces (`openai::wire`: texts and schemas stay
+//! in the caller's body) and read so that an error can name the exact parameter path
 //! (`messages[2].content[0].type`) the way OpenAI's own errors do. They are written from
-//! serde-derived structs instead, copying the texts and schemas other decoders borrowed from
-//! their caller's body (see [`crate::json`]).
+//! serde-derived structs, copying the texts and schemas decoders borrowed from their caller's
+//! body (see [`crate::json`]).
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::wire::{self, FunctionCall};
 use crate::chat::{
     self, arguments_object, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError,
@@ -40,17 +42,28 @@ impl Dialect {
 
 /// Decodes an OpenAI chat request for translation to `target` (a provider name, for errors).
 /// Parameters the internal model cannot carry and that change the answer are refused here.
-pub fn decode_request(
-    body: &[u8],
+/// Texts and tool schemas borrow from `body` (parsed in one pass, see `openai::wire`).
+pub fn decode_request<'a>(
+    body: &'a [u8],
     target: &'static str,
-) -> Result<chat::Request<'static>, TranslateError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = v else {
-        return Err(TranslateError::invalid(
-            "",
-            "the body must be a JSON object",
-        ));
+) -> Result<chat::Request<'a>, TranslateError> {
+    let obj = match wire::parse(body) {
+        Ok(wire::Body::Object(obj)) => obj,
+        Ok(wire::Body::Other) => {
+            return Err(TranslateError::invalid(
+                "",
+                "the body must be a JSON object",
+            ))
+        }
+        // A `Value` parse says what is wrong as before (the one-pass parse accepts exactly
+        // what it does, but its messages differ).
+        Err(e) => {
+            let e = serde_json::from_slice::<Value>(body).err().unwrap_or(e);
+            return Err(TranslateError::invalid(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            ));
+        }
     };
     let unsupported = |param: &str, why: &'static str| TranslateError::Unsupported {
         param: param.to_string(),
@@ -59,13 +72,29 @@ pub fn decode_request(
     };
     let mut req = chat::Request::default();
     let mut safety_identifier = None;
-    for (k, v) in &obj {
+    for (k, top) in obj {
+        let v = match top {
+            wire::Top::Messages(wire::Many::List(messages)) => {
+                decode_messages(messages, &mut req, target)?;
+                continue;
+            }
+            wire::Top::Tools(wire::Many::List(tools)) => {
+                decode_tools(tools, &mut req, target)?;
+                continue;
+            }
+            wire::Top::Messages(wire::Many::Other(Value::Null))
+            | wire::Top::Tools(wire::Many::Other(Value::Null)) => continue,
+            wire::Top::Messages(_) | wire::Top::Tools(_) => {
+                return Err(TranslateError::invalid(k, "must be an array"))
+            }
+            wire::Top::Other(v) => v,
+        };
         if v.is_null() {
             continue;
         }
+        let (k, v) = (&k, &v);
         match k.as_str() {
             "model" => req.model = str_of(v, "model")?.to_string(),
-            "messages" => decode_messages(v, &mut req, target)?,
             "stream" => req.stream = v.as_bool().unwrap_or(false),
             "max_tokens" | "max_completion_tokens" => req.max_tokens = Some(u64_of(v, k)?),
             "temperature" => req.temperature = Some(f64_of(v, k)?),
@@ -84,40 +113,6 @@ pub fn decode_request(
                             "must be a string or an array of strings",
                         ))
                     }
-                }
-            }
-            "tools" => {
-                let arr = arr_of(v, "tools")?;
-                for (i, t) in arr.iter().enumerate() {
-                    let p = format!("tools[{i}]");
-                    match t.get("type").and_then(Value::as_str) {
-                        Some("function") | None => {}
-                        Some(_) => {
-                            return Err(unsupported(
-                                &format!("{p}.type"),
-                                "only function tools can be translated",
-                            ))
-                        }
-                    }
-                    let f = t.get("function").ok_or_else(|| {
-                        TranslateError::invalid(format!("{p}.function"), "missing")
-                    })?;
-                    req.tools.push(Tool {
-                        name: str_of(
-                            field(f, "name", &format!("{p}.function"))?,
-                            &format!("{p}.function.name"),
-                        )?
-                        .to_string(),
-                        description: f
-                            .get("description")
-                            .and_then(Value::as_str)
-                            .map(|d| d.to_string().into()),
-                        parameters: match f.get("parameters") {
-                            Some(s) if s.is_object() => s.clone().into(),
-                            _ => json!({"type": "object", "properties": {}}).into(),
-                        },
-                        strict: f.get("strict").and_then(Value::as_bool),
-                    });
                 }
             }
             "tool_choice" => {
@@ -267,69 +262,174 @@ pub fn decode_request(
     Ok(req)
 }
 
-fn decode_messages(
-    v: &Value,
-    req: &mut chat::Request<'static>,
+fn decode_tools<'a>(
+    tools: Vec<wire::ToolDef<'a>>,
+    req: &mut chat::Request<'a>,
     target: &'static str,
 ) -> Result<(), TranslateError> {
-    for (i, m) in arr_of(v, "messages")?.iter().enumerate() {
-        let p = format!("messages[{i}]");
-        let role = str_of(field(m, "role", &p)?, &format!("{p}.role"))?;
-        let content = m.get("content").filter(|c| !c.is_null());
+    for (i, t) in tools.into_iter().enumerate() {
+        let p = || format!("tools[{i}]");
+        match t.other.get("type").and_then(Value::as_str) {
+            Some("function") | None => {}
+            Some(_) => {
+                return Err(TranslateError::Unsupported {
+                    param: format!("{}.type", p()),
+                    provider: target,
+                    why: "only function tools can be translated",
+                })
+            }
+        }
+        let f = match t.function {
+            Some(Ok(f)) => f,
+            // Not an object: it has no name.
+            Some(Err(_)) => {
+                return Err(TranslateError::invalid(
+                    format!("{}.function.name", p()),
+                    "missing",
+                ))
+            }
+            None => {
+                return Err(TranslateError::invalid(
+                    format!("{}.function", p()),
+                    "missing",
+                ))
+            }
+        };
+        let name = str_at(
+            field_of(&f.other, "name", || format!("{}.function", p()))?,
+            || format!("{}.function.name", p()),
+        )?
+        .to_string();
+        req.tools.push(Tool {
+            name,
+            description: f.description.and_then(Result::ok),
+            parameters: match f.parameters {
+                Some(s) if s.get().starts_with('{') => Json::Raw(s),
+                _ => json!({"type": "object", "properties": {}}).into(),
+            },
+            strict: f.other.get("strict").and_then(Value::as_bool),
+        });
+    }
+    Ok(())
+}
+
+/// `access::field` on a parsed object's other fields; the path `p` is only made for an error.
+fn field_of<'v>(
+    o: &'v Map<String, Value>,
+    name: &str,
+    p: impl FnOnce() -> String,
+) -> Result<&'v Value, TranslateError> {
+    o.get(name)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| TranslateError::invalid(format!("{}.{name}", p()), "missing"))
+}
+
+/// A string field parsed by `wire::SmallStr`, read as `str_of(field(..))` reads a `Value`.
+fn small_str<'v>(
+    f: &'v Option<Result<std::borrow::Cow<'_, str>, Value>>,
+    name: &str,
+    p: impl FnOnce() -> String,
+) -> Result<&'v str, TranslateError> {
+    match f {
+        Some(Ok(s)) => Ok(s),
+        None | Some(Err(Value::Null)) => Err(TranslateError::invalid(
+            format!("{}.{name}", p()),
+            "missing",
+        )),
+        Some(Err(_)) => Err(TranslateError::invalid(
+            format!("{}.{name}", p()),
+            "must be a string",
+        )),
+    }
+}
+
+/// `access::str_of` with a path made only for an error.
+fn str_at(v: &Value, p: impl FnOnce() -> String) -> Result<&str, TranslateError> {
+    v.as_str()
+        .ok_or_else(|| TranslateError::invalid(p(), "must be a string"))
+}
+
+fn decode_messages<'a>(
+    messages: Vec<wire::Msg<'a>>,
+    req: &mut chat::Request<'a>,
+    target: &'static str,
+) -> Result<(), TranslateError> {
+    for (i, m) in messages.into_iter().enumerate() {
+        let p = || format!("messages[{i}]");
+        let pc = || format!("messages[{i}].content");
+        let role = small_str(&m.role, "role", p)?;
+        let content = m
+            .content
+            .filter(|c| !matches!(c, wire::Content::Other(Value::Null)));
         match role {
             "system" | "developer" => {
                 if let Some(c) = content {
-                    let parts = decode_content(c, &format!("{p}.content"), target)?;
+                    let parts = decode_content(c, &pc, target)?;
                     push_system(req, parts);
                 }
             }
             "user" => {
                 let parts = match content {
-                    Some(c) => decode_content(c, &format!("{p}.content"), target)?,
-                    None => return Err(TranslateError::invalid(format!("{p}.content"), "missing")),
+                    Some(c) => decode_content(c, &pc, target)?,
+                    None => return Err(TranslateError::invalid(pc(), "missing")),
                 };
                 push(req, Role::User, parts);
             }
             "assistant" => {
                 let mut parts = Vec::new();
-                if let Some(r) = m.get("reasoning_content").and_then(Value::as_str) {
+                if let Some(Ok(r)) = m.reasoning_content {
                     if !r.is_empty() {
                         parts.push(Part::Reasoning {
-                            text: r.to_string().into(),
+                            text: r,
                             signature: None,
                             redacted: None,
                         });
                     }
                 }
                 if let Some(c) = content {
-                    parts.extend(decode_content(c, &format!("{p}.content"), target)?);
+                    parts.extend(decode_content(c, &pc, target)?);
                 }
-                if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
-                    for (j, c) in arr_of(calls, &format!("{p}.tool_calls"))?
-                        .iter()
-                        .enumerate()
-                    {
-                        let cp = format!("{p}.tool_calls[{j}]");
-                        let f = field(c, "function", &cp)?;
-                        let args = f.get("arguments").and_then(Value::as_str).unwrap_or("");
-                        parts.push(Part::ToolCall(ToolCall {
-                            id: c
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            name: str_of(
-                                field(f, "name", &format!("{cp}.function"))?,
-                                &format!("{cp}.function.name"),
-                            )?
-                            .to_string(),
-                            arguments: arguments_object(args),
-                        }));
+                match m.tool_calls {
+                    None | Some(wire::Many::Other(Value::Null)) => {}
+                    Some(wire::Many::List(calls)) => {
+                        for (j, c) in calls.into_iter().enumerate() {
+                            let cp = || format!("{}.tool_calls[{j}]", p());
+                            let f = match c.function {
+                                None | Some(Err(Value::Null)) => {
+                                    return Err(TranslateError::invalid(
+                                        format!("{}.function", cp()),
+                                        "missing",
+                                    ))
+                                }
+                                // Not an object: it has no name.
+                                Some(Err(_)) => FunctionCall::default(),
+                                Some(Ok(f)) => f,
+                            };
+                            let args = match &f.arguments {
+                                Some(Ok(a)) => a,
+                                _ => "",
+                            };
+                            parts.push(Part::ToolCall(ToolCall {
+                                id: match c.id {
+                                    Some(Ok(id)) => id.into_owned(),
+                                    _ => String::new(),
+                                },
+                                name: small_str(&f.name, "name", || format!("{}.function", cp()))?
+                                    .to_string(),
+                                arguments: arguments_object(args),
+                            }));
+                        }
+                    }
+                    Some(_) => {
+                        return Err(TranslateError::invalid(
+                            format!("{}.tool_calls", p()),
+                            "must be an array",
+                        ))
                     }
                 }
-                if m.get("function_call").is_some_and(|f| !f.is_null()) {
+                if m.other.get("function_call").is_some_and(|f| !f.is_null()) {
                     return Err(TranslateError::Unsupported {
-                        param: format!("{p}.function_call"),
+                        param: format!("{}.function_call", p()),
                         provider: target,
                         why: "the deprecated functions API cannot be translated; use tool_calls",
                     });
@@ -337,9 +437,9 @@ fn decode_messages(
                 push(req, Role::Assistant, parts);
             }
             "tool" => {
-                let id = str_of(field(m, "tool_call_id", &p)?, &format!("{p}.tool_call_id"))?;
+                let id = small_str(&m.tool_call_id, "tool_call_id", p)?;
                 let content = match content {
-                    Some(c) => decode_content(c, &format!("{p}.content"), target)?,
+                    Some(c) => decode_content(c, &pc, target)?,
                     None => Vec::new(),
                 };
                 push(
@@ -354,14 +454,14 @@ fn decode_messages(
             }
             "function" => {
                 return Err(TranslateError::Unsupported {
-                    param: format!("{p}.role"),
+                    param: format!("{}.role", p()),
                     provider: target,
                     why: "the deprecated function role cannot be translated; use tool messages",
                 })
             }
             other => {
                 return Err(TranslateError::invalid(
-                    format!("{p}.role"),
+                    format!("{}.role", p()),
                     format!("unknown role '{other}'"),
                 ))
             }
@@ -392,25 +492,37 @@ pub(crate) fn push<'a>(req: &mut chat::Request<'a>, role: Role, parts: Vec<Part<
     }
 }
 
-fn decode_content(
-    c: &Value,
-    p: &str,
+/// A message's content; `p` makes its path, for errors only.
+fn decode_content<'a>(
+    c: wire::Content<'a>,
+    p: &dyn Fn() -> String,
     target: &'static str,
-) -> Result<Vec<Part<'static>>, TranslateError> {
+) -> Result<Vec<Part<'a>>, TranslateError> {
     match c {
-        Value::String(s) => Ok(vec![Part::Text(s.clone().into())]),
-        Value::Array(parts) => {
+        wire::Content::Text(s) => Ok(vec![Part::Text(s)]),
+        wire::Content::Parts(parts) => {
             let mut out = Vec::with_capacity(parts.len());
-            for (j, part) in parts.iter().enumerate() {
-                let pp = format!("{p}[{j}]");
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(Part::Text(
-                        str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?
-                            .to_string()
-                            .into(),
-                    )),
+            for (j, part) in parts.into_iter().enumerate() {
+                let pp = || format!("{}[{j}]", p());
+                match part.other.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(Part::Text(match part.text {
+                        Some(Ok(t)) => t,
+                        None | Some(Err(Value::Null)) => {
+                            return Err(TranslateError::invalid(
+                                format!("{}.text", pp()),
+                                "missing",
+                            ))
+                        }
+                        Some(Err(_)) => {
+                            return Err(TranslateError::invalid(
+                                format!("{}.text", pp()),
+                                "must be a string",
+                            ))
+                        }
+                    })),
                     Some("refusal") => out.push(Part::Text(
-                        part.get("refusal")
+                        part.other
+                            .get("refusal")
                             .and_then(Value::as_str)
                             .unwrap_or_default()
                             .to_string()
@@ -418,17 +530,21 @@ fn decode_content(
                     )),
                     Some("image_url") => {
                         let url = part
+                            .other
                             .get("image_url")
                             .and_then(|u| u.get("url").or(Some(u)))
                             .and_then(Value::as_str)
                             .ok_or_else(|| {
-                                TranslateError::invalid(format!("{pp}.image_url.url"), "missing")
+                                TranslateError::invalid(
+                                    format!("{}.image_url.url", pp()),
+                                    "missing",
+                                )
                             })?;
                         out.push(Part::Image(image_from_url(url)));
                     }
                     Some(other) => {
                         return Err(TranslateError::Unsupported {
-                            param: format!("{pp}.type"),
+                            param: format!("{}.type", pp()),
                             provider: target,
                             why: match other {
                                 "input_audio" => "audio input cannot be translated",
@@ -437,13 +553,15 @@ fn decode_content(
                             },
                         })
                     }
-                    None => return Err(TranslateError::invalid(format!("{pp}.type"), "missing")),
+                    None => {
+                        return Err(TranslateError::invalid(format!("{}.type", pp()), "missing"))
+                    }
                 }
             }
             Ok(out)
         }
-        _ => Err(TranslateError::invalid(
-            p,
+        wire::Content::Other(_) => Err(TranslateError::invalid(
+            p(),
             "must be a string or an array of content parts",
         )),
     }
@@ -1183,4 +1301,4 @@ fn sse_data(v: &Value, out: &mut Vec<u8>) {
 
 // === helpers ===
 
-use crate::chat::access::{arr_of, f64_of, field, str_of, u64_of};
+use crate::chat::access::{f64_of, str_of, u64_of};

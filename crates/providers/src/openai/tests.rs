@@ -230,3 +230,125 @@ fn inspect_response_reads_what_a_full_parse_reads() {
     inner[at] = b'\x01';
     assert!(!inspect_response(&inner).well_formed);
 }
+
+/// The one-pass chat decoder accepts exactly the bodies a `Value` parse accepts, and refuses
+/// the others with its words: the pieces it keeps raw are checked as a parse would.
+#[test]
+fn chat_decode_accepts_what_a_value_parse_accepts() {
+    use crate::chat::TranslateError;
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let msg = |content: &str| {
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":{content}}}]}}"#)
+    };
+    let assistant = |field: &str| {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},{{"role":"assistant","content":"a",{field}}}]}}"#
+        )
+    };
+    let tool = |function: &str| {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{function}}}]}}"#
+        )
+    };
+    let bodies = [
+        msg(r#""lone \ud800 surrogate""#),
+        msg(r#""pair \ud83d\ude00 ok""#),
+        msg(r#"[{"type":"text","text":"lone \udc00"}]"#),
+        msg(r#"[{"type":"text","text":"x","extra":1e400}]"#),
+        msg(r#"[{"type":"text","text":"a","text":"b"}]"#),
+        msg(r#"[{"type":"text","text":"a","text":null}]"#),
+        msg(r#"[{"type":"text","text":5}]"#),
+        msg(r#"[{"type":"text","text":[[1e400]]}]"#),
+        msg(r#"[5, {"type":"text","text":"x"}]"#),
+        msg(r#"{"a":1e400}"#),
+        msg("1e400"),
+        msg("null"),
+        msg(&format!(
+            r#"[{{"type":"text","text":"x","z":{}}}]"#,
+            deep(122)
+        )),
+        msg(&format!(
+            r#"[{{"type":"text","text":"x","z":{}}}]"#,
+            deep(123)
+        )),
+        msg(&format!(r#"[{{"type":"text","text":{}}}]"#, deep(122))),
+        msg(&format!(r#"[{{"type":"text","text":{}}}]"#, deep(123))),
+        msg(&format!(r#"[{}]"#, deep(123))),
+        msg(&format!(r#"[{}]"#, deep(124))),
+        msg(&deep(125)),
+        msg(&deep(126)),
+        assistant(r#""reasoning_content":"r \ud800""#),
+        assistant(r#""reasoning_content":[1e400]"#),
+        assistant(&format!(r#""reasoning_content":{}"#, deep(125))),
+        assistant(&format!(r#""reasoning_content":{}"#, deep(126))),
+        assistant(r#""tool_calls":[{"id":"c","type":1e400,"function":{"name":"f"}}]"#),
+        assistant(r#""tool_calls":[{"id":"\ud800","function":{"name":"f"}}]"#),
+        assistant(r#""tool_calls":[{"function":{"name":"f","x":[1e400]}}]"#),
+        assistant(r#""tool_calls":[{"function":{"name":"f","arguments":"\udc00"}}]"#),
+        assistant(&format!(
+            r#""tool_calls":[{{"function":{{"name":"f","x":{}}}}}]"#,
+            deep(121)
+        )),
+        assistant(&format!(
+            r#""tool_calls":[{{"function":{{"name":"f","x":{}}}}}]"#,
+            deep(122)
+        )),
+        assistant(&format!(r#""tool_calls":[{{"function":{}}}]"#, deep(123))),
+        assistant(&format!(r#""tool_calls":[{{"function":{}}}]"#, deep(124))),
+        assistant(r#""role":"assistant","tool_call_id":[1e400]"#),
+        tool(r#"{"name":"t","description":"\ud800"}"#),
+        tool(r#"{"name":"t","description":{"a":1e400}}"#),
+        tool(r#"{"name":"t","parameters":{"type":"object","x":1e400}}"#),
+        tool(r#"{"name":"t","parameters":{"type":"object","x":"\udc00"}}"#),
+        tool(&format!(
+            r#"{{"name":"t","parameters":{{"a":{}}}}}"#,
+            deep(121)
+        )),
+        tool(&format!(
+            r#"{{"name":"t","parameters":{{"a":{}}}}}"#,
+            deep(122)
+        )),
+        tool(&format!(
+            r#"{{"name":"t","parameters":{{"a":{}}}}}"#,
+            deep(123)
+        )),
+        tool(&format!("[{}]", deep(123))),
+        tool(&format!("[{}]", deep(124))),
+        tool("null"),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":1e400}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]} trailing"#.into(),
+        r#"[1, 2]"#.into(),
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\u{80}\"}]}".into(),
+    ];
+    let mut refused = 0;
+    for body in &bodies {
+        let by_value = serde_json::from_str::<serde_json::Value>(body);
+        let decoded = chat::decode_request(body.as_bytes(), "anthropic");
+        match (&by_value, &decoded) {
+            (Err(e), Err(d)) => {
+                refused += 1;
+                assert_eq!(
+                    d.to_string(),
+                    format!("invalid request: the body is not valid JSON: {e}"),
+                    "{body}"
+                )
+            }
+            (Ok(_), Err(TranslateError::Invalid { message, .. })) => {
+                assert!(!message.contains("not valid JSON"), "{body}: {message}")
+            }
+            (Ok(_), _) => {}
+            (Err(e), Ok(_)) => panic!("{body}: accepted, but a Value parse says {e}"),
+        }
+    }
+    assert!(refused >= 14, "{refused}");
+    // Invalid UTF-8 outside any string, and inside one.
+    for body in [&b"{\"model\":\"m\",\xff}"[..], b"{\"model\":\"m\xff\"}"] {
+        let e = serde_json::from_slice::<serde_json::Value>(body).unwrap_err();
+        assert_eq!(
+            chat::decode_request(body, "anthropic")
+                .unwrap_err()
+                .to_string(),
+            format!("invalid request: the body is not valid JSON: {e}")
+        );
+    }
+}

@@ -1,29 +1,32 @@
 //! Responses API requests → the internal chat model, and complete internal responses →
 //! Responses API response objects.
 //!
-//! Requests are walked as `serde_json::Value` so an error can name the exact parameter path
-//! (`input[2].content[0].type`) the way OpenAI's own errors do.
+//! Requests are parsed in one pass into borrowed pieces (`wire`), read so that an error can
+//! name the exact parameter path (`input[2].content[0].type`) the way OpenAI's own errors do.
 
-use std::collections::HashSet;
+use std::{borrow::Cow, collections::HashSet};
 
 use serde_json::{json, Map, Value};
 
+use super::wire;
 use super::{
     item_id, names::ToolNames, response_id, status, Echo, ResponseObject, REDACTED_PREFIX,
     SIGNATURE_PREFIX,
 };
-use crate::chat::access::{arr_of, f64_of, field, str_of, u64_of};
+use crate::anthropic::wire::Many;
+use crate::chat::access::{f64_of, field, str_of, u64_of};
 use crate::chat::{
-    self, arguments_object, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice, TranslateError,
-    UnsupportedTools,
+    self, arguments_object, Json, Part, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    TranslateError, UnsupportedTools,
 };
 use crate::openai::chat::{image_from_url, push, push_system, unix_now};
+use crate::openai::wire::Content;
 
 /// A decoded Responses request: the chat request to send on, and what the response repeats.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decoded {
-    /// The request in the gateway's terms.
-    pub request: chat::Request<'static>,
+pub struct Decoded<'a> {
+    /// The request in the gateway's terms (its texts and schemas borrowed from the body).
+    pub request: chat::Request<'a>,
     /// The settings the response object echoes, and the caller's names for its tools.
     pub echo: Echo,
     /// The hosted tools left out (`tools[i].type`), for [`Decoded::reject_unsupported_tools`].
@@ -41,7 +44,16 @@ const CLIENT_TOOL_ITEMS: &str = "this tool runs on the client, but the model cal
 
 // === impl Decoded ===
 
-impl Decoded {
+impl Decoded<'_> {
+    /// The same, owning all its text, free of the body it was decoded from.
+    pub fn into_owned(self) -> Decoded<'static> {
+        Decoded {
+            request: self.request.into_owned(),
+            echo: self.echo,
+            hosted_tools: self.hosted_tools,
+        }
+    }
+
     /// Refuses the request if it declared hosted tools: what a route whose policy is
     /// [`UnsupportedTools::Reject`] does for a target that runs none of them (requests are
     /// decoded, with [`UnsupportedTools::Drop`], before the route is looked up).
@@ -68,7 +80,8 @@ impl Decoded {
 
 /// Decodes a `POST /v1/responses` body, leaving hosted tools out (named in
 /// [`chat::Request::dropped`]). Everything refused here is refused for every backend.
-pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
+/// Texts and tool schemas borrow from `body` (parsed in one pass, see `responses::wire`).
+pub fn decode_request(body: &[u8]) -> Result<Decoded<'_>, TranslateError> {
     decode_request_with(body, UnsupportedTools::Drop)
 }
 
@@ -76,14 +89,24 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, TranslateError> {
 pub fn decode_request_with(
     body: &[u8],
     policy: UnsupportedTools,
-) -> Result<Decoded, TranslateError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| TranslateError::invalid("", format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = v else {
-        return Err(TranslateError::invalid(
-            "",
-            "the body must be a JSON object",
-        ));
+) -> Result<Decoded<'_>, TranslateError> {
+    let mut obj = match wire::parse(body) {
+        Ok(wire::Body::Object(obj)) => obj,
+        Ok(wire::Body::Other) => {
+            return Err(TranslateError::invalid(
+                "",
+                "the body must be a JSON object",
+            ))
+        }
+        // A `Value` parse says what is wrong as before (the one-pass parse accepts exactly
+        // what it does, but its messages differ).
+        Err(e) => {
+            let e = serde_json::from_slice::<Value>(body).err().unwrap_or(e);
+            return Err(TranslateError::invalid(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            ));
+        }
     };
     let refused = |param: &str, why: &'static str| TranslateError::Refused {
         param: param.to_string(),
@@ -92,32 +115,56 @@ pub fn decode_request_with(
     let mut req = chat::Request::default();
     let mut user = None;
     let mut safety_identifier = None;
+    // What the response echoes: the fields as values, `tools` and `instructions` as sent.
+    let mut echoed = Map::new();
+    let mut echoed_raw = Vec::new();
     // Tools first: calls in the input are named after them.
     let mut names = ToolNames::default();
     let mut hosted_tools = Vec::new();
-    if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
-        decode_tools(tools, &mut req, &mut names, &mut hosted_tools)?;
-        if policy == UnsupportedTools::Reject {
-            if let Some(param) = hosted_tools.first() {
-                return Err(refused(param, HOSTED_TOOL));
+    if let Some(wire::Top::Tools(tools, raw)) = obj.remove("tools") {
+        match tools {
+            Many::Other(Value::Null) => {}
+            Many::List(tools) => {
+                decode_tools(tools, &mut req, &mut names, &mut hosted_tools)?;
+                echoed_raw.push(("tools", raw));
+                if policy == UnsupportedTools::Reject {
+                    if let Some(param) = hosted_tools.first() {
+                        return Err(refused(param, HOSTED_TOOL));
+                    }
+                    if let Some(w) = &req.web_search {
+                        return Err(w.refusal());
+                    }
+                }
             }
-            if let Some(w) = &req.web_search {
-                return Err(w.refusal());
-            }
+            _ => return Err(TranslateError::invalid("tools", "must be an array")),
         }
     }
-    for (k, v) in &obj {
+    for (k, top) in obj {
+        let v = match top {
+            wire::Top::Input(Many::Other(Value::Null)) => continue,
+            wire::Top::Input(input) => {
+                decode_input(input, &mut req, &names)?;
+                continue;
+            }
+            wire::Top::Instructions(Err(Value::Null), _) => continue,
+            wire::Top::Instructions(Ok(text), raw) => {
+                // Instructions come before any system message of the input.
+                req.system.insert(0, Part::Text(text));
+                echoed_raw.push(("instructions", raw));
+                continue;
+            }
+            wire::Top::Instructions(Err(_), _) => {
+                return Err(TranslateError::invalid("instructions", "must be a string"))
+            }
+            wire::Top::Tools(..) => continue,
+            wire::Top::Other(v) => v,
+        };
         if v.is_null() {
             continue;
         }
-        match k.as_str() {
+        let (k, v) = (k.as_str(), &v);
+        match k {
             "model" => req.model = str_of(v, "model")?.to_string(),
-            "input" => decode_input(v, &mut req, &names)?,
-            "instructions" => {
-                // Instructions come before any system message of the input.
-                req.system
-                    .insert(0, Part::Text(str_of(v, "instructions")?.to_string().into()))
-            }
             "stream" => {
                 req.stream = v
                     .as_bool()
@@ -126,7 +173,6 @@ pub fn decode_request_with(
             "max_output_tokens" => req.max_tokens = Some(u64_of(v, k)?),
             "temperature" => req.temperature = Some(f64_of(v, k)?),
             "top_p" => req.top_p = Some(f64_of(v, k)?),
-            "tools" => {}
             "tool_choice" => req.tool_choice = Some(decode_tool_choice(v, &names)?),
             "parallel_tool_calls" => {
                 req.parallel_tool_calls = Some(v.as_bool().ok_or_else(|| {
@@ -191,6 +237,7 @@ pub fn decode_request_with(
             // (docs/forward-compatibility.md).
             other => req.dropped.push(other),
         }
+        echoed.insert(k.to_string(), v.clone());
     }
     req.user = user.or(safety_identifier);
     if req.model.is_empty() {
@@ -207,7 +254,9 @@ pub fn decode_request_with(
     }
     Ok(Decoded {
         request: req,
-        echo: Echo::from_request(&obj).with_names(names),
+        echo: Echo::from_request(&echoed)
+            .with_raw(echoed_raw)
+            .with_names(names),
         hosted_tools,
     })
 }
@@ -225,39 +274,52 @@ fn is_hosted_tool(ty: &str) -> bool {
 /// names made up in `names`), hosted tools left out and listed in `hosted` (as
 /// `tools[i].type`). Other tools the client runs but whose calls are special items are
 /// refused, and so are unknown kinds.
-fn decode_tools(
-    v: &Value,
-    req: &mut chat::Request<'static>,
+fn decode_tools<'a>(
+    tools: Vec<wire::ToolDef<'a>>,
+    req: &mut chat::Request<'a>,
     names: &mut ToolNames,
     hosted: &mut Vec<String>,
 ) -> Result<(), TranslateError> {
-    let tools = arr_of(v, "tools")?;
     // Made-up names must not repeat a name the caller gave a tool of its own.
     let mut taken: HashSet<String> = tools
         .iter()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
-        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
+        .filter(|t| t.other.get("type").and_then(Value::as_str) == Some("function"))
+        .filter_map(|t| {
+            t.other
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .collect();
-    for (i, t) in tools.iter().enumerate() {
+    for (i, t) in tools.into_iter().enumerate() {
         let p = format!("tools[{i}]");
-        let ty = str_of(field(t, "type", &p)?, &format!("{p}.type"))?;
-        match ty {
+        let ty = str_of(field_of(&t.other, "type", &p)?, &format!("{p}.type"))?.to_string();
+        match ty.as_str() {
             "function" => req.tools.push(function_tool(t, &p, None)?),
             "namespace" => {
-                let ns = str_of(field(t, "name", &p)?, &format!("{p}.name"))?;
-                for (j, inner) in arr_of(field(t, "tools", &p)?, &format!("{p}.tools"))?
-                    .iter()
-                    .enumerate()
-                {
+                let ns = str_of(field_of(&t.other, "name", &p)?, &format!("{p}.name"))?;
+                let inner_tools = match t.tools {
+                    None | Some(Many::Other(Value::Null)) => {
+                        return Err(TranslateError::invalid(format!("{p}.tools"), "missing"))
+                    }
+                    Some(Many::List(list)) => list,
+                    Some(_) => {
+                        return Err(TranslateError::invalid(
+                            format!("{p}.tools"),
+                            "must be an array",
+                        ))
+                    }
+                };
+                for (j, inner) in inner_tools.into_iter().enumerate() {
                     let ip = format!("{p}.tools[{j}]");
-                    let ity = str_of(field(inner, "type", &ip)?, &format!("{ip}.type"))?;
+                    let ity = str_of(field_of(&inner.other, "type", &ip)?, &format!("{ip}.type"))?;
                     if ity != "function" {
                         return Err(TranslateError::Refused {
                             param: format!("{ip}.type"),
                             why: "only function tools can be translated inside a namespace",
                         });
                     }
-                    let name = str_of(field(inner, "name", &ip)?, &format!("{ip}.name"))?;
+                    let name = str_of(field_of(&inner.other, "name", &ip)?, &format!("{ip}.name"))?;
                     let flat = names.flatten(ns, name, &mut taken);
                     req.tools.push(function_tool(inner, &ip, Some(flat))?);
                 }
@@ -265,14 +327,14 @@ fn decode_tools(
             // A web search: run by the backend's own search where it has one and the route
             // allows it, else left out or refused like the other hosted tools (decided per
             // target by the gateway).
-            _ if ty.starts_with("web_search") && req.web_search.is_none() => {
-                req.web_search = Some(web_search_tool(t, &p, ty));
+            ty if ty.starts_with("web_search") && req.web_search.is_none() => {
+                req.web_search = Some(web_search_tool(&t.other, &p, ty));
             }
-            _ if is_hosted_tool(ty) => {
+            ty if is_hosted_tool(ty) => {
                 req.dropped.push(&format!("{p}({ty})"));
                 hosted.push(format!("{p}.type"));
             }
-            _ => {
+            ty => {
                 return Err(TranslateError::Refused {
                     param: format!("{p}.type"),
                     why: match ty {
@@ -297,10 +359,39 @@ fn decode_tools(
     Ok(())
 }
 
+/// `access::field` on a parsed object's other fields.
+fn field_of<'v>(
+    o: &'v Map<String, Value>,
+    name: &str,
+    p: &str,
+) -> Result<&'v Value, TranslateError> {
+    o.get(name)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+}
+
+/// A string field parsed by `SmallStr`, read as `str_of(field(..))` reads a `Value`.
+fn small_str<'v>(
+    f: &'v Option<Result<Cow<'_, str>, Value>>,
+    name: &str,
+    p: &str,
+) -> Result<&'v str, TranslateError> {
+    match f {
+        Some(Ok(s)) => Ok(s),
+        None | Some(Err(Value::Null)) => {
+            Err(TranslateError::invalid(format!("{p}.{name}"), "missing"))
+        }
+        Some(Err(_)) => Err(TranslateError::invalid(
+            format!("{p}.{name}"),
+            "must be a string",
+        )),
+    }
+}
+
 /// A Responses `web_search` tool (`web_search_preview` and the dated kinds too): its domain
 /// filter and the user's location; `search_context_size` and `external_web_access` only tune
 /// OpenAI's search.
-fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
+fn web_search_tool(t: &Map<String, Value>, p: &str, ty: &str) -> chat::WebSearch {
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
             .into_iter()
@@ -313,7 +404,7 @@ fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
         param: p.to_string(),
         kind: ty.to_string(),
         max_uses: None,
-        allowed_domains: strings(t.pointer("/filters/allowed_domains")),
+        allowed_domains: strings(t.get("filters").and_then(|f| f.get("allowed_domains"))),
         blocked_domains: Vec::new(),
         user_location: t
             .get("user_location")
@@ -323,26 +414,23 @@ fn web_search_tool(t: &Value, p: &str, ty: &str) -> chat::WebSearch {
 
 /// A function tool, named `name` instead of its own when given. The Responses function tool
 /// is flat: no `function` wrapper.
-fn function_tool(
-    t: &Value,
+fn function_tool<'a>(
+    t: wire::ToolDef<'a>,
     p: &str,
     name: Option<String>,
-) -> Result<Tool<'static>, TranslateError> {
+) -> Result<Tool<'a>, TranslateError> {
     let name = match name {
         Some(n) => n,
-        None => str_of(field(t, "name", p)?, &format!("{p}.name"))?.to_string(),
+        None => str_of(field_of(&t.other, "name", p)?, &format!("{p}.name"))?.to_string(),
     };
     Ok(Tool {
         name,
-        description: t
-            .get("description")
-            .and_then(Value::as_str)
-            .map(|d| d.to_string().into()),
-        parameters: match t.get("parameters") {
-            Some(s) if s.is_object() => s.clone().into(),
+        description: t.description.and_then(Result::ok),
+        parameters: match t.parameters {
+            Some(s) if s.get().starts_with('{') => Json::Raw(s),
             _ => json!({"type": "object", "properties": {}}).into(),
         },
-        strict: t.get("strict").and_then(Value::as_bool),
+        strict: t.other.get("strict").and_then(Value::as_bool),
     })
 }
 
@@ -405,36 +493,41 @@ fn decode_format(f: &Value) -> Result<Option<ResponseFormat>, TranslateError> {
     }
 }
 
-fn decode_input(
-    v: &Value,
-    req: &mut chat::Request<'static>,
+fn decode_input<'a>(
+    input: Many<'a, wire::Item<'a>>,
+    req: &mut chat::Request<'a>,
     names: &ToolNames,
 ) -> Result<(), TranslateError> {
-    let items = match v {
-        Value::String(s) => {
-            push(req, Role::User, vec![Part::Text(s.clone().into())]);
+    let items = match input {
+        Many::Text(s) => {
+            push(req, Role::User, vec![Part::Text(s.into())]);
             return Ok(());
         }
-        Value::Array(items) => items,
-        _ => {
+        Many::List(items) => items,
+        Many::Other(_) => {
             return Err(TranslateError::invalid(
                 "input",
                 "must be a string or an array of input items",
             ))
         }
     };
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let p = format!("input[{i}]");
         // Easy input messages (`{role, content}`) may leave out the type.
-        let ty = match item.get("type").and_then(Value::as_str) {
-            Some(t) => t,
-            None if item.get("role").is_some() => "message",
-            None => return Err(TranslateError::invalid(format!("{p}.type"), "missing")),
+        let ty = match &item.ty {
+            Some(Ok(t)) => t.as_ref(),
+            _ if item.role.is_some() => "message",
+            _ => return Err(TranslateError::invalid(format!("{p}.type"), "missing")),
         };
         match ty {
             "message" => {
-                let role = str_of(field(item, "role", &p)?, &format!("{p}.role"))?;
-                let content = decode_content(field(item, "content", &p)?, &format!("{p}.content"))?;
+                let role = small_str(&item.role, "role", &p)?;
+                let content = match item.content {
+                    None | Some(Content::Other(Value::Null)) => {
+                        return Err(TranslateError::invalid(format!("{p}.content"), "missing"))
+                    }
+                    Some(c) => decode_content(c, &format!("{p}.content"))?,
+                };
                 match role {
                     "system" | "developer" => push_system(req, content),
                     "user" => push(req, Role::User, content),
@@ -448,13 +541,16 @@ fn decode_input(
                 }
             }
             "function_call" => {
-                let call_id = str_of(field(item, "call_id", &p)?, &format!("{p}.call_id"))?;
-                let name = str_of(field(item, "name", &p)?, &format!("{p}.name"))?;
-                let name = match item.get("namespace").and_then(Value::as_str) {
-                    Some(ns) => names.flat(ns, name),
-                    None => name.to_string(),
+                let call_id = small_str(&item.call_id, "call_id", &p)?;
+                let name = small_str(&item.name, "name", &p)?;
+                let name = match &item.namespace {
+                    Some(Ok(ns)) => names.flat(ns, name),
+                    _ => name.to_string(),
                 };
-                let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
+                let args = match &item.arguments {
+                    Some(Ok(a)) => a.as_ref(),
+                    _ => "",
+                };
                 push(
                     req,
                     Role::Assistant,
@@ -466,20 +562,25 @@ fn decode_input(
                 );
             }
             "function_call_output" => {
-                let call_id = str_of(field(item, "call_id", &p)?, &format!("{p}.call_id"))?;
-                let content = decode_content(field(item, "output", &p)?, &format!("{p}.output"))?;
+                let call_id = small_str(&item.call_id, "call_id", &p)?.to_string();
+                let content = match item.output {
+                    None | Some(Content::Other(Value::Null)) => {
+                        return Err(TranslateError::invalid(format!("{p}.output"), "missing"))
+                    }
+                    Some(c) => decode_content(c, &format!("{p}.output"))?,
+                };
                 push(
                     req,
                     Role::User,
                     vec![Part::ToolResult {
-                        id: call_id.to_string(),
+                        id: call_id,
                         content,
                         is_error: false,
                     }],
                 );
             }
             "reasoning" => {
-                if let Some(part) = decode_reasoning(item, &p)? {
+                if let Some(part) = decode_reasoning(&item, &p)? {
                     push(req, Role::Assistant, vec![part]);
                 }
             }
@@ -503,22 +604,48 @@ fn decode_input(
 
 /// A reasoning item: its summary (or, failing that, its full reasoning text), and the
 /// Anthropic signature or redacted data it carries. `None` when there is nothing to pass on.
-fn decode_reasoning(item: &Value, p: &str) -> Result<Option<Part<'static>>, TranslateError> {
-    let texts = |key: &str| -> Result<String, TranslateError> {
+fn decode_reasoning(
+    item: &wire::Item<'_>,
+    p: &str,
+) -> Result<Option<Part<'static>>, TranslateError> {
+    let texts = |key: &str, parts: &Option<Content<'_>>| -> Result<String, TranslateError> {
         let mut out = Vec::new();
-        if let Some(parts) = item.get(key).filter(|v| !v.is_null()) {
-            for (j, s) in arr_of(parts, &format!("{p}.{key}"))?.iter().enumerate() {
-                let sp = format!("{p}.{key}[{j}]");
-                out.push(str_of(field(s, "text", &sp)?, &format!("{sp}.text"))?.to_string());
+        match parts {
+            None | Some(Content::Other(Value::Null)) => {}
+            Some(Content::Parts(parts)) => {
+                for (j, s) in parts.iter().enumerate() {
+                    let sp = format!("{p}.{key}[{j}]");
+                    out.push(match &s.text {
+                        Some(Ok(t)) => t.as_str().into_owned(),
+                        None | Some(Err(Value::Null)) => {
+                            return Err(TranslateError::invalid(format!("{sp}.text"), "missing"))
+                        }
+                        Some(Err(_)) => {
+                            return Err(TranslateError::invalid(
+                                format!("{sp}.text"),
+                                "must be a string",
+                            ))
+                        }
+                    });
+                }
+            }
+            Some(_) => {
+                return Err(TranslateError::invalid(
+                    format!("{p}.{key}"),
+                    "must be an array",
+                ))
             }
         }
         Ok(out.join("\n\n"))
     };
-    let mut text = texts("summary")?;
+    let mut text = texts("summary", &item.summary)?;
     if text.is_empty() {
-        text = texts("content")?;
+        text = texts("content", &item.content)?;
     }
-    let encrypted = item.get("encrypted_content").and_then(Value::as_str);
+    let encrypted = match &item.encrypted_content {
+        Some(Ok(e)) => Some(e.as_ref()),
+        _ => None,
+    };
     let signature = encrypted
         .and_then(|e| e.strip_prefix(SIGNATURE_PREFIX))
         .map(str::to_string);
@@ -536,11 +663,11 @@ fn decode_reasoning(item: &Value, p: &str) -> Result<Option<Part<'static>>, Tran
 }
 
 /// Message content, or a function call's output: a string, or a list of content parts.
-fn decode_content(c: &Value, p: &str) -> Result<Vec<Part<'static>>, TranslateError> {
+fn decode_content<'a>(c: Content<'a>, p: &str) -> Result<Vec<Part<'a>>, TranslateError> {
     let parts = match c {
-        Value::String(s) => return Ok(vec![Part::Text(s.clone().into())]),
-        Value::Array(parts) => parts,
-        _ => {
+        Content::Text(s) => return Ok(vec![Part::Text(s)]),
+        Content::Parts(parts) => parts,
+        Content::Other(_) => {
             return Err(TranslateError::invalid(
                 p,
                 "must be a string or an array of content parts",
@@ -548,26 +675,34 @@ fn decode_content(c: &Value, p: &str) -> Result<Vec<Part<'static>>, TranslateErr
         }
     };
     let mut out = Vec::with_capacity(parts.len());
-    for (j, part) in parts.iter().enumerate() {
+    for (j, part) in parts.into_iter().enumerate() {
         let pp = format!("{p}[{j}]");
-        let ty = str_of(field(part, "type", &pp)?, &format!("{pp}.type"))?;
+        let ty = str_of(field_of(&part.other, "type", &pp)?, &format!("{pp}.type"))?;
         match ty {
-            "input_text" | "output_text" | "text" => out.push(Part::Text(
-                str_of(field(part, "text", &pp)?, &format!("{pp}.text"))?
-                    .to_string()
-                    .into(),
-            )),
+            "input_text" | "output_text" | "text" => out.push(Part::Text(match part.text {
+                Some(Ok(t)) => t,
+                None | Some(Err(Value::Null)) => {
+                    return Err(TranslateError::invalid(format!("{pp}.text"), "missing"))
+                }
+                Some(Err(_)) => {
+                    return Err(TranslateError::invalid(
+                        format!("{pp}.text"),
+                        "must be a string",
+                    ))
+                }
+            })),
             "refusal" => out.push(Part::Text(
-                part.get("refusal")
+                part.other
+                    .get("refusal")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string()
                     .into(),
             )),
             "input_image" => {
-                if let Some(url) = part.get("image_url").and_then(Value::as_str) {
+                if let Some(url) = part.other.get("image_url").and_then(Value::as_str) {
                     out.push(Part::Image(image_from_url(url)));
-                } else if part.get("file_id").is_some_and(|f| !f.is_null()) {
+                } else if part.other.get("file_id").is_some_and(|f| !f.is_null()) {
                     return Err(TranslateError::Refused {
                         param: format!("{pp}.file_id"),
                         why: "file ids name files stored at OpenAI; send the image as a URL or a data: URL",

@@ -123,7 +123,8 @@ fn input_forms() {
         .to_string()
         .as_bytes(),
     )
-    .unwrap();
+    .unwrap()
+    .into_owned();
     let m = &d.request.messages;
     assert_eq!(m.len(), 3);
     assert_eq!(m[1].content.len(), 2);
@@ -140,7 +141,8 @@ fn input_forms() {
         .to_string()
         .as_bytes(),
     )
-    .unwrap();
+    .unwrap()
+    .into_owned();
     assert_eq!(
         d.request.messages[1].content,
         vec![Part::Reasoning {
@@ -156,7 +158,8 @@ fn input_forms() {
             .to_string()
             .as_bytes(),
     )
-    .unwrap();
+    .unwrap()
+    .into_owned();
     assert_eq!(
         d.request.response_format,
         Some(crate::chat::ResponseFormat::JsonSchema {
@@ -317,7 +320,10 @@ fn anthropic_response_to_responses() {
         "switchyard:signature:EqQBCgIYAhIM"
     );
     let next = json!({"model": "m", "input": [{"role": "user", "content": "x"}, v["output"][0], v["output"][2]]});
-    let ir = decode_request(next.to_string().as_bytes()).unwrap().request;
+    let ir = decode_request(next.to_string().as_bytes())
+        .unwrap()
+        .into_owned()
+        .request;
     let back: Value =
         serde_json::from_slice(&anthropic::encode_request(&ir, "c").unwrap()).unwrap();
     assert_eq!(
@@ -622,7 +628,10 @@ fn redacted_thinking_survives_the_round_trip() {
     assert_eq!(item["type"], "reasoning");
     assert_eq!(item["summary"], json!([]));
     let next = json!({"model": "m", "input": [{"role": "user", "content": "x"}, item, v["output"][1], {"role": "user", "content": "y"}]});
-    let ir = decode_request(next.to_string().as_bytes()).unwrap().request;
+    let ir = decode_request(next.to_string().as_bytes())
+        .unwrap()
+        .into_owned()
+        .request;
     let back: Value =
         serde_json::from_slice(&anthropic::encode_request(&ir, "c").unwrap()).unwrap();
     assert_eq!(
@@ -638,7 +647,10 @@ fn reasoning_effort_becomes_a_thinking_budget_only_where_it_is_safe() {
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
             b.extend(e);
         }
-        let ir = decode_request(body.to_string().as_bytes()).unwrap().request;
+        let ir = decode_request(body.to_string().as_bytes())
+            .unwrap()
+            .into_owned()
+            .request;
         serde_json::from_slice(&anthropic::encode_request(&ir, "c").unwrap()).unwrap()
     };
     let v = anthropic(json!({}));
@@ -690,4 +702,136 @@ fn absurd_usage_totals_saturate() {
         cache_write_tokens: 0,
     };
     assert_eq!(crate::responses::usage_json(&u)["total_tokens"], u64::MAX);
+}
+
+/// The one-pass Responses decoder accepts exactly the bodies a `Value` parse accepts, and
+/// refuses the others with its words: the pieces it keeps raw or parses apart are checked at
+/// their depth in the body.
+#[test]
+fn decode_accepts_what_a_value_parse_accepts() {
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let item = |item: &str| format!(r#"{{"model":"m","input":[{item}]}}"#);
+    let part = |part: &str| item(&format!(r#"{{"role":"user","content":[{part}]}}"#));
+    let tool = |tool: &str| format!(r#"{{"model":"m","input":"hi","tools":[{tool}]}}"#);
+    let bodies = [
+        item(r#"{"role":"user","content":"lone \ud800"}"#),
+        item(r#"{"role":"user","content":"pair \ud83d\ude00"}"#),
+        item(r#"{"role":"user","content":"x","id":1e400}"#),
+        item(r#"{"role":"user","content":{"a":1e400}}"#),
+        item(r#"{"type":"function_call","call_id":"\udc00","name":"f"}"#),
+        item(r#"{"type":"reasoning","summary":[{"text":"\ud800"}]}"#),
+        item(&format!(
+            r#"{{"role":"user","content":"x","z":{}}}"#,
+            deep(125)
+        )),
+        item(&format!(
+            r#"{{"role":"user","content":"x","z":{}}}"#,
+            deep(126)
+        )),
+        item(&format!(r#"{{"role":"user","content":{}}}"#, deep(125))),
+        item(&format!(r#"{{"role":"user","content":{}}}"#, deep(126))),
+        part(r#"{"type":"input_text","text":"lone \udc00"}"#),
+        part(r#"{"type":"input_text","text":"x","extra":1e400}"#),
+        part(r#"{"type":"input_text","text":[[1e400]]}"#),
+        part(&format!(
+            r#"{{"type":"input_text","text":"x","z":{}}}"#,
+            deep(122)
+        )),
+        part(&format!(
+            r#"{{"type":"input_text","text":"x","z":{}}}"#,
+            deep(123)
+        )),
+        part(&format!(r#"{{"type":"input_text","text":{}}}"#, deep(122))),
+        part(&format!(r#"{{"type":"input_text","text":{}}}"#, deep(123))),
+        part(&deep(123)),
+        part(&deep(124)),
+        tool(r#"{"type":"function","name":"f","description":"\ud800"}"#),
+        tool(r#"{"type":"function","name":"f","parameters":{"x":1e400}}"#),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","parameters":{{"a":{}}}}}"#,
+            deep(123)
+        )),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","parameters":{{"a":{}}}}}"#,
+            deep(124)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":[{{"type":"function","name":"f","x":{}}}]}}"#,
+            deep(121)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":[{{"type":"function","name":"f","x":{}}}]}}"#,
+            deep(122)
+        )),
+        tool(r#"{"type":"function","name":"f","x":1e400}"#),
+        tool(r#"{"type":"function","name":"\udc00"}"#),
+        tool(r#"5, "\ud800""#),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","x":{}}}"#,
+            deep(124)
+        )),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","x":{}}}"#,
+            deep(125)
+        )),
+        tool(&deep(125)),
+        tool(&deep(126)),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{}}}"#,
+            deep(124)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{}}}"#,
+            deep(125)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{{"a":{}}}}}"#,
+            deep(123)
+        )),
+        tool(&format!(
+            r#"{{"type":"namespace","name":"n","tools":{{"a":{}}}}}"#,
+            deep(124)
+        )),
+        format!(
+            r#"{{"model":"m","input":"hi","tools":{{"a":{}}}}}"#,
+            deep(125)
+        ),
+        format!(
+            r#"{{"model":"m","input":"hi","tools":{{"a":{}}}}}"#,
+            deep(126)
+        ),
+        r#"{"model":"m","input":"hi","instructions":"\ud800"}"#.into(),
+        r#"{"model":"m","input":"hi","instructions":[1e400]}"#.into(),
+        r#"{"model":"m","input":"hi","metadata":{"a":1e400}}"#.into(),
+        r#"{"model":"m","input":"hi"} trailing"#.into(),
+        r#"[1, 2]"#.into(),
+    ];
+    let mut refused = 0;
+    for body in &bodies {
+        let by_value = serde_json::from_str::<Value>(body);
+        let decoded = decode_request(body.as_bytes());
+        match (&by_value, &decoded) {
+            (Err(e), Err(d)) => {
+                refused += 1;
+                assert_eq!(
+                    d.to_string(),
+                    format!("invalid request: the body is not valid JSON: {e}"),
+                    "{body}"
+                )
+            }
+            (Ok(_), Err(TranslateError::Invalid { message, .. })) => {
+                assert!(!message.contains("not valid JSON"), "{body}: {message}")
+            }
+            (Ok(_), _) => {}
+            (Err(e), Ok(_)) => panic!("{body}: accepted, but a Value parse says {e}"),
+        }
+    }
+    assert!(refused >= 18, "{refused}");
+    for body in [&b"{\"model\":\"m\",\xff}"[..], b"{\"input\":\"m\xff\"}"] {
+        let e = serde_json::from_slice::<Value>(body).unwrap_err();
+        assert_eq!(
+            decode_request(body).unwrap_err().to_string(),
+            format!("invalid request: the body is not valid JSON: {e}")
+        );
+    }
 }

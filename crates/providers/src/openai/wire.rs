@@ -1,0 +1,440 @@
+//! A Chat Completions request parsed in one pass into borrowed pieces, as
+//! [`crate::anthropic::wire`] parses a Messages request: message texts, tool descriptions and
+//! schemas stay in the body (see [`crate::json`]); the small fields become `Value`s, which the
+//! decoder reads as it read the whole body as one `Value`.
+//!
+//! Parsing only parses: whether a field has the right type is the decoder's to say, after the
+//! whole body is known to be JSON, so its errors come in the same order as before. What is
+//! accepted as JSON is exactly what a `Value` parse accepts: every raw piece is checked
+//! ([`Strict`], [`Str::json`]). Its content and key seeds serve the Responses decoder too.
+
+use std::{borrow::Cow, collections::BTreeMap, fmt, marker::PhantomData};
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{value::RawValue, Map, Value};
+
+pub(super) use crate::anthropic::wire::Many;
+use crate::anthropic::wire::{err, raw_str, FromMap, ItemSeed, ManySeed};
+use crate::json::{Str, Strict};
+
+/// A top-level field.
+pub(super) enum Top<'a> {
+    Messages(Many<'a, Msg<'a>>),
+    Tools(Many<'a, ToolDef<'a>>),
+    Other(Value),
+}
+
+/// The body: its fields sorted by name, the last of a repeated name winning (how a `Value`
+/// map holds them), or the non-object the body was.
+pub(super) enum Body<'a> {
+    Object(BTreeMap<String, Top<'a>>),
+    Other,
+}
+
+/// A message's (or a tool message's) `content`.
+pub(crate) enum Content<'a> {
+    /// A string, as its literal.
+    Text(Str<'a>),
+    /// A list of content parts.
+    Parts(Vec<PartDef<'a>>),
+    /// Anything else, null included.
+    Other(Value),
+}
+
+/// A message: `content` and `reasoning_content` raw, `role` and `tool_call_id` borrowed when
+/// they are strings, every other field a `Value`.
+#[derive(Default)]
+pub(super) struct Msg<'a> {
+    pub content: Option<Content<'a>>,
+    /// A string literal as [`Str::Json`], another value as `Err(value)`.
+    pub reasoning_content: Option<Result<Str<'a>, Value>>,
+    pub role: Option<Result<Cow<'a, str>, Value>>,
+    pub tool_call_id: Option<Result<Cow<'a, str>, Value>>,
+    pub tool_calls: Option<Many<'a, CallDef<'a>>>,
+    pub other: Map<String, Value>,
+}
+
+/// A tool call in an assistant message: what the decoder reads of it, the rest checked and
+/// skipped.
+#[derive(Default)]
+pub(super) struct CallDef<'a> {
+    pub id: Option<Result<Cow<'a, str>, Value>>,
+    /// Parsed when it is an object.
+    pub function: Option<Result<FunctionCall<'a>, Value>>,
+}
+
+/// A tool call's `function`.
+#[derive(Default)]
+pub(super) struct FunctionCall<'a> {
+    pub name: Option<Result<Cow<'a, str>, Value>>,
+    pub arguments: Option<Result<Cow<'a, str>, Value>>,
+}
+
+/// A content part: `text` raw, the rest values.
+#[derive(Default)]
+pub(crate) struct PartDef<'a> {
+    pub text: Option<Result<Str<'a>, Value>>,
+    pub other: Map<String, Value>,
+}
+
+/// A tool: its `function` parsed when it is an object, the rest values.
+#[derive(Default)]
+pub(super) struct ToolDef<'a> {
+    pub function: Option<Result<FunctionDef<'a>, Value>>,
+    pub other: Map<String, Value>,
+}
+
+/// A tool's function: `description` and `parameters` raw, the rest values.
+#[derive(Default)]
+pub(super) struct FunctionDef<'a> {
+    pub description: Option<Result<Str<'a>, Value>>,
+    pub parameters: Option<&'a RawValue>,
+    pub other: Map<String, Value>,
+}
+
+/// Parses a Chat Completions body.
+pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
+    // Checked once here rather than piece by piece. A body that is not UTF-8 is not JSON.
+    let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let b = BodySeed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(b)
+}
+
+struct BodySeed;
+
+impl<'de> DeserializeSeed<'de> for BodySeed {
+    type Value = Body<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed {
+    type Value = Body<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = match k.as_str() {
+                "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
+                "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
+                _ => Top::Other(map.next_value()?),
+            };
+            out.insert(k, v);
+        }
+        Ok(Body::Object(out))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+        while seq.next_element_seed(Strict(1))?.is_some() {}
+        Ok(Body::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Body<'de>, E> {
+        Ok(Body::Other)
+    }
+}
+
+/// A `content` found inside `depth` containers.
+pub(crate) fn content<'a, E: de::Error>(raw: &'a RawValue, depth: usize) -> Result<Content<'a>, E> {
+    let s = raw.get();
+    if s.starts_with('"') {
+        return match Str::json(raw).map_err(err)? {
+            Ok(t) => Ok(Content::Text(t)),
+            Err(_) => Err(E::custom("a string literal that is not a string")),
+        };
+    }
+    if s.starts_with('[') {
+        // Parsed on its own: every piece is checked at its depth in the body (`PartDef`), so
+        // the nesting limit counts from the body, not from the list.
+        let mut de = serde_json::Deserializer::from_str(s);
+        let parts = PartsSeed(depth).deserialize(&mut de).map_err(err)?;
+        return Ok(Content::Parts(parts));
+    }
+    // Checked where it is (nesting counted from the body), then parsed on its own.
+    Strict(depth).check(raw).map_err(err)?;
+    Ok(Content::Other(serde_json::from_str(s).map_err(err)?))
+}
+
+/// A list of content parts; an item that is not an object reads as an empty one, as
+/// `Value::get` reads it.
+struct PartsSeed(usize);
+
+impl<'de> DeserializeSeed<'de> for PartsSeed {
+    type Value = Vec<PartDef<'de>>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PartsSeed {
+    type Value = Vec<PartDef<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let item = ItemSeed::<PartDef>(self.0 + 1, PhantomData);
+        while let Some(p) = seq.next_element_seed(item)? {
+            out.push(p.unwrap_or_default());
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> FromMap<'de> for Msg<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        const KEYS: &[&str] = &[
+            "content",
+            "reasoning_content",
+            "role",
+            "tool_call_id",
+            "tool_calls",
+        ];
+        let mut m = Msg::default();
+        while let Some(k) = map.next_key_seed(KeySeed(KEYS))? {
+            match k {
+                Key::Known("content") => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    m.content = Some(content(raw, depth)?);
+                }
+                Key::Known("reasoning_content") => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    m.reasoning_content = Some(raw_str(raw, depth)?);
+                }
+                Key::Known("role") => m.role = Some(map.next_value_seed(SmallStr)?),
+                Key::Known("tool_calls") => {
+                    m.tool_calls = Some(map.next_value_seed(ManySeed::at(depth))?)
+                }
+                Key::Known(_) => m.tool_call_id = Some(map.next_value_seed(SmallStr)?),
+                Key::Other(k) => {
+                    m.other.insert(k, map.next_value()?);
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// A map key: one of `.0` (no copy), or another.
+pub(crate) struct KeySeed(pub(crate) &'static [&'static str]);
+
+pub(crate) enum Key {
+    Known(&'static str),
+    Other(String),
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+        Ok(match self.0.iter().find(|k| **k == s) {
+            Some(k) => Key::Known(k),
+            None => Key::Other(s.to_string()),
+        })
+    }
+}
+
+/// A short string field, borrowed when the body spells it without escapes; another value
+/// as the `Value` it is.
+pub(crate) struct SmallStr;
+
+impl<'de> DeserializeSeed<'de> for SmallStr {
+    type Value = Result<Cow<'de, str>, Value>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SmallStr {
+    type Value = Result<Cow<'de, str>, Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Owned(s.to_string())))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Err(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Err(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Value::Null))
+    }
+}
+
+impl<'de> FromMap<'de> for PartDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut p = PartDef::default();
+        while let Some(k) = map.next_key::<String>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            if k == "text" {
+                p.text = Some(raw_str(raw, depth)?);
+            } else {
+                Strict(depth).check(raw).map_err(err)?;
+                p.other
+                    .insert(k, serde_json::from_str(raw.get()).map_err(err)?);
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl<'de> FromMap<'de> for ToolDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut t = ToolDef::default();
+        while let Some(k) = map.next_key::<String>()? {
+            if k == "function" {
+                t.function = Some(map.next_value_seed(ObjectSeed::at(depth))?);
+            } else {
+                t.other.insert(k, map.next_value()?);
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl<'de> FromMap<'de> for FunctionDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut f = FunctionDef::default();
+        while let Some(k) = map.next_key::<String>()? {
+            match k.as_str() {
+                "description" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    f.description = Some(raw_str(raw, depth)?);
+                }
+                "parameters" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    Strict(depth).check(raw).map_err(err)?;
+                    f.parameters = Some(raw);
+                }
+                _ => {
+                    f.other.insert(k, map.next_value()?);
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// A value found inside `.0` containers: parsed as a `T` when it is an object, a `Value`
+/// otherwise (whose content the decoders only tell from null).
+pub(crate) struct ObjectSeed<T>(usize, PhantomData<T>);
+
+impl<T> ObjectSeed<T> {
+    pub(crate) fn at(depth: usize) -> Self {
+        ObjectSeed(depth, PhantomData)
+    }
+}
+
+impl<'de, T: FromMap<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+    type Value = Result<T, Value>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: FromMap<'de>> Visitor<'de> for ObjectSeed<T> {
+    type Value = Result<T, Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::from_map(map, self.0 + 1).map(Ok)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Strict(self.0).visit_seq(seq)?;
+        Ok(Err(Value::Array(Vec::new())))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Err(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Value::Null))
+    }
+}
+
+impl<'de> FromMap<'de> for CallDef<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut c = CallDef::default();
+        while let Some(k) = map.next_key_seed(KeySeed(&["id", "function"]))? {
+            match k {
+                Key::Known("id") => c.id = Some(map.next_value_seed(SmallStr)?),
+                Key::Known(_) => c.function = Some(map.next_value_seed(ObjectSeed::at(depth))?),
+                Key::Other(_) => map.next_value_seed(Strict(depth))?,
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl<'de> FromMap<'de> for FunctionCall<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
+        let mut f = FunctionCall::default();
+        while let Some(k) = map.next_key_seed(KeySeed(&["name", "arguments"]))? {
+            match k {
+                Key::Known("name") => f.name = Some(map.next_value_seed(SmallStr)?),
+                Key::Known(_) => f.arguments = Some(map.next_value_seed(SmallStr)?),
+                Key::Other(_) => map.next_value_seed(Strict(depth))?,
+            }
+        }
+        Ok(f)
+    }
+}
