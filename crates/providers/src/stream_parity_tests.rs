@@ -84,6 +84,9 @@ const ANTHROPIC_ODD: &str = r#"{"type":"content_block_delta","index":0,"delta":{
 {"type":"unknown_event"}
 {}
 []
+["content_block_delta",0,{"type":"text_delta","text":"as an array"}]
+{"type":"content_block_delta","index":0,"delta":["text_delta","delta as an array"]}
+{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\u00e9 bytes checked"}}
 "content_block_delta"
 {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":9}}
 {"type":"message_stop"}"#;
@@ -118,6 +121,12 @@ const OPENAI_ODD: &str = r#"{"choices":[{"index":0,"delta":{"content":"a\"b\\c\u
 {"choices":[{"delta":{"content":"x"},"finish_reason":null}],"extra":{"deep":[{"x":null}]}}
 {}
 []
+[[{"delta":{"content":"as an array"}}]]
+{"choices":[["as an array"]]}
+{"choices":[{"delta":[null,null,"delta as an array"]}]}
+{"choices":[{"delta":{"tool_calls":[[0,"call_9",{"name":"as an array"}]]}}]}
+{"choices":[{"delta":{"tool_calls":{"index":0}}}]}
+{"choices":{"0":{"delta":{"content":"choices as an object"}}}}
 "x"
 {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}
 {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"prompt_cache_hit_tokens":2}}

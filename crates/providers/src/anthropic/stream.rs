@@ -67,7 +67,11 @@ impl StreamDecoder {
         if data.is_empty() {
             return;
         }
-        if let Ok(Obj(e)) = serde_json::from_slice::<Obj<Event<'_>>>(data) {
+        // Checked as UTF-8 once here, not string by string as `from_slice` does.
+        let typed = std::str::from_utf8(data)
+            .ok()
+            .and_then(|d| serde_json::from_str::<Obj<Event<'_>>>(d).ok());
+        if let Some(Obj(e)) = typed {
             if e.kind.as_deref() == Some("content_block_delta") {
                 self.delta(e.index.unwrap_or(0), e.delta.map(|d| d.0), out);
                 return;

@@ -1279,7 +1279,9 @@ struct ChunkFunction<'a> {
 /// give; `Err` (some events possibly pushed) for one it must read instead: not an object of
 /// the expected types, or with an `error` or a `usage`.
 fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ()> {
-    let Obj(c) = serde_json::from_slice::<Obj<Chunk<'_>>>(data).map_err(|_| ())?;
+    // Checked as UTF-8 once here, not string by string as `from_slice` does.
+    let data = std::str::from_utf8(data).map_err(|_| ())?;
+    let Obj(c) = serde_json::from_str::<Obj<Chunk<'_>>>(data).map_err(|_| ())?;
     if c.error.0 || c.usage.is_some() {
         return Err(());
     }
