@@ -140,6 +140,12 @@ fn stream(start: &str, odd: &str, end: &str) -> Vec<Vec<u8>> {
     v
 }
 
+/// `events`, then one event of raw bytes (not UTF-8, say).
+fn with_bytes(mut events: Vec<Vec<u8>>, last: &[u8]) -> Vec<Vec<u8>> {
+    events.push(last.to_vec());
+    events
+}
+
 fn inputs() -> Vec<(String, BackendFormat, Vec<Vec<u8>>)> {
     let a = BackendFormat::Anthropic;
     let o = BackendFormat::OpenAiChat;
@@ -210,7 +216,23 @@ fn inputs() -> Vec<(String, BackendFormat, Vec<Vec<u8>>)> {
                 r#"{"type":"error","error":{"type":"weird","message":5}}"#,
             ),
         ),
+        (
+            "anthropic_not_utf8".into(),
+            a,
+            with_bytes(
+                stream(ANTHROPIC_START, text, ""),
+                b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xff\"}}",
+            ),
+        ),
         ("openai_odd".into(), o, stream(OPENAI_START, OPENAI_ODD, "")),
+        (
+            "openai_not_utf8".into(),
+            o,
+            with_bytes(
+                stream(OPENAI_START, chunk, ""),
+                b"{\"choices\":[{\"delta\":{\"content\":\"\xc3\"}}]}",
+            ),
+        ),
         ("openai_no_done".into(), o, stream(OPENAI_START, chunk, "")),
         (
             "openai_not_json".into(),
