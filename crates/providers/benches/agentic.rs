@@ -148,13 +148,15 @@ fn stream_event(c: &mut Criterion) {
         let mut p = sse::Parser::new();
         p.push(input).expect("small fixture");
         let events: Vec<sse::Event> = std::iter::from_fn(|| p.next_event()).collect();
-        // The first content delta: events before it start the stream.
+        // The first content delta (Anthropic `text_delta`, an OpenAI chunk with non-empty
+        // `content`): events before it start the stream. Not `message_start` (its
+        // `"content":[]`) nor the role chunk (`"content":""`).
         let delta = events
             .iter()
             .position(|e| {
                 let d = &e.data[..];
-                d.windows(10).any(|w| w == b"text_delta")
-                    || d.windows(9).any(|w| w == b"\"content\"")
+                let has = |s: &[u8]| d.windows(s.len()).any(|w| w == s);
+                has(b"\"text_delta\"") || (has(b"\"content\":\"") && !has(b"\"content\":\"\""))
             })
             .unwrap_or_else(|| panic!("{name}: no content delta"));
         let mut t = Transcoder::new(from, to, false);

@@ -669,6 +669,72 @@ impl<'de> Visitor<'de> for Strict {
     }
 }
 
+// === stream events: typed, borrowing decoding and direct writing (issue #21) ===
+
+/// A JSON object decoded as `T`. Derived struct decoders would take an array too (its
+/// elements as the fields in order), which a `Value` lookup never does: this one refuses it.
+pub(crate) struct Obj<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The first element of a JSON array (`None` when empty), the others checked and skipped.
+pub(crate) struct First<T>(pub Option<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
+                let first = seq.next_element::<T>()?;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// Whether a field is there at all, `null` included (`Option` cannot tell `null` from
+/// absent; `Value::get` can).
+#[derive(Default)]
+pub(crate) struct Present(pub bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| Present(true))
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serializing a `Value` escapes it.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a `&str` always serializes.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends an integer, as serializing a `Value` writes it.
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

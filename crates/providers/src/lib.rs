@@ -20,6 +20,8 @@ pub mod transcode;
 #[cfg(test)]
 mod client_tests;
 #[cfg(test)]
+mod stream_parity_tests;
+#[cfg(test)]
 mod test_util;
 
 pub use error::{ErrorSource, OpenAiError};

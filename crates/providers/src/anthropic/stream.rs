@@ -5,8 +5,9 @@
 //! keep a little state: the decoder maps block indices to tool-call indices, the encoder opens
 //! and closes blocks as the kind of content changes.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
@@ -15,8 +16,39 @@ use super::{
 };
 use crate::{
     chat::{FinishReason, StreamEvent},
+    json::{write_str, write_u64, Obj},
     Usage,
 };
+
+/// A `content_block_delta` event, the one nearly every event of a stream is, read without
+/// building a `Value`. Any other event, and one this cannot read exactly as a `Value` lookup
+/// would (a field of another type, a duplicate key), is left to [`StreamDecoder::decode_value`].
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<Obj<Delta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+fn owned(s: Option<Cow<'_, str>>) -> String {
+    s.map(Cow::into_owned).unwrap_or_default()
+}
 
 /// Turns Messages stream events into internal stream events.
 #[derive(Debug, Default)]
@@ -35,6 +67,43 @@ impl StreamDecoder {
         if data.is_empty() {
             return;
         }
+        // Checked as UTF-8 once here, not string by string as `from_slice` does.
+        let typed = std::str::from_utf8(data)
+            .ok()
+            .and_then(|d| serde_json::from_str::<Obj<Event<'_>>>(d).ok());
+        if let Some(Obj(e)) = typed {
+            if e.kind.as_deref() == Some("content_block_delta") {
+                self.delta(e.index.unwrap_or(0), e.delta.map(|d| d.0), out);
+                return;
+            }
+        }
+        self.decode_value(data, out);
+    }
+
+    /// A `content_block_delta`'s events (as [`Self::decode_value`] reads them).
+    fn delta(&self, index: u64, d: Option<Delta<'_>>, out: &mut Vec<StreamEvent>) {
+        let Some(d) = d else { return };
+        match d.kind.as_deref() {
+            Some("text_delta") => out.push(StreamEvent::Text(owned(d.text))),
+            Some("thinking_delta") => out.push(StreamEvent::Reasoning(owned(d.thinking))),
+            Some("signature_delta") => {
+                out.push(StreamEvent::ReasoningSignature(owned(d.signature)))
+            }
+            Some("input_json_delta") => {
+                let fragment = d.partial_json.unwrap_or_default();
+                if let (Some(&tool), false) = (self.tool_blocks.get(&index), fragment.is_empty()) {
+                    out.push(StreamEvent::ToolCallArguments {
+                        index: tool,
+                        fragment: fragment.into_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Decodes any event through a `Value`: the rare ones, and those [`Event`] cannot read.
+    fn decode_value(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
             out.push(StreamEvent::Error {
                 kind: "upstream_protocol_error".into(),
@@ -218,27 +287,15 @@ impl StreamEncoder {
             }
             StreamEvent::Text(t) => {
                 let i = self.ensure(Block::Text, out);
-                event(
-                    out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}}),
-                );
+                delta(out, i, "text", &t, "text_delta");
             }
             StreamEvent::Reasoning(t) => {
                 let i = self.ensure(Block::Thinking, out);
-                event(
-                    out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": t}}),
-                );
+                delta(out, i, "thinking", &t, "thinking_delta");
             }
             StreamEvent::ReasoningSignature(sig) => {
                 if let Some((i, Block::Thinking)) = self.open {
-                    event(
-                        out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": sig}}),
-                    );
+                    delta(out, i, "signature", &sig, "signature_delta");
                 }
             }
             StreamEvent::RedactedReasoning(data) => {
@@ -272,11 +329,7 @@ impl StreamEncoder {
                 // OpenAI streams one call's arguments after another, so the call is normally
                 // the open block; a late piece of an earlier call still names that call's block.
                 if let Some(&i) = self.tool_blocks.get(&index) {
-                    event(
-                        out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": fragment}}),
-                    );
+                    delta(out, i, "partial_json", &fragment, "input_json_delta");
                 }
             }
             StreamEvent::Finish {
@@ -344,11 +397,9 @@ impl StreamEncoder {
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some((i, _)) = self.open.take() {
-            event(
-                out,
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": i}),
-            );
+            out.extend_from_slice(b"event: content_block_stop\ndata: {\"index\":");
+            write_u64(out, i.into());
+            out.extend_from_slice(b",\"type\":\"content_block_stop\"}\n\n");
         }
     }
 }
@@ -359,4 +410,18 @@ fn event(out: &mut Vec<u8>, name: &str, v: &Value) {
     out.extend_from_slice(b"\ndata: ");
     let _ = serde_json::to_writer(&mut *out, v);
     out.extend_from_slice(b"\n\n");
+}
+
+/// A `content_block_delta` event written directly, keys in the order serializing its
+/// `json!` object gave (sorted): `{"delta":{"<key>":<text>,"type":"<kind>"},"index":i,…}`.
+fn delta(out: &mut Vec<u8>, index: u32, key: &str, text: &str, kind: &str) {
+    out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_str(out, text);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\"},\"index\":");
+    write_u64(out, index.into());
+    out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
 }

@@ -7,15 +7,17 @@
 //! serde-derived structs, copying the texts and schemas decoders borrowed from their caller's
 //! body (see [`crate::json`]).
 
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, value::RawValue, Map, Value};
 
 use super::wire::{self, FunctionCall};
 use crate::chat::{
     self, arguments_object, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError,
 };
-use crate::json::Joined;
+use crate::json::{write_str, write_u64, First, Joined, Obj, Present};
 use crate::Usage;
 
 /// Differences between OpenAI itself and servers that speak its dialect.
@@ -1117,6 +1119,19 @@ impl StreamDecoder {
             out.push(StreamEvent::Done);
             return;
         }
+        if self.started {
+            let len = out.len();
+            if decode_chunk(data, out).is_ok() {
+                return;
+            }
+            out.truncate(len);
+        }
+        self.decode_value(data, out);
+    }
+
+    /// Decodes any chunk through a `Value`: the first, those with an error or usage, and
+    /// those [`decode_chunk`] cannot read.
+    fn decode_value(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
             out.push(StreamEvent::Error {
                 kind: "upstream_protocol_error".into(),
@@ -1212,6 +1227,132 @@ impl StreamDecoder {
     }
 }
 
+/// A chunk after the first, read without building a `Value`.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default)]
+    error: Present,
+    #[serde(borrow)]
+    choices: Option<First<Obj<Choice<'a>>>>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    delta: Option<Obj<ChunkDelta<'a>>>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChunkToolCall<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<Obj<ChunkFunction<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkFunction<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// Decodes a chunk after the first into the events [`StreamDecoder::decode_value`] would
+/// give; `Err` (some events possibly pushed) for one it must read instead: not an object of
+/// the expected types, or with an `error` or a `usage`.
+fn decode_chunk(data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ()> {
+    // Checked as UTF-8 once here, not string by string as `from_slice` does.
+    let data = std::str::from_utf8(data).map_err(|_| ())?;
+    let Obj(c) = serde_json::from_str::<Obj<Chunk<'_>>>(data).map_err(|_| ())?;
+    if c.error.0 || c.usage.is_some() {
+        return Err(());
+    }
+    let Some(Obj(choice)) = c.choices.and_then(|f| f.0) else {
+        return Ok(());
+    };
+    if let Some(Obj(d)) = choice.delta {
+        for r in [d.reasoning_content, d.reasoning].into_iter().flatten() {
+            if !r.is_empty() {
+                out.push(StreamEvent::Reasoning(r.into_owned()));
+            }
+        }
+        if let Some(t) = d.content.filter(|t| !t.is_empty()) {
+            out.push(StreamEvent::Text(t.into_owned()));
+        }
+        if let Some(raw) = d.tool_calls {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            serde::de::DeserializeSeed::deserialize(ToolCalls(out), &mut de).map_err(|_| ())?;
+        }
+    }
+    if let Some(r) = choice.finish_reason {
+        out.push(StreamEvent::Finish {
+            reason: finish_from_openai(&r),
+            stop_sequence: None,
+        });
+    }
+    Ok(())
+}
+
+/// A chunk's `tool_calls`, each call's events pushed as it is read.
+struct ToolCalls<'o>(&'o mut Vec<StreamEvent>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ToolCalls<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ToolCalls<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tool calls")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut pos = 0u32;
+        while let Some(Obj(c)) = seq.next_element::<Obj<ChunkToolCall<'de>>>()? {
+            let index = c.index.and_then(|i| u32::try_from(i).ok()).unwrap_or(pos);
+            let (name, arguments) = match c.function {
+                Some(Obj(f)) => (f.name, f.arguments),
+                None => (None, None),
+            };
+            if c.id.is_some() || name.is_some() {
+                self.0.push(StreamEvent::ToolCallStart {
+                    index,
+                    id: c.id.map(Cow::into_owned).unwrap_or_default(),
+                    name: name.map(Cow::into_owned).unwrap_or_default(),
+                });
+            }
+            if let Some(a) = arguments.filter(|a| !a.is_empty()) {
+                self.0.push(StreamEvent::ToolCallArguments {
+                    index,
+                    fragment: a.into_owned(),
+                });
+            }
+            pos = pos.wrapping_add(1);
+        }
+        Ok(())
+    }
+}
+
 /// Writes internal stream events as `chat.completion.chunk` SSE events for an OpenAI caller.
 #[derive(Debug)]
 pub struct StreamEncoder {
@@ -1221,19 +1362,38 @@ pub struct StreamEncoder {
     client_wants_usage: bool,
     usage: Option<Usage>,
     done: bool,
+    /// What every chunk ends with after its `choices`: `],"created":…,"object":…}`.
+    tail: Vec<u8>,
 }
 
 impl StreamEncoder {
     /// `client_wants_usage`: the caller set `stream_options.include_usage`.
     pub fn new(client_wants_usage: bool) -> Self {
-        StreamEncoder {
+        let mut e = StreamEncoder {
             id: String::new(),
             model: String::new(),
             created: unix_now(),
             client_wants_usage,
             usage: None,
             done: false,
-        }
+            tail: Vec::new(),
+        };
+        e.set_tail();
+        e
+    }
+
+    /// The chunk keys after `choices`, in the order serializing a `json!` object gave
+    /// (sorted), written once per stream.
+    fn set_tail(&mut self) {
+        let t = &mut self.tail;
+        t.clear();
+        t.extend_from_slice(b"],\"created\":");
+        write_u64(t, self.created);
+        t.extend_from_slice(b",\"id\":");
+        write_str(t, &self.id);
+        t.extend_from_slice(b",\"model\":");
+        write_str(t, &self.model);
+        t.extend_from_slice(b",\"object\":\"chat.completion.chunk\"}\n\n");
     }
 
     /// Encodes one event into `out`; nothing after `Done` or `Error`. The stream must open
@@ -1246,23 +1406,44 @@ impl StreamEncoder {
             StreamEvent::Start { id, model, .. } => {
                 self.id = chat_id(&id);
                 self.model = model;
-                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+                self.set_tail();
+                self.chunk(out, None, |o| {
+                    o.extend_from_slice(br#"{"content":"","role":"assistant"}"#)
+                });
             }
-            StreamEvent::Text(t) => self.chunk(json!({"content": t}), None, out),
-            StreamEvent::Reasoning(t) => self.chunk(json!({"reasoning_content": t}), None, out),
+            StreamEvent::Text(t) => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"content":"#);
+                write_str(o, &t);
+                o.push(b'}');
+            }),
+            StreamEvent::Reasoning(t) => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"reasoning_content":"#);
+                write_str(o, &t);
+                o.push(b'}');
+            }),
             // OpenAI chat has nowhere to put these; they only matter to Anthropic callers.
             StreamEvent::ReasoningSignature(_) | StreamEvent::RedactedReasoning(_) => {}
-            StreamEvent::ToolCallStart { index, id, name } => self.chunk(
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
-                None,
-                out,
-            ),
-            StreamEvent::ToolCallArguments { index, fragment } => self.chunk(
-                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
-                None,
-                out,
-            ),
-            StreamEvent::Finish { reason, .. } => self.chunk(json!({}), Some(finish_to_openai(reason)), out),
+            StreamEvent::ToolCallStart { index, id, name } => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"tool_calls":[{"function":{"arguments":"","name":"#);
+                write_str(o, &name);
+                o.extend_from_slice(br#"},"id":"#);
+                write_str(o, &id);
+                o.extend_from_slice(br#","index":"#);
+                write_u64(o, index.into());
+                o.extend_from_slice(br#","type":"function"}]}"#);
+            }),
+            StreamEvent::ToolCallArguments { index, fragment } => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"tool_calls":[{"function":{"arguments":"#);
+                write_str(o, &fragment);
+                o.extend_from_slice(br#"},"index":"#);
+                write_u64(o, index.into());
+                o.extend_from_slice(b"}]}");
+            }),
+            StreamEvent::Finish { reason, .. } => {
+                self.chunk(out, Some(finish_to_openai(reason)), |o| {
+                    o.extend_from_slice(b"{}")
+                })
+            }
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Done => {
                 self.done = true;
@@ -1283,13 +1464,22 @@ impl StreamEncoder {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse_data(&v, out);
+    /// One chunk whose `delta` `write_delta` writes, as serializing its `json!` object gave.
+    fn chunk(
+        &self,
+        out: &mut Vec<u8>,
+        finish: Option<&str>,
+        write_delta: impl FnOnce(&mut Vec<u8>),
+    ) {
+        out.extend_from_slice(br#"data: {"choices":[{"delta":"#);
+        write_delta(out);
+        out.extend_from_slice(br#","finish_reason":"#);
+        match finish {
+            Some(f) => write_str(out, f),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(br#","index":0,"logprobs":null}"#);
+        out.extend_from_slice(&self.tail);
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     chat::{FinishReason, StreamEvent},
+    json::{write_str, write_u64},
     openai::chat::unix_now,
     Usage,
 };
@@ -58,6 +59,8 @@ pub struct StreamEncoder {
     calls: HashMap<u32, usize>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// The response id as item ids hold it, JSON-escaped without its quotes.
+    id_json: Vec<u8>,
 }
 
 impl StreamEncoder {
@@ -75,6 +78,7 @@ impl StreamEncoder {
             calls: HashMap::new(),
             finish: None,
             usage: None,
+            id_json: Vec::new(),
         }
     }
 
@@ -88,6 +92,11 @@ impl StreamEncoder {
             StreamEvent::Start { id, model, usage } => {
                 self.id = response_id(&id);
                 self.model = model;
+                self.id_json.clear();
+                let base = self.id.strip_prefix("resp_").unwrap_or(&self.id);
+                write_str(&mut self.id_json, base);
+                self.id_json.pop();
+                self.id_json.remove(0);
                 self.usage = usage;
                 let resp = self.object("in_progress", Value::Null, false);
                 self.emit(out, "response.created", json!({"response": resp}));
@@ -99,24 +108,14 @@ impl StreamEncoder {
                 if let Item::Message { text } = &mut self.items[i] {
                     text.push_str(&t);
                 }
-                let item_id = self.item_id(i);
-                self.emit(
-                    out,
-                    "response.output_text.delta",
-                    json!({"item_id": item_id, "output_index": i, "content_index": 0, "delta": t, "logprobs": []}),
-                );
+                self.delta_event(out, "response.output_text.delta", i, &t);
             }
             StreamEvent::Reasoning(t) => {
                 let i = self.ensure_reasoning(out);
                 if let Item::Reasoning { text, .. } = &mut self.items[i] {
                     text.push_str(&t);
                 }
-                let item_id = self.item_id(i);
-                self.emit(
-                    out,
-                    "response.reasoning_summary_text.delta",
-                    json!({"item_id": item_id, "output_index": i, "summary_index": 0, "delta": t}),
-                );
+                self.delta_event(out, "response.reasoning_summary_text.delta", i, &t);
             }
             StreamEvent::ReasoningSignature(sig) => {
                 // It closes the reasoning block it signs: it goes out with the item's `done`.
@@ -173,11 +172,11 @@ impl StreamEncoder {
                     } = &mut self.items[i]
                     {
                         arguments.push_str(&fragment);
-                        let item_id = self.item_id(i);
-                        self.emit(
+                        self.delta_event(
                             out,
                             "response.function_call_arguments.delta",
-                            json!({"item_id": item_id, "output_index": i, "delta": fragment}),
+                            i,
+                            &fragment,
                         );
                     }
                 }
@@ -394,6 +393,46 @@ impl StreamEncoder {
             echo: &self.echo,
         }
         .into_json()
+    }
+
+    /// Writes a delta event of item `i` directly, keys in the order serializing its `json!`
+    /// object with [`Self::emit`] gave (sorted): `content_index` (0) for text, `logprobs`
+    /// (`[]`) for text, `summary_index` (0) for reasoning.
+    fn delta_event(&mut self, out: &mut Vec<u8>, name: &str, i: usize, delta: &str) {
+        let (text, kind) = match self.items.get(i) {
+            Some(Item::Reasoning { .. }) => (false, "rs"),
+            Some(Item::FunctionCall { .. }) => (false, "fc"),
+            _ => (true, "msg"),
+        };
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: {");
+        if text {
+            out.extend_from_slice(br#""content_index":0,"#);
+        }
+        out.extend_from_slice(br#""delta":"#);
+        write_str(out, delta);
+        out.extend_from_slice(br#","item_id":""#);
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'_');
+        out.extend_from_slice(&self.id_json);
+        out.push(b'_');
+        write_u64(out, i as u64);
+        out.push(b'"');
+        if text {
+            out.extend_from_slice(br#","logprobs":[]"#);
+        }
+        out.extend_from_slice(br#","output_index":"#);
+        write_u64(out, i as u64);
+        out.extend_from_slice(br#","sequence_number":"#);
+        write_u64(out, self.seq);
+        self.seq += 1;
+        if kind == "rs" {
+            out.extend_from_slice(br#","summary_index":0"#);
+        }
+        out.extend_from_slice(br#","type":"#);
+        write_str(out, name);
+        out.extend_from_slice(b"}\n\n");
     }
 
     /// Writes one event: `event: name`, and the payload with its `type` and `sequence_number`.
