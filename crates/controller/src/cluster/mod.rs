@@ -47,7 +47,11 @@ use switchyard_api::{AIBudget, AIConsumer, AIRoute, ModelBackend};
 use switchyard_compile::Severity;
 use switchyard_router::TableHandle;
 use switchyard_telemetry::Metrics;
-use tokio::{sync::watch as channel, task::JoinSet};
+use tokio::{
+    sync::{watch as channel, Notify},
+    task::JoinSet,
+    time::Instant,
+};
 
 pub use hold::{compile_holding, Held, LastGood, Outcome};
 pub use index::{Index, Kind, Namespaces, ObjKey};
@@ -58,6 +62,11 @@ pub use status::{mark_held, verdicts, Hints, Verdict};
 pub use token_review::{TokenReviews, DEFAULT_AUDIENCE};
 
 use watch::{GenerationFilter, Referenced, Trigger};
+
+/// How long after a status-only change of a custom resource the remembered last good
+/// versions take up the stores' new copies ([`LastGood::share`]): the status writes of a
+/// pass arrive over a few seconds, and each sharing walks every remembered version.
+const SHARE_AFTER: Duration = Duration::from_secs(2);
 
 /// The label Secrets need by default to be seen in cluster mode.
 pub const DEFAULT_SECRET_SELECTOR: &str = "switchyard.dev/secret=true";
@@ -167,17 +176,18 @@ impl KubeSource {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = channel::channel(false);
         let trigger = Arc::new(Trigger::default());
+        let restatused = Arc::new(Notify::new());
         let referenced = Referenced::default();
         let mut tasks = JoinSet::new();
         let mut stores = Stores::default();
         let scopes = self.options.namespaces.watch_scopes();
         let budgets_served = self.budgets_served(&scopes).await;
         for scope in &scopes {
-            self.spawn_crd::<ModelBackend>(&mut tasks, &mut stores, scope, &trigger);
-            self.spawn_crd::<AIRoute>(&mut tasks, &mut stores, scope, &trigger);
-            self.spawn_crd::<AIConsumer>(&mut tasks, &mut stores, scope, &trigger);
+            self.spawn_crd::<ModelBackend>(&mut tasks, &mut stores, scope, &trigger, &restatused);
+            self.spawn_crd::<AIRoute>(&mut tasks, &mut stores, scope, &trigger, &restatused);
+            self.spawn_crd::<AIConsumer>(&mut tasks, &mut stores, scope, &trigger, &restatused);
             if budgets_served {
-                self.spawn_crd::<AIBudget>(&mut tasks, &mut stores, scope, &trigger);
+                self.spawn_crd::<AIBudget>(&mut tasks, &mut stores, scope, &trigger, &restatused);
             }
             let mut config = watcher::Config::default();
             if let Some(sel) = &self.options.secret_selector {
@@ -250,9 +260,19 @@ impl KubeSource {
                 tracing::info!("initial list complete");
                 trigger.take();
                 rebuild.run(None);
+                let mut share_at: Option<Instant> = None;
                 loop {
                     tokio::select! {
                         () = trigger.changed() => {}
+                        () = restatused.notified() => {
+                            share_at.get_or_insert_with(|| Instant::now() + SHARE_AFTER);
+                            continue;
+                        }
+                        () = sleep_until(share_at) => {
+                            share_at = None;
+                            rebuild.share_stored();
+                            continue;
+                        }
                         () = &mut shutdown => break,
                     }
                     tokio::time::sleep(self.options.debounce).await;
@@ -284,24 +304,34 @@ impl KubeSource {
         }
     }
 
+    /// A reflector for a custom resource: a change of generation triggers a rebuild, a
+    /// change of status only (as our own status writes) wakes `restatused`.
     fn spawn_crd<K>(
         &self,
         tasks: &mut JoinSet<()>,
         stores: &mut Stores,
         scope: &Option<String>,
         trigger: &Arc<Trigger>,
+        restatused: &Arc<Notify>,
     ) where
         K: Stored + DeserializeOwned + std::fmt::Debug + Send + Sync,
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         let mut filter = GenerationFilter::default();
+        let restatused = Arc::clone(restatused);
         self.spawn_reflector::<K>(
             tasks,
             stores,
             scope,
             watcher::Config::default(),
             K::LABEL,
-            move |e| filter.passes(e),
+            move |e| {
+                let passes = filter.passes(e);
+                if !passes && matches!(e, watcher::Event::Apply(_)) {
+                    restatused.notify_one();
+                }
+                passes
+            },
             trigger,
         );
     }
@@ -352,7 +382,23 @@ struct Rebuild<'a> {
     last_good: LastGood,
 }
 
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Rebuild<'_> {
+    /// Lets the last good versions share the stores' copies ([`LastGood::share`]).
+    fn share_stored(&mut self) {
+        let stores = self.stores;
+        self.last_good.share::<ModelBackend>(|k| stores.get(k));
+        self.last_good.share::<AIRoute>(|k| stores.get(k));
+        self.last_good.share::<AIConsumer>(|k| stores.get(k));
+    }
+
     fn run(&mut self, first_seen: Option<tokio::time::Instant>) {
         let opts = &self.source.options;
         let mut index = Index::new(opts.namespaces.clone());

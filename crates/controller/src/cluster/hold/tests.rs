@@ -443,3 +443,39 @@ fn the_fallbacks_secrets_stay_referenced() {
     assert!(outcome.diagnostics.is_empty(), "{:?}", outcome.diagnostics);
     assert!(!last_good.referenced_secrets().contains(&key("ns", "b-key")));
 }
+
+#[test]
+fn a_status_write_shares_the_stores_copy_but_a_held_version_stays() {
+    let mut index = healthy();
+    let mut last_good = LastGood::default();
+    rebuild(&index, &mut last_good);
+    let route = Arc::clone(index.get::<AIRoute>(&key("ns", "r")).unwrap());
+    // A status write: a new copy at the same generation.
+    let mut restatused = (*route).clone();
+    restatused.metadata.resource_version = Some("2".into());
+    let restatused = Arc::new(restatused);
+    last_good.share::<AIRoute>(|_| Some(Arc::clone(&restatused)));
+    assert!(Arc::ptr_eq(
+        last_good.get::<AIRoute>(&key("ns", "r")).unwrap(),
+        &restatused
+    ));
+    // Neither another generation nor another object (same name, new uid) takes its place.
+    let refused = Arc::new(edited(&restatused, 2, bad_timeout));
+    last_good.share::<AIRoute>(|_| Some(Arc::clone(&refused)));
+    let mut recreated = (*restatused).clone();
+    recreated.metadata.uid = Some("another".into());
+    let recreated = Arc::new(recreated);
+    last_good.share::<AIRoute>(|_| Some(Arc::clone(&recreated)));
+    last_good.share::<AIRoute>(|_| None);
+    assert!(Arc::ptr_eq(
+        last_good.get::<AIRoute>(&key("ns", "r")).unwrap(),
+        &restatused
+    ));
+    // The held version still serves in place of a refused edit.
+    index.apply::<AIRoute>(refused);
+    let outcome = rebuild(&index, &mut last_good);
+    assert_eq!(
+        held_ids(&outcome),
+        vec![(Kind::AIRoute, "r", Some(1), Some(2))]
+    );
+}
