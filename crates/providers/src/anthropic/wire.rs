@@ -35,10 +35,7 @@ pub(super) enum Top<'a> {
 
 /// The body: its fields sorted by name, the last of a repeated name winning (how a `Value`
 /// map holds them), or the non-object the body was.
-pub(super) enum Body<'a> {
-    Object(BTreeMap<String, Top<'a>>),
-    Other,
-}
+pub(super) type Body<'a> = TopLevel<Top<'a>>;
 
 /// A message: `content` parsed, every other field a `Value`.
 #[derive(Default)]
@@ -86,13 +83,27 @@ pub(super) struct ToolDef<'a> {
     pub other: Map<String, Value>,
 }
 
-/// Parses a Messages body.
-pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
+/// A request body as the one-pass decoders read it: its members by name, each parsed by `T`
+/// from its key, or `Other` when the body is JSON but not an object.
+pub(crate) enum TopLevel<T> {
+    Object(BTreeMap<String, T>),
+    Other,
+}
+
+/// A top-level member of a request body, parsed according to its key.
+pub(crate) trait Member<'de>: Sized {
+    fn member<A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<Self, A::Error>;
+}
+
+/// Parses a request body (Messages, Chat Completions, Responses) member by member.
+pub(crate) fn parse<'de, T: Member<'de>>(
+    body: &'de [u8],
+) -> Result<TopLevel<T>, serde_json::Error> {
     // Checked once here rather than piece by piece: a raw piece borrowed from bytes is
     // checked again when it is made. A body that is not UTF-8 is not JSON either.
     let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let b = BodySeed.deserialize(&mut de)?;
+    let b = BodySeed(PhantomData).deserialize(&mut de)?;
     de.end()?;
     Ok(b)
 }
@@ -122,54 +133,60 @@ fn value_from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Value, A::Error> {
 
 // === seeds ===
 
-struct BodySeed;
+struct BodySeed<T>(PhantomData<T>);
 
-impl<'de> DeserializeSeed<'de> for BodySeed {
-    type Value = Body<'de>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+impl<'de, T: Member<'de>> DeserializeSeed<'de> for BodySeed<T> {
+    type Value = TopLevel<T>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TopLevel<T>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for BodySeed {
-    type Value = Body<'de>;
+impl<'de, T: Member<'de>> Visitor<'de> for BodySeed<T> {
+    type Value = TopLevel<T>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<T>, A::Error> {
         let mut out = BTreeMap::new();
         while let Some(k) = map.next_key::<String>()? {
-            let v = match k.as_str() {
-                "system" => Top::Blocks(map.next_value_seed(ManySeed::<Block>::at(1))?),
-                "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
-                "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
-                _ => Top::Other(map.next_value()?),
-            };
+            let v = T::member(&k, &mut map)?;
             out.insert(k, v);
         }
-        Ok(Body::Object(out))
+        Ok(TopLevel::Object(out))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel<T>, A::Error> {
         while seq.next_element_seed(Strict(1))?.is_some() {}
-        Ok(Body::Other)
+        Ok(TopLevel::Other)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
     }
-    fn visit_unit<E>(self) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+    fn visit_unit<E>(self) -> Result<TopLevel<T>, E> {
+        Ok(TopLevel::Other)
+    }
+}
+
+impl<'de> Member<'de> for Top<'de> {
+    fn member<A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<Self, A::Error> {
+        Ok(match key {
+            "system" => Top::Blocks(map.next_value_seed(ManySeed::<Block>::at(1))?),
+            "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
+            "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
+            _ => Top::Other(map.next_value()?),
+        })
     }
 }
 

@@ -8,13 +8,13 @@
 //! accepted as JSON is exactly what a `Value` parse accepts: every raw piece is checked
 //! ([`Strict`], [`Str::json`]). Its content and key seeds serve the Responses decoder too.
 
-use std::{borrow::Cow, collections::BTreeMap, fmt, marker::PhantomData};
+use std::{borrow::Cow, fmt, marker::PhantomData};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
-pub(super) use crate::anthropic::wire::Many;
-use crate::anthropic::wire::{err, raw_str, FromMap, ItemSeed, ManySeed};
+use crate::anthropic::wire::{err, raw_str, FromMap, ItemSeed, ManySeed, Member, TopLevel};
+pub(super) use crate::anthropic::wire::{parse, Many};
 use crate::json::{Str, Strict};
 
 /// A top-level field.
@@ -26,10 +26,7 @@ pub(super) enum Top<'a> {
 
 /// The body: its fields sorted by name, the last of a repeated name winning (how a `Value`
 /// map holds them), or the non-object the body was.
-pub(super) enum Body<'a> {
-    Object(BTreeMap<String, Top<'a>>),
-    Other,
-}
+pub(super) type Body<'a> = TopLevel<Top<'a>>;
 
 /// A message's (or a tool message's) `content`.
 pub(crate) enum Content<'a> {
@@ -92,63 +89,13 @@ pub(super) struct FunctionDef<'a> {
     pub other: Map<String, Value>,
 }
 
-/// Parses a Chat Completions body.
-pub(super) fn parse(body: &[u8]) -> Result<Body<'_>, serde_json::Error> {
-    // Checked once here rather than piece by piece. A body that is not UTF-8 is not JSON.
-    let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let b = BodySeed.deserialize(&mut de)?;
-    de.end()?;
-    Ok(b)
-}
-
-struct BodySeed;
-
-impl<'de> DeserializeSeed<'de> for BodySeed {
-    type Value = Body<'de>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BodySeed {
-    type Value = Body<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = match k.as_str() {
-                "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
-                "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
-                _ => Top::Other(map.next_value()?),
-            };
-            out.insert(k, v);
-        }
-        Ok(Body::Object(out))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
-        while seq.next_element_seed(Strict(1))?.is_some() {}
-        Ok(Body::Other)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Body<'de>, E> {
-        Ok(Body::Other)
+impl<'de> Member<'de> for Top<'de> {
+    fn member<A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<Self, A::Error> {
+        Ok(match key {
+            "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
+            "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
+            _ => Top::Other(map.next_value()?),
+        })
     }
 }
 
