@@ -167,7 +167,7 @@ impl<'a> Inbound<'a> {
         let (_, v) = req
             .raw_fields()
             .find(|(k, _)| *k == "previous_response_id")?;
-        serde_json::from_str::<Option<&str>>(v.get()).ok().flatten()
+        serde_json::from_str::<Option<&str>>(v).ok().flatten()
     }
 
     /// A Responses request the provider will store (`store` is not `false`), so that a
@@ -177,7 +177,7 @@ impl<'a> Inbound<'a> {
             return false;
         };
         !req.raw_fields()
-            .any(|(k, v)| k == "store" && v.get().trim() == "false")
+            .any(|(k, v)| k == "store" && v.trim() == "false")
     }
 
     pub fn max_tokens(&self) -> Option<u64> {

@@ -19,7 +19,6 @@
 //! allocation.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// Bytes of each prefix part hashed (the system prompt, the tools, the first message):
 /// enough to tell conversations apart, bounded so a huge prompt costs no more than this.
@@ -36,12 +35,12 @@ pub enum Source {
 
 /// The affinity key of a request from its top-level fields; `None` when it has none.
 pub fn from_fields<'a>(
-    fields: impl Iterator<Item = (&'a str, &'a RawValue)> + Clone,
+    fields: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     source: Source,
 ) -> Option<u64> {
     let get = |name: &str| fields.clone().find(|(k, _)| *k == name).map(|(_, v)| v);
-    let string = |v: &RawValue| -> Option<u64> {
-        let s: &str = serde_json::from_str(v.get()).ok()?;
+    let string = |v: &str| -> Option<u64> {
+        let s: &str = serde_json::from_str(v).ok()?;
         (!s.is_empty()).then(|| hash_tagged(1, s.as_bytes()))
     };
     if let Some(h) = get("prompt_cache_key").and_then(string) {
@@ -53,7 +52,7 @@ pub fn from_fields<'a>(
             #[serde(borrow, default)]
             user_id: Option<&'a str>,
         }
-        if let Ok(Meta { user_id: Some(u) }) = serde_json::from_str::<Meta<'_>>(meta.get()) {
+        if let Ok(Meta { user_id: Some(u) }) = serde_json::from_str::<Meta<'_>>(meta) {
             if !u.is_empty() {
                 return Some(hash_tagged(2, u.as_bytes()));
             }
@@ -71,13 +70,13 @@ pub fn from_fields<'a>(
     let mut any = false;
     for name in ["system", "instructions", "tools"] {
         if let Some(v) = get(name) {
-            h.part(v.get().as_bytes());
+            h.part(v.as_bytes());
             any = true;
         }
     }
     for name in ["messages", "input"] {
         if let Some(v) = get(name) {
-            h.part(first_element(v.get().as_bytes()));
+            h.part(first_element(v.as_bytes()));
             any = true;
         }
     }
@@ -157,13 +156,13 @@ mod tests {
     use super::*;
 
     fn key(body: &str, source: Source) -> Option<u64> {
-        let fields: Vec<(String, Box<RawValue>)> =
+        let fields: Vec<(String, String)> =
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body)
                 .unwrap()
                 .into_iter()
-                .map(|(k, v)| (k, RawValue::from_string(v.to_string()).unwrap()))
+                .map(|(k, v)| (k, v.to_string()))
                 .collect();
-        from_fields(fields.iter().map(|(k, v)| (k.as_str(), &**v)), source)
+        from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())), source)
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::{openai::DecodeError, Usage};
 
@@ -40,7 +39,7 @@ pub enum Endpoint {
 
 /// An Anthropic request decoded just enough to route and forward it.
 pub struct Request<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    fields: Vec<crate::openai::Field<'a>>,
     /// The model the client asked for.
     pub model: Cow<'a, str>,
     /// Whether the client asked for a stream.
@@ -51,7 +50,7 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// The body's top-level fields, raw, in order (for the affinity key).
-    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &RawValue)> + Clone {
+    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
         self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
@@ -66,15 +65,16 @@ impl<'a> Request<'a> {
             match k.as_ref() {
                 "model" => {
                     model = Some(
-                        Cow::deserialize(&mut serde_json::Deserializer::from_str(v.get()))
-                            .map_err(|_| DecodeError::Type {
+                        Cow::deserialize(&mut serde_json::Deserializer::from_str(v)).map_err(
+                            |_| DecodeError::Type {
                                 param: "model",
                                 expected: "a string",
-                            })?,
+                            },
+                        )?,
                     )
                 }
                 "stream" => {
-                    stream = match v.get() {
+                    stream = match *v {
                         "true" => true,
                         "false" | "null" => false,
                         _ => {
@@ -86,14 +86,13 @@ impl<'a> Request<'a> {
                     }
                 }
                 "max_tokens" => {
-                    max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
-                        DecodeError::Type {
+                    max_tokens =
+                        serde_json::from_str::<Option<u64>>(v).map_err(|_| DecodeError::Type {
                             param: "max_tokens",
                             expected: "a non-negative integer",
-                        }
-                    })?
+                        })?
                 }
-                "messages" => has_messages = v.get() != "null",
+                "messages" => has_messages = *v != "null",
                 _ => {}
             }
         }
@@ -127,7 +126,7 @@ impl<'a> Request<'a> {
 
     /// A rough token count of the prompt (bytes / 4).
     pub fn estimated_input_tokens(&self) -> u64 {
-        let bytes: usize = self.fields.iter().map(|(_, v)| v.get().len()).sum();
+        let bytes: usize = self.fields.iter().map(|(_, v)| v.len()).sum();
         (bytes as u64).div_ceil(4)
     }
 }

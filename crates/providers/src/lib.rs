@@ -14,6 +14,7 @@ pub mod openai;
 pub mod ratelimit;
 pub mod responses;
 pub mod scan;
+mod split;
 pub mod sse;
 pub mod transcode;
 

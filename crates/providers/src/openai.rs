@@ -8,11 +8,7 @@
 
 use std::borrow::Cow;
 
-use serde::{
-    de::{MapAccess, Visitor},
-    Deserialize, Deserializer,
-};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 
 use crate::{scan, Operation, Usage};
 
@@ -53,30 +49,7 @@ impl DecodeError {
     }
 }
 
-/// One top-level field, its value left as raw JSON text borrowed from the body.
-pub(crate) type Field<'a> = (Cow<'a, str>, &'a RawValue);
-
-struct Fields<'a>(Vec<Field<'a>>);
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(Fields(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+pub(crate) use crate::split::Field;
 
 /// An OpenAI request decoded just enough to route and forward it.
 pub struct Request<'a> {
@@ -93,7 +66,7 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// The body's top-level fields, raw, in order (for the affinity key).
-    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &RawValue)> + Clone {
+    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
         self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
@@ -113,16 +86,17 @@ impl<'a> Request<'a> {
         for (k, v) in &fields {
             match k.as_ref() {
                 "model" => {
-                    let m: Cow<'a, str> =
-                        Cow::deserialize(&mut serde_json::Deserializer::from_str(v.get()))
-                            .map_err(|_| DecodeError::Type {
-                                param: "model",
-                                expected: "a string",
-                            })?;
+                    let m: Cow<'a, str> = Cow::deserialize(
+                        &mut serde_json::Deserializer::from_str(v),
+                    )
+                    .map_err(|_| DecodeError::Type {
+                        param: "model",
+                        expected: "a string",
+                    })?;
                     model = Some(m);
                 }
                 "stream" => {
-                    stream = match v.get() {
+                    stream = match *v {
                         "true" => true,
                         "false" | "null" => false,
                         _ => {
@@ -139,9 +113,9 @@ impl<'a> Request<'a> {
                         #[serde(default)]
                         include_usage: Option<bool>,
                     }
-                    if v.get() != "null" {
+                    if *v != "null" {
                         let so: StreamOptions =
-                            serde_json::from_str(v.get()).map_err(|_| DecodeError::Type {
+                            serde_json::from_str(v).map_err(|_| DecodeError::Type {
                                 param: "stream_options",
                                 expected: "an object",
                             })?;
@@ -149,22 +123,20 @@ impl<'a> Request<'a> {
                     }
                 }
                 "max_output_tokens" if op == Operation::Responses => {
-                    max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
-                        DecodeError::Type {
+                    max_tokens =
+                        serde_json::from_str::<Option<u64>>(v).map_err(|_| DecodeError::Type {
                             param: "max_output_tokens",
                             expected: "a non-negative integer",
-                        }
-                    })?;
+                        })?;
                 }
                 "max_tokens" | "max_completion_tokens" => {
-                    max_tokens = serde_json::from_str::<Option<u64>>(v.get()).map_err(|_| {
-                        DecodeError::Type {
+                    max_tokens =
+                        serde_json::from_str::<Option<u64>>(v).map_err(|_| DecodeError::Type {
                             param: "max_tokens",
                             expected: "a non-negative integer",
-                        }
-                    })?;
+                        })?;
                 }
-                p if p == input_param => has_input = v.get() != "null",
+                p if p == input_param => has_input = *v != "null",
                 _ => {}
             }
         }
@@ -192,11 +164,7 @@ impl<'a> Request<'a> {
     /// Encodes the upstream body: `model` replaced by `upstream_model`, and for streams
     /// `stream_options.include_usage` forced on so usage is known for every stream.
     pub fn encode(&self, upstream_model: &str) -> Vec<u8> {
-        let size: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum();
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + upstream_model.len() + 48);
         out.push(b'{');
         let mut first = true;
@@ -214,9 +182,9 @@ impl<'a> Request<'a> {
                 "model" => write_str(&mut out, upstream_model),
                 "stream_options" if self.stream => {
                     saw_stream_options = true;
-                    write_stream_options(&mut out, v.get());
+                    write_stream_options(&mut out, v);
                 }
-                _ => out.extend_from_slice(v.get().as_bytes()),
+                _ => out.extend_from_slice(v.as_bytes()),
             }
         }
         if self.stream && !saw_stream_options {
@@ -237,24 +205,19 @@ impl<'a> Request<'a> {
     /// A rough token count of the prompt (bytes / 4), for limits that must act before the
     /// upstream reports real usage.
     pub fn estimated_input_tokens(&self) -> u64 {
-        let bytes: usize = self.fields.iter().map(|(_, v)| v.get().len()).sum();
+        let bytes: usize = self.fields.iter().map(|(_, v)| v.len()).sum();
         (bytes as u64).div_ceil(4)
     }
 }
 
 /// Splits a JSON object body into its top-level fields, values left raw.
 pub(crate) fn split_fields(body: &[u8]) -> Result<Vec<Field<'_>>, DecodeError> {
-    let Fields(fields) =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
-    Ok(fields)
+    crate::split::fields(body).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
 /// Writes `fields` back as an object with `model` replaced (other formats' passthrough).
 pub(crate) fn write_fields(fields: &[Field<'_>], upstream_model: &str) -> Vec<u8> {
-    let size: usize = fields
-        .iter()
-        .map(|(k, v)| k.len() + v.get().len() + 4)
-        .sum();
+    let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
     let mut out = Vec::with_capacity(size + upstream_model.len() + 8);
     out.push(b'{');
     for (i, (k, v)) in fields.iter().enumerate() {
@@ -265,7 +228,7 @@ pub(crate) fn write_fields(fields: &[Field<'_>], upstream_model: &str) -> Vec<u8
         out.push(b':');
         match k.as_ref() {
             "model" => write_str(&mut out, upstream_model),
-            _ => out.extend_from_slice(v.get().as_bytes()),
+            _ => out.extend_from_slice(v.as_bytes()),
         }
     }
     out.push(b'}');

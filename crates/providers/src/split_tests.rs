@@ -1,0 +1,233 @@
+//! The walk against `serde_json`: it must accept exactly what serde accepts (on texts no
+//! deeper than its limit) and split them the same way.
+
+use super::*;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const BODIES: [&[u8]; 3] = [
+    include_bytes!("../../../bench/bodies/claude-code.json"),
+    include_bytes!("../../../bench/bodies/codex.json"),
+    include_bytes!("../../../bench/bodies/openai-70k-model-last.json"),
+];
+
+/// Both splitters agree on `text`: the same verdict, and when accepted the same fields.
+/// Returns the verdict.
+#[track_caller]
+fn agree(text: &[u8]) -> bool {
+    let reference = split_serde(text).ok();
+    let walked = split(text);
+    assert_eq!(
+        walked,
+        reference,
+        "walk and serde disagree on {:?}",
+        String::from_utf8_lossy(text)
+    );
+    walked.is_some()
+}
+
+#[test]
+fn splits_agent_bodies_as_serde_does() {
+    for body in BODIES {
+        let fields = split(body).expect("a real agent body is accepted");
+        assert!(fields.iter().any(|(k, _)| k == "model"));
+        agree(body);
+    }
+}
+
+#[test]
+fn hand_picked_texts() {
+    let accepted = [
+        r#"{}"#,
+        " \t\r\n{ } \n",
+        r#"{"model":"gpt-4o","stream":true}"#,
+        r#"{ "a" : 1 , "b" : [ 1 , 2 ] , "c" : { "d" : null } }"#,
+        r#"{"a":-0,"b":0.5,"c":1e5,"d":-1.25E-3,"e":1E+2,"f":10}"#,
+        r#"{"a":true,"b":false,"c":null,"d":"","e":[],"f":{}}"#,
+        r#"{"k\"ey":"v\\","\u00e9":"\ud83d\ude00","x":"\/\b\f\n\r\t"}"#,
+        r#"{"dup":1,"dup":2}"#,
+        r#"{"a":"\\\\\"","b":"\\"}"#,
+        r#"{"a":"é ü 日本 😀"}"#,
+        r#"{"a":[[[[[]]]]],"b":{"c":{"d":{}}}}"#,
+        r#"{"a":"1"}"#,
+        r#"{"a":1,"b":"\ud800"}"#,
+    ];
+    let refused = [
+        "",
+        " ",
+        "[]",
+        r#""s""#,
+        "1",
+        "{",
+        "}",
+        r#"{"a"}"#,
+        r#"{"a":}"#,
+        r#"{"a":1,}"#,
+        r#"{,"a":1}"#,
+        r#"{"a":1 "b":2}"#,
+        r#"{"a"::1}"#,
+        r#"{"a":1}}"#,
+        r#"{"a":1}x"#,
+        r#"{"a":1}{}"#,
+        r#"{"a":01}"#,
+        r#"{"a":1.}"#,
+        r#"{"a":.5}"#,
+        r#"{"a":1e}"#,
+        r#"{"a":+1}"#,
+        r#"{"a":--1}"#,
+        r#"{"a":tru}"#,
+        r#"{"a":truex}"#,
+        r#"{"a":nul}"#,
+        r#"{"a":True}"#,
+        r#"{"a":"x}"#,
+        r#"{"a":"x\"}"#,
+        r#"{"a":"\x"}"#,
+        r#"{"a":"\u12G4"}"#,
+        r#"{"a":"\u12"}"#,
+        "{\"a\":\"x\ty\"}",
+        "{\"a\":\"x\u{1}y\"}",
+        "{\"a\":1\u{0b}}",
+        r#"{"a":[1,2}"#,
+        r#"{"a":{"b":1]}"#,
+        r#"{"a":[1,]}"#,
+        r#"{"a":1}\"#,
+        r#"{"a":\"x"}"#,
+        r#"{"a":1\"b":2}"#,
+        r#"{"a""b":1}"#,
+        r#"{1:2}"#,
+        r#"{"a":'x'}"#,
+        r#"{"a":"x""y"}"#,
+        r#"{"\ud800":1}"#,
+    ];
+    for text in accepted {
+        assert!(split(text.as_bytes()).is_some(), "walk refused {text:?}");
+        agree(text.as_bytes());
+    }
+    for text in refused {
+        assert!(split(text.as_bytes()).is_none(), "walk accepted {text:?}");
+        agree(text.as_bytes());
+    }
+    agree(b"{\"a\":\"\xff\"}");
+    agree(b"{\"a\":1}\xc3");
+}
+
+#[test]
+fn nesting_past_the_limit_is_left_to_serde() {
+    // serde skips a raw value's nesting without a depth limit.
+    let deep = |n: usize| format!(r#"{{"a":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+    assert!(split(deep(50).as_bytes()).is_some());
+    assert!(split(deep(200).as_bytes()).is_none());
+    let text = deep(200);
+    let fields = fields(text.as_bytes()).expect("serde takes what the walk leaves");
+    assert_eq!(fields.len(), 1);
+}
+
+/// Escapes and quotes on every position around the 64-byte block edges.
+#[test]
+fn block_edges() {
+    for pad in 0..140 {
+        for tail in [r#"\""#, r#"\\"#, r#"\\\""#, r#"\u0041"#, "é", r#"\n"#] {
+            let text = format!(
+                r#"{{"k":"{}{tail}","z":[1,{{"q":"{tail}"}}]}}"#,
+                "x".repeat(pad)
+            );
+            assert!(split(text.as_bytes()).is_some(), "{text}");
+            agree(text.as_bytes());
+            let open = format!(r#"{{"k":"{}{tail}"#, "x".repeat(pad));
+            agree(open.as_bytes());
+            let key = format!(r#"{{"{}{tail}":{pad}}}"#, "y".repeat(pad));
+            agree(key.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn sse2_masks_match_the_bytewise_ones() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let alphabet = b"\"\\ \t\n\r\x00\x1f\x20\x21\x7f\x80\xff{}[]:,aZ09";
+    for _ in 0..20_000 {
+        let mut block = [[0u8; 16]; 4];
+        for b in block.iter_mut().flatten() {
+            *b = if rng.bool() {
+                alphabet[rng.usize(..alphabet.len())]
+            } else {
+                rng.u8(..)
+            };
+        }
+        assert_eq!(masks(&block), masks_bytewise(&block));
+    }
+}
+
+/// Single edits of real bodies and generated ones, at random places: whatever the walk
+/// accepts serde accepts, split the same, and the other way round.
+#[test]
+fn mutated_texts_agree() {
+    let mut rng = fastrand::Rng::with_seed(23);
+    let interesting = b"\"\\{}[]:, \t\n\r0123456789-+.eEtrufalsn\x00\x1f\x7fu";
+    let small = json!({
+        "model": "m", "stream": true, "n": [1, -2.5e3, null, false],
+        "messages": [{"role": "user", "content": "a \"quoted\" \\ line\n\u{e9}\u{1F600}"}],
+        "tools": {"x": {"y": []}}
+    })
+    .to_string();
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&small).unwrap()).unwrap();
+    let mut seeds: Vec<Vec<u8>> = vec![small.into_bytes(), pretty.into_bytes()];
+    seeds.extend(BODIES.iter().map(|b| b.to_vec()));
+    let mut accepted = 0;
+    for round in 0..3_000 {
+        let seed = &seeds[round % seeds.len()];
+        let mut text = seed.clone();
+        for _ in 0..rng.usize(1..=3) {
+            let at = rng.usize(..=text.len());
+            let byte = interesting[rng.usize(..interesting.len())];
+            match rng.u8(..3) {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                1 if at < text.len() => text[at] = byte,
+                _ => text.insert(at, byte),
+            }
+        }
+        accepted += usize::from(agree(&text));
+    }
+    // Both verdicts well represented: the edits are neither all harmless nor all fatal.
+    assert!((600..2_400).contains(&accepted), "{accepted} of 3000 accepted");
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+        "[\"\\\\/a-z\u{0}-\u{1f} é😀]{0,40}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((any::<String>(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn generated_objects_agree(
+        fields in prop::collection::vec(("[a-z\"\\\\é]{0,8}", value()), 0..8),
+        pretty in any::<bool>(),
+    ) {
+        let object = Value::Object(fields.into_iter().collect());
+        let text = if pretty {
+            serde_json::to_string_pretty(&object).unwrap()
+        } else {
+            object.to_string()
+        };
+        prop_assert!(split(text.as_bytes()).is_some());
+        agree(text.as_bytes());
+    }
+}
