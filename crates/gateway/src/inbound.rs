@@ -45,9 +45,11 @@ pub(crate) enum Inbound<'a> {
     /// (passed through), and decoded in full for the others, which get it translated.
     Responses {
         req: openai::Request<'a>,
-        /// The translation's decode; its refusal (`previous_response_id`, stored prompts …)
-        /// is the answer of every translated target, and of none passed through.
-        decoded: Result<Box<responses::Decoded<'a>>, TranslateError>,
+        /// The translation's decode, made by the first target that translates (a Codex
+        /// request passed through to a Responses backend never pays for it); its refusal
+        /// (`previous_response_id`, stored prompts …) is the answer of every translated
+        /// target, and of none passed through.
+        decoded: OnceLock<Result<Box<responses::Decoded<'a>>, TranslateError>>,
         body: &'a [u8],
     },
 }
@@ -99,15 +101,20 @@ impl<'a> Inbound<'a> {
                     translated: OnceLock::new(),
                 }
             }
-            Operation::Responses => {
-                let decoded = responses::decode_request(body).map(Box::new);
-                match openai::Request::decode(op, body) {
-                    Ok(req) => Inbound::Responses { req, decoded, body },
-                    // Not even a JSON object with a model: the translation's error names
-                    // the parameter as OpenAI would.
-                    Err(e) => return Err(decoded.err().map_or(e.into(), GatewayError::Translate)),
+            Operation::Responses => match openai::Request::decode(op, body) {
+                Ok(req) => Inbound::Responses {
+                    req,
+                    decoded: OnceLock::new(),
+                    body,
+                },
+                // Not even a JSON object with a model: the translation's error names the
+                // parameter as OpenAI would.
+                Err(e) => {
+                    return Err(responses::decode_request(body)
+                        .err()
+                        .map_or(e.into(), GatewayError::Translate))
                 }
-            }
+            },
             Operation::ChatCompletions | Operation::Completions | Operation::Embeddings => {
                 Inbound::OpenAi {
                     op,
@@ -201,9 +208,9 @@ impl<'a> Inbound<'a> {
     /// names the answering model where the upstream names none.
     pub fn transcoder(&self, from: BackendFormat, upstream_model: &str) -> Transcoder {
         match self {
-            Inbound::Responses { decoded, .. } => Transcoder::for_responses(
+            Inbound::Responses { decoded, body, .. } => Transcoder::for_responses(
                 from,
-                decoded
+                responses_decoded(decoded, body)
                     .as_ref()
                     .map_or_else(|_| responses::Echo::default_settings(), |d| d.echo.clone()),
             ),
@@ -222,9 +229,11 @@ impl<'a> Inbound<'a> {
     ) -> Result<Translated, switchyard_providers::chat::TranslateError> {
         let echo = match self {
             Inbound::Responses {
-                decoded: Ok(decoded),
-                ..
-            } => Some(&decoded.echo),
+                decoded, body: req, ..
+            } => responses_decoded(decoded, req)
+                .as_ref()
+                .ok()
+                .map(|d| &d.echo),
             _ => None,
         };
         transcode::response_naming_model(from, self.format(), echo, body, upstream_model)
@@ -303,7 +312,9 @@ impl<'a> Inbound<'a> {
             (Inbound::Responses { req, .. }, _) if backend.serves_responses() => {
                 target.pass_responses(req)
             }
-            (Inbound::Responses { decoded, .. }, _) => target.translate_responses(decoded)?,
+            (Inbound::Responses { decoded, body, .. }, _) => {
+                target.translate_responses(responses_decoded(decoded, body))?
+            }
             _ => {
                 return Err(GatewayError::UnsupportedByBackend {
                     backend: backend.name.to_string(),
@@ -314,6 +325,14 @@ impl<'a> Inbound<'a> {
         };
         Ok(Plan::Call(encoded))
     }
+}
+
+/// The Responses request decoded for translation, once.
+fn responses_decoded<'a, 'c>(
+    cache: &'c OnceLock<Result<Box<responses::Decoded<'a>>, TranslateError>>,
+    body: &'a [u8],
+) -> &'c Result<Box<responses::Decoded<'a>>, TranslateError> {
+    cache.get_or_init(|| responses::decode_request(body).map(Box::new))
 }
 
 /// One target a request is planned for: the backend, the model it is asked for, the route,
@@ -735,8 +754,28 @@ spec:
         // A passthrough target gets the request whole, and nothing is named.
         let body = r#"{"model":"strict","input":"hi","prompt_cache_key":"k","tools":[{"type":"web_search"}]}"#;
         let inbound = decode(Operation::Responses, body);
-        let e = plans(&t, &inbound).remove(0).unwrap();
+        let target = &t
+            .route("strict", &HeaderMap::new(), None)
+            .unwrap()
+            .route
+            .targets[0];
+        let Plan::Call(e) = inbound
+            .plan(
+                &target.backend,
+                "gpt",
+                t.route("strict", &HeaderMap::new(), None).unwrap().route,
+                None,
+            )
+            .unwrap()
+        else {
+            panic!("a call")
+        };
         assert_eq!((e.translate_from, dropped(&e)), (None, None));
+        // Passed through whole, so never decoded for translation.
+        let Inbound::Responses { decoded, .. } = &inbound else {
+            panic!("responses")
+        };
+        assert!(decoded.get().is_none());
         assert_eq!(json(&e)["tools"][0]["type"], "web_search");
         // State the gateway keeps none of is refused only by targets that translate.
         let body = r#"{"model":"strict","input":"hi","previous_response_id":"resp_1","max_output_tokens":7,"stream":true}"#;

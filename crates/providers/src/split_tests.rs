@@ -192,7 +192,10 @@ fn mutated_texts_agree() {
         accepted += usize::from(agree(&text));
     }
     // Both verdicts well represented: the edits are neither all harmless nor all fatal.
-    assert!((600..2_400).contains(&accepted), "{accepted} of 3000 accepted");
+    assert!(
+        (600..2_400).contains(&accepted),
+        "{accepted} of 3000 accepted"
+    );
 }
 
 fn value() -> impl Strategy<Value = Value> {
