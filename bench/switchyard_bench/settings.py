@@ -38,6 +38,8 @@ TLS_TARGETS = ("direct-tls", "nginx-tls", "switchyard-tls")
 TLS_MODEL = "bench-tls"
 # The protocol row reads the edge's access log; these tell the warm-up requests apart there.
 PROBE_AGENT = "switchyard-bench-probe/"
+# The name Switchyard gives its access-log writer thread (crates/telemetry/src/access_log.rs).
+LOG_WRITER_THREAD = "access-log"
 # Switchyard with --busy-poll: an extra target of the open-loop workloads.
 BUSY = "switchyard_busy_poll"
 STARTUP_TIMEOUT_S = 15.0

@@ -17,10 +17,10 @@ from typing import Any, Callable, Optional
 from harness import LOCAL
 
 from .loadgen import Load, body
-from .procs import BenchError, Meter, Sampler, rss_bytes, threads
+from .procs import BenchError, Meter, Sampler, rss_bytes, thread_cpu_ns, threads
 from .settings import (
-    AGENT_ANTHROPIC, AGENT_OPENAI, BODIES, BUSY, MODEL, PROBE_AGENT, SEP_MODEL, SLOW_MODEL,
-    TLS_MODEL, Settings, hold_big_streams,
+    AGENT_ANTHROPIC, AGENT_OPENAI, BODIES, BUSY, LOG_WRITER_THREAD, MODEL, PROBE_AGENT,
+    SEP_MODEL, SLOW_MODEL, TLS_MODEL, Settings, hold_big_streams,
 )
 from .stack import Stack
 
@@ -46,10 +46,18 @@ def measured(stack: Stack, target: str, fn: Callable[[], dict], sample_rss: bool
     if warm:
         warm()
     meter = stack.meter(target)
+    # Switchyard's access-log writer thread, measured on its own: with the per-line cost
+    # on the request path (the `telemetry/access_log/log` micro row) it is what the log
+    # costs, without subtracting two noisy whole-process figures.
+    writer = LOG_WRITER_THREAD if meter and target.startswith("switchyard") else None
     with Sampler(meter if sample_rss else None) as smp:
         cpu0 = meter.cpu() if meter else 0.0
+        w0 = thread_cpu_ns(meter.pid, writer) if writer else 0
         r = fn()
         cpu1 = meter.cpu() if meter else 0.0
+        w1 = thread_cpu_ns(meter.pid, writer) if writer else 0
+    if writer and r.get("ok") and smp.wall and r.get("elapsed_s"):
+        r["log_writer_ns_per_req"] = round((w1 - w0) / smp.wall * r["elapsed_s"] / r["ok"], 1)
     if meter:
         r["proxy_cpu_s"] = round(cpu1 - cpu0, 3)
         r["proxy_cpu_pct"] = round(100 * (cpu1 - cpu0) / smp.wall, 1) if smp.wall else None
