@@ -563,24 +563,17 @@ async fn connection<F, Fut>(
             };
             serve_io(stream, h2, accepted, &shared, stop, handler).await
         }
-        Some(acceptor) => {
-            // The handshake runs in the connection's task, bounded, so a slow or silent
-            // client never holds up the accept loop.
-            let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    shared.metrics.timeout(Expiry::Handshake);
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_io(tls, h2, accepted, &shared, stop, handler).await
-        }
+        // Boxed, like the HTTP/2 branch of `serve_io`: a TLS stream (rustls' connection
+        // state and buffers) is several KiB, and inline it would size every plain
+        // connection's task too.
+        Some(acceptor) => match Box::pin(serve_tls(
+            stream, peer, acceptor, accepted, &shared, stop, handler,
+        ))
+        .await
+        {
+            Some(result) => result,
+            None => return,
+        },
     };
     match result {
         Ok(Some(expiry)) => {
@@ -590,6 +583,40 @@ async fn connection<F, Fut>(
         Ok(None) => {}
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
     }
+}
+
+/// The TLS handshake, bounded, then the connection over it; `None` when there was no
+/// handshake (failed or timed out).
+async fn serve_tls<F, Fut>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    accepted: Instant,
+    shared: &Arc<Listener>,
+    stop: watch::Receiver<bool>,
+    handler: F,
+) -> Option<Result<Option<Expiry>, hyper::Error>>
+where
+    F: Fn(Request<ReadBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    // The handshake runs in the connection's task, bounded, so a slow or silent client
+    // never holds up the accept loop.
+    let handshake = HANDSHAKE_TIMEOUT.min(shared.config.header_read_timeout);
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            shared.metrics.timeout(Expiry::Handshake);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    Some(serve_io(tls, h2, accepted, shared, stop, handler).await)
 }
 
 /// Serves one connection as HTTP/2 or HTTP/1.1 until it ends; `Some` when the listener
@@ -613,14 +640,16 @@ where
         service_fn(move |req| shared.request(req, &state, &handler))
     };
     if h2 {
+        // Boxed: an HTTP/2 connection's state is several KiB, and inline it would size the
+        // task of every HTTP/1.1 connection (one per open stream) as well.
         let conn = shared.h2.serve_connection(TokioIo::new(io), service);
-        drive(
+        Box::pin(drive(
             conn,
             |c| c.graceful_shutdown(),
             &state,
             &shared.config,
             stop,
-        )
+        ))
         .await
     } else {
         let io = TokioIo::new(Tracked::new(io, Arc::clone(&state)));
