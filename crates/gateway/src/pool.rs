@@ -53,6 +53,10 @@ use crate::{
     error::UpstreamFailure,
 };
 
+mod wakeup;
+
+use wakeup::Wakeup;
+
 type Io = TokioIo<Stream>;
 
 /// Most requests in flight on one h2 connection before another is opened, when the server
@@ -100,20 +104,51 @@ struct Conn {
     /// Plain http through a forward proxy: requests go in absolute-form, with this
     /// `Proxy-Authorization` if any.
     via_proxy: Option<Option<HeaderValue>>,
+    /// The connection and its response bodies are polled with `waker`, whose wake-ups
+    /// `wakeup` notes and passes on to the task reading them (see [`wakeup`]).
+    wakeup: Arc<Wakeup>,
+    waker: Waker,
+    /// The task `wakeup` passes wake-ups on to, as last set.
+    task: Option<Waker>,
 }
 
 impl Conn {
+    /// Polls the connection on behalf of the task `cx` belongs to.
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.ended && Pin::new(&mut self.driver).poll(cx).is_ready() {
+        self.serve(cx.waker());
+        self.poll_driver();
+    }
+
+    fn poll_driver(&mut self) {
+        let mut cx = Context::from_waker(&self.waker);
+        if !self.ended && Pin::new(&mut self.driver).poll(&mut cx).is_ready() {
             self.ended = true;
         }
+    }
+
+    /// Whether the connection's wake-ups go to `task`.
+    fn serves(&self, task: &Waker) -> bool {
+        self.task.as_ref().is_some_and(|t| t.will_wake(task))
+    }
+
+    /// From now on the connection's wake-ups go to `task`.
+    fn serve(&mut self, task: &Waker) {
+        if !self.serves(task) {
+            self.task = Some(task.clone());
+            self.wakeup.set_task(Some(task.clone()));
+        }
+    }
+
+    /// Back in the pool: its wake-ups go nowhere (and hold no finished task alive).
+    fn rest(&mut self) {
+        self.task = None;
+        self.wakeup.set_task(None);
     }
 
     /// Whether an idle connection can take a request: lets it notice a close (the upstream's
     /// FIN is already in its socket) without waiting on anything.
     fn usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.drive(&mut cx);
+        self.poll_driver();
         self.ready()
     }
 
@@ -326,6 +361,7 @@ impl Pool {
                         body,
                         conn: Some(Lease { conn, origin, pool }),
                         _stream: None,
+                        waiting: false,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -434,6 +470,7 @@ impl Inner {
                 body,
                 conn: None,
                 _stream: Some(slot),
+                waiting: false,
             })),
             Err(e) if unprocessed(&e) => {
                 let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,11 +495,15 @@ impl Inner {
         // Boxed: the connection (hyper's whole dispatcher state, some hundreds of bytes) is
         // handed between pool, request and body; moved inline it was copied a dozen times per
         // request (callgrind: memcpy was 9% of a non-streaming request's instructions).
+        let (wakeup, waker) = Wakeup::new();
         Ok(Box::new(Conn {
             tx,
             driver,
             ended: false,
             via_proxy: connected.via_proxy,
+            wakeup,
+            waker,
+            task: None,
         }))
     }
 
@@ -513,12 +554,13 @@ impl Inner {
         Ok(taken)
     }
 
-    fn put(&self, origin: Origin, conn: Box<Conn>) {
+    fn put(&self, origin: Origin, mut conn: Box<Conn>) {
         // Only a known end is checked here: `checkout` polls the connection before any reuse
         // anyway, so polling it here too (some 750 instructions) would be paid twice.
         if conn.ended {
             return;
         }
+        conn.rest();
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let stack = map.entry(origin).or_default();
         if stack.len() < self.max_idle_per_origin {
@@ -592,6 +634,9 @@ pub struct UpstreamBody {
     body: Incoming,
     conn: Option<Lease>,
     _stream: Option<StreamSlot>,
+    /// The last poll left the connection waiting (HTTP/1.1): until something wakes it, there
+    /// is nothing to look for.
+    waiting: bool,
 }
 
 impl UpstreamBody {
@@ -613,26 +658,17 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // Twice: a chunk the connection decodes after the body was found empty (it waits for
-        // the body's "want" signal) is taken in the same poll, not after a wake-up.
-        for _ in 0..2 {
-            if let Some(lease) = this.conn.as_mut() {
-                lease.conn.drive(cx);
-            }
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    this.release();
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                Poll::Pending => {}
-            }
+        let polled = match this.conn.as_mut() {
+            Some(lease) => poll_leased(&mut lease.conn, &mut this.body, &mut this.waiting, cx),
+            // h2: the connection's own task wakes this one.
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
-        Poll::Pending
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -642,6 +678,43 @@ impl HttpBody for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
+}
+
+/// How many times one poll of an HTTP/1.1 body drives its connection while wake-ups keep
+/// arriving during the poll, before it leaves the rest to its task.
+const ROUNDS: usize = 3;
+
+/// Polls the body of a response on `conn`, driving the connection first (it decodes into the
+/// body what has arrived). `waiting`: the last poll found nothing; until the connection is
+/// woken (see [`wakeup`]), neither the connection nor the body is polled again.
+fn poll_leased(
+    conn: &mut Conn,
+    body: &mut Incoming,
+    waiting: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    if *waiting && conn.serves(cx.waker()) && !conn.wakeup.woken() {
+        return Poll::Pending;
+    }
+    *waiting = false;
+    conn.wakeup.begin();
+    for _ in 0..ROUNDS {
+        conn.drive(cx);
+        let polled = Pin::new(&mut *body).poll_frame(&mut Context::from_waker(&conn.waker));
+        if polled.is_ready() {
+            conn.wakeup.end();
+            return polled;
+        }
+        // Woken during the poll (the body's first poll lets the connection read it; a chunk
+        // arrived meanwhile): look again.
+        if conn.wakeup.settle() {
+            *waiting = true;
+            return Poll::Pending;
+        }
+    }
+    conn.wakeup.end();
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 impl Drop for UpstreamBody {
