@@ -22,7 +22,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use switchyard_providers::{
-    anthropic, bedrock, eventstream, openai, responses, scan, sse,
+    anthropic, bedrock, eventstream, openai, responses, sse,
     transcode::{Format, Observed, Transcoder},
     ErrorSource, OpenAiError,
 };
@@ -429,7 +429,7 @@ fn on_openai_event(
     }
     // After the first token only usage and the finish reason matter, and most chunks have
     // neither: those pass without a parse.
-    if record.ttft.is_some() && !may_carry_usage_or_finish(data) {
+    if record.ttft.is_some() && !openai::may_carry_usage_or_finish(data) {
         return Some(ev.raw);
     }
     let info = openai::inspect_chunk(data);
@@ -447,17 +447,6 @@ fn on_openai_event(
         return None;
     }
     Some(ev.raw)
-}
-
-/// Whether an OpenAI chunk may carry usage or a finish reason: the answer of
-/// [`openai::may_carry_usage_or_finish`] (a `"usage"` or `"finish_reason"` key whose value is
-/// not `null`), with each name searched for once by a prebuilt finder rather than at every
-/// quote.
-fn may_carry_usage_or_finish(data: &[u8]) -> bool {
-    use memchr::memmem::Finder;
-    static KEYS: std::sync::LazyLock<[Finder<'static>; 2]> =
-        std::sync::LazyLock::new(|| [Finder::new(b"\"finish_reason\""), Finder::new(b"\"usage\"")]);
-    KEYS.iter().any(|key| scan::has_live_member(data, key))
 }
 
 /// A Responses event, passed through: usage, finish, the stored response's id and the first
@@ -862,64 +851,5 @@ mod tests {
         let mut f = Framing::for_format(true);
         let err = f.push(&bad).unwrap_err();
         assert!(err.contains("checksum"), "{err}");
-    }
-
-    #[test]
-    fn usage_or_finish_scan_answers_as_the_providers_scan() {
-        let cases: &[&[u8]] = &[
-            br#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
-            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
-            br#"{"choices":[{"index":0,"delta":{},"finish_reason" :
-            "length"}]}"#,
-            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
-            br#"{"choices":[],"usage"	:	{"prompt_tokens":3}}"#,
-            br#"{"choices":[{"delta":{"content":"usage"},"finish_reason":null}]}"#,
-            br#"{"choices":[{"delta":{"content":"say \"usage\": 1, \"finish_reason\":\"x\""}}]}"#,
-            br#"{"choices":[{"delta":{"content":"finish_reason"}}],"usage":null}"#,
-            br#"{"choices":[{"delta":{},"finish_reason":null},{"delta":{},"finish_reason":"stop"}]}"#,
-            br#""usage"usage":1"#,
-            br#""usage":"#,
-            br#""usage""#,
-            b"",
-        ];
-        for data in cases {
-            assert_eq!(
-                may_carry_usage_or_finish(data),
-                openai::may_carry_usage_or_finish(data),
-                "{}",
-                String::from_utf8_lossy(data)
-            );
-        }
-        // Random documents made of the pieces that matter.
-        let pieces: &[&[u8]] = &[
-            b"\"usage\"",
-            b"\"finish_reason\"",
-            b"\"",
-            b":",
-            b" ",
-            b"\t",
-            b"\n",
-            b"null",
-            b"nul",
-            b"{",
-            b"}",
-            b",",
-            b"1",
-            b"\\",
-            b"usage",
-            b"x",
-        ];
-        let mut rng = fastrand::Rng::with_seed(21);
-        for _ in 0..20_000 {
-            let doc: Vec<u8> = (0..rng.usize(0..12))
-                .flat_map(|_| pieces[rng.usize(0..pieces.len())].iter().copied())
-                .collect();
-            assert_eq!(
-                may_carry_usage_or_finish(&doc),
-                openai::may_carry_usage_or_finish(&doc),
-                "{}",
-                String::from_utf8_lossy(&doc)
-            );
-        }
     }
 }

@@ -352,3 +352,89 @@ fn chat_decode_accepts_what_a_value_parse_accepts() {
         );
     }
 }
+
+/// The per-quote scan `may_carry_usage_or_finish` replaced: the reference it must agree with.
+fn per_quote_scan(data: &[u8]) -> bool {
+    fn skip_ws(b: &[u8]) -> &[u8] {
+        let n = b
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        &b[n..]
+    }
+    // Every quote is a candidate start; a chunk has a few dozen. (A `memmem` searcher costs
+    // more to set up than this whole scan on a 200-byte chunk.)
+    memchr::memchr_iter(b'"', data).any(|at| {
+        let rest = &data[at + 1..];
+        let after = if let Some(r) = rest.strip_prefix(b"usage\"") {
+            r
+        } else if let Some(r) = rest.strip_prefix(b"finish_reason\"") {
+            r
+        } else {
+            return false;
+        };
+        match skip_ws(after).split_first() {
+            Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+            _ => false,
+        }
+    })
+}
+
+#[test]
+fn usage_or_finish_scan_answers_as_the_per_quote_scan() {
+    let cases: &[&[u8]] = &[
+        br#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+        br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        br#"{"choices":[{"index":0,"delta":{},"finish_reason" :
+        "length"}]}"#,
+        br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        br#"{"choices":[],"usage"	:	{"prompt_tokens":3}}"#,
+        br#"{"choices":[{"delta":{"content":"usage"},"finish_reason":null}]}"#,
+        br#"{"choices":[{"delta":{"content":"say \"usage\": 1, \"finish_reason\":\"x\""}}]}"#,
+        br#"{"choices":[{"delta":{"content":"finish_reason"}}],"usage":null}"#,
+        br#"{"choices":[{"delta":{},"finish_reason":null},{"delta":{},"finish_reason":"stop"}]}"#,
+        br#""usage"usage":1"#,
+        br#""usage":"#,
+        br#""usage""#,
+        b"",
+    ];
+    for data in cases {
+        assert_eq!(
+            may_carry_usage_or_finish(data),
+            per_quote_scan(data),
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    // Random documents made of the pieces that matter.
+    let pieces: &[&[u8]] = &[
+        b"\"usage\"",
+        b"\"finish_reason\"",
+        b"\"",
+        b":",
+        b" ",
+        b"\t",
+        b"\n",
+        b"null",
+        b"nul",
+        b"{",
+        b"}",
+        b",",
+        b"1",
+        b"\\",
+        b"usage",
+        b"x",
+    ];
+    let mut rng = fastrand::Rng::with_seed(21);
+    for _ in 0..20_000 {
+        let doc: Vec<u8> = (0..rng.usize(0..12))
+            .flat_map(|_| pieces[rng.usize(0..pieces.len())].iter().copied())
+            .collect();
+        assert_eq!(
+            may_carry_usage_or_finish(&doc),
+            per_quote_scan(&doc),
+            "{}",
+            String::from_utf8_lossy(&doc)
+        );
+    }
+}
