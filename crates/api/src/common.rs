@@ -14,7 +14,7 @@ pub struct SecretKeyRef {
 }
 
 /// A status condition, following the Kubernetes API conventions (`metav1.Condition`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Condition type, e.g. `Accepted`, `ResolvedRefs`, `Ready`.

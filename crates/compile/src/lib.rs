@@ -17,6 +17,7 @@ use std::{
 };
 
 use http::{HeaderName, HeaderValue, Uri};
+use k8s_openapi::api::core::v1::Secret;
 use kube_meta::{created, ns_name};
 use switchyard_api::{
     parse_duration, parse_price,
@@ -117,8 +118,59 @@ mod kube_meta {
     }
 }
 
+/// What [`compile_inputs`] reads: every object of each kind, and the Secrets they may refer
+/// to, borrowed. [`compile`] takes owned [`Resources`] (the file source parses them); the
+/// cluster source lends the objects its watches already hold instead of copying them — at
+/// 10 000 AIRoutes a copy of every object, status and all, was 13.6 MiB allocated and freed
+/// again on each rebuild (heaptrack), most of the gateway's memory growth while routes were
+/// being created.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs<'r> {
+    /// ModelBackend objects.
+    pub backends: Vec<&'r ModelBackend>,
+    /// AIRoute objects.
+    pub routes: Vec<&'r AIRoute>,
+    /// AIConsumer objects.
+    pub consumers: Vec<&'r AIConsumer>,
+    /// AIBudget objects.
+    pub budgets: Vec<&'r AIBudget>,
+    /// Secrets (with `stringData` folded into `data`).
+    pub secrets: Vec<&'r Secret>,
+}
+
+impl<'r> Inputs<'r> {
+    /// Every object of `resources`.
+    pub fn of(resources: &'r Resources) -> Self {
+        Inputs {
+            backends: resources.backends.iter().collect(),
+            routes: resources.routes.iter().collect(),
+            consumers: resources.consumers.iter().collect(),
+            budgets: resources.budgets.iter().collect(),
+            secrets: resources.secrets.iter().collect(),
+        }
+    }
+
+    /// A Secret's key, as bytes ([`Resources::secret_value`]).
+    fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Option<&'r [u8]> {
+        self.secrets
+            .iter()
+            .find(|s| {
+                let m = &s.metadata;
+                m.name
+                    .as_deref()
+                    .or(m.generate_name.as_deref())
+                    .unwrap_or("")
+                    == name
+                    && m.namespace.as_deref() == Some(namespace)
+            })
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.as_slice())
+    }
+}
+
 struct Ctx<'r> {
-    resources: &'r Resources,
+    resources: &'r Inputs<'r>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -166,6 +218,11 @@ fn field_err(field: impl Into<String>, reason: Reason, message: impl Into<String
 
 /// Compiles `resources` into a table numbered `generation`.
 pub fn compile(resources: &Resources, generation: u64) -> Compiled {
+    compile_inputs(&Inputs::of(resources), generation)
+}
+
+/// Compiles borrowed `resources` into a table numbered `generation`.
+pub fn compile_inputs(resources: &Inputs<'_>, generation: u64) -> Compiled {
     let mut ctx = Ctx {
         resources,
         diagnostics: Vec::new(),
@@ -179,18 +236,26 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     let grants: HashMap<(String, String), &[String]> = resources
         .backends
         .iter()
-        .map(|b| (ns_name(b), b.spec.allowed_route_namespaces.as_slice()))
+        .map(|b| (ns_name(*b), b.spec.allowed_route_namespaces.as_slice()))
         .collect();
 
-    // Deterministic precedence between routes: oldest first, then namespace/name.
-    let mut routes_in: Vec<&AIRoute> = resources.routes.iter().collect();
-    routes_in.sort_by(|a, b| route_order(a, b));
+    // Deterministic precedence between routes: oldest first, then namespace/name. The keys
+    // are worked out once per route, not once per comparison.
+    let mut routes_in: Vec<RouteOrder<'_>> = resources
+        .routes
+        .iter()
+        .map(|r| RouteOrder {
+            created: created(*r),
+            id: ns_name(*r),
+            obj: r,
+        })
+        .collect();
+    routes_in.sort_by(route_order);
 
-    let mut routes: Vec<Route> = Vec::new();
+    let mut routes: Vec<Route> = Vec::with_capacity(routes_in.len());
     let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
     let mut globs: Vec<(Glob, usize)> = Vec::new();
-    for obj in routes_in {
-        let id = ns_name(obj);
+    for RouteOrder { obj, id, .. } in routes_in {
         let Some(route) = compile_route(&mut ctx, obj, &id, &by_name, &grants) else {
             continue;
         };
@@ -254,20 +319,25 @@ pub fn compile(resources: &Resources, generation: u64) -> Compiled {
     }
 }
 
-fn route_order(a: &AIRoute, b: &AIRoute) -> CmpOrdering {
-    let ca = created(a);
-    let cb = created(b);
+/// An AIRoute with what decides its precedence.
+struct RouteOrder<'r> {
+    created: Option<String>,
+    id: (String, String),
+    obj: &'r AIRoute,
+}
+
+fn route_order(a: &RouteOrder<'_>, b: &RouteOrder<'_>) -> CmpOrdering {
     // Objects without a timestamp (local files) sort by name alone.
-    let by_time = match (&ca, &cb) {
+    let by_time = match (&a.created, &b.created) {
         (Some(x), Some(y)) => x.cmp(y),
         _ => CmpOrdering::Equal,
     };
-    by_time.then_with(|| ns_name(a).cmp(&ns_name(b)))
+    by_time.then_with(|| a.id.cmp(&b.id))
 }
 
 fn compile_backends(ctx: &mut Ctx<'_>) -> Vec<((String, String), Arc<Backend>)> {
     let mut out = Vec::new();
-    let mut objs: Vec<&ModelBackend> = ctx.resources.backends.iter().collect();
+    let mut objs: Vec<&ModelBackend> = ctx.resources.backends.clone();
     objs.sort_by_key(|b| ns_name(*b));
     for obj in objs {
         let id = ns_name(obj);
@@ -827,7 +897,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
     let mut taken_digests: HashSet<[u8; 32]> = HashSet::new();
     let mut taken_accounts: HashSet<String> = HashSet::new();
     let mut budgets = compile_budgets(ctx);
-    let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.iter().collect();
+    let mut objs: Vec<&AIConsumer> = ctx.resources.consumers.clone();
     objs.sort_by_key(|c| ns_name(*c));
     for obj in objs {
         let id = ns_name(obj);
@@ -943,7 +1013,7 @@ fn compile_consumers(ctx: &mut Ctx<'_>) -> Consumers {
 /// Every valid AIBudget, in (namespace, name) order, with the consumers found drawing on it
 /// (filled in by [`compile_consumers`]).
 fn compile_budgets(ctx: &mut Ctx<'_>) -> Vec<(Arc<SharedBudget>, Vec<Arc<str>>)> {
-    let mut objs: Vec<&AIBudget> = ctx.resources.budgets.iter().collect();
+    let mut objs: Vec<&AIBudget> = ctx.resources.budgets.clone();
     objs.sort_by_key(|b| ns_name(*b));
     let mut out = Vec::new();
     for obj in objs {

@@ -708,6 +708,8 @@ async fn kube_source(
     };
     let source = KubeSource::new(client, options, table.clone(), metrics.clone(), controller)
         .with_spend_status(Arc::new(spend), args.spend_status_interval);
+    #[cfg(not(target_env = "msvc"))]
+    let source = source.after_rebuild(alloc::release_freed);
     Ok((
         Box::pin(source.run(stopped)),
         shown,

@@ -30,7 +30,7 @@ use std::{
 };
 
 use switchyard_api::{AIConsumer, AIRoute, ModelBackend};
-use switchyard_compile::{compile, Compiled, Diagnostic, Severity};
+use switchyard_compile::{compile_inputs, Compiled, Diagnostic, Severity};
 
 use super::index::{backend_secret_refs, consumer_secret_refs, Index, Indexed, Kind, ObjKey};
 
@@ -92,7 +92,7 @@ pub trait Remembered: Indexed {
 pub fn compile_holding(index: &Index, last_good: &LastGood, generation: u64) -> Outcome {
     let mut held: BTreeMap<Id, Held> = BTreeMap::new();
     let mut given_up: BTreeSet<Id> = BTreeSet::new();
-    let mut compiled = compile(&index.resources(), generation);
+    let mut compiled = compile_inputs(&index.inputs(), generation);
     let mut compiles = 1;
     while compiles < MAX_COMPILES {
         let failing = failing(&compiled.diagnostics);
@@ -119,8 +119,8 @@ pub fn compile_holding(index: &Index, last_good: &LastGood, generation: u64) -> 
             break;
         }
         held = next;
-        compiled = compile(
-            &last_good.substituted(index, held.keys()).resources(),
+        compiled = compile_inputs(
+            &last_good.substituted(index, held.keys()).inputs(),
             generation,
         );
         compiles += 1;

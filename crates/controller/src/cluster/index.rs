@@ -1,5 +1,5 @@
 //! The objects the controller currently sees, as a plain struct with `apply`/`delete`, and
-//! its conversion into the [`Resources`] that [`switchyard_compile::compile`] takes.
+//! its conversion into the [`Inputs`] that [`switchyard_compile::compile_inputs`] takes.
 //!
 //! No I/O: the reflector stores are copied in here before each rebuild, and unit tests fill
 //! it with `mk_*` builders.
@@ -13,6 +13,7 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Resource, ResourceExt};
 use switchyard_api::{AIBudget, AIConsumer, AIRoute, ModelBackend, Resources};
+use switchyard_compile::Inputs;
 
 /// `(namespace, name)`.
 pub type ObjKey = (String, String);
@@ -184,7 +185,26 @@ impl Index {
         out
     }
 
-    /// The compile input: every object, and of the Secrets only the referenced ones.
+    /// The compile input, borrowed: every object, and of the Secrets only the referenced
+    /// ones.
+    pub fn inputs(&self) -> Inputs<'_> {
+        let referenced = self.referenced_secrets();
+        Inputs {
+            backends: self.backends.values().map(|b| &**b).collect(),
+            routes: self.routes.values().map(|r| &**r).collect(),
+            consumers: self.consumers.values().map(|c| &**c).collect(),
+            budgets: self.budgets.values().map(|b| &**b).collect(),
+            secrets: self
+                .secrets
+                .iter()
+                .filter(|(k, _)| referenced.contains(*k))
+                .map(|(_, s)| &**s)
+                .collect(),
+        }
+    }
+
+    /// The compile input as owned [`Resources`] (a copy of every object; [`Index::inputs`]
+    /// lends them instead).
     pub fn resources(&self) -> Resources {
         let referenced = self.referenced_secrets();
         Resources {

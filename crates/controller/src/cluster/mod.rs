@@ -106,6 +106,7 @@ pub struct KubeSource {
     metrics: Arc<Metrics>,
     controller: ControllerMetrics,
     spend: Option<(Arc<dyn SpendSource>, Duration)>,
+    after_rebuild: Option<fn()>,
 }
 
 /// The reflector stores, one per kind and watched namespace.
@@ -161,7 +162,16 @@ impl KubeSource {
             metrics,
             controller,
             spend: None,
+            after_rebuild: None,
         }
+    }
+
+    /// Calls `f` after each rebuild, once the previous table and the rebuild's working
+    /// copies are freed (and after the last good versions take up the stores' copies): the
+    /// binary hands the freed memory back to the system there.
+    pub fn after_rebuild(mut self, f: fn()) -> Self {
+        self.after_rebuild = Some(f);
+        self
     }
 
     /// Also writes each budgeted AIConsumer's `status.spendUsd`, read from `source`, every
@@ -260,6 +270,7 @@ impl KubeSource {
                 tracing::info!("initial list complete");
                 trigger.take();
                 rebuild.run(None);
+                self.rebuilt();
                 let mut share_at: Option<Instant> = None;
                 loop {
                     tokio::select! {
@@ -271,6 +282,7 @@ impl KubeSource {
                         () = sleep_until(share_at) => {
                             share_at = None;
                             rebuild.share_stored();
+                            self.rebuilt();
                             continue;
                         }
                         () = &mut shutdown => break,
@@ -278,6 +290,7 @@ impl KubeSource {
                     tokio::time::sleep(self.options.debounce).await;
                     if let Some(first_seen) = trigger.take() {
                         rebuild.run(Some(first_seen));
+                        self.rebuilt();
                     }
                 }
             }
@@ -285,6 +298,12 @@ impl KubeSource {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
         tasks.abort_all();
+    }
+
+    fn rebuilt(&self) {
+        if let Some(f) = self.after_rebuild {
+            f();
+        }
     }
 
     /// Whether the API server serves AIBudget. A cluster upgraded without its new CRD (Helm

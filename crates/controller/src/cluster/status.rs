@@ -16,7 +16,10 @@
 //! `lastTransitionTime` moves only when a condition's status flips; the verdict (type,
 //! status, reason of every condition) decides whether an Event is due.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use switchyard_api::{AIConsumer, AIRoute, Condition, ModelBackend, Reason};
 use switchyard_compile::{Diagnostic, Severity};
@@ -38,7 +41,9 @@ pub struct Verdict {
     /// The `metadata.generation` compiled.
     pub generation: Option<i64>,
     /// The conditions, without `lastTransitionTime` (set when merged with the current ones).
-    pub conditions: Vec<Condition>,
+    /// Shared between the verdicts that say the same: at 10 000 accepted routes one copy
+    /// instead of 10 000 (the verdicts stay with the status writer between rebuilds).
+    pub conditions: Arc<[Condition]>,
 }
 
 /// Cluster-specific wording added to messages.
@@ -97,6 +102,7 @@ pub fn verdicts(index: &Index, diagnostics: &[Diagnostic], hints: &Hints) -> Vec
             .unwrap_or_default()
     };
     let mut out = Vec::new();
+    let mut shared = Shared::default();
     for b in index.backends() {
         let key = obj_key(&b.metadata);
         let d = diags(Kind::ModelBackend, &key);
@@ -129,7 +135,13 @@ pub fn verdicts(index: &Index, diagnostics: &[Diagnostic], hints: &Hints) -> Vec
             },
             ..Condition::default()
         });
-        out.push(verdict(Kind::ModelBackend, &b.metadata, key, conditions));
+        out.push(verdict(
+            Kind::ModelBackend,
+            &b.metadata,
+            key,
+            conditions,
+            &mut shared,
+        ));
     }
     for r in index.routes() {
         let key = obj_key(&r.metadata);
@@ -142,13 +154,25 @@ pub fn verdicts(index: &Index, diagnostics: &[Diagnostic], hints: &Hints) -> Vec
             .count();
         let all_shadowed = shadowed > 0 && shadowed >= r.spec.match_.models.len();
         let conditions = common_conditions(&d, vec![], all_shadowed, hints);
-        out.push(verdict(Kind::AIRoute, &r.metadata, key, conditions));
+        out.push(verdict(
+            Kind::AIRoute,
+            &r.metadata,
+            key,
+            conditions,
+            &mut shared,
+        ));
     }
     for c in index.consumers() {
         let key = obj_key(&c.metadata);
         let d = diags(Kind::AIConsumer, &key);
         let conditions = common_conditions(&d, vec![], false, hints);
-        out.push(verdict(Kind::AIConsumer, &c.metadata, key, conditions));
+        out.push(verdict(
+            Kind::AIConsumer,
+            &c.metadata,
+            key,
+            conditions,
+            &mut shared,
+        ));
     }
     out
 }
@@ -170,7 +194,8 @@ pub fn mark_held(verdicts: &mut [Verdict], held: &[Held]) {
             || "the new generation".to_string(),
             |g| format!("generation {g}"),
         );
-        for c in &mut v.conditions {
+        let mut conditions = v.conditions.to_vec();
+        for c in &mut conditions {
             match c.type_.as_str() {
                 ACCEPTED => {
                     c.message = format!(
@@ -187,8 +212,12 @@ pub fn mark_held(verdicts: &mut [Verdict], held: &[Held]) {
                 _ => {}
             }
         }
+        v.conditions = conditions.into();
     }
 }
+
+/// One copy of each distinct list of conditions.
+type Shared = HashMap<Vec<Condition>, Arc<[Condition]>>;
 
 fn obj_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
     (
@@ -202,10 +231,19 @@ fn verdict(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     key: ObjKey,
     mut conditions: Vec<Condition>,
+    shared: &mut Shared,
 ) -> Verdict {
     for c in &mut conditions {
         c.observed_generation = meta.generation;
     }
+    let conditions = match shared.get(&conditions) {
+        Some(same) => Arc::clone(same),
+        None => {
+            let one: Arc<[Condition]> = conditions.as_slice().into();
+            shared.insert(conditions, Arc::clone(&one));
+            one
+        }
+    };
     Verdict {
         kind,
         key,
@@ -334,6 +372,25 @@ pub fn merge_conditions(current: &[Condition], desired: &[Condition], now: &str)
             }
         })
         .collect()
+}
+
+/// Whether [`merge_conditions`] of `current` and `desired` would give `current` back: the
+/// status already says this. Worked out without building the merged list, as the status
+/// writer asks it of every object on every pass.
+pub fn conditions_current(current: &[Condition], desired: &[Condition], now: &str) -> bool {
+    current.len() == desired.len()
+        && current.iter().zip(desired).all(|(c, d)| {
+            let kept = current
+                .iter()
+                .find(|k| k.type_ == d.type_ && k.status == d.status)
+                .and_then(|k| k.last_transition_time.as_deref());
+            c.type_ == d.type_
+                && c.status == d.status
+                && c.reason == d.reason
+                && c.message == d.message
+                && c.observed_generation == d.observed_generation
+                && c.last_transition_time.as_deref() == Some(kept.unwrap_or(now))
+        })
 }
 
 /// Whether the verdict (type, status and reason of each condition) differs: the test for

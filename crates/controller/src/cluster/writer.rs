@@ -37,7 +37,10 @@ use tokio::{
 use super::{
     index::{Kind, ObjKey},
     metrics::ControllerMetrics,
-    status::{event_for, merge_conditions, verdict_changed, EventSpec, HasStatus, Verdict},
+    status::{
+        conditions_current, event_for, merge_conditions, verdict_changed, EventSpec, HasStatus,
+        Verdict,
+    },
     Stored, Stores,
 };
 
@@ -229,6 +232,10 @@ impl StatusWriter {
             return None;
         }
         let (cur_generation, cur_conditions) = obj.current();
+        if cur_generation == v.generation && conditions_current(cur_conditions, &v.conditions, now)
+        {
+            return None;
+        }
         let conditions = merge_conditions(cur_conditions, &v.conditions, now);
         if cur_generation == v.generation && cur_conditions == conditions.as_slice() {
             return None;

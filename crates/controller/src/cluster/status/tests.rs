@@ -260,6 +260,73 @@ fn transition_time_moves_only_when_status_flips() {
 }
 
 #[test]
+fn conditions_current_is_merge_giving_current_back() {
+    let ok = |at: Option<&str>| {
+        vec![
+            c("Accepted", "True", "Accepted", "fine", at),
+            c("ResolvedRefs", "True", "ResolvedRefs", "ok", at),
+        ]
+    };
+    let desired = ok(None);
+    let mut reworded = ok(Some("t0"));
+    reworded[0].message = "other".into();
+    let mut regenerated = ok(Some("t0"));
+    regenerated[1].observed_generation = Some(2);
+    let mut flipped = ok(Some("t0"));
+    flipped[0].status = "False".into();
+    let mut untimed = ok(Some("t0"));
+    untimed[1].last_transition_time = None;
+    let mut now_timed = ok(Some("t0"));
+    now_timed[0].last_transition_time = Some("t1".into());
+    let currents = [
+        vec![],
+        ok(Some("t0")),
+        ok(Some("t1")),
+        ok(None),
+        ok(Some("t0"))[..1].to_vec(),
+        [ok(Some("t0")), ok(Some("t0"))].concat(),
+        reworded,
+        regenerated,
+        flipped,
+        untimed,
+        now_timed,
+    ];
+    let mut desireds = vec![desired.clone(), desired[..1].to_vec()];
+    let mut failing = desired.clone();
+    failing[0].status = "False".into();
+    desireds.push(failing);
+    for current in &currents {
+        for desired in &desireds {
+            assert_eq!(
+                conditions_current(current, desired, "t1"),
+                merge_conditions(current, desired, "t1") == *current,
+                "{current:?} / {desired:?}"
+            );
+        }
+    }
+    assert!(conditions_current(&ok(Some("t0")), &desired, "t1"));
+}
+
+#[test]
+fn verdicts_share_equal_conditions() {
+    let mut index = Index::new(Namespaces::All);
+    index.apply(mk_backend("ns", "b", Some("key")));
+    index.apply(mk_secret("ns", "key", "apiKey", "sk"));
+    index.apply(mk_route("ns", "r1", &["m1"], "b"));
+    index.apply(mk_route("ns", "r2", &["m2"], "b"));
+    index.apply(mk_route("ns", "bad", &["m3"], "missing"));
+    let vs = run(&index);
+    let (r1, r2, bad) = (
+        find(&vs, Kind::AIRoute, "ns", "r1"),
+        find(&vs, Kind::AIRoute, "ns", "r2"),
+        find(&vs, Kind::AIRoute, "ns", "bad"),
+    );
+    assert!(Arc::ptr_eq(&r1.conditions, &r2.conditions));
+    assert!(!Arc::ptr_eq(&r1.conditions, &bad.conditions));
+    assert_eq!(bad.conditions[0].reason, "BackendNotFound");
+}
+
+#[test]
 fn events_follow_the_verdict() {
     let ok = vec![
         c("Accepted", "True", "Accepted", "fine", None),
