@@ -187,6 +187,11 @@ def verdicts(res: dict) -> list[dict]:
         v("#21 access log CPU per request (line + writer thread), us", us,
           f"<= {LIMITS['access_log_cpu_us_max']}", us <= LIMITS["access_log_cpu_us_max"],
           f"line {line:.0f} ns on the request path + writer {writer:.0f} ns")
+    else:
+        v("#21 access log CPU per request (line + writer thread), us", None,
+          f"<= {LIMITS['access_log_cpu_us_max']}", None,
+          "writer thread " + ("-" if writer is None else f"{writer:.0f} ns")
+          + "; the per-line cost needs the criterion row telemetry/access_log/log")
     if on is not None and off is not None:
         v("#21 access log cross-check: CPU log on - log off, us", on - off,
           f"<= {LIMITS['access_log_cpu_us_max']}", None,
