@@ -263,16 +263,21 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         let k = string_stop(b, j)?;
         match b[k] {
             b'"' => return Some(k + 1),
-            b'\\' => {
-                j = match *b.get(k + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => k + 2,
-                    b'u' if b.get(k + 2..k + 6)?.iter().all(u8::is_ascii_hexdigit) => k + 6,
-                    _ => return None,
-                }
-            }
+            b'\\' => j = escape_end(b, k)?,
             // A control character, which must be escaped in a string.
             _ => return None,
         }
+    }
+}
+
+/// The end of the escape whose backslash is at `k`: one of `\" \\ \/ \b \f \n \r \t`, or
+/// `\u` and four hex digits (not checked further: serde_json skips a raw value's escapes so).
+#[inline(always)]
+pub(crate) fn escape_end(b: &[u8], k: usize) -> Option<usize> {
+    match *b.get(k + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(k + 2),
+        b'u' if b.get(k + 2..k + 6)?.iter().all(u8::is_ascii_hexdigit) => Some(k + 6),
+        _ => None,
     }
 }
 
@@ -318,7 +323,7 @@ fn value_end(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// The end of the string, literal or number starting at `i`.
-fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+pub(crate) fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
     let literal = |lit: &[u8]| b[i..].starts_with(lit).then_some(i + lit.len());
     match *b.get(i)? {
         b'"' => string_end(b, i),

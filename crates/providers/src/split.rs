@@ -19,6 +19,8 @@ use std::borrow::Cow;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::scan;
+
 /// One top-level field: its name, and its value as raw JSON text borrowed from the body.
 pub(crate) type Field<'a> = (Cow<'a, str>, &'a str);
 
@@ -124,7 +126,7 @@ fn masks(block: &[[u8; 16]]) -> Masks {
 }
 
 /// The portable classifier (and the reference the SSE2 one is tested against).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[cfg(any(test, not(target_arch = "x86_64")))]
 fn masks_bytewise(block: &[[u8; 16]]) -> Masks {
     let mut m = Masks::default();
     for (i, &b) in block.iter().flatten().enumerate() {
@@ -263,7 +265,7 @@ impl<'a> Walk<'a> {
         let mut starts = m.backslash & !escaped;
         while starts != 0 {
             let i = starts.trailing_zeros();
-            self.check_escape(base + i as usize)?;
+            scan::escape_end(self.bytes, base + i as usize)?;
             // Shifted out at bit 63: then the next block's first byte is the escaped one.
             let next = 2u64 << i;
             escaped |= next;
@@ -360,17 +362,6 @@ impl<'a> Walk<'a> {
         Some(())
     }
 
-    fn check_escape(&self, at: usize) -> Option<()> {
-        match self.bytes.get(at + 1)? {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(()),
-            b'u' => {
-                let hex = self.bytes.get(at + 2..at + 6)?;
-                hex.iter().all(u8::is_ascii_hexdigit).then_some(())
-            }
-            _ => None,
-        }
-    }
-
     fn in_object(&self) -> bool {
         // depth >= 1 wherever this is asked (after `{` or `[`).
         self.objects >> (self.depth.wrapping_sub(1) & 63) & 1 != 0
@@ -427,18 +418,11 @@ impl<'a> Walk<'a> {
     }
 
     /// The end of the number or literal starting at `p`, which must be followed by a
-    /// delimiter.
+    /// delimiter. (A quote is a class of its own, so `scan::scalar_end` never reads a string
+    /// here.)
     fn scalar_end(&self, p: usize) -> Option<usize> {
-        let b = self.bytes;
-        let literal = |word: &[u8]| b.get(p..p + word.len()).filter(|s| *s == word);
-        let end = match *b.get(p)? {
-            b't' => p + literal(b"true")?.len(),
-            b'f' => p + literal(b"false")?.len(),
-            b'n' => p + literal(b"null")?.len(),
-            b'-' | b'0'..=b'9' => number_end(b, p)?,
-            _ => return None,
-        };
-        match b.get(end) {
+        let end = scan::scalar_end(self.bytes, p)?;
+        match self.bytes.get(end) {
             None
             | Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b'}' | b']' | b':' | b'{' | b'[' | b'"') => {
                 Some(end)
@@ -450,43 +434,6 @@ impl<'a> Walk<'a> {
     fn finish(self) -> Option<Vec<Field<'a>>> {
         (self.expect == Expect::Done && self.in_string_carry == 0).then_some(self.fields)
     }
-}
-
-/// The end of the JSON number starting at `p`: `-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`.
-fn number_end(b: &[u8], mut p: usize) -> Option<usize> {
-    let digits = |mut p: usize| {
-        while b.get(p).is_some_and(u8::is_ascii_digit) {
-            p += 1;
-        }
-        p
-    };
-    if b.get(p) == Some(&b'-') {
-        p += 1;
-    }
-    p = match b.get(p)? {
-        b'0' => p + 1,
-        b'1'..=b'9' => digits(p + 1),
-        _ => return None,
-    };
-    if b.get(p) == Some(&b'.') {
-        let end = digits(p + 1);
-        if end == p + 1 {
-            return None;
-        }
-        p = end;
-    }
-    if matches!(b.get(p), Some(b'e' | b'E')) {
-        p += 1;
-        if matches!(b.get(p), Some(b'+' | b'-')) {
-            p += 1;
-        }
-        let end = digits(p);
-        if end == p {
-            return None;
-        }
-        p = end;
-    }
-    Some(p)
 }
 
 #[cfg(test)]
