@@ -229,8 +229,10 @@ impl<'a> Inbound<'a> {
     ) -> Result<Translated, switchyard_providers::chat::TranslateError> {
         let echo = match self {
             Inbound::Responses {
-                decoded, body: req, ..
-            } => responses_decoded(decoded, req)
+                decoded,
+                body: request,
+                ..
+            } => responses_decoded(decoded, request)
                 .as_ref()
                 .ok()
                 .map(|d| &d.echo),

@@ -114,6 +114,12 @@ impl ListenerConfig {
             ..ListenerConfig::default()
         }
     }
+
+    /// Longest a TLS handshake or the h2c preface may take: bounded like a request head, so
+    /// a client that sends nothing is not kept.
+    fn handshake_timeout(&self) -> Duration {
+        HANDSHAKE_TIMEOUT.min(self.header_read_timeout)
+    }
 }
 
 /// Longest a TLS handshake or the h2c preface may take.
@@ -548,10 +554,9 @@ async fn connection<F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let accepted = Instant::now();
-    // Bounded like a request head: a client that sends nothing is not kept.
-    let handshake = HANDSHAKE_TIMEOUT.min(shared.config.header_read_timeout);
     let result = match acceptor {
         None => {
+            let handshake = shared.config.handshake_timeout();
             let h2 = match tokio::time::timeout(handshake, preface::h2_preface(&stream)).await {
                 Ok(Ok(h2)) => h2,
                 Ok(Err(_)) => return,
@@ -602,7 +607,7 @@ where
 {
     // The handshake runs in the connection's task, bounded, so a slow or silent client
     // never holds up the accept loop.
-    let handshake = HANDSHAKE_TIMEOUT.min(shared.config.header_read_timeout);
+    let handshake = shared.config.handshake_timeout();
     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
