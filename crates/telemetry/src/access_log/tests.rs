@@ -145,12 +145,17 @@ fn line_is_what_the_tracing_json_formatter_wrote() {
 
 #[test]
 fn timestamps_are_rfc3339_with_microseconds() {
-    for (secs, micros, want) in [
+    let cases = [
         (0, 0, "1970-01-01T00:00:00.000000Z"),
         (951_782_400, 7, "2000-02-29T00:00:00.000007Z"),
         (1_796_240_881, 123_456, "2026-12-02T19:48:01.123456Z"),
+        (1_796_240_881, 999_999, "2026-12-02T19:48:01.999999Z"),
+        (1_796_240_882, 0, "2026-12-02T19:48:02.000000Z"),
         (4_102_444_799, 999_999, "2099-12-31T23:59:59.999999Z"),
-    ] {
+    ];
+    // Forwards, backwards and the same second twice: the per-thread second cache must
+    // never leak one second's text into another.
+    for (secs, micros, want) in cases.iter().chain(cases.iter().rev()).copied() {
         let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
         let mut out = Vec::new();
         timestamp(t, &mut out);
@@ -272,4 +277,38 @@ fn an_unknown_cost_is_null_not_zero() {
         line.contains(r#""cache_write_tokens":7,"cost_usd":null,"#),
         "{line}"
     );
+}
+
+#[test]
+fn a_small_pending_limit_writes_smaller_batches() {
+    // With a limit under two batches, a batch waiting for its size would only ever be written
+    // by the timer, and lines arriving meanwhile would be dropped at the limit.
+    let small = AccessLog::with_limits(&Registry::new(), Memory::default(), 16 * 1024).unwrap();
+    assert_eq!(small.shared.batch_bytes, 8 * 1024);
+    let default = AccessLog::new(&Registry::new(), Memory::default()).unwrap();
+    assert_eq!(default.shared.batch_bytes, AccessLog::BATCH_BYTES);
+}
+
+#[test]
+fn strings_are_escaped_as_serde_json_escapes_them() {
+    // Every ASCII byte and a few multi-byte characters, at every position of an eight-byte
+    // word and in the tail after the last whole word.
+    let mut chars: Vec<char> = (0u8..0x80).map(char::from).collect();
+    chars.extend(['é', '€', '😀', '\u{7f}', '\u{2028}']);
+    for c in chars {
+        for len in 0..20 {
+            for at in 0..len {
+                let s: String = (0..len).map(|i| if i == at { c } else { 'a' }).collect();
+                let mut out = Vec::new();
+                str_field(&mut out, b"", &s);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    serde_json::to_string(&s).unwrap(),
+                    "{s:?}"
+                );
+                let escapes = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+                assert_eq!(needs_escape(s.as_bytes()), escapes, "{s:?}");
+            }
+        }
+    }
 }
