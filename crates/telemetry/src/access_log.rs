@@ -187,18 +187,14 @@ fn needs_escape(s: &[u8]) -> bool {
         let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
         control | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
     };
-    let mut words = s.chunks_exact(8);
-    for w in &mut words {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(w);
-        if special(u64::from_ne_bytes(bytes)) != 0 {
-            return true;
-        }
+    let (words, tail) = s.as_chunks::<8>();
+    if words.iter().any(|w| special(u64::from_ne_bytes(*w)) != 0) {
+        return true;
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // The tail as one more word, padded with a byte that needs no escape.
+    let mut last = [b'a'; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    special(u64::from_ne_bytes(last)) != 0
 }
 
 fn uint_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
