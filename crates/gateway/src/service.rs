@@ -152,7 +152,11 @@ impl Gateway {
                 if let Some(otel) = &self.inner.otel {
                     record.trace = Some(otel.start_request(req.headers(), op.as_str()));
                 }
-                self.inner.proxy(op, req, &request_id, &mut record).await
+                // Boxed on its own (some 6 KiB): inline it made this future 7.8 KiB, in
+                // jemalloc's 8 KiB size class with hyper's connection buffers, so each
+                // request's freed future (written through) was handed to the next buffer
+                // (mostly never written) and every open stream kept those pages resident.
+                Box::pin(self.inner.proxy(op, req, &request_id, &mut record)).await
             }
             Ok(Endpoint::Models) => self.inner.models(req.headers(), &mut record).await,
             Err(e) => Err(e),
