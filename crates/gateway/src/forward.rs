@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::{
     affinity::Sticky,
-    body::Body,
+    body::{Body, Spliced},
     error::{json_response, GatewayError, UpstreamFailure},
     inbound::{Encoded, Inbound, Plan},
     owners::{Owner, ResponseOwners},
@@ -67,7 +67,7 @@ enum TargetOutcome {
 
 /// One target's request, made once and sent on every attempt.
 struct Prepared {
-    body: Bytes,
+    body: Spliced,
     uri: http::Uri,
     /// `Some(upstream format)` when the answer must be translated for the caller.
     translate_from: Option<BackendFormat>,

@@ -39,7 +39,6 @@ use http::{
     HeaderValue, Request, Response, Uri,
 };
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -49,6 +48,7 @@ use switchyard_router::Egress;
 use tokio::time::Instant;
 
 use crate::{
+    body::Outgoing,
     connect::{Connected, Connector, Stream},
     error::UpstreamFailure,
 };
@@ -97,8 +97,8 @@ impl std::hash::Hash for Origin {
 /// One HTTP/1.1 connection: the handle requests are sent through, and the connection itself,
 /// which makes progress only when polled.
 struct Conn {
-    tx: http1::SendRequest<Full<Bytes>>,
-    driver: http1::Connection<Io, Full<Bytes>>,
+    tx: http1::SendRequest<Outgoing>,
+    driver: http1::Connection<Io, Outgoing>,
     /// The connection future finished: closed, or broken.
     ended: bool,
     /// Plain http through a forward proxy: requests go in absolute-form, with this
@@ -160,7 +160,7 @@ impl Conn {
     /// Writes `req`'s target as this connection needs it: origin-form to an origin server
     /// (RFC 9112 §3.2.1), absolute-form to a forward proxy (§3.2.2); `Host` either way
     /// (§3.2), from the URI when the caller set none.
-    fn shape(&self, req: &mut Request<Full<Bytes>>) {
+    fn shape(&self, req: &mut Request<Outgoing>) {
         if !req.headers().contains_key(header::HOST) {
             if let Some(host) = switchyard_router::egress::host_header(req.uri()) {
                 req.headers_mut().insert(header::HOST, host);
@@ -187,7 +187,7 @@ impl Conn {
 
 /// One HTTP/2 connection, shared: its driver runs in a task of its own.
 struct H2Conn {
-    tx: http2::SendRequest<Full<Bytes>>,
+    tx: http2::SendRequest<Outgoing>,
     /// Requests in flight on it (each holds a [`StreamSlot`]).
     streams: Arc<AtomicUsize>,
     /// The server's `MAX_CONCURRENT_STREAMS`, as last seen by the driver task.
@@ -207,7 +207,7 @@ impl H2Conn {
     }
 
     /// Takes a stream on it.
-    fn take(&self) -> (http2::SendRequest<Full<Bytes>>, StreamSlot) {
+    fn take(&self) -> (http2::SendRequest<Outgoing>, StreamSlot) {
         self.streams.fetch_add(1, Ordering::Relaxed);
         (self.tx.clone(), StreamSlot(Arc::clone(&self.streams)))
     }
@@ -304,7 +304,7 @@ impl Pool {
     /// it is read and gives it back to the pool at its end.
     pub async fn send(
         &self,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<Outgoing>,
         egress: &Egress,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
@@ -436,10 +436,7 @@ impl Inner {
     }
 
     /// A stream on an open h2 connection to `origin` with room for one more.
-    fn checkout_h2(
-        &self,
-        origin: &Origin,
-    ) -> Option<(http2::SendRequest<Full<Bytes>>, StreamSlot)> {
+    fn checkout_h2(&self, origin: &Origin) -> Option<(http2::SendRequest<Outgoing>, StreamSlot)> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let conns = map.get_mut(origin)?;
         conns.retain(H2Conn::open);
@@ -460,9 +457,9 @@ impl Inner {
     async fn send_h2(
         &self,
         origin: &Origin,
-        mut tx: http2::SendRequest<Full<Bytes>>,
+        mut tx: http2::SendRequest<Outgoing>,
         slot: StreamSlot,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<Outgoing>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         req.headers_mut().remove(header::HOST);
         match tx.send_request(req).await {
@@ -514,7 +511,7 @@ impl Inner {
         &self,
         origin: &Origin,
         connected: Connected,
-    ) -> Result<(http2::SendRequest<Full<Bytes>>, StreamSlot), SendError> {
+    ) -> Result<(http2::SendRequest<Outgoing>, StreamSlot), SendError> {
         let (tx, driver) =
             self.h2_builder
                 .handshake(connected.io)
@@ -731,7 +728,7 @@ impl Drop for UpstreamBody {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpListener,
@@ -834,8 +831,8 @@ mod tests {
         Egress::default()
     }
 
-    fn get(uri: &Uri) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(Bytes::new()));
+    fn get(uri: &Uri) -> Request<Outgoing> {
+        let mut req = Request::new(Full::default());
         *req.uri_mut() = uri.clone();
         req
     }
@@ -950,6 +947,58 @@ mod tests {
         let authority = uri.authority().unwrap().as_str();
         assert!(head.starts_with("get /v1/x?a=1 http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {authority}")), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_goes_out_whole_with_its_length() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then as many body bytes as it declares.
+            loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the connection closed before the body was sent");
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.parse().unwrap());
+                if buf.len() >= end + 4 + len {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    sock.write_all(ok).await.unwrap();
+                    return (head, buf.split_off(end + 4));
+                }
+            }
+        });
+        let parts = [
+            Bytes::from_static(b"{\"a\":"),
+            Bytes::from_static(b"\"x\""),
+            Bytes::from(vec![b' '; 70_000]),
+            Bytes::from_static(b"}"),
+        ];
+        let want = parts.concat();
+        let mut req = Request::new(Full::new(crate::body::Spliced::new(parts)));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = format!("http://{addr}/v1/x").parse().unwrap();
+        let resp = pool(8)
+            .send(req, &defaults(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let (head, sent) = got.await.unwrap();
+        assert!(
+            head.split("\r\n").any(|l| l == "content-length: 70009"),
+            "{head}"
+        );
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(sent == want, "the body differs");
     }
 
     #[tokio::test]

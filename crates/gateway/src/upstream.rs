@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use switchyard_router::{FailureClass, Target, Timeouts, UpstreamKey};
 use tokio::time::Instant;
 
 use crate::{
+    body::{Outgoing, Spliced},
     connect::{error_chain, Connector, TrustStore},
     error::UpstreamFailure,
     pool::{Pool, SendError, UpstreamBody},
@@ -227,7 +227,7 @@ pub struct Call<'a> {
     pub target: &'a Target,
     /// One of the backend's URIs (see [`switchyard_router::Backend::uri`]).
     pub uri: &'a http::Uri,
-    pub body: Bytes,
+    pub body: Spliced,
     pub stream: bool,
     pub key: Option<&'a UpstreamKey>,
     pub request_id: &'a HeaderValue,
@@ -237,10 +237,7 @@ pub struct Call<'a> {
 
 /// The request as it goes upstream: method, URI, `Host`, the gateway's headers, the key, the
 /// backend's header changes, hop-by-hop headers removed, signed last.
-fn prepare(
-    mut req: Request<Full<Bytes>>,
-    call: &Call<'_>,
-) -> Result<Request<Full<Bytes>>, AttemptError> {
+fn prepare(mut req: Request<Outgoing>, call: &Call<'_>) -> Result<Request<Outgoing>, AttemptError> {
     let Call {
         target,
         uri,
@@ -292,7 +289,12 @@ fn prepare(
     if let Some(signer) = &backend.signer {
         let (mut parts, b) = req.into_parts();
         signer
-            .sign(&parts.method, &parts.uri, &mut parts.headers, body)
+            .sign(
+                &parts.method,
+                &parts.uri,
+                &mut parts.headers,
+                &body.contiguous(),
+            )
             .map_err(|e| AttemptError {
                 kind: UpstreamFailure::Protocol,
                 detail: format!("the request could not be signed: {e}"),

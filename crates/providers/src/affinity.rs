@@ -15,8 +15,8 @@
 //!    [`MAX_PREFIX_PART`] bytes. Every turn of a conversation repeats these, and a
 //!    provider's prompt cache is keyed by exactly this prefix.
 //!
-//! The hash is CRC-32 over at most a few kilobytes, widened and mixed to 64 bits; no
-//! allocation.
+//! The hash is CRC-32 over at most a few kilobytes, widened and mixed to 64 bits; the prefix
+//! hash allocates nothing.
 
 use serde::Deserialize;
 
@@ -39,20 +39,25 @@ pub fn from_fields<'a>(
     source: Source,
 ) -> Option<u64> {
     let get = |name: &str| fields.clone().find(|(k, _)| *k == name).map(|(_, v)| v);
+    // Owned, not borrowed: a string with an escape in it cannot be borrowed, and is a key
+    // all the same.
     let string = |v: &str| -> Option<u64> {
-        let s: &str = serde_json::from_str(v).ok()?;
+        let s: String = serde_json::from_str(v).ok()?;
         (!s.is_empty()).then(|| hash_tagged(1, s.as_bytes()))
     };
     if let Some(h) = get("prompt_cache_key").and_then(string) {
         return Some(h);
     }
     if let Some(meta) = get("metadata") {
+        // Claude Code's `user_id` is JSON in a string (`{\"device_id\":…,\"session_id\":…}`),
+        // all escapes: borrowed, it failed to decode, and its requests fell through to the
+        // prefix hash (and had no key at all on a `session` route).
         #[derive(Deserialize)]
-        struct Meta<'a> {
-            #[serde(borrow, default)]
-            user_id: Option<&'a str>,
+        struct Meta {
+            #[serde(default)]
+            user_id: Option<String>,
         }
-        if let Ok(Meta { user_id: Some(u) }) = serde_json::from_str::<Meta<'_>>(meta) {
+        if let Ok(Meta { user_id: Some(u) }) = serde_json::from_str::<Meta>(meta) {
             if !u.is_empty() {
                 return Some(hash_tagged(2, u.as_bytes()));
             }
@@ -190,6 +195,21 @@ mod tests {
         assert!(key(claude, Source::Session).is_some());
         let empty = r#"{"metadata":{"user_id":""},"messages":[]}"#;
         assert_eq!(key(empty, Source::Session), None);
+        // Claude Code's, JSON in a string: keyed by it, whatever the prompt.
+        let session = |id: &str, text: &str| {
+            let body = format!(
+                r#"{{"metadata":{{"user_id":"{{\"device_id\":\"d\",\"session_id\":\"{id}\"}}"}},"system":"{text}","messages":[]}}"#
+            );
+            key(&body, Source::Session)
+        };
+        assert!(session("s1", "a").is_some());
+        assert_eq!(session("s1", "a"), session("s1", "b"));
+        assert_ne!(session("s1", "a"), session("s2", "a"));
+        let escaped = r#"{"prompt_cache_key":"conv\u002d1","messages":[]}"#;
+        assert_eq!(
+            key(escaped, Source::Session),
+            key(same_pck, Source::Session)
+        );
         // The header's value is its own namespace: the same text as a prompt_cache_key
         // does not collide by construction of the tag.
         assert_ne!(from_explicit(b"conv-1"), key(same_pck, Source::Session));

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{openai::DecodeError, Usage};
+use crate::{openai::DecodeError, rewrite::Rewrite, Usage};
 
 mod convert;
 mod stream;
@@ -39,6 +39,8 @@ pub enum Endpoint {
 
 /// An Anthropic request decoded just enough to route and forward it.
 pub struct Request<'a> {
+    /// The caller's body, which `fields` borrow from.
+    body: &'a [u8],
     fields: Vec<crate::openai::Field<'a>>,
     /// The model the client asked for.
     pub model: Cow<'a, str>,
@@ -112,6 +114,7 @@ impl<'a> Request<'a> {
             _ => {}
         }
         Ok(Request {
+            body,
             fields,
             model,
             stream,
@@ -120,8 +123,13 @@ impl<'a> Request<'a> {
     }
 
     /// The upstream body for an Anthropic backend: `model` replaced, all else byte for byte.
+    pub fn rewrite(&self, upstream_model: &str) -> Rewrite {
+        crate::openai::model_only(self.body, &self.fields, upstream_model, None)
+    }
+
+    /// [`Request::rewrite`] written out whole.
     pub fn encode(&self, upstream_model: &str) -> Vec<u8> {
-        crate::openai::write_fields(&self.fields, upstream_model)
+        self.rewrite(upstream_model).to_vec(self.body)
     }
 
     /// A rough token count of the prompt (bytes / 4).

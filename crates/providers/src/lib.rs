@@ -13,6 +13,7 @@ pub mod json;
 pub mod openai;
 pub mod ratelimit;
 pub mod responses;
+pub mod rewrite;
 pub mod scan;
 mod split;
 pub mod sse;

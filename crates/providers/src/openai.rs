@@ -10,7 +10,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::{scan, Operation, Usage};
+use crate::{
+    rewrite::{Editor, Rewrite},
+    scan, Operation, Usage,
+};
 
 pub mod chat;
 pub(crate) mod wire;
@@ -53,6 +56,8 @@ pub(crate) use crate::split::Field;
 
 /// An OpenAI request decoded just enough to route and forward it.
 pub struct Request<'a> {
+    /// The caller's body, which `fields` borrow from.
+    body: &'a [u8],
     fields: Vec<Field<'a>>,
     /// The model the client asked for.
     pub model: Cow<'a, str>,
@@ -153,6 +158,7 @@ impl<'a> Request<'a> {
             return Err(DecodeError::StreamUnsupported);
         }
         Ok(Request {
+            body,
             fields,
             model,
             stream,
@@ -161,11 +167,49 @@ impl<'a> Request<'a> {
         })
     }
 
-    /// Encodes the upstream body: `model` replaced by `upstream_model`, and for streams
-    /// `stream_options.include_usage` forced on so usage is known for every stream.
+    /// The upstream body: `model` replaced by `upstream_model`, for streams
+    /// `stream_options.include_usage` forced on so usage is known for every stream, and
+    /// with `cap` (the field the upstream takes it in, and the number) an output cap added;
+    /// every other byte the caller's.
+    pub fn rewrite(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Rewrite {
+        let mut e = Editor::new(self.body);
+        if let Some((name, n)) = cap {
+            e.insert_first(name, n);
+        }
+        let mut saw_stream_options = false;
+        for (k, v) in &self.fields {
+            match k.as_ref() {
+                "model" => e.replace(v, |out| write_str(out, upstream_model)),
+                "stream_options" if self.stream => {
+                    saw_stream_options = true;
+                    e.replace(v, |out| write_stream_options(out, v));
+                }
+                _ => {}
+            }
+        }
+        if self.stream && !saw_stream_options {
+            e.insert_last(br#""stream_options":{"include_usage":true}"#);
+        }
+        e.finish(|| self.reencode(upstream_model, cap))
+    }
+
+    /// [`Request::rewrite`] written out whole.
     pub fn encode(&self, upstream_model: &str) -> Vec<u8> {
+        self.rewrite(upstream_model, None).to_vec(self.body)
+    }
+
+    /// The upstream body with only `model` replaced by `upstream_model` (and `cap` added, as
+    /// for [`Request::rewrite`]): for a Responses passthrough, whose `stream_options` has no
+    /// `include_usage` (its streams always end with usage).
+    pub fn rewrite_model_only(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Rewrite {
+        model_only(self.body, &self.fields, upstream_model, cap)
+    }
+
+    /// The upstream body of [`Request::rewrite`] written field by field: the fallback when
+    /// a value cannot be placed in the body.
+    fn reencode(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Vec<u8> {
         let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = Vec::with_capacity(size + upstream_model.len() + 48);
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 80);
         out.push(b'{');
         let mut first = true;
         let mut saw_stream_options = false;
@@ -174,6 +218,12 @@ impl<'a> Request<'a> {
                 out.push(b',');
             }
         };
+        if let Some((name, n)) = cap {
+            sep(&mut out);
+            write_str(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
         for (k, v) in &self.fields {
             sep(&mut out);
             write_str(&mut out, k);
@@ -195,13 +245,6 @@ impl<'a> Request<'a> {
         out
     }
 
-    /// Encodes the upstream body with only `model` replaced by `upstream_model`: for a
-    /// Responses passthrough, whose `stream_options` has no `include_usage` (its streams
-    /// always end with usage).
-    pub fn encode_model_only(&self, upstream_model: &str) -> Vec<u8> {
-        write_fields(&self.fields, upstream_model)
-    }
-
     /// A rough token count of the prompt (bytes / 4), for limits that must act before the
     /// upstream reports real usage.
     pub fn estimated_input_tokens(&self) -> u64 {
@@ -215,24 +258,49 @@ pub(crate) fn split_fields(body: &[u8]) -> Result<Vec<Field<'_>>, DecodeError> {
     crate::split::fields(body).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
-/// Writes `fields` back as an object with `model` replaced (other formats' passthrough).
-pub(crate) fn write_fields(fields: &[Field<'_>], upstream_model: &str) -> Vec<u8> {
-    let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-    let mut out = Vec::with_capacity(size + upstream_model.len() + 8);
-    out.push(b'{');
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(&mut out, k);
-        out.push(b':');
-        match k.as_ref() {
-            "model" => write_str(&mut out, upstream_model),
-            _ => out.extend_from_slice(v.as_bytes()),
+/// `body`, split into `fields`, with `model` replaced and `cap` added as the first field
+/// (other formats' passthrough).
+pub(crate) fn model_only(
+    body: &[u8],
+    fields: &[Field<'_>],
+    upstream_model: &str,
+    cap: Option<(&str, u64)>,
+) -> Rewrite {
+    let mut e = Editor::new(body);
+    if let Some((name, n)) = cap {
+        e.insert_first(name, n);
+    }
+    for (k, v) in fields {
+        if k == "model" {
+            e.replace(v, |out| write_str(out, upstream_model));
         }
     }
-    out.push(b'}');
-    out
+    e.finish(|| {
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 40);
+        out.push(b'{');
+        if let Some((name, n)) = cap {
+            write_str(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(n.to_string().as_bytes());
+            if !fields.is_empty() {
+                out.push(b',');
+            }
+        }
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, k);
+            out.push(b':');
+            match k.as_ref() {
+                "model" => write_str(&mut out, upstream_model),
+                _ => out.extend_from_slice(v.as_bytes()),
+            }
+        }
+        out.push(b'}');
+        out
+    })
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

@@ -438,3 +438,49 @@ fn usage_or_finish_scan_answers_as_the_per_quote_scan() {
         );
     }
 }
+
+#[test]
+fn the_rewrite_sends_the_callers_own_bytes_around_its_edits() {
+    use crate::rewrite::Piece;
+    let body = "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"a\\u00e9\"} ],\n \"model\":\"m\" , \"stream\":true,\"stream_options\":{\"include_obfuscation\":false} }\n";
+    let req = decode(body).unwrap();
+    let r = req.rewrite("u", Some(("max_completion_tokens", 9)));
+    let out = String::from_utf8(r.to_vec(body.as_bytes())).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+    assert_eq!(v["stream_options"]["include_obfuscation"], false);
+    let so = out.find("\"stream_options\":").unwrap();
+    assert_eq!(
+        &out[..so],
+        "{\"max_completion_tokens\":9, \"messages\" : [ {\"role\":\"user\",\"content\":\"a\\u00e9\"} ],\n \"model\":\"u\" , \"stream\":true,"
+    );
+    assert!(out.ends_with("} }\n"), "{out}");
+    // The prompt is a piece of the caller's body, not a copy.
+    let messages = body.find('[').unwrap();
+    assert!(r
+        .pieces()
+        .iter()
+        .any(|p| matches!(p, Piece::Caller(c) if c.contains(&messages))));
+
+    // A stream without `stream_options` gets it last; every `model` is rewritten.
+    let body = "{\"model\":\"a\",\"messages\":[],\"model\":\"b\",\"stream\":true} ";
+    let out = decode(body).unwrap().encode("u");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"model\":\"u\",\"messages\":[],\"model\":\"u\",\"stream\":true,\"stream_options\":{\"include_usage\":true}} "
+    );
+}
+
+#[test]
+fn a_body_the_fast_split_leaves_to_serde_is_rewritten_in_place_too() {
+    // Nested past the walk's depth: split by serde_json, whose values borrow the body too.
+    let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+    let body = format!("{{\"model\":\"m\",\"messages\":{deep}}}");
+    let req = decode(&body).unwrap();
+    let r = req.rewrite("u", None);
+    assert_eq!(r.pieces().len(), 3, "{:?}", r.pieces());
+    assert_eq!(
+        String::from_utf8(r.to_vec(body.as_bytes())).unwrap(),
+        body.replacen("\"m\"", "\"u\"", 1)
+    );
+}
