@@ -173,13 +173,17 @@ impl<'a> Request<'a> {
     /// every other byte the caller's.
     pub fn rewrite(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Rewrite {
         let mut e = Editor::new(self.body);
-        if let Some((name, n)) = cap {
+        let (first, in_place) = place_cap(&self.fields, cap);
+        if let Some((name, n)) = first {
             e.insert_first(name, n);
         }
         let mut saw_stream_options = false;
         for (k, v) in &self.fields {
             match k.as_ref() {
                 "model" => e.replace(v, |out| write_str(out, upstream_model)),
+                k if in_place.is_some_and(|(name, _)| k == name) => {
+                    e.replace(v, |out| write_cap(out, in_place));
+                }
                 "stream_options" if self.stream => {
                     saw_stream_options = true;
                     e.replace(v, |out| write_stream_options(out, v));
@@ -218,11 +222,12 @@ impl<'a> Request<'a> {
                 out.push(b',');
             }
         };
-        if let Some((name, n)) = cap {
+        let (first_cap, in_place) = place_cap(&self.fields, cap);
+        if let Some((name, _)) = first_cap {
             sep(&mut out);
             write_str(&mut out, name);
             out.push(b':');
-            out.extend_from_slice(n.to_string().as_bytes());
+            write_cap(&mut out, first_cap);
         }
         for (k, v) in &self.fields {
             sep(&mut out);
@@ -230,6 +235,7 @@ impl<'a> Request<'a> {
             out.push(b':');
             match k.as_ref() {
                 "model" => write_str(&mut out, upstream_model),
+                k if in_place.is_some_and(|(name, _)| k == name) => write_cap(&mut out, in_place),
                 "stream_options" if self.stream => {
                     saw_stream_options = true;
                     write_stream_options(&mut out, v);
@@ -267,22 +273,25 @@ pub(crate) fn model_only(
     cap: Option<(&str, u64)>,
 ) -> Rewrite {
     let mut e = Editor::new(body);
-    if let Some((name, n)) = cap {
+    let (first, in_place) = place_cap(fields, cap);
+    if let Some((name, n)) = first {
         e.insert_first(name, n);
     }
     for (k, v) in fields {
         if k == "model" {
             e.replace(v, |out| write_str(out, upstream_model));
+        } else if in_place.is_some_and(|(name, _)| k == name) {
+            e.replace(v, |out| write_cap(out, in_place));
         }
     }
     e.finish(|| {
         let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + upstream_model.len() + 40);
         out.push(b'{');
-        if let Some((name, n)) = cap {
+        if let Some((name, _)) = first {
             write_str(&mut out, name);
             out.push(b':');
-            out.extend_from_slice(n.to_string().as_bytes());
+            write_cap(&mut out, first);
             if !fields.is_empty() {
                 out.push(b',');
             }
@@ -295,12 +304,32 @@ pub(crate) fn model_only(
             out.push(b':');
             match k.as_ref() {
                 "model" => write_str(&mut out, upstream_model),
+                k if in_place.is_some_and(|(name, _)| k == name) => write_cap(&mut out, in_place),
                 _ => out.extend_from_slice(v.as_bytes()),
             }
         }
         out.push(b'}');
         out
     })
+}
+
+/// Where the reserved output cap goes: added as the first field (`.0`), or, when the caller's
+/// body already has that field (it can only be `null` there, or there would be no cap to
+/// add), written as that field's value (`.1`). Added beside a caller's `"max_tokens": null`,
+/// the cap would be a duplicate key that upstreams resolve to the last one: no cap at all.
+type CapAt<'c> = Option<(&'c str, u64)>;
+
+fn place_cap<'c>(fields: &[Field<'_>], cap: CapAt<'c>) -> (CapAt<'c>, CapAt<'c>) {
+    match cap {
+        Some((name, _)) if fields.iter().any(|(k, _)| k == name) => (None, cap),
+        _ => (cap, None),
+    }
+}
+
+fn write_cap(out: &mut Vec<u8>, cap: CapAt<'_>) {
+    if let Some((_, n)) = cap {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

@@ -484,3 +484,39 @@ fn a_body_the_fast_split_leaves_to_serde_is_rewritten_in_place_too() {
         body.replacen("\"m\"", "\"u\"", 1)
     );
 }
+
+#[test]
+fn a_reserved_cap_replaces_the_callers_null_instead_of_sitting_beside_it() {
+    // `"max_tokens": null` is no cap of the caller's, so the budget's cap is sent; beside the
+    // null as a second `max_tokens`, upstreams would read the last one, the null.
+    let body = r#"{"model":"m","max_tokens":null,"messages":[{"role":"user","content":"hi"}],"max_tokens" : null}"#;
+    let req = decode(body).unwrap();
+    assert_eq!(req.max_tokens, None);
+    let cap = Some(("max_tokens", 64));
+    let want = r#"{"model":"u","max_tokens":64,"messages":[{"role":"user","content":"hi"}],"max_tokens" : 64}"#;
+    let spliced = String::from_utf8(req.rewrite("u", cap).to_vec(body.as_bytes())).unwrap();
+    assert_eq!(spliced, want);
+    // The field-by-field fallback says the same.
+    let whole: serde_json::Value = serde_json::from_slice(&req.reencode("u", cap)).unwrap();
+    assert_eq!(
+        whole,
+        serde_json::from_str::<serde_json::Value>(want).unwrap()
+    );
+    // Another format's passthrough (a Responses request) too; without the field in the
+    // body the cap is added first, as before.
+    let cap = Some(("max_output_tokens", 64));
+    for (body, want) in [
+        (
+            r#"{"model":"m","input":"hi","max_output_tokens":null}"#,
+            r#"{"model":"u","input":"hi","max_output_tokens":64}"#,
+        ),
+        (
+            r#"{"model":"m","input":"hi"}"#,
+            r#"{"max_output_tokens":64,"model":"u","input":"hi"}"#,
+        ),
+    ] {
+        let fields = split_fields(body.as_bytes()).unwrap();
+        let out = model_only(body.as_bytes(), &fields, "u", cap).to_vec(body.as_bytes());
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
