@@ -132,7 +132,10 @@ def run_workloads(stack: Stack, load: Load, s: Settings, log: Callable[[str], No
         if s.agentic:
             run_agentic_round(stack, load, s, rnd, add, log)
         big = hold_big_streams(s)
-        if big:
+        # Once, in the last round: allocators keep what 10 000 streams took (nginx's and
+        # jemalloc's alike), so an earlier run would inflate later rounds' 1 000-stream peaks
+        # (measured: nginx 35 -> 167 MiB, Switchyard 44 -> 53 MiB).
+        if big and rnd == s.rounds - 1:
             for t in order([t for t in targets if t != "direct"], rnd):
                 log(f"  {big} slow streams ({s.slow_chunks} x {s.slow_delay_ms} ms) -> {t}")
                 model = SLOW_MODEL if t == "switchyard" else MODEL
