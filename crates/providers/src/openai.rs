@@ -172,29 +172,7 @@ impl<'a> Request<'a> {
     /// with `cap` (the field the upstream takes it in, and the number) an output cap added;
     /// every other byte the caller's.
     pub fn rewrite(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Rewrite {
-        let mut e = Editor::new(self.body);
-        let (first, in_place) = place_cap(&self.fields, cap);
-        if let Some((name, n)) = first {
-            e.insert_first(name, n);
-        }
-        let mut saw_stream_options = false;
-        for (k, v) in &self.fields {
-            match k.as_ref() {
-                "model" => e.replace(v, |out| write_str(out, upstream_model)),
-                k if in_place.is_some_and(|(name, _)| k == name) => {
-                    e.replace(v, |out| write_cap(out, in_place));
-                }
-                "stream_options" if self.stream => {
-                    saw_stream_options = true;
-                    e.replace(v, |out| write_stream_options(out, v));
-                }
-                _ => {}
-            }
-        }
-        if self.stream && !saw_stream_options {
-            e.insert_last(br#""stream_options":{"include_usage":true}"#);
-        }
-        e.finish(|| self.reencode(upstream_model, cap))
+        edit_fields(self.body, &self.fields, upstream_model, cap, self.stream)
     }
 
     /// [`Request::rewrite`] written out whole.
@@ -207,48 +185,6 @@ impl<'a> Request<'a> {
     /// `include_usage` (its streams always end with usage).
     pub fn rewrite_model_only(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Rewrite {
         model_only(self.body, &self.fields, upstream_model, cap)
-    }
-
-    /// The upstream body of [`Request::rewrite`] written field by field: the fallback when
-    /// a value cannot be placed in the body.
-    fn reencode(&self, upstream_model: &str, cap: Option<(&str, u64)>) -> Vec<u8> {
-        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = Vec::with_capacity(size + upstream_model.len() + 80);
-        out.push(b'{');
-        let mut first = true;
-        let mut saw_stream_options = false;
-        let mut sep = |out: &mut Vec<u8>| {
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-        };
-        let (first_cap, in_place) = place_cap(&self.fields, cap);
-        if let Some((name, _)) = first_cap {
-            sep(&mut out);
-            write_str(&mut out, name);
-            out.push(b':');
-            write_cap(&mut out, first_cap);
-        }
-        for (k, v) in &self.fields {
-            sep(&mut out);
-            write_str(&mut out, k);
-            out.push(b':');
-            match k.as_ref() {
-                "model" => write_str(&mut out, upstream_model),
-                k if in_place.is_some_and(|(name, _)| k == name) => write_cap(&mut out, in_place),
-                "stream_options" if self.stream => {
-                    saw_stream_options = true;
-                    write_stream_options(&mut out, v);
-                }
-                _ => out.extend_from_slice(v.as_bytes()),
-            }
-        }
-        if self.stream && !saw_stream_options {
-            sep(&mut out);
-            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-        }
-        out.push(b'}');
-        out
     }
 
     /// A rough token count of the prompt (bytes / 4), for limits that must act before the
@@ -272,45 +208,94 @@ pub(crate) fn model_only(
     upstream_model: &str,
     cap: Option<(&str, u64)>,
 ) -> Rewrite {
-    let mut e = Editor::new(body);
+    edit_fields(body, fields, upstream_model, cap, false)
+}
+
+/// What a passthrough changes in the caller's body, one edit per field: every `model`
+/// rewritten, the output cap placed (see [`place_cap`]), and with `ask_usage`
+/// `stream_options.include_usage` forced on (added last when the caller sent none). The
+/// body itself keeps every other byte; the fallback, for an edit that cannot be placed,
+/// writes the same fields out one by one.
+fn edit_fields(
+    body: &[u8],
+    fields: &[Field<'_>],
+    upstream_model: &str,
+    cap: CapAt<'_>,
+    ask_usage: bool,
+) -> Rewrite {
     let (first, in_place) = place_cap(fields, cap);
+    let edit = |k: &str| match k {
+        "model" => Some(Edit::Model(upstream_model)),
+        "stream_options" if ask_usage => Some(Edit::StreamOptions),
+        k => in_place
+            .filter(|(name, _)| k == *name)
+            .map(|(_, n)| Edit::Cap(n)),
+    };
+    let add_stream_options = ask_usage && !fields.iter().any(|(k, _)| k == "stream_options");
+    const STREAM_OPTIONS: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
+    let mut e = Editor::new(body);
     if let Some((name, n)) = first {
         e.insert_first(name, n);
     }
     for (k, v) in fields {
-        if k == "model" {
-            e.replace(v, |out| write_str(out, upstream_model));
-        } else if in_place.is_some_and(|(name, _)| k == name) {
-            e.replace(v, |out| write_cap(out, in_place));
+        if let Some(edit) = edit(k) {
+            e.replace(v, |out| edit.write(out, v));
         }
+    }
+    if add_stream_options {
+        e.insert_last(STREAM_OPTIONS);
     }
     e.finish(|| {
         let size: usize = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = Vec::with_capacity(size + upstream_model.len() + 40);
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 80);
         out.push(b'{');
-        if let Some((name, _)) = first {
+        if let Some((name, n)) = first {
             write_str(&mut out, name);
             out.push(b':');
-            write_cap(&mut out, first);
-            if !fields.is_empty() {
-                out.push(b',');
-            }
+            Edit::Cap(n).write(&mut out, "");
+            out.push(b',');
         }
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        for (k, v) in fields {
             write_str(&mut out, k);
             out.push(b':');
-            match k.as_ref() {
-                "model" => write_str(&mut out, upstream_model),
-                k if in_place.is_some_and(|(name, _)| k == name) => write_cap(&mut out, in_place),
-                _ => out.extend_from_slice(v.as_bytes()),
+            match edit(k) {
+                Some(edit) => edit.write(&mut out, v),
+                None => out.extend_from_slice(v.as_bytes()),
             }
+            out.push(b',');
         }
-        out.push(b'}');
+        if add_stream_options {
+            out.extend_from_slice(STREAM_OPTIONS);
+            out.push(b',');
+        }
+        // The last separator, or the opening brace of an empty object.
+        match out.last_mut() {
+            Some(last @ b',') => *last = b'}',
+            _ => out.push(b'}'),
+        }
         out
     })
+}
+
+/// A field's new value in a passthrough.
+#[derive(Clone, Copy)]
+enum Edit<'m> {
+    Model(&'m str),
+    Cap(u64),
+    /// The caller's `stream_options` with `include_usage` on.
+    StreamOptions,
+}
+
+impl Edit<'_> {
+    /// Writes the new value; `raw` is the caller's.
+    fn write(self, out: &mut Vec<u8>, raw: &str) {
+        match self {
+            Edit::Model(m) => write_str(out, m),
+            Edit::Cap(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+            Edit::StreamOptions => write_stream_options(out, raw),
+        }
+    }
 }
 
 /// Where the reserved output cap goes: added as the first field (`.0`), or, when the caller's
@@ -323,12 +308,6 @@ fn place_cap<'c>(fields: &[Field<'_>], cap: CapAt<'c>) -> (CapAt<'c>, CapAt<'c>)
     match cap {
         Some((name, _)) if fields.iter().any(|(k, _)| k == name) => (None, cap),
         _ => (cap, None),
-    }
-}
-
-fn write_cap(out: &mut Vec<u8>, cap: CapAt<'_>) {
-    if let Some((_, n)) = cap {
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 }
 

@@ -162,7 +162,7 @@ impl<'b> Editor<'b> {
             out.push(b'"');
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
-            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             if !empty {
                 out.push(b',');
             }

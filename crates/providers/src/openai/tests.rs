@@ -496,8 +496,16 @@ fn a_reserved_cap_replaces_the_callers_null_instead_of_sitting_beside_it() {
     let want = r#"{"model":"u","max_tokens":64,"messages":[{"role":"user","content":"hi"}],"max_tokens" : 64}"#;
     let spliced = String::from_utf8(req.rewrite("u", cap).to_vec(body.as_bytes())).unwrap();
     assert_eq!(spliced, want);
-    // The field-by-field fallback says the same.
-    let whole: serde_json::Value = serde_json::from_slice(&req.reencode("u", cap)).unwrap();
+    // The field-by-field fallback says the same: fields split from a copy cannot be placed
+    // in the body, so the rewrite is written out whole.
+    let copy = body.to_string();
+    let fields = split_fields(copy.as_bytes()).unwrap();
+    let whole = edit_fields(body.as_bytes(), &fields, "u", cap, req.stream);
+    assert!(whole
+        .pieces()
+        .iter()
+        .all(|p| matches!(p, crate::rewrite::Piece::Ours(_))));
+    let whole: serde_json::Value = serde_json::from_slice(&whole.to_vec(b"")).unwrap();
     assert_eq!(
         whole,
         serde_json::from_str::<serde_json::Value>(want).unwrap()
@@ -518,5 +526,38 @@ fn a_reserved_cap_replaces_the_callers_null_instead_of_sitting_beside_it() {
         let fields = split_fields(body.as_bytes()).unwrap();
         let out = model_only(body.as_bytes(), &fields, "u", cap).to_vec(body.as_bytes());
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
+
+#[test]
+fn the_field_by_field_fallback_writes_what_the_spliced_rewrite_sends() {
+    for (body, cap) in [
+        (r#"{"model":"m","messages":[],"stream":true}"#, None),
+        (
+            r#"{"stream_options":{"x":1},"model":"m","messages":[],"stream":true}"#,
+            Some(("max_tokens", 5)),
+        ),
+        (
+            r#"{"model":"m","messages":[],"max_tokens":null}"#,
+            Some(("max_tokens", 5)),
+        ),
+        (
+            r#"{"messages":[],"model":"m"}"#,
+            Some(("max_completion_tokens", 5)),
+        ),
+    ] {
+        let req = decode(body).unwrap();
+        let spliced = req.rewrite("u", cap).to_vec(body.as_bytes());
+        // Fields split from a copy cannot be placed in the body: written out whole.
+        let copy = body.to_string();
+        let fields = split_fields(copy.as_bytes()).unwrap();
+        let whole = edit_fields(body.as_bytes(), &fields, "u", cap, req.stream).to_vec(b"");
+        let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        assert_eq!(json(&whole), json(&spliced), "{body}");
+        assert_eq!(
+            whole.iter().filter(|&&b| b == b',').count(),
+            spliced.iter().filter(|&&b| b == b',').count(),
+            "{body}"
+        );
     }
 }
