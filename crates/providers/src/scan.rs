@@ -16,6 +16,8 @@
 //! full validator in two respects: UTF-8 is not checked (nor are lone surrogates in `\u`
 //! escapes), and nesting deeper than [`MAX_DEPTH`] counts as malformed.
 
+use switchyard_types::swar::json_string_stop;
+
 /// A position in a JSON document, walked forward one member or element at a time. A value
 /// can be skipped (its span returned) or entered, so a wanted field deep inside is reached in
 /// the same single pass.
@@ -217,16 +219,6 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-
-/// A mask with the high bit set in (at least) the lowest byte of `v` equal to `c`: only the
-/// lowest flag is exact (a borrow may flag bytes above it), which is all a search needs.
-#[inline(always)]
-fn flag(v: u64, c: u8) -> u64 {
-    let x = v ^ (ONES * u64::from(c));
-    x.wrapping_sub(ONES) & !x & (ONES << 7)
-}
-
 /// The first index from `j` whose byte `flags` marks, eight bytes at a time: one branch per
 /// word, where a byte loop mispredicts at the end of every short string.
 #[inline(always)]
@@ -246,13 +238,6 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
     let m = flags(u64::from_le_bytes(w));
     let k = (m.trailing_zeros() / 8) as usize;
     (k < tail.len()).then_some(j + k)
-}
-
-/// A mask with the high bit set in (at least) the lowest byte of `v` below `n` (`n` <= 128),
-/// exact in the same way as [`flag`].
-#[inline(always)]
-fn below(v: u64, n: u8) -> u64 {
-    v.wrapping_sub(ONES * u64::from(n)) & !v & (ONES << 7)
 }
 
 /// The end (past the closing quote) of the string opening at `i`; `None` if it is not closed,
@@ -289,9 +274,8 @@ pub(crate) fn escape_end(b: &[u8], k: usize) -> Option<usize> {
 /// a 4 KB prompt prefix for affinity).
 #[inline(always)]
 fn string_stop(b: &[u8], j: usize) -> Option<usize> {
-    let stop = |v| flag(v, b'"') | flag(v, b'\\') | below(v, 0x20);
     let short_end = j.saturating_add(SHORT_STRING).min(b.len());
-    if let Some(k) = find(b.get(..short_end)?, j, stop) {
+    if let Some(k) = find(b.get(..short_end)?, j, json_string_stop) {
         return Some(k);
     }
     let rest = b.get(short_end..)?;

@@ -178,23 +178,17 @@ fn str_field(out: &mut Vec<u8>, key: &[u8], value: &str) {
 /// Whether serde_json would escape any byte of `s`: a control byte, `"` or `\`. Eight bytes
 /// at a time: the line's strings are ~150 bytes, and a byte loop was a third of its cost.
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // The high bit of each byte of `zero(x)` is set where that byte of `x` is zero (exact as a
-    // yes/no answer: a borrow can only mark bytes after a real zero).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let special = |x: u64| {
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        control | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-    };
     let (words, tail) = s.as_chunks::<8>();
-    if words.iter().any(|w| special(u64::from_ne_bytes(*w)) != 0) {
+    if words
+        .iter()
+        .any(|w| json_string_stop(u64::from_le_bytes(*w)) != 0)
+    {
         return true;
     }
     // The tail as one more word, padded with a byte that needs no escape.
     let mut last = [b'a'; 8];
     last[..tail.len()].copy_from_slice(tail);
-    special(u64::from_ne_bytes(last)) != 0
+    json_string_stop(u64::from_le_bytes(last)) != 0
 }
 
 fn uint_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
@@ -267,7 +261,7 @@ fn digits(out: &mut Vec<u8>, mut v: u64, width: usize) {
     out.extend_from_slice(&buf[(buf.len() - width).min(i)..]);
 }
 
-use switchyard_types::civil::civil_from_days;
+use switchyard_types::{civil::civil_from_days, swar::json_string_stop};
 
 // === impl AccessLog ===
 

@@ -11,6 +11,7 @@ pub mod civil;
 pub mod consumer;
 pub mod provider;
 pub mod route;
+pub mod swar;
 pub mod units;
 
 pub use consumer::BudgetPeriod;
