@@ -18,6 +18,8 @@
 //! The hash is CRC-32 over at most a few kilobytes, widened and mixed to 64 bits; the prefix
 //! hash allocates nothing.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 /// Bytes of each prefix part hashed (the system prompt, the tools, the first message):
@@ -39,10 +41,11 @@ pub fn from_fields<'a>(
     source: Source,
 ) -> Option<u64> {
     let get = |name: &str| fields.clone().find(|(k, _)| *k == name).map(|(_, v)| v);
-    // Owned, not borrowed: a string with an escape in it cannot be borrowed, and is a key
-    // all the same.
-    let string = |v: &str| -> Option<u64> {
-        let s: String = serde_json::from_str(v).ok()?;
+    // Borrowed when it can be, owned when it has an escape (it is a key all the same).
+    #[derive(Deserialize)]
+    struct Text<'t>(#[serde(borrow)] Cow<'t, str>);
+    let string = |v: &'a str| -> Option<u64> {
+        let Text(s) = serde_json::from_str(v).ok()?;
         (!s.is_empty()).then(|| hash_tagged(1, s.as_bytes()))
     };
     if let Some(h) = get("prompt_cache_key").and_then(string) {
