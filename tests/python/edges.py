@@ -222,7 +222,8 @@ http {{
         '"http_proxy_authorization":"$http_proxy_authorization",'
         '"http_proxy_connection":"$http_proxy_connection",'
         '"http_x_secret_hop":"$http_x_secret_hop","http_via":"$http_via",'
-        '"content_type":"$content_type","connection":"$connection",'
+        '"content_type":"$content_type","content_length":"$content_length",'
+        '"http_transfer_encoding":"$http_transfer_encoding","connection":"$connection",'
         '"connection_requests":"$connection_requests"'
         '}}';
     access_log off;

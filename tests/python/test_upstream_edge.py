@@ -457,6 +457,31 @@ def test_plain_origin_streams(oai, nginx, upstream):
     assert_origin(entry, nginx, "POST /v1/chat/completions")
 
 
+@pytest.mark.parametrize("model, log", [("origin", "origin_log"), ("edge-openai", "edge_log")])
+def test_an_agent_sized_body_arrives_whole_with_its_exact_length(gw, nginx, upstream, model, log):
+    # A passthrough sends the caller's body as slices around the rewritten model: nginx (the
+    # plain HTTP/1.1 origin, and the TLS edge over h2) must see a Content-Length equal to
+    # those bytes, no chunked framing, and pass on a body that parses to the caller's with
+    # only the model changed.
+    body = json.loads((Path(__file__).parents[2] / "bench/bodies/openai-70k-model-last.json")
+                      .read_text())
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    body["model"] = model
+    payload_len = len(json.dumps(body).encode())
+    assert payload_len > 60_000
+    mark = getattr(nginx, log).mark()
+    status, resp = post(gw, "/v1/chat/completions", body)
+    assert status == 200, resp
+    [entry] = getattr(nginx, log).wait_entries(mark, 1)
+    assert entry["status"] == "200", entry
+    assert entry["http_transfer_encoding"] == "", entry
+    rec = only(upstream, "/v1/chat/completions")
+    assert rec["body"] == {**body, "model": "mock-model"}
+    # json.dumps wrote the caller's body; every byte but the model's value is passed on.
+    assert int(entry["content_length"]) == payload_len - len(model) + len("mock-model"), entry
+
+
 # === 1b. One multiplexed h2 connection, and the edge's GOAWAY ===
 
 
