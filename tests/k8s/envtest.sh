@@ -17,6 +17,7 @@
 #   ENVTEST_CACHE_DIR      built binaries  (default ${XDG_CACHE_HOME:-~/.cache}/switchyard-envtest)
 #   ENVTEST_BUILD_DIR      scratch for the one-off build, ~2 GB     (default ${TMPDIR:-/tmp}/switchyard-envtest-build)
 #   ENVTEST_READY_TIMEOUT  seconds to wait for /readyz, at most 60  (default 60)
+#   ENVTEST_APISERVER_PROFILING  true: kube-apiserver serves /debug/pprof (default false)
 set -euo pipefail
 
 # --- Settings --------------------------------------------------------------------------------
@@ -460,7 +461,7 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
-    --profiling=false --v 1
+    --profiling="${ENVTEST_APISERVER_PROFILING:-false}" --v 1
   write_env
   local deadline=$((SECONDS + READY_TIMEOUT))
   until apiserver_ready; do
