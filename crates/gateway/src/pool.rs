@@ -349,11 +349,12 @@ impl Pool {
             conn.shape(&mut req);
             let sent = conn.tx.try_send_request(req);
             let mut sent = std::pin::pin!(sent);
-            let result = poll_fn(|cx| {
-                conn.drive(cx);
-                sent.as_mut().poll(cx)
-            })
-            .await;
+            // Polled as the body is (see `poll_on`): the response's arrival, decoded by the
+            // connection during this poll, is seen by this poll instead of waking the task
+            // for another turn of the whole request.
+            let mut waiting = false;
+            let result =
+                poll_fn(|cx| poll_on(&mut conn, &mut waiting, cx, |c| sent.as_mut().poll(c))).await;
             match result {
                 Ok(resp) => {
                     let pool = Arc::downgrade(&self.inner);
@@ -682,14 +683,25 @@ impl HttpBody for UpstreamBody {
 const ROUNDS: usize = 3;
 
 /// Polls the body of a response on `conn`, driving the connection first (it decodes into the
-/// body what has arrived). `waiting`: the last poll found nothing; until the connection is
-/// woken (see [`wakeup`]), neither the connection nor the body is polled again.
+/// body what has arrived).
 fn poll_leased(
     conn: &mut Conn,
     body: &mut Incoming,
     waiting: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    poll_on(conn, waiting, cx, |c| Pin::new(&mut *body).poll_frame(c))
+}
+
+/// Polls what `poll` reads from `conn` (the response, then its body), driving the connection
+/// first, with the connection's own waker (see [`wakeup`]). `waiting`: the last poll found
+/// nothing; until the connection is woken, neither it nor `poll` is polled again.
+fn poll_on<T>(
+    conn: &mut Conn,
+    waiting: &mut bool,
+    cx: &mut Context<'_>,
+    mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
     if *waiting && conn.serves(cx.waker()) && !conn.wakeup.woken() {
         return Poll::Pending;
     }
@@ -697,7 +709,7 @@ fn poll_leased(
     conn.wakeup.begin();
     for _ in 0..ROUNDS {
         conn.drive(cx);
-        let polled = Pin::new(&mut *body).poll_frame(&mut Context::from_waker(&conn.waker));
+        let polled = poll(&mut Context::from_waker(&conn.waker));
         if polled.is_ready() {
             conn.wakeup.end();
             return polled;
