@@ -146,8 +146,8 @@ fn sse2_masks_match_the_bytewise_ones() {
     let mut rng = fastrand::Rng::with_seed(11);
     let alphabet = b"\"\\ \t\n\r\x00\x1f\x20\x21\x7f\x80\xff{}[]:,aZ09";
     for _ in 0..20_000 {
-        let mut block = [[0u8; 16]; 4];
-        for b in block.iter_mut().flatten() {
+        let mut block = [0u8; 64];
+        for b in block.iter_mut() {
             *b = if rng.bool() {
                 alphabet[rng.usize(..alphabet.len())]
             } else {
@@ -155,6 +155,46 @@ fn sse2_masks_match_the_bytewise_ones() {
             };
         }
         assert_eq!(masks(&block), masks_bytewise(&block));
+    }
+}
+
+/// The escaped bytes of consecutive blocks, against a byte-at-a-time reading: runs of
+/// backslashes of every length, across the blocks' edges.
+#[test]
+fn escaped_bytes_match_a_bytewise_reading() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    for round in 0..20_000 {
+        let blocks = 1 + round % 3;
+        let density = rng.u32(1..=8);
+        let bits: Vec<bool> = (0..64 * blocks).map(|_| rng.u32(..8) < density).collect();
+        let mut expected = vec![false; bits.len() + 1];
+        let mut escaping = false;
+        for (i, &backslash) in bits.iter().enumerate() {
+            if escaping {
+                expected[i] = true;
+                escaping = false;
+            } else {
+                escaping = backslash;
+            }
+        }
+        expected[bits.len()] = escaping;
+        let mut carry = 0;
+        for (k, block) in bits.chunks(64).enumerate() {
+            let mask = block
+                .iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b) << i);
+            let got = escaped(mask, &mut carry);
+            for i in 0..64 {
+                assert_eq!(
+                    got >> i & 1 == 1,
+                    expected[64 * k + i],
+                    "{bits:?} at {}",
+                    64 * k + i
+                );
+            }
+        }
+        assert_eq!(carry == 1, expected[bits.len()]);
     }
 }
 
@@ -232,5 +272,18 @@ proptest! {
         };
         prop_assert!(split(text.as_bytes()).is_some());
         agree(text.as_bytes());
+    }
+}
+
+/// Splits one of [`BODIES`] (`SPLIT_BODY`, an index) `SPLIT_N` times: for counting the
+/// walk's instructions under callgrind (run twice with different counts and subtract).
+#[test]
+#[ignore = "a measurement harness, run by hand"]
+fn split_repeatedly() {
+    let n: usize = std::env::var("SPLIT_N").map_or(1, |v| v.parse().unwrap());
+    let body: usize = std::env::var("SPLIT_BODY").map_or(0, |v| v.parse().unwrap());
+    for _ in 0..n {
+        let fields = split(std::hint::black_box(BODIES[body])).unwrap();
+        std::hint::black_box(fields);
     }
 }
