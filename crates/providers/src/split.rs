@@ -84,54 +84,90 @@ fn split(body: &[u8]) -> Option<Vec<Field<'_>>> {
 struct Masks {
     quote: u64,
     backslash: u64,
-    /// Bytes `<= 0x20`: space and the control characters.
-    low: u64,
     /// Bytes `< 0x20`, the control characters.
     control: u64,
 }
 
+/// The block's four 16-byte lanes.
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes(block: &[u8; 64]) -> [safe_arch::m128i; 4] {
+    let (lanes, _) = block.as_chunks::<16>();
+    let lane = |i: usize| safe_arch::load_unaligned_m128i(&lanes[i]);
+    [lane(0), lane(1), lane(2), lane(3)]
+}
+
+/// One bit per byte of the four lanes, from comparisons that set a byte's top bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn bits(v: [safe_arch::m128i; 4]) -> u64 {
+    let lane = |i: usize| u64::from(safe_arch::move_mask_i8_m128i(v[i]) as u16) << (16 * i);
+    lane(0) | lane(1) | lane(2) | lane(3)
+}
+
+/// The masks, all empty when the block has no quote, backslash or control character (most
+/// of a long string's blocks), which one test finds.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn masks(block: &[u8; 64]) -> Masks {
     use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, max_u8_m128i, min_u8_m128i, move_mask_i8_m128i,
+        bitor_m128i, cmp_eq_mask_i8_m128i, max_u8_m128i, min_u8_m128i, move_mask_i8_m128i,
         set_splat_i8_m128i,
     };
+    let v = lanes(block);
+    let each =
+        |f: &dyn Fn(safe_arch::m128i) -> safe_arch::m128i| [f(v[0]), f(v[1]), f(v[2]), f(v[3])];
     let quote = set_splat_i8_m128i(b'"' as i8);
     let backslash = set_splat_i8_m128i(b'\\' as i8);
-    let space = set_splat_i8_m128i(b' ' as i8);
     let below_space = set_splat_i8_m128i(0x1f);
-    /// One bit per byte of the four lanes, from a comparison that sets a byte's top bit.
-    #[inline(always)]
-    fn mask(v: &[safe_arch::m128i; 4], f: impl Fn(safe_arch::m128i) -> safe_arch::m128i) -> u64 {
-        let bits = |i: usize| u64::from(move_mask_i8_m128i(f(v[i])) as u16) << (16 * i);
-        bits(0) | bits(1) | bits(2) | bits(3)
-    }
-    let (lanes, _) = block.as_chunks::<16>();
-    let lane = |i: usize| load_unaligned_m128i(&lanes[i]);
-    let v = [lane(0), lane(1), lane(2), lane(3)];
-    let mut m = Masks {
-        quote: mask(&v, |v| cmp_eq_mask_i8_m128i(v, quote)),
-        backslash: mask(&v, |v| cmp_eq_mask_i8_m128i(v, backslash)),
-        // max(v, 0x20) == 0x20 exactly when v <= 0x20 (unsigned).
-        low: mask(&v, |v| cmp_eq_mask_i8_m128i(max_u8_m128i(v, space), space)),
-        control: 0,
-    };
-    // Control characters are rare (JSON escapes them in strings): one test for the block,
-    // and their own mask only when it has one.
-    let least = v.iter().fold(space, |a, &v| min_u8_m128i(a, v));
-    if move_mask_i8_m128i(cmp_eq_mask_i8_m128i(
-        max_u8_m128i(least, below_space),
-        below_space,
-    )) != 0
+    // max(v, 0x1f) == 0x1f exactly when v < 0x20 (unsigned).
+    let control = |v| cmp_eq_mask_i8_m128i(max_u8_m128i(v, below_space), below_space);
+    let quotes = each(&|v| cmp_eq_mask_i8_m128i(v, quote));
+    let backslashes = each(&|v| cmp_eq_mask_i8_m128i(v, backslash));
+    let least = min_u8_m128i(min_u8_m128i(v[0], v[1]), min_u8_m128i(v[2], v[3]));
+    let any_control = control(least);
+    let or4 =
+        |x: [safe_arch::m128i; 4]| bitor_m128i(bitor_m128i(x[0], x[1]), bitor_m128i(x[2], x[3]));
+    if move_mask_i8_m128i(bitor_m128i(
+        bitor_m128i(or4(quotes), or4(backslashes)),
+        any_control,
+    )) == 0
     {
-        m.control = m.low & !mask(&v, |v| cmp_eq_mask_i8_m128i(v, space));
+        return Masks::default();
     }
-    m
+    Masks {
+        quote: bits(quotes),
+        backslash: bits(backslashes),
+        // Control characters are rare (JSON escapes them in strings): their own mask only
+        // when the block has one.
+        control: if move_mask_i8_m128i(any_control) != 0 {
+            bits(each(&control))
+        } else {
+            0
+        },
+    }
+}
+
+/// Bytes `<= 0x20`: space and the control characters.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn low(block: &[u8; 64]) -> u64 {
+    use safe_arch::{cmp_eq_mask_i8_m128i, max_u8_m128i, set_splat_i8_m128i};
+    let v = lanes(block);
+    let space = set_splat_i8_m128i(b' ' as i8);
+    // max(v, 0x20) == 0x20 exactly when v <= 0x20 (unsigned).
+    let low = |v| cmp_eq_mask_i8_m128i(max_u8_m128i(v, space), space);
+    bits([low(v[0]), low(v[1]), low(v[2]), low(v[3])])
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn masks(block: &[u8; 64]) -> Masks {
     masks_bytewise(block)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn low(block: &[u8; 64]) -> u64 {
+    low_bytewise(block)
 }
 
 /// The portable classifier (and the reference the SSE2 one is tested against).
@@ -143,15 +179,19 @@ fn masks_bytewise(block: &[u8; 64]) -> Masks {
         match b {
             b'"' => m.quote |= bit,
             b'\\' => m.backslash |= bit,
-            b' ' => m.low |= bit,
-            0..=0x1f => {
-                m.low |= bit;
-                m.control |= bit;
-            }
+            0..=0x1f => m.control |= bit,
             _ => {}
         }
     }
     m
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn low_bytewise(block: &[u8; 64]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &b)| m | u64::from(b <= b' ') << i)
 }
 
 /// Bit `i` of the result is the XOR of bits `0..=i`: with quote bits in, the bytes from each
@@ -349,6 +389,9 @@ impl<'a> Walk<'a> {
     #[inline(always)]
     fn block(&mut self, base: usize, bytes: &[u8; 64]) -> Option<()> {
         let m = masks(bytes);
+        if m == Masks::default() && self.escaped_carry == 0 && self.in_string_carry != 0 {
+            return Some(()); // all inside one string, and nothing in it to check
+        }
         let escaped = escaped(m.backslash, &mut self.escaped_carry);
         // Each escaped byte must make an escape (outside strings a backslash is refused
         // anyway: it is visited, and no class takes it).
@@ -364,12 +407,11 @@ impl<'a> Walk<'a> {
         let quotes = m.quote & !escaped;
         let in_string = prefix_xor(quotes) ^ self.in_string_carry;
         self.in_string_carry = ((in_string as i64) >> 63) as u64;
-        let control = m.control;
-        if control & in_string != 0 {
+        if m.control & in_string != 0 {
             return None; // a raw control character in a string
         }
         let outside = !in_string;
-        let mut blanks = control & outside;
+        let mut blanks = m.control & outside;
         while blanks != 0 {
             let i = blanks.trailing_zeros() as usize;
             if !matches!(bytes[i & 63], b'\t' | b'\n' | b'\r') {
@@ -378,8 +420,11 @@ impl<'a> Walk<'a> {
             blanks &= blanks - 1;
         }
         // Outside strings every byte but whitespace and closing quotes is visited; inside,
-        // only the opening quote.
-        let mut visit = (outside & !m.low & !quotes) | (quotes & in_string);
+        // only the opening quote. (A block all inside strings needs no whitespace mask.)
+        let mut visit = quotes & in_string;
+        if outside != 0 {
+            visit |= outside & !low(bytes) & !quotes;
+        }
         if self.skip_to > base {
             visit &= after(self.skip_to - base);
         }
