@@ -239,7 +239,7 @@ mod class {
     pub const SCALAR: u8 = 7;
 }
 
-static CLASS: [u8; 256] = {
+const CLASS: [u8; 256] = {
     let mut t = [class::SCALAR; 256];
     t[b'{' as usize] = class::OPEN_OBJECT;
     t[b'[' as usize] = class::OPEN_ARRAY;
@@ -290,7 +290,7 @@ mod state {
 /// The next state (without [`state::OBJECT`]) from a state and a class; `ERROR` for anything
 /// the grammar does not allow. `START` and `DONE` are the top level's, which
 /// [`Walk::top`] reads instead.
-static GRAMMAR: [u8; 256] = {
+const GRAMMAR: [u8; 256] = {
     use class::{CLOSE_ARRAY, CLOSE_OBJECT, COMMA, OPEN_ARRAY, OPEN_OBJECT, QUOTE, SCALAR};
     use state::{ERROR, FIRST, KEY, NEXT, OBJECT, VALUE};
     const fn at(state: u8, class: u8) -> usize {
@@ -320,34 +320,51 @@ static GRAMMAR: [u8; 256] = {
 };
 
 /// How each class moves the stack of open containers (see [`Walk::stack`]): the stack
-/// becomes `(stack * mul + add) / 2`, which pushes a bit for `{` (1) and `[` (0), pops one for
-/// `}` and `]`, and keeps the stack for the rest, without a branch. (The stack is below
-/// [`TOO_DEEP`] here, so `stack * 4` does not overflow.)
-#[derive(Clone, Copy)]
-struct Move {
-    mul: u64,
-    add: u64,
-}
-
-static MOVES: [Move; 8] = {
-    let keep = Move { mul: 2, add: 0 };
-    let mut t = [keep; 8];
-    t[class::OPEN_OBJECT as usize] = Move { mul: 4, add: 2 };
-    t[class::OPEN_ARRAY as usize] = Move { mul: 4, add: 0 };
-    t[class::CLOSE_OBJECT as usize] = Move { mul: 1, add: 0 };
-    t[class::CLOSE_ARRAY as usize] = Move { mul: 1, add: 0 };
+/// becomes `(stack * MUL[class] + ADD[class]) / 2`, which pushes a bit for `{` (1) and `[`
+/// (0), pops one for `}` and `]`, and keeps the stack for the rest, without a branch. (The
+/// stack is below [`TOO_DEEP`] there, so `stack * 4` does not overflow.) 256 entries, so that
+/// a class indexes them unchecked; only the first 8 are read.
+const MUL: [u64; 256] = {
+    let mut t = [2; 256];
+    t[class::OPEN_OBJECT as usize] = 4;
+    t[class::OPEN_ARRAY as usize] = 4;
+    t[class::CLOSE_OBJECT as usize] = 1;
+    t[class::CLOSE_ARRAY as usize] = 1;
     t
 };
 
-impl Move {
-    #[inline(always)]
-    fn apply(self, stack: u64) -> u64 {
-        stack.wrapping_mul(self.mul).wrapping_add(self.add) >> 1
-    }
-}
+const ADD: [u64; 256] = {
+    let mut t = [0; 256];
+    t[class::OPEN_OBJECT as usize] = 2;
+    t
+};
 
 /// The stack at and past which the walk leaves the text to `serde_json`: 61 levels open.
 const TOO_DEEP: u64 = 1 << 62;
+
+/// The visit's tables in one place, so that one register addresses them all.
+struct Tables {
+    class: [u8; 256],
+    grammar: [u8; 256],
+    mul: [u64; 256],
+    add: [u64; 256],
+}
+
+static TABLES: Tables = Tables {
+    class: CLASS,
+    grammar: GRAMMAR,
+    mul: MUL,
+    add: ADD,
+};
+
+impl Tables {
+    /// The stack after a byte of `class`.
+    #[inline(always)]
+    fn push_pop(&self, stack: u64, class: u8) -> u64 {
+        let c = usize::from(class);
+        stack.wrapping_mul(self.mul[c]).wrapping_add(self.add[c]) >> 1
+    }
+}
 
 struct Walk<'a> {
     text: &'a str,
@@ -435,7 +452,7 @@ impl<'a> Walk<'a> {
         while visit != 0 {
             let i = visit.trailing_zeros() as usize;
             visit &= visit - 1;
-            let class = CLASS[usize::from(bytes[i & 63])];
+            let class = TABLES.class[usize::from(bytes[i & 63])];
             if class == class::SCALAR {
                 let end = self.scalar_end(base + i)?;
                 visit &= after(end - base);
@@ -450,8 +467,8 @@ impl<'a> Walk<'a> {
                 continue;
             }
             deep |= stack;
-            state = GRAMMAR[usize::from(state | class)];
-            stack = MOVES[usize::from(class & 7)].apply(stack);
+            state = TABLES.grammar[usize::from(state | class)];
+            stack = TABLES.push_pop(stack, class);
             state |= (stack as u8 & 1) << 3;
         }
         self.state = state;
@@ -494,7 +511,7 @@ impl<'a> Walk<'a> {
             _ => {}
         }
         let next = GRAMMAR[usize::from(st | OBJECT | class)];
-        let stack = MOVES[usize::from(class & 7)].apply(stack);
+        let stack = TABLES.push_pop(stack, class);
         (next != ERROR).then_some((next | ((stack as u8 & 1) << 3), stack))
     }
 
