@@ -422,6 +422,10 @@ impl<'a> Walk<'a> {
             }
         }
         let quotes = m.quote & !escaped;
+        if quotes == 0 && self.in_string_carry != 0 {
+            // All inside one string that has escapes (a prompt's newlines): nothing to visit.
+            return (m.control == 0).then_some(());
+        }
         let in_string = prefix_xor(quotes) ^ self.in_string_carry;
         self.in_string_carry = ((in_string as i64) >> 63) as u64;
         if m.control & in_string != 0 {
