@@ -9,6 +9,12 @@
 //! through `safe_arch` on x86_64, a byte loop elsewhere), derives from them which bytes are
 //! inside strings, and then visits only the bytes outside strings, where the grammar is.
 //!
+//! The escaped bytes come from the backslash mask by arithmetic (odd-length runs, see
+//! [`escaped`]), not a loop per backslash; a block all inside one string is done after the
+//! masks. Each visit steps a state table ([`GRAMMAR`]) and a bit stack of open containers
+//! moved by a multiply ([`MUL`]), without a branch on the byte; the top-level object's own
+//! keys, colons, commas and values (where the fields are cut) take a branch of their own.
+//!
 //! It answers `None` for anything it does not accept, and the caller then asks `serde_json`,
 //! so errors keep serde's words and a body this walk is unsure of still gets serde's verdict.
 //! It must never accept what `serde_json` refuses: the differential tests below hold it to
