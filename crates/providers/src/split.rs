@@ -468,8 +468,6 @@ impl<'a> Walk<'a> {
                 visit &= after(end - base);
                 self.skip_to = end;
             }
-            // Inside the top-level object, outside it, or too deep: the rare events, on a
-            // branch of their own.
             // Inside the top-level object or outside it: the rare events, on a branch of their
             // own.
             if stack < 4 {
