@@ -141,20 +141,228 @@ fn block_edges() {
     }
 }
 
+/// The walk either agrees with serde or leaves the text to it (`None`), and never accepts
+/// what serde refuses: for texts past the walk's depth limit.
+#[track_caller]
+fn agree_or_defer(text: &[u8]) {
+    let reference = split_serde(text).ok();
+    let walked = split(text);
+    assert!(
+        walked.is_none() || walked == reference,
+        "walk accepted differently from serde: {:?}",
+        String::from_utf8_lossy(text)
+    );
+}
+
+/// Runs of backslashes of every length up to past a block, ending anywhere around the block
+/// edges, before a quote, a letter, `u` with hex digits (split by the edge too) and the text's
+/// end: in values and in keys.
+#[test]
+fn backslash_runs_across_block_edges() {
+    for pad in 0..70 {
+        for run in 1..=70 {
+            let slashes = "\\".repeat(run);
+            for after in ["\"", "n", "u00e9", "uD83D", "u12", "x", "/", ""] {
+                let value = format!(r#"{{"k":"{}{slashes}{after}","z":1}}"#, "x".repeat(pad));
+                agree(value.as_bytes());
+                let key = format!(r#"{{"{}{slashes}{after}":1}}"#, "y".repeat(pad));
+                agree(key.as_bytes());
+                let open = format!(r#"{{"k":"{}{slashes}{after}"#, "x".repeat(pad));
+                agree(open.as_bytes());
+            }
+        }
+    }
+}
+
+/// `\u` escapes with their hex digits on both sides of a block edge, good and bad, and lone
+/// surrogates: accepted in values (serde skips them unchecked), refused in keys (serde
+/// decodes those).
+#[test]
+fn unicode_escapes_across_block_edges() {
+    let escapes = [
+        r"\u0041",
+        r"\uD800",
+        r"\udfff",
+        r"\uD83D\uDE00",
+        r"\u00G1",
+        r"\u004",
+        r"\uZZZZ",
+        r"\u+041",
+    ];
+    for pad in 0..140 {
+        for escape in escapes {
+            let value = format!(r#"{{"k":"{}{escape}","z":[{escape:?}]}}"#, "x".repeat(pad));
+            agree(value.as_bytes());
+            let key = format!(r#"{{"{}{escape}":"v"}}"#, "y".repeat(pad));
+            agree(key.as_bytes());
+            let nested_key = format!(r#"{{"a":{{"{}{escape}":1}}}}"#, "y".repeat(pad));
+            agree(nested_key.as_bytes());
+        }
+    }
+}
+
+/// Numbers and literals starting and ending on every position around the block edges, whole
+/// and cut short, at the top level and nested.
+#[test]
+fn scalars_at_block_edges() {
+    let scalars = [
+        "0",
+        "-0",
+        "12345678901234567890",
+        "1.5e-7",
+        "-2.25E+10",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "1.",
+        "-",
+        "1e",
+        "01",
+        "truee",
+        "1x",
+    ];
+    for pad in 0..140 {
+        for scalar in scalars {
+            let top = format!(r#"{{"{}":{scalar}}}"#, "k".repeat(pad));
+            agree(top.as_bytes());
+            let nested = format!(r#"{{"a":[{},{scalar},{scalar}]}}"#, "1".repeat(pad + 1));
+            agree(nested.as_bytes());
+            let spaced = format!("{{\"a\":{{\"b\":{}{scalar} }}}}", " ".repeat(pad));
+            agree(spaced.as_bytes());
+            let cut = format!(r#"{{"{}":{scalar}"#, "k".repeat(pad));
+            agree(cut.as_bytes());
+        }
+    }
+}
+
+/// Nesting up to and past the walk's limit, across block edges, with the brackets balanced
+/// or not: below the limit the walk agrees with serde; past it, it may leave the text to
+/// serde but never accepts an unbalanced one.
+#[test]
+fn deep_nesting_around_the_limit() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    for depth in 1..80 {
+        for _ in 0..8 {
+            let kinds: Vec<bool> = (0..depth).map(|_| rng.bool()).collect();
+            let mut text = String::from(r#"{"a":"#);
+            for &object in &kinds {
+                text.push_str(if object { r#"{"k":"# } else { "[" });
+            }
+            text.push('1');
+            for &object in kinds.iter().rev() {
+                text.push(if object { '}' } else { ']' });
+            }
+            text.push('}');
+            if depth < 60 {
+                assert!(split(text.as_bytes()).is_some(), "depth {depth}");
+                agree(text.as_bytes());
+            } else {
+                agree_or_defer(text.as_bytes());
+            }
+            // One bracket too few, too many, or of the wrong kind.
+            let cut = rng.usize(..text.len());
+            for broken in [
+                format!("{}{}", &text[..cut], &text[cut + 1..]),
+                text.replacen('}', "]", 1),
+                text.replacen(']', "}", 1),
+                format!("{}]", &text[..text.len() - 1]),
+                format!("{text}}}"),
+            ] {
+                agree_or_defer(broken.as_bytes());
+            }
+        }
+    }
+    // Past the limit with objects only, then closed one short: a stack that had lost its
+    // bottom past 62 levels would read 61 closes as reaching the top-level object again.
+    for depth in 58..70 {
+        for closes in depth - 2..=depth + 2 {
+            let text = format!(
+                r#"{{"a":{}1{}}}"#,
+                r#"{"k":"#.repeat(depth),
+                "}".repeat(closes)
+            );
+            agree_or_defer(text.as_bytes());
+        }
+    }
+    // Past the limit, then back out past the top: the stack must not wrap into a valid one.
+    for extra in 0..5 {
+        let text = format!(
+            r#"{{"a":{}{}}}"#,
+            "[".repeat(64 + extra),
+            "]".repeat(62 + extra)
+        );
+        assert!(split(text.as_bytes()).is_none());
+        agree_or_defer(text.as_bytes());
+    }
+}
+
 #[test]
 fn sse2_masks_match_the_bytewise_ones() {
     let mut rng = fastrand::Rng::with_seed(11);
     let alphabet = b"\"\\ \t\n\r\x00\x1f\x20\x21\x7f\x80\xff{}[]:,aZ09";
-    for _ in 0..20_000 {
-        let mut block = [[0u8; 16]; 4];
-        for b in block.iter_mut().flatten() {
+    for round in 0..20_000 {
+        let mut block = [0u8; 64];
+        for b in block.iter_mut() {
             *b = if rng.bool() {
                 alphabet[rng.usize(..alphabet.len())]
             } else {
                 rng.u8(..)
             };
         }
+        if round % 2 == 0 {
+            // Plain text with at most one byte of the alphabet: the blocks a string is made
+            // of, which the SSE2 classifier answers with one test.
+            for b in block.iter_mut() {
+                *b = rng.u8(0x20..0x7f).max(b'#');
+            }
+            if round % 4 == 0 {
+                block[rng.usize(..64)] = alphabet[rng.usize(..alphabet.len())];
+            }
+        }
         assert_eq!(masks(&block), masks_bytewise(&block));
+        assert_eq!(low(&block), low_bytewise(&block));
+    }
+}
+
+/// The escaped bytes of consecutive blocks, against a byte-at-a-time reading: runs of
+/// backslashes of every length, across the blocks' edges.
+#[test]
+fn escaped_bytes_match_a_bytewise_reading() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    for round in 0..20_000 {
+        let blocks = 1 + round % 3;
+        let density = rng.u32(1..=8);
+        let bits: Vec<bool> = (0..64 * blocks).map(|_| rng.u32(..8) < density).collect();
+        let mut expected = vec![false; bits.len() + 1];
+        let mut escaping = false;
+        for (i, &backslash) in bits.iter().enumerate() {
+            if escaping {
+                expected[i] = true;
+                escaping = false;
+            } else {
+                escaping = backslash;
+            }
+        }
+        expected[bits.len()] = escaping;
+        let mut carry = 0;
+        for (k, block) in bits.chunks(64).enumerate() {
+            let mask = block
+                .iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b) << i);
+            let got = escaped(mask, &mut carry);
+            for i in 0..64 {
+                assert_eq!(
+                    got >> i & 1 == 1,
+                    expected[64 * k + i],
+                    "{bits:?} at {}",
+                    64 * k + i
+                );
+            }
+        }
+        assert_eq!(carry == 1, expected[bits.len()]);
     }
 }
 
@@ -232,5 +440,18 @@ proptest! {
         };
         prop_assert!(split(text.as_bytes()).is_some());
         agree(text.as_bytes());
+    }
+}
+
+/// Splits one of [`BODIES`] (`SPLIT_BODY`, an index) `SPLIT_N` times: for counting the
+/// walk's instructions under callgrind (run twice with different counts and subtract).
+#[test]
+#[ignore = "a measurement harness, run by hand"]
+fn split_repeatedly() {
+    let n: usize = std::env::var("SPLIT_N").map_or(1, |v| v.parse().unwrap());
+    let body: usize = std::env::var("SPLIT_BODY").map_or(0, |v| v.parse().unwrap());
+    for _ in 0..n {
+        let fields = split(std::hint::black_box(BODIES[body])).unwrap();
+        std::hint::black_box(fields);
     }
 }
