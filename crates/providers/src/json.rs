@@ -154,6 +154,14 @@ impl<'a> Str<'a> {
         }
     }
 
+    /// Appends the text as a JSON string: a literal as it is, plain text escaped.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Str::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Str::Text(t) => write_str(out, t),
+        }
+    }
+
     /// The owned equivalent, for a model that must outlive the body it borrowed from.
     pub fn into_owned(self) -> Str<'static> {
         Str::Text(Cow::Owned(self.as_str().into_owned()))
@@ -277,6 +285,48 @@ impl<'s, 'a> Joined<'s, 'a> {
         }
         out.push('"');
         out
+    }
+}
+
+impl Joined<'_, '_> {
+    /// Appends the joined text as one JSON string, as its `Serialize` writes it.
+    fn write(&self, out: &mut Vec<u8>) {
+        if let ([one], "") = (&self.parts[..], self.prefix) {
+            return one.write(out);
+        }
+        // The pieces are literals already; only the separator and prefix (constants) could
+        // spoil the literal, and each is checked on its own, which costs no scan of the text.
+        let valid = |piece: &str| {
+            let lit = format!("\"{piece}\"");
+            serde_json::from_str::<&RawValue>(&lit).is_ok()
+        };
+        if !(valid(self.sep) && valid(self.prefix)) {
+            // As the `Serialize` impl does: a wrong constant fails, and nothing is written.
+            return;
+        }
+        out.push(b'"');
+        out.extend_from_slice(self.prefix.as_bytes());
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(self.sep.as_bytes());
+            }
+            let mut inner = String::new();
+            match p {
+                Str::Json(raw) => {
+                    let lit = raw.get();
+                    out.extend_from_slice(
+                        lit.get(1..lit.len().saturating_sub(1))
+                            .unwrap_or_default()
+                            .as_bytes(),
+                    );
+                }
+                Str::Text(_) => {
+                    p.push_inner(&mut inner);
+                    out.extend_from_slice(inner.as_bytes());
+                }
+            }
+        }
+        out.push(b'"');
     }
 }
 
@@ -434,12 +484,89 @@ impl<'r, 'a> Out<'r, 'a> {
         Out::Owned(Value::from(x))
     }
 
-    /// The document as bytes, `hint` bytes reserved.
+    /// The document as bytes, `hint` bytes reserved: what `serde_json::to_writer` writes
+    /// for it, byte for byte, but written directly (keys, brackets and texts that need no
+    /// escape copied as they are; serde's writer escaped every key and text a byte at a time).
     pub(crate) fn to_vec(&self, hint: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(hint);
-        // Only a raw piece that is not JSON could fail, and every one was checked.
-        let _ = serde_json::to_writer(&mut out, self);
+        self.write(&mut out);
         out
+    }
+
+    /// Appends the document as `serde_json`'s compact writer writes it.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Out::Null => out.extend_from_slice(b"null"),
+            Out::Bool(true) => out.extend_from_slice(b"true"),
+            Out::Bool(false) => out.extend_from_slice(b"false"),
+            Out::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Out::I64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Out::Text(t) => write_str(out, t),
+            Out::String(t) => write_str(out, t),
+            Out::Str(t) => t.write(out),
+            Out::Json(Json::Raw(raw)) => out.extend_from_slice(raw.get().as_bytes()),
+            Out::Json(Json::Value(v)) | Out::Owned(v) => write_value(out, v),
+            Out::Value(v) => write_value(out, v),
+            Out::Args(m) => {
+                // Writing a map of values to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, m);
+            }
+            Out::Joined(j) => j.write(out),
+            Out::Array(items) => write_array(out, items),
+            Out::Object(fields) => {
+                out.push(b'{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_key(out, k);
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+            Out::Turn(key, items, role) => {
+                out.push(b'{');
+                write_key(out, key);
+                write_array(out, items);
+                out.extend_from_slice(b",\"role\":");
+                write_str(out, role);
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// `"key":`.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    if needs_escape(key.as_bytes()) {
+        write_str(out, key);
+        out.push(b':');
+        return;
+    }
+    out.reserve(key.len().saturating_add(3));
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn write_array(out: &mut Vec<u8>, items: &[Out<'_, '_>]) {
+    out.push(b'[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        v.write(out);
+    }
+    out.push(b']');
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => write_str(out, s),
+        // Writing a value to a Vec cannot fail.
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
     }
 }
 
@@ -723,10 +850,31 @@ impl<'de> serde::Deserialize<'de> for Present {
     }
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serializing a `Value` escapes it.
+/// Appends `s` as a JSON string, escaped exactly as serializing a `Value` escapes it. Text
+/// with nothing to escape (most of it: keys, names, types) is copied between quotes at once.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a `&str` always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        // Writing to a Vec cannot fail, and a `&str` always serializes.
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.reserve(s.len().saturating_add(2));
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether `b` has a byte a JSON string must escape (`"`, `\`, a control character): eight
+/// bytes at a time, no branch per byte.
+fn needs_escape(b: &[u8]) -> bool {
+    if b.len() < 32 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    }
+    let (words, tail) = b.as_chunks::<8>();
+    let hit = words.iter().fold(0, |acc, w| {
+        acc | switchyard_types::swar::json_string_stop(u64::from_le_bytes(*w))
+    });
+    hit != 0 || tail.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// Appends an integer, as serializing a `Value` writes it.
@@ -837,6 +985,70 @@ mod tests {
                 "{lit}"
             );
         }
+    }
+
+    /// The direct writer writes what serde_json's writer writes for the same document.
+    #[test]
+    fn out_writes_as_serde_does() {
+        let texts = [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "ctl\u{1}\u{1f}\n\t\r\u{8}\u{c}",
+            "é 😀 \u{7f} /",
+            "a long text without anything to escape, past thirty-two bytes",
+            "a long text with one \"quote\" past the thirty-two bytes of the short test",
+        ];
+        let lits = [
+            r#""""#,
+            r#""x\ny \u00e9 \ud83d\ude00 \/ \"""#,
+            r#""\u0000\u001f""#,
+        ];
+        let raws: Vec<_> = lits.iter().map(|l| raw(l)).collect();
+        let strs: Vec<Str> = raws
+            .iter()
+            .map(|r| Str::json(r).unwrap().unwrap())
+            .chain(texts.iter().map(|t| Str::from(*t)))
+            .collect();
+        let schema = raw(r#"{"type": "object", "properties": {"a\n": {}}}"#);
+        let schema = Json::Raw(&schema);
+        let value = serde_json::json!({"k\"": ["v\u{1}", 1.5, -2, null, true], "s": "t\n"});
+        let vjson = Json::Value(value.clone());
+        let args = value.as_object().unwrap().clone();
+        let mut items: Vec<Out> = texts.iter().map(|t| Out::Text(t)).collect();
+        items.extend(texts.iter().map(|t| Out::String(t.to_string())));
+        items.extend(strs.iter().map(Out::Str));
+        items.extend([
+            Out::Null,
+            Out::Bool(true),
+            Out::Bool(false),
+            Out::U64(u64::MAX),
+            Out::I64(i64::MIN),
+            Out::f64(0.1),
+            Out::f64(f64::NAN),
+            Out::Json(&schema),
+            Out::Json(&vjson),
+            Out::Value(&value),
+            Out::Owned(Value::String("o\"".into())),
+            Out::Args(&args),
+            Out::Joined(Joined::new(strs.iter().collect(), "\\n\\n", "Error: ")),
+            Out::Joined(Joined::new(vec![&strs[1]], "", "")),
+            Out::Joined(Joined::new(vec![], "\\n", "")),
+            Out::Array(vec![]),
+            Out::Object(vec![]),
+        ]);
+        let doc = Out::obj([
+            ("a", Out::Array(items)),
+            ("k\"ey", Out::Text("v")),
+            ("turn", Out::Turn("content", vec![Out::Text("x")], "user")),
+        ]);
+        let ours = doc.to_vec(0);
+        assert_eq!(
+            String::from_utf8(ours.clone()).unwrap(),
+            serde_json::to_string(&doc).unwrap()
+        );
+        serde_json::from_slice::<Value>(&ours).unwrap();
     }
 
     #[test]
