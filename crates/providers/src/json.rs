@@ -36,7 +36,9 @@ impl<'a> Str<'a> {
         }
         // Scanning a RawValue does not check `\u` escapes; decoding does. Only literals that
         // have one pay for it.
-        if memchr::memmem::find(s.as_bytes(), b"\\u").is_some() {
+        static UNICODE_ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+        if UNICODE_ESCAPE.find(s.as_bytes()).is_some() && !scanned_is_strict(s, 0) {
             serde_json::from_str::<String>(s)?;
         }
         Ok(Ok(Str::Json(raw)))
@@ -732,6 +734,10 @@ pub(crate) struct Strict(pub usize);
 impl Strict {
     /// Checks a raw value found inside `self.0` containers.
     pub(crate) fn check(self, raw: &RawValue) -> Result<(), serde_json::Error> {
+        if scanned_is_strict(raw.get(), self.0) {
+            return Ok(());
+        }
+        // Refused, or unsure: the parse gives the verdict, and serde's words for it.
         let mut de = serde_json::Deserializer::from_str(raw.get());
         self.deserialize(&mut de)?;
         de.end()
@@ -744,6 +750,89 @@ impl Strict {
         }
         Ok(Strict(depth))
     }
+}
+
+/// Whether `raw`, a value serde_json has scanned (a [`RawValue`], so its syntax is checked:
+/// brackets, escapes, literals, number syntax), found inside `depth` containers, is one
+/// [`Strict`] accepts, told by one pass over its bytes that jumps from quote to backslash
+/// inside strings: what a scan leaves unchecked is only `\u` escapes that are lone
+/// surrogates, numbers too large for an `f64`, and nesting. `false` when refused or unsure
+/// (a long or exponent number is handed to serde_json alone).
+pub(crate) fn scanned_is_strict(raw: &str, depth: usize) -> bool {
+    let b = raw.as_bytes();
+    let mut depth = depth;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => match string_end_checked(b, i.saturating_add(1)) {
+                Some(end) => i = end,
+                None => return false,
+            },
+            b'{' | b'[' => {
+                depth = depth.saturating_add(1);
+                if depth >= MAX_DEPTH {
+                    return false;
+                }
+                i = i.saturating_add(1);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i = i.saturating_add(1);
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = b.get(i) {
+                    i = i.saturating_add(1);
+                }
+                let num = b.get(start..i).unwrap_or_default();
+                // Fifteen digits and no exponent always fit an `f64`.
+                if (num.len() > 15 || num.iter().any(|c| matches!(c, b'e' | b'E')))
+                    && serde_json::from_slice::<Value>(num).is_err()
+                {
+                    return false;
+                }
+            }
+            _ => i = i.saturating_add(1),
+        }
+    }
+    true
+}
+
+/// Past the closing quote of the scanned string whose text starts at `i`; `None` when a
+/// `\u` escape in it is a lone surrogate (or the string is cut short).
+fn string_end_checked(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let j = i.checked_add(memchr::memchr2(b'"', b'\\', b.get(i..)?)?)?;
+        if b.get(j) == Some(&b'"') {
+            return j.checked_add(1);
+        }
+        if b.get(j.saturating_add(1)) != Some(&b'u') {
+            i = j.saturating_add(2);
+            continue;
+        }
+        let unit = hex4(b, j.saturating_add(2))?;
+        i = j.saturating_add(6);
+        match unit {
+            0xD800..=0xDBFF => {
+                // A leading surrogate: a trailing one must follow at once.
+                if b.get(i..i.saturating_add(2)) != Some(&b"\\u"[..]) {
+                    return None;
+                }
+                if !(0xDC00..=0xDFFF).contains(&hex4(b, i.saturating_add(2))?) {
+                    return None;
+                }
+                i = i.saturating_add(6);
+            }
+            0xDC00..=0xDFFF => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The four hex digits at `i` as a number.
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(b.get(i..i.saturating_add(4))?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
 }
 
 impl<'de> DeserializeSeed<'de> for Strict {
@@ -911,6 +1000,58 @@ mod tests {
                 .and_then(|r| Strict(0).check(&r).map_err(|_| ()))
                 .is_ok();
             assert_eq!(by_value, by_strict, "{s}");
+        }
+    }
+
+    /// The byte scan agrees with the parse on every scanned value it accepts, and accepts the
+    /// common ones.
+    #[test]
+    fn scanned_is_strict_agrees_with_strict() {
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        let cases = [
+            r#"{"a": [1, 2.5, -3, "x\n", null, true, false]}"#.to_string(),
+            r#""""#.into(),
+            r#""\\u""#.into(),
+            r#""\\ud800""#.into(),
+            r#""\"\ud800""#.into(),
+            r#""\ud800""#.into(),
+            r#""\udc00""#.into(),
+            r#""\ud800\u0041""#.into(),
+            r#""\ud800\n""#.into(),
+            r#""\ud800x""#.into(),
+            r#""\ud83d\ude00 \u00e9 \u0000 \uFFFF \uDBFF\uDFFF""#.into(),
+            r#"{"\ud800": 1}"#.into(),
+            r#"{"a\"}": "[[", "b": "\\"}"#.into(),
+            "1e400".into(),
+            "-1e400".into(),
+            "1e-400".into(),
+            "1.5E+10".into(),
+            "123456789012345678901234567890".into(),
+            "1".repeat(400),
+            format!("[{}]", "9".repeat(310)),
+            "-12345678901234567890".into(),
+            "0.000000000000000000001".into(),
+            deep(127),
+            deep(128),
+            format!("{{\"a\":{}}}", deep(126)),
+            format!("{{\"a\":{}}}", deep(127)),
+            "\"é 😀 \\/\"".into(),
+        ];
+        for s in &cases {
+            let Ok(r) = RawValue::from_string(s.clone()) else {
+                continue;
+            };
+            for depth in [0, 1, 3] {
+                let strict = Strict(depth).check(&r).is_ok();
+                let fast = scanned_is_strict(r.get(), depth);
+                assert!(
+                    !fast || strict,
+                    "accepted what Strict refuses: {s} at {depth}"
+                );
+                if !s.contains('e') && !s.contains('E') && s.len() < 100 {
+                    assert_eq!(fast, strict, "{s} at {depth}");
+                }
+            }
         }
     }
 
