@@ -298,11 +298,7 @@ impl Joined<'_, '_> {
         }
         // The pieces are literals already; only the separator and prefix (constants) could
         // spoil the literal, and each is checked on its own, which costs no scan of the text.
-        let valid = |piece: &str| {
-            let lit = format!("\"{piece}\"");
-            serde_json::from_str::<&RawValue>(&lit).is_ok()
-        };
-        if !(valid(self.sep) && valid(self.prefix)) {
+        if !(joinable(self.sep) && joinable(self.prefix)) {
             // As the `Serialize` impl does: a wrong constant fails, and nothing is written.
             return;
         }
@@ -337,9 +333,38 @@ impl Serialize for Joined<'_, '_> {
         if let ([one], "") = (&self.parts[..], self.prefix) {
             return one.serialize(s);
         }
-        // Checked as JSON again (a scan, no copy): a wrong `sep` must fail, not corrupt.
-        let raw = RawValue::from_string(self.literal()).map_err(serde::ser::Error::custom)?;
-        raw.serialize(s)
+        // The pieces are literals already; only a wrong `sep` or `prefix` could spoil the
+        // literal, and it must fail, not corrupt: each is checked on its own (checking the
+        // whole literal, as this once did, scanned every text again).
+        if !(joinable(self.sep) && joinable(self.prefix)) {
+            return Err(serde::ser::Error::custom(
+                "a separator that is not the inside of a JSON string",
+            ));
+        }
+        RawLiteral(&self.literal()).serialize(s)
+    }
+}
+
+/// Whether `piece` is the inside of a JSON string literal as it is spelled (escapes whole).
+fn joinable(piece: &str) -> bool {
+    let lit = format!("\"{piece}\"");
+    serde_json::from_str::<&RawValue>(&lit).is_ok()
+}
+
+/// JSON text written as it is by serde_json's writer, as a [`RawValue`] is (this is how a
+/// `RawValue` serializes itself: a struct under serde_json's private name, which its writer
+/// copies verbatim), without the `RawValue`, which can only be made by scanning the text
+/// again or by borrowing it from a parse. The text must be valid JSON: only this module makes
+/// one, from literals it has checked. `out_writes_as_serde_does` pins the behaviour.
+struct RawLiteral<'t>(&'t str);
+
+impl Serialize for RawLiteral<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        const TOKEN: &str = "$serde_json::private::RawValue";
+        let mut st = s.serialize_struct(TOKEN, 1)?;
+        st.serialize_field(TOKEN, self.0)?;
+        st.end()
     }
 }
 
@@ -1184,6 +1209,16 @@ mod tests {
             ("k\"ey", Out::Text("v")),
             ("turn", Out::Turn("content", vec![Out::Text("x")], "user")),
         ]);
+        let joined = Joined::new(strs.iter().collect(), "\\n", "> ");
+        let by_serde = serde_json::to_string(&joined).unwrap();
+        let mut direct = Vec::new();
+        joined.write(&mut direct);
+        assert_eq!(by_serde.as_bytes(), direct);
+        assert_eq!(
+            serde_json::to_value(&joined).unwrap(),
+            serde_json::from_str::<Value>(&by_serde).unwrap()
+        );
+        assert!(serde_json::to_string(&Joined::new(vec![&strs[0], &strs[1]], "\"", "")).is_err());
         let ours = doc.to_vec(0);
         assert_eq!(
             String::from_utf8(ours.clone()).unwrap(),
