@@ -19,8 +19,9 @@ use serde_json::{value::RawValue, Value};
 /// included), which a JSON encoder copies verbatim, or plain text.
 #[derive(Clone)]
 pub enum Str<'a> {
-    /// A JSON string literal, valid (surrogate escapes paired: see [`Str::json`]).
-    Json(&'a RawValue),
+    /// A JSON string literal as it was sent, quotes included: valid (checked by
+    /// [`Str::json`] or [`Str::literal`]: surrogate escapes paired).
+    Json(&'a str),
     /// Plain text.
     Text(Cow<'a, str>),
 }
@@ -30,9 +31,18 @@ impl<'a> Str<'a> {
     /// `Err(raw)` when it is another JSON value. A literal the parse would refuse (a lone
     /// surrogate escape) is an error.
     pub fn json(raw: &'a RawValue) -> Result<Result<Self, &'a RawValue>, serde_json::Error> {
-        let s = raw.get();
+        match Self::literal(raw.get())? {
+            Some(s) => Ok(Ok(s)),
+            None => Ok(Err(raw)),
+        }
+    }
+
+    /// `s` as text when it is a JSON string literal a `serde_json::Value` parse accepts,
+    /// `None` when it is another JSON value; `s` must be JSON serde_json has scanned (a
+    /// `RawValue`'s text, or a piece of a body [`crate::split`] accepted).
+    pub(crate) fn literal(s: &'a str) -> Result<Option<Self>, serde_json::Error> {
         if !s.starts_with('"') {
-            return Ok(Err(raw));
+            return Ok(None);
         }
         // Scanning a RawValue does not check `\u` escapes; decoding does. Only literals that
         // have one pay for it.
@@ -41,15 +51,14 @@ impl<'a> Str<'a> {
         if UNICODE_ESCAPE.find(s.as_bytes()).is_some() && !scanned_is_strict(s, 0) {
             serde_json::from_str::<String>(s)?;
         }
-        Ok(Ok(Str::Json(raw)))
+        Ok(Some(Str::Json(s)))
     }
 
     /// The text. Borrowed unless a JSON literal has escapes to undo.
     pub fn as_str(&self) -> Cow<'_, str> {
         match self {
             Str::Text(t) => Cow::Borrowed(t),
-            Str::Json(raw) => {
-                let s = raw.get();
+            Str::Json(s) => {
                 let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
                 if !inner.contains('\\') {
                     return Cow::Borrowed(inner);
@@ -63,7 +72,7 @@ impl<'a> Str<'a> {
     /// About how many bytes it takes as JSON.
     pub fn json_len(&self) -> usize {
         match self {
-            Str::Json(raw) => raw.get().len(),
+            Str::Json(raw) => raw.len(),
             Str::Text(t) => t.len().saturating_add(2),
         }
     }
@@ -72,14 +81,14 @@ impl<'a> Str<'a> {
     pub fn is_empty(&self) -> bool {
         match self {
             Str::Text(t) => t.is_empty(),
-            Str::Json(raw) => raw.get() == "\"\"",
+            Str::Json(raw) => *raw == "\"\"",
         }
     }
 
     /// Whether the text is empty or only whitespace (`str::trim`'s).
     pub fn is_blank(&self) -> bool {
         if let Str::Json(raw) = self {
-            let s = raw.get();
+            let s = raw;
             let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
             // Past leading spaces and `\n`, `\r`, `\t` escapes, a visible ASCII character other
             // than an escape's backslash is in the text as it is, and is not whitespace: only
@@ -104,8 +113,8 @@ impl<'a> Str<'a> {
     pub fn starts_with(&self, prefix: &str) -> bool {
         match self {
             Str::Text(t) => t.starts_with(prefix),
-            Str::Json(raw) if !raw.get().contains('\\') => {
-                raw.get().get(1..).is_some_and(|s| s.starts_with(prefix))
+            Str::Json(raw) if !raw.contains('\\') => {
+                raw.get(1..).is_some_and(|s| s.starts_with(prefix))
             }
             Str::Json(_) => self.as_str().starts_with(prefix),
         }
@@ -120,8 +129,7 @@ impl<'a> Str<'a> {
                 .trim_start_matches([' ', '\t', '\n', '\r'])
                 .bytes()
                 .next()?,
-            Str::Json(raw) => {
-                let s = raw.get();
+            Str::Json(s) => {
                 let b = s
                     .get(1..s.len().saturating_sub(1))
                     .unwrap_or_default()
@@ -148,7 +156,7 @@ impl<'a> Str<'a> {
             lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default()
         }
         match self {
-            Str::Json(raw) => out.push_str(inner(raw.get())),
+            Str::Json(raw) => out.push_str(inner(raw)),
             // Writing a `str` cannot fail.
             Str::Text(t) => out.push_str(inner(
                 &serde_json::to_string(t.as_ref()).unwrap_or_default(),
@@ -159,7 +167,7 @@ impl<'a> Str<'a> {
     /// Appends the text as a JSON string: a literal as it is, plain text escaped.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         match self {
-            Str::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Str::Json(raw) => out.extend_from_slice(raw.as_bytes()),
             Str::Text(t) => write_str(out, t),
         }
     }
@@ -244,7 +252,7 @@ impl fmt::Display for Str<'_> {
 impl Serialize for Str<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Str::Json(raw) => raw.serialize(s),
+            Str::Json(raw) => RawLiteral(raw).serialize(s),
             Str::Text(t) => s.serialize_str(t),
         }
     }
@@ -311,7 +319,7 @@ impl Joined<'_, '_> {
             let mut inner = String::new();
             match p {
                 Str::Json(raw) => {
-                    let lit = raw.get();
+                    let lit = raw;
                     out.extend_from_slice(
                         lit.get(1..lit.len().saturating_sub(1))
                             .unwrap_or_default()
@@ -373,7 +381,7 @@ impl Serialize for RawLiteral<'_> {
 #[derive(Clone)]
 pub enum Json<'a> {
     /// Valid JSON as sent (checked by [`Strict`]).
-    Raw(&'a RawValue),
+    Raw(&'a str),
     /// A value.
     Value(Value),
 }
@@ -384,14 +392,14 @@ impl Json<'_> {
         match self {
             Json::Value(v) => Cow::Borrowed(v),
             // Checked by `Strict` when it was decoded.
-            Json::Raw(raw) => Cow::Owned(serde_json::from_str(raw.get()).unwrap_or(Value::Null)),
+            Json::Raw(raw) => Cow::Owned(serde_json::from_str(raw).unwrap_or(Value::Null)),
         }
     }
 
     /// About how many bytes it takes as JSON (a guess for a value).
     pub fn json_len(&self) -> usize {
         match self {
-            Json::Raw(raw) => raw.get().len(),
+            Json::Raw(raw) => raw.len(),
             Json::Value(_) => 256,
         }
     }
@@ -400,7 +408,7 @@ impl Json<'_> {
     pub fn is_object(&self) -> bool {
         match self {
             Json::Value(v) => v.is_object(),
-            Json::Raw(raw) => raw.get().starts_with('{'),
+            Json::Raw(raw) => raw.starts_with('{'),
         }
     }
 
@@ -413,7 +421,7 @@ impl Json<'_> {
                 .and_then(Value::as_object)
                 .is_some_and(|o| !o.is_empty()),
             Json::Raw(raw) => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
+                let mut de = serde_json::Deserializer::from_str(raw);
                 de::Deserializer::deserialize_any(&mut de, FieldProbe(key)).unwrap_or(false)
             }
         }
@@ -461,7 +469,7 @@ impl fmt::Debug for Json<'_> {
 impl Serialize for Json<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Json::Raw(raw) => raw.serialize(s),
+            Json::Raw(raw) => RawLiteral(raw).serialize(s),
             Json::Value(v) => v.serialize(s),
         }
     }
@@ -531,7 +539,7 @@ impl<'r, 'a> Out<'r, 'a> {
             Out::Text(t) => write_str(out, t),
             Out::String(t) => write_str(out, t),
             Out::Str(t) => t.write(out),
-            Out::Json(Json::Raw(raw)) => out.extend_from_slice(raw.get().as_bytes()),
+            Out::Json(Json::Raw(raw)) => out.extend_from_slice(raw.as_bytes()),
             Out::Json(Json::Value(v)) | Out::Owned(v) => write_value(out, v),
             Out::Value(v) => write_value(out, v),
             Out::Args(m) => {
@@ -759,11 +767,16 @@ pub(crate) struct Strict(pub usize);
 impl Strict {
     /// Checks a raw value found inside `self.0` containers.
     pub(crate) fn check(self, raw: &RawValue) -> Result<(), serde_json::Error> {
-        if scanned_is_strict(raw.get(), self.0) {
+        self.check_text(raw.get())
+    }
+
+    /// Checks JSON text serde_json has scanned (see [`scanned_is_strict`]).
+    pub(crate) fn check_text(self, raw: &str) -> Result<(), serde_json::Error> {
+        if scanned_is_strict(raw, self.0) {
             return Ok(());
         }
         // Refused, or unsure: the parse gives the verdict, and serde's words for it.
-        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let mut de = serde_json::Deserializer::from_str(raw);
         self.deserialize(&mut de)?;
         de.end()
     }
@@ -1122,7 +1135,7 @@ mod tests {
             let r = raw(s);
             let by_value = Json::Value(serde_json::from_str(s).unwrap());
             assert_eq!(
-                Json::Raw(&r).has_nonempty_object("properties"),
+                Json::Raw(r.get()).has_nonempty_object("properties"),
                 by_value.has_nonempty_object("properties"),
                 "{s}"
             );
@@ -1178,7 +1191,7 @@ mod tests {
             .chain(texts.iter().map(|t| Str::from(*t)))
             .collect();
         let schema = raw(r#"{"type": "object", "properties": {"a\n": {}}}"#);
-        let schema = Json::Raw(&schema);
+        let schema = Json::Raw(schema.get());
         let value = serde_json::json!({"k\"": ["v\u{1}", 1.5, -2, null, true], "s": "t\n"});
         let vjson = Json::Value(value.clone());
         let args = value.as_object().unwrap().clone();
