@@ -64,7 +64,7 @@ impl<'a> Str<'a> {
                     return Cow::Borrowed(inner);
                 }
                 // `Str::json` checked that the literal decodes.
-                serde_json::from_str::<String>(s).map_or(Cow::Borrowed(""), Cow::Owned)
+                unescape(s).map_or(Cow::Borrowed(""), Cow::Owned)
             }
         }
     }
@@ -578,10 +578,21 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
         out.push(b':');
         return;
     }
-    out.reserve(key.len().saturating_add(3));
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+    // One copy of `"key":` assembled on the stack (keys are short names).
+    let k = key.as_bytes();
+    let mut buf = [b'"'; 40];
+    match buf.get_mut(1..k.len().saturating_add(1)) {
+        Some(inner) if k.len() <= 37 => {
+            inner.copy_from_slice(k);
+            buf[k.len() + 2] = b':';
+            out.extend_from_slice(&buf[..k.len() + 3]);
+        }
+        _ => {
+            out.push(b'"');
+            out.extend_from_slice(k);
+            out.extend_from_slice(b"\":");
+        }
+    }
 }
 
 fn write_array(out: &mut Vec<u8>, items: &[Out<'_, '_>]) {
@@ -867,6 +878,55 @@ fn string_end_checked(b: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// The text of the JSON string literal `lit` (quotes included), whose syntax serde_json or
+/// [`crate::scan`] has checked: what `serde_json::from_str::<String>` gives, without its
+/// reader (one copy of each run between escapes); `None` where that parse fails (a lone
+/// surrogate escape).
+pub(crate) fn unescape(lit: &str) -> Option<String> {
+    let inner = lit.strip_prefix('"')?.strip_suffix('"')?;
+    let b = inner.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'\\', b.get(i..)?) {
+        let k = i.checked_add(off)?;
+        out.push_str(inner.get(i..k)?);
+        i = k.checked_add(2)?;
+        let c = match *b.get(k.checked_add(1)?)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(b, i)?;
+                i = i.checked_add(4)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if b.get(i..i.checked_add(2)?)? != b"\\u" {
+                            return None;
+                        }
+                        let low = hex4(b, i.checked_add(2)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        i = i.checked_add(6)?;
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(unit)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    out.push_str(inner.get(i..)?);
+    Some(out)
+}
+
 /// The four hex digits at `i` as a number.
 fn hex4(b: &[u8], i: usize) -> Option<u32> {
     let digits = std::str::from_utf8(b.get(i..i.saturating_add(4))?).ok()?;
@@ -1090,6 +1150,35 @@ mod tests {
                     assert_eq!(fast, strict, "{s} at {depth}");
                 }
             }
+        }
+    }
+
+    /// `unescape` decodes what serde_json decodes, and fails where it fails.
+    #[test]
+    fn unescape_agrees_with_serde() {
+        let cases = [
+            r#""""#,
+            r#""plain""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""a\u0000b\u001fc\u00e9\u20ac\uFFFF""#,
+            r#""\ud83d\ude00 x \uD83D\uDE00""#,
+            r#""\udbff\udfff""#,
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\n""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800\ud800""#,
+            r#""\udc00""#,
+            r#""é 😀 \n é""#,
+            r#""\\u0041""#,
+            r#""{\"path\": \"/repo/a.py\", \"limit\": 200}""#,
+        ];
+        for lit in cases {
+            assert_eq!(
+                unescape(lit),
+                serde_json::from_str::<String>(lit).ok(),
+                "{lit}"
+            );
         }
     }
 

@@ -249,7 +249,30 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
 /// the search from each escape was a quarter of decoding a Claude Code request).
 #[cfg(target_arch = "x86_64")]
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    // Most strings (keys, roles, ids) end within a word or two: found by the word test
+    // before a block is loaded.
     let mut base = i + 1;
+    for _ in 0..2 {
+        let Some(word) = b.get(base..base + 8) else {
+            break;
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let m = json_string_stop(u64::from_le_bytes(w));
+        if m == 0 {
+            base += 8;
+            continue;
+        }
+        let k = base + (m.trailing_zeros() / 8) as usize;
+        match b[k] {
+            b'"' => return Some(k + 1),
+            b'\\' => {
+                base = escape_end(b, k)?;
+                break;
+            }
+            _ => return None,
+        }
+    }
     // Past the last escape: bits of the block before it are already handled.
     let mut from = base;
     while let Some(block) = b.get(base..base + 64) {

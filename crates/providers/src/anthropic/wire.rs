@@ -16,7 +16,7 @@ use serde::de::{
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::{
-    json::{scanned_is_strict, Str, Strict},
+    json::{scanned_is_strict, unescape, Str, Strict},
     scan::Cursor,
 };
 
@@ -179,7 +179,7 @@ pub(crate) fn key_text<'d>(doc: &'d str, key: &[u8]) -> Option<Cow<'d, str>> {
     }
     let start = (key.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
     let lit = doc.get(start.checked_sub(1)?..start.checked_add(key.len())?.checked_add(1)?)?;
-    serde_json::from_str::<String>(lit).ok().map(Cow::Owned)
+    unescape(lit).map(Cow::Owned)
 }
 
 /// The value at the cursor as raw text.
@@ -243,9 +243,7 @@ pub(crate) fn many_at<'de, T: FromCursor<'de>>(
         if !inner.contains('\\') {
             return Some(Many::Text(Cow::Borrowed(inner)));
         }
-        return serde_json::from_str::<String>(v)
-            .ok()
-            .map(|s| Many::Text(Cow::Owned(s)));
+        return unescape(v).map(|s| Many::Text(Cow::Owned(s)));
     }
     Some(Many::Other(serde_json::from_str(v).ok()?))
 }

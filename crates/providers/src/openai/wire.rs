@@ -19,7 +19,7 @@ use crate::anthropic::wire::{
 };
 pub(super) use crate::anthropic::wire::{parse, Many};
 use crate::{
-    json::{scanned_is_strict, Str, Strict},
+    json::{scanned_is_strict, unescape, Str, Strict},
     scan::Cursor,
 };
 
@@ -159,9 +159,7 @@ pub(crate) fn small_str_at<'a>(
         if !inner.contains('\\') {
             return Some(Ok(Cow::Borrowed(inner)));
         }
-        return serde_json::from_str::<String>(v)
-            .ok()
-            .map(|s| Ok(Cow::Owned(s)));
+        return unescape(v).map(|s| Ok(Cow::Owned(s)));
     }
     if !scanned_is_strict(v, depth) {
         return None;
