@@ -125,6 +125,11 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Where the walk is: the byte offset past what it has read.
+    pub fn offset(&self) -> usize {
+        self.i
+    }
+
     /// Whether the walk stopped at a fault (a malformed document) rather than at an end.
     pub fn failed(&self) -> bool {
         self.i == usize::MAX

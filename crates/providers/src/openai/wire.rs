@@ -185,7 +185,7 @@ fn object_at<'a, T: FromCursor<'a>>(
 }
 
 /// Skips the value at the cursor, checked as [`Strict`] checks it.
-fn skip_at<'a>(doc: &'a str, c: &mut Cursor<'a>, depth: usize) -> Option<()> {
+pub(crate) fn skip_at<'a>(doc: &'a str, c: &mut Cursor<'a>, depth: usize) -> Option<()> {
     let v = raw_at(doc, c)?;
     Strict(depth).check_text(v).ok()
 }
