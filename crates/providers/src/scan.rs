@@ -228,10 +228,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// word, where a byte loop mispredicts at the end of every short string.
 #[inline(always)]
 fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
-    while let Some(word) = b.get(j..j + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let m = flags(u64::from_le_bytes(w));
+    while let Some(word) = b.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let m = flags(u64::from_le_bytes(word));
         if m != 0 {
             return Some(j + (m.trailing_zeros() / 8) as usize);
         }
@@ -258,12 +256,13 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
     // before a block is loaded.
     let mut base = i + 1;
     for _ in 0..2 {
-        let Some(word) = b.get(base..base + 8) else {
+        let Some(word) = b
+            .get(base..base + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        else {
             break;
         };
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let m = json_string_stop(u64::from_le_bytes(w));
+        let m = json_string_stop(u64::from_le_bytes(word));
         if m == 0 {
             base += 8;
             continue;
