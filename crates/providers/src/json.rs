@@ -19,8 +19,9 @@ use serde_json::{value::RawValue, Value};
 /// included), which a JSON encoder copies verbatim, or plain text.
 #[derive(Clone)]
 pub enum Str<'a> {
-    /// A JSON string literal, valid (surrogate escapes paired: see [`Str::json`]).
-    Json(&'a RawValue),
+    /// A JSON string literal as it was sent, quotes included: valid (checked by
+    /// [`Str::json`] or [`Str::literal`]: surrogate escapes paired).
+    Json(&'a str),
     /// Plain text.
     Text(Cow<'a, str>),
 }
@@ -30,30 +31,40 @@ impl<'a> Str<'a> {
     /// `Err(raw)` when it is another JSON value. A literal the parse would refuse (a lone
     /// surrogate escape) is an error.
     pub fn json(raw: &'a RawValue) -> Result<Result<Self, &'a RawValue>, serde_json::Error> {
-        let s = raw.get();
+        match Self::literal(raw.get())? {
+            Some(s) => Ok(Ok(s)),
+            None => Ok(Err(raw)),
+        }
+    }
+
+    /// `s` as text when it is a JSON string literal a `serde_json::Value` parse accepts,
+    /// `None` when it is another JSON value; `s` must be JSON serde_json has scanned (a
+    /// `RawValue`'s text, or a piece of a body [`crate::split`] accepted).
+    pub(crate) fn literal(s: &'a str) -> Result<Option<Self>, serde_json::Error> {
         if !s.starts_with('"') {
-            return Ok(Err(raw));
+            return Ok(None);
         }
         // Scanning a RawValue does not check `\u` escapes; decoding does. Only literals that
         // have one pay for it.
-        if memchr::memmem::find(s.as_bytes(), b"\\u").is_some() {
+        static UNICODE_ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+        if UNICODE_ESCAPE.find(s.as_bytes()).is_some() && !scanned_is_strict(s, 0) {
             serde_json::from_str::<String>(s)?;
         }
-        Ok(Ok(Str::Json(raw)))
+        Ok(Some(Str::Json(s)))
     }
 
     /// The text. Borrowed unless a JSON literal has escapes to undo.
     pub fn as_str(&self) -> Cow<'_, str> {
         match self {
             Str::Text(t) => Cow::Borrowed(t),
-            Str::Json(raw) => {
-                let s = raw.get();
+            Str::Json(s) => {
                 let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
                 if !inner.contains('\\') {
                     return Cow::Borrowed(inner);
                 }
                 // `Str::json` checked that the literal decodes.
-                serde_json::from_str::<String>(s).map_or(Cow::Borrowed(""), Cow::Owned)
+                unescape(s).map_or(Cow::Borrowed(""), Cow::Owned)
             }
         }
     }
@@ -61,7 +72,7 @@ impl<'a> Str<'a> {
     /// About how many bytes it takes as JSON.
     pub fn json_len(&self) -> usize {
         match self {
-            Str::Json(raw) => raw.get().len(),
+            Str::Json(raw) => raw.len(),
             Str::Text(t) => t.len().saturating_add(2),
         }
     }
@@ -70,14 +81,14 @@ impl<'a> Str<'a> {
     pub fn is_empty(&self) -> bool {
         match self {
             Str::Text(t) => t.is_empty(),
-            Str::Json(raw) => raw.get() == "\"\"",
+            Str::Json(raw) => *raw == "\"\"",
         }
     }
 
     /// Whether the text is empty or only whitespace (`str::trim`'s).
     pub fn is_blank(&self) -> bool {
         if let Str::Json(raw) = self {
-            let s = raw.get();
+            let s = raw;
             let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
             // Past leading spaces and `\n`, `\r`, `\t` escapes, a visible ASCII character other
             // than an escape's backslash is in the text as it is, and is not whitespace: only
@@ -102,8 +113,8 @@ impl<'a> Str<'a> {
     pub fn starts_with(&self, prefix: &str) -> bool {
         match self {
             Str::Text(t) => t.starts_with(prefix),
-            Str::Json(raw) if !raw.get().contains('\\') => {
-                raw.get().get(1..).is_some_and(|s| s.starts_with(prefix))
+            Str::Json(raw) if !raw.contains('\\') => {
+                raw.get(1..).is_some_and(|s| s.starts_with(prefix))
             }
             Str::Json(_) => self.as_str().starts_with(prefix),
         }
@@ -118,8 +129,7 @@ impl<'a> Str<'a> {
                 .trim_start_matches([' ', '\t', '\n', '\r'])
                 .bytes()
                 .next()?,
-            Str::Json(raw) => {
-                let s = raw.get();
+            Str::Json(s) => {
                 let b = s
                     .get(1..s.len().saturating_sub(1))
                     .unwrap_or_default()
@@ -146,11 +156,19 @@ impl<'a> Str<'a> {
             lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default()
         }
         match self {
-            Str::Json(raw) => out.push_str(inner(raw.get())),
+            Str::Json(raw) => out.push_str(inner(raw)),
             // Writing a `str` cannot fail.
             Str::Text(t) => out.push_str(inner(
                 &serde_json::to_string(t.as_ref()).unwrap_or_default(),
             )),
+        }
+    }
+
+    /// Appends the text as a JSON string: a literal as it is, plain text escaped.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Str::Json(raw) => out.extend_from_slice(raw.as_bytes()),
+            Str::Text(t) => write_str(out, t),
         }
     }
 
@@ -234,7 +252,7 @@ impl fmt::Display for Str<'_> {
 impl Serialize for Str<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Str::Json(raw) => raw.serialize(s),
+            Str::Json(raw) => RawLiteral(raw).serialize(s),
             Str::Text(t) => s.serialize_str(t),
         }
     }
@@ -280,14 +298,81 @@ impl<'s, 'a> Joined<'s, 'a> {
     }
 }
 
+impl Joined<'_, '_> {
+    /// Appends the joined text as one JSON string, as its `Serialize` writes it.
+    fn write(&self, out: &mut Vec<u8>) {
+        if let ([one], "") = (&self.parts[..], self.prefix) {
+            return one.write(out);
+        }
+        // The pieces are literals already; only the separator and prefix (constants) could
+        // spoil the literal, and each is checked on its own, which costs no scan of the text.
+        if !(joinable(self.sep) && joinable(self.prefix)) {
+            // As the `Serialize` impl does: a wrong constant fails, and nothing is written.
+            return;
+        }
+        out.push(b'"');
+        out.extend_from_slice(self.prefix.as_bytes());
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(self.sep.as_bytes());
+            }
+            let mut inner = String::new();
+            match p {
+                Str::Json(raw) => {
+                    let lit = raw;
+                    out.extend_from_slice(
+                        lit.get(1..lit.len().saturating_sub(1))
+                            .unwrap_or_default()
+                            .as_bytes(),
+                    );
+                }
+                Str::Text(_) => {
+                    p.push_inner(&mut inner);
+                    out.extend_from_slice(inner.as_bytes());
+                }
+            }
+        }
+        out.push(b'"');
+    }
+}
+
 impl Serialize for Joined<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let ([one], "") = (&self.parts[..], self.prefix) {
             return one.serialize(s);
         }
-        // Checked as JSON again (a scan, no copy): a wrong `sep` must fail, not corrupt.
-        let raw = RawValue::from_string(self.literal()).map_err(serde::ser::Error::custom)?;
-        raw.serialize(s)
+        // The pieces are literals already; only a wrong `sep` or `prefix` could spoil the
+        // literal, and it must fail, not corrupt: each is checked on its own (checking the
+        // whole literal, as this once did, scanned every text again).
+        if !(joinable(self.sep) && joinable(self.prefix)) {
+            return Err(serde::ser::Error::custom(
+                "a separator that is not the inside of a JSON string",
+            ));
+        }
+        RawLiteral(&self.literal()).serialize(s)
+    }
+}
+
+/// Whether `piece` is the inside of a JSON string literal as it is spelled (escapes whole).
+fn joinable(piece: &str) -> bool {
+    let lit = format!("\"{piece}\"");
+    serde_json::from_str::<&RawValue>(&lit).is_ok()
+}
+
+/// JSON text written as it is by serde_json's writer, as a [`RawValue`] is (this is how a
+/// `RawValue` serializes itself: a struct under serde_json's private name, which its writer
+/// copies verbatim), without the `RawValue`, which can only be made by scanning the text
+/// again or by borrowing it from a parse. The text must be valid JSON: only this module makes
+/// one, from literals it has checked. `out_writes_as_serde_does` pins the behaviour.
+struct RawLiteral<'t>(&'t str);
+
+impl Serialize for RawLiteral<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        const TOKEN: &str = "$serde_json::private::RawValue";
+        let mut st = s.serialize_struct(TOKEN, 1)?;
+        st.serialize_field(TOKEN, self.0)?;
+        st.end()
     }
 }
 
@@ -296,7 +381,7 @@ impl Serialize for Joined<'_, '_> {
 #[derive(Clone)]
 pub enum Json<'a> {
     /// Valid JSON as sent (checked by [`Strict`]).
-    Raw(&'a RawValue),
+    Raw(&'a str),
     /// A value.
     Value(Value),
 }
@@ -307,14 +392,14 @@ impl Json<'_> {
         match self {
             Json::Value(v) => Cow::Borrowed(v),
             // Checked by `Strict` when it was decoded.
-            Json::Raw(raw) => Cow::Owned(serde_json::from_str(raw.get()).unwrap_or(Value::Null)),
+            Json::Raw(raw) => Cow::Owned(serde_json::from_str(raw).unwrap_or(Value::Null)),
         }
     }
 
     /// About how many bytes it takes as JSON (a guess for a value).
     pub fn json_len(&self) -> usize {
         match self {
-            Json::Raw(raw) => raw.get().len(),
+            Json::Raw(raw) => raw.len(),
             Json::Value(_) => 256,
         }
     }
@@ -323,7 +408,7 @@ impl Json<'_> {
     pub fn is_object(&self) -> bool {
         match self {
             Json::Value(v) => v.is_object(),
-            Json::Raw(raw) => raw.get().starts_with('{'),
+            Json::Raw(raw) => raw.starts_with('{'),
         }
     }
 
@@ -336,7 +421,7 @@ impl Json<'_> {
                 .and_then(Value::as_object)
                 .is_some_and(|o| !o.is_empty()),
             Json::Raw(raw) => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
+                let mut de = serde_json::Deserializer::from_str(raw);
                 de::Deserializer::deserialize_any(&mut de, FieldProbe(key)).unwrap_or(false)
             }
         }
@@ -384,7 +469,7 @@ impl fmt::Debug for Json<'_> {
 impl Serialize for Json<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Json::Raw(raw) => raw.serialize(s),
+            Json::Raw(raw) => RawLiteral(raw).serialize(s),
             Json::Value(v) => v.serialize(s),
         }
     }
@@ -434,12 +519,100 @@ impl<'r, 'a> Out<'r, 'a> {
         Out::Owned(Value::from(x))
     }
 
-    /// The document as bytes, `hint` bytes reserved.
+    /// The document as bytes, `hint` bytes reserved: what `serde_json::to_writer` writes
+    /// for it, byte for byte, but written directly (keys, brackets and texts that need no
+    /// escape copied as they are; serde's writer escaped every key and text a byte at a time).
     pub(crate) fn to_vec(&self, hint: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(hint);
-        // Only a raw piece that is not JSON could fail, and every one was checked.
-        let _ = serde_json::to_writer(&mut out, self);
+        self.write(&mut out);
         out
+    }
+
+    /// Appends the document as `serde_json`'s compact writer writes it.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Out::Null => out.extend_from_slice(b"null"),
+            Out::Bool(true) => out.extend_from_slice(b"true"),
+            Out::Bool(false) => out.extend_from_slice(b"false"),
+            Out::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Out::I64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Out::Text(t) => write_str(out, t),
+            Out::String(t) => write_str(out, t),
+            Out::Str(t) => t.write(out),
+            Out::Json(Json::Raw(raw)) => out.extend_from_slice(raw.as_bytes()),
+            Out::Json(Json::Value(v)) | Out::Owned(v) => write_value(out, v),
+            Out::Value(v) => write_value(out, v),
+            Out::Args(m) => {
+                // Writing a map of values to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, m);
+            }
+            Out::Joined(j) => j.write(out),
+            Out::Array(items) => write_array(out, items),
+            Out::Object(fields) => {
+                out.push(b'{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_key(out, k);
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+            Out::Turn(key, items, role) => {
+                out.push(b'{');
+                write_key(out, key);
+                write_array(out, items);
+                out.extend_from_slice(b",\"role\":");
+                write_str(out, role);
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// `"key":`.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    if needs_escape(key.as_bytes()) {
+        write_str(out, key);
+        out.push(b':');
+        return;
+    }
+    // One copy of `"key":` assembled on the stack (keys are short names).
+    let k = key.as_bytes();
+    let mut buf = [b'"'; 40];
+    match buf.get_mut(1..k.len().saturating_add(1)) {
+        Some(inner) if k.len() <= 37 => {
+            inner.copy_from_slice(k);
+            buf[k.len() + 2] = b':';
+            out.extend_from_slice(&buf[..k.len() + 3]);
+        }
+        _ => {
+            out.push(b'"');
+            out.extend_from_slice(k);
+            out.extend_from_slice(b"\":");
+        }
+    }
+}
+
+fn write_array(out: &mut Vec<u8>, items: &[Out<'_, '_>]) {
+    out.push(b'[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        v.write(out);
+    }
+    out.push(b']');
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => write_str(out, s),
+        // Writing a value to a Vec cannot fail.
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
     }
 }
 
@@ -605,7 +778,16 @@ pub(crate) struct Strict(pub usize);
 impl Strict {
     /// Checks a raw value found inside `self.0` containers.
     pub(crate) fn check(self, raw: &RawValue) -> Result<(), serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
+        self.check_text(raw.get())
+    }
+
+    /// Checks JSON text serde_json has scanned (see [`scanned_is_strict`]).
+    pub(crate) fn check_text(self, raw: &str) -> Result<(), serde_json::Error> {
+        if scanned_is_strict(raw, self.0) {
+            return Ok(());
+        }
+        // Refused, or unsure: the parse gives the verdict, and serde's words for it.
+        let mut de = serde_json::Deserializer::from_str(raw);
         self.deserialize(&mut de)?;
         de.end()
     }
@@ -617,6 +799,150 @@ impl Strict {
         }
         Ok(Strict(depth))
     }
+}
+
+/// Whether `raw`, a value serde_json has scanned (a [`RawValue`], so its syntax is checked:
+/// brackets, escapes, literals, number syntax), found inside `depth` containers, is one
+/// [`Strict`] accepts, told by one pass over its bytes that jumps from quote to backslash
+/// inside strings: what a scan leaves unchecked is only `\u` escapes that are lone
+/// surrogates, numbers too large for an `f64`, and nesting. `false` when refused or unsure
+/// (a long or exponent number is handed to serde_json alone).
+pub(crate) fn scanned_is_strict(raw: &str, depth: usize) -> bool {
+    let b = raw.as_bytes();
+    let mut depth = depth;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => match string_end_checked(b, i.saturating_add(1)) {
+                Some(end) => i = end,
+                None => return false,
+            },
+            b'{' | b'[' => {
+                depth = depth.saturating_add(1);
+                if depth >= MAX_DEPTH {
+                    return false;
+                }
+                i = i.saturating_add(1);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i = i.saturating_add(1);
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = b.get(i) {
+                    i = i.saturating_add(1);
+                }
+                let num = b.get(start..i).unwrap_or_default();
+                // Fifteen digits and no exponent always fit an `f64`.
+                if (num.len() > 15 || num.iter().any(|c| matches!(c, b'e' | b'E')))
+                    && serde_json::from_slice::<Value>(num).is_err()
+                {
+                    return false;
+                }
+            }
+            _ => i = i.saturating_add(1),
+        }
+    }
+    true
+}
+
+/// Past the closing quote of the scanned string whose text starts at `i`; `None` when a
+/// `\u` escape in it is a lone surrogate (or the string is cut short).
+fn string_end_checked(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let j = i.checked_add(memchr::memchr2(b'"', b'\\', b.get(i..)?)?)?;
+        if b.get(j) == Some(&b'"') {
+            return j.checked_add(1);
+        }
+        if b.get(j.saturating_add(1)) != Some(&b'u') {
+            i = j.saturating_add(2);
+            continue;
+        }
+        let unit = hex4(b, j.saturating_add(2))?;
+        i = j.saturating_add(6);
+        match unit {
+            0xD800..=0xDBFF => {
+                // A leading surrogate: a trailing one must follow at once.
+                if b.get(i..i.saturating_add(2)) != Some(&b"\\u"[..]) {
+                    return None;
+                }
+                if !(0xDC00..=0xDFFF).contains(&hex4(b, i.saturating_add(2))?) {
+                    return None;
+                }
+                i = i.saturating_add(6);
+            }
+            0xDC00..=0xDFFF => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The text of the JSON string literal `lit` (quotes included), whose syntax serde_json or
+/// [`crate::scan`] has checked: what `serde_json::from_str::<String>` gives, without its
+/// reader (one copy of each run between escapes); `None` where that parse fails (a lone
+/// surrogate escape).
+pub(crate) fn unescape(lit: &str) -> Option<String> {
+    let inner = lit.strip_prefix('"')?.strip_suffix('"')?;
+    let b = inner.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    // Escapes come every few bytes in escaped JSON (a tool call's arguments): a byte loop
+    // finds a near one sooner than a SIMD search set up for each, which takes over past 16.
+    let next = |rest: &[u8]| {
+        let near = rest.get(..16).unwrap_or(rest);
+        match near.iter().position(|&c| c == b'\\') {
+            Some(p) => Some(p),
+            None if near.len() < rest.len() => {
+                memchr::memchr(b'\\', rest.get(16..)?).map(|p| p.saturating_add(16))
+            }
+            None => None,
+        }
+    };
+    while let Some(off) = next(b.get(i..)?) {
+        let k = i.checked_add(off)?;
+        out.push_str(inner.get(i..k)?);
+        i = k.checked_add(2)?;
+        let c = match *b.get(k.checked_add(1)?)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(b, i)?;
+                i = i.checked_add(4)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if b.get(i..i.checked_add(2)?)? != b"\\u" {
+                            return None;
+                        }
+                        let low = hex4(b, i.checked_add(2)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        i = i.checked_add(6)?;
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(unit)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    out.push_str(inner.get(i..)?);
+    Some(out)
+}
+
+/// The four hex digits at `i` as a number.
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(b.get(i..i.saturating_add(4))?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
 }
 
 impl<'de> DeserializeSeed<'de> for Strict {
@@ -723,10 +1049,31 @@ impl<'de> serde::Deserialize<'de> for Present {
     }
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serializing a `Value` escapes it.
+/// Appends `s` as a JSON string, escaped exactly as serializing a `Value` escapes it. Text
+/// with nothing to escape (most of it: keys, names, types) is copied between quotes at once.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a `&str` always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        // Writing to a Vec cannot fail, and a `&str` always serializes.
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.reserve(s.len().saturating_add(2));
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether `b` has a byte a JSON string must escape (`"`, `\`, a control character): eight
+/// bytes at a time, no branch per byte.
+fn needs_escape(b: &[u8]) -> bool {
+    if b.len() < 32 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    }
+    let (words, tail) = b.as_chunks::<8>();
+    let hit = words.iter().fold(0, |acc, w| {
+        acc | switchyard_types::swar::json_string_stop(u64::from_le_bytes(*w))
+    });
+    hit != 0 || tail.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// Appends an integer, as serializing a `Value` writes it.
@@ -763,6 +1110,90 @@ mod tests {
                 .and_then(|r| Strict(0).check(&r).map_err(|_| ()))
                 .is_ok();
             assert_eq!(by_value, by_strict, "{s}");
+        }
+    }
+
+    /// The byte scan agrees with the parse on every scanned value it accepts, and accepts the
+    /// common ones.
+    #[test]
+    fn scanned_is_strict_agrees_with_strict() {
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        let cases = [
+            r#"{"a": [1, 2.5, -3, "x\n", null, true, false]}"#.to_string(),
+            r#""""#.into(),
+            r#""\\u""#.into(),
+            r#""\\ud800""#.into(),
+            r#""\"\ud800""#.into(),
+            r#""\ud800""#.into(),
+            r#""\udc00""#.into(),
+            r#""\ud800\u0041""#.into(),
+            r#""\ud800\n""#.into(),
+            r#""\ud800x""#.into(),
+            r#""\ud83d\ude00 \u00e9 \u0000 \uFFFF \uDBFF\uDFFF""#.into(),
+            r#"{"\ud800": 1}"#.into(),
+            r#"{"a\"}": "[[", "b": "\\"}"#.into(),
+            "1e400".into(),
+            "-1e400".into(),
+            "1e-400".into(),
+            "1.5E+10".into(),
+            "123456789012345678901234567890".into(),
+            "1".repeat(400),
+            format!("[{}]", "9".repeat(310)),
+            "-12345678901234567890".into(),
+            "0.000000000000000000001".into(),
+            deep(127),
+            deep(128),
+            format!("{{\"a\":{}}}", deep(126)),
+            format!("{{\"a\":{}}}", deep(127)),
+            "\"é 😀 \\/\"".into(),
+        ];
+        for s in &cases {
+            let Ok(r) = RawValue::from_string(s.clone()) else {
+                continue;
+            };
+            for depth in [0, 1, 3] {
+                let strict = Strict(depth).check(&r).is_ok();
+                let fast = scanned_is_strict(r.get(), depth);
+                assert!(
+                    !fast || strict,
+                    "accepted what Strict refuses: {s} at {depth}"
+                );
+                if !s.contains('e') && !s.contains('E') && s.len() < 100 {
+                    assert_eq!(fast, strict, "{s} at {depth}");
+                }
+            }
+        }
+    }
+
+    /// `unescape` decodes what serde_json decodes, and fails where it fails.
+    #[test]
+    fn unescape_agrees_with_serde() {
+        let cases = [
+            r#""""#,
+            r#""plain""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""a\u0000b\u001fc\u00e9\u20ac\uFFFF""#,
+            r#""\ud83d\ude00 x \uD83D\uDE00""#,
+            r#""\udbff\udfff""#,
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\n""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800\ud800""#,
+            r#""\udc00""#,
+            r#""é 😀 \n é""#,
+            r#""\\u0041""#,
+            r#""a text longer than sixteen bytes before its first \n escape, and \u00e9 after""#,
+            r#""sixteen bytes..\"x""#,
+            r#""seventeen bytes..\"x""#,
+            r#""{\"path\": \"/repo/a.py\", \"limit\": 200}""#,
+        ];
+        for lit in cases {
+            assert_eq!(
+                unescape(lit),
+                serde_json::from_str::<String>(lit).ok(),
+                "{lit}"
+            );
         }
     }
 
@@ -808,7 +1239,7 @@ mod tests {
             let r = raw(s);
             let by_value = Json::Value(serde_json::from_str(s).unwrap());
             assert_eq!(
-                Json::Raw(&r).has_nonempty_object("properties"),
+                Json::Raw(r.get()).has_nonempty_object("properties"),
                 by_value.has_nonempty_object("properties"),
                 "{s}"
             );
@@ -837,6 +1268,80 @@ mod tests {
                 "{lit}"
             );
         }
+    }
+
+    /// The direct writer writes what serde_json's writer writes for the same document.
+    #[test]
+    fn out_writes_as_serde_does() {
+        let texts = [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "ctl\u{1}\u{1f}\n\t\r\u{8}\u{c}",
+            "é 😀 \u{7f} /",
+            "a long text without anything to escape, past thirty-two bytes",
+            "a long text with one \"quote\" past the thirty-two bytes of the short test",
+        ];
+        let lits = [
+            r#""""#,
+            r#""x\ny \u00e9 \ud83d\ude00 \/ \"""#,
+            r#""\u0000\u001f""#,
+        ];
+        let raws: Vec<_> = lits.iter().map(|l| raw(l)).collect();
+        let strs: Vec<Str> = raws
+            .iter()
+            .map(|r| Str::json(r).unwrap().unwrap())
+            .chain(texts.iter().map(|t| Str::from(*t)))
+            .collect();
+        let schema = raw(r#"{"type": "object", "properties": {"a\n": {}}}"#);
+        let schema = Json::Raw(schema.get());
+        let value = serde_json::json!({"k\"": ["v\u{1}", 1.5, -2, null, true], "s": "t\n"});
+        let vjson = Json::Value(value.clone());
+        let args = value.as_object().unwrap().clone();
+        let mut items: Vec<Out> = texts.iter().map(|t| Out::Text(t)).collect();
+        items.extend(texts.iter().map(|t| Out::String(t.to_string())));
+        items.extend(strs.iter().map(Out::Str));
+        items.extend([
+            Out::Null,
+            Out::Bool(true),
+            Out::Bool(false),
+            Out::U64(u64::MAX),
+            Out::I64(i64::MIN),
+            Out::f64(0.1),
+            Out::f64(f64::NAN),
+            Out::Json(&schema),
+            Out::Json(&vjson),
+            Out::Value(&value),
+            Out::Owned(Value::String("o\"".into())),
+            Out::Args(&args),
+            Out::Joined(Joined::new(strs.iter().collect(), "\\n\\n", "Error: ")),
+            Out::Joined(Joined::new(vec![&strs[1]], "", "")),
+            Out::Joined(Joined::new(vec![], "\\n", "")),
+            Out::Array(vec![]),
+            Out::Object(vec![]),
+        ]);
+        let doc = Out::obj([
+            ("a", Out::Array(items)),
+            ("k\"ey", Out::Text("v")),
+            ("turn", Out::Turn("content", vec![Out::Text("x")], "user")),
+        ]);
+        let joined = Joined::new(strs.iter().collect(), "\\n", "> ");
+        let by_serde = serde_json::to_string(&joined).unwrap();
+        let mut direct = Vec::new();
+        joined.write(&mut direct);
+        assert_eq!(by_serde.as_bytes(), direct);
+        assert_eq!(
+            serde_json::to_value(&joined).unwrap(),
+            serde_json::from_str::<Value>(&by_serde).unwrap()
+        );
+        assert!(serde_json::to_string(&Joined::new(vec![&strs[0], &strs[1]], "\"", "")).is_err());
+        let ours = doc.to_vec(0);
+        assert_eq!(
+            String::from_utf8(ours.clone()).unwrap(),
+            serde_json::to_string(&doc).unwrap()
+        );
+        serde_json::from_slice::<Value>(&ours).unwrap();
     }
 
     #[test]

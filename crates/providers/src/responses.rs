@@ -19,7 +19,7 @@
 //! `encrypted_content` under a `switchyard:` prefix; content without that prefix (a real
 //! OpenAI blob) means nothing to another provider and is not passed on.
 
-use serde_json::{json, value::RawValue, Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{
     chat::{FinishReason, TranslateError},
@@ -56,12 +56,12 @@ pub struct Echo {
 
 /// JSON kept as its bytes; equal when the values are.
 #[derive(Clone, Debug)]
-struct RawJson(Box<RawValue>);
+struct RawJson(Box<str>);
 
 impl RawJson {
     fn value(&self) -> Value {
         // Checked when the request was decoded.
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
 }
 
@@ -79,10 +79,10 @@ impl Echo {
 
     /// The echo repeating these settings as they were sent (a key given here wins over
     /// the same key in the settings).
-    pub(crate) fn with_raw(mut self, raw: Vec<(&'static str, &RawValue)>) -> Self {
+    pub(crate) fn with_raw(mut self, raw: Vec<(&'static str, &str)>) -> Self {
         self.raw = raw
             .into_iter()
-            .map(|(k, v)| (k, RawJson(v.to_owned())))
+            .map(|(k, v)| (k, RawJson(v.into())))
             .collect();
         self
     }

@@ -159,7 +159,7 @@ pub fn decode_request<'a>(
                         name: str_of(name, &format!("{p}.name"))?.to_string(),
                         description: t.description.and_then(Result::ok),
                         parameters: match t.input_schema {
-                            Some(s) if s.get().starts_with('{') => Json::Raw(s),
+                            Some(s) if s.starts_with('{') => Json::Raw(s),
                             _ => json!({"type": "object", "properties": {}}).into(),
                         },
                         strict: None,

@@ -556,3 +556,33 @@ fn usage_both_ways() {
     assert!(!anthropic::inspect_response(&body[..body.len() / 2]).well_formed);
     let _ = openai::chat::finish_to_openai(crate::chat::FinishReason::Pause);
 }
+
+/// The walk over a body (`wire::parse`'s fast path) decodes exactly what the one-pass serde
+/// parse decodes, and refuses with the same error.
+#[test]
+fn walk_decodes_as_serde_parse() {
+    let bodies: Vec<String> = vec![
+        include_str!("../../../../bench/bodies/claude-code.json").into(),
+        include_str!("../../fixtures/anthropic/request.json").into(),
+        r#"{"model":"m","max_tokens":5,"system":"be \"brief\" \u00e9","messages":[{"role":"user","content":"h\ni"}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"syst\u0065m":[{"type":"text","text":"a\ud83d\ude00"},{"type":"text","text":""}],"messages":[{"role":"user","content":[{"type":"text","text":"x","text":"y"},5,[1,[2]],null,{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r\t"}]}]},{"role":"assistant","content":[{"type":"thinking","thinking":"t\\","signature":"s"},{"type":"tool_use","id":"t","name":"n","input":{"a":[1,2.5e3,"\u0000"]}}]}],"tools":[{"name":"n","description":"d\"","input_schema":{"type":"object","properties":{"a\n":{"enum":[1e5,-0.5]}}}},{"name":"m","input_schema":null},[1]],"metadata":{"user_id":"u"},"stream":true}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"system":null,"tools":null}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"\ud800"}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"x":[1e400]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi",}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]} x"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":"text"}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#.into(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        // The valid ones are walked, not handed back to serde.
+        let walk =
+            crate::anthropic::wire::parse_walk::<crate::anthropic::wire::Top>(body.as_bytes());
+        assert_eq!(walk.is_some(), !(5..9).contains(&i), "{body}");
+        let walked = anthropic::decode_request(body.as_bytes(), "openai");
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(true));
+        let parsed = anthropic::decode_request(body.as_bytes(), "openai");
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(false));
+        assert_eq!(walked, parsed, "{body}");
+    }
+}

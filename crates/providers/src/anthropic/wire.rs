@@ -15,7 +15,10 @@ use serde::de::{
 };
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::json::{Str, Strict};
+use crate::{
+    json::{scanned_is_strict, unescape, Str, Strict},
+    scan::Cursor,
+};
 
 /// A field that may be a string, a list of `T`, or something else (null, a wrong type: kept
 /// as a `Value` for the decoder to refuse).
@@ -79,7 +82,7 @@ impl<'a> Block<'a> {
 #[derive(Default)]
 pub(super) struct ToolDef<'a> {
     pub description: Option<Result<Str<'a>, Value>>,
-    pub input_schema: Option<&'a RawValue>,
+    pub input_schema: Option<&'a str>,
     pub other: Map<String, Value>,
 }
 
@@ -93,19 +96,217 @@ pub(crate) enum TopLevel<T> {
 /// A top-level member of a request body, parsed according to its key.
 pub(crate) trait Member<'de>: Sized {
     fn member<A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<Self, A::Error>;
+
+    /// Whether [`Member::member_at`] parses members (see [`parse`]).
+    const RAW: bool = false;
+
+    /// The member at the cursor, walking `doc` (see [`parse_walk`]); `None` when unsure
+    /// (then the one-pass serde parse decides).
+    fn member_at(_key: &str, _doc: &'de str, _c: &mut Cursor<'de>) -> Option<Self> {
+        None
+    }
 }
 
 /// Parses a request body (Messages, Chat Completions, Responses) member by member.
 pub(crate) fn parse<'de, T: Member<'de>>(
     body: &'de [u8],
 ) -> Result<TopLevel<T>, serde_json::Error> {
+    if T::RAW && !force_serde() {
+        if let Some(top) = parse_walk(body) {
+            return Ok(top);
+        }
+    }
     // Checked once here rather than piece by piece: a raw piece borrowed from bytes is
     // checked again when it is made. A body that is not UTF-8 is not JSON either.
-    let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
+    // simdutf8's check gives std's verdict with the SIMD the CPU has (std's was 5 % of a
+    // Claude Code request's translation); std's words name the fault when there is one.
+    let text = match simdutf8::basic::from_utf8(body) {
+        Ok(text) => text,
+        Err(_) => std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?,
+    };
     let mut de = serde_json::Deserializer::from_str(text);
     let b = BodySeed(PhantomData).deserialize(&mut de)?;
     de.end()?;
     Ok(b)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set it to compare the walk with the one-pass serde parse.
+    pub(crate) static FORCE_SERDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn force_serde() -> bool {
+    #[cfg(test)]
+    return FORCE_SERDE.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+/// The body parsed by one walk of [`Cursor`] (which checks the syntax as it goes, and skips
+/// strings from quote to backslash), its large texts and schemas borrowed as they are passed:
+/// serde_json captured each as a `RawValue` with a byte-at-a-time scan. What the walk leaves
+/// unchecked is checked as the one-pass parse checks it: UTF-8 at once (simdutf8), raw pieces
+/// by [`Strict`] and [`Str::literal`], small fields by a `Value` parse after their nesting
+/// ([`scanned_is_strict`]). At any doubt or fault this answers `None`, and the one-pass parse
+/// gives the verdict and its error.
+pub(crate) fn parse_walk<'de, T: Member<'de>>(body: &'de [u8]) -> Option<TopLevel<T>> {
+    let doc = simdutf8::basic::from_utf8(body).ok()?;
+    let mut c = Cursor::new(doc.as_bytes());
+    if !c.enter(b'{') {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    while let Some(k) = c.key() {
+        let k = key_text(doc, k)?;
+        let v = T::member_at(&k, doc, &mut c)?;
+        out.insert(k.into_owned(), v);
+    }
+    c.complete().then_some(TopLevel::Object(out))
+}
+
+/// `part`, a slice of `doc`, as the `str` it is in `doc`.
+pub(crate) fn sub<'d>(doc: &'d str, part: &[u8]) -> Option<&'d str> {
+    let start = (part.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+    doc.get(start..start.checked_add(part.len())?)
+}
+
+/// A key the cursor returned (raw, without its quotes), decoded.
+pub(crate) fn key_text<'d>(doc: &'d str, key: &[u8]) -> Option<Cow<'d, str>> {
+    let k = sub(doc, key)?;
+    if !k.contains('\\') {
+        return Some(Cow::Borrowed(k));
+    }
+    let start = (key.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+    let lit = doc.get(start.checked_sub(1)?..start.checked_add(key.len())?.checked_add(1)?)?;
+    unescape(lit).map(Cow::Owned)
+}
+
+/// The value at the cursor as raw text.
+pub(crate) fn raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<&'d str> {
+    let v = c.value()?;
+    sub(doc, v)
+}
+
+/// The value at the cursor, found inside `depth` containers, as a `Value` (`None` when
+/// nested deeper than a `Value` parse of the whole body accepts).
+pub(crate) fn value_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<Value> {
+    let v = raw_at(doc, c)?;
+    if !scanned_is_strict(v, depth) {
+        return None;
+    }
+    serde_json::from_str(v).ok()
+}
+
+/// [`raw_str`] on raw text.
+pub(crate) fn raw_str_text(raw: &str, depth: usize) -> Option<Result<Str<'_>, Value>> {
+    match Str::literal(raw).ok()? {
+        Some(s) => Some(Ok(s)),
+        None => {
+            Strict(depth).check_text(raw).ok()?;
+            Some(Err(serde_json::from_str(raw).ok()?))
+        }
+    }
+}
+
+/// Something parsed from an object the cursor has entered, found inside `depth` containers
+/// (the raw-text counterpart of [`FromMap`]).
+pub(crate) trait FromCursor<'de>: Sized + Default {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self>;
+}
+
+/// [`ManySeed`] on the value at the cursor, found inside `depth` containers.
+pub(crate) fn many_at<'de, T: FromCursor<'de>>(
+    doc: &'de str,
+    c: &mut Cursor<'de>,
+    depth: usize,
+) -> Option<Many<'de, T>> {
+    if c.enter(b'[') {
+        let mut out = Vec::new();
+        while c.element() {
+            if c.enter(b'{') {
+                out.push(T::from_cursor(doc, c, depth.saturating_add(2))?);
+            } else {
+                // Not an object: read as an empty one, an array checked as `ItemSeed` does.
+                let v = raw_at(doc, c)?;
+                if v.starts_with('[') {
+                    Strict(depth.saturating_add(1)).check_text(v).ok()?;
+                }
+                out.push(T::default());
+            }
+        }
+        return (!c.failed()).then_some(Many::List(out));
+    }
+    let v = raw_at(doc, c)?;
+    if v.starts_with('"') {
+        let inner = v.get(1..v.len().saturating_sub(1))?;
+        if !inner.contains('\\') {
+            return Some(Many::Text(Cow::Borrowed(inner)));
+        }
+        return unescape(v).map(|s| Many::Text(Cow::Owned(s)));
+    }
+    Some(Many::Other(serde_json::from_str(v).ok()?))
+}
+
+impl<'de> FromCursor<'de> for Msg<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut m = Msg::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            if k == "content" {
+                m.content = Some(many_at(doc, c, depth)?);
+            } else {
+                m.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+            }
+        }
+        (!c.failed()).then_some(m)
+    }
+}
+
+impl<'de> FromCursor<'de> for Block<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut b = Block::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            let key = match &*k {
+                "text" => "text",
+                "thinking" => "thinking",
+                "signature" => "signature",
+                "data" => "data",
+                "content" => {
+                    b.content = Some(many_at(doc, c, depth)?);
+                    continue;
+                }
+                _ => {
+                    b.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                    continue;
+                }
+            };
+            b.strs.push((key, raw_str_text(raw_at(doc, c)?, depth)?));
+        }
+        (!c.failed()).then_some(b)
+    }
+}
+
+impl<'de> FromCursor<'de> for ToolDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut t = ToolDef::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            match &*k {
+                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "input_schema" => {
+                    let raw = raw_at(doc, c)?;
+                    Strict(depth).check_text(raw).ok()?;
+                    t.input_schema = Some(raw);
+                }
+                _ => {
+                    t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                }
+            }
+        }
+        (!c.failed()).then_some(t)
+    }
 }
 
 pub(crate) fn err<E: de::Error>(e: serde_json::Error) -> E {
@@ -186,6 +387,17 @@ impl<'de> Member<'de> for Top<'de> {
             "messages" => Top::Messages(map.next_value_seed(ManySeed::<Msg>::at(1))?),
             "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
             _ => Top::Other(map.next_value()?),
+        })
+    }
+
+    const RAW: bool = true;
+
+    fn member_at(key: &str, doc: &'de str, c: &mut Cursor<'de>) -> Option<Self> {
+        Some(match key {
+            "system" => Top::Blocks(many_at(doc, c, 1)?),
+            "messages" => Top::Messages(many_at(doc, c, 1)?),
+            "tools" => Top::Tools(many_at(doc, c, 1)?),
+            _ => Top::Other(value_at(doc, c, 1)?),
         })
     }
 }
@@ -360,7 +572,7 @@ impl<'de> FromMap<'de> for ToolDef<'de> {
                 "input_schema" => {
                     let raw: &'de RawValue = map.next_value()?;
                     Strict(depth).check(raw).map_err(err)?;
-                    t.input_schema = Some(raw);
+                    t.input_schema = Some(raw.get());
                 }
                 _ => {
                     t.other.insert(k, map.next_value()?);

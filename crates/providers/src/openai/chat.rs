@@ -306,7 +306,7 @@ fn decode_tools<'a>(
             name,
             description: f.description.and_then(Result::ok),
             parameters: match f.parameters {
-                Some(s) if s.get().starts_with('{') => Json::Raw(s),
+                Some(s) if s.starts_with('{') => Json::Raw(s),
                 _ => json!({"type": "object", "properties": {}}).into(),
             },
             strict: f.other.get("strict").and_then(Value::as_bool),

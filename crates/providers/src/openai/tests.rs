@@ -561,3 +561,30 @@ fn the_field_by_field_fallback_writes_what_the_spliced_rewrite_sends() {
         );
     }
 }
+
+/// The walk over a body (`wire::parse`'s fast path) decodes exactly what the one-pass serde
+/// parse decodes, and refuses with the same error.
+#[test]
+fn walk_decodes_as_serde_parse() {
+    let bodies: Vec<String> = vec![
+        include_str!("../../../../bench/bodies/openai-70k-model-last.json").into(),
+        r#"{"model":"m","messages":[{"role":"system","content":"be \"brief\" \u00e9"},{"role":"user","content":[{"type":"text","text":"h\ni","extra":[1]},{"type":"image_url","image_url":{"url":"u"}},5,[1,[2]],null]},{"role":"assistant","content":null,"reasoning_content":"r\t","tool_calls":[{"id":"c\u0031","type":"function","function":{"name":"n","arguments":"{\"a\":1}","x":[1]}},{"id":"c2","function":[1]},{"id":5,"function":"s"}]},{"role":"tool","tool_call_id":"c1","content":"ok\ud83d\ude00"},{"ro\u006ce":"user","content":"k","role":"user"}],"tools":[{"type":"function","function":{"name":"n","description":"d\"","parameters":{"type":"object","properties":{"a\n":{"enum":[1e5,-0.5]}}},"strict":true}},{"type":"function","function":[1]},[2],{"type":"function","function":{"name":"m","parameters":null,"description":5}}],"temperature":0.5,"stream":true}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":null}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"x":[1e400]}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi",}]}"#.into(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]} x"#.into(),
+        r#"{"model":"m","messages":[{"role":5,"content":"hi"}]}"#.into(),
+        r#"{"model":"m","messages":"text"}"#.into(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        // The valid ones are walked, not handed back to serde.
+        let walk = crate::anthropic::wire::parse_walk::<crate::openai::wire::Top>(body.as_bytes());
+        assert_eq!(walk.is_some(), !(3..7).contains(&i), "{body}");
+        let walked = crate::openai::chat::decode_request(body.as_bytes(), "anthropic");
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(true));
+        let parsed = crate::openai::chat::decode_request(body.as_bytes(), "anthropic");
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(false));
+        assert_eq!(walked, parsed, "{body}");
+    }
+}

@@ -13,9 +13,15 @@ use std::{borrow::Cow, fmt, marker::PhantomData};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::anthropic::wire::{err, raw_str, FromMap, ItemSeed, ManySeed, Member, TopLevel};
+use crate::anthropic::wire::{
+    err, key_text, many_at, raw_at, raw_str, raw_str_text, value_at, FromCursor, FromMap, ItemSeed,
+    ManySeed, Member, TopLevel,
+};
 pub(super) use crate::anthropic::wire::{parse, Many};
-use crate::json::{Str, Strict};
+use crate::{
+    json::{scanned_is_strict, unescape, Str, Strict},
+    scan::Cursor,
+};
 
 /// A top-level field.
 pub(super) enum Top<'a> {
@@ -85,7 +91,7 @@ pub(super) struct ToolDef<'a> {
 #[derive(Default)]
 pub(super) struct FunctionDef<'a> {
     pub description: Option<Result<Str<'a>, Value>>,
-    pub parameters: Option<&'a RawValue>,
+    pub parameters: Option<&'a str>,
     pub other: Map<String, Value>,
 }
 
@@ -96,6 +102,195 @@ impl<'de> Member<'de> for Top<'de> {
             "tools" => Top::Tools(map.next_value_seed(ManySeed::<ToolDef>::at(1))?),
             _ => Top::Other(map.next_value()?),
         })
+    }
+
+    const RAW: bool = true;
+
+    fn member_at(key: &str, doc: &'de str, c: &mut Cursor<'de>) -> Option<Self> {
+        Some(match key {
+            "messages" => Top::Messages(many_at(doc, c, 1)?),
+            "tools" => Top::Tools(many_at(doc, c, 1)?),
+            _ => Top::Other(value_at(doc, c, 1)?),
+        })
+    }
+}
+
+// === the walk (see `anthropic::wire::parse_walk`): each seed's counterpart on raw text ===
+
+/// [`content`] on the value at the cursor.
+pub(crate) fn content_at<'a>(
+    doc: &'a str,
+    c: &mut Cursor<'a>,
+    depth: usize,
+) -> Option<Content<'a>> {
+    if c.enter(b'[') {
+        // `PartsSeed`: items one container deeper, their fields one more.
+        let mut parts = Vec::new();
+        while c.element() {
+            if c.enter(b'{') {
+                parts.push(PartDef::from_cursor(doc, c, depth.saturating_add(2))?);
+            } else {
+                let v = raw_at(doc, c)?;
+                if v.starts_with('[') {
+                    Strict(depth.saturating_add(1)).check_text(v).ok()?;
+                }
+                parts.push(PartDef::default());
+            }
+        }
+        return (!c.failed()).then_some(Content::Parts(parts));
+    }
+    let v = raw_at(doc, c)?;
+    if v.starts_with('"') {
+        return Some(Content::Text(Str::literal(v).ok()??));
+    }
+    Strict(depth).check_text(v).ok()?;
+    Some(Content::Other(serde_json::from_str(v).ok()?))
+}
+
+/// [`SmallStr`] on the value at the cursor.
+pub(crate) fn small_str_at<'a>(
+    doc: &'a str,
+    c: &mut Cursor<'a>,
+    depth: usize,
+) -> Option<Result<Cow<'a, str>, Value>> {
+    let v = raw_at(doc, c)?;
+    if let Some(inner) = v.strip_prefix('"') {
+        let inner = inner.strip_suffix('"')?;
+        if !inner.contains('\\') {
+            return Some(Ok(Cow::Borrowed(inner)));
+        }
+        return unescape(v).map(|s| Ok(Cow::Owned(s)));
+    }
+    if !scanned_is_strict(v, depth) {
+        return None;
+    }
+    Some(Err(serde_json::from_str(v).ok()?))
+}
+
+/// [`ObjectSeed`] on the value at the cursor.
+fn object_at<'a, T: FromCursor<'a>>(
+    doc: &'a str,
+    c: &mut Cursor<'a>,
+    depth: usize,
+) -> Option<Result<T, Value>> {
+    if c.enter(b'{') {
+        return T::from_cursor(doc, c, depth.saturating_add(1)).map(Ok);
+    }
+    let v = raw_at(doc, c)?;
+    if v.starts_with('[') {
+        Strict(depth).check_text(v).ok()?;
+        return Some(Err(Value::Array(Vec::new())));
+    }
+    Some(Err(serde_json::from_str(v).ok()?))
+}
+
+/// Skips the value at the cursor, checked as [`Strict`] checks it.
+pub(crate) fn skip_at<'a>(doc: &'a str, c: &mut Cursor<'a>, depth: usize) -> Option<()> {
+    let v = raw_at(doc, c)?;
+    Strict(depth).check_text(v).ok()
+}
+
+impl<'de> FromCursor<'de> for Msg<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut m = Msg::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            match &*k {
+                "content" => m.content = Some(content_at(doc, c, depth)?),
+                "reasoning_content" => {
+                    m.reasoning_content = Some(raw_str_text(raw_at(doc, c)?, depth)?)
+                }
+                "role" => m.role = Some(small_str_at(doc, c, depth)?),
+                "tool_call_id" => m.tool_call_id = Some(small_str_at(doc, c, depth)?),
+                "tool_calls" => m.tool_calls = Some(many_at(doc, c, depth)?),
+                _ => {
+                    m.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                }
+            }
+        }
+        (!c.failed()).then_some(m)
+    }
+}
+
+impl<'de> FromCursor<'de> for PartDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut p = PartDef::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            let raw = raw_at(doc, c)?;
+            if k == "text" {
+                p.text = Some(raw_str_text(raw, depth)?);
+            } else {
+                Strict(depth).check_text(raw).ok()?;
+                p.other
+                    .insert(k.into_owned(), serde_json::from_str(raw).ok()?);
+            }
+        }
+        (!c.failed()).then_some(p)
+    }
+}
+
+impl<'de> FromCursor<'de> for ToolDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut t = ToolDef::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            if k == "function" {
+                t.function = Some(object_at(doc, c, depth)?);
+            } else {
+                t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+            }
+        }
+        (!c.failed()).then_some(t)
+    }
+}
+
+impl<'de> FromCursor<'de> for FunctionDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut f = FunctionDef::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            match &*k {
+                "description" => f.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "parameters" => {
+                    let raw = raw_at(doc, c)?;
+                    Strict(depth).check_text(raw).ok()?;
+                    f.parameters = Some(raw);
+                }
+                _ => {
+                    f.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                }
+            }
+        }
+        (!c.failed()).then_some(f)
+    }
+}
+
+impl<'de> FromCursor<'de> for CallDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut d = CallDef::default();
+        while let Some(k) = c.key() {
+            match &*key_text(doc, k)? {
+                "id" => d.id = Some(small_str_at(doc, c, depth)?),
+                "function" => d.function = Some(object_at(doc, c, depth)?),
+                _ => skip_at(doc, c, depth)?,
+            }
+        }
+        (!c.failed()).then_some(d)
+    }
+}
+
+impl<'de> FromCursor<'de> for FunctionCall<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut f = FunctionCall::default();
+        while let Some(k) = c.key() {
+            match &*key_text(doc, k)? {
+                "name" => f.name = Some(small_str_at(doc, c, depth)?),
+                "arguments" => f.arguments = Some(small_str_at(doc, c, depth)?),
+                _ => skip_at(doc, c, depth)?,
+            }
+        }
+        (!c.failed()).then_some(f)
     }
 }
 
@@ -298,7 +493,7 @@ impl<'de> FromMap<'de> for FunctionDef<'de> {
                 "parameters" => {
                     let raw: &'de RawValue = map.next_value()?;
                     Strict(depth).check(raw).map_err(err)?;
-                    f.parameters = Some(raw);
+                    f.parameters = Some(raw.get());
                 }
                 _ => {
                     f.other.insert(k, map.next_value()?);

@@ -427,7 +427,7 @@ fn function_tool<'a>(
         name,
         description: t.description.and_then(Result::ok),
         parameters: match t.parameters {
-            Some(s) if s.get().starts_with('{') => Json::Raw(s),
+            Some(s) if s.starts_with('{') => Json::Raw(s),
             _ => json!({"type": "object", "properties": {}}).into(),
         },
         strict: t.other.get("strict").and_then(Value::as_bool),

@@ -835,3 +835,31 @@ fn decode_accepts_what_a_value_parse_accepts() {
         );
     }
 }
+
+/// The walk over a body (`wire::parse`'s fast path) decodes exactly what the one-pass serde
+/// parse decodes, and refuses with the same error.
+#[test]
+fn walk_decodes_as_serde_parse() {
+    let bodies: Vec<String> = vec![
+        include_str!("../../../../bench/bodies/codex.json").into(),
+        include_str!("../../fixtures/responses/request.json").into(),
+        r#"{"model":"m","instructions":"be \"brief\" \u00e9","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"h\ni"}]},{"type":"function_call","call_id":"c\u0031","name":"n","arguments":"{\"a\":1}","x":[1]},{"type":"function_call_output","call_id":"c1","output":"ok\ud83d\ude00"},{"type":"reasoning","summary":[{"type":"summary_text","text":"s"}],"encrypted_content":"e"},5,[1]],"tools":[{"type":"function","name":"n","description":"d\"","parameters":{"type":"object","properties":{"a\n":{"enum":[1e5,-0.5]}}},"strict":true},{"type":"namespace","name":"ns","tools":[{"type":"function","name":"x","parameters":{}}]},{"type":"web_search"}],"temperature":0.5,"stream":true}"#.into(),
+        r#"{"model":"m","input":"hi","tools":null,"instructions":null}"#.into(),
+        r#"{"model":"m","input":"\ud800"}"#.into(),
+        r#"{"model":"m","input":"hi","tools":[{"type":"function","name":"n","parameters":{"x":1e400}}]}"#.into(),
+        r#"{"model":"m","input":"hi",}"#.into(),
+        r#"{"model":"m","input":"hi"} x"#.into(),
+        r#"{"model":"m","input":"hi","instructions":5}"#.into(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        // The valid ones are walked, not handed back to serde.
+        let walk =
+            crate::anthropic::wire::parse_walk::<crate::responses::wire::Top>(body.as_bytes());
+        assert_eq!(walk.is_some(), !(4..8).contains(&i), "{body}");
+        let walked = decode_request(body.as_bytes());
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(true));
+        let parsed = decode_request(body.as_bytes());
+        crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(false));
+        assert_eq!(walked, parsed, "{body}");
+    }
+}

@@ -13,17 +13,23 @@ use serde::de::{DeserializeSeed, MapAccess};
 use serde_json::{value::RawValue, Map, Value};
 
 pub(super) use crate::anthropic::wire::parse;
-use crate::anthropic::wire::{err, raw_str, FromMap, Many, ManySeed, Member, TopLevel};
+use crate::anthropic::wire::{
+    err, key_text, many_at, raw_at, raw_str, raw_str_text, value_at, FromCursor, FromMap, Many,
+    ManySeed, Member, TopLevel,
+};
 use crate::json::{Str, Strict};
-use crate::openai::wire::{content, Content, Key, KeySeed, SmallStr};
+use crate::openai::wire::{
+    content, content_at, skip_at, small_str_at, Content, Key, KeySeed, SmallStr,
+};
+use crate::scan::Cursor;
 
 /// A top-level field.
 pub(super) enum Top<'a> {
     Input(Many<'a, Item<'a>>),
     /// The list as parsed, and its bytes.
-    Tools(Many<'a, ToolDef<'a>>, &'a RawValue),
+    Tools(Many<'a, ToolDef<'a>>, &'a str),
     /// A string literal as [`Str::Json`], another value as `Err(value)`; and its bytes.
-    Instructions(Result<Str<'a>, Value>, &'a RawValue),
+    Instructions(Result<Str<'a>, Value>, &'a str),
     Other(Value),
 }
 
@@ -53,7 +59,7 @@ pub(super) struct Item<'a> {
 #[derive(Default)]
 pub(super) struct ToolDef<'a> {
     pub description: Option<Result<Str<'a>, Value>>,
-    pub parameters: Option<&'a RawValue>,
+    pub parameters: Option<&'a str>,
     pub tools: Option<Many<'a, ToolDef<'a>>>,
     pub other: Map<String, Value>,
 }
@@ -69,14 +75,88 @@ impl<'de> Member<'de> for Top<'de> {
                 let tools = ManySeed::<ToolDef>::at(1)
                     .deserialize(&mut de)
                     .map_err(err)?;
-                Top::Tools(tools, raw)
+                Top::Tools(tools, raw.get())
             }
             "instructions" => {
                 let raw: &'de RawValue = map.next_value()?;
-                Top::Instructions(raw_str(raw, 1)?, raw)
+                Top::Instructions(raw_str(raw, 1)?, raw.get())
             }
             _ => Top::Other(map.next_value()?),
         })
+    }
+
+    const RAW: bool = true;
+
+    fn member_at(key: &str, doc: &'de str, c: &mut Cursor<'de>) -> Option<Self> {
+        Some(match key {
+            "input" => Top::Input(many_at(doc, c, 1)?),
+            "tools" => {
+                let start = c.offset();
+                let tools = many_at(doc, c, 1)?;
+                let raw = doc.get(start..c.offset())?.trim_start();
+                Strict(1).check_text(raw).ok()?;
+                Top::Tools(tools, raw)
+            }
+            "instructions" => {
+                let raw = raw_at(doc, c)?;
+                Top::Instructions(raw_str_text(raw, 1)?, raw)
+            }
+            _ => Top::Other(value_at(doc, c, 1)?),
+        })
+    }
+}
+
+impl<'de> FromCursor<'de> for Item<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut it = Item::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            let slot = match &*k {
+                "content" => {
+                    it.content = Some(content_at(doc, c, depth)?);
+                    continue;
+                }
+                "output" => {
+                    it.output = Some(content_at(doc, c, depth)?);
+                    continue;
+                }
+                "summary" => {
+                    it.summary = Some(content_at(doc, c, depth)?);
+                    continue;
+                }
+                "type" => &mut it.ty,
+                "role" => &mut it.role,
+                "call_id" => &mut it.call_id,
+                "name" => &mut it.name,
+                "namespace" => &mut it.namespace,
+                "arguments" => &mut it.arguments,
+                "encrypted_content" => &mut it.encrypted_content,
+                _ => {
+                    skip_at(doc, c, depth)?;
+                    continue;
+                }
+            };
+            *slot = Some(small_str_at(doc, c, depth)?);
+        }
+        (!c.failed()).then_some(it)
+    }
+}
+
+impl<'de> FromCursor<'de> for ToolDef<'de> {
+    fn from_cursor(doc: &'de str, c: &mut Cursor<'de>, depth: usize) -> Option<Self> {
+        let mut t = ToolDef::default();
+        while let Some(k) = c.key() {
+            let k = key_text(doc, k)?;
+            match &*k {
+                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "parameters" => t.parameters = Some(raw_at(doc, c)?),
+                "tools" => t.tools = Some(many_at(doc, c, depth)?),
+                _ => {
+                    t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                }
+            }
+        }
+        (!c.failed()).then_some(t)
     }
 }
 
@@ -136,7 +216,7 @@ impl<'de> FromMap<'de> for ToolDef<'de> {
                 }
                 Key::Known("parameters") => {
                     let raw: &'de RawValue = map.next_value()?;
-                    t.parameters = Some(raw);
+                    t.parameters = Some(raw.get());
                 }
                 Key::Known(_) => t.tools = Some(map.next_value_seed(ManySeed::at(depth))?),
                 Key::Other(k) => {
