@@ -149,16 +149,16 @@ impl<'a> Str<'a> {
         Some(matches!(first, b'{' | b'['))
     }
 
-    /// Appends the inside of the JSON string literal for this text (what goes between the
-    /// quotes).
-    fn push_inner(&self, out: &mut String) {
+    /// Passes the inside of the JSON string literal for this text (what goes between the
+    /// quotes) to `push`.
+    fn push_inner(&self, push: &mut impl FnMut(&str)) {
         fn inner(lit: &str) -> &str {
             lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default()
         }
         match self {
-            Str::Json(raw) => out.push_str(inner(raw)),
+            Str::Json(raw) => push(inner(raw)),
             // Writing a `str` cannot fail.
-            Str::Text(t) => out.push_str(inner(
+            Str::Text(t) => push(inner(
                 &serde_json::to_string(t.as_ref()).unwrap_or_default(),
             )),
         }
@@ -285,16 +285,21 @@ impl<'s, 'a> Joined<'s, 'a> {
             .map(|p| p.json_len().saturating_add(self.sep.len()))
             .fold(self.prefix.len() + 2, usize::saturating_add);
         let mut out = String::with_capacity(len);
-        out.push('"');
-        out.push_str(self.prefix);
+        self.pieces(|piece| out.push_str(piece));
+        out
+    }
+
+    /// The joined literal, quotes included, piece by piece to `push`.
+    fn pieces(&self, mut push: impl FnMut(&str)) {
+        push("\"");
+        push(self.prefix);
         for (i, p) in self.parts.iter().enumerate() {
             if i > 0 {
-                out.push_str(self.sep);
+                push(self.sep);
             }
-            p.push_inner(&mut out);
+            p.push_inner(&mut push);
         }
-        out.push('"');
-        out
+        push("\"");
     }
 }
 
@@ -310,29 +315,7 @@ impl Joined<'_, '_> {
             // As the `Serialize` impl does: a wrong constant fails, and nothing is written.
             return;
         }
-        out.push(b'"');
-        out.extend_from_slice(self.prefix.as_bytes());
-        for (i, p) in self.parts.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(self.sep.as_bytes());
-            }
-            let mut inner = String::new();
-            match p {
-                Str::Json(raw) => {
-                    let lit = raw;
-                    out.extend_from_slice(
-                        lit.get(1..lit.len().saturating_sub(1))
-                            .unwrap_or_default()
-                            .as_bytes(),
-                    );
-                }
-                Str::Text(_) => {
-                    p.push_inner(&mut inner);
-                    out.extend_from_slice(inner.as_bytes());
-                }
-            }
-        }
-        out.push(b'"');
+        self.pieces(|piece| out.extend_from_slice(piece.as_bytes()));
     }
 }
 
