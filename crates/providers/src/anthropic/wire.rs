@@ -188,6 +188,14 @@ pub(crate) fn raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<&'d str> {
     sub(doc, v)
 }
 
+/// The value at the cursor as raw text passed on as written (a tool's schema), found inside
+/// `depth` containers and checked by [`Strict`] as the one-pass parse checks it.
+pub(crate) fn strict_raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<&'d str> {
+    let raw = raw_at(doc, c)?;
+    Strict(depth).check_text(raw).ok()?;
+    Some(raw)
+}
+
 /// The value at the cursor, found inside `depth` containers, as a `Value` (`None` when
 /// nested deeper than a `Value` parse of the whole body accepts).
 pub(crate) fn value_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<Value> {
@@ -295,11 +303,7 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
             let k = key_text(doc, k)?;
             match &*k {
                 "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
-                "input_schema" => {
-                    let raw = raw_at(doc, c)?;
-                    Strict(depth).check_text(raw).ok()?;
-                    t.input_schema = Some(raw);
-                }
+                "input_schema" => t.input_schema = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
                     t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
                 }

@@ -14,8 +14,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::anthropic::wire::{
-    err, key_text, many_at, raw_at, raw_str, raw_str_text, value_at, FromCursor, FromMap, ItemSeed,
-    ManySeed, Member, TopLevel,
+    err, key_text, many_at, raw_at, raw_str, raw_str_text, strict_raw_at, value_at, FromCursor,
+    FromMap, ItemSeed, ManySeed, Member, TopLevel,
 };
 pub(super) use crate::anthropic::wire::{parse, Many};
 use crate::{
@@ -252,11 +252,7 @@ impl<'de> FromCursor<'de> for FunctionDef<'de> {
             let k = key_text(doc, k)?;
             match &*k {
                 "description" => f.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
-                "parameters" => {
-                    let raw = raw_at(doc, c)?;
-                    Strict(depth).check_text(raw).ok()?;
-                    f.parameters = Some(raw);
-                }
+                "parameters" => f.parameters = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
                     f.other.insert(k.into_owned(), value_at(doc, c, depth)?);
                 }
