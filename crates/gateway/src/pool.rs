@@ -657,7 +657,12 @@ impl HttpBody for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match this.conn.as_mut() {
-            Some(lease) => poll_leased(&mut lease.conn, &mut this.body, &mut this.waiting, cx),
+            Some(lease) => {
+                let body = &mut this.body;
+                poll_on(&mut lease.conn, &mut this.waiting, cx, |c| {
+                    Pin::new(&mut *body).poll_frame(c)
+                })
+            }
             // h2: the connection's own task wakes this one.
             None => Pin::new(&mut this.body).poll_frame(cx),
         };
@@ -678,20 +683,9 @@ impl HttpBody for UpstreamBody {
     }
 }
 
-/// How many times one poll of an HTTP/1.1 body drives its connection while wake-ups keep
-/// arriving during the poll, before it leaves the rest to its task.
+/// How many times one poll of an HTTP/1.1 response or body drives its connection while
+/// wake-ups keep arriving during the poll, before it leaves the rest to its task.
 const ROUNDS: usize = 3;
-
-/// Polls the body of a response on `conn`, driving the connection first (it decodes into the
-/// body what has arrived).
-fn poll_leased(
-    conn: &mut Conn,
-    body: &mut Incoming,
-    waiting: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-    poll_on(conn, waiting, cx, |c| Pin::new(&mut *body).poll_frame(c))
-}
 
 /// Polls what `poll` reads from `conn` (the response, then its body), driving the connection
 /// first, with the connection's own waker (see [`wakeup`]). `waiting`: the last poll found
