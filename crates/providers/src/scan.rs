@@ -279,7 +279,10 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
     }
     // Past the last escape: bits of the block before it are already handled.
     let mut from = base;
-    while let Some(block) = b.get(base..base + 64) {
+    while let Some(block) = b
+        .get(base..base + 64)
+        .and_then(|w| <&[u8; 64]>::try_from(w).ok())
+    {
         let mut m = stops64(block) & (u64::MAX << (from - base));
         while m != 0 {
             let k = base + m.trailing_zeros() as usize;
@@ -303,28 +306,13 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
     string_end_words(b, from)
 }
 
-/// One bit per byte of a 64-byte block: a quote, a backslash or a control character.
+/// One bit per byte of a 64-byte block: a quote, a backslash or a control character (the
+/// split's classifier).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn stops64(block: &[u8]) -> u64 {
-    use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, max_u8_m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i,
-    };
-    let quote = set_splat_i8_m128i(b'"' as i8);
-    let backslash = set_splat_i8_m128i(b'\\' as i8);
-    let control = set_splat_i8_m128i(0x1f);
-    let (lanes, _) = block.as_chunks::<16>();
-    let mut m = 0u64;
-    for (n, lane) in lanes.iter().enumerate() {
-        let v = load_unaligned_m128i(lane);
-        let hits = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, quote))
-            | move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, backslash))
-            // max(v, 0x1f) == 0x1f exactly when v <= 0x1f (unsigned).
-            | move_mask_i8_m128i(cmp_eq_mask_i8_m128i(max_u8_m128i(v, control), control));
-        m |= u64::from(hits as u16) << (16 * n);
-    }
-    m
+fn stops64(block: &[u8; 64]) -> u64 {
+    let m = crate::split::masks(block);
+    m.quote | m.backslash | m.control
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -87,11 +87,11 @@ fn split(body: &[u8]) -> Option<Vec<Field<'_>>> {
 
 /// Per byte of a 64-byte block, one bit in each mask.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Masks {
-    quote: u64,
-    backslash: u64,
+pub(crate) struct Masks {
+    pub(crate) quote: u64,
+    pub(crate) backslash: u64,
     /// Bytes `< 0x20`, the control characters.
-    control: u64,
+    pub(crate) control: u64,
 }
 
 /// The block's four 16-byte lanes.
@@ -115,7 +115,7 @@ fn bits(v: [safe_arch::m128i; 4]) -> u64 {
 /// of a long string's blocks), which one test finds.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn masks(block: &[u8; 64]) -> Masks {
+pub(crate) fn masks(block: &[u8; 64]) -> Masks {
     use safe_arch::{
         bitor_m128i, cmp_eq_mask_i8_m128i, max_u8_m128i, min_u8_m128i, move_mask_i8_m128i,
         set_splat_i8_m128i,
