@@ -177,5 +177,41 @@ fn stream_event(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, scan, translate, stream_event);
+/// The answer to the Codex request, translated back to a Responses caller: every response
+/// object repeats the request's `tools` and `instructions` (most of its 40 KB), three times in
+/// a stream (`response.created`, `response.in_progress`, `response.completed`).
+fn codex_response(c: &mut Criterion) {
+    let mut g = c.benchmark_group("agentic/codex_response");
+    let echo = || {
+        switchyard_providers::responses::decode_request(CODEX)
+            .expect("the Codex body decodes")
+            .echo
+    };
+    let body = include_bytes!("../fixtures/openai/response.json");
+    let e = echo();
+    g.bench_function("from_openai", |b| {
+        b.iter(|| transcode::response_to_responses(BackendFormat::OpenAiChat, &e, black_box(body)))
+    });
+    let mut p = sse::Parser::new();
+    p.push(OPENAI_STREAM).expect("small fixture");
+    let events: Vec<sse::Event> = std::iter::from_fn(|| p.next_event()).collect();
+    let mut out = Vec::with_capacity(1 << 17);
+    g.bench_function("stream_from_openai", |b| {
+        b.iter_batched(
+            || Transcoder::for_responses(BackendFormat::OpenAiChat, e.clone()),
+            |mut t| {
+                out.clear();
+                for ev in &events {
+                    t.on_event(&ev.data, &mut out);
+                }
+                t.finish(&mut out);
+                out.len()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, scan, translate, stream_event, codex_response);
 criterion_main!(benches);

@@ -1059,6 +1059,33 @@ fn needs_escape(b: &[u8]) -> bool {
     hit != 0 || tail.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// Valid JSON `text` on one line: as it is when it has no line break, else with the
+/// whitespace between tokens left out (a line break can only be that: inside a string it is
+/// escaped). What goes into an SSE `data:` line must not break it.
+pub(crate) fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
 /// Appends an integer, as serializing a `Value` writes it.
 pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
     // Writing to a Vec cannot fail.
@@ -1068,6 +1095,25 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_keeps_the_value_and_breaks_no_line() {
+        for text in [
+            "{\"a\": [1, 2]}",
+            "{\n  \"a\\\"\\n\": \"x \\\\\",\r\n  \"b\": [ {\"c\" :\t\"\\u00e9 y\"} ]\n}",
+            "[\n]",
+            "\"line\\nbreak\"",
+        ] {
+            let line = one_line(text);
+            assert!(!line.contains(['\n', '\r']), "{line}");
+            let (a, b): (Value, Value) = (
+                serde_json::from_str(text).unwrap(),
+                serde_json::from_str(&line).unwrap(),
+            );
+            assert_eq!(a, b, "{text}");
+        }
+        assert!(matches!(one_line("{\"a\": 1}"), Cow::Borrowed(_)));
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()

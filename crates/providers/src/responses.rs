@@ -19,10 +19,12 @@
 //! `encrypted_content` under a `switchyard:` prefix; content without that prefix (a real
 //! OpenAI blob) means nothing to another provider and is not passed on.
 
+use serde::{ser::SerializeMap, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::{
     chat::{FinishReason, TranslateError},
+    json::Json,
     Usage,
 };
 
@@ -78,11 +80,11 @@ impl Echo {
     }
 
     /// The echo repeating these settings as they were sent (a key given here wins over
-    /// the same key in the settings).
+    /// the same key in the settings), on one line (a stream's events carry them).
     pub(crate) fn with_raw(mut self, raw: Vec<(&'static str, &str)>) -> Self {
         self.raw = raw
             .into_iter()
-            .map(|(k, v)| (k, RawJson(v.into())))
+            .map(|(k, v)| (k, RawJson(crate::json::one_line(v).into())))
             .collect();
         self
     }
@@ -216,37 +218,76 @@ pub(crate) struct ResponseObject<'a> {
     pub echo: &'a Echo,
 }
 
-impl ResponseObject<'_> {
-    pub(crate) fn into_json(self) -> Value {
-        let mut m = Map::new();
-        m.insert("id".into(), self.id.into());
-        m.insert("object".into(), "response".into());
-        m.insert("created_at".into(), self.created_at.into());
-        m.insert("status".into(), self.status.into());
+/// One value of a [`ResponseObject`] as it is written.
+enum Field<'a> {
+    Str(&'a str),
+    U64(u64),
+    Bool(bool),
+    Null,
+    Value(&'a Value),
+    Values(&'a [Value]),
+    /// JSON text the caller sent (checked when its request was decoded), copied as it is.
+    Raw(&'a str),
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Str(v) => s.serialize_str(v),
+            Field::U64(v) => s.serialize_u64(*v),
+            Field::Bool(v) => s.serialize_bool(*v),
+            Field::Null => s.serialize_unit(),
+            Field::Value(v) => v.serialize(s),
+            Field::Values(v) => v.serialize(s),
+            Field::Raw(v) => Json::Raw(v).serialize(s),
+        }
+    }
+}
+
+/// Written with its keys sorted (the order of the `Value` map it once was). The echoed
+/// `tools` and `instructions` are most of an agent's request (40 KB from Codex), and a stream
+/// repeats them three times: they are copied as the caller sent them, not parsed into values
+/// and written again (that was 3/4 of a translated Codex stream's CPU).
+impl Serialize for ResponseObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let usage = self.usage.as_ref().map(usage_json);
+        let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(32);
+        fields.extend([
+            ("id", Field::Str(self.id)),
+            ("object", Field::Str("response")),
+            ("created_at", Field::U64(self.created_at)),
+            ("status", Field::Str(self.status)),
+            ("background", Field::Bool(false)),
+            ("error", Field::Null),
+            ("incomplete_details", Field::Value(&self.incomplete_details)),
+            ("model", Field::Str(self.model)),
+            ("output", Field::Values(&self.output)),
+            ("previous_response_id", Field::Null),
+            ("store", Field::Bool(false)),
+            ("usage", usage.as_ref().map_or(Field::Null, Field::Value)),
+        ]);
         if self.status == "completed" {
-            m.insert(
-                "completed_at".into(),
-                crate::openai::chat::unix_now().into(),
-            );
+            fields.push(("completed_at", Field::U64(crate::openai::chat::unix_now())));
         }
-        m.insert("background".into(), false.into());
-        m.insert("error".into(), Value::Null);
-        m.insert("incomplete_details".into(), self.incomplete_details);
-        m.insert("model".into(), self.model.into());
-        m.insert("output".into(), Value::Array(self.output));
-        m.insert("previous_response_id".into(), Value::Null);
-        m.insert("store".into(), false.into());
-        for (k, v) in &self.echo.settings {
-            m.insert(k.clone(), v.clone());
-        }
-        for (k, v) in &self.echo.raw {
-            m.insert((*k).to_string(), v.value());
-        }
-        m.insert(
-            "usage".into(),
-            self.usage.as_ref().map_or(Value::Null, usage_json),
+        let raw = &self.echo.raw;
+        fields.extend(
+            self.echo
+                .settings
+                .iter()
+                .filter(|(k, _)| !raw.iter().any(|(r, _)| r == k))
+                .map(|(k, v)| (k.as_str(), Field::Value(v))),
         );
-        Value::Object(m)
+        fields.extend(raw.iter().map(|(k, v)| (*k, Field::Raw(&v.0))));
+        // Stable: of a key sent twice, the last is kept, as a map insert keeps it.
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(None)?;
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
+                continue;
+            }
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 

@@ -856,7 +856,6 @@ pub fn encode_response(resp: &chat::Response, echo: &Echo) -> Vec<u8> {
         output: output_items(&id, &resp.content, item_status, echo),
         usage: Some(resp.usage.unwrap_or_default()),
         echo,
-    }
-    .into_json();
+    };
     serde_json::to_vec(&body).unwrap_or_default()
 }

@@ -98,10 +98,14 @@ impl StreamEncoder {
                 self.id_json.pop();
                 self.id_json.remove(0);
                 self.usage = usage;
-                let resp = self.object("in_progress", Value::Null, false);
-                self.emit(out, "response.created", json!({"response": resp}));
-                let resp = self.object("in_progress", Value::Null, false);
-                self.emit(out, "response.in_progress", json!({"response": resp}));
+                self.emit_response(out, "response.created", "in_progress", Value::Null, false);
+                self.emit_response(
+                    out,
+                    "response.in_progress",
+                    "in_progress",
+                    Value::Null,
+                    false,
+                );
             }
             StreamEvent::Text(t) => {
                 let i = self.ensure_message(out);
@@ -191,13 +195,12 @@ impl StreamEncoder {
                 self.close_all(out);
                 self.done = true;
                 let (status, details) = status(self.finish);
-                let resp = self.object(status, details, true);
                 let name = if status == "completed" {
                     "response.completed"
                 } else {
                     "response.incomplete"
                 };
-                self.emit(out, name, json!({"response": resp}));
+                self.emit_response(out, name, status, details, true);
             }
             StreamEvent::Error { kind, message } => {
                 self.done = true;
@@ -370,7 +373,12 @@ impl StreamEncoder {
     }
 
     /// The response object; with `full`, the output so far and the usage.
-    fn object(&self, status: &str, incomplete_details: Value, full: bool) -> Value {
+    fn object<'s>(
+        &'s self,
+        status: &'s str,
+        incomplete_details: Value,
+        full: bool,
+    ) -> ResponseObject<'s> {
         let item_status = self.item_status();
         ResponseObject {
             id: &self.id,
@@ -392,7 +400,28 @@ impl StreamEncoder {
             },
             echo: &self.echo,
         }
-        .into_json()
+    }
+
+    /// An event carrying the response object (`response.created` …), written as [`Self::emit`]
+    /// writes its `Value` (keys sorted) without making one.
+    fn emit_response(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &str,
+        status: &str,
+        incomplete_details: Value,
+        full: bool,
+    ) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"response\":");
+        let _ = serde_json::to_writer(&mut *out, &self.object(status, incomplete_details, full));
+        out.extend_from_slice(b",\"sequence_number\":");
+        write_u64(out, self.seq);
+        out.extend_from_slice(b",\"type\":");
+        write_str(out, name);
+        out.extend_from_slice(b"}\n\n");
+        self.seq += 1;
     }
 
     /// Writes a delta event of item `i` directly, keys in the order serializing its `json!`

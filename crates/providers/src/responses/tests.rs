@@ -344,6 +344,79 @@ fn openai_and_gemini_responses_to_responses() {
     golden("gemini_response_to_responses.json", &v);
 }
 
+/// `tools` and `instructions` are copied as sent rather than parsed and written again: the
+/// same values, in a stream on one line whatever the caller's layout, and the object's own
+/// keys still sorted.
+#[test]
+fn echoed_settings_are_the_callers_on_one_line() {
+    let tools = json!([{"type": "function", "name": "f", "strict": false,
+        "parameters": {"type": "object", "properties": {"é\n\"x": {"type": "string"}}}}]);
+    let sent = json!({"model": "m", "input": "hi", "instructions": "be\nbrief \u{1F600}",
+        "tools": tools, "temperature": 0.5});
+    // Pretty-printed, with keys out of order and escapes left in: as some callers send it.
+    let body = serde_json::to_string_pretty(&sent)
+        .unwrap()
+        .replace("é", "\\u00e9");
+    let echo = decode_request(body.as_bytes()).unwrap().echo;
+    let answer = json!({"id": "c1", "model": "m", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]});
+    let (out, _, _) = tc::response_to_responses(
+        BackendFormat::OpenAiChat,
+        &echo,
+        answer.to_string().as_bytes(),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["tools"], tools);
+    assert_eq!(v["instructions"], sent["instructions"]);
+    assert_eq!(v["temperature"], 0.5);
+    // As sent (the escape kept), between the keys around it in sorted order.
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(
+        text.starts_with(r#"{"background":false,"completed_at":"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#""tool_choice":"auto","tools":[{"name":"f","parameters":{"properties":{"\u00e9\n\"x""#
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with(r#""truncation":"disabled","usage":{"input_tokens":0,"input_tokens_details":{"cached_tokens":0},"output_tokens":0,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":0},"user":null}"#), "{text}");
+
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let stream = chunk(json!({"content": "ok"}), Value::Null)
+        + &chunk(json!({}), json!("stop"))
+        + "data: [DONE]\n\n";
+    let mut t = Transcoder::for_responses(BackendFormat::OpenAiChat, echo);
+    let mut parser = crate::sse::Parser::new();
+    parser.push(stream.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    while let Some(ev) = parser.next_event() {
+        t.on_event(&ev.data, &mut out);
+    }
+    t.finish(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    let mut with_response = 0;
+    for event in text.split_terminator("\n\n") {
+        let lines: Vec<&str> = event.lines().collect();
+        assert_eq!(lines.len(), 2, "{event}");
+        let data: Value = serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
+        if let Some(r) = data.get("response") {
+            assert_eq!(r["tools"], tools);
+            assert_eq!(r["instructions"], sent["instructions"]);
+            with_response += 1;
+        }
+    }
+    assert_eq!(with_response, 3, "{text}");
+}
+
 #[test]
 fn max_tokens_makes_an_incomplete_response() {
     let body = json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "cut"}, "finish_reason": "length"}]});
