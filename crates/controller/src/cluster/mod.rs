@@ -375,9 +375,14 @@ impl KubeSource {
         };
         let (store, writer) = watch::store::<K>();
         K::stores_mut(stores).push(store);
+        // Lists are served from the API server's watch cache (`resourceVersion=0`), as
+        // client-go's informers list, rather than read from etcd: at 11 000 objects the
+        // etcd read cost kube-apiserver 0.4-1.0 ms of CPU per object against 0.1-0.2 ms,
+        // seconds of it before the first table and the first status write. The watch that
+        // follows brings anything the cache had not seen yet.
         tasks.spawn(watch::reflect(
             api,
-            config,
+            config.any_semantic(),
             writer,
             kind,
             passes,
