@@ -29,6 +29,21 @@ pub struct Cursor<'a> {
     after_value: bool,
 }
 
+/// What the walk of one value did not check that a `serde_json::Value` parse does (see the
+/// module's docs): whether it holds a `\u` escape (a key's included), which may be a lone
+/// surrogate; a number of more than 15 characters or with an exponent, which may not fit an
+/// `f64`; and how deeply its containers nest. A value with no escape and no such number, and
+/// not nested too deeply, is one the parse accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Unchecked {
+    /// A string in it has a `\u` escape.
+    pub unicode: bool,
+    /// A number in it has more than 15 characters or an exponent.
+    pub long_number: bool,
+    /// Containers open at its deepest point (0 for a scalar, 1 for `[]`).
+    pub nesting: usize,
+}
+
 impl<'a> Cursor<'a> {
     /// At the start of `doc`.
     pub fn new(doc: &'a [u8]) -> Self {
@@ -120,6 +135,22 @@ impl<'a> Cursor<'a> {
                 self.i = end;
                 self.after_value = true;
                 Some(&self.b[start..end])
+            }
+            None => self.fault(),
+        }
+    }
+
+    /// Skips the value at the cursor like [`Self::value`], also telling what in it the walk
+    /// left unchecked (see [`Unchecked`]), so a caller that must check it further only looks
+    /// again at values that need it.
+    pub(crate) fn value_noting(&mut self) -> Option<(&'a [u8], Unchecked)> {
+        let start = ws(self.b, self.i);
+        let mut n = Unchecked::default();
+        match value_end_noting::<true>(self.b, start, &mut n) {
+            Some(end) => {
+                self.i = end;
+                self.after_value = true;
+                Some((&self.b[start..end], n))
             }
             None => self.fault(),
         }
@@ -250,8 +281,14 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
 /// backslashes and control characters, whose bits are then visited in turn, so an escape
 /// costs a few instructions rather than a new search (agent text has one every ~40 bytes:
 /// the search from each escape was a quarter of decoding a Claude Code request).
-#[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    string_end_noting::<false>(b, i, &mut false)
+}
+
+/// [`string_end`], setting `unicode` when the string has a `\u` escape (when `NOTE`).
+#[cfg(target_arch = "x86_64")]
+fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
     // Most strings (keys, roles, ids) end within a word or two: found by the word test
     // before a block is loaded.
     let mut base = i + 1;
@@ -271,6 +308,7 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         match b[k] {
             b'"' => return Some(k + 1),
             b'\\' => {
+                note_unicode::<NOTE>(b, k, unicode);
                 base = escape_end(b, k)?;
                 break;
             }
@@ -289,6 +327,7 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
             match b[k] {
                 b'"' => return Some(k + 1),
                 b'\\' => {
+                    note_unicode::<NOTE>(b, k, unicode);
                     from = escape_end(b, k)?;
                     if from >= base + 64 {
                         break;
@@ -303,7 +342,15 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         }
         base = from;
     }
-    string_end_words(b, from)
+    string_end_words::<NOTE>(b, from, unicode)
+}
+
+/// Notes a `\u` escape whose backslash is at `k`.
+#[inline(always)]
+fn note_unicode<const NOTE: bool>(b: &[u8], k: usize, unicode: &mut bool) {
+    if NOTE && b.get(k + 1) == Some(&b'u') {
+        *unicode = true;
+    }
 }
 
 /// One bit per byte of a 64-byte block: a quote, a backslash or a control character (the
@@ -315,19 +362,23 @@ fn stops64(block: &[u8; 64]) -> u64 {
     m.quote | m.backslash | m.control
 }
 
+/// [`string_end`], setting `unicode` when the string has a `\u` escape (when `NOTE`).
 #[cfg(not(target_arch = "x86_64"))]
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    string_end_words(b, i + 1)
+fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
+    string_end_words::<NOTE>(b, i + 1, unicode)
 }
 
 /// [`string_end`] from `j`, inside the string, a word at a time.
-fn string_end_words(b: &[u8], j: usize) -> Option<usize> {
+fn string_end_words<const NOTE: bool>(b: &[u8], j: usize, unicode: &mut bool) -> Option<usize> {
     let mut j = j;
     loop {
         let k = string_stop(b, j)?;
         match b[k] {
             b'"' => return Some(k + 1),
-            b'\\' => j = escape_end(b, k)?,
+            b'\\' => {
+                note_unicode::<NOTE>(b, k, unicode);
+                j = escape_end(b, k)?;
+            }
             // A control character, which must be escaped in a string.
             _ => return None,
         }
@@ -379,21 +430,39 @@ pub const MAX_DEPTH: usize = 1024;
 
 /// The end of the well-formed JSON value starting at `i`, or `None`.
 fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    value_end_noting::<false>(b, i, &mut Unchecked::default())
+}
+
+/// [`value_end`], noting in `n` what the walk leaves unchecked (when `NOTE`).
+#[inline(always)]
+fn value_end_noting<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     match *b.get(i)? {
-        b'{' | b'[' => container_end(b, i),
-        _ => scalar_end(b, i),
+        b'{' | b'[' => container_end::<NOTE>(b, i, n),
+        _ => scalar_end_noting::<NOTE>(b, i, n),
     }
 }
 
 /// The end of the string, literal or number starting at `i`.
 pub(crate) fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+    scalar_end_noting::<false>(b, i, &mut Unchecked::default())
+}
+
+/// [`scalar_end`], noting in `n` a `\u` escape or a long number (when `NOTE`).
+#[inline(always)]
+fn scalar_end_noting<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     let literal = |lit: &[u8]| b[i..].starts_with(lit).then_some(i + lit.len());
     match *b.get(i)? {
-        b'"' => string_end(b, i),
+        b'"' => string_end_noting::<NOTE>(b, i, &mut n.unicode),
         b't' => literal(b"true"),
         b'f' => literal(b"false"),
         b'n' => literal(b"null"),
-        _ => number_end(b, i),
+        _ => {
+            let end = number_end(b, i)?;
+            if NOTE && (end - i > 15 || b[i..end].iter().any(|&c| matches!(c, b'e' | b'E'))) {
+                n.long_number = true;
+            }
+            Some(end)
+        }
     }
 }
 
@@ -431,8 +500,8 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// The end of the object or array opening at `i`, every token inside checked: one pass,
 /// iterative (a bit per open container says whether it is an object), so a deep document
-/// cannot exhaust the stack.
-fn container_end(b: &[u8], i: usize) -> Option<usize> {
+/// cannot exhaust the stack. When `NOTE`, what it leaves unchecked goes to `n`.
+fn container_end<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     enum Next {
         /// `b[j]` opens a container.
         Open,
@@ -465,6 +534,9 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                     objects[word] &= !bit;
                 }
                 depth += 1;
+                if NOTE && depth > n.nesting {
+                    n.nesting = depth;
+                }
                 j = ws(b, j + 1);
                 let close = if object { b'}' } else { b']' };
                 next = if b.get(j) == Some(&close) {
@@ -478,7 +550,7 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                     if b.get(j) != Some(&b'"') {
                         return None;
                     }
-                    j = ws(b, string_end(b, j)?);
+                    j = ws(b, string_end_noting::<NOTE>(b, j, &mut n.unicode)?);
                     if b.get(j) != Some(&b':') {
                         return None;
                     }
@@ -487,7 +559,7 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                 next = match *b.get(j)? {
                     b'{' | b'[' => Next::Open,
                     _ => {
-                        j = scalar_end(b, j)?;
+                        j = scalar_end_noting::<NOTE>(b, j, n)?;
                         Next::AfterValue
                     }
                 };
@@ -538,7 +610,7 @@ mod tests {
                         doc.extend_from_slice(tail);
                         assert_eq!(
                             string_end(&doc, 0),
-                            string_end_words(&doc, 1),
+                            string_end_words::<false>(&doc, 1, &mut false),
                             "{}",
                             String::from_utf8_lossy(&doc)
                         );

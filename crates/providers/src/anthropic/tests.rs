@@ -586,3 +586,100 @@ fn walk_decodes_as_serde_parse() {
         assert_eq!(walked, parsed, "{body}");
     }
 }
+
+/// What the walk notes in a value (`\u` escapes, long numbers, nesting) stands in for the
+/// second pass [`Strict`] made over it: a schema, a text or a small field is accepted, and
+/// read, exactly as before, on hand-picked values around each rule and on random mutations.
+#[test]
+fn noted_values_are_checked_as_strict_checks_them() {
+    use crate::{
+        anthropic::wire::{raw_str_at, raw_str_text, strict_raw_at, value_at},
+        json::{scanned_is_strict, Strict},
+        scan::Cursor,
+    };
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let mut docs: Vec<String> = vec![
+        r#"{"type":"object","properties":{"a\n":{"enum":[1,-2.5,"x\"y"]}}}"#.into(),
+        r#""plain""#.into(),
+        r#""\u00e9 \ud83d\ude00""#.into(),
+        r#""\ud800""#.into(),
+        r#""\udc00 x""#.into(),
+        r#""\ud800\u0041""#.into(),
+        r#""\\u""#.into(),
+        r#""\\ud800""#.into(),
+        r#"{"\ud800":1}"#.into(),
+        r#"{"k":"\ud83d\ude00"}"#.into(),
+        r#"{"k\u00e9":[1]}"#.into(),
+        r#"[1e400]"#.into(),
+        r#"[1e5, 2E-3, -1e-400]"#.into(),
+        r#"[123456789012345]"#.into(),
+        r#"[1234567890123456]"#.into(),
+        r#"[-12345678901234]"#.into(),
+        r#"[-123456789012345]"#.into(),
+        r#"[0.12345678901234567890]"#.into(),
+        format!("[{}]", "9".repeat(400)),
+        "1e400".into(),
+        "12".into(),
+        "true".into(),
+        "null".into(),
+        r#"{"a":{"b":{"c":[[[]]]}}}"#.into(),
+    ];
+    for n in [1, 2, 100, 126, 127, 128, 129] {
+        docs.push(deep(n));
+        docs.push(format!("{{\"a\":{}}}", deep(n)));
+    }
+    // Random mutations of a schema, a text and a small field, with the bytes each rule turns on.
+    let base = [
+        r#"{"type":"object","properties":{"p\u00e9":{"type":"string","description":"x\ud83d\ude00"},"n":{"enum":[1,-2.5e3,123456789012345]}},"required":["p"]}"#,
+        r#""text \u00e9 \ud83d\ude00 \\u \n done""#,
+        r#"{"type":"ephemeral","ttl":[1,[2,[3]]]}"#,
+    ];
+    let alphabet = b"{}[]\",:\\ 0159-.eE+uUdDcCfF8a";
+    let mut rng = fastrand::Rng::with_seed(21);
+    for doc in base {
+        docs.push(doc.into());
+        for _ in 0..4_000 {
+            let mut d = doc.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..d.len());
+                match rng.u8(..3) {
+                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        d.remove(at);
+                    }
+                    _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                }
+            }
+            if let Ok(d) = String::from_utf8(d) {
+                docs.push(d);
+            }
+        }
+    }
+    let mut accepted = 0;
+    for d in &docs {
+        let Some(raw) = Cursor::new(d.as_bytes()).value() else {
+            continue;
+        };
+        let raw = std::str::from_utf8(raw).unwrap();
+        for depth in [0, 1, 2, 3, 120, 126, 127] {
+            let strict = Strict(depth).check_text(raw).is_ok();
+            let got = strict_raw_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(got.is_some(), strict, "{d} at {depth}");
+            accepted += usize::from(strict);
+            let want = scanned_is_strict(raw, depth)
+                .then(|| serde_json::from_str::<Value>(raw).ok())
+                .flatten();
+            let got = value_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(got, want, "{d} at {depth}");
+            let want = raw_str_text(raw, depth);
+            let got = raw_str_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{d} at {depth}");
+            if let (Some(Ok(crate::json::Str::Json(a))), Some(Ok(crate::json::Str::Json(b)))) =
+                (&got, &want)
+            {
+                assert_eq!(a, b);
+            }
+        }
+    }
+    assert!(accepted > 5_000, "{accepted}");
+}

@@ -16,8 +16,8 @@ use serde::de::{
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::{
-    json::{scanned_is_strict, unescape, Str, Strict},
-    scan::Cursor,
+    json::{self, scanned_is_strict, unescape, Str, Strict},
+    scan::{Cursor, Unchecked},
 };
 
 /// A field that may be a string, a list of `T`, or something else (null, a wrong type: kept
@@ -188,22 +188,61 @@ pub(crate) fn raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<&'d str> {
     sub(doc, v)
 }
 
+/// The value at the cursor as raw text, with what the walk left unchecked in it.
+pub(crate) fn noted_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<(&'d str, Unchecked)> {
+    let (v, n) = c.value_noting()?;
+    Some((sub(doc, v)?, n))
+}
+
+/// Whether a value the cursor walked, found inside `depth` containers, is one [`Strict`]
+/// accepts, told by what the walk noted (`n`) rather than by a second pass over it: without
+/// a `\u` escape or a long number, only its nesting is left to check ([`scanned_is_strict`]
+/// checks no more). `false` when unsure: [`Strict`] then decides.
+pub(crate) fn noted_strict(n: Unchecked, depth: usize) -> bool {
+    !n.unicode && !n.long_number && depth.saturating_add(n.nesting) < json::MAX_DEPTH
+}
+
 /// The value at the cursor as raw text passed on as written (a tool's schema), found inside
 /// `depth` containers and checked by [`Strict`] as the one-pass parse checks it.
 pub(crate) fn strict_raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<&'d str> {
-    let raw = raw_at(doc, c)?;
-    Strict(depth).check_text(raw).ok()?;
+    let (raw, n) = noted_at(doc, c)?;
+    if !noted_strict(n, depth) {
+        Strict(depth).check_text(raw).ok()?;
+    }
     Some(raw)
 }
 
 /// The value at the cursor, found inside `depth` containers, as a `Value` (`None` when
 /// nested deeper than a `Value` parse of the whole body accepts).
 pub(crate) fn value_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<Value> {
-    let v = raw_at(doc, c)?;
-    if !scanned_is_strict(v, depth) {
+    let (v, n) = noted_at(doc, c)?;
+    if !(noted_strict(n, depth) || scanned_is_strict(v, depth)) {
         return None;
     }
     serde_json::from_str(v).ok()
+}
+
+/// [`raw_str_text`] on the value at the cursor: a string literal the walk saw no `\u` escape
+/// in has no surrogate to check, and is taken as it is.
+pub(crate) fn raw_str_at<'d>(
+    doc: &'d str,
+    c: &mut Cursor<'d>,
+    depth: usize,
+) -> Option<Result<Str<'d>, Value>> {
+    let (raw, n) = noted_at(doc, c)?;
+    raw_str_noted(raw, n, depth)
+}
+
+/// [`raw_str_text`] on raw text the cursor walked, with what the walk noted in it.
+pub(crate) fn raw_str_noted(
+    raw: &str,
+    n: Unchecked,
+    depth: usize,
+) -> Option<Result<Str<'_>, Value>> {
+    if raw.starts_with('"') && !n.unicode {
+        return Some(Ok(Str::Json(raw)));
+    }
+    raw_str_text(raw, depth)
 }
 
 /// [`raw_str`] on raw text.
@@ -290,7 +329,7 @@ impl<'de> FromCursor<'de> for Block<'de> {
                     continue;
                 }
             };
-            b.strs.push((key, raw_str_text(raw_at(doc, c)?, depth)?));
+            b.strs.push((key, raw_str_at(doc, c, depth)?));
         }
         (!c.failed()).then_some(b)
     }
@@ -302,7 +341,7 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
-                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "description" => t.description = Some(raw_str_at(doc, c, depth)?),
                 "input_schema" => t.input_schema = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
                     t.other.insert(k.into_owned(), value_at(doc, c, depth)?);

@@ -14,8 +14,8 @@ use serde_json::{value::RawValue, Map, Value};
 
 pub(super) use crate::anthropic::wire::parse;
 use crate::anthropic::wire::{
-    err, key_text, many_at, raw_at, raw_str, raw_str_text, value_at, FromCursor, FromMap, Many,
-    ManySeed, Member, TopLevel,
+    err, key_text, many_at, noted_at, raw_at, raw_str, raw_str_at, raw_str_noted, value_at,
+    FromCursor, FromMap, Many, ManySeed, Member, TopLevel,
 };
 use crate::json::{Str, Strict};
 use crate::openai::wire::{
@@ -98,8 +98,8 @@ impl<'de> Member<'de> for Top<'de> {
                 Top::Tools(tools, raw)
             }
             "instructions" => {
-                let raw = raw_at(doc, c)?;
-                Top::Instructions(raw_str_text(raw, 1)?, raw)
+                let (raw, n) = noted_at(doc, c)?;
+                Top::Instructions(raw_str_noted(raw, n, 1)?, raw)
             }
             _ => Top::Other(value_at(doc, c, 1)?),
         })
@@ -148,7 +148,7 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
-                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "description" => t.description = Some(raw_str_at(doc, c, depth)?),
                 "parameters" => t.parameters = Some(raw_at(doc, c)?),
                 "tools" => t.tools = Some(many_at(doc, c, depth)?),
                 _ => {
