@@ -683,3 +683,69 @@ fn noted_values_are_checked_as_strict_checks_them() {
     }
     assert!(accepted > 5_000, "{accepted}");
 }
+
+/// Errors name the parameter at fault, down to nested tool results (the paths are made only
+/// when an error needs one).
+#[test]
+fn decode_errors_name_nested_parameters() {
+    let cases = [
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"tool_use","id":5,"name":"n","input":{}}]}]}"#,
+            "messages[1].content[1].id",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","input":{}}]}]}"#,
+            "messages[0].content[0].name",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","name":"n","input":[1]}]}]}"#,
+            "messages[0].content[0].input",
+            "must be an object",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"tool_result","tool_use_id":1}]}]}]}"#,
+            "messages[0].content[0].content[0].tool_use_id",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"system":[{"type":"text","text":"s"},{"type":"text"}],"messages":[{"role":"user","content":"x"}]}"#,
+            "system[1].text",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"system","content":[{"type":"text","text":"a"},{"type":"image","source":{"type":"url","url":"u"}}]}]}"#,
+            "messages[1].content[1]",
+            "a system turn can only hold text blocks",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"a","input_schema":{}},{"name":7}]}"#,
+            "tools[1].name",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"input_schema":{}}]}"#,
+            "tools[0].name",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"robot","content":"x"}]}"#,
+            "messages[0].role",
+            "must be user, assistant or system",
+        ),
+    ];
+    for (body, param, message) in cases {
+        let err = anthropic::decode_request(body.as_bytes(), "openai").unwrap_err();
+        assert_eq!(err, TranslateError::invalid(param, message), "{body}");
+    }
+    let tool_use = r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","name":"n","input":{"b":[1,{"c":null}],"a":"x"}}]}]}"#;
+    let req = anthropic::decode_request(tool_use.as_bytes(), "openai").unwrap();
+    let Part::ToolCall(call) = &req.messages[0].content[0] else {
+        panic!("{req:?}")
+    };
+    assert_eq!(
+        Value::Object(call.arguments.clone()),
+        json!({"a": "x", "b": [1, {"c": null}]})
+    );
+}

@@ -216,10 +216,29 @@ pub(crate) fn strict_raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) 
 /// nested deeper than a `Value` parse of the whole body accepts).
 pub(crate) fn value_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<Value> {
     let (v, n) = noted_at(doc, c)?;
+    if let Some(simple) = simple_value(v) {
+        return Some(simple);
+    }
     if !(noted_strict(n, depth) || scanned_is_strict(v, depth)) {
         return None;
     }
     serde_json::from_str(v).ok()
+}
+
+/// The value of `raw`, a scalar the cursor walked, when it is one of the common kinds whose
+/// value needs no parse: a string without escapes, a literal, a plain non-negative integer
+/// (what `serde_json::from_str` would give, without setting up its reader); `None` for others.
+fn simple_value(raw: &str) -> Option<Value> {
+    match raw.as_bytes().first()? {
+        b'"' => {
+            let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+            (!inner.contains('\\')).then(|| Value::String(inner.to_string()))
+        }
+        b't' if raw == "true" => Some(Value::Bool(true)),
+        b'f' if raw == "false" => Some(Value::Bool(false)),
+        b'n' if raw == "null" => Some(Value::Null),
+        _ => crate::scan::plain_u64(raw.as_bytes()).map(Value::from),
+    }
 }
 
 /// [`raw_str_text`] on the value at the cursor: a string literal the walk saw no `\u` escape
