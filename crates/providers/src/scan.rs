@@ -31,14 +31,14 @@ pub struct Cursor<'a> {
 
 /// What the walk of one value did not check that a `serde_json::Value` parse does (see the
 /// module's docs): whether it holds a `\u` escape (a key's included), which may be a lone
-/// surrogate; a number of more than 15 characters or with an exponent, which may not fit an
-/// `f64`; and how deeply its containers nest. A value with no escape and no such number, and
+/// surrogate; a number of more than [`LONG_NUMBER`] characters or with an exponent, which may
+/// not fit an `f64`; and how deeply its containers nest. A value with no escape and no such number, and
 /// not nested too deeply, is one the parse accepts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Unchecked {
     /// A string in it has a `\u` escape.
     pub unicode: bool,
-    /// A number in it has more than 15 characters or an exponent.
+    /// A number in it has more than [`LONG_NUMBER`] characters or an exponent.
     pub long_number: bool,
     /// Containers open at its deepest point (0 for a scalar, 1 for `[]`).
     pub nesting: usize,
@@ -421,6 +421,9 @@ fn string_stop(b: &[u8], j: usize) -> Option<usize> {
     Some(short_end + k)
 }
 
+/// The most characters [`Unchecked::long_number`] lets a number without an exponent have.
+const LONG_NUMBER: usize = 300;
+
 /// Bytes of a string searched word by word before the SIMD search takes over.
 const SHORT_STRING: usize = 32;
 
@@ -458,7 +461,11 @@ fn scalar_end_noting<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) ->
         b'n' => literal(b"null"),
         _ => {
             let end = number_end(b, i)?;
-            if NOTE && (end - i > 15 || b[i..end].iter().any(|&c| matches!(c, b'e' | b'E'))) {
+            // Without an exponent, a number of at most `LONG_NUMBER` characters is under
+            // 1e300 and so fits an `f64`.
+            if NOTE
+                && (end - i > LONG_NUMBER || b[i..end].iter().any(|&c| matches!(c, b'e' | b'E')))
+            {
                 n.long_number = true;
             }
             Some(end)
