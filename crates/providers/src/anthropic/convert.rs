@@ -150,15 +150,20 @@ pub fn decode_request<'a>(
                     if t.other.get("cache_control").is_some_and(|c| !c.is_null()) {
                         req.dropped.push("cache_control");
                     }
-                    let name = t
-                        .other
-                        .get("name")
-                        .filter(|x| !x.is_null())
-                        .ok_or_else(|| {
-                            TranslateError::invalid(format!("{}.name", p()), "missing")
-                        })?;
+                    let name = match t.name {
+                        Some(Ok(n)) => n.into_owned(),
+                        None | Some(Err(Value::Null)) => {
+                            return Err(TranslateError::invalid(format!("{}.name", p()), "missing"))
+                        }
+                        Some(Err(_)) => {
+                            return Err(TranslateError::invalid(
+                                format!("{}.name", p()),
+                                "must be a string",
+                            ))
+                        }
+                    };
                     req.tools.push(Tool {
-                        name: str_at(name, || format!("{}.name", p()))?.to_string(),
+                        name,
                         description: t.description.and_then(Result::ok),
                         parameters: match t.input_schema {
                             Some(s) if s.starts_with('{') => Json::Raw(s),
@@ -352,8 +357,7 @@ fn decode_block<'a>(
     dropped: &mut Dropped,
 ) -> Result<Part<'a>, TranslateError> {
     let t = b
-        .get("type")
-        .and_then(Value::as_str)
+        .ty()
         .ok_or_else(|| TranslateError::invalid(format!("{}.type", p()), "missing"))?;
     if b.get("cache_control").is_some_and(|c| !c.is_null()) {
         dropped.push("cache_control");

@@ -573,6 +573,13 @@ fn walk_decodes_as_serde_parse() {
         r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]} x"#.into(),
         r#"{"model":"m","max_tokens":5,"messages":"text"}"#.into(),
         r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"typ\u0065":"t\u0065xt","text":"a"},{"type":"image","type":"text","text":"b","text":null,"text":"c"}]}],"tools":[{"name":"a\"b","name":"c","input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":5,"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":null,"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":["text"],"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":{"a":1},"input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":null,"input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","data":"d","signature":"s","thinking":"t","text":"x"},{"type":"thinking","thinking":"t\n","signature":"s","text":"ignored"}]}]}"#.into(),
     ];
     for (i, body) in bodies.iter().enumerate() {
         // The valid ones are walked, not handed back to serde.

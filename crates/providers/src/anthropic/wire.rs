@@ -47,17 +47,32 @@ pub(super) struct Msg<'a> {
     pub other: Map<String, Value>,
 }
 
-/// A content block: its large strings raw, a tool result's `content` parsed, the rest values.
+/// A content block: its large strings raw, its `type` borrowed, a tool result's `content`
+/// parsed, the rest values. Each field holds the last of a repeated key, as a `Value` map
+/// holds it.
 #[derive(Default)]
 pub(super) struct Block<'a> {
-    /// `text`, `thinking`, `signature`, `data`: string literals as [`Str::Json`], other values
-    /// as `Err(value)`.
-    pub strs: Vec<(&'static str, Result<Str<'a>, Value>)>,
+    /// `type` when it is a string, another value as `Err(value)`.
+    pub ty: Option<Result<Cow<'a, str>, Value>>,
+    /// `text`, `thinking`, `signature`, `data`, in this order: string literals as
+    /// [`Str::Json`], other values as `Err(value)`.
+    pub strs: [Option<Result<Str<'a>, Value>>; 4],
     pub content: Option<Many<'a, Block<'a>>>,
     pub other: Map<String, Value>,
 }
 
 impl<'a> Block<'a> {
+    /// The slot in [`Block::strs`] of a raw string field.
+    fn slot(key: &str) -> Option<usize> {
+        Some(match key {
+            "text" => 0,
+            "thinking" => 1,
+            "signature" => 2,
+            "data" => 3,
+            _ => return None,
+        })
+    }
+
     /// A string field as `Value::get(..).and_then(Value::as_str)` would see it.
     pub fn str(&self, key: &str) -> Option<&Str<'a>> {
         self.raw(key).and_then(|r| r.as_ref().ok())
@@ -66,11 +81,17 @@ impl<'a> Block<'a> {
     /// Whether the field is there and not null.
     pub fn raw(&self, key: &str) -> Option<&Result<Str<'a>, Value>> {
         self.strs
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+            .get(Self::slot(key)?)?
+            .as_ref()
             .filter(|v| !matches!(v, Err(Value::Null)))
+    }
+
+    /// `type` as `Value::get("type").and_then(Value::as_str)` would see it.
+    pub fn ty(&self) -> Option<&str> {
+        match &self.ty {
+            Some(Ok(t)) => Some(t),
+            _ => None,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -78,9 +99,11 @@ impl<'a> Block<'a> {
     }
 }
 
-/// A tool definition: `description` and `input_schema` raw, the rest values.
+/// A tool definition: `description` and `input_schema` raw, `name` borrowed, the rest values.
 #[derive(Default)]
 pub(super) struct ToolDef<'a> {
+    /// `name` when it is a string, another value as `Err(value)`.
+    pub name: Option<Result<Cow<'a, str>, Value>>,
     pub description: Option<Result<Str<'a>, Value>>,
     pub input_schema: Option<&'a str>,
     pub other: Map<String, Value>,
@@ -334,21 +357,16 @@ impl<'de> FromCursor<'de> for Block<'de> {
         let mut b = Block::default();
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
-            let key = match &*k {
-                "text" => "text",
-                "thinking" => "thinking",
-                "signature" => "signature",
-                "data" => "data",
-                "content" => {
-                    b.content = Some(many_at(doc, c, depth)?);
-                    continue;
-                }
-                _ => {
-                    b.other.insert(k.into_owned(), value_at(doc, c, depth)?);
-                    continue;
-                }
-            };
-            b.strs.push((key, raw_str_at(doc, c, depth)?));
+            match &*k {
+                "type" => b.ty = Some(crate::openai::wire::small_str_at(doc, c, depth)?),
+                "content" => b.content = Some(many_at(doc, c, depth)?),
+                key => match Block::slot(key) {
+                    Some(i) => *b.strs.get_mut(i)? = Some(raw_str_at(doc, c, depth)?),
+                    None => {
+                        b.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                    }
+                },
+            }
         }
         (!c.failed()).then_some(b)
     }
@@ -360,6 +378,7 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
+                "name" => t.name = Some(crate::openai::wire::small_str_at(doc, c, depth)?),
                 "description" => t.description = Some(raw_str_at(doc, c, depth)?),
                 "input_schema" => t.input_schema = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
@@ -601,22 +620,19 @@ impl<'de> FromMap<'de> for Block<'de> {
     fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
         let mut b = Block::default();
         while let Some(k) = map.next_key::<String>()? {
-            let key = match k.as_str() {
-                "text" => "text",
-                "thinking" => "thinking",
-                "signature" => "signature",
-                "data" => "data",
-                "content" => {
-                    b.content = Some(map.next_value_seed(ManySeed::at(depth))?);
-                    continue;
-                }
-                _ => {
-                    b.other.insert(k, map.next_value()?);
-                    continue;
-                }
-            };
-            let raw: &'de RawValue = map.next_value()?;
-            b.strs.push((key, raw_str(raw, depth)?));
+            match k.as_str() {
+                "type" => b.ty = Some(map.next_value_seed(crate::openai::wire::SmallStr)?),
+                "content" => b.content = Some(map.next_value_seed(ManySeed::at(depth))?),
+                key => match Block::slot(key).and_then(|i| b.strs.get_mut(i)) {
+                    Some(slot) => {
+                        let raw: &'de RawValue = map.next_value()?;
+                        *slot = Some(raw_str(raw, depth)?);
+                    }
+                    None => {
+                        b.other.insert(k, map.next_value()?);
+                    }
+                },
+            }
         }
         Ok(b)
     }
@@ -627,6 +643,7 @@ impl<'de> FromMap<'de> for ToolDef<'de> {
         let mut t = ToolDef::default();
         while let Some(k) = map.next_key::<String>()? {
             match k.as_str() {
+                "name" => t.name = Some(map.next_value_seed(crate::openai::wire::SmallStr)?),
                 "description" => {
                     let raw: &'de RawValue = map.next_value()?;
                     t.description = Some(raw_str(raw, depth)?);
