@@ -242,11 +242,47 @@ fn malformed_requests_name_the_parameter() {
             json!({"model": "m", "input": "x", "tools": [{"type": "function"}]}),
             "tools[0].name",
         ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": 5}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": 1}]}),
+            "tools[1].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, {"text": "b"}]}]}),
+            "input[0].content[1].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": null}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": ["x"]}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": 1}]}]}),
+            "input[0].content[0].text",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
+            "input[0].content[0].image_url",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": 5}]}),
+            "input[0].content",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "output_text"}]}]}),
+            "input[0].output[0].text",
+        ),
     ];
     for (body, param) in cases {
         let e = err(body);
         assert!(matches!(e, TranslateError::Invalid { .. }), "{e:?}");
-        assert_eq!(e.param(), param);
+        assert_eq!(e.param(), param, "{e:?}");
     }
 }
 
