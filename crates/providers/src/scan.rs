@@ -27,13 +27,20 @@ pub struct Cursor<'a> {
     i: usize,
     /// A value was just passed: a `,` or the container's end must come next.
     after_value: bool,
+    /// Containers entered and not yet left.
+    depth: usize,
+    /// What the walk has left unchecked since [`Cursor::take_unchecked`], `nesting` counted
+    /// from the document's top: keys and values passed by [`Cursor::value_noting`] are
+    /// noted; a value passed by [`Cursor::value`] is not looked at, and counts as a `\u`
+    /// escape (unsure).
+    seen: Unchecked,
 }
 
 /// What the walk of one value did not check that a `serde_json::Value` parse does (see the
 /// module's docs): whether it holds a `\u` escape (a key's included), which may be a lone
 /// surrogate; a number of more than [`LONG_NUMBER`] characters or with an exponent, which may
-/// not fit an `f64`; and how deeply its containers nest. A value with no escape and no such number, and
-/// not nested too deeply, is one the parse accepts.
+/// not fit an `f64`; and how deeply its containers nest. A value with no escape and no such
+/// number, and not nested too deeply, is one the parse accepts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Unchecked {
     /// A string in it has a `\u` escape.
@@ -51,7 +58,16 @@ impl<'a> Cursor<'a> {
             b: doc,
             i: 0,
             after_value: false,
+            depth: 0,
+            seen: Unchecked::default(),
         }
+    }
+
+    /// What the walk has left unchecked in everything it passed since the last call (or its
+    /// start), and starts noting afresh: see [`Unchecked`], whose `nesting` here is the
+    /// deepest the walk went, counted from the document's top.
+    pub(crate) fn take_unchecked(&mut self) -> Unchecked {
+        std::mem::take(&mut self.seen)
     }
 
     /// Enters the object (`open` = `{`) or array (`[`) at the cursor; false, and nothing
@@ -62,6 +78,8 @@ impl<'a> Cursor<'a> {
         if entered {
             self.i = i + 1;
             self.after_value = false;
+            self.depth += 1;
+            self.seen.nesting = self.seen.nesting.max(self.depth);
         }
         entered
     }
@@ -76,6 +94,7 @@ impl<'a> Cursor<'a> {
             Some(b'}') => {
                 self.i = i + 1;
                 self.after_value = true; // the object itself
+                self.depth = self.depth.saturating_sub(1);
                 return None;
             }
             Some(b',') if self.after_value => i = ws(b, i + 1),
@@ -85,7 +104,7 @@ impl<'a> Cursor<'a> {
         if b.get(i) != Some(&b'"') {
             return self.fault();
         }
-        let Some(end) = string_end(b, i) else {
+        let Some(end) = string_end_noting::<true>(b, i, &mut self.seen.unicode) else {
             return self.fault();
         };
         let colon = ws(b, end);
@@ -106,6 +125,7 @@ impl<'a> Cursor<'a> {
             Some(b']') => {
                 self.i = i + 1;
                 self.after_value = true; // the array itself
+                self.depth = self.depth.saturating_sub(1);
                 return false;
             }
             Some(b',') if self.after_value => i = ws(b, i + 1),
@@ -130,6 +150,8 @@ impl<'a> Cursor<'a> {
     /// Skips the value at the cursor and returns it as written.
     pub fn value(&mut self) -> Option<&'a [u8]> {
         let start = ws(self.b, self.i);
+        // Not looked at for what a parse would check: unsure.
+        self.seen.unicode = true;
         match value_end(self.b, start) {
             Some(end) => {
                 self.i = end;
@@ -150,6 +172,9 @@ impl<'a> Cursor<'a> {
             Some(end) => {
                 self.i = end;
                 self.after_value = true;
+                self.seen.unicode |= n.unicode;
+                self.seen.long_number |= n.long_number;
+                self.seen.nesting = self.seen.nesting.max(self.depth + n.nesting);
                 Some((&self.b[start..end], n))
             }
             None => self.fault(),
@@ -281,12 +306,8 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
 /// backslashes and control characters, whose bits are then visited in turn, so an escape
 /// costs a few instructions rather than a new search (agent text has one every ~40 bytes:
 /// the search from each escape was a quarter of decoding a Claude Code request).
-#[inline(always)]
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    string_end_noting::<false>(b, i, &mut false)
-}
-
-/// [`string_end`], setting `unicode` when the string has a `\u` escape (when `NOTE`).
+///
+/// When `NOTE`, a `\u` escape in the string sets `unicode`.
 #[cfg(target_arch = "x86_64")]
 fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
     // Most strings (keys, roles, ids) end within a word or two: found by the word test
@@ -362,13 +383,13 @@ fn stops64(block: &[u8; 64]) -> u64 {
     m.quote | m.backslash | m.control
 }
 
-/// [`string_end`], setting `unicode` when the string has a `\u` escape (when `NOTE`).
+/// [`string_end_noting`] a word at a time.
 #[cfg(not(target_arch = "x86_64"))]
 fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
     string_end_words::<NOTE>(b, i + 1, unicode)
 }
 
-/// [`string_end`] from `j`, inside the string, a word at a time.
+/// [`string_end_noting`] from `j`, inside the string, a word at a time.
 fn string_end_words<const NOTE: bool>(b: &[u8], j: usize, unicode: &mut bool) -> Option<usize> {
     let mut j = j;
     loop {
@@ -616,7 +637,7 @@ mod tests {
                         doc.extend_from_slice(&text);
                         doc.extend_from_slice(tail);
                         assert_eq!(
-                            string_end(&doc, 0),
+                            string_end_noting::<false>(&doc, 0, &mut false),
                             string_end_words::<false>(&doc, 1, &mut false),
                             "{}",
                             String::from_utf8_lossy(&doc)
@@ -857,6 +878,48 @@ mod tests {
             }
         }
         assert!(checked > 30_000);
+    }
+
+    /// What a walk notes over what it passed: keys' `\u` escapes, values passed by
+    /// `value_noting`, the deepest container from the document's top, and a value passed
+    /// unlooked-at by `value` as unsure.
+    #[test]
+    fn the_walk_notes_what_it_passed() {
+        let walk = |doc: &[u8], look: bool| {
+            let mut c = Cursor::new(doc);
+            assert!(c.enter(b'{'));
+            assert_eq!(c.take_unchecked().nesting, 1);
+            while c.key().is_some() {
+                if c.enter(b'[') {
+                    while c.element() {
+                        assert!(c.value_noting().is_some());
+                    }
+                } else if look {
+                    assert!(c.value_noting().is_some());
+                } else {
+                    assert!(c.value().is_some());
+                }
+            }
+            assert!(c.complete());
+            c.take_unchecked()
+        };
+        let n = |unicode, long_number, nesting| Unchecked {
+            unicode,
+            long_number,
+            nesting,
+        };
+        assert_eq!(walk(br#"{"a":1,"b":"x\n"}"#, true), n(false, false, 1));
+        assert_eq!(walk(br#"{"a":1,"b":"x\n"}"#, false), n(true, false, 0));
+        assert_eq!(walk(br#"{"\u0061":1}"#, true), n(true, false, 1));
+        assert_eq!(walk(br#"{"a":"\u00e9"}"#, true), n(true, false, 1));
+        assert_eq!(walk(br#"{"a":"\\u00e9"}"#, true), n(false, false, 1));
+        assert_eq!(walk(br#"{"a":[1,[2,[3]]]}"#, true), n(false, false, 4));
+        assert_eq!(walk(br#"{"a":[],"b":{"c":{}}}"#, true), n(false, false, 3));
+        assert_eq!(walk(br#"{"a":[1e3]}"#, true), n(false, true, 2));
+        let long = format!(r#"{{"a":[{}],"b":-{}}}"#, "9".repeat(300), "9".repeat(299));
+        assert_eq!(walk(long.as_bytes(), true), n(false, false, 2));
+        let long = format!(r#"{{"a":[{}]}}"#, "9".repeat(301));
+        assert_eq!(walk(long.as_bytes(), true), n(false, true, 2));
     }
 
     #[test]
