@@ -707,9 +707,7 @@ pub fn encode_request(
                                 Out::obj([
                                     (
                                         "arguments",
-                                        Out::String(
-                                            serde_json::to_string(&c.arguments).unwrap_or_default(),
-                                        ),
+                                        Out::String(crate::json::map_text(&c.arguments)),
                                     ),
                                     ("name", Out::Text(&c.name)),
                                 ]),
