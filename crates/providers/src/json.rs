@@ -525,10 +525,7 @@ impl<'r, 'a> Out<'r, 'a> {
             Out::Json(Json::Raw(raw)) => out.extend_from_slice(raw.as_bytes()),
             Out::Json(Json::Value(v)) | Out::Owned(v) => write_value(out, v),
             Out::Value(v) => write_value(out, v),
-            Out::Args(m) => {
-                // Writing a map of values to a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, m);
-            }
+            Out::Args(m) => write_map(out, m),
             Out::Joined(j) => j.write(out),
             Out::Array(items) => write_array(out, items),
             Out::Object(fields) => {
@@ -589,14 +586,50 @@ fn write_array(out: &mut Vec<u8>, items: &[Out<'_, '_>]) {
     out.push(b']');
 }
 
+/// Appends `v` as `serde_json`'s compact writer writes it: containers and strings directly
+/// (its writer escapes a string a byte at a time), numbers and literals by `serde_json`.
 fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::String(s) => write_str(out, s),
+        Value::Object(m) => write_map(out, m),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
         // Writing a value to a Vec cannot fail.
         _ => {
             let _ = serde_json::to_writer(&mut *out, v);
         }
     }
+}
+
+/// A map of values (a tool call's arguments) as JSON text, as `serde_json::to_string` writes
+/// it.
+pub(crate) fn map_text(m: &serde_json::Map<String, Value>) -> String {
+    let mut out = Vec::with_capacity(64);
+    write_map(&mut out, m);
+    // Only ever whole strings and ASCII punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a map of values (a tool call's arguments) as `serde_json` writes it, in its order.
+fn write_map(out: &mut Vec<u8>, m: &serde_json::Map<String, Value>) {
+    out.push(b'{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        write_value(out, v);
+    }
+    out.push(b'}');
 }
 
 impl Serialize for Out<'_, '_> {
@@ -1371,6 +1404,57 @@ mod tests {
             serde_json::to_string(&doc).unwrap()
         );
         serde_json::from_slice::<Value>(&ours).unwrap();
+    }
+
+    /// `write_value` writes what serde_json's compact writer writes, on random documents
+    /// with every kind of value, escapes and non-ASCII text, nested.
+    #[test]
+    fn values_are_written_as_serde_writes_them() {
+        fn gen(rng: &mut fastrand::Rng, depth: usize) -> Value {
+            let texts = [
+                "",
+                "a",
+                "q\"",
+                "b\\s",
+                "\u{1}\n\t\u{1f}",
+                "é 😀",
+                "/x/y.py",
+                "\u{7f}",
+            ];
+            let text = |rng: &mut fastrand::Rng| {
+                (0..rng.usize(0..3))
+                    .map(|_| texts[rng.usize(..texts.len())])
+                    .collect::<String>()
+            };
+            match rng.u8(..if depth > 4 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.bool()),
+                2 => Value::from(rng.i64(..)),
+                3 => Value::from(rng.u64(..)),
+                4 => Value::from(rng.f64() * 1e6 - 5e5),
+                5 => Value::String(text(rng)),
+                6 => Value::Array((0..rng.usize(0..4)).map(|_| gen(rng, depth + 1)).collect()),
+                _ => Value::Object(
+                    (0..rng.usize(0..4))
+                        .map(|_| (text(rng), gen(rng, depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..3_000 {
+            let v = gen(&mut rng, 0);
+            let mut ours = Vec::new();
+            write_value(&mut ours, &v);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&v).unwrap()
+            );
+            if let Value::Object(m) = &v {
+                assert_eq!(Out::Args(m).to_vec(0), serde_json::to_vec(m).unwrap());
+                assert_eq!(map_text(m), serde_json::to_string(m).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,28 @@ pub struct Cursor<'a> {
     i: usize,
     /// A value was just passed: a `,` or the container's end must come next.
     after_value: bool,
+    /// Containers entered and not yet left.
+    depth: usize,
+    /// What the walk has left unchecked since [`Cursor::take_unchecked`], `nesting` counted
+    /// from the document's top: keys and values passed by [`Cursor::value_noting`] are
+    /// noted; a value passed by [`Cursor::value`] is not looked at, and counts as a `\u`
+    /// escape (unsure).
+    seen: Unchecked,
+}
+
+/// What the walk of one value did not check that a `serde_json::Value` parse does (see the
+/// module's docs): whether it holds a `\u` escape (a key's included), which may be a lone
+/// surrogate; a number of more than [`LONG_NUMBER`] characters or with an exponent, which may
+/// not fit an `f64`; and how deeply its containers nest. A value with no escape and no such
+/// number, and not nested too deeply, is one the parse accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Unchecked {
+    /// A string in it has a `\u` escape.
+    pub unicode: bool,
+    /// A number in it has more than [`LONG_NUMBER`] characters or an exponent.
+    pub long_number: bool,
+    /// Containers open at its deepest point (0 for a scalar, 1 for `[]`).
+    pub nesting: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -36,7 +58,16 @@ impl<'a> Cursor<'a> {
             b: doc,
             i: 0,
             after_value: false,
+            depth: 0,
+            seen: Unchecked::default(),
         }
+    }
+
+    /// What the walk has left unchecked in everything it passed since the last call (or its
+    /// start), and starts noting afresh: see [`Unchecked`], whose `nesting` here is the
+    /// deepest the walk went, counted from the document's top.
+    pub(crate) fn take_unchecked(&mut self) -> Unchecked {
+        std::mem::take(&mut self.seen)
     }
 
     /// Enters the object (`open` = `{`) or array (`[`) at the cursor; false, and nothing
@@ -47,6 +78,8 @@ impl<'a> Cursor<'a> {
         if entered {
             self.i = i + 1;
             self.after_value = false;
+            self.depth += 1;
+            self.seen.nesting = self.seen.nesting.max(self.depth);
         }
         entered
     }
@@ -61,6 +94,7 @@ impl<'a> Cursor<'a> {
             Some(b'}') => {
                 self.i = i + 1;
                 self.after_value = true; // the object itself
+                self.depth = self.depth.saturating_sub(1);
                 return None;
             }
             Some(b',') if self.after_value => i = ws(b, i + 1),
@@ -70,7 +104,7 @@ impl<'a> Cursor<'a> {
         if b.get(i) != Some(&b'"') {
             return self.fault();
         }
-        let Some(end) = string_end(b, i) else {
+        let Some(end) = string_end_noting::<true>(b, i, &mut self.seen.unicode) else {
             return self.fault();
         };
         let colon = ws(b, end);
@@ -91,6 +125,7 @@ impl<'a> Cursor<'a> {
             Some(b']') => {
                 self.i = i + 1;
                 self.after_value = true; // the array itself
+                self.depth = self.depth.saturating_sub(1);
                 return false;
             }
             Some(b',') if self.after_value => i = ws(b, i + 1),
@@ -115,11 +150,32 @@ impl<'a> Cursor<'a> {
     /// Skips the value at the cursor and returns it as written.
     pub fn value(&mut self) -> Option<&'a [u8]> {
         let start = ws(self.b, self.i);
+        // Not looked at for what a parse would check: unsure.
+        self.seen.unicode = true;
         match value_end(self.b, start) {
             Some(end) => {
                 self.i = end;
                 self.after_value = true;
                 Some(&self.b[start..end])
+            }
+            None => self.fault(),
+        }
+    }
+
+    /// Skips the value at the cursor like [`Self::value`], also telling what in it the walk
+    /// left unchecked (see [`Unchecked`]), so a caller that must check it further only looks
+    /// again at values that need it.
+    pub(crate) fn value_noting(&mut self) -> Option<(&'a [u8], Unchecked)> {
+        let start = ws(self.b, self.i);
+        let mut n = Unchecked::default();
+        match value_end_noting::<true>(self.b, start, &mut n) {
+            Some(end) => {
+                self.i = end;
+                self.after_value = true;
+                self.seen.unicode |= n.unicode;
+                self.seen.long_number |= n.long_number;
+                self.seen.nesting = self.seen.nesting.max(self.depth + n.nesting);
+                Some((&self.b[start..end], n))
             }
             None => self.fault(),
         }
@@ -250,8 +306,10 @@ fn find(b: &[u8], mut j: usize, flags: impl Fn(u64) -> u64) -> Option<usize> {
 /// backslashes and control characters, whose bits are then visited in turn, so an escape
 /// costs a few instructions rather than a new search (agent text has one every ~40 bytes:
 /// the search from each escape was a quarter of decoding a Claude Code request).
+///
+/// When `NOTE`, a `\u` escape in the string sets `unicode`.
 #[cfg(target_arch = "x86_64")]
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
+fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
     // Most strings (keys, roles, ids) end within a word or two: found by the word test
     // before a block is loaded.
     let mut base = i + 1;
@@ -271,6 +329,7 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         match b[k] {
             b'"' => return Some(k + 1),
             b'\\' => {
+                note_unicode::<NOTE>(b, k, unicode);
                 base = escape_end(b, k)?;
                 break;
             }
@@ -289,6 +348,7 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
             match b[k] {
                 b'"' => return Some(k + 1),
                 b'\\' => {
+                    note_unicode::<NOTE>(b, k, unicode);
                     from = escape_end(b, k)?;
                     if from >= base + 64 {
                         break;
@@ -303,7 +363,15 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         }
         base = from;
     }
-    string_end_words(b, from)
+    string_end_words::<NOTE>(b, from, unicode)
+}
+
+/// Notes a `\u` escape whose backslash is at `k`.
+#[inline(always)]
+fn note_unicode<const NOTE: bool>(b: &[u8], k: usize, unicode: &mut bool) {
+    if NOTE && b.get(k + 1) == Some(&b'u') {
+        *unicode = true;
+    }
 }
 
 /// One bit per byte of a 64-byte block: a quote, a backslash or a control character (the
@@ -315,19 +383,23 @@ fn stops64(block: &[u8; 64]) -> u64 {
     m.quote | m.backslash | m.control
 }
 
+/// [`string_end_noting`] a word at a time.
 #[cfg(not(target_arch = "x86_64"))]
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    string_end_words(b, i + 1)
+fn string_end_noting<const NOTE: bool>(b: &[u8], i: usize, unicode: &mut bool) -> Option<usize> {
+    string_end_words::<NOTE>(b, i + 1, unicode)
 }
 
-/// [`string_end`] from `j`, inside the string, a word at a time.
-fn string_end_words(b: &[u8], j: usize) -> Option<usize> {
+/// [`string_end_noting`] from `j`, inside the string, a word at a time.
+fn string_end_words<const NOTE: bool>(b: &[u8], j: usize, unicode: &mut bool) -> Option<usize> {
     let mut j = j;
     loop {
         let k = string_stop(b, j)?;
         match b[k] {
             b'"' => return Some(k + 1),
-            b'\\' => j = escape_end(b, k)?,
+            b'\\' => {
+                note_unicode::<NOTE>(b, k, unicode);
+                j = escape_end(b, k)?;
+            }
             // A control character, which must be escaped in a string.
             _ => return None,
         }
@@ -370,6 +442,9 @@ fn string_stop(b: &[u8], j: usize) -> Option<usize> {
     Some(short_end + k)
 }
 
+/// The most characters [`Unchecked::long_number`] lets a number without an exponent have.
+const LONG_NUMBER: usize = 300;
+
 /// Bytes of a string searched word by word before the SIMD search takes over.
 const SHORT_STRING: usize = 32;
 
@@ -379,21 +454,43 @@ pub const MAX_DEPTH: usize = 1024;
 
 /// The end of the well-formed JSON value starting at `i`, or `None`.
 fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    value_end_noting::<false>(b, i, &mut Unchecked::default())
+}
+
+/// [`value_end`], noting in `n` what the walk leaves unchecked (when `NOTE`).
+#[inline(always)]
+fn value_end_noting<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     match *b.get(i)? {
-        b'{' | b'[' => container_end(b, i),
-        _ => scalar_end(b, i),
+        b'{' | b'[' => container_end::<NOTE>(b, i, n),
+        _ => scalar_end_noting::<NOTE>(b, i, n),
     }
 }
 
 /// The end of the string, literal or number starting at `i`.
 pub(crate) fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+    scalar_end_noting::<false>(b, i, &mut Unchecked::default())
+}
+
+/// [`scalar_end`], noting in `n` a `\u` escape or a long number (when `NOTE`).
+#[inline(always)]
+fn scalar_end_noting<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     let literal = |lit: &[u8]| b[i..].starts_with(lit).then_some(i + lit.len());
     match *b.get(i)? {
-        b'"' => string_end(b, i),
+        b'"' => string_end_noting::<NOTE>(b, i, &mut n.unicode),
         b't' => literal(b"true"),
         b'f' => literal(b"false"),
         b'n' => literal(b"null"),
-        _ => number_end(b, i),
+        _ => {
+            let end = number_end(b, i)?;
+            // Without an exponent, a number of at most `LONG_NUMBER` characters is under
+            // 1e300 and so fits an `f64`.
+            if NOTE
+                && (end - i > LONG_NUMBER || b[i..end].iter().any(|&c| matches!(c, b'e' | b'E')))
+            {
+                n.long_number = true;
+            }
+            Some(end)
+        }
     }
 }
 
@@ -431,8 +528,8 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// The end of the object or array opening at `i`, every token inside checked: one pass,
 /// iterative (a bit per open container says whether it is an object), so a deep document
-/// cannot exhaust the stack.
-fn container_end(b: &[u8], i: usize) -> Option<usize> {
+/// cannot exhaust the stack. When `NOTE`, what it leaves unchecked goes to `n`.
+fn container_end<const NOTE: bool>(b: &[u8], i: usize, n: &mut Unchecked) -> Option<usize> {
     enum Next {
         /// `b[j]` opens a container.
         Open,
@@ -465,6 +562,9 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                     objects[word] &= !bit;
                 }
                 depth += 1;
+                if NOTE && depth > n.nesting {
+                    n.nesting = depth;
+                }
                 j = ws(b, j + 1);
                 let close = if object { b'}' } else { b']' };
                 next = if b.get(j) == Some(&close) {
@@ -478,7 +578,7 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                     if b.get(j) != Some(&b'"') {
                         return None;
                     }
-                    j = ws(b, string_end(b, j)?);
+                    j = ws(b, string_end_noting::<NOTE>(b, j, &mut n.unicode)?);
                     if b.get(j) != Some(&b':') {
                         return None;
                     }
@@ -487,7 +587,7 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
                 next = match *b.get(j)? {
                     b'{' | b'[' => Next::Open,
                     _ => {
-                        j = scalar_end(b, j)?;
+                        j = scalar_end_noting::<NOTE>(b, j, n)?;
                         Next::AfterValue
                     }
                 };
@@ -537,8 +637,8 @@ mod tests {
                         doc.extend_from_slice(&text);
                         doc.extend_from_slice(tail);
                         assert_eq!(
-                            string_end(&doc, 0),
-                            string_end_words(&doc, 1),
+                            string_end_noting::<false>(&doc, 0, &mut false),
+                            string_end_words::<false>(&doc, 1, &mut false),
                             "{}",
                             String::from_utf8_lossy(&doc)
                         );
@@ -778,6 +878,48 @@ mod tests {
             }
         }
         assert!(checked > 30_000);
+    }
+
+    /// What a walk notes over what it passed: keys' `\u` escapes, values passed by
+    /// `value_noting`, the deepest container from the document's top, and a value passed
+    /// unlooked-at by `value` as unsure.
+    #[test]
+    fn the_walk_notes_what_it_passed() {
+        let walk = |doc: &[u8], look: bool| {
+            let mut c = Cursor::new(doc);
+            assert!(c.enter(b'{'));
+            assert_eq!(c.take_unchecked().nesting, 1);
+            while c.key().is_some() {
+                if c.enter(b'[') {
+                    while c.element() {
+                        assert!(c.value_noting().is_some());
+                    }
+                } else if look {
+                    assert!(c.value_noting().is_some());
+                } else {
+                    assert!(c.value().is_some());
+                }
+            }
+            assert!(c.complete());
+            c.take_unchecked()
+        };
+        let n = |unicode, long_number, nesting| Unchecked {
+            unicode,
+            long_number,
+            nesting,
+        };
+        assert_eq!(walk(br#"{"a":1,"b":"x\n"}"#, true), n(false, false, 1));
+        assert_eq!(walk(br#"{"a":1,"b":"x\n"}"#, false), n(true, false, 0));
+        assert_eq!(walk(br#"{"\u0061":1}"#, true), n(true, false, 1));
+        assert_eq!(walk(br#"{"a":"\u00e9"}"#, true), n(true, false, 1));
+        assert_eq!(walk(br#"{"a":"\\u00e9"}"#, true), n(false, false, 1));
+        assert_eq!(walk(br#"{"a":[1,[2,[3]]]}"#, true), n(false, false, 4));
+        assert_eq!(walk(br#"{"a":[],"b":{"c":{}}}"#, true), n(false, false, 3));
+        assert_eq!(walk(br#"{"a":[1e3]}"#, true), n(false, true, 2));
+        let long = format!(r#"{{"a":[{}],"b":-{}}}"#, "9".repeat(300), "9".repeat(299));
+        assert_eq!(walk(long.as_bytes(), true), n(false, false, 2));
+        let long = format!(r#"{{"a":[{}]}}"#, "9".repeat(301));
+        assert_eq!(walk(long.as_bytes(), true), n(false, true, 2));
     }
 
     #[test]

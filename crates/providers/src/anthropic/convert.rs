@@ -51,7 +51,7 @@ pub fn decode_request<'a>(
                         .into_iter()
                         .enumerate()
                         .map(|(i, b)| {
-                            decode_block(b, &format!("system[{i}]"), target, &mut req.dropped)
+                            decode_block(b, &|| format!("system[{i}]"), target, &mut req.dropped)
                         })
                         .collect::<Result<_, _>>()?,
                     wire::Many::Other(Value::Null) => continue,
@@ -66,7 +66,7 @@ pub fn decode_request<'a>(
             }
             wire::Top::Messages(wire::Many::List(messages)) => {
                 for (i, m) in messages.into_iter().enumerate() {
-                    let p = format!("messages[{i}]");
+                    let p = || format!("messages[{i}]");
                     let role = match m.other.get("role").and_then(Value::as_str) {
                         Some("user") => Role::User,
                         Some("assistant") => Role::Assistant,
@@ -75,7 +75,7 @@ pub fn decode_request<'a>(
                         Some("system") => Role::System,
                         _ => {
                             return Err(TranslateError::invalid(
-                                format!("{p}.role"),
+                                format!("{}.role", p()),
                                 "must be user, assistant or system",
                             ))
                         }
@@ -88,7 +88,7 @@ pub fn decode_request<'a>(
                             .map(|(j, b)| {
                                 decode_block(
                                     b,
-                                    &format!("{p}.content[{j}]"),
+                                    &|| format!("{}.content[{j}]", p()),
                                     target,
                                     &mut req.dropped,
                                 )
@@ -96,7 +96,7 @@ pub fn decode_request<'a>(
                             .collect::<Result<_, _>>()?,
                         _ => {
                             return Err(TranslateError::invalid(
-                                format!("{p}.content"),
+                                format!("{}.content", p()),
                                 "must be a string or an array of content blocks",
                             ))
                         }
@@ -104,7 +104,7 @@ pub fn decode_request<'a>(
                     if role == Role::System {
                         if let Some(j) = content.iter().position(|c| !matches!(c, Part::Text(_))) {
                             return Err(TranslateError::invalid(
-                                format!("{p}.content[{j}]"),
+                                format!("{}.content[{j}]", p()),
                                 "a system turn can only hold text blocks",
                             ));
                         }
@@ -118,12 +118,12 @@ pub fn decode_request<'a>(
             wire::Top::Messages(_) => return Err(TranslateError::invalid(k, "must be an array")),
             wire::Top::Tools(wire::Many::List(tools)) => {
                 for (i, t) in tools.into_iter().enumerate() {
-                    let p = format!("tools[{i}]");
+                    let p = || format!("tools[{i}]");
                     match t.other.get("type").and_then(Value::as_str) {
                         None | Some("custom") => {}
                         Some(ty) if is_anthropic_client_tool(ty) => {
                             return Err(unsupported(
-                                format!("{p}.type"),
+                                format!("{}.type", p()),
                                 "Anthropic-defined client tools (bash, text editor, computer, \
                                  memory) have their schema built into Claude, so no other \
                                  backend can be told their arguments; declare them as custom tools",
@@ -133,7 +133,7 @@ pub fn decode_request<'a>(
                         // the route allows it, else left out or refused as the route says
                         // (decided per target by the gateway).
                         Some(ty) if ty.starts_with("web_search_") && req.web_search.is_none() => {
-                            req.web_search = Some(web_search_tool(&t.other, &p, ty));
+                            req.web_search = Some(web_search_tool(&t.other, &p(), ty));
                             continue;
                         }
                         // Other server tools (web fetch, code execution, tool search …) run at
@@ -141,7 +141,7 @@ pub fn decode_request<'a>(
                         // Anthropic backend can still serve the request as it is.
                         Some(_) => {
                             return Err(unsupported(
-                                format!("{p}.type"),
+                                format!("{}.type", p()),
                                 "Anthropic server tools run on Anthropic's servers, so only \
                                  Anthropic backends can serve them",
                             ))
@@ -150,13 +150,20 @@ pub fn decode_request<'a>(
                     if t.other.get("cache_control").is_some_and(|c| !c.is_null()) {
                         req.dropped.push("cache_control");
                     }
-                    let name = t
-                        .other
-                        .get("name")
-                        .filter(|x| !x.is_null())
-                        .ok_or_else(|| TranslateError::invalid(format!("{p}.name"), "missing"))?;
+                    let name = match t.name {
+                        Some(Ok(n)) => n.into_owned(),
+                        None | Some(Err(Value::Null)) => {
+                            return Err(TranslateError::invalid(format!("{}.name", p()), "missing"))
+                        }
+                        Some(Err(_)) => {
+                            return Err(TranslateError::invalid(
+                                format!("{}.name", p()),
+                                "must be a string",
+                            ))
+                        }
+                    };
                     req.tools.push(Tool {
-                        name: str_of(name, &format!("{p}.name"))?.to_string(),
+                        name,
                         description: t.description.and_then(Result::ok),
                         parameters: match t.input_schema {
                             Some(s) if s.starts_with('{') => Json::Raw(s),
@@ -344,24 +351,23 @@ fn is_anthropic_client_tool(ty: &str) -> bool {
 /// One content block. `cache_control` on it has no equivalent elsewhere (OpenAI and Gemini
 /// cache prefixes by themselves) and is noted in `dropped`.
 fn decode_block<'a>(
-    b: wire::Block<'a>,
-    p: &str,
+    mut b: wire::Block<'a>,
+    p: &dyn Fn() -> String,
     target: &'static str,
     dropped: &mut Dropped,
 ) -> Result<Part<'a>, TranslateError> {
     let t = b
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::invalid(format!("{p}.type"), "missing"))?;
+        .ty()
+        .ok_or_else(|| TranslateError::invalid(format!("{}.type", p()), "missing"))?;
     if b.get("cache_control").is_some_and(|c| !c.is_null()) {
         dropped.push("cache_control");
     }
     Ok(match t {
         "text" => match b.raw("text") {
-            None => return Err(TranslateError::invalid(format!("{p}.text"), "missing")),
+            None => return Err(TranslateError::invalid(format!("{}.text", p()), "missing")),
             Some(Err(_)) => {
                 return Err(TranslateError::invalid(
-                    format!("{p}.text"),
+                    format!("{}.text", p()),
                     "must be a string",
                 ))
             }
@@ -371,30 +377,30 @@ fn decode_block<'a>(
             let s = b
                 .get("source")
                 .filter(|x| !x.is_null())
-                .ok_or_else(|| TranslateError::invalid(format!("{p}.source"), "missing"))?;
+                .ok_or_else(|| TranslateError::invalid(format!("{}.source", p()), "missing"))?;
             Part::Image(match s.get("type").and_then(Value::as_str) {
                 Some("base64") => Image::Base64 {
                     media_type: str_of(
-                        field(s, "media_type", &format!("{p}.source"))?,
-                        &format!("{p}.source.media_type"),
+                        field(s, "media_type", &format!("{}.source", p()))?,
+                        &format!("{}.source.media_type", p()),
                     )?
                     .to_string(),
                     data: str_of(
-                        field(s, "data", &format!("{p}.source"))?,
-                        &format!("{p}.source.data"),
+                        field(s, "data", &format!("{}.source", p()))?,
+                        &format!("{}.source.data", p()),
                     )?
                     .to_string(),
                 },
                 Some("url") => Image::Url(
                     str_of(
-                        field(s, "url", &format!("{p}.source"))?,
-                        &format!("{p}.source.url"),
+                        field(s, "url", &format!("{}.source", p()))?,
+                        &format!("{}.source.url", p()),
                     )?
                     .to_string(),
                 ),
                 _ => {
                     return Err(TranslateError::Unsupported {
-                        param: format!("{p}.source.type"),
+                        param: format!("{}.source.type", p()),
                         provider: target,
                         why: "only base64 and url image sources can be translated",
                     })
@@ -412,24 +418,24 @@ fn decode_block<'a>(
             redacted: Some(b.str("data").cloned().unwrap_or_default()),
         },
         "tool_use" => Part::ToolCall(ToolCall {
-            id: str_of(block_field(&b, "id", p)?, &format!("{p}.id"))?.to_string(),
-            name: str_of(block_field(&b, "name", p)?, &format!("{p}.name"))?.to_string(),
-            arguments: match b.get("input") {
-                Some(Value::Object(m)) => m.clone(),
+            id: str_at(block_field(&b, "id", p)?, || format!("{}.id", p()))?.to_string(),
+            name: str_at(block_field(&b, "name", p)?, || format!("{}.name", p()))?.to_string(),
+            // Taken, not copied: the block is not read again.
+            arguments: match b.other.remove("input") {
+                Some(Value::Object(m)) => m,
                 None | Some(Value::Null) => Map::new(),
                 Some(_) => {
                     return Err(TranslateError::invalid(
-                        format!("{p}.input"),
+                        format!("{}.input", p()),
                         "must be an object",
                     ))
                 }
             },
         }),
         "tool_result" => Part::ToolResult {
-            id: str_of(
-                block_field(&b, "tool_use_id", p)?,
-                &format!("{p}.tool_use_id"),
-            )?
+            id: str_at(block_field(&b, "tool_use_id", p)?, || {
+                format!("{}.tool_use_id", p())
+            })?
             .to_string(),
             is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             content: match b.content {
@@ -438,11 +444,13 @@ fn decode_block<'a>(
                 Some(wire::Many::List(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(k, c)| decode_block(c, &format!("{p}.content[{k}]"), target, dropped))
+                    .map(|(k, c)| {
+                        decode_block(c, &|| format!("{}.content[{k}]", p()), target, dropped)
+                    })
                     .collect::<Result<_, _>>()?,
                 Some(wire::Many::Other(_)) => {
                     return Err(TranslateError::invalid(
-                        format!("{p}.content"),
+                        format!("{}.content", p()),
                         "must be a string or an array",
                     ))
                 }
@@ -450,7 +458,7 @@ fn decode_block<'a>(
         },
         other => {
             return Err(TranslateError::Unsupported {
-                param: format!("{p}.type"),
+                param: format!("{}.type", p()),
                 provider: target,
                 why: match other {
                     "document" => "document blocks cannot be translated",
@@ -462,15 +470,21 @@ fn decode_block<'a>(
     })
 }
 
+/// `access::str_of` with a path made only for an error.
+fn str_at(v: &Value, p: impl FnOnce() -> String) -> Result<&str, TranslateError> {
+    v.as_str()
+        .ok_or_else(|| TranslateError::invalid(p(), "must be a string"))
+}
+
 /// A field of a block that must be there, as `access::field` reads a `Value`.
 fn block_field<'b>(
     b: &'b wire::Block<'_>,
     name: &str,
-    p: &str,
+    p: &dyn Fn() -> String,
 ) -> Result<&'b Value, TranslateError> {
     b.get(name)
         .filter(|x| !x.is_null())
-        .ok_or_else(|| TranslateError::invalid(format!("{p}.{name}"), "missing"))
+        .ok_or_else(|| TranslateError::invalid(format!("{}.{name}", p()), "missing"))
 }
 
 /// Encodes a Messages request for an Anthropic backend serving `model`. Written straight from

@@ -573,6 +573,13 @@ fn walk_decodes_as_serde_parse() {
         r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]} x"#.into(),
         r#"{"model":"m","max_tokens":5,"messages":"text"}"#.into(),
         r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"typ\u0065":"t\u0065xt","text":"a"},{"type":"image","type":"text","text":"b","text":null,"text":"c"}]}],"tools":[{"name":"a\"b","name":"c","input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":5,"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":null,"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":["text"],"text":"a"}]}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":{"a":1},"input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":null,"input_schema":{}}]}"#.into(),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","data":"d","signature":"s","thinking":"t","text":"x"},{"type":"thinking","thinking":"t\n","signature":"s","text":"ignored"}]}]}"#.into(),
     ];
     for (i, body) in bodies.iter().enumerate() {
         // The valid ones are walked, not handed back to serde.
@@ -585,4 +592,178 @@ fn walk_decodes_as_serde_parse() {
         crate::anthropic::wire::FORCE_SERDE.with(|f| f.set(false));
         assert_eq!(walked, parsed, "{body}");
     }
+}
+
+/// What the walk notes in a value (`\u` escapes, long numbers, nesting) stands in for the
+/// second pass [`Strict`] made over it: a schema, a text or a small field is accepted, and
+/// read, exactly as before, on hand-picked values around each rule and on random mutations.
+#[test]
+fn noted_values_are_checked_as_strict_checks_them() {
+    use crate::{
+        anthropic::wire::{raw_str_at, raw_str_text, strict_raw_at, value_at},
+        json::{scanned_is_strict, Strict},
+        scan::Cursor,
+    };
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let mut docs: Vec<String> = vec![
+        r#"{"type":"object","properties":{"a\n":{"enum":[1,-2.5,"x\"y"]}}}"#.into(),
+        r#""plain""#.into(),
+        r#""\u00e9 \ud83d\ude00""#.into(),
+        r#""\ud800""#.into(),
+        r#""\udc00 x""#.into(),
+        r#""\ud800\u0041""#.into(),
+        r#""\\u""#.into(),
+        r#""\\ud800""#.into(),
+        r#"{"\ud800":1}"#.into(),
+        r#"{"k":"\ud83d\ude00"}"#.into(),
+        r#"{"k\u00e9":[1]}"#.into(),
+        r#"[1e400]"#.into(),
+        r#"[1e5, 2E-3, -1e-400]"#.into(),
+        r#"[123456789012345]"#.into(),
+        r#"[1234567890123456]"#.into(),
+        r#"[-12345678901234]"#.into(),
+        r#"[-123456789012345]"#.into(),
+        r#"[0.12345678901234567890]"#.into(),
+        format!("[{}]", "9".repeat(400)),
+        r#"{"maximum":9007199254740991,"minimum":-9007199254740991}"#.into(),
+        "[0.1234567890123456789, 12345678901234567890123]".into(),
+        format!("[{}]", "9".repeat(300)),
+        format!("[-{}]", "9".repeat(299)),
+        format!("[{}]", "9".repeat(301)),
+        format!("[{}]", "9".repeat(308)),
+        format!("[{}]", "9".repeat(309)),
+        format!("[1{}]", "0".repeat(308)),
+        format!("[0.{}1]", "0".repeat(297)),
+        format!("[{}.5]", "9".repeat(298)),
+        format!("[{}.5]", "9".repeat(309)),
+        "1e400".into(),
+        "12".into(),
+        "true".into(),
+        "null".into(),
+        r#"{"a":{"b":{"c":[[[]]]}}}"#.into(),
+    ];
+    for n in [1, 2, 100, 126, 127, 128, 129] {
+        docs.push(deep(n));
+        docs.push(format!("{{\"a\":{}}}", deep(n)));
+    }
+    // Random mutations of a schema, a text and a small field, with the bytes each rule turns on.
+    let base = [
+        r#"{"type":"object","properties":{"p\u00e9":{"type":"string","description":"x\ud83d\ude00"},"n":{"enum":[1,-2.5e3,123456789012345]}},"required":["p"]}"#,
+        r#""text \u00e9 \ud83d\ude00 \\u \n done""#,
+        r#"{"type":"ephemeral","ttl":[1,[2,[3]]]}"#,
+    ];
+    let alphabet = b"{}[]\",:\\ 0159-.eE+uUdDcCfF8a";
+    let mut rng = fastrand::Rng::with_seed(21);
+    for doc in base {
+        docs.push(doc.into());
+        for _ in 0..4_000 {
+            let mut d = doc.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..d.len());
+                match rng.u8(..3) {
+                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        d.remove(at);
+                    }
+                    _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                }
+            }
+            if let Ok(d) = String::from_utf8(d) {
+                docs.push(d);
+            }
+        }
+    }
+    let mut accepted = 0;
+    for d in &docs {
+        let Some(raw) = Cursor::new(d.as_bytes()).value() else {
+            continue;
+        };
+        let raw = std::str::from_utf8(raw).unwrap();
+        for depth in [0, 1, 2, 3, 120, 126, 127] {
+            let strict = Strict(depth).check_text(raw).is_ok();
+            let got = strict_raw_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(got.is_some(), strict, "{d} at {depth}");
+            accepted += usize::from(strict);
+            let want = scanned_is_strict(raw, depth)
+                .then(|| serde_json::from_str::<Value>(raw).ok())
+                .flatten();
+            let got = value_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(got, want, "{d} at {depth}");
+            let want = raw_str_text(raw, depth);
+            let got = raw_str_at(d, &mut Cursor::new(d.as_bytes()), depth);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{d} at {depth}");
+            if let (Some(Ok(crate::json::Str::Json(a))), Some(Ok(crate::json::Str::Json(b)))) =
+                (&got, &want)
+            {
+                assert_eq!(a, b);
+            }
+        }
+    }
+    assert!(accepted > 5_000, "{accepted}");
+}
+
+/// Errors name the parameter at fault, down to nested tool results (the paths are made only
+/// when an error needs one).
+#[test]
+fn decode_errors_name_nested_parameters() {
+    let cases = [
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"tool_use","id":5,"name":"n","input":{}}]}]}"#,
+            "messages[1].content[1].id",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","input":{}}]}]}"#,
+            "messages[0].content[0].name",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","name":"n","input":[1]}]}]}"#,
+            "messages[0].content[0].input",
+            "must be an object",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"tool_result","tool_use_id":1}]}]}]}"#,
+            "messages[0].content[0].content[0].tool_use_id",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"system":[{"type":"text","text":"s"},{"type":"text"}],"messages":[{"role":"user","content":"x"}]}"#,
+            "system[1].text",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"system","content":[{"type":"text","text":"a"},{"type":"image","source":{"type":"url","url":"u"}}]}]}"#,
+            "messages[1].content[1]",
+            "a system turn can only hold text blocks",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"a","input_schema":{}},{"name":7}]}"#,
+            "tools[1].name",
+            "must be a string",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"input_schema":{}}]}"#,
+            "tools[0].name",
+            "missing",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"robot","content":"x"}]}"#,
+            "messages[0].role",
+            "must be user, assistant or system",
+        ),
+    ];
+    for (body, param, message) in cases {
+        let err = anthropic::decode_request(body.as_bytes(), "openai").unwrap_err();
+        assert_eq!(err, TranslateError::invalid(param, message), "{body}");
+    }
+    let tool_use = r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"i","name":"n","input":{"b":[1,{"c":null}],"a":"x"}}]}]}"#;
+    let req = anthropic::decode_request(tool_use.as_bytes(), "openai").unwrap();
+    let Part::ToolCall(call) = &req.messages[0].content[0] else {
+        panic!("{req:?}")
+    };
+    assert_eq!(
+        Value::Object(call.arguments.clone()),
+        json!({"a": "x", "b": [1, {"c": null}]})
+    );
 }

@@ -16,8 +16,8 @@ use serde::de::{
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::{
-    json::{scanned_is_strict, unescape, Str, Strict},
-    scan::Cursor,
+    json::{self, scanned_is_strict, unescape, Str, Strict},
+    scan::{Cursor, Unchecked},
 };
 
 /// A field that may be a string, a list of `T`, or something else (null, a wrong type: kept
@@ -47,17 +47,32 @@ pub(super) struct Msg<'a> {
     pub other: Map<String, Value>,
 }
 
-/// A content block: its large strings raw, a tool result's `content` parsed, the rest values.
+/// A content block: its large strings raw, its `type` borrowed, a tool result's `content`
+/// parsed, the rest values. Each field holds the last of a repeated key, as a `Value` map
+/// holds it.
 #[derive(Default)]
 pub(super) struct Block<'a> {
-    /// `text`, `thinking`, `signature`, `data`: string literals as [`Str::Json`], other values
-    /// as `Err(value)`.
-    pub strs: Vec<(&'static str, Result<Str<'a>, Value>)>,
+    /// `type` when it is a string, another value as `Err(value)`.
+    pub ty: Option<Result<Cow<'a, str>, Value>>,
+    /// `text`, `thinking`, `signature`, `data`, in this order: string literals as
+    /// [`Str::Json`], other values as `Err(value)`.
+    pub strs: [Option<Result<Str<'a>, Value>>; 4],
     pub content: Option<Many<'a, Block<'a>>>,
     pub other: Map<String, Value>,
 }
 
 impl<'a> Block<'a> {
+    /// The slot in [`Block::strs`] of a raw string field.
+    fn slot(key: &str) -> Option<usize> {
+        Some(match key {
+            "text" => 0,
+            "thinking" => 1,
+            "signature" => 2,
+            "data" => 3,
+            _ => return None,
+        })
+    }
+
     /// A string field as `Value::get(..).and_then(Value::as_str)` would see it.
     pub fn str(&self, key: &str) -> Option<&Str<'a>> {
         self.raw(key).and_then(|r| r.as_ref().ok())
@@ -66,11 +81,17 @@ impl<'a> Block<'a> {
     /// Whether the field is there and not null.
     pub fn raw(&self, key: &str) -> Option<&Result<Str<'a>, Value>> {
         self.strs
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+            .get(Self::slot(key)?)?
+            .as_ref()
             .filter(|v| !matches!(v, Err(Value::Null)))
+    }
+
+    /// `type` as `Value::get("type").and_then(Value::as_str)` would see it.
+    pub fn ty(&self) -> Option<&str> {
+        match &self.ty {
+            Some(Ok(t)) => Some(t),
+            _ => None,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -78,9 +99,11 @@ impl<'a> Block<'a> {
     }
 }
 
-/// A tool definition: `description` and `input_schema` raw, the rest values.
+/// A tool definition: `description` and `input_schema` raw, `name` borrowed, the rest values.
 #[derive(Default)]
 pub(super) struct ToolDef<'a> {
+    /// `name` when it is a string, another value as `Err(value)`.
+    pub name: Option<Result<Cow<'a, str>, Value>>,
     pub description: Option<Result<Str<'a>, Value>>,
     pub input_schema: Option<&'a str>,
     pub other: Map<String, Value>,
@@ -188,22 +211,80 @@ pub(crate) fn raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<&'d str> {
     sub(doc, v)
 }
 
+/// The value at the cursor as raw text, with what the walk left unchecked in it.
+pub(crate) fn noted_at<'d>(doc: &'d str, c: &mut Cursor<'d>) -> Option<(&'d str, Unchecked)> {
+    let (v, n) = c.value_noting()?;
+    Some((sub(doc, v)?, n))
+}
+
+/// Whether a value the cursor walked, found inside `depth` containers, is one [`Strict`]
+/// accepts, told by what the walk noted (`n`) rather than by a second pass over it: without
+/// a `\u` escape or a long number, only its nesting is left to check ([`scanned_is_strict`]
+/// checks no more). `false` when unsure: [`Strict`] then decides.
+pub(crate) fn noted_strict(n: Unchecked, depth: usize) -> bool {
+    !n.unicode && !n.long_number && depth.saturating_add(n.nesting) < json::MAX_DEPTH
+}
+
 /// The value at the cursor as raw text passed on as written (a tool's schema), found inside
 /// `depth` containers and checked by [`Strict`] as the one-pass parse checks it.
 pub(crate) fn strict_raw_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<&'d str> {
-    let raw = raw_at(doc, c)?;
-    Strict(depth).check_text(raw).ok()?;
+    let (raw, n) = noted_at(doc, c)?;
+    if !noted_strict(n, depth) {
+        Strict(depth).check_text(raw).ok()?;
+    }
     Some(raw)
 }
 
 /// The value at the cursor, found inside `depth` containers, as a `Value` (`None` when
 /// nested deeper than a `Value` parse of the whole body accepts).
 pub(crate) fn value_at<'d>(doc: &'d str, c: &mut Cursor<'d>, depth: usize) -> Option<Value> {
-    let v = raw_at(doc, c)?;
-    if !scanned_is_strict(v, depth) {
+    let (v, n) = noted_at(doc, c)?;
+    if let Some(simple) = simple_value(v) {
+        return Some(simple);
+    }
+    if !(noted_strict(n, depth) || scanned_is_strict(v, depth)) {
         return None;
     }
     serde_json::from_str(v).ok()
+}
+
+/// The value of `raw`, a scalar the cursor walked, when it is one of the common kinds whose
+/// value needs no parse: a string without escapes, a literal, a plain non-negative integer
+/// (what `serde_json::from_str` would give, without setting up its reader); `None` for others.
+fn simple_value(raw: &str) -> Option<Value> {
+    match raw.as_bytes().first()? {
+        b'"' => {
+            let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+            (!inner.contains('\\')).then(|| Value::String(inner.to_string()))
+        }
+        b't' if raw == "true" => Some(Value::Bool(true)),
+        b'f' if raw == "false" => Some(Value::Bool(false)),
+        b'n' if raw == "null" => Some(Value::Null),
+        _ => crate::scan::plain_u64(raw.as_bytes()).map(Value::from),
+    }
+}
+
+/// [`raw_str_text`] on the value at the cursor: a string literal the walk saw no `\u` escape
+/// in has no surrogate to check, and is taken as it is.
+pub(crate) fn raw_str_at<'d>(
+    doc: &'d str,
+    c: &mut Cursor<'d>,
+    depth: usize,
+) -> Option<Result<Str<'d>, Value>> {
+    let (raw, n) = noted_at(doc, c)?;
+    raw_str_noted(raw, n, depth)
+}
+
+/// [`raw_str_text`] on raw text the cursor walked, with what the walk noted in it.
+pub(crate) fn raw_str_noted(
+    raw: &str,
+    n: Unchecked,
+    depth: usize,
+) -> Option<Result<Str<'_>, Value>> {
+    if raw.starts_with('"') && !n.unicode {
+        return Some(Ok(Str::Json(raw)));
+    }
+    raw_str_text(raw, depth)
 }
 
 /// [`raw_str`] on raw text.
@@ -276,21 +357,16 @@ impl<'de> FromCursor<'de> for Block<'de> {
         let mut b = Block::default();
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
-            let key = match &*k {
-                "text" => "text",
-                "thinking" => "thinking",
-                "signature" => "signature",
-                "data" => "data",
-                "content" => {
-                    b.content = Some(many_at(doc, c, depth)?);
-                    continue;
-                }
-                _ => {
-                    b.other.insert(k.into_owned(), value_at(doc, c, depth)?);
-                    continue;
-                }
-            };
-            b.strs.push((key, raw_str_text(raw_at(doc, c)?, depth)?));
+            match &*k {
+                "type" => b.ty = Some(crate::openai::wire::small_str_at(doc, c, depth)?),
+                "content" => b.content = Some(many_at(doc, c, depth)?),
+                key => match Block::slot(key) {
+                    Some(i) => *b.strs.get_mut(i)? = Some(raw_str_at(doc, c, depth)?),
+                    None => {
+                        b.other.insert(k.into_owned(), value_at(doc, c, depth)?);
+                    }
+                },
+            }
         }
         (!c.failed()).then_some(b)
     }
@@ -302,7 +378,8 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
-                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "name" => t.name = Some(crate::openai::wire::small_str_at(doc, c, depth)?),
+                "description" => t.description = Some(raw_str_at(doc, c, depth)?),
                 "input_schema" => t.input_schema = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
                     t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
@@ -543,22 +620,19 @@ impl<'de> FromMap<'de> for Block<'de> {
     fn from_map<A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Self, A::Error> {
         let mut b = Block::default();
         while let Some(k) = map.next_key::<String>()? {
-            let key = match k.as_str() {
-                "text" => "text",
-                "thinking" => "thinking",
-                "signature" => "signature",
-                "data" => "data",
-                "content" => {
-                    b.content = Some(map.next_value_seed(ManySeed::at(depth))?);
-                    continue;
-                }
-                _ => {
-                    b.other.insert(k, map.next_value()?);
-                    continue;
-                }
-            };
-            let raw: &'de RawValue = map.next_value()?;
-            b.strs.push((key, raw_str(raw, depth)?));
+            match k.as_str() {
+                "type" => b.ty = Some(map.next_value_seed(crate::openai::wire::SmallStr)?),
+                "content" => b.content = Some(map.next_value_seed(ManySeed::at(depth))?),
+                key => match Block::slot(key).and_then(|i| b.strs.get_mut(i)) {
+                    Some(slot) => {
+                        let raw: &'de RawValue = map.next_value()?;
+                        *slot = Some(raw_str(raw, depth)?);
+                    }
+                    None => {
+                        b.other.insert(k, map.next_value()?);
+                    }
+                },
+            }
         }
         Ok(b)
     }
@@ -569,6 +643,7 @@ impl<'de> FromMap<'de> for ToolDef<'de> {
         let mut t = ToolDef::default();
         while let Some(k) = map.next_key::<String>()? {
             match k.as_str() {
+                "name" => t.name = Some(map.next_value_seed(crate::openai::wire::SmallStr)?),
                 "description" => {
                     let raw: &'de RawValue = map.next_value()?;
                     t.description = Some(raw_str(raw, depth)?);

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, value::RawValue, Map, Value};
 
 use super::wire::{self, FunctionCall};
@@ -17,7 +17,7 @@ use crate::chat::{
     self, arguments_object, FinishReason, Image, Json, Message, Part, ResponseFormat, Role, Str,
     StreamEvent, Tool, ToolCall, ToolChoice, TranslateError,
 };
-use crate::json::{write_str, write_u64, First, Joined, Obj, Present};
+use crate::json::{write_str, write_u64, First, Joined, Obj, Out, Present};
 use crate::Usage;
 
 /// Differences between OpenAI itself and servers that speak its dialect.
@@ -585,8 +585,9 @@ pub(crate) fn image_from_url(url: &str) -> Image {
 }
 
 /// Encodes a request for an OpenAI(-compatible) backend serving `model`. Written straight from
-/// the chat model (texts and schemas borrowed from the caller's body are copied as they are,
-/// see [`crate::json`]), with keys in the sorted order a `Value` map would give them.
+/// the chat model (a `json::Out` tree: texts and schemas borrowed from the caller's body are
+/// copied as they are, see [`crate::json`]), with keys in the sorted order a `Value` map would
+/// give them.
 pub fn encode_request(
     req: &chat::Request<'_>,
     model: &str,
@@ -608,20 +609,14 @@ pub fn encode_request(
     };
     if !system.is_empty() {
         // Its pieces kept apart by a blank line rather than run together.
-        messages.push(Out::System {
-            content: Joined::new(system, PARAGRAPH, ""),
-            role: "system",
-        });
+        messages.push(system_message(system));
     }
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System => {
                 let texts = system_texts(m.content.iter());
                 if in_place && !texts.is_empty() {
-                    messages.push(Out::System {
-                        content: Joined::new(texts, PARAGRAPH, ""),
-                        role: "system",
-                    });
+                    messages.push(system_message(texts));
                 }
             }
             Role::User => {
@@ -654,32 +649,32 @@ pub fn encode_request(
                                 } else {
                                     ""
                                 };
-                            messages.push(Out::Tool {
-                                content: Joined::new(texts, "", prefix),
-                                role: "tool",
-                                tool_call_id: id,
-                            });
+                            messages.push(Out::obj([
+                                ("content", Out::Joined(Joined::new(texts, "", prefix))),
+                                ("role", Out::Text("tool")),
+                                ("tool_call_id", Out::Text(id)),
+                            ]));
                         }
                         other => rest.push(other),
                     }
                 }
                 if !rest.is_empty() {
                     let content = if let [Part::Text(t)] = rest[..] {
-                        UserContent::Text(t)
+                        Out::Str(t)
                     } else {
                         let mut arr = Vec::with_capacity(rest.len());
                         for (j, p) in rest.into_iter().enumerate() {
                             arr.push(match p {
-                                Part::Text(t) => UserPart::Text {
-                                    text: t,
-                                    r#type: "text",
-                                },
-                                Part::Image(img) => UserPart::Image {
-                                    image_url: ImageUrl {
-                                        url: image_url(img),
-                                    },
-                                    r#type: "image_url",
-                                },
+                                Part::Text(t) => {
+                                    Out::obj([("text", Out::Str(t)), ("type", Out::Text("text"))])
+                                }
+                                Part::Image(img) => Out::obj([
+                                    (
+                                        "image_url",
+                                        Out::obj([("url", Out::String(image_url(img)))]),
+                                    ),
+                                    ("type", Out::Text("image_url")),
+                                ]),
                                 // Only assistant turns carry these; a caller sending them in a
                                 // user turn has nothing the model could read.
                                 Part::Reasoning { .. }
@@ -692,12 +687,12 @@ pub fn encode_request(
                                 }
                             });
                         }
-                        UserContent::Parts(arr)
+                        Out::Array(arr)
                     };
-                    messages.push(Out::User {
-                        content,
-                        role: "user",
-                    });
+                    messages.push(Out::obj([
+                        ("content", content),
+                        ("role", Out::Text("user")),
+                    ]));
                 }
             }
             Role::Assistant => {
@@ -706,14 +701,20 @@ pub fn encode_request(
                 for part in &m.content {
                     match part {
                         Part::Text(t) => text.push(t),
-                        Part::ToolCall(c) => calls.push(OutCall {
-                            function: OutFunction {
-                                arguments: serde_json::to_string(&c.arguments).unwrap_or_default(),
-                                name: &c.name,
-                            },
-                            id: &c.id,
-                            r#type: "function",
-                        }),
+                        Part::ToolCall(c) => calls.push(Out::obj([
+                            (
+                                "function",
+                                Out::obj([
+                                    (
+                                        "arguments",
+                                        Out::String(crate::json::map_text(&c.arguments)),
+                                    ),
+                                    ("name", Out::Text(&c.name)),
+                                ]),
+                            ),
+                            ("id", Out::Text(&c.id)),
+                            ("type", Out::Text("function")),
+                        ])),
                         // The model's own earlier reasoning: OpenAI chat takes none back, and
                         // leaving it out does not change what the model is asked.
                         Part::Reasoning { .. } => {}
@@ -726,185 +727,122 @@ pub fn encode_request(
                     }
                 }
                 let empty = text.iter().all(|t| t.is_empty());
-                messages.push(Out::Assistant {
-                    content: (!empty || calls.is_empty()).then(|| Joined::new(text, "", "")),
-                    role: "assistant",
-                    tool_calls: (!calls.is_empty()).then_some(calls),
-                });
+                let mut o = Vec::with_capacity(3);
+                o.push((
+                    "content",
+                    if !empty || calls.is_empty() {
+                        Out::Joined(Joined::new(text, "", ""))
+                    } else {
+                        Out::Null
+                    },
+                ));
+                o.push(("role", Out::Text("assistant")));
+                if !calls.is_empty() {
+                    o.push(("tool_calls", Out::Array(calls)));
+                }
+                messages.push(Out::Object(o));
             }
         }
     }
-    let tools = (!req.tools.is_empty()).then(|| {
-        req.tools
-            .iter()
-            .map(|t| OutTool {
-                function: OutToolFunction {
-                    description: t.description.as_ref(),
-                    name: &t.name,
-                    parameters: &t.parameters,
-                    strict: t.strict,
-                },
-                r#type: "function",
-            })
-            .collect::<Vec<_>>()
-    });
-    let max_tokens = |d: Dialect| req.max_tokens.filter(|_| dialect == d);
-    let body = Body {
-        max_completion_tokens: max_tokens(Dialect::OpenAi),
-        max_tokens: max_tokens(Dialect::Compatible),
-        messages,
-        model,
-        parallel_tool_calls: req.parallel_tool_calls.filter(|_| tools.is_some()),
-        reasoning_effort: req.effort_for_openai(model),
-        response_format: req.response_format.as_ref().map(|rf| match rf {
-            ResponseFormat::JsonObject => json!({"type": "json_object"}),
-            ResponseFormat::JsonSchema {
-                name,
-                schema,
-                strict,
-            } => {
-                let mut s = json!({"name": name, "schema": schema});
-                if let (Some(st), Some(o)) = (strict, s.as_object_mut()) {
-                    o.insert("strict".into(), (*st).into());
+    let mut body = Vec::with_capacity(16);
+    if let Some(n) = req.max_tokens {
+        body.push((dialect.output_cap_field(), Out::U64(n)));
+    }
+    body.push(("messages", Out::Array(messages)));
+    body.push(("model", Out::Text(model)));
+    if let Some(p) = req.parallel_tool_calls.filter(|_| !req.tools.is_empty()) {
+        body.push(("parallel_tool_calls", Out::Bool(p)));
+    }
+    if let Some(e) = req.effort_for_openai(model) {
+        body.push(("reasoning_effort", Out::String(e)));
+    }
+    if let Some(rf) = &req.response_format {
+        body.push((
+            "response_format",
+            Out::Owned(match rf {
+                ResponseFormat::JsonObject => json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema {
+                    name,
+                    schema,
+                    strict,
+                } => {
+                    let mut s = json!({"name": name, "schema": schema});
+                    if let (Some(st), Some(o)) = (strict, s.as_object_mut()) {
+                        o.insert("strict".into(), (*st).into());
+                    }
+                    json!({"type": "json_schema", "json_schema": s})
                 }
-                json!({"type": "json_schema", "json_schema": s})
+            }),
+        ));
+    }
+    if !req.stop.is_empty() {
+        body.push((
+            "stop",
+            Out::Array(req.stop.iter().map(|s| Out::Text(s)).collect()),
+        ));
+    }
+    if req.stream {
+        body.push(("stream", Out::Bool(true)));
+        body.push((
+            "stream_options",
+            Out::obj([("include_usage", Out::Bool(true))]),
+        ));
+    }
+    if let Some(t) = req.temperature {
+        body.push(("temperature", Out::f64(t)));
+    }
+    if let Some(tc) = &req.tool_choice {
+        body.push((
+            "tool_choice",
+            match tc {
+                ToolChoice::Auto => Out::Text("auto"),
+                ToolChoice::None => Out::Text("none"),
+                ToolChoice::Required => Out::Text("required"),
+                ToolChoice::Tool(n) => Out::obj([
+                    ("function", Out::obj([("name", Out::Text(n))])),
+                    ("type", Out::Text("function")),
+                ]),
+            },
+        ));
+    }
+    if !req.tools.is_empty() {
+        let tools = req.tools.iter().map(|t| {
+            let mut f = Vec::with_capacity(4);
+            if let Some(d) = &t.description {
+                f.push(("description", Out::Str(d)));
             }
-        }),
-        stop: (!req.stop.is_empty()).then_some(&req.stop[..]),
-        stream: req.stream.then_some(true),
-        stream_options: req.stream.then(|| json!({"include_usage": true})),
-        temperature: req.temperature,
-        tool_choice: req.tool_choice.as_ref().map(|tc| match tc {
-            ToolChoice::Auto => "auto".into(),
-            ToolChoice::None => "none".into(),
-            ToolChoice::Required => "required".into(),
-            ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
-        }),
-        tools,
-        top_p: req.top_p,
-        // `top_k` has no OpenAI chat parameter, and `thinking` none beyond the effort above;
-        // both only tune how the model samples or deliberates, so leaving them out is safe.
-        user: req.user.as_deref(),
-    };
-    let mut out = Vec::with_capacity(req.size_hint());
-    serde_json::to_writer(&mut out, &body).map_err(|e| {
-        TranslateError::invalid("", format!("the request could not be written: {e}"))
-    })?;
-    Ok(out)
+            f.push(("name", Out::Text(&t.name)));
+            f.push(("parameters", Out::Json(&t.parameters)));
+            if let Some(s) = t.strict {
+                f.push(("strict", Out::Bool(s)));
+            }
+            Out::obj([
+                ("function", Out::Object(f)),
+                ("type", Out::Text("function")),
+            ])
+        });
+        body.push(("tools", Out::Array(tools.collect())));
+    }
+    if let Some(p) = req.top_p {
+        body.push(("top_p", Out::f64(p)));
+    }
+    // `top_k` has no OpenAI chat parameter, and `thinking` none beyond the effort above;
+    // both only tune how the model samples or deliberates, so leaving them out is safe.
+    if let Some(u) = &req.user {
+        body.push(("user", Out::Text(u)));
+    }
+    Ok(Out::Object(body).to_vec(req.size_hint()))
 }
 
 /// A blank line between two pieces of text, as spelled inside a JSON string.
 const PARAGRAPH: &str = "\\n\\n";
 
-/// The upstream body. Fields in sorted order: the order the `Value` map this replaced wrote.
-#[derive(Serialize)]
-struct Body<'r, 'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_completion_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u64>,
-    messages: Vec<Out<'r, 'a>>,
-    model: &'r str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel_tool_calls: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_effort: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop: Option<&'r [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<Vec<OutTool<'r, 'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'r str>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Out<'r, 'a> {
-    System {
-        content: Joined<'r, 'a>,
-        role: &'static str,
-    },
-    User {
-        content: UserContent<'r, 'a>,
-        role: &'static str,
-    },
-    Tool {
-        content: Joined<'r, 'a>,
-        role: &'static str,
-        tool_call_id: &'r str,
-    },
-    Assistant {
-        content: Option<Joined<'r, 'a>>,
-        role: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tool_calls: Option<Vec<OutCall<'r>>>,
-    },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum UserContent<'r, 'a> {
-    Text(&'r Str<'a>),
-    Parts(Vec<UserPart<'r, 'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum UserPart<'r, 'a> {
-    Text {
-        text: &'r Str<'a>,
-        r#type: &'static str,
-    },
-    Image {
-        image_url: ImageUrl,
-        r#type: &'static str,
-    },
-}
-
-#[derive(Serialize)]
-struct ImageUrl {
-    url: String,
-}
-
-#[derive(Serialize)]
-struct OutCall<'r> {
-    function: OutFunction<'r>,
-    id: &'r str,
-    r#type: &'static str,
-}
-
-#[derive(Serialize)]
-struct OutFunction<'r> {
-    arguments: String,
-    name: &'r str,
-}
-
-#[derive(Serialize)]
-struct OutTool<'r, 'a> {
-    function: OutToolFunction<'r, 'a>,
-    r#type: &'static str,
-}
-
-#[derive(Serialize)]
-struct OutToolFunction<'r, 'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'r Str<'a>>,
-    name: &'r str,
-    parameters: &'r Json<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    strict: Option<bool>,
+/// `{"content": texts joined by a blank line, "role": "system"}`.
+fn system_message<'r, 'a>(texts: Vec<&'r Str<'a>>) -> Out<'r, 'a> {
+    Out::obj([
+        ("content", Out::Joined(Joined::new(texts, PARAGRAPH, ""))),
+        ("role", Out::Text("system")),
+    ])
 }
 
 /// The non-empty texts of system parts.
@@ -923,6 +861,10 @@ fn image_url(img: &Image) -> String {
         Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
     }
 }
+
+#[cfg(test)]
+#[path = "chat_reference.rs"]
+pub(super) mod reference;
 
 // === responses ===
 

@@ -588,3 +588,134 @@ fn walk_decodes_as_serde_parse() {
         assert_eq!(walked, parsed, "{body}");
     }
 }
+
+/// The chat request encoder, which writes a `json::Out` tree, writes what the serde-derived
+/// encoder it replaced wrote (kept as `chat::reference`), byte for byte, and fails alike.
+#[test]
+fn request_encoder_writes_as_the_serde_encoder_did() {
+    use crate::chat::{self, Json, Part, Role, Str, Thinking, ToolChoice};
+    use crate::openai::chat::{encode_request, reference, Dialect};
+    use crate::transcode::{decode_request, Format};
+    let anthropic_body = r#"{"model":"claude","max_tokens":100,"system":[{"type":"text","text":"be \"brief\"\n"},{"type":"text","text":""},{"type":"text","text":"second \u00e9"}],"messages":[
+        {"role":"user","content":[{"type":"text","text":"look"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}},{"type":"image","source":{"type":"url","url":"https://x/y.png"}}]},
+        {"role":"assistant","content":[{"type":"thinking","thinking":"hm","signature":"sig"},{"type":"text","text":""},{"type":"tool_use","id":"t1","name":"read","input":{"path":"/a\"b","n":[1,2.5,null,{"z":true,"a":"\u0001"}]}},{"type":"tool_use","id":"t2","name":"ls","input":{}}]},
+        {"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"oops"},{"type":"text","text":" more"}],"is_error":true},{"type":"tool_result","tool_use_id":"t2","content":"Error already","is_error":true},{"type":"tool_result","tool_use_id":"t3"},{"type":"text","text":"and?"}]},
+        {"role":"system","content":"mid \t system"},
+        {"role":"assistant","content":"plain answer"},
+        {"role":"user","content":"again"}],
+        "tools":[{"name":"read","description":"Reads \"files\"","input_schema":{"type":"object","properties":{"path":{"type":"string"}}}},{"name":"ls","input_schema":{"type":"object"}}],
+        "tool_choice":{"type":"tool","name":"read","disable_parallel_tool_use":true},
+        "temperature":0.7,"top_p":0.9,"top_k":5,"stop_sequences":["END","\"q\""],"stream":true,"metadata":{"user_id":"u-1"},
+        "thinking":{"type":"enabled","budget_tokens":2048}}"#;
+    let openai_body = r#"{"model":"gpt","messages":[{"role":"developer","content":"dev"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"b\": 1, \"a\": [1.50, 1e3]}"}},{"id":"c2","type":"function","function":{"name":"g","arguments":"not json"}},{"id":"c3","type":"function","function":{"name":"h","arguments":""}}]},{"role":"tool","tool_call_id":"c1","content":"r1"},{"role":"tool","tool_call_id":"c2","content":[{"type":"text","text":"r2"}]},{"role":"system","content":"late"},{"role":"user","content":"go"}],
+        "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"},"strict":true}},{"type":"function","function":{"name":"g","strict":false}}],
+        "tool_choice":"required","parallel_tool_calls":false,"response_format":{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object"},"strict":true}},
+        "stop":"x","user":"me","reasoning_effort":"low","max_completion_tokens":9,"temperature":2,"top_p":1e-3}"#;
+    let openai_json_mode = r#"{"model":"o3-mini","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},"tool_choice":"none","tools":[{"type":"function","function":{"name":"f"}}],"safety_identifier":"s"}"#;
+    let sources: Vec<(Format, Vec<u8>)> = vec![
+        (
+            Format::Anthropic,
+            include_bytes!("../../../../bench/bodies/claude-code.json").to_vec(),
+        ),
+        (
+            Format::Responses,
+            include_bytes!("../../../../bench/bodies/codex.json").to_vec(),
+        ),
+        (
+            Format::OpenAiChat,
+            include_bytes!("../../../../bench/bodies/openai-70k-model-last.json").to_vec(),
+        ),
+        (
+            Format::Anthropic,
+            crate::test_util::fixture("anthropic/request.json"),
+        ),
+        (
+            Format::OpenAiChat,
+            crate::test_util::fixture("openai/request.json"),
+        ),
+        (
+            Format::Responses,
+            crate::test_util::fixture("responses/request.json"),
+        ),
+        (Format::Anthropic, anthropic_body.as_bytes().to_vec()),
+        (Format::OpenAiChat, openai_body.as_bytes().to_vec()),
+        (Format::OpenAiChat, openai_json_mode.as_bytes().to_vec()),
+    ];
+    let mut requests: Vec<chat::Request<'_>> = sources
+        .iter()
+        .map(|(f, b)| decode_request(*f, "openai", b).unwrap())
+        .collect();
+    // What no decoder makes: plain texts, a schema as a value, odd numbers, an image in an
+    // assistant turn and a tool call in a user turn (both refused), adaptive thinking.
+    let mut odd = chat::Request {
+        model: "gpt-5".into(),
+        system: vec![Part::Text(Str::from("sys \"q\"\n"))],
+        messages: vec![chat::Message {
+            role: Role::User,
+            content: vec![Part::Text(Str::from("ctl \u{1} text"))],
+        }],
+        tools: vec![chat::Tool {
+            name: "n\"".into(),
+            description: Some(Str::from("desc\n")),
+            parameters: Json::Value(serde_json::json!({"type": "object", "x": [1.5, -0.0]})),
+            strict: None,
+        }],
+        tool_choice: Some(ToolChoice::Auto),
+        temperature: Some(f64::NAN),
+        top_p: Some(f64::INFINITY),
+        thinking: Some(Thinking::Adaptive),
+        effort: Some("high".into()),
+        ..Default::default()
+    };
+    requests.push(odd.clone());
+    odd.temperature = Some(-0.0);
+    odd.top_p = Some(1e300);
+    odd.thinking = Some(Thinking::Budget(5000));
+    odd.effort = None;
+    requests.push(odd.clone());
+    for (role, part) in [
+        (Role::Assistant, Part::Image(chat::Image::Url("u".into()))),
+        (
+            Role::User,
+            Part::ToolCall(chat::ToolCall {
+                id: "i".into(),
+                name: "n".into(),
+                arguments: Default::default(),
+            }),
+        ),
+        (
+            Role::User,
+            Part::ToolResult {
+                id: "i".into(),
+                content: vec![Part::Image(chat::Image::Url("u".into()))],
+                is_error: false,
+            },
+        ),
+    ] {
+        let mut r = odd.clone();
+        r.messages.push(chat::Message {
+            role,
+            content: vec![Part::Text(Str::from("t")), part],
+        });
+        requests.push(r);
+    }
+    let mut compared = 0;
+    for req in &requests {
+        for dialect in [Dialect::OpenAi, Dialect::Compatible] {
+            for model in ["upstream-model", "o3-mini", "gpt-5"] {
+                let new = encode_request(req, model, dialect);
+                let old = reference::encode_request(req, model, dialect);
+                match (&new, &old) {
+                    (Ok(n), Ok(o)) => assert_eq!(
+                        String::from_utf8_lossy(n),
+                        String::from_utf8_lossy(o),
+                        "{model} {dialect:?}"
+                    ),
+                    _ => assert_eq!(new, old),
+                }
+                compared += usize::from(new.is_ok());
+            }
+        }
+    }
+    assert!(compared >= 60, "{compared}");
+}

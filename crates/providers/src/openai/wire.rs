@@ -14,8 +14,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
 use crate::anthropic::wire::{
-    err, key_text, many_at, raw_at, raw_str, raw_str_text, strict_raw_at, value_at, FromCursor,
-    FromMap, ItemSeed, ManySeed, Member, TopLevel,
+    err, key_text, many_at, noted_at, noted_strict, raw_at, raw_str, raw_str_at, strict_raw_at,
+    value_at, FromCursor, FromMap, ItemSeed, ManySeed, Member, TopLevel,
 };
 pub(super) use crate::anthropic::wire::{parse, Many};
 use crate::{
@@ -139,11 +139,16 @@ pub(crate) fn content_at<'a>(
         }
         return (!c.failed()).then_some(Content::Parts(parts));
     }
-    let v = raw_at(doc, c)?;
+    let (v, n) = noted_at(doc, c)?;
     if v.starts_with('"') {
+        if !n.unicode {
+            return Some(Content::Text(Str::Json(v)));
+        }
         return Some(Content::Text(Str::literal(v).ok()??));
     }
-    Strict(depth).check_text(v).ok()?;
+    if !noted_strict(n, depth) {
+        Strict(depth).check_text(v).ok()?;
+    }
     Some(Content::Other(serde_json::from_str(v).ok()?))
 }
 
@@ -186,8 +191,7 @@ fn object_at<'a, T: FromCursor<'a>>(
 
 /// Skips the value at the cursor, checked as [`Strict`] checks it.
 pub(crate) fn skip_at<'a>(doc: &'a str, c: &mut Cursor<'a>, depth: usize) -> Option<()> {
-    let v = raw_at(doc, c)?;
-    Strict(depth).check_text(v).ok()
+    strict_raw_at(doc, c, depth).map(|_| ())
 }
 
 impl<'de> FromCursor<'de> for Msg<'de> {
@@ -197,9 +201,7 @@ impl<'de> FromCursor<'de> for Msg<'de> {
             let k = key_text(doc, k)?;
             match &*k {
                 "content" => m.content = Some(content_at(doc, c, depth)?),
-                "reasoning_content" => {
-                    m.reasoning_content = Some(raw_str_text(raw_at(doc, c)?, depth)?)
-                }
+                "reasoning_content" => m.reasoning_content = Some(raw_str_at(doc, c, depth)?),
                 "role" => m.role = Some(small_str_at(doc, c, depth)?),
                 "tool_call_id" => m.tool_call_id = Some(small_str_at(doc, c, depth)?),
                 "tool_calls" => m.tool_calls = Some(many_at(doc, c, depth)?),
@@ -217,11 +219,10 @@ impl<'de> FromCursor<'de> for PartDef<'de> {
         let mut p = PartDef::default();
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
-            let raw = raw_at(doc, c)?;
             if k == "text" {
-                p.text = Some(raw_str_text(raw, depth)?);
+                p.text = Some(raw_str_at(doc, c, depth)?);
             } else {
-                Strict(depth).check_text(raw).ok()?;
+                let raw = strict_raw_at(doc, c, depth)?;
                 p.other
                     .insert(k.into_owned(), serde_json::from_str(raw).ok()?);
             }
@@ -251,7 +252,7 @@ impl<'de> FromCursor<'de> for FunctionDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
-                "description" => f.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
+                "description" => f.description = Some(raw_str_at(doc, c, depth)?),
                 "parameters" => f.parameters = Some(strict_raw_at(doc, c, depth)?),
                 _ => {
                     f.other.insert(k.into_owned(), value_at(doc, c, depth)?);

@@ -293,11 +293,11 @@ fn decode_tools<'a>(
         .collect();
     for (i, t) in tools.into_iter().enumerate() {
         let p = format!("tools[{i}]");
-        let ty = str_of(field_of(&t.other, "type", &p)?, &format!("{p}.type"))?.to_string();
+        let ty = str_at(field_of(&t.other, "type", &p)?, || format!("{p}.type"))?.to_string();
         match ty.as_str() {
             "function" => req.tools.push(function_tool(t, &p, None)?),
             "namespace" => {
-                let ns = str_of(field_of(&t.other, "name", &p)?, &format!("{p}.name"))?;
+                let ns = str_at(field_of(&t.other, "name", &p)?, || format!("{p}.name"))?;
                 let inner_tools = match t.tools {
                     None | Some(Many::Other(Value::Null)) => {
                         return Err(TranslateError::invalid(format!("{p}.tools"), "missing"))
@@ -312,14 +312,18 @@ fn decode_tools<'a>(
                 };
                 for (j, inner) in inner_tools.into_iter().enumerate() {
                     let ip = format!("{p}.tools[{j}]");
-                    let ity = str_of(field_of(&inner.other, "type", &ip)?, &format!("{ip}.type"))?;
+                    let ity = str_at(field_of(&inner.other, "type", &ip)?, || {
+                        format!("{ip}.type")
+                    })?;
                     if ity != "function" {
                         return Err(TranslateError::Refused {
                             param: format!("{ip}.type"),
                             why: "only function tools can be translated inside a namespace",
                         });
                     }
-                    let name = str_of(field_of(&inner.other, "name", &ip)?, &format!("{ip}.name"))?;
+                    let name = str_at(field_of(&inner.other, "name", &ip)?, || {
+                        format!("{ip}.name")
+                    })?;
                     let flat = names.flatten(ns, name, &mut taken);
                     req.tools.push(function_tool(inner, &ip, Some(flat))?);
                 }
@@ -357,6 +361,12 @@ fn decode_tools<'a>(
         }
     }
     Ok(())
+}
+
+/// `access::str_of` with a path made only for an error.
+fn str_at(v: &Value, p: impl FnOnce() -> String) -> Result<&str, TranslateError> {
+    v.as_str()
+        .ok_or_else(|| TranslateError::invalid(p(), "must be a string"))
 }
 
 /// `access::field` on a parsed object's other fields.
@@ -421,7 +431,7 @@ fn function_tool<'a>(
 ) -> Result<Tool<'a>, TranslateError> {
     let name = match name {
         Some(n) => n,
-        None => str_of(field_of(&t.other, "name", p)?, &format!("{p}.name"))?.to_string(),
+        None => str_at(field_of(&t.other, "name", p)?, || format!("{p}.name"))?.to_string(),
     };
     Ok(Tool {
         name,
@@ -526,7 +536,7 @@ fn decode_input<'a>(
                     None | Some(Content::Other(Value::Null)) => {
                         return Err(TranslateError::invalid(format!("{p}.content"), "missing"))
                     }
-                    Some(c) => decode_content(c, &format!("{p}.content"))?,
+                    Some(c) => decode_content(c, &|| format!("{p}.content"))?,
                 };
                 match role {
                     "system" | "developer" => push_system(req, content),
@@ -567,7 +577,7 @@ fn decode_input<'a>(
                     None | Some(Content::Other(Value::Null)) => {
                         return Err(TranslateError::invalid(format!("{p}.output"), "missing"))
                     }
-                    Some(c) => decode_content(c, &format!("{p}.output"))?,
+                    Some(c) => decode_content(c, &|| format!("{p}.output"))?,
                 };
                 push(
                     req,
@@ -663,30 +673,36 @@ fn decode_reasoning(
 }
 
 /// Message content, or a function call's output: a string, or a list of content parts.
-fn decode_content<'a>(c: Content<'a>, p: &str) -> Result<Vec<Part<'a>>, TranslateError> {
+fn decode_content<'a>(
+    c: Content<'a>,
+    p: &dyn Fn() -> String,
+) -> Result<Vec<Part<'a>>, TranslateError> {
     let parts = match c {
         Content::Text(s) => return Ok(vec![Part::Text(s)]),
         Content::Parts(parts) => parts,
         Content::Other(_) => {
             return Err(TranslateError::invalid(
-                p,
+                p(),
                 "must be a string or an array of content parts",
             ))
         }
     };
     let mut out = Vec::with_capacity(parts.len());
     for (j, part) in parts.into_iter().enumerate() {
-        let pp = format!("{p}[{j}]");
-        let ty = str_of(field_of(&part.other, "type", &pp)?, &format!("{pp}.type"))?;
+        let pp = || format!("{}[{j}]", p());
+        let ty = match part.other.get("type").filter(|x| !x.is_null()) {
+            Some(t) => str_at(t, || format!("{}.type", pp()))?,
+            None => return Err(TranslateError::invalid(format!("{}.type", pp()), "missing")),
+        };
         match ty {
             "input_text" | "output_text" | "text" => out.push(Part::Text(match part.text {
                 Some(Ok(t)) => t,
                 None | Some(Err(Value::Null)) => {
-                    return Err(TranslateError::invalid(format!("{pp}.text"), "missing"))
+                    return Err(TranslateError::invalid(format!("{}.text", pp()), "missing"))
                 }
                 Some(Err(_)) => {
                     return Err(TranslateError::invalid(
-                        format!("{pp}.text"),
+                        format!("{}.text", pp()),
                         "must be a string",
                     ))
                 }
@@ -704,19 +720,19 @@ fn decode_content<'a>(c: Content<'a>, p: &str) -> Result<Vec<Part<'a>>, Translat
                     out.push(Part::Image(image_from_url(url)));
                 } else if part.other.get("file_id").is_some_and(|f| !f.is_null()) {
                     return Err(TranslateError::Refused {
-                        param: format!("{pp}.file_id"),
+                        param: format!("{}.file_id", pp()),
                         why: "file ids name files stored at OpenAI; send the image as a URL or a data: URL",
                     });
                 } else {
                     return Err(TranslateError::invalid(
-                        format!("{pp}.image_url"),
+                        format!("{}.image_url", pp()),
                         "missing",
                     ));
                 }
             }
             _ => {
                 return Err(TranslateError::Refused {
-                    param: format!("{pp}.type"),
+                    param: format!("{}.type", pp()),
                     why: match ty {
                         "input_file" => "file inputs cannot be translated",
                         "input_audio" => "audio input cannot be translated",

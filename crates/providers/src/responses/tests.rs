@@ -242,11 +242,47 @@ fn malformed_requests_name_the_parameter() {
             json!({"model": "m", "input": "x", "tools": [{"type": "function"}]}),
             "tools[0].name",
         ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": 5}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": 1}]}),
+            "tools[1].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, {"text": "b"}]}]}),
+            "input[0].content[1].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": null}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": ["x"]}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": 1}]}]}),
+            "input[0].content[0].text",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
+            "input[0].content[0].image_url",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": 5}]}),
+            "input[0].content",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "output_text"}]}]}),
+            "input[0].output[0].text",
+        ),
     ];
     for (body, param) in cases {
         let e = err(body);
         assert!(matches!(e, TranslateError::Invalid { .. }), "{e:?}");
-        assert_eq!(e.param(), param);
+        assert_eq!(e.param(), param, "{e:?}");
     }
 }
 
@@ -837,6 +873,30 @@ fn decode_accepts_what_a_value_parse_accepts() {
             deep(122)
         )),
         tool(r#"{"type":"function","name":"f","x":1e400}"#),
+        tool(r#"{"type":"function","name":"f","parameters":{"\ud800":1}}"#),
+        tool(r#"{"type":"function","name":"f","parameters":{"\ud83d\ude00":{"enum":["\u00e9"]}}}"#),
+        tool(r#"{"type":"function","name":"f","parameters":{"a":[1,{"b":"\udc00"}]}}"#),
+        tool(
+            r#"{"type":"function","name":"f","parameters":{"max":9007199254740991,"min":-1.5e3}}"#,
+        ),
+        tool(r#"{"type":"function","name":"f","parameters":{"max":1e400}}"#),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","parameters":{{"max":{}}}}}"#,
+            "9".repeat(400)
+        )),
+        tool(r#"{"type":"function","name":"f","description":"\ud800 x"}"#),
+        tool(r#"{"type":"function","name":"f","description":["\ud800"]}"#),
+        tool(r#"{"type":"function","name":"f","strict":"\ud800"}"#),
+        tool(r#"{"type":"function","name":"f"},["\ud800"]"#),
+        tool(r#"{"type":"namespace","name":"n","tools":[{"type":"function","name":"\ud800"}]}"#),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","parameters":{}}}"#,
+            deep(123)
+        )),
+        tool(&format!(
+            r#"{{"type":"function","name":"f","parameters":{}}}"#,
+            deep(124)
+        )),
         tool(r#"{"type":"function","name":"\udc00"}"#),
         tool(r#"5, "\ud800""#),
         tool(&format!(
@@ -923,6 +983,8 @@ fn walk_decodes_as_serde_parse() {
         r#"{"model":"m","input":"hi",}"#.into(),
         r#"{"model":"m","input":"hi"} x"#.into(),
         r#"{"model":"m","input":"hi","instructions":5}"#.into(),
+        r#"{"model":"m","input":"hi","tools":[{"type":"function","name":"f\u00e9","parameters":{"\ud83d\ude00":{"maximum":9007199254740991,"x":2.5e3}}}]}"#.into(),
+        r#"{"model":"m","input":"hi","tools":[{"type":"function","name":"f","parameters":{"maximum":9007199254740991}},[1,[2]],5]}"#.into(),
     ];
     for (i, body) in bodies.iter().enumerate() {
         // The valid ones are walked, not handed back to serde.

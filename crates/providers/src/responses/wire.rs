@@ -14,8 +14,8 @@ use serde_json::{value::RawValue, Map, Value};
 
 pub(super) use crate::anthropic::wire::parse;
 use crate::anthropic::wire::{
-    err, key_text, many_at, raw_at, raw_str, raw_str_text, value_at, FromCursor, FromMap, Many,
-    ManySeed, Member, TopLevel,
+    err, key_text, many_at, noted_at, raw_str, raw_str_at, raw_str_noted, value_at, FromCursor,
+    FromMap, Many, ManySeed, Member, TopLevel,
 };
 use crate::json::{Str, Strict};
 use crate::openai::wire::{
@@ -91,15 +91,21 @@ impl<'de> Member<'de> for Top<'de> {
         Some(match key {
             "input" => Top::Input(many_at(doc, c, 1)?),
             "tools" => {
+                // Kept as the caller's bytes for the echo, so checked whole as `Strict` checks
+                // them; what the walk noted on the way says whether that needs a second pass.
                 let start = c.offset();
+                c.take_unchecked();
                 let tools = many_at(doc, c, 1)?;
                 let raw = doc.get(start..c.offset())?.trim_start();
-                Strict(1).check_text(raw).ok()?;
+                let n = c.take_unchecked();
+                if n.unicode || n.long_number || n.nesting >= crate::json::MAX_DEPTH {
+                    Strict(1).check_text(raw).ok()?;
+                }
                 Top::Tools(tools, raw)
             }
             "instructions" => {
-                let raw = raw_at(doc, c)?;
-                Top::Instructions(raw_str_text(raw, 1)?, raw)
+                let (raw, n) = noted_at(doc, c)?;
+                Top::Instructions(raw_str_noted(raw, n, 1)?, raw)
             }
             _ => Top::Other(value_at(doc, c, 1)?),
         })
@@ -148,8 +154,9 @@ impl<'de> FromCursor<'de> for ToolDef<'de> {
         while let Some(k) = c.key() {
             let k = key_text(doc, k)?;
             match &*k {
-                "description" => t.description = Some(raw_str_text(raw_at(doc, c)?, depth)?),
-                "parameters" => t.parameters = Some(raw_at(doc, c)?),
+                "description" => t.description = Some(raw_str_at(doc, c, depth)?),
+                // Noted, for the check of the whole `tools` list (see `Top::member_at`).
+                "parameters" => t.parameters = Some(noted_at(doc, c)?.0),
                 "tools" => t.tools = Some(many_at(doc, c, depth)?),
                 _ => {
                     t.other.insert(k.into_owned(), value_at(doc, c, depth)?);
