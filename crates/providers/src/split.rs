@@ -351,13 +351,22 @@ const TOO_DEEP: u64 = 1 << 62;
 /// The visit's tables in one place, so that one register addresses them all.
 struct Tables {
     class: [u8; 256],
+    keep: [u64; 256],
     grammar: [u8; 256],
     mul: [u64; 256],
     add: [u64; 256],
 }
 
+/// Per class, the bits of the stack the visit's rare-event test sees: none for a scalar.
+const KEEP: [u64; 256] = {
+    let mut t = [!0; 256];
+    t[class::SCALAR as usize] = 0;
+    t
+};
+
 static TABLES: Tables = Tables {
     class: CLASS,
+    keep: KEEP,
     grammar: GRAMMAR,
     mul: MUL,
     add: ADD,
@@ -417,8 +426,10 @@ impl<'a> Walk<'a> {
         }
         let escaped = escaped(m.backslash, &mut self.escaped_carry);
         // Each escaped byte must make an escape (outside strings a backslash is refused
-        // anyway: it is visited, and no class takes it).
-        let mut check = escaped;
+        // anyway: it is visited, and no class takes it). An escaped quote or backslash (two
+        // in three of an agent body's escapes) is one, as its mask says: only the others are
+        // looked up.
+        let mut check = escaped & !(m.quote | m.backslash);
         while check != 0 {
             let i = check.trailing_zeros() as usize;
             check &= check - 1;
@@ -463,16 +474,18 @@ impl<'a> Walk<'a> {
             let i = visit.trailing_zeros() as usize;
             visit &= visit - 1;
             let class = TABLES.class[usize::from(bytes[i & 63])];
-            if class == class::SCALAR {
-                let end = self.scalar_end(base + i)?;
-                visit &= after(end - base);
-                self.skip_to = end;
-            }
-            // Inside the top-level object or outside it: the rare events, on a branch of their
-            // own.
-            if stack < 4 {
-                (state, stack) = self.top(base + i, class, state, stack)?;
-                continue;
+            // A scalar, or the top-level object's own fields (or outside it): the rare events,
+            // found by one test (`keep` clears the stack for a scalar).
+            if stack & TABLES.keep[usize::from(class)] < 4 {
+                if class == class::SCALAR {
+                    let end = self.scalar_end(base + i)?;
+                    visit &= after(end - base);
+                    self.skip_to = end;
+                }
+                if stack < 4 {
+                    (state, stack) = self.top(base + i, class, state, stack)?;
+                    continue;
+                }
             }
             deep |= stack;
             state = TABLES.grammar[usize::from(state | class)];

@@ -141,6 +141,40 @@ fn block_edges() {
     }
 }
 
+/// Long strings, as an agent's prompt is: one string over several blocks (most of them
+/// taken by the early return for a block inside a string), with an escape, an escaped
+/// quote, a raw control character, a bad escape or the closing quote on every position of a
+/// later block, a second one a block further on, and the string left open to the end.
+#[test]
+fn long_strings_across_blocks() {
+    let specials = [
+        r#"\""#,
+        r#"\\"#,
+        r#"\n"#,
+        r#"\u00e9"#,
+        r#"\uD83D"#,
+        r#"\u12"#,
+        r#"\q"#,
+        "\n",
+        "\u{1}",
+        "\u{7f}",
+        r#"""#,
+        r#"\"#,
+        "é",
+        "€",
+    ];
+    for at in 0..260 {
+        for special in specials {
+            for (then, after) in [("", 0), (special, 64), (r#"\\"#, 63), ("x", 1)] {
+                let body = format!("{}{special}{}{then}", "a".repeat(at), "b".repeat(after));
+                agree(format!(r#"{{"k":"{body}","z":[1,"{body}"]}}"#).as_bytes());
+                agree(format!(r#"{{"k":"{body}"#).as_bytes());
+                agree(format!(r#"{{"k":["{body}"]"#).as_bytes());
+            }
+        }
+    }
+}
+
 /// The walk either agrees with serde or leaves the text to it (`None`), and never accepts
 /// what serde refuses: for texts past the walk's depth limit.
 #[track_caller]
@@ -323,6 +357,22 @@ fn sse2_masks_match_the_bytewise_ones() {
         }
         assert_eq!(masks(&block), masks_bytewise(&block));
         assert_eq!(low(&block), low_bytewise(&block));
+    }
+}
+
+/// Every byte value on every position of an otherwise plain block (ASCII letters, or bytes
+/// of multi-byte characters): the one-test answer for plain blocks stops at exactly the
+/// quotes, backslashes and control characters.
+#[test]
+fn sse2_masks_take_every_byte_on_every_position() {
+    for fill in [b'a', b'#', b' ', 0x7f, 0x80, 0xa2, 0xdc, 0xff] {
+        for at in 0..64 {
+            for b in 0..=255u8 {
+                let mut block = [fill; 64];
+                block[at] = b;
+                assert_eq!(masks(&block), masks_bytewise(&block), "{b:#x} at {at}");
+            }
+        }
     }
 }
 
