@@ -19,12 +19,11 @@
 //! `encrypted_content` under a `switchyard:` prefix; content without that prefix (a real
 //! OpenAI blob) means nothing to another provider and is not passed on.
 
-use serde::{ser::SerializeMap, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::{
     chat::{FinishReason, TranslateError},
-    json::Json,
+    json::{Json, Out},
     Usage,
 };
 
@@ -49,7 +48,7 @@ pub(crate) const REDACTED_PREFIX: &str = "switchyard:redacted:";
 /// tools it declared in a namespace, so the calls the model makes come back under them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Echo {
-    settings: Map<String, Value>,
+    settings: Vec<(&'static str, Value)>,
     /// Settings echoed as the caller sent them (`tools`, `instructions`: often most of a
     /// request's bytes), read into values only when a response is written.
     raw: Vec<(&'static str, RawJson)>,
@@ -108,33 +107,28 @@ impl Echo {
                 .cloned()
                 .unwrap_or(default)
         };
-        let mut m = Map::new();
-        m.insert("instructions".into(), get("instructions", Value::Null));
-        m.insert(
-            "max_output_tokens".into(),
-            get("max_output_tokens", Value::Null),
-        );
-        m.insert("metadata".into(), get("metadata", json!({})));
-        m.insert(
-            "parallel_tool_calls".into(),
-            get("parallel_tool_calls", json!(true)),
-        );
-        m.insert(
-            "reasoning".into(),
-            get("reasoning", json!({"effort": null, "summary": null})),
-        );
-        m.insert("temperature".into(), get("temperature", Value::Null));
-        m.insert(
-            "text".into(),
-            get("text", json!({"format": {"type": "text"}})),
-        );
-        m.insert("tool_choice".into(), get("tool_choice", json!("auto")));
-        m.insert("tools".into(), get("tools", json!([])));
-        m.insert("top_p".into(), get("top_p", Value::Null));
-        m.insert("truncation".into(), get("truncation", json!("disabled")));
-        m.insert("user".into(), get("user", Value::Null));
+        let settings = vec![
+            ("instructions", get("instructions", Value::Null)),
+            ("max_output_tokens", get("max_output_tokens", Value::Null)),
+            ("metadata", get("metadata", json!({}))),
+            (
+                "parallel_tool_calls",
+                get("parallel_tool_calls", json!(true)),
+            ),
+            (
+                "reasoning",
+                get("reasoning", json!({"effort": null, "summary": null})),
+            ),
+            ("temperature", get("temperature", Value::Null)),
+            ("text", get("text", json!({"format": {"type": "text"}}))),
+            ("tool_choice", get("tool_choice", json!("auto"))),
+            ("tools", get("tools", json!([]))),
+            ("top_p", get("top_p", Value::Null)),
+            ("truncation", get("truncation", json!("disabled"))),
+            ("user", get("user", Value::Null)),
+        ];
         Echo {
-            settings: m,
+            settings,
             raw: Vec::new(),
             names: ToolNames::default(),
         }
@@ -218,76 +212,53 @@ pub(crate) struct ResponseObject<'a> {
     pub echo: &'a Echo,
 }
 
-/// One value of a [`ResponseObject`] as it is written.
-enum Field<'a> {
-    Str(&'a str),
-    U64(u64),
-    Bool(bool),
-    Null,
-    Value(&'a Value),
-    Values(&'a [Value]),
-    /// JSON text the caller sent (checked when its request was decoded), copied as it is.
-    Raw(&'a str),
-}
-
-impl Serialize for Field<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Field::Str(v) => s.serialize_str(v),
-            Field::U64(v) => s.serialize_u64(*v),
-            Field::Bool(v) => s.serialize_bool(*v),
-            Field::Null => s.serialize_unit(),
-            Field::Value(v) => v.serialize(s),
-            Field::Values(v) => v.serialize(s),
-            Field::Raw(v) => Json::Raw(v).serialize(s),
-        }
-    }
-}
-
-/// Written with its keys sorted (the order of the `Value` map it once was). The echoed
-/// `tools` and `instructions` are most of an agent's request (40 KB from Codex), and a stream
-/// repeats them three times: they are copied as the caller sent them, not parsed into values
-/// and written again (that was 3/4 of a translated Codex stream's CPU).
-impl Serialize for ResponseObject<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl ResponseObject<'_> {
+    /// Appends the object, its keys sorted (the order of the `Value` map it once was). The
+    /// echoed `tools` and `instructions` are most of an agent's request (40 KB from Codex),
+    /// and a stream repeats them three times: they are copied as the caller sent them, not
+    /// parsed into values and written again (that was 3/4 of a translated Codex stream's
+    /// CPU).
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         let usage = self.usage.as_ref().map(usage_json);
-        let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(32);
+        let raw = &self.echo.raw;
+        // Of a key sent twice, the last, as a map insert keeps it.
+        let raw: Vec<(&'static str, Json<'_>)> = raw
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !raw[i + 1..].iter().any(|(r, _)| r == k))
+            .map(|(_, (k, v))| (*k, Json::Raw(&v.0)))
+            .collect();
+        let mut fields: Vec<(&'static str, Out<'_, '_>)> = Vec::with_capacity(32);
         fields.extend([
-            ("id", Field::Str(self.id)),
-            ("object", Field::Str("response")),
-            ("created_at", Field::U64(self.created_at)),
-            ("status", Field::Str(self.status)),
-            ("background", Field::Bool(false)),
-            ("error", Field::Null),
-            ("incomplete_details", Field::Value(&self.incomplete_details)),
-            ("model", Field::Str(self.model)),
-            ("output", Field::Values(&self.output)),
-            ("previous_response_id", Field::Null),
-            ("store", Field::Bool(false)),
-            ("usage", usage.as_ref().map_or(Field::Null, Field::Value)),
+            ("id", Out::Text(self.id)),
+            ("object", Out::Text("response")),
+            ("created_at", Out::U64(self.created_at)),
+            ("status", Out::Text(self.status)),
+            ("background", Out::Bool(false)),
+            ("error", Out::Null),
+            ("incomplete_details", Out::Value(&self.incomplete_details)),
+            ("model", Out::Text(self.model)),
+            (
+                "output",
+                Out::Array(self.output.iter().map(Out::Value).collect()),
+            ),
+            ("previous_response_id", Out::Null),
+            ("store", Out::Bool(false)),
+            ("usage", usage.as_ref().map_or(Out::Null, Out::Value)),
         ]);
         if self.status == "completed" {
-            fields.push(("completed_at", Field::U64(crate::openai::chat::unix_now())));
+            fields.push(("completed_at", Out::U64(crate::openai::chat::unix_now())));
         }
-        let raw = &self.echo.raw;
         fields.extend(
             self.echo
                 .settings
                 .iter()
                 .filter(|(k, _)| !raw.iter().any(|(r, _)| r == k))
-                .map(|(k, v)| (k.as_str(), Field::Value(v))),
+                .map(|(k, v)| (*k, Out::Value(v))),
         );
-        fields.extend(raw.iter().map(|(k, v)| (*k, Field::Raw(&v.0))));
-        // Stable: of a key sent twice, the last is kept, as a map insert keeps it.
+        fields.extend(raw.iter().map(|(k, v)| (*k, Out::Json(v))));
         fields.sort_by(|a, b| a.0.cmp(b.0));
-        let mut m = s.serialize_map(None)?;
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
-                continue;
-            }
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
+        Out::Object(fields).write(out);
     }
 }
 

@@ -873,5 +873,7 @@ pub fn encode_response(resp: &chat::Response, echo: &Echo) -> Vec<u8> {
         usage: Some(resp.usage.unwrap_or_default()),
         echo,
     };
-    serde_json::to_vec(&body).unwrap_or_default()
+    let mut out = Vec::with_capacity(1024);
+    body.write(&mut out);
+    out
 }

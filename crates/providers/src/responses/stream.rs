@@ -415,7 +415,7 @@ impl StreamEncoder {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\ndata: {\"response\":");
-        let _ = serde_json::to_writer(&mut *out, &self.object(status, incomplete_details, full));
+        self.object(status, incomplete_details, full).write(out);
         out.extend_from_slice(b",\"sequence_number\":");
         write_u64(out, self.seq);
         out.extend_from_slice(b",\"type\":");
