@@ -853,17 +853,7 @@ mod tests {
         let mut checked = 0;
         for doc in base {
             for _ in 0..20_000 {
-                let mut d = doc.to_vec();
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..d.len());
-                    match rng.u8(..3) {
-                        0 => d[at] = alphabet[rng.usize(..alphabet.len())],
-                        1 => {
-                            d.remove(at);
-                        }
-                        _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
-                    }
-                }
+                let d = crate::test_util::mutate(&mut rng, doc, alphabet);
                 // `serde_json` refuses lone surrogates, which the walk does not look for.
                 if d.windows(3).any(|w| w == br"\ud" || w == br"\uD") {
                     continue;

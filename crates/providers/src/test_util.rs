@@ -9,6 +9,23 @@ use crate::{
     transcode::{BackendFormat, Format, Transcoder},
 };
 
+/// `doc` with one to three bytes replaced, removed or inserted (from `alphabet`): the
+/// mutations the differential tests hold a fast path to its reference on.
+pub(crate) fn mutate(rng: &mut fastrand::Rng, doc: &[u8], alphabet: &[u8]) -> Vec<u8> {
+    let mut d = doc.to_vec();
+    for _ in 0..rng.usize(1..4) {
+        let at = rng.usize(..d.len());
+        match rng.u8(..3) {
+            0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+            1 => {
+                d.remove(at);
+            }
+            _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+        }
+    }
+    d
+}
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
 pub(crate) fn fixture(name: &str) -> Vec<u8> {

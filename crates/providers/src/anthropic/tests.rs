@@ -657,17 +657,7 @@ fn noted_values_are_checked_as_strict_checks_them() {
     for doc in base {
         docs.push(doc.into());
         for _ in 0..4_000 {
-            let mut d = doc.as_bytes().to_vec();
-            for _ in 0..rng.usize(1..4) {
-                let at = rng.usize(..d.len());
-                match rng.u8(..3) {
-                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
-                    1 => {
-                        d.remove(at);
-                    }
-                    _ => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
-                }
-            }
+            let d = crate::test_util::mutate(&mut rng, doc.as_bytes(), alphabet);
             if let Ok(d) = String::from_utf8(d) {
                 docs.push(d);
             }
