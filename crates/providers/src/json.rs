@@ -58,14 +58,8 @@ impl<'a> Str<'a> {
     pub fn as_str(&self) -> Cow<'_, str> {
         match self {
             Str::Text(t) => Cow::Borrowed(t),
-            Str::Json(s) => {
-                let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
-                if !inner.contains('\\') {
-                    return Cow::Borrowed(inner);
-                }
-                // `Str::json` checked that the literal decodes.
-                unescape(s).map_or(Cow::Borrowed(""), Cow::Owned)
-            }
+            // `Str::json` checked that the literal decodes.
+            Str::Json(s) => literal_text(s).unwrap_or(Cow::Borrowed("")),
         }
     }
 
@@ -892,6 +886,17 @@ fn string_end_checked(b: &[u8], mut i: usize) -> Option<usize> {
             _ => {}
         }
     }
+}
+
+/// The text of the JSON string literal `lit` (quotes included, syntax checked as for
+/// [`unescape`]): borrowed from it when it has no escape, else unescaped; `None` when it is
+/// not quoted or does not decode.
+pub(crate) fn literal_text(lit: &str) -> Option<Cow<'_, str>> {
+    let inner = lit.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    unescape(lit).map(Cow::Owned)
 }
 
 /// The text of the JSON string literal `lit` (quotes included), whose syntax serde_json or

@@ -328,11 +328,7 @@ pub(crate) fn many_at<'de, T: FromCursor<'de>>(
     }
     let v = raw_at(doc, c)?;
     if v.starts_with('"') {
-        let inner = v.get(1..v.len().saturating_sub(1))?;
-        if !inner.contains('\\') {
-            return Some(Many::Text(Cow::Borrowed(inner)));
-        }
-        return unescape(v).map(|s| Many::Text(Cow::Owned(s)));
+        return json::literal_text(v).map(Many::Text);
     }
     Some(Many::Other(serde_json::from_str(v).ok()?))
 }

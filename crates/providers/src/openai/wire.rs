@@ -19,7 +19,7 @@ use crate::anthropic::wire::{
 };
 pub(super) use crate::anthropic::wire::{parse, Many};
 use crate::{
-    json::{scanned_is_strict, unescape, Str, Strict},
+    json::{literal_text, scanned_is_strict, Str, Strict},
     scan::Cursor,
 };
 
@@ -159,12 +159,8 @@ pub(crate) fn small_str_at<'a>(
     depth: usize,
 ) -> Option<Result<Cow<'a, str>, Value>> {
     let v = raw_at(doc, c)?;
-    if let Some(inner) = v.strip_prefix('"') {
-        let inner = inner.strip_suffix('"')?;
-        if !inner.contains('\\') {
-            return Some(Ok(Cow::Borrowed(inner)));
-        }
-        return unescape(v).map(|s| Ok(Cow::Owned(s)));
+    if v.starts_with('"') {
+        return literal_text(v).map(Ok);
     }
     if !scanned_is_strict(v, depth) {
         return None;
