@@ -18,7 +18,7 @@ Variants (`--variant`, repeatable):
   X-small      X with conditions without `message`
   X+partial    X, asking for the response as PartialObjectMetadata
 
-Loopback only, bounded (N writes per variant), standard library only.
+Loopback only, bounded (N writes per variant), standard library and the bench's own modules.
 
     tests/k8s/envtest.sh start
     python3 bench/kube_status_writes.py --routes 1000 --variant merge --variant put --rounds 3
@@ -39,6 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from switchyard_bench.kube import Cluster  # noqa: E402
+from switchyard_bench.procs import cpu_seconds  # noqa: E402
+
 ENVTEST_DIR = Path(os.environ.get("ENVTEST_DIR", "/tmp/switchyard-envtest"))
 GV = "/apis/switchyard.dev/v1alpha1"
 PARTIAL = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -48,8 +52,9 @@ class Server:
     """The envtest API server, reached as its admin kubeconfig says."""
 
     def __init__(self) -> None:
-        env = dict(ln.split("=", 1) for ln in (ENVTEST_DIR / "env").read_text().splitlines()
-                   if "=" in ln and not ln.startswith("#"))
+        # The running envtest's settings, read as the scale bench reads them (never started
+        # here).
+        env = Cluster(allow_start=False, log=print).env
         self.env = env
         host, port = env["KUBE_APISERVER_URL"].split("//", 1)[1].rsplit(":", 1)
         self.host, self.port = host, int(port)
@@ -61,8 +66,7 @@ class Server:
         self.pid = int((ENVTEST_DIR / "kube-apiserver.pid").read_text().split()[0])
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def request(self, method: str, path: str, body: str | None = None,
                 ctype: str = "application/json", accept: str = "application/json"):
