@@ -102,11 +102,19 @@ fuzz:
 
 ## Benchmarks (not part of `test`): Switchyard against a direct call to the mock and against
 ## nginx, interleaved in one run; prints one table with ratios and writes
-## bench/results/latest.json. Builds release binaries and installs nginx and wrk (apt-get) if
+## bench/results/latest.json. Builds release binaries (the gateway profile-guided, as
+## `make release`; --no-pgo for the plain build) and installs nginx and wrk (apt-get) if
 ## missing. Options go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--duration 3 --rounds 1"`.
 .PHONY: bench
 bench:
 	CARGO="$(CARGO)" $(PYTHON) bench/run.py $(BENCH_ARGS)
+
+## The release binary as the image ships it: built with a profile of the bench's workloads
+## (bench/pgo.py: an instrumented build, a short training run in front of the mock, the
+## optimised build). Prints target/pgo/release/switchyard.
+.PHONY: release
+release:
+	CARGO="$(CARGO)" $(PYTHON) bench/pgo.py
 
 clean:
 	$(CARGO) clean

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from harness import child_env, start_mock
 
+from . import pgo
 from .kube import control_plane, control_plane_scale
 from .loadgen import Load
 from .micro import run_micro
@@ -111,6 +112,9 @@ def main(argv: Optional[list[str]] = None, description: Optional[str] = None) ->
     p.add_argument("--cpus", help="LOAD,PROXY: CPUs for load+mock and for the proxy")
     p.add_argument("--bin-dir", type=Path, help="use prebuilt binaries from here (no build)")
     p.add_argument("--no-build", action="store_true", help="use <target dir>/release as is")
+    p.add_argument("--no-pgo", action="store_true",
+                   help="measure the plain release build, not the profile-guided one the "
+                        "image ships (bench/pgo.py; the first PGO build takes ~40 min)")
     p.add_argument("--no-install", action="store_true",
                    help="never apt-get install nginx/wrk; run without what is missing")
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx target")
@@ -179,6 +183,12 @@ def main(argv: Optional[list[str]] = None, description: Optional[str] = None) ->
     else:
         bin_dir = build_release()
     bins = binaries(bin_dir)
+    build_kind = "as found in --bin-dir" if a.bin_dir else "debug" if s.smoke else "release"
+    if not (a.bin_dir or s.smoke or a.no_build or a.no_pgo):
+        # What the image ships (Dockerfile): the gateway built with a profile of these
+        # workloads. The mock and load generator stay the plain build.
+        bins["switchyard"] = pgo.build(log, tools=bin_dir)
+        build_kind = "release, profile-guided (bench/pgo.py)"
 
     if a.kube_scale_only:
         return kube_scale_only(bins, s, log, a.out)
@@ -195,7 +205,8 @@ def main(argv: Optional[list[str]] = None, description: Optional[str] = None) ->
 
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     res: dict[str, Any] = {"meta": dict(
-        meta, pinning=pin_text, nginx=None, bin_dir=str(bin_dir),
+        meta, pinning=pin_text, nginx=None, bin_dir=str(bin_dir), build=build_kind,
+        gateway_bin=str(bins["switchyard"]),
         closed_loop_tool="wrk" if wrk else "switchyard-loadgen",
         settings=dict(vars(s)), limits=LIMITS,
         nginx_conf="bench/switchyard_bench/configs.py NGINX_CONF",

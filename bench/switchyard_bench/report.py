@@ -608,6 +608,7 @@ def header_text(meta: dict) -> str:
         f"{meta['loadavg_start']:.2f}; {st['rounds']} round(s) x {st['duration']:g} s per "
         f"workload and target, medians across rounds",
         f"pinning: {pin}",
+        f"switchyard build: {meta.get('build', 'release')}",
         f"nginx: {meta.get('nginx') or 'not installed (skipped)'}; closed loop: "
         f"{meta.get('closed_loop_tool')}; access logs: {'on' if st.get('access_log') else 'off'}"
         f" (both proxies)",

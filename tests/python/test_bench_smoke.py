@@ -142,3 +142,21 @@ def test_parses_wrk_and_loadgen_reports():
         run.parse_wrk("wrk: connection refused\n")
     lg = run.parse_loadgen('noise\n{"mode":"open","ok":3,"error_total":0,"latency_us":{"p50":1}}\n')
     assert lg["mode"] == "open"
+
+
+def test_pgo_training_drives_every_shape_the_bench_measures():
+    """bench/pgo.py profiles the gateway on its training set: every request shape the bench
+    measures must be in it and answered without an error (a profile of error paths would lay
+    out the wrong code). Run here on the debug build, uninstrumented, for a moment each."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from switchyard_bench import pgo
+
+    shapes = {name for name, *_ in pgo.training_set()}
+    agentic = {"agent_openai_pass", "agent_claude_pass", "agent_claude_to_openai",
+               "agent_openai_to_anthropic", "agent_codex_to_chat"}
+    assert {"chat", "stream", "stream_sep"} | agentic | {a + "_stream" for a in agentic} == shapes
+    d = bin_dir()
+    done = pgo.train(d / "switchyard", d / "switchyard-mock", d / "switchyard-loadgen", 0.2,
+                     lambda _msg: None)
+    assert set(done) == shapes
+    assert all(n > 0 for n in done.values()), done
