@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,14 +37,10 @@ from .configs import gateway_config
 from .loadgen import body, parse_loadgen
 from .procs import BenchError, Proc, run_cmd
 from .settings import ANTHROPIC_HEADERS, CARGO, MODEL, REPO, SEP_MODEL, UPSTREAM_KEY
+from .tools import target_dir
 from .workloads import AGENTIC, agentic_body
 
 Log = Callable[[str], None]
-
-
-def _target_root() -> Path:
-    d = os.environ.get("CARGO_TARGET_DIR")
-    return Path(d) if d else REPO / "target"
 
 
 class _Shape:
@@ -110,11 +105,10 @@ def llvm_profdata(log: Log) -> Path:
     """The toolchain's own `llvm-profdata` (a distribution's may not read rustc's LLVM's
     format), adding rustup's `llvm-tools` component when it is missing."""
     def find() -> Optional[Path]:
-        sysroot = subprocess.run(["rustc", "--print", "sysroot"], cwd=REPO, capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        host = next(ln.split()[1] for ln in subprocess.run(
-            ["rustc", "-vV"], cwd=REPO, capture_output=True, text=True,
-            check=True).stdout.splitlines() if ln.startswith("host:"))
+        sysroot = run_cmd(["rustc", "--print", "sysroot"], 60, "rustc --print sysroot",
+                          cwd=REPO).strip()
+        host = next(ln.split()[1] for ln in run_cmd(
+            ["rustc", "-vV"], 60, "rustc -vV", cwd=REPO).splitlines() if ln.startswith("host:"))
         p = Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-profdata"
         return p if p.is_file() else None
     found = find()
@@ -127,17 +121,15 @@ def llvm_profdata(log: Log) -> Path:
     return found
 
 
-def _cargo_build(target_dir: Path, rustflags: str, target: Optional[str], what: str,
+def _cargo_build(out_dir: Path, rustflags: str, target: Optional[str], what: str,
                  log: Log) -> Path:
-    env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir),
+    env = dict(os.environ, CARGO_TARGET_DIR=str(out_dir),
                RUSTFLAGS=" ".join(f for f in (os.environ.get("RUSTFLAGS", ""), rustflags) if f))
-    log(f"pgo: {what}: cargo build --release -p switchyard (target dir {target_dir})")
-    argv = [CARGO, "build", "--release", "--locked", "-p", "switchyard", "--bin", "switchyard",
-            *(["--target", target] if target else [])]
-    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
-    if r.returncode != 0:
-        raise BenchError(f"{what} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return target_dir / (target or "") / "release" / "switchyard"
+    log(f"pgo: {what}: cargo build --release -p switchyard (target dir {out_dir})")
+    # From the repository, where rust-toolchain.toml picks the compiler the profile is for.
+    run_cmd([CARGO, "build", "--release", "--locked", "-p", "switchyard", "--bin", "switchyard",
+             *(["--target", target] if target else [])], 7200, what, env=env, cwd=REPO)
+    return out_dir / (target or "") / "release" / "switchyard"
 
 
 def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
@@ -145,12 +137,12 @@ def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
     """The PGO build of `switchyard` (for `target`, default the host); returns its path.
     `tools`: a folder with release builds of the mock and the load generator (built here
     when not given)."""
-    root = _target_root()
+    root = target_dir()
     profdata_tool = llvm_profdata(log)
     if tools is None:
         # The mock and load generator that drive the training: a plain host build.
         run_cmd([CARGO, "build", "--release", "--locked", "-p", "switchyard-mock", "-p",
-                 "switchyard-loadgen"], 3600, "cargo build --release (mock, loadgen)")
+                 "switchyard-loadgen"], 3600, "cargo build --release (mock, loadgen)", cwd=REPO)
         tools = root / "release"
     raw = root / "pgo-generate" / "profiles"
     shutil.rmtree(raw, ignore_errors=True)

@@ -38,10 +38,11 @@ def pinned(cpu: Optional[int], argv: list) -> list:
     return (["taskset", "-c", str(cpu)] if cpu is not None else []) + list(argv)
 
 
-def run_cmd(argv: list, timeout: float, what: str) -> str:
+def run_cmd(argv: list, timeout: float, what: str, env: Optional[dict] = None,
+            cwd: Optional[Path] = None) -> str:
     try:
         r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                           timeout=timeout, check=False)
+                           timeout=timeout, check=False, env=env, cwd=cwd)
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"{what} did not finish in {timeout:.0f}s") from e
     if r.returncode != 0:

@@ -20,6 +20,9 @@ from conftest import REPO, bin_dir
 
 RUN = REPO / "bench" / "run.py"
 SMOKE_TIMEOUT_S = 240
+# The agentic workloads the bench runs (each also streaming).
+AGENTIC = {"agent_openai_pass", "agent_claude_pass", "agent_claude_to_openai",
+           "agent_openai_to_anthropic", "agent_codex_to_chat"}
 
 
 def load_harness():
@@ -50,9 +53,7 @@ def test_every_workload_ran_against_every_target(smoke):
     targets = ["direct", "switchyard"] + (["nginx"] if res["meta"]["nginx"] else [])
     workloads = res["workloads"]
     assert {"chat", "stream", "stream_sep", "stream_ttfb", "hold", "hold_big"} <= set(workloads)
-    agentic = {"agent_openai_pass", "agent_claude_pass", "agent_claude_to_openai",
-               "agent_openai_to_anthropic", "agent_codex_to_chat"}
-    assert agentic | {a + "_stream" for a in agentic} <= set(workloads)
+    assert AGENTIC | {a + "_stream" for a in AGENTIC} <= set(workloads)
     assert any(name.startswith("open_") for name in workloads)
     for name, per_target in workloads.items():
         if name.startswith("tls_"):
@@ -152,9 +153,7 @@ def test_pgo_training_drives_every_shape_the_bench_measures():
     from switchyard_bench import pgo
 
     shapes = {name for name, *_ in pgo.training_set()}
-    agentic = {"agent_openai_pass", "agent_claude_pass", "agent_claude_to_openai",
-               "agent_openai_to_anthropic", "agent_codex_to_chat"}
-    assert {"chat", "stream", "stream_sep"} | agentic | {a + "_stream" for a in agentic} == shapes
+    assert {"chat", "stream", "stream_sep"} | AGENTIC | {a + "_stream" for a in AGENTIC} == shapes
     d = bin_dir()
     done = pgo.train(d / "switchyard", d / "switchyard-mock", d / "switchyard-loadgen", 0.2,
                      lambda _msg: None)
