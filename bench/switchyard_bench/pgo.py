@@ -16,7 +16,10 @@ cache or the plain release build:
    added when missing) and build again with `-Cprofile-use` (target/pgo).
 
 rustc lists the profile among each crate's inputs (its dep-info), so a new profile rebuilds
-what it changes and nothing is left optimised for an old one.
+what it changes and nothing is left optimised for an old one. Training is not repeatable
+byte for byte, so every new profile costs the whole optimised build (~20 min here): the
+profile is kept, with the digest of the instrumented binary it came from beside it, and used
+again while that binary is unchanged (`--retrain` makes a new one anyway).
 
     python3 bench/pgo.py                         # target/pgo/release/switchyard
     python3 bench/pgo.py --target x86_64-unknown-linux-musl --install /out/switchyard
@@ -24,6 +27,7 @@ what it changes and nothing is left optimised for an old one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -132,11 +136,21 @@ def _cargo_build(out_dir: Path, rustflags: str, target: Optional[str], what: str
     return out_dir / (target or "") / "release" / "switchyard"
 
 
+def _digest(binary: Path, seconds: float) -> str:
+    """What a profile was trained from: the instrumented binary, the load and its shapes."""
+    h = hashlib.sha256(f"seconds={seconds}\n{training_set()!r}\n".encode())
+    with binary.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
-          tools: Optional[Path] = None) -> Path:
+          tools: Optional[Path] = None, retrain: bool = False) -> Path:
     """The PGO build of `switchyard` (for `target`, default the host); returns its path.
     `tools`: a folder with release builds of the mock and the load generator (built here
-    when not given)."""
+    when not given). The profile of an earlier call is used again while the instrumented
+    binary is the same, unless `retrain`."""
     root = target_dir()
     profdata_tool = llvm_profdata(log)
     if tools is None:
@@ -145,16 +159,25 @@ def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
                  "switchyard-loadgen"], 3600, "cargo build --release (mock, loadgen)", cwd=REPO)
         tools = root / "release"
     raw = root / "pgo-generate" / "profiles"
-    shutil.rmtree(raw, ignore_errors=True)
-    raw.mkdir(parents=True)
     instrumented = _cargo_build(root / "pgo-generate", f"-Cprofile-generate={raw}", target,
                                 "instrumented build", log)
-    train(instrumented, tools / "switchyard-mock", tools / "switchyard-loadgen", seconds, log)
-    if not any(raw.glob("*.profraw")):
-        raise BenchError(f"the instrumented gateway wrote no profile into {raw}")
     profile = root / "pgo" / "switchyard.profdata"
-    profile.parent.mkdir(parents=True, exist_ok=True)
-    run_cmd([profdata_tool, "merge", "-o", profile, raw], 600, "llvm-profdata merge")
+    source = profile.with_name(profile.name + ".source")
+    digest = _digest(instrumented, seconds)
+    if (not retrain and profile.is_file() and source.is_file()
+            and source.read_text().strip() == digest):
+        log(f"pgo: {profile} is from this instrumented build: not trained again")
+    else:
+        shutil.rmtree(raw, ignore_errors=True)
+        raw.mkdir(parents=True)
+        train(instrumented, tools / "switchyard-mock", tools / "switchyard-loadgen", seconds,
+              log)
+        if not any(raw.glob("*.profraw")):
+            raise BenchError(f"the instrumented gateway wrote no profile into {raw}")
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        source.unlink(missing_ok=True)
+        run_cmd([profdata_tool, "merge", "-o", profile, raw], 600, "llvm-profdata merge")
+        source.write_text(digest + "\n")
     return _cargo_build(root / "pgo", f"-Cprofile-use={profile}", target, "optimised build",
                         log)
 
@@ -166,10 +189,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seconds", type=float, default=1.0,
                    help="training load per request shape (default 1)")
     p.add_argument("--install", type=Path, help="copy the built binary here")
+    p.add_argument("--retrain", action="store_true",
+                   help="train a new profile even if the instrumented binary is unchanged")
     a = p.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        out = build(log, a.target, a.seconds)
+        out = build(log, a.target, a.seconds, retrain=a.retrain)
     except BenchError as e:
         print(f"pgo: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,52 @@ def test_pgo_training_drives_every_shape_the_bench_measures():
                      lambda _msg: None)
     assert set(done) == shapes
     assert all(n > 0 for n in done.values()), done
+
+
+def test_pgo_profile_is_trained_again_only_for_a_new_instrumented_binary(tmp_path, monkeypatch):
+    """Every new profile costs the whole optimised build (~20 min), so `make bench` uses the
+    last one again while the instrumented binary it came from is unchanged; a changed binary
+    or `retrain` trains anew. The builds, training and merge are stood in for here: what is
+    tested is the decision."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from switchyard_bench import pgo
+
+    instrumented = tmp_path / "pgo-generate" / "release" / "switchyard"
+    instrumented.parent.mkdir(parents=True)
+    instrumented.write_bytes(b"instrumented build 1")
+    trained = []
+
+    def cargo_build(out_dir, _flags, _target, _what, _log):
+        return instrumented if out_dir.name == "pgo-generate" else out_dir / "release" / "x"
+
+    def train(_gw, _mock, _loadgen, _seconds, _log):
+        trained.append(instrumented.read_bytes())
+        (tmp_path / "pgo-generate" / "profiles" / "1.profraw").write_bytes(b"counts")
+        return {}
+
+    def merge(cmd, *_args, **_kw):
+        assert cmd[1] == "merge"
+        Path(cmd[3]).write_bytes(b"profile")
+        return ""
+
+    monkeypatch.setattr(pgo, "target_dir", lambda: tmp_path)
+    monkeypatch.setattr(pgo, "llvm_profdata", lambda _log: Path("llvm-profdata"))
+    monkeypatch.setattr(pgo, "_cargo_build", cargo_build)
+    monkeypatch.setattr(pgo, "train", train)
+    monkeypatch.setattr(pgo, "run_cmd", merge)
+    build = lambda **kw: pgo.build(lambda _msg: None, tools=tmp_path, **kw)  # noqa: E731
+
+    build()
+    build()
+    assert len(trained) == 1, "an unchanged instrumented binary was trained again"
+    build(seconds=2.0)
+    assert len(trained) == 2, "a longer training load kept the old profile"
+    instrumented.write_bytes(b"instrumented build 2")
+    build(seconds=2.0)
+    assert trained[-1] == b"instrumented build 2" and len(trained) == 3
+    build(seconds=2.0, retrain=True)
+    assert len(trained) == 4
+    # A merge that failed leaves no record, so the next build trains again.
+    (tmp_path / "pgo" / "switchyard.profdata.source").unlink()
+    build(seconds=2.0)
+    assert len(trained) == 5
