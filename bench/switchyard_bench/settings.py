@@ -130,8 +130,16 @@ class Settings:
         self.tls_rate = self.rates[0]
 
 
+# File descriptors a proxy holds besides the held streams' two connections each: nginx's idle
+# upstream keep-alive pools (`keepalive 256` in each of its two upstream blocks, filled by the
+# earlier workloads) and listeners, logs and stragglers. With 512 in all, nginx ran out of
+# connections at 9 744 streams under a limit of 20 000 ("worker_connections are not enough,
+# reusing connections") and ~215 of its streams failed, while Switchyard's did not.
+HOLD_FD_MARGIN = 1024
+
+
 def hold_big_streams(s: Settings) -> int:
     """The larger held-stream count, within the file descriptors a proxy has: each stream
     holds a client and an upstream connection."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return max(0, min(s.hold_streams_big, (soft - 512) // 2))
+    return max(0, min(s.hold_streams_big, (soft - HOLD_FD_MARGIN) // 2))
