@@ -18,8 +18,9 @@ cache or the plain release build:
 rustc lists the profile among each crate's inputs (its dep-info), so a new profile rebuilds
 what it changes and nothing is left optimised for an old one. Training is not repeatable
 byte for byte, so every new profile costs the whole optimised build (~20 min here): the
-profile is kept, with the digest of the instrumented binary it came from beside it, and used
-again while that binary is unchanged (`--retrain` makes a new one anyway).
+profile is kept, with a digest of what it came from beside it (the instrumented binary, the
+training set and load), and used again while those are unchanged (`--retrain` makes a new
+one anyway).
 
     python3 bench/pgo.py                         # target/pgo/release/switchyard
     python3 bench/pgo.py --target x86_64-unknown-linux-musl --install /out/switchyard
@@ -138,11 +139,9 @@ def _cargo_build(out_dir: Path, rustflags: str, target: Optional[str], what: str
 
 def _digest(binary: Path, seconds: float) -> str:
     """What a profile was trained from: the instrumented binary, the load and its shapes."""
-    h = hashlib.sha256(f"seconds={seconds}\n{training_set()!r}\n".encode())
     with binary.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        built = hashlib.file_digest(f, "sha256").hexdigest()
+    return hashlib.sha256(f"{built}\nseconds={seconds}\n{training_set()!r}\n".encode()).hexdigest()
 
 
 def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
@@ -150,7 +149,7 @@ def build(log: Log, target: Optional[str] = None, seconds: float = 1.0,
     """The PGO build of `switchyard` (for `target`, default the host); returns its path.
     `tools`: a folder with release builds of the mock and the load generator (built here
     when not given). The profile of an earlier call is used again while the instrumented
-    binary is the same, unless `retrain`."""
+    binary, the training set and `seconds` are the same, unless `retrain`."""
     root = target_dir()
     profdata_tool = llvm_profdata(log)
     if tools is None:

@@ -146,13 +146,17 @@ def test_parses_wrk_and_loadgen_reports():
     assert lg["mode"] == "open"
 
 
-def test_pgo_training_drives_every_shape_the_bench_measures():
+@pytest.fixture
+def pgo():
+    sys.path.insert(0, str(REPO / "bench"))
+    from switchyard_bench import pgo as module
+    return module
+
+
+def test_pgo_training_drives_every_shape_the_bench_measures(pgo):
     """bench/pgo.py profiles the gateway on its training set: every request shape the bench
     measures must be in it and answered without an error (a profile of error paths would lay
     out the wrong code). Run here on the debug build, uninstrumented, for a moment each."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from switchyard_bench import pgo
-
     shapes = {name for name, *_ in pgo.training_set()}
     assert {"chat", "stream", "stream_sep"} | AGENTIC | {a + "_stream" for a in AGENTIC} == shapes
     d = bin_dir()
@@ -162,14 +166,12 @@ def test_pgo_training_drives_every_shape_the_bench_measures():
     assert all(n > 0 for n in done.values()), done
 
 
-def test_pgo_profile_is_trained_again_only_for_a_new_instrumented_binary(tmp_path, monkeypatch):
+def test_pgo_profile_is_trained_again_only_for_a_new_instrumented_binary(
+        pgo, tmp_path, monkeypatch):
     """Every new profile costs the whole optimised build (~20 min), so `make bench` uses the
     last one again while the instrumented binary it came from is unchanged; a changed binary
     or `retrain` trains anew. The builds, training and merge are stood in for here: what is
     tested is the decision."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from switchyard_bench import pgo
-
     instrumented = tmp_path / "pgo-generate" / "release" / "switchyard"
     instrumented.parent.mkdir(parents=True)
     instrumented.write_bytes(b"instrumented build 1")
@@ -183,9 +185,13 @@ def test_pgo_profile_is_trained_again_only_for_a_new_instrumented_binary(tmp_pat
         (tmp_path / "pgo-generate" / "profiles" / "1.profraw").write_bytes(b"counts")
         return {}
 
+    merge_fails = []
+
     def merge(cmd, *_args, **_kw):
         assert cmd[1] == "merge"
-        Path(cmd[3]).write_bytes(b"profile")
+        Path(cmd[3]).write_bytes(b"half a profile" if merge_fails else b"profile")
+        if merge_fails:
+            raise pgo.BenchError("llvm-profdata merge failed")
         return ""
 
     monkeypatch.setattr(pgo, "target_dir", lambda: tmp_path)
@@ -206,6 +212,12 @@ def test_pgo_profile_is_trained_again_only_for_a_new_instrumented_binary(tmp_pat
     build(seconds=2.0, retrain=True)
     assert len(trained) == 4
     # A merge that failed leaves no record, so the next build trains again.
-    (tmp_path / "pgo" / "switchyard.profdata.source").unlink()
-    build(seconds=2.0)
+    merge_fails.append(True)
+    with pytest.raises(pgo.BenchError):
+        build(seconds=2.0, retrain=True)
     assert len(trained) == 5
+    merge_fails.clear()
+    build(seconds=2.0)
+    assert len(trained) == 6
+    build(seconds=2.0)
+    assert len(trained) == 6
